@@ -1,0 +1,23 @@
+//! berth-server: a Docker image registry reached over SSH.
+//!
+//! Module map (kept in step with `docs/architecture.md`):
+//!
+//! * [`names`] — validated repository names, tags, image ids and digests.
+//! * [`store`] — the mount point: V1 reference layout + content-addressed blob
+//!   pool; the only code that builds paths or writes files.
+//! * [`registry`] — the HTTP service (V1 API) over the store; every transport
+//!   ends in [`registry::Registry::serve_connection`].
+//! * [`ssh`] — the russh server: public-key auth, the `docker-registry`
+//!   subsystem, and `registryget`/`registryput` exec requests.
+//! * [`exec`] — `registryget PATH` / `registryput PATH` command handling,
+//!   shared by the SSH server and stdio mode.
+//! * [`stdio`] — one connection on stdin/stdout for stock sshd.
+//! * [`keys`] — host key generation/loading and authorized_keys parsing.
+
+pub mod exec;
+pub mod keys;
+pub mod names;
+pub mod registry;
+pub mod ssh;
+pub mod stdio;
+pub mod store;

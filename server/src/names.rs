@@ -1,0 +1,288 @@
+//! Validated registry names: repositories, tags, V1 image ids and digests.
+//!
+//! Every value that ends up in a filesystem path is one of these types, and
+//! each type can only be built through its `parse` constructor. So `..`,
+//! absolute paths, NUL bytes, percent-escapes and over-long names are refused
+//! before any path exists (design: "validate names before building any path").
+//! The rules follow `v1-protocol.md` §1 and `v2-compat.md` §1.1.
+
+use std::fmt;
+
+/// Why a name, tag, id or digest was refused; carries the offending input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// A repository name that breaks the component grammar.
+    #[error("invalid repository name {0:?}: components must match [a-z0-9]+([._-][a-z0-9]+)*, at most 255 characters")]
+    Repository(String),
+    /// A tag that breaks `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+    #[error("invalid tag name {0:?} (must match [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")]
+    Tag(String),
+    /// A V1 image id that is not 16 or 64 lowercase hex characters.
+    #[error("invalid image id {0:?}")]
+    ImageId(String),
+    /// A digest that is not `sha256:` followed by 64 lowercase hex characters.
+    #[error("invalid digest {0:?} (only sha256:<64 hex> is supported)")]
+    Digest(String),
+}
+
+/// Longest repository name accepted (clients cap host + name at 255).
+pub const MAX_REPOSITORY_LEN: usize = 255;
+
+/// A repository, stored as V1 namespace + repository.
+///
+/// `foo` and `library/foo` are the same repository (`v1-protocol.md` §1): a
+/// single component gets the `library` namespace. Deeper names (`a/b/c`) split
+/// at the first `/` like the reference server: namespace `a`, repository `b/c`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoName {
+    namespace: String,
+    repository: String,
+}
+
+impl RepoName {
+    /// Parses a name as it appears in a URL (`foo`, `ns/foo`, `a/b/c`).
+    pub fn parse(name: &str) -> Result<RepoName, NameError> {
+        let trimmed = name.strip_suffix('/').unwrap_or(name);
+        let bad = || NameError::Repository(name.to_string());
+        if trimmed.is_empty() || trimmed.len() > MAX_REPOSITORY_LEN {
+            return Err(bad());
+        }
+        let components: Vec<&str> = trimmed.split('/').collect();
+        if !components.iter().all(|c| valid_component(c)) {
+            return Err(bad());
+        }
+        let (namespace, repository) = match components.as_slice() {
+            [only] => {
+                // A lone 64-hex name would be mistaken for an image id by clients.
+                if only.len() == 64 && only.bytes().all(is_lower_hex) {
+                    return Err(bad());
+                }
+                ("library".to_string(), only.to_string())
+            }
+            [ns, rest @ ..] => (ns.to_string(), rest.join("/")),
+            [] => return Err(bad()),
+        };
+        Ok(RepoName {
+            namespace,
+            repository,
+        })
+    }
+
+    /// The V1 namespace (`library` for single-component names).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The repository part after the namespace (may contain `/`).
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// The canonical `namespace/repository` form used in V1 answers.
+    pub fn full(&self) -> String {
+        format!("{}/{}", self.namespace, self.repository)
+    }
+}
+
+impl fmt::Display for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.repository)
+    }
+}
+
+impl fmt::Debug for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RepoName({self})")
+    }
+}
+
+/// One path component of a repository name: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+pub fn valid_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if is_alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator run: ".", "_", "__" or one or more "-".
+        let start = i;
+        while i < b.len() && !is_alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// A tag name: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Tag(String);
+
+impl Tag {
+    /// Validates a tag from a URL or request body.
+    pub fn parse(s: &str) -> Result<Tag, NameError> {
+        let b = s.as_bytes();
+        let first_ok = b
+            .first()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        let rest_ok = b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+        if first_ok && rest_ok && b.len() <= 128 {
+            Ok(Tag(s.to_string()))
+        } else {
+            Err(NameError::Tag(s.to_string()))
+        }
+    }
+
+    /// The tag as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A V1 image id: 16 or 64 lowercase hex characters (`v1-protocol.md` §1).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ImageId(String);
+
+impl ImageId {
+    /// Validates an id from a URL or a JSON field (`id`, `parent`).
+    pub fn parse(s: &str) -> Result<ImageId, NameError> {
+        if (s.len() == 16 || s.len() == 64) && s.bytes().all(is_lower_hex) {
+            Ok(ImageId(s.to_string()))
+        } else {
+            Err(NameError::ImageId(s.to_string()))
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A content digest. Only `sha256:<64 lowercase hex>` is accepted.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct Digest(String);
+
+impl Digest {
+    /// Validates a digest string.
+    pub fn parse(s: &str) -> Result<Digest, NameError> {
+        match s.strip_prefix("sha256:") {
+            Some(hex) if hex.len() == 64 && hex.bytes().all(is_lower_hex) => {
+                Ok(Digest(s.to_string()))
+            }
+            _ => Err(NameError::Digest(s.to_string())),
+        }
+    }
+
+    /// Builds a digest from a finished sha256 hash.
+    pub fn from_sha256(hash: &[u8]) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(hash)))
+    }
+
+    /// sha256 of a byte slice, as a digest.
+    pub fn of_bytes(bytes: &[u8]) -> Digest {
+        use sha2::Digest as _;
+        Digest::from_sha256(&sha2::Sha256::digest(bytes))
+    }
+
+    /// The 64 hex characters after `sha256:`.
+    pub fn hex(&self) -> &str {
+        &self.0[7..]
+    }
+
+    /// The full `sha256:<hex>` text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names() {
+        let r = RepoName::parse("foo").unwrap();
+        assert_eq!((r.namespace(), r.repository()), ("library", "foo"));
+        assert_eq!(RepoName::parse("library/foo").unwrap(), r);
+        let r = RepoName::parse("team/app/").unwrap();
+        assert_eq!(r.full(), "team/app");
+        let r = RepoName::parse("a/b/c").unwrap();
+        assert_eq!((r.namespace(), r.repository()), ("a", "b/c"));
+        for ok in ["a.b", "a_b", "a__b", "a---b", "test_user/x-y.z"] {
+            assert!(RepoName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "..", "a/../b", "a/./b", "%2e%2e", "/abs", "a//b", "A", "a\0b", "-a", "a-",
+            "a..b", "a___b", "a/.", ".hidden", "a b",
+        ] {
+            assert!(RepoName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(RepoName::parse(&"a".repeat(256)).is_err());
+        assert!(RepoName::parse(&"z".repeat(64)).is_ok());
+        assert!(RepoName::parse(&"a".repeat(64).replace('a', "0")).is_err());
+    }
+
+    #[test]
+    fn tags() {
+        for ok in ["latest", "v1.2.3", "_x", "A-b_c.d", &"a".repeat(128)] {
+            assert!(Tag::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".x", "-x", "a/b", "..", "a\0", &"a".repeat(129), "a b"] {
+            assert!(Tag::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_and_digests() {
+        assert!(ImageId::parse(&"a".repeat(64)).is_ok());
+        assert!(ImageId::parse(&"0".repeat(16)).is_ok());
+        for bad in ["", "..", &"A".repeat(64), &"a".repeat(63), &"g".repeat(64)] {
+            assert!(ImageId::parse(bad).is_err(), "{bad:?}");
+        }
+        let d = Digest::of_bytes(b"");
+        assert_eq!(
+            d.as_str(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
+        assert!(Digest::parse("sha512:00").is_err());
+        assert!(Digest::parse(&format!("sha256:{}", "A".repeat(64))).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The registry service: one value that answers the V1 (and V2) HTTP API on
+//! the store, whatever carries the bytes — an SSH channel, stdin/stdout under
+//! sshd, an in-memory duplex in the client's local mode, or a TCP socket.
+//!
+//! Transports call [`Registry::serve_connection`] with a byte stream and the
+//! [`Identity`] SSH established; nothing else in the crate parses HTTP.
+
+pub mod response;
+pub mod route;
+pub mod v1;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
+
+use crate::store::Store;
+pub use response::{BoxError, ReqBody, RespBody};
+
+/// Who is making requests on a connection, as established by the transport.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user name requests are attributed to (logged with every write).
+    pub user: String,
+    /// SHA256 fingerprint of the SSH key that authenticated, if any.
+    pub key_fingerprint: Option<String>,
+    /// The client's address as the transport saw it.
+    pub client: Option<String>,
+}
+
+impl Identity {
+    /// An identity for a given user with no key or address (local mode, tests).
+    pub fn local(user: &str) -> Identity {
+        Identity {
+            user: user.to_string(),
+            key_fingerprint: None,
+            client: None,
+        }
+    }
+}
+
+/// Tunables of the registry service.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Largest JSON request body accepted (image json, tag, index lists).
+    pub max_json_body: usize,
+    /// Largest request head (request line + headers) accepted.
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request head.
+    pub header_timeout: Duration,
+    /// `X-Docker-Endpoints` values; empty means "the request's Host".
+    pub endpoints: Vec<String>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            max_json_body: 4 << 20,
+            max_header_bytes: 64 << 10,
+            header_timeout: Duration::from_secs(30),
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+/// The registry service over one store.
+#[derive(Debug)]
+pub struct Registry {
+    store: Store,
+    config: RegistryConfig,
+}
+
+impl Registry {
+    /// A service answering for `store`.
+    pub fn new(store: Store, config: RegistryConfig) -> Arc<Registry> {
+        Arc::new(Registry { store, config })
+    }
+
+    /// The store this service answers for.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The service's configuration.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Serves HTTP/1.1 (keep-alive) on one byte stream until the peer closes it.
+    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, who: Identity) -> Result<(), hyper::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let who = Arc::new(who);
+        let registry = self.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let registry = registry.clone();
+            let who = who.clone();
+            async move {
+                let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
+                Ok::<_, Infallible>(registry.handle(req, &who).await)
+            }
+        });
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192))
+            .half_close(true)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(io), svc)
+            .await
+    }
+
+    /// Answers one request. Every transport ends here.
+    pub async fn handle(&self, req: Request<ReqBody>, who: &Identity) -> Response<RespBody> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let span = tracing::info_span!("request", %method, %path, user = %who.user);
+        async move {
+            let mut resp = self.dispatch(req, who).await;
+            if method == Method::HEAD {
+                // Keep the headers (Content-Length included), drop any body.
+                let (parts, _) = resp.into_parts();
+                resp = Response::from_parts(parts, response::empty_body());
+            }
+            let status = resp.status();
+            let ms = start.elapsed().as_millis();
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), ms, "answered");
+            } else {
+                tracing::debug!(status = status.as_u16(), ms, "answered");
+            }
+            resp
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn dispatch(&self, req: Request<ReqBody>, who: &Identity) -> Response<RespBody> {
+        let path = req.uri().path().to_string();
+        if let Some(route) = route::parse_v1(&path) {
+            return match route {
+                Ok(route) => v1::handle(self, route, req, who).await,
+                Err(route::RouteError::InvalidImageId) => {
+                    response::v1_error(StatusCode::NOT_FOUND, "Invalid image ID")
+                }
+                Err(route::RouteError::NotFound(_)) => {
+                    response::v1_error(StatusCode::NOT_FOUND, "Not found")
+                }
+                Err(e) => response::v1_error(StatusCode::BAD_REQUEST, &e.to_string()),
+            };
+        }
+        // Until the V2 API is served, `/v2/` answers 404 without the
+        // `registry/2.0` header so V1 clients fall back (`v1-protocol.md` §7.1).
+        response::v1_error(StatusCode::NOT_FOUND, "Not found")
+    }
+}
+
+/// Runs blocking store work off the async threads, flattening join errors.
+pub(crate) async fn blocking<T, F>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

@@ -1,0 +1,508 @@
+//! The Registry V1 HTTP API (`v1-protocol.md` §2–3): image json, layer,
+//! ancestry and checksum; tags; the index endpoints (repository PUT/DELETE,
+//! image lists); users (login); search.
+//!
+//! Status codes and messages follow the reference server, with the fixes of
+//! §8: RFC ranges, 400 instead of 500 for a checksum before the layer, a temp
+//! file for layers, and 404 for unknown repositories' json.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{json, Value};
+
+use super::response::{self, no_cache, set_header, v1_error, ReqBody, RespBody};
+use super::route::V1Route;
+use super::{blocking, Identity, Registry};
+use crate::names::{ImageId, RepoName, Tag};
+use crate::store::StoreError;
+
+/// `X-Docker-Registry-Version` sent on ping.
+pub const REGISTRY_VERSION: &str = "0.9.1";
+
+/// Dispatches one V1 route.
+pub async fn handle(reg: &Registry, route: V1Route, req: Request<ReqBody>, who: &Identity) -> Response<RespBody> {
+    use V1Route::*;
+    let m = req.method().clone();
+    let get = m == Method::GET || m == Method::HEAD;
+    let result: Result<Response<RespBody>, Response<RespBody>> = match (route, get, &m) {
+        (Root, true, _) => Ok(response::json(StatusCode::OK, &json!("docker-registry server"))),
+        (Ping, true, _) => Ok(ping()),
+        (ImageJson(id), true, _) => get_image_json(reg, id).await,
+        (ImageJson(id), _, &Method::PUT) => put_image_json(reg, id, req, who).await,
+        (ImageLayer(id), true, _) => get_image_layer(reg, id, &req).await,
+        (ImageLayer(id), _, &Method::PUT) => put_image_layer(reg, id, req, who).await,
+        (ImageAncestry(id), true, _) => get_ancestry(reg, id).await,
+        (ImageChecksum(id), _, &Method::PUT) => put_checksum(reg, id, &req, who).await,
+        (Tags(repo), true, _) => get_tags(reg, repo).await,
+        (Tags(repo), _, &Method::DELETE) => delete_repository(reg, repo, who).await,
+        (Tag(repo, tag), true, _) => get_tag(reg, repo, tag).await,
+        (Tag(repo, tag), _, &Method::PUT) => put_tag(reg, repo, tag, req, who).await,
+        (Tag(repo, tag), _, &Method::DELETE) => delete_tag(reg, repo, tag, who).await,
+        (TagJson(repo, tag), true, _) => get_tag_json(reg, repo, tag).await,
+        (RepoJson(repo), true, _) => get_repo_json(reg, repo).await,
+        (Repository(repo), _, &Method::PUT) => put_repository(reg, repo, req, who).await,
+        (Repository(repo), _, &Method::DELETE) => delete_repository(reg, repo, who).await,
+        (RepoImages(repo), true, _) => get_repo_images(reg, repo, &req).await,
+        (RepoImages(repo), _, &Method::PUT) => put_repo_images(reg, repo, req, who).await,
+        (RepoImages(repo), _, &Method::DELETE) => Ok(index_headers(
+            response::empty(StatusCode::NO_CONTENT),
+            reg,
+            &repo,
+            &req,
+            "delete",
+        )),
+        (RepoAuth(_), _, &Method::PUT) => Ok(response::json(StatusCode::OK, &json!("OK"))),
+        (RepoProperties(repo), true, _) => get_properties(reg, repo).await,
+        (RepoProperties(repo), _, &Method::PUT) => put_properties(reg, repo, req, who).await,
+        (Users, true, _) => Ok(response::json(StatusCode::OK, &json!("OK"))),
+        // Tells 1.0–1.10 clients to continue with the GET that logs in.
+        (Users, _, &Method::POST) => Ok(response::json(
+            StatusCode::BAD_REQUEST,
+            &json!("Username or email already exists"),
+        )),
+        (User(_), _, &Method::PUT) => Ok(response::empty(StatusCode::NO_CONTENT)),
+        (Search, true, _) => search(reg, &req).await,
+        _ => Err(v1_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+type V1Result = Result<Response<RespBody>, Response<RespBody>>;
+
+/// Maps a store error to the V1 answer; server faults are logged, not sent.
+fn store_error(e: StoreError) -> Response<RespBody> {
+    match e {
+        StoreError::NotFound(m) => v1_error(StatusCode::NOT_FOUND, &m),
+        StoreError::InProgress => v1_error(StatusCode::BAD_REQUEST, &StoreError::InProgress.to_string()),
+        StoreError::Exists => v1_error(StatusCode::CONFLICT, "Image already exists"),
+        StoreError::Invalid(m) => v1_error(StatusCode::BAD_REQUEST, &m),
+        StoreError::Conflict(m) => v1_error(StatusCode::CONFLICT, &m),
+        StoreError::Interrupted(m) => v1_error(StatusCode::BAD_REQUEST, &format!("Upload interrupted: {m}")),
+        StoreError::Io(e) => {
+            tracing::error!(error = %e, "storage failure");
+            v1_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Storage error: {}", e.kind()))
+        }
+    }
+}
+
+/// Reads a small JSON request body, refusing anything over the configured cap.
+pub(crate) async fn read_small_body(reg: &Registry, req: Request<ReqBody>) -> Result<Bytes, Response<RespBody>> {
+    let limit = reg.config().max_json_body;
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(v1_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("Request body larger than {limit} bytes"),
+        )),
+        Err(e) => Err(v1_error(StatusCode::BAD_REQUEST, &format!("Error reading request body: {e}"))),
+    }
+}
+
+fn ping() -> Response<RespBody> {
+    let mut r = no_cache(response::json(StatusCode::OK, &json!({})));
+    set_header(r.headers_mut(), "x-docker-registry-version", REGISTRY_VERSION);
+    set_header(r.headers_mut(), "x-docker-registry-standalone", "True");
+    r
+}
+
+/// Headers that make immutable image data cacheable for a year.
+fn cacheable(mut r: Response<RespBody>) -> Response<RespBody> {
+    let h = r.headers_mut();
+    set_header(h, "cache-control", "public, max-age=31536000");
+    let expires = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(31_536_000));
+    set_header(h, "expires", &expires);
+    set_header(h, "last-modified", "Thu, 01 Jan 1970 00:00:00 GMT");
+    r
+}
+
+// ---- images ---------------------------------------------------------------
+
+/// `GET /v1/images/<id>/json`: 200 verbatim, with `X-Docker-Size` and
+/// `X-Docker-Checksum-Payload`; 404 missing; 400 being uploaded.
+async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
+    let store = reg.store().clone();
+    let (json, size, sums) = blocking(move || {
+        let json = store.image_json(&id)?;
+        let size = store.image_layer_size(&id)?;
+        let sums = store.stored_checksums(&id)?;
+        Ok::<_, StoreError>((json, size, sums))
+    })
+    .await
+    .map_err(store_error)?;
+    let mut r = cacheable(response::json_bytes(StatusCode::OK, json));
+    if let Some(size) = size {
+        set_header(r.headers_mut(), "x-docker-size", &size.to_string());
+    }
+    for sum in sums {
+        if let Ok(v) = http::HeaderValue::try_from(sum) {
+            r.headers_mut().append("x-docker-checksum-payload", v);
+        }
+    }
+    Ok(r)
+}
+
+/// `PUT /v1/images/<id>/json`: 200; 400 invalid/missing parent; 409 exists.
+async fn put_image_json(reg: &Registry, id: ImageId, req: Request<ReqBody>, who: &Identity) -> V1Result {
+    let body = read_small_body(reg, req).await?;
+    let store = reg.store().clone();
+    let id2 = id.clone();
+    blocking(move || store.put_image_json(&id2, &body)).await.map_err(store_error)?;
+    tracing::info!(user = %who.user, image = %id, "image json stored");
+    Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+/// `GET /v1/images/<id>/layer`: streamed, ranges honoured.
+async fn get_image_layer(reg: &Registry, id: ImageId, req: &Request<ReqBody>) -> V1Result {
+    let store = reg.store().clone();
+    let (file, size) = blocking(move || store.open_image_layer(&id)).await.map_err(store_error)?;
+    let head = req.method() == Method::HEAD;
+    let r = response::file_response(file, size, req.headers().get(header::RANGE), head)
+        .await
+        .map_err(|e| store_error(e.into()))?;
+    Ok(cacheable(r))
+}
+
+/// `PUT /v1/images/<id>/layer`: chunked or sized body streamed to a temp file.
+async fn put_image_layer(reg: &Registry, id: ImageId, req: Request<ReqBody>, who: &Identity) -> V1Result {
+    let size = reg
+        .store()
+        .put_image_layer(&id, req.into_body())
+        .await
+        .map_err(store_error)?;
+    tracing::info!(user = %who.user, image = %id, bytes = size, "image layer stored");
+    Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+/// `GET /v1/images/<id>/ancestry`: the stored list, self first.
+async fn get_ancestry(reg: &Registry, id: ImageId) -> V1Result {
+    let store = reg.store().clone();
+    let bytes = blocking(move || store.image_ancestry(&id)).await.map_err(store_error)?;
+    Ok(cacheable(response::json_bytes(StatusCode::OK, bytes)))
+}
+
+/// `PUT /v1/images/<id>/checksum`: 412 without the payload header, 400 empty
+/// or mismatching, 404 no json, 409 not in progress; 200 publishes.
+async fn put_checksum(reg: &Registry, id: ImageId, req: &Request<ReqBody>, who: &Identity) -> V1Result {
+    let Some(value) = req.headers().get("x-docker-checksum-payload") else {
+        return Err(v1_error(
+            StatusCode::PRECONDITION_FAILED,
+            "Missing X-Docker-Checksum-Payload header: upgrade your docker client to 0.10 or later",
+        ));
+    };
+    let payload = value.to_str().unwrap_or("").trim().to_string();
+    if payload.is_empty() {
+        return Err(v1_error(StatusCode::BAD_REQUEST, "Missing Image's checksum"));
+    }
+    let store = reg.store().clone();
+    let id2 = id.clone();
+    blocking(move || store.put_image_checksum(&id2, &payload))
+        .await
+        .map_err(store_error)?;
+    tracing::info!(user = %who.user, image = %id, "image published");
+    Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+// ---- tags -----------------------------------------------------------------
+
+async fn get_tags(reg: &Registry, repo: RepoName) -> V1Result {
+    let store = reg.store().clone();
+    let tags = blocking(move || store.list_tags(&repo)).await.map_err(store_error)?;
+    Ok(no_cache(response::json(StatusCode::OK, &json!(tags))))
+}
+
+async fn get_tag(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
+    let store = reg.store().clone();
+    let id = blocking(move || store.get_tag(&repo, &tag)).await.map_err(store_error)?;
+    Ok(no_cache(response::json(StatusCode::OK, &json!(id.as_str()))))
+}
+
+/// `PUT .../tags/<tag>` with body `"<id>"`: 200; 400 invalid data; 404 no image.
+async fn put_tag(reg: &Registry, repo: RepoName, tag: Tag, req: Request<ReqBody>, who: &Identity) -> V1Result {
+    let meta = tag_metadata(req.headers().get(header::USER_AGENT));
+    let body = read_small_body(reg, req).await?;
+    let id = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::String(s)) => s,
+        _ => return Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data")),
+    };
+    let id = ImageId::parse(&id).map_err(|_| v1_error(StatusCode::NOT_FOUND, "Image not found"))?;
+    let store = reg.store().clone();
+    let (r2, t2, i2) = (repo.clone(), tag.clone(), id.clone());
+    let meta = serde_json::to_vec(&meta).unwrap_or_default();
+    blocking(move || store.put_tag(&r2, &t2, &i2, &meta)).await.map_err(store_error)?;
+    tracing::info!(user = %who.user, repository = %repo, tag = %tag, image = %id, "tag set");
+    Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+async fn delete_tag(reg: &Registry, repo: RepoName, tag: Tag, who: &Identity) -> V1Result {
+    let store = reg.store().clone();
+    let (r2, t2) = (repo.clone(), tag.clone());
+    blocking(move || store.delete_tag(&r2, &t2)).await.map_err(store_error)?;
+    tracing::info!(user = %who.user, repository = %repo, tag = %tag, "tag deleted");
+    Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+/// Default tag metadata when none was recorded (`v1-protocol.md` §2.7).
+fn default_tag_metadata() -> Value {
+    json!({"last_update": null, "docker_version": null, "docker_go_version": null,
+           "arch": "amd64", "kernel": null, "os": "linux"})
+}
+
+async fn get_tag_json(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
+    let store = reg.store().clone();
+    let meta = blocking(move || {
+        store.get_tag(&repo, &tag)?;
+        Ok::<_, StoreError>(store.tag_json(&repo, &tag)?)
+    })
+    .await
+    .map_err(store_error)?;
+    Ok(no_cache(match meta {
+        Some(bytes) => response::json_bytes(StatusCode::OK, bytes),
+        None => response::json(StatusCode::OK, &default_tag_metadata()),
+    }))
+}
+
+async fn get_repo_json(reg: &Registry, repo: RepoName) -> V1Result {
+    let store = reg.store().clone();
+    let meta = blocking(move || {
+        if !store.repo_exists(&repo) {
+            return Err(StoreError::NotFound("Repository not found".into()));
+        }
+        Ok(store.repo_json(&repo)?)
+    })
+    .await
+    .map_err(store_error)?;
+    Ok(no_cache(match meta {
+        Some(bytes) => response::json_bytes(StatusCode::OK, bytes),
+        None => response::json(StatusCode::OK, &default_tag_metadata()),
+    }))
+}
+
+/// Tag metadata parsed from a Docker User-Agent such as
+/// `docker/1.3.0 go/go1.3.3 kernel/3.16 os/linux arch/amd64`.
+fn tag_metadata(ua: Option<&http::HeaderValue>) -> Value {
+    let ua = ua.and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut meta = default_tag_metadata();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    meta["last_update"] = json!(now);
+    for token in ua.split_whitespace() {
+        let Some((k, v)) = token.split_once('/') else { continue };
+        let key = match k {
+            "docker" => "docker_version",
+            "go" => "docker_go_version",
+            "kernel" => "kernel",
+            "os" => "os",
+            "arch" => "arch",
+            _ => continue,
+        };
+        meta[key] = json!(v);
+    }
+    meta
+}
+
+// ---- repositories (index) ---------------------------------------------------
+
+/// The index headers: `X-Docker-Endpoints` (configured, else the request's
+/// Host), `X-Docker-Token` and `WWW-Authenticate: Token` (pitfall §8.4).
+fn index_headers(mut r: Response<RespBody>, reg: &Registry, repo: &RepoName, req: &Request<ReqBody>, access: &str) -> Response<RespBody> {
+    let endpoints = if reg.config().endpoints.is_empty() {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or("localhost")
+            .to_string()
+    } else {
+        reg.config().endpoints.join(", ")
+    };
+    let token = format!("signature=berth,repository=\"{}\",access={access}", repo.full());
+    let h = r.headers_mut();
+    set_header(h, "x-docker-endpoints", &endpoints);
+    set_header(h, "x-docker-token", &token);
+    set_header(h, "www-authenticate", &format!("Token {token}"));
+    r
+}
+
+/// Parses a JSON array body of image entries.
+fn image_list(body: &[u8]) -> Result<Vec<Value>, Response<RespBody>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) if items.iter().all(Value::is_object) => Ok(items),
+        _ => Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data")),
+    }
+}
+
+/// `PUT /v1/repositories/<r>/`: records the announced images; 200 + index headers.
+async fn put_repository(reg: &Registry, repo: RepoName, req: Request<ReqBody>, who: &Identity) -> V1Result {
+    let head = index_headers(response::empty(StatusCode::OK), reg, &repo, &req, "write");
+    let body = read_small_body(reg, req).await?;
+    let items = if body.iter().all(u8::is_ascii_whitespace) { vec![] } else { image_list(&body)? };
+    let store = reg.store().clone();
+    let r2 = repo.clone();
+    blocking(move || store.merge_index_images(&r2, &items)).await.map_err(store_error)?;
+    tracing::info!(user = %who.user, repository = %repo, "repository index updated");
+    let (parts, _) = head.into_parts();
+    let mut r = no_cache(response::json(StatusCode::OK, &json!("")));
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_LENGTH {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    Ok(r)
+}
+
+/// `PUT /v1/repositories/<r>/images`: merges the pushed images; **204**.
+async fn put_repo_images(reg: &Registry, repo: RepoName, req: Request<ReqBody>, who: &Identity) -> V1Result {
+    let r = index_headers(response::empty(StatusCode::NO_CONTENT), reg, &repo, &req, "write");
+    let body = read_small_body(reg, req).await?;
+    let items = if body.iter().all(u8::is_ascii_whitespace) { vec![] } else { image_list(&body)? };
+    let store = reg.store().clone();
+    let r2 = repo.clone();
+    blocking(move || store.merge_index_images(&r2, &items)).await.map_err(store_error)?;
+    tracing::info!(user = %who.user, repository = %repo, "repository images recorded");
+    Ok(r)
+}
+
+/// `GET /v1/repositories/<r>/images`: the index list (start of a pull).
+async fn get_repo_images(reg: &Registry, repo: RepoName, req: &Request<ReqBody>) -> V1Result {
+    let store = reg.store().clone();
+    let r2 = repo.clone();
+    let items = blocking(move || store.index_images(&r2)).await.map_err(store_error)?;
+    let r = no_cache(response::json(StatusCode::OK, &Value::Array(items)));
+    Ok(index_headers(r, reg, &repo, req, "read"))
+}
+
+/// `DELETE /v1/repositories/<r>/` (and `.../tags`): removes every tag and the
+/// repository's records; images are kept for garbage collection.
+async fn delete_repository(reg: &Registry, repo: RepoName, who: &Identity) -> V1Result {
+    let store = reg.store().clone();
+    let r2 = repo.clone();
+    blocking(move || store.delete_repository(&r2)).await.map_err(store_error)?;
+    tracing::info!(user = %who.user, repository = %repo, "repository deleted");
+    Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+async fn get_properties(reg: &Registry, repo: RepoName) -> V1Result {
+    let store = reg.store().clone();
+    let private = blocking(move || {
+        if !store.repo_exists(&repo) {
+            return Err(StoreError::NotFound("Repository not found".into()));
+        }
+        Ok(store.is_private(&repo))
+    })
+    .await
+    .map_err(store_error)?;
+    let access = if private { "private" } else { "public" };
+    Ok(no_cache(response::json(StatusCode::OK, &json!({ "access": access }))))
+}
+
+async fn put_properties(reg: &Registry, repo: RepoName, req: Request<ReqBody>, who: &Identity) -> V1Result {
+    let body = read_small_body(reg, req).await?;
+    let private = match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("access").cloned()) {
+        Some(Value::String(s)) if s == "private" => true,
+        Some(Value::String(s)) if s == "public" => false,
+        _ => return Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data: access must be \"private\" or \"public\"")),
+    };
+    let store = reg.store().clone();
+    let r2 = repo.clone();
+    blocking(move || store.set_private(&r2, private)).await.map_err(store_error)?;
+    tracing::info!(user = %who.user, repository = %repo, private, "repository properties set");
+    Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+// ---- search -----------------------------------------------------------------
+
+/// Query parameters of a request, percent-decoded.
+pub(crate) fn query_params(req: &Request<ReqBody>) -> Vec<(String, String)> {
+    let q = req.uri().query().unwrap_or("");
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` and `+` in a query component (invalid escapes are kept as is).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|v| v as u8)
+}
+
+/// `GET /v1/search?q=<term>[&n=&page=]`: substring match over repository
+/// names; without `n` every match is returned (docker-registry-client lists
+/// namespaces this way).
+async fn search(reg: &Registry, req: &Request<ReqBody>) -> V1Result {
+    let params = query_params(req);
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let q = get("q").unwrap_or_default();
+    let n: Option<usize> = get("n").and_then(|v| v.parse().ok()).map(|n: usize| n.clamp(1, 100));
+    let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+    let store = reg.store().clone();
+    let repos = blocking(move || store.list_repositories()).await.map_err(|e| store_error(e.into()))?;
+    let needle = q.to_lowercase();
+    let matches: Vec<String> = repos
+        .iter()
+        .map(RepoName::full)
+        .filter(|name| name.contains(&needle))
+        .collect();
+    let total = matches.len();
+    let page_size = n.unwrap_or(total.max(1));
+    let results: Vec<Value> = matches
+        .into_iter()
+        .skip((page - 1) * page_size)
+        .take(page_size)
+        .map(|name| {
+            json!({"name": name, "description": "", "star_count": 0, "is_official": false,
+                   "is_trusted": false, "is_automated": false})
+        })
+        .collect();
+    let pages = total.div_ceil(page_size);
+    Ok(no_cache(response::json(
+        StatusCode::OK,
+        &json!({"query": q, "num_results": total, "num_pages": pages,
+                "page": page, "page_size": page_size, "results": results}),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("x%2"), "x%2");
+    }
+
+    #[test]
+    fn user_agent_metadata() {
+        let ua = http::HeaderValue::from_static("docker/1.3.0 go/go1.3.3 kernel/3.16 os/linux arch/amd64");
+        let m = tag_metadata(Some(&ua));
+        assert_eq!(m["docker_version"], "1.3.0");
+        assert_eq!(m["arch"], "amd64");
+    }
+}

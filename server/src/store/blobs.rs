@@ -1,0 +1,114 @@
+//! The content-addressed blob pool `_berth/blobs/sha256/<hex>`.
+//!
+//! Every layer is stored once, whichever protocol brought it: a V1 layer file
+//! `images/<id>/layer` is a hard link to its pool entry. Pool entries are
+//! immutable and verified before they become visible, so two hosts writing the
+//! same blob at once is harmless: the second link finds the first and reuses it.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::Path;
+
+use super::atomic::{sync_parent, TempFile};
+use super::Store;
+use crate::names::Digest;
+
+impl Store {
+    /// Size of a pool blob, or `None` if it is not there.
+    pub fn blob_size(&self, digest: &Digest) -> io::Result<Option<u64>> {
+        match fs::metadata(self.paths().blob(digest)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a pool blob for reading, with its size.
+    pub fn open_blob(&self, digest: &Digest) -> io::Result<Option<(File, u64)>> {
+        match File::open(self.paths().blob(digest)) {
+            Ok(f) => {
+                let len = f.metadata()?.len();
+                Ok(Some((f, len)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes a verified temp file (whose sha256 is `digest`) into the pool.
+    /// Returns `false` when the blob was already there (the temp is dropped).
+    pub fn commit_blob(&self, temp: TempFile, digest: &Digest) -> io::Result<bool> {
+        let dest = self.paths().blob(digest);
+        fs::create_dir_all(self.paths().blobs_dir())?;
+        if dest.exists() {
+            return Ok(false);
+        }
+        match fs::hard_link(temp.path(), &dest) {
+            Ok(()) => {
+                sync_parent(&dest)?;
+                Ok(true) // temp dropped: its name goes, the inode stays as the blob
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            // Filesystems without hard links: rename instead (same filesystem).
+            Err(_) => {
+                temp.commit(&dest)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Places a verified temp file at `dest` *and* in the pool under `digest`,
+    /// sharing one copy of the bytes (a hard link) whenever possible.
+    pub fn commit_linked(&self, temp: TempFile, digest: &Digest, dest: &Path) -> io::Result<()> {
+        let blob = self.paths().blob(digest);
+        fs::create_dir_all(self.paths().blobs_dir())?;
+        match fs::hard_link(temp.path(), &blob) {
+            Ok(()) => {
+                sync_parent(&blob)?;
+                temp.commit(dest)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // The pool already has these bytes: link the pool entry at dest
+                // instead, so only one copy is kept; the temp is discarded.
+                self.link_blob_to(digest, dest)
+            }
+            Err(_) => {
+                // No hard links here: keep a file at dest and a copy in the pool.
+                temp.commit(dest)?;
+                let dir = self.paths().blobs_dir();
+                let mut copy = TempFile::new_in(&dir, "blob")?;
+                io::copy(&mut File::open(dest)?, copy.file())?;
+                copy.commit(&blob)
+            }
+        }
+    }
+
+    /// Makes `dest` name the pool blob `digest` (hard link via a temp name and
+    /// rename, so `dest` appears atomically), copying if links are unsupported.
+    pub fn link_blob_to(&self, digest: &Digest, dest: &Path) -> io::Result<()> {
+        let blob = self.paths().blob(digest);
+        let dir = dest
+            .parent()
+            .ok_or_else(|| io::Error::other("destination has no parent"))?;
+        fs::create_dir_all(dir)?;
+        let tmp = TempFile::new_in(dir, "link")?;
+        let tmp_path = tmp.path().to_path_buf();
+        fs::remove_file(&tmp_path)?;
+        match fs::hard_link(&blob, &tmp_path) {
+            Ok(()) => {
+                tmp.forget();
+                fs::rename(&tmp_path, dest).inspect_err(|_| {
+                    let _ = fs::remove_file(&tmp_path);
+                })?;
+                sync_parent(dest)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+            Err(_) => {
+                drop(tmp);
+                let mut copy = TempFile::new_in(dir, "copy")?;
+                io::copy(&mut File::open(&blob)?, copy.file())?;
+                copy.commit(dest)
+            }
+        }
+    }
+}

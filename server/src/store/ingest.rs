@@ -1,0 +1,119 @@
+//! Streams a request body into a temporary file while hashing it.
+//!
+//! Layers can be many GiB, so bodies are never buffered: frames go through a
+//! bounded channel to one blocking thread that hashes and writes them (hashing
+//! stays off the async I/O path). Memory per upload is bounded by the channel
+//! depth times the frame size plus one write buffer.
+
+use std::io::{self, BufWriter, Write};
+
+use bytes::Bytes;
+use http_body::Body;
+use http_body_util::BodyExt;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use super::atomic::TempFile;
+use crate::names::Digest;
+
+/// Frames queued between the network and the writer thread.
+const QUEUE_DEPTH: usize = 16;
+/// Write buffer of the writer thread.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// What a finished ingest produced: the synced temp file and its hashes.
+#[derive(Debug)]
+pub struct Ingested {
+    /// The temporary file, fsynced, ready to be committed.
+    pub temp: TempFile,
+    /// Bytes received in this call.
+    pub size: u64,
+    /// sha256 of the bytes received in this call.
+    pub digest: Digest,
+    /// sha256 of `prefix ‖ bytes` when a prefix was given (the V1 payload checksum).
+    pub prefixed: Option<Digest>,
+}
+
+/// Why an ingest failed: the client's stream or our disk.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The request body failed (client went away, bad chunked encoding).
+    #[error("request body: {0}")]
+    Body(String),
+    /// Writing the temp file failed (disk full, I/O error).
+    #[error("writing upload: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Streams `body` into `temp`, returning the hashes. With `prefix`, also
+/// hashes `prefix ‖ body` (V1: `json + "\n" + layer`). With `existing`, the
+/// file already holds that many bytes (appended to, for resumed uploads) and
+/// the digest covers them as well.
+pub async fn ingest<B>(
+    body: B,
+    temp: TempFile,
+    prefix: Option<Vec<u8>>,
+    existing: Option<Sha256>,
+) -> Result<Ingested, IngestError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+    let writer = tokio::task::spawn_blocking(move || -> io::Result<Ingested> {
+        let mut temp = temp;
+        let mut digest = existing.unwrap_or_default();
+        let mut prefixed = prefix.map(|p| {
+            let mut h = Sha256::new();
+            h.update(&p);
+            h
+        });
+        let mut size = 0u64;
+        {
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp.file());
+            while let Some(chunk) = rx.blocking_recv() {
+                digest.update(&chunk);
+                if let Some(h) = prefixed.as_mut() {
+                    h.update(&chunk);
+                }
+                out.write_all(&chunk)?;
+                size += chunk.len() as u64;
+            }
+            out.flush()?;
+        }
+        temp.sync()?;
+        Ok(Ingested {
+            temp,
+            size,
+            digest: Digest::from_sha256(&digest.finalize()),
+            prefixed: prefixed.map(|h| Digest::from_sha256(&h.finalize())),
+        })
+    });
+
+    let mut body = body;
+    let mut body_error = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() && tx.send(data).await.is_err() {
+                        break; // writer failed; its error is reported below
+                    }
+                }
+            }
+            Err(e) => {
+                body_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = writer
+        .await
+        .map_err(|e| IngestError::Io(io::Error::other(e.to_string())))?;
+    match (body_error, result) {
+        // The temp file inside `result` is dropped here, which deletes it.
+        (Some(e), _) => Err(IngestError::Body(e)),
+        (None, r) => Ok(r?),
+    }
+}

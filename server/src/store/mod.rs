@@ -1,0 +1,53 @@
+//! The store: the mount point directory that *is* the registry.
+//!
+//! It keeps the Registry V1 reference layout (`v1-protocol.md` §6) so that
+//! any tool that knows that layout can read it, plus a `_berth/` sidecar with
+//! a content-addressed blob pool for V2. All paths come from [`paths`], all
+//! writes go through [`atomic`]. Methods are synchronous (call them from
+//! `spawn_blocking`) except those that stream request bodies.
+
+pub mod atomic;
+pub mod blobs;
+pub mod error;
+pub mod ingest;
+pub mod paths;
+pub mod v1;
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+pub use error::{StoreError, StoreResult};
+pub use paths::Paths;
+
+/// A registry store rooted at one directory. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    paths: Paths,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> io::Result<Store> {
+        let paths = Paths::new(root);
+        fs::create_dir_all(paths.images_dir())?;
+        fs::create_dir_all(paths.repositories_dir())?;
+        fs::create_dir_all(paths.blobs_dir())?;
+        fs::create_dir_all(paths.uploads_dir())?;
+        Ok(Store { paths })
+    }
+
+    /// The path builder of this store.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+}
+
+/// Reads a file, mapping "missing" to `None`.
+pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,185 @@
+//! The only code that turns names into paths under the store root.
+//!
+//! ```text
+//! <root>/
+//!   images/<id>/json                 V1 image json, bytes exactly as uploaded
+//!   images/<id>/layer                layer bytes (a hard link to the blob pool entry)
+//!   images/<id>/ancestry             ["<id>", "<parent>", ..., "<root>"]
+//!   images/<id>/_checksum            ["sha256:<payload checksum>"]
+//!   images/<id>/_inprogress          marker: present until the checksum PUT publishes the image
+//!   repositories/<ns>/<repo>/tag_<t>         bare image id
+//!   repositories/<ns>/<repo>/tag<t>_json     tag metadata (no `_` after `tag`, as in the reference)
+//!   repositories/<ns>/<repo>/json            metadata of `latest`
+//!   repositories/<ns>/<repo>/_index_images   the V1 index image list
+//!   repositories/<ns>/<repo>/_private        flag: repository marked private
+//!   repositories/<ns>/<repo>/.lock           fcntl lock file for read-modify-write of the index
+//!   _berth/blobs/sha256/<hex>        content-addressed pool: layers, configs, manifests
+//!   _berth/uploads/<uuid>/           V2 upload sessions
+//!   _berth/v2/<ns>/<repo>/tags/<t>   V2 tag -> manifest digest (see store::manifests)
+//! ```
+//!
+//! Every argument is a validated name type from [`crate::names`], so nothing
+//! here can escape the root. Temporary files live next to their final name and
+//! start with `.tmp-` (see [`super::atomic`]), so a listing can ignore them.
+
+use std::path::{Path, PathBuf};
+
+use crate::names::{Digest, ImageId, RepoName, Tag};
+
+/// Builds every path under one store root.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Paths {
+    /// Paths under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Paths {
+        Paths { root: root.into() }
+    }
+
+    /// The store root itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `images/`
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// `images/<id>/`
+    pub fn image_dir(&self, id: &ImageId) -> PathBuf {
+        self.images_dir().join(id.as_str())
+    }
+
+    /// `images/<id>/json`
+    pub fn image_json(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join("json")
+    }
+
+    /// `images/<id>/layer`
+    pub fn image_layer(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join("layer")
+    }
+
+    /// `images/<id>/ancestry`
+    pub fn image_ancestry(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join("ancestry")
+    }
+
+    /// `images/<id>/_checksum`
+    pub fn image_checksum(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join("_checksum")
+    }
+
+    /// `images/<id>/_inprogress`
+    pub fn image_inprogress(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join("_inprogress")
+    }
+
+    /// `repositories/`
+    pub fn repositories_dir(&self) -> PathBuf {
+        self.root.join("repositories")
+    }
+
+    /// `repositories/<ns>/<repo>/`
+    pub fn repo_dir(&self, repo: &RepoName) -> PathBuf {
+        let mut p = self.repositories_dir().join(repo.namespace());
+        for part in repo.repository().split('/') {
+            p.push(part);
+        }
+        p
+    }
+
+    /// `repositories/<ns>/<repo>/tag_<tag>`
+    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
+        self.repo_dir(repo).join(format!("tag_{tag}"))
+    }
+
+    /// `repositories/<ns>/<repo>/tag<tag>_json`
+    pub fn tag_json(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
+        self.repo_dir(repo).join(format!("tag{tag}_json"))
+    }
+
+    /// `repositories/<ns>/<repo>/json`
+    pub fn repo_json(&self, repo: &RepoName) -> PathBuf {
+        self.repo_dir(repo).join("json")
+    }
+
+    /// `repositories/<ns>/<repo>/_index_images`
+    pub fn index_images(&self, repo: &RepoName) -> PathBuf {
+        self.repo_dir(repo).join("_index_images")
+    }
+
+    /// `repositories/<ns>/<repo>/_private`
+    pub fn private_flag(&self, repo: &RepoName) -> PathBuf {
+        self.repo_dir(repo).join("_private")
+    }
+
+    /// `repositories/<ns>/<repo>/.lock`
+    pub fn repo_lock(&self, repo: &RepoName) -> PathBuf {
+        self.repo_dir(repo).join(".lock")
+    }
+
+    /// `_berth/`: everything berth adds beside the V1 reference layout.
+    pub fn berth_dir(&self) -> PathBuf {
+        self.root.join("_berth")
+    }
+
+    /// `_berth/blobs/sha256/`
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.berth_dir().join("blobs").join("sha256")
+    }
+
+    /// `_berth/blobs/sha256/<hex>`
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir().join(digest.hex())
+    }
+
+    /// `_berth/uploads/`
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.berth_dir().join("uploads")
+    }
+
+    /// `_berth/v2/<ns>/<repo>/`: V2 records of one repository.
+    pub fn v2_repo_dir(&self, repo: &RepoName) -> PathBuf {
+        let mut p = self.berth_dir().join("v2").join(repo.namespace());
+        for part in repo.repository().split('/') {
+            p.push(part);
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_table() {
+        let p = Paths::new("/r");
+        let id = ImageId::parse(&"ab".repeat(32)).unwrap();
+        let repo = RepoName::parse("team/app").unwrap();
+        let lib = RepoName::parse("foo").unwrap();
+        let deep = RepoName::parse("a/b/c").unwrap();
+        let tag = Tag::parse("v1").unwrap();
+        let d = Digest::of_bytes(b"x");
+        let rows: Vec<(PathBuf, String)> = vec![
+            (p.image_json(&id), format!("/r/images/{id}/json")),
+            (p.image_layer(&id), format!("/r/images/{id}/layer")),
+            (p.image_ancestry(&id), format!("/r/images/{id}/ancestry")),
+            (p.image_checksum(&id), format!("/r/images/{id}/_checksum")),
+            (p.image_inprogress(&id), format!("/r/images/{id}/_inprogress")),
+            (p.tag(&repo, &tag), "/r/repositories/team/app/tag_v1".into()),
+            (p.tag_json(&repo, &tag), "/r/repositories/team/app/tagv1_json".into()),
+            (p.repo_json(&lib), "/r/repositories/library/foo/json".into()),
+            (p.index_images(&deep), "/r/repositories/a/b/c/_index_images".into()),
+            (p.blob(&d), format!("/r/_berth/blobs/sha256/{}", d.hex())),
+            (p.v2_repo_dir(&repo), "/r/_berth/v2/team/app".into()),
+        ];
+        for (got, want) in rows {
+            assert_eq!(got, PathBuf::from(want));
+        }
+    }
+}
