@@ -11,10 +11,12 @@
 //!   subsystem, and `registryget`/`registryput` exec requests.
 //! * [`exec`] — `registryget PATH` / `registryput PATH` command handling,
 //!   shared by the SSH server and stdio mode.
+//! * [`http`] — plain HTTP on loopback for local tools and tests.
 //! * [`stdio`] — one connection on stdin/stdout for stock sshd.
 //! * [`keys`] — host key generation/loading and authorized_keys parsing.
 
 pub mod exec;
+pub mod http;
 pub mod keys;
 pub mod names;
 pub mod registry;

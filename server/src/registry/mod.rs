@@ -94,9 +94,13 @@ impl Registry {
     }
 
     /// Serves HTTP/1.1 (keep-alive) on one byte stream until the peer closes it.
-    pub async fn serve_connection<IO>(self: Arc<Self>, io: IO, who: Identity) -> Result<(), hyper::Error>
+    pub async fn serve_connection<IO>(
+        self: Arc<Self>,
+        io: IO,
+        who: Identity,
+    ) -> Result<(), hyper::Error>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let who = Arc::new(who);
         let registry = self.clone();

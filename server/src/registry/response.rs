@@ -24,12 +24,16 @@ const FILE_CHUNK: usize = 256 * 1024;
 
 /// An empty body.
 pub fn empty_body() -> RespBody {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// An in-memory body.
 pub fn full_body(bytes: impl Into<Bytes>) -> RespBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A response with a status and no body (`Content-Length: 0` except on 204/304).
@@ -50,7 +54,10 @@ pub fn json_bytes(status: StatusCode, bytes: impl Into<Bytes>) -> Response<RespB
     let mut r = Response::new(full_body(bytes));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     r
 }
@@ -114,20 +121,30 @@ pub fn parse_range(header: Option<&HeaderValue>, size: u64) -> RangeRequest {
             return RangeRequest::Unsatisfiable;
         }
         let n = n.min(size);
-        return RangeRequest::Partial { start: size - n, end: size - 1 };
+        return RangeRequest::Partial {
+            start: size - n,
+            end: size - 1,
+        };
     }
     if !digits(a) || !(b.is_empty() || digits(b)) {
         return RangeRequest::Full;
     }
     let start: u64 = a.parse().unwrap_or(u64::MAX);
-    let end: u64 = if b.is_empty() { u64::MAX } else { b.parse().unwrap_or(u64::MAX) };
+    let end: u64 = if b.is_empty() {
+        u64::MAX
+    } else {
+        b.parse().unwrap_or(u64::MAX)
+    };
     if end < start {
         return RangeRequest::Full; // syntactically invalid: ignore
     }
     if start >= size {
         return RangeRequest::Unsatisfiable;
     }
-    RangeRequest::Partial { start, end: end.min(size - 1) }
+    RangeRequest::Partial {
+        start,
+        end: end.min(size - 1),
+    }
 }
 
 /// Streams a file (or one range of it). Always sets `Content-Length` and
@@ -141,14 +158,17 @@ pub async fn file_response(
 ) -> io::Result<Response<RespBody>> {
     let (status, start, len) = match parse_range(range, size) {
         RangeRequest::Full => (StatusCode::OK, 0, size),
-        RangeRequest::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeRequest::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
         RangeRequest::Unsatisfiable => {
             let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE);
             r.headers_mut().insert(
                 header::CONTENT_RANGE,
                 HeaderValue::try_from(format!("bytes */{size}")).map_err(io::Error::other)?,
             );
-            r.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            r.headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             return Ok(r);
         }
     };
@@ -165,12 +185,18 @@ pub async fn file_response(
     let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = format!("bytes {}-{}/{}", start, start + len - 1, size);
-        h.insert(header::CONTENT_RANGE, HeaderValue::try_from(cr).map_err(io::Error::other)?);
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::try_from(cr).map_err(io::Error::other)?,
+        );
     }
     Ok(r)
 }

@@ -172,17 +172,47 @@ mod tests {
         let latest = Tag::parse("latest").unwrap();
         assert_eq!(r("/v1/_ping"), Ok(V1Route::Ping));
         assert_eq!(r("/_ping"), Ok(V1Route::Ping));
-        assert_eq!(r(&format!("/v1/images/{id}/json")), Ok(V1Route::ImageJson(ImageId::parse(&id).unwrap())));
-        assert_eq!(r(&format!("/v1/images/{id}/layer")), Ok(V1Route::ImageLayer(ImageId::parse(&id).unwrap())));
+        assert_eq!(
+            r(&format!("/v1/images/{id}/json")),
+            Ok(V1Route::ImageJson(ImageId::parse(&id).unwrap()))
+        );
+        assert_eq!(
+            r(&format!("/v1/images/{id}/layer")),
+            Ok(V1Route::ImageLayer(ImageId::parse(&id).unwrap()))
+        );
         assert_eq!(r("/v1/images/..%2f/json"), Err(RouteError::InvalidImageId));
-        assert_eq!(r("/v1/repositories/foo/"), Ok(V1Route::Repository(foo.clone())));
-        assert_eq!(r("/v1/repositories/library/foo/tags"), Ok(V1Route::Tags(foo.clone())));
-        assert_eq!(r("/v1/repositories/team/app/tags/latest"), Ok(V1Route::Tag(team.clone(), latest.clone())));
-        assert_eq!(r("/v1/repositories/team/app/tags/latest/json"), Ok(V1Route::TagJson(team.clone(), latest)));
-        assert_eq!(r("/v1/repositories/team/app/images"), Ok(V1Route::RepoImages(team.clone())));
-        assert_eq!(r("/v1/repositories/team/app"), Ok(V1Route::Repository(team.clone())));
-        assert_eq!(r("/v1/repositories/team/app/tags/"), Ok(V1Route::Repository(team)));
-        assert_eq!(r("/v1/repositories/a/b/c/tags"), Ok(V1Route::Tags(RepoName::parse("a/b/c").unwrap())));
+        assert_eq!(
+            r("/v1/repositories/foo/"),
+            Ok(V1Route::Repository(foo.clone()))
+        );
+        assert_eq!(
+            r("/v1/repositories/library/foo/tags"),
+            Ok(V1Route::Tags(foo.clone()))
+        );
+        assert_eq!(
+            r("/v1/repositories/team/app/tags/latest"),
+            Ok(V1Route::Tag(team.clone(), latest.clone()))
+        );
+        assert_eq!(
+            r("/v1/repositories/team/app/tags/latest/json"),
+            Ok(V1Route::TagJson(team.clone(), latest))
+        );
+        assert_eq!(
+            r("/v1/repositories/team/app/images"),
+            Ok(V1Route::RepoImages(team.clone()))
+        );
+        assert_eq!(
+            r("/v1/repositories/team/app"),
+            Ok(V1Route::Repository(team.clone()))
+        );
+        assert_eq!(
+            r("/v1/repositories/team/app/tags/"),
+            Ok(V1Route::Repository(team))
+        );
+        assert_eq!(
+            r("/v1/repositories/a/b/c/tags"),
+            Ok(V1Route::Tags(RepoName::parse("a/b/c").unwrap()))
+        );
         assert_eq!(r("/v1/search"), Ok(V1Route::Search));
         assert_eq!(r("/v1/users/"), Ok(V1Route::Users));
         assert!(parse_v1("/v2/").is_none());

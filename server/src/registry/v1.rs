@@ -9,8 +9,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use super::response::{self, no_cache, set_header, v1_error, ReqBody, RespBody};
@@ -23,40 +24,50 @@ use crate::store::StoreError;
 pub const REGISTRY_VERSION: &str = "0.9.1";
 
 /// Dispatches one V1 route.
-pub async fn handle(reg: &Registry, route: V1Route, req: Request<ReqBody>, who: &Identity) -> Response<RespBody> {
+pub async fn handle(
+    reg: &Registry,
+    route: V1Route,
+    req: Request<ReqBody>,
+    who: &Identity,
+) -> Response<RespBody> {
     use V1Route::*;
-    let m = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let req = &parts;
+    let m = req.method.clone();
     let get = m == Method::GET || m == Method::HEAD;
     let result: Result<Response<RespBody>, Response<RespBody>> = match (route, get, &m) {
-        (Root, true, _) => Ok(response::json(StatusCode::OK, &json!("docker-registry server"))),
+        (Root, true, _) => Ok(response::json(
+            StatusCode::OK,
+            &json!("docker-registry server"),
+        )),
         (Ping, true, _) => Ok(ping()),
         (ImageJson(id), true, _) => get_image_json(reg, id).await,
-        (ImageJson(id), _, &Method::PUT) => put_image_json(reg, id, req, who).await,
-        (ImageLayer(id), true, _) => get_image_layer(reg, id, &req).await,
-        (ImageLayer(id), _, &Method::PUT) => put_image_layer(reg, id, req, who).await,
+        (ImageJson(id), _, &Method::PUT) => put_image_json(reg, id, body, who).await,
+        (ImageLayer(id), true, _) => get_image_layer(reg, id, req).await,
+        (ImageLayer(id), _, &Method::PUT) => put_image_layer(reg, id, body, who).await,
         (ImageAncestry(id), true, _) => get_ancestry(reg, id).await,
-        (ImageChecksum(id), _, &Method::PUT) => put_checksum(reg, id, &req, who).await,
+        (ImageChecksum(id), _, &Method::PUT) => put_checksum(reg, id, req, who).await,
         (Tags(repo), true, _) => get_tags(reg, repo).await,
         (Tags(repo), _, &Method::DELETE) => delete_repository(reg, repo, who).await,
         (Tag(repo, tag), true, _) => get_tag(reg, repo, tag).await,
-        (Tag(repo, tag), _, &Method::PUT) => put_tag(reg, repo, tag, req, who).await,
+        (Tag(repo, tag), _, &Method::PUT) => put_tag(reg, repo, tag, req, body, who).await,
         (Tag(repo, tag), _, &Method::DELETE) => delete_tag(reg, repo, tag, who).await,
         (TagJson(repo, tag), true, _) => get_tag_json(reg, repo, tag).await,
         (RepoJson(repo), true, _) => get_repo_json(reg, repo).await,
-        (Repository(repo), _, &Method::PUT) => put_repository(reg, repo, req, who).await,
+        (Repository(repo), _, &Method::PUT) => put_repository(reg, repo, req, body, who).await,
         (Repository(repo), _, &Method::DELETE) => delete_repository(reg, repo, who).await,
-        (RepoImages(repo), true, _) => get_repo_images(reg, repo, &req).await,
-        (RepoImages(repo), _, &Method::PUT) => put_repo_images(reg, repo, req, who).await,
+        (RepoImages(repo), true, _) => get_repo_images(reg, repo, req).await,
+        (RepoImages(repo), _, &Method::PUT) => put_repo_images(reg, repo, req, body, who).await,
         (RepoImages(repo), _, &Method::DELETE) => Ok(index_headers(
             response::empty(StatusCode::NO_CONTENT),
             reg,
             &repo,
-            &req,
+            req,
             "delete",
         )),
         (RepoAuth(_), _, &Method::PUT) => Ok(response::json(StatusCode::OK, &json!("OK"))),
         (RepoProperties(repo), true, _) => get_properties(reg, repo).await,
-        (RepoProperties(repo), _, &Method::PUT) => put_properties(reg, repo, req, who).await,
+        (RepoProperties(repo), _, &Method::PUT) => put_properties(reg, repo, body, who).await,
         (Users, true, _) => Ok(response::json(StatusCode::OK, &json!("OK"))),
         // Tells 1.0–1.10 clients to continue with the GET that logs in.
         (Users, _, &Method::POST) => Ok(response::json(
@@ -64,8 +75,11 @@ pub async fn handle(reg: &Registry, route: V1Route, req: Request<ReqBody>, who: 
             &json!("Username or email already exists"),
         )),
         (User(_), _, &Method::PUT) => Ok(response::empty(StatusCode::NO_CONTENT)),
-        (Search, true, _) => search(reg, &req).await,
-        _ => Err(v1_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")),
+        (Search, true, _) => search(reg, req).await,
+        _ => Err(v1_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+        )),
     };
     result.unwrap_or_else(|e| e)
 }
@@ -76,34 +90,59 @@ type V1Result = Result<Response<RespBody>, Response<RespBody>>;
 fn store_error(e: StoreError) -> Response<RespBody> {
     match e {
         StoreError::NotFound(m) => v1_error(StatusCode::NOT_FOUND, &m),
-        StoreError::InProgress => v1_error(StatusCode::BAD_REQUEST, &StoreError::InProgress.to_string()),
+        StoreError::InProgress => {
+            v1_error(StatusCode::BAD_REQUEST, &StoreError::InProgress.to_string())
+        }
         StoreError::Exists => v1_error(StatusCode::CONFLICT, "Image already exists"),
         StoreError::Invalid(m) => v1_error(StatusCode::BAD_REQUEST, &m),
         StoreError::Conflict(m) => v1_error(StatusCode::CONFLICT, &m),
-        StoreError::Interrupted(m) => v1_error(StatusCode::BAD_REQUEST, &format!("Upload interrupted: {m}")),
+        StoreError::Interrupted(m) => {
+            v1_error(StatusCode::BAD_REQUEST, &format!("Upload interrupted: {m}"))
+        }
         StoreError::Io(e) => {
             tracing::error!(error = %e, "storage failure");
-            v1_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("Storage error: {}", e.kind()))
+            v1_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Storage error: {}", e.kind()),
+            )
         }
     }
 }
 
 /// Reads a small JSON request body, refusing anything over the configured cap.
-pub(crate) async fn read_small_body(reg: &Registry, req: Request<ReqBody>) -> Result<Bytes, Response<RespBody>> {
+pub(crate) async fn read_small_body(
+    reg: &Registry,
+    mut body: ReqBody,
+) -> Result<Bytes, Response<RespBody>> {
     let limit = reg.config().max_json_body;
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(v1_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("Request body larger than {limit} bytes"),
-        )),
-        Err(e) => Err(v1_error(StatusCode::BAD_REQUEST, &format!("Error reading request body: {e}"))),
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            v1_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Error reading request body: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(v1_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("Request body larger than {limit} bytes"),
+                ));
+            }
+            buf.extend_from_slice(&data);
+        }
     }
+    Ok(buf.freeze())
 }
 
 fn ping() -> Response<RespBody> {
     let mut r = no_cache(response::json(StatusCode::OK, &json!({})));
-    set_header(r.headers_mut(), "x-docker-registry-version", REGISTRY_VERSION);
+    set_header(
+        r.headers_mut(),
+        "x-docker-registry-version",
+        REGISTRY_VERSION,
+    );
     set_header(r.headers_mut(), "x-docker-registry-standalone", "True");
     r
 }
@@ -145,31 +184,35 @@ async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
 }
 
 /// `PUT /v1/images/<id>/json`: 200; 400 invalid/missing parent; 409 exists.
-async fn put_image_json(reg: &Registry, id: ImageId, req: Request<ReqBody>, who: &Identity) -> V1Result {
-    let body = read_small_body(reg, req).await?;
+async fn put_image_json(reg: &Registry, id: ImageId, body: ReqBody, who: &Identity) -> V1Result {
+    let body = read_small_body(reg, body).await?;
     let store = reg.store().clone();
     let id2 = id.clone();
-    blocking(move || store.put_image_json(&id2, &body)).await.map_err(store_error)?;
+    blocking(move || store.put_image_json(&id2, &body))
+        .await
+        .map_err(store_error)?;
     tracing::info!(user = %who.user, image = %id, "image json stored");
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
 /// `GET /v1/images/<id>/layer`: streamed, ranges honoured.
-async fn get_image_layer(reg: &Registry, id: ImageId, req: &Request<ReqBody>) -> V1Result {
+async fn get_image_layer(reg: &Registry, id: ImageId, req: &Parts) -> V1Result {
     let store = reg.store().clone();
-    let (file, size) = blocking(move || store.open_image_layer(&id)).await.map_err(store_error)?;
-    let head = req.method() == Method::HEAD;
-    let r = response::file_response(file, size, req.headers().get(header::RANGE), head)
+    let (file, size) = blocking(move || store.open_image_layer(&id))
+        .await
+        .map_err(store_error)?;
+    let head = req.method == Method::HEAD;
+    let r = response::file_response(file, size, req.headers.get(header::RANGE), head)
         .await
         .map_err(|e| store_error(e.into()))?;
     Ok(cacheable(r))
 }
 
 /// `PUT /v1/images/<id>/layer`: chunked or sized body streamed to a temp file.
-async fn put_image_layer(reg: &Registry, id: ImageId, req: Request<ReqBody>, who: &Identity) -> V1Result {
+async fn put_image_layer(reg: &Registry, id: ImageId, body: ReqBody, who: &Identity) -> V1Result {
     let size = reg
         .store()
-        .put_image_layer(&id, req.into_body())
+        .put_image_layer(&id, body)
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, image = %id, bytes = size, "image layer stored");
@@ -179,14 +222,16 @@ async fn put_image_layer(reg: &Registry, id: ImageId, req: Request<ReqBody>, who
 /// `GET /v1/images/<id>/ancestry`: the stored list, self first.
 async fn get_ancestry(reg: &Registry, id: ImageId) -> V1Result {
     let store = reg.store().clone();
-    let bytes = blocking(move || store.image_ancestry(&id)).await.map_err(store_error)?;
+    let bytes = blocking(move || store.image_ancestry(&id))
+        .await
+        .map_err(store_error)?;
     Ok(cacheable(response::json_bytes(StatusCode::OK, bytes)))
 }
 
 /// `PUT /v1/images/<id>/checksum`: 412 without the payload header, 400 empty
 /// or mismatching, 404 no json, 409 not in progress; 200 publishes.
-async fn put_checksum(reg: &Registry, id: ImageId, req: &Request<ReqBody>, who: &Identity) -> V1Result {
-    let Some(value) = req.headers().get("x-docker-checksum-payload") else {
+async fn put_checksum(reg: &Registry, id: ImageId, req: &Parts, who: &Identity) -> V1Result {
+    let Some(value) = req.headers.get("x-docker-checksum-payload") else {
         return Err(v1_error(
             StatusCode::PRECONDITION_FAILED,
             "Missing X-Docker-Checksum-Payload header: upgrade your docker client to 0.10 or later",
@@ -194,7 +239,10 @@ async fn put_checksum(reg: &Registry, id: ImageId, req: &Request<ReqBody>, who: 
     };
     let payload = value.to_str().unwrap_or("").trim().to_string();
     if payload.is_empty() {
-        return Err(v1_error(StatusCode::BAD_REQUEST, "Missing Image's checksum"));
+        return Err(v1_error(
+            StatusCode::BAD_REQUEST,
+            "Missing Image's checksum",
+        ));
     }
     let store = reg.store().clone();
     let id2 = id.clone();
@@ -209,20 +257,34 @@ async fn put_checksum(reg: &Registry, id: ImageId, req: &Request<ReqBody>, who: 
 
 async fn get_tags(reg: &Registry, repo: RepoName) -> V1Result {
     let store = reg.store().clone();
-    let tags = blocking(move || store.list_tags(&repo)).await.map_err(store_error)?;
+    let tags = blocking(move || store.list_tags(&repo))
+        .await
+        .map_err(store_error)?;
     Ok(no_cache(response::json(StatusCode::OK, &json!(tags))))
 }
 
 async fn get_tag(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
     let store = reg.store().clone();
-    let id = blocking(move || store.get_tag(&repo, &tag)).await.map_err(store_error)?;
-    Ok(no_cache(response::json(StatusCode::OK, &json!(id.as_str()))))
+    let id = blocking(move || store.get_tag(&repo, &tag))
+        .await
+        .map_err(store_error)?;
+    Ok(no_cache(response::json(
+        StatusCode::OK,
+        &json!(id.as_str()),
+    )))
 }
 
 /// `PUT .../tags/<tag>` with body `"<id>"`: 200; 400 invalid data; 404 no image.
-async fn put_tag(reg: &Registry, repo: RepoName, tag: Tag, req: Request<ReqBody>, who: &Identity) -> V1Result {
-    let meta = tag_metadata(req.headers().get(header::USER_AGENT));
-    let body = read_small_body(reg, req).await?;
+async fn put_tag(
+    reg: &Registry,
+    repo: RepoName,
+    tag: Tag,
+    req: &Parts,
+    body: ReqBody,
+    who: &Identity,
+) -> V1Result {
+    let meta = tag_metadata(req.headers.get(header::USER_AGENT));
+    let body = read_small_body(reg, body).await?;
     let id = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::String(s)) => s,
         _ => return Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data")),
@@ -231,7 +293,9 @@ async fn put_tag(reg: &Registry, repo: RepoName, tag: Tag, req: Request<ReqBody>
     let store = reg.store().clone();
     let (r2, t2, i2) = (repo.clone(), tag.clone(), id.clone());
     let meta = serde_json::to_vec(&meta).unwrap_or_default();
-    blocking(move || store.put_tag(&r2, &t2, &i2, &meta)).await.map_err(store_error)?;
+    blocking(move || store.put_tag(&r2, &t2, &i2, &meta))
+        .await
+        .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, tag = %tag, image = %id, "tag set");
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
@@ -239,7 +303,9 @@ async fn put_tag(reg: &Registry, repo: RepoName, tag: Tag, req: Request<ReqBody>
 async fn delete_tag(reg: &Registry, repo: RepoName, tag: Tag, who: &Identity) -> V1Result {
     let store = reg.store().clone();
     let (r2, t2) = (repo.clone(), tag.clone());
-    blocking(move || store.delete_tag(&r2, &t2)).await.map_err(store_error)?;
+    blocking(move || store.delete_tag(&r2, &t2))
+        .await
+        .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, tag = %tag, "tag deleted");
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
@@ -285,10 +351,15 @@ async fn get_repo_json(reg: &Registry, repo: RepoName) -> V1Result {
 fn tag_metadata(ua: Option<&http::HeaderValue>) -> Value {
     let ua = ua.and_then(|v| v.to_str().ok()).unwrap_or("");
     let mut meta = default_tag_metadata();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     meta["last_update"] = json!(now);
     for token in ua.split_whitespace() {
-        let Some((k, v)) = token.split_once('/') else { continue };
+        let Some((k, v)) = token.split_once('/') else {
+            continue;
+        };
         let key = match k {
             "docker" => "docker_version",
             "go" => "docker_go_version",
@@ -306,9 +377,15 @@ fn tag_metadata(ua: Option<&http::HeaderValue>) -> Value {
 
 /// The index headers: `X-Docker-Endpoints` (configured, else the request's
 /// Host), `X-Docker-Token` and `WWW-Authenticate: Token` (pitfall §8.4).
-fn index_headers(mut r: Response<RespBody>, reg: &Registry, repo: &RepoName, req: &Request<ReqBody>, access: &str) -> Response<RespBody> {
+fn index_headers(
+    mut r: Response<RespBody>,
+    reg: &Registry,
+    repo: &RepoName,
+    req: &Parts,
+    access: &str,
+) -> Response<RespBody> {
     let endpoints = if reg.config().endpoints.is_empty() {
-        req.headers()
+        req.headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .filter(|h| !h.is_empty())
@@ -317,7 +394,10 @@ fn index_headers(mut r: Response<RespBody>, reg: &Registry, repo: &RepoName, req
     } else {
         reg.config().endpoints.join(", ")
     };
-    let token = format!("signature=berth,repository=\"{}\",access={access}", repo.full());
+    let token = format!(
+        "signature=berth,repository=\"{}\",access={access}",
+        repo.full()
+    );
     let h = r.headers_mut();
     set_header(h, "x-docker-endpoints", &endpoints);
     set_header(h, "x-docker-token", &token);
@@ -334,13 +414,25 @@ fn image_list(body: &[u8]) -> Result<Vec<Value>, Response<RespBody>> {
 }
 
 /// `PUT /v1/repositories/<r>/`: records the announced images; 200 + index headers.
-async fn put_repository(reg: &Registry, repo: RepoName, req: Request<ReqBody>, who: &Identity) -> V1Result {
-    let head = index_headers(response::empty(StatusCode::OK), reg, &repo, &req, "write");
-    let body = read_small_body(reg, req).await?;
-    let items = if body.iter().all(u8::is_ascii_whitespace) { vec![] } else { image_list(&body)? };
+async fn put_repository(
+    reg: &Registry,
+    repo: RepoName,
+    req: &Parts,
+    body: ReqBody,
+    who: &Identity,
+) -> V1Result {
+    let head = index_headers(response::empty(StatusCode::OK), reg, &repo, req, "write");
+    let body = read_small_body(reg, body).await?;
+    let items = if body.iter().all(u8::is_ascii_whitespace) {
+        vec![]
+    } else {
+        image_list(&body)?
+    };
     let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.merge_index_images(&r2, &items)).await.map_err(store_error)?;
+    blocking(move || store.merge_index_images(&r2, &items))
+        .await
+        .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, "repository index updated");
     let (parts, _) = head.into_parts();
     let mut r = no_cache(response::json(StatusCode::OK, &json!("")));
@@ -353,22 +445,42 @@ async fn put_repository(reg: &Registry, repo: RepoName, req: Request<ReqBody>, w
 }
 
 /// `PUT /v1/repositories/<r>/images`: merges the pushed images; **204**.
-async fn put_repo_images(reg: &Registry, repo: RepoName, req: Request<ReqBody>, who: &Identity) -> V1Result {
-    let r = index_headers(response::empty(StatusCode::NO_CONTENT), reg, &repo, &req, "write");
-    let body = read_small_body(reg, req).await?;
-    let items = if body.iter().all(u8::is_ascii_whitespace) { vec![] } else { image_list(&body)? };
+async fn put_repo_images(
+    reg: &Registry,
+    repo: RepoName,
+    req: &Parts,
+    body: ReqBody,
+    who: &Identity,
+) -> V1Result {
+    let r = index_headers(
+        response::empty(StatusCode::NO_CONTENT),
+        reg,
+        &repo,
+        req,
+        "write",
+    );
+    let body = read_small_body(reg, body).await?;
+    let items = if body.iter().all(u8::is_ascii_whitespace) {
+        vec![]
+    } else {
+        image_list(&body)?
+    };
     let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.merge_index_images(&r2, &items)).await.map_err(store_error)?;
+    blocking(move || store.merge_index_images(&r2, &items))
+        .await
+        .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, "repository images recorded");
     Ok(r)
 }
 
 /// `GET /v1/repositories/<r>/images`: the index list (start of a pull).
-async fn get_repo_images(reg: &Registry, repo: RepoName, req: &Request<ReqBody>) -> V1Result {
+async fn get_repo_images(reg: &Registry, repo: RepoName, req: &Parts) -> V1Result {
     let store = reg.store().clone();
     let r2 = repo.clone();
-    let items = blocking(move || store.index_images(&r2)).await.map_err(store_error)?;
+    let items = blocking(move || store.index_images(&r2))
+        .await
+        .map_err(store_error)?;
     let r = no_cache(response::json(StatusCode::OK, &Value::Array(items)));
     Ok(index_headers(r, reg, &repo, req, "read"))
 }
@@ -378,7 +490,9 @@ async fn get_repo_images(reg: &Registry, repo: RepoName, req: &Request<ReqBody>)
 async fn delete_repository(reg: &Registry, repo: RepoName, who: &Identity) -> V1Result {
     let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.delete_repository(&r2)).await.map_err(store_error)?;
+    blocking(move || store.delete_repository(&r2))
+        .await
+        .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, "repository deleted");
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
@@ -394,19 +508,32 @@ async fn get_properties(reg: &Registry, repo: RepoName) -> V1Result {
     .await
     .map_err(store_error)?;
     let access = if private { "private" } else { "public" };
-    Ok(no_cache(response::json(StatusCode::OK, &json!({ "access": access }))))
+    Ok(no_cache(response::json(
+        StatusCode::OK,
+        &json!({ "access": access }),
+    )))
 }
 
-async fn put_properties(reg: &Registry, repo: RepoName, req: Request<ReqBody>, who: &Identity) -> V1Result {
-    let body = read_small_body(reg, req).await?;
-    let private = match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("access").cloned()) {
+async fn put_properties(reg: &Registry, repo: RepoName, body: ReqBody, who: &Identity) -> V1Result {
+    let body = read_small_body(reg, body).await?;
+    let private = match serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("access").cloned())
+    {
         Some(Value::String(s)) if s == "private" => true,
         Some(Value::String(s)) if s == "public" => false,
-        _ => return Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data: access must be \"private\" or \"public\"")),
+        _ => {
+            return Err(v1_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid data: access must be \"private\" or \"public\"",
+            ))
+        }
     };
     let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.set_private(&r2, private)).await.map_err(store_error)?;
+    blocking(move || store.set_private(&r2, private))
+        .await
+        .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, private, "repository properties set");
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
@@ -414,8 +541,8 @@ async fn put_properties(reg: &Registry, repo: RepoName, req: Request<ReqBody>, w
 // ---- search -----------------------------------------------------------------
 
 /// Query parameters of a request, percent-decoded.
-pub(crate) fn query_params(req: &Request<ReqBody>) -> Vec<(String, String)> {
-    let q = req.uri().query().unwrap_or("");
+pub(crate) fn query_params(req: &Parts) -> Vec<(String, String)> {
+    let q = req.uri.query().unwrap_or("");
     q.split('&')
         .filter(|s| !s.is_empty())
         .map(|pair| {
@@ -454,14 +581,18 @@ fn hex_val(c: u8) -> Option<u8> {
 /// `GET /v1/search?q=<term>[&n=&page=]`: substring match over repository
 /// names; without `n` every match is returned (docker-registry-client lists
 /// namespaces this way).
-async fn search(reg: &Registry, req: &Request<ReqBody>) -> V1Result {
+async fn search(reg: &Registry, req: &Parts) -> V1Result {
     let params = query_params(req);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let q = get("q").unwrap_or_default();
-    let n: Option<usize> = get("n").and_then(|v| v.parse().ok()).map(|n: usize| n.clamp(1, 100));
+    let n: Option<usize> = get("n")
+        .and_then(|v| v.parse().ok())
+        .map(|n: usize| n.clamp(1, 100));
     let page: usize = get("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
     let store = reg.store().clone();
-    let repos = blocking(move || store.list_repositories()).await.map_err(|e| store_error(e.into()))?;
+    let repos = blocking(move || store.list_repositories())
+        .await
+        .map_err(|e| store_error(e.into()))?;
     let needle = q.to_lowercase();
     let matches: Vec<String> = repos
         .iter()
@@ -500,7 +631,9 @@ mod tests {
 
     #[test]
     fn user_agent_metadata() {
-        let ua = http::HeaderValue::from_static("docker/1.3.0 go/go1.3.3 kernel/3.16 os/linux arch/amd64");
+        let ua = http::HeaderValue::from_static(
+            "docker/1.3.0 go/go1.3.3 kernel/3.16 os/linux arch/amd64",
+        );
         let m = tag_metadata(Some(&ua));
         assert_eq!(m["docker_version"], "1.3.0");
         assert_eq!(m["arch"], "amd64");

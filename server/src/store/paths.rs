@@ -170,11 +170,20 @@ mod tests {
             (p.image_layer(&id), format!("/r/images/{id}/layer")),
             (p.image_ancestry(&id), format!("/r/images/{id}/ancestry")),
             (p.image_checksum(&id), format!("/r/images/{id}/_checksum")),
-            (p.image_inprogress(&id), format!("/r/images/{id}/_inprogress")),
+            (
+                p.image_inprogress(&id),
+                format!("/r/images/{id}/_inprogress"),
+            ),
             (p.tag(&repo, &tag), "/r/repositories/team/app/tag_v1".into()),
-            (p.tag_json(&repo, &tag), "/r/repositories/team/app/tagv1_json".into()),
+            (
+                p.tag_json(&repo, &tag),
+                "/r/repositories/team/app/tagv1_json".into(),
+            ),
             (p.repo_json(&lib), "/r/repositories/library/foo/json".into()),
-            (p.index_images(&deep), "/r/repositories/a/b/c/_index_images".into()),
+            (
+                p.index_images(&deep),
+                "/r/repositories/a/b/c/_index_images".into(),
+            ),
             (p.blob(&d), format!("/r/_berth/blobs/sha256/{}", d.hex())),
             (p.v2_repo_dir(&repo), "/r/_berth/v2/team/app".into()),
         ];

@@ -64,7 +64,11 @@ impl Store {
             .ok_or_else(|| StoreError::Invalid("Invalid JSON: not an object".into()))?;
         let json_id = match obj.get("id") {
             Some(Value::String(s)) => s,
-            Some(_) => return Err(StoreError::Invalid("Invalid JSON: id is not a string".into())),
+            Some(_) => {
+                return Err(StoreError::Invalid(
+                    "Invalid JSON: id is not a string".into(),
+                ))
+            }
             None => return Err(StoreError::Invalid("Missing key `id' in JSON".into())),
         };
         if json_id != id.as_str() {
@@ -99,7 +103,9 @@ impl Store {
             }
             let parent_ancestry = self.read_ancestry(parent)?;
             if parent_ancestry.iter().any(|a| a == id.as_str()) {
-                return Err(StoreError::Invalid("Image ancestry would form a cycle".into()));
+                return Err(StoreError::Invalid(
+                    "Image ancestry would form a cycle".into(),
+                ));
             }
             ancestry.extend(parent_ancestry);
             if ancestry.len() > MAX_ANCESTRY {
@@ -172,7 +178,9 @@ impl Store {
         }
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         if !p.image_inprogress(id).exists() {
-            return Err(StoreError::Conflict("Cannot set this image checksum".into()));
+            return Err(StoreError::Conflict(
+                "Cannot set this image checksum".into(),
+            ));
         }
         let stored = self.stored_checksums(id)?;
         if stored.is_empty() || !p.image_layer(id).exists() {
@@ -243,8 +251,9 @@ impl Store {
     /// Parsed ancestry of an image (no publish check: used while writing children).
     pub fn read_ancestry(&self, id: &ImageId) -> StoreResult<Vec<String>> {
         let raw = fs::read(self.paths().image_ancestry(id))?;
-        let list: Vec<String> = serde_json::from_slice(&raw)
-            .map_err(|e| StoreError::Io(io::Error::other(format!("corrupt ancestry of {id}: {e}"))))?;
+        let list: Vec<String> = serde_json::from_slice(&raw).map_err(|e| {
+            StoreError::Io(io::Error::other(format!("corrupt ancestry of {id}: {e}")))
+        })?;
         Ok(list)
     }
 
@@ -265,10 +274,15 @@ impl Store {
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(tag) = name.strip_prefix("tag_") else { continue };
+            let Some(tag) = name.strip_prefix("tag_") else {
+                continue;
+            };
             let Ok(tag) = Tag::parse(tag) else { continue };
             if let Some(id) = read_optional(&entry.path())? {
-                tags.insert(tag.to_string(), String::from_utf8_lossy(&id).trim().to_string());
+                tags.insert(
+                    tag.to_string(),
+                    String::from_utf8_lossy(&id).trim().to_string(),
+                );
             }
         }
         if tags.is_empty() {
@@ -280,14 +294,21 @@ impl Store {
     /// The image id a tag points at.
     pub fn get_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<ImageId> {
         match read_optional(&self.paths().tag(repo, tag))? {
-            Some(raw) => ImageId::parse(String::from_utf8_lossy(&raw).trim())
-                .map_err(|_| StoreError::Io(io::Error::other(format!("corrupt tag file {repo}:{tag}")))),
+            Some(raw) => ImageId::parse(String::from_utf8_lossy(&raw).trim()).map_err(|_| {
+                StoreError::Io(io::Error::other(format!("corrupt tag file {repo}:{tag}")))
+            }),
             None => Err(StoreError::NotFound("Tag not found".into())),
         }
     }
 
     /// Points `tag` at a published image and records its metadata json.
-    pub fn put_tag(&self, repo: &RepoName, tag: &Tag, id: &ImageId, meta: &[u8]) -> StoreResult<()> {
+    pub fn put_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        id: &ImageId,
+        meta: &[u8],
+    ) -> StoreResult<()> {
         self.require_published(id)?;
         let p = self.paths();
         fs::create_dir_all(p.repo_dir(repo))?;
@@ -361,15 +382,25 @@ impl Store {
         };
         for item in new {
             let Some(id) = item.get("id").and_then(Value::as_str) else {
-                return Err(StoreError::Invalid("Invalid data: every entry needs an id".into()));
+                return Err(StoreError::Invalid(
+                    "Invalid data: every entry needs an id".into(),
+                ));
             };
-            ImageId::parse(id).map_err(|_| StoreError::Invalid(format!("Invalid image id {id:?}")))?;
+            ImageId::parse(id)
+                .map_err(|_| StoreError::Invalid(format!("Invalid image id {id:?}")))?;
             let mut entry = serde_json::Map::new();
             entry.insert("id".into(), Value::String(id.to_string()));
-            if let Some(c) = item.get("checksum").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+            if let Some(c) = item
+                .get("checksum")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+            {
                 entry.insert("checksum".into(), Value::String(c.to_string()));
             }
-            match merged.iter_mut().find(|e| e.get("id").and_then(Value::as_str) == Some(id)) {
+            match merged
+                .iter_mut()
+                .find(|e| e.get("id").and_then(Value::as_str) == Some(id))
+            {
                 Some(existing) => {
                     if entry.contains_key("checksum") {
                         *existing = Value::Object(entry);
@@ -387,14 +418,18 @@ impl Store {
     /// one projected from a V2 push) lists its tagged images.
     pub fn index_images(&self, repo: &RepoName) -> StoreResult<Vec<Value>> {
         if let Some(raw) = read_optional(&self.paths().index_images(repo))? {
-            return serde_json::from_slice(&raw)
-                .map_err(|e| StoreError::Io(io::Error::other(format!("corrupt _index_images: {e}"))));
+            return serde_json::from_slice(&raw).map_err(|e| {
+                StoreError::Io(io::Error::other(format!("corrupt _index_images: {e}")))
+            });
         }
         let tags = self.list_tags(repo)?;
         let mut ids: Vec<&String> = tags.values().collect();
         ids.sort();
         ids.dedup();
-        Ok(ids.into_iter().map(|id| serde_json::json!({ "id": id })).collect())
+        Ok(ids
+            .into_iter()
+            .map(|id| serde_json::json!({ "id": id }))
+            .collect())
     }
 
     /// Sets or clears the `_private` flag.
@@ -472,7 +507,10 @@ mod tests {
     async fn push(store: &Store, i: &ImageId, parent: Option<&ImageId>, layer: &'static [u8]) {
         let json = json_for(i, parent);
         store.put_image_json(i, &json).unwrap();
-        store.put_image_layer(i, Full::new(Bytes::from_static(layer))).await.unwrap();
+        store
+            .put_image_layer(i, Full::new(Bytes::from_static(layer)))
+            .await
+            .unwrap();
         let sums = store.stored_checksums(i).unwrap();
         store.put_image_checksum(i, &sums[0]).unwrap();
     }
@@ -482,20 +520,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let a = id('a');
-        assert!(matches!(store.put_image_layer(&a, Full::new(Bytes::from_static(b"x"))).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store
+                .put_image_layer(&a, Full::new(Bytes::from_static(b"x")))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
         store.put_image_json(&a, &json_for(&a, None)).unwrap();
         assert!(matches!(store.image_json(&a), Err(StoreError::InProgress)));
-        assert!(matches!(store.put_image_checksum(&a, "sha256:00"), Err(StoreError::Invalid(_))));
-        store.put_image_layer(&a, Full::new(Bytes::from_static(b"layer"))).await.unwrap();
+        assert!(matches!(
+            store.put_image_checksum(&a, "sha256:00"),
+            Err(StoreError::Invalid(_))
+        ));
+        store
+            .put_image_layer(&a, Full::new(Bytes::from_static(b"layer")))
+            .await
+            .unwrap();
         // payload checksum = sha256(json + "\n" + layer)
         let mut payload = json_for(&a, None);
         payload.extend_from_slice(b"\nlayer");
         let expect = crate::names::Digest::of_bytes(&payload);
-        assert_eq!(store.stored_checksums(&a).unwrap(), vec![expect.to_string()]);
-        assert!(matches!(store.put_image_checksum(&a, "sha256:00"), Err(StoreError::Invalid(_))));
+        assert_eq!(
+            store.stored_checksums(&a).unwrap(),
+            vec![expect.to_string()]
+        );
+        assert!(matches!(
+            store.put_image_checksum(&a, "sha256:00"),
+            Err(StoreError::Invalid(_))
+        ));
         store.put_image_checksum(&a, expect.as_str()).unwrap();
         assert_eq!(store.image_json(&a).unwrap(), json_for(&a, None));
-        assert!(matches!(store.put_image_json(&a, &json_for(&a, None)), Err(StoreError::Exists)));
+        assert!(matches!(
+            store.put_image_json(&a, &json_for(&a, None)),
+            Err(StoreError::Exists)
+        ));
         // the layer is a hard link into the blob pool
         let blob = crate::names::Digest::of_bytes(b"layer");
         assert_eq!(store.blob_size(&blob).unwrap(), Some(5));
@@ -507,17 +565,28 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let (a, b) = (id('a'), id('b'));
         push(&store, &a, None, b"one").await;
-        assert!(matches!(store.put_image_json(&id('c'), &json_for(&id('c'), Some(&id('d')))), Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            store.put_image_json(&id('c'), &json_for(&id('c'), Some(&id('d')))),
+            Err(StoreError::Invalid(_))
+        ));
         push(&store, &b, Some(&a), b"two").await;
         let anc: Vec<String> = serde_json::from_slice(&store.image_ancestry(&b).unwrap()).unwrap();
         assert_eq!(anc, vec![b.to_string(), a.to_string()]);
         let repo = RepoName::parse("foo").unwrap();
         let tag = Tag::parse("latest").unwrap();
         store.put_tag(&repo, &tag, &b, b"{}").unwrap();
-        assert_eq!(store.get_tag(&RepoName::parse("library/foo").unwrap(), &tag).unwrap(), b);
+        assert_eq!(
+            store
+                .get_tag(&RepoName::parse("library/foo").unwrap(), &tag)
+                .unwrap(),
+            b
+        );
         assert_eq!(store.list_tags(&repo).unwrap().len(), 1);
         assert_eq!(store.list_repositories().unwrap(), vec![repo.clone()]);
         store.delete_tag(&repo, &tag).unwrap();
-        assert!(matches!(store.list_tags(&repo), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.list_tags(&repo),
+            Err(StoreError::NotFound(_))
+        ));
     }
 }
