@@ -8,9 +8,15 @@
 
 pub mod atomic;
 pub mod blobs;
+pub mod derive;
 pub mod error;
 pub mod ingest;
+pub mod manifests;
+pub mod media;
 pub mod paths;
+pub mod projection;
+pub mod translate;
+pub mod uploads;
 pub mod v1;
 
 use std::fs;

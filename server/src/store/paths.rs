@@ -14,8 +14,11 @@
 //!   repositories/<ns>/<repo>/_private        flag: repository marked private
 //!   repositories/<ns>/<repo>/.lock           fcntl lock file for read-modify-write of the index
 //!   _berth/blobs/sha256/<hex>        content-addressed pool: layers, configs, manifests
-//!   _berth/uploads/<uuid>/           V2 upload sessions
-//!   _berth/v2/<ns>/<repo>/tags/<t>   V2 tag -> manifest digest (see store::manifests)
+//!   _berth/uploads/<uuid>/data       V2 upload session: the bytes so far (offset = file size)
+//!   _berth/v2/<ns>/<repo>/_tags/<t>  V2 tag -> manifest digest (see store::manifests)
+//!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
+//!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
+//!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
 //! ```
 //!
 //! Every argument is a validated name type from [`crate::names`], so nothing
@@ -24,6 +27,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::uploads::UploadId;
 use crate::names::{Digest, ImageId, RepoName, Tag};
 
 /// Builds every path under one store root.
@@ -150,6 +154,42 @@ impl Paths {
         }
         p
     }
+
+    /// `_berth/uploads/<uuid>/`: one V2 upload session.
+    pub fn upload_dir(&self, id: &UploadId) -> PathBuf {
+        self.uploads_dir().join(id.as_str())
+    }
+
+    /// `_berth/uploads/<uuid>/data`: the bytes received so far.
+    pub fn upload_data(&self, id: &UploadId) -> PathBuf {
+        self.upload_dir(id).join("data")
+    }
+
+    /// `_berth/v2/<ns>/<repo>/_tags/`: V2 tag records (`_` cannot start a
+    /// name component, so this never collides with a nested repository).
+    pub fn v2_tags_dir(&self, repo: &RepoName) -> PathBuf {
+        self.v2_repo_dir(repo).join("_tags")
+    }
+
+    /// `_berth/v2/<ns>/<repo>/_tags/<tag>`
+    pub fn v2_tag(&self, repo: &RepoName, tag: &Tag) -> PathBuf {
+        self.v2_tags_dir(repo).join(tag.as_str())
+    }
+
+    /// `_berth/manifests/<hex>`: the media type a manifest was pushed with.
+    pub fn manifest_record(&self, digest: &Digest) -> PathBuf {
+        self.berth_dir().join("manifests").join(digest.hex())
+    }
+
+    /// `_berth/derived/<id>`: the V2 form generated once for a V1 top image.
+    pub fn derived(&self, id: &ImageId) -> PathBuf {
+        self.berth_dir().join("derived").join(id.as_str())
+    }
+
+    /// `_berth/v1layers/<id>`: cached blob facts of a V1 image's layer.
+    pub fn v1_layer_info(&self, id: &ImageId) -> PathBuf {
+        self.berth_dir().join("v1layers").join(id.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +205,7 @@ mod tests {
         let deep = RepoName::parse("a/b/c").unwrap();
         let tag = Tag::parse("v1").unwrap();
         let d = Digest::of_bytes(b"x");
+        let up = UploadId::parse("0f0e0d0c-0b0a-4908-8706-050403020100").unwrap();
         let rows: Vec<(PathBuf, String)> = vec![
             (p.image_json(&id), format!("/r/images/{id}/json")),
             (p.image_layer(&id), format!("/r/images/{id}/layer")),
@@ -186,6 +227,21 @@ mod tests {
             ),
             (p.blob(&d), format!("/r/_berth/blobs/sha256/{}", d.hex())),
             (p.v2_repo_dir(&repo), "/r/_berth/v2/team/app".into()),
+            (
+                p.v2_tag(&repo, &tag),
+                "/r/_berth/v2/team/app/_tags/v1".into(),
+            ),
+            (p.v2_tag(&deep, &tag), "/r/_berth/v2/a/b/c/_tags/v1".into()),
+            (
+                p.upload_data(&up),
+                format!("/r/_berth/uploads/{}/data", up.as_str()),
+            ),
+            (
+                p.manifest_record(&d),
+                format!("/r/_berth/manifests/{}", d.hex()),
+            ),
+            (p.derived(&id), format!("/r/_berth/derived/{id}")),
+            (p.v1_layer_info(&id), format!("/r/_berth/v1layers/{id}")),
         ];
         for (got, want) in rows {
             assert_eq!(got, PathBuf::from(want));

@@ -317,6 +317,7 @@ impl Store {
         if tag.as_str() == "latest" {
             write_atomic(&p.repo_json(repo), meta)?;
         }
+        self.v1_tag_changed(repo, tag, Some(id))?; // V2 tag ownership (store::manifests)
         Ok(())
     }
 
@@ -330,6 +331,7 @@ impl Store {
         if tag.as_str() == "latest" {
             remove_durable(&p.repo_json(repo))?;
         }
+        self.v1_tag_changed(repo, tag, None)?; // V2 tag ownership (store::manifests)
         Ok(())
     }
 

@@ -1,0 +1,478 @@
+//! V2 blob upload sessions (`v2-compat.md` §1.5): `_berth/uploads/<uuid>/data`.
+//!
+//! A session is a directory holding one data file; its offset is the file's
+//! size, so any process on the same store (another host on NFS, a restarted
+//! server) can continue it. Bytes are streamed to disk and hashed on a
+//! blocking thread; the running sha256 is cached in this process keyed by
+//! (path, offset), and re-computed from the file when another process wrote
+//! the previous chunk. Closing verifies the digest and hard-links the data
+//! into the blob pool, so the blob appears atomically, then the session is
+//! removed. Sessions untouched for [`UPLOAD_MAX_IDLE`] are swept when a new
+//! one starts.
+//!
+//! Not done here: concurrent appends to the *same* session are not serialised
+//! (clients never send them; the offset check catches most mistakes).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body::Body;
+use http_body_util::BodyExt;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use super::atomic::{sync_parent, TempFile};
+use super::ingest::{ingest, IngestError};
+use super::Store;
+use crate::names::Digest;
+
+/// Sessions untouched this long are removed by the next sweep.
+pub const UPLOAD_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// Frames queued between the network and the writer thread.
+const QUEUE_DEPTH: usize = 16;
+/// Write buffer of the writer thread.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A validated upload session id (a lowercase hyphenated UUID), so that an id
+/// from a URL can become a path component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// A fresh random id.
+    pub fn new() -> UploadId {
+        UploadId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Validates an id from a URL; `None` for anything but a canonical UUID.
+    pub fn parse(s: &str) -> Option<UploadId> {
+        let u = uuid::Uuid::parse_str(s).ok()?;
+        let canonical = u.hyphenated().to_string();
+        (canonical == s).then_some(UploadId(canonical))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for UploadId {
+    fn default() -> Self {
+        UploadId::new()
+    }
+}
+
+/// Why an upload step failed; the registry maps each to a V2 error code.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// No such session (never started, finished, cancelled or expired).
+    #[error("upload session unknown")]
+    Unknown,
+    /// A chunk did not start at the current offset.
+    #[error("chunk starts at {start}, but the upload holds {offset} bytes")]
+    RangeInvalid {
+        /// Bytes already received.
+        offset: u64,
+        /// Where the chunk claimed to start.
+        start: u64,
+    },
+    /// The uploaded bytes do not hash to the digest given at close.
+    #[error("digest mismatch: expected {expected}, uploaded content has {actual}")]
+    DigestMismatch {
+        /// The digest the client named.
+        expected: Digest,
+        /// The digest of what arrived.
+        actual: Digest,
+    },
+    /// The client's stream broke; nothing of this request was kept.
+    #[error("upload interrupted: {0}")]
+    Interrupted(String),
+    /// The filesystem failed.
+    #[error("storage error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<IngestError> for UploadError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Body(m) => UploadError::Interrupted(m),
+            IngestError::Io(e) => UploadError::Io(e),
+        }
+    }
+}
+
+/// Running hashes of sessions written by this process: path → (offset, state).
+fn hash_cache() -> &'static Mutex<HashMap<PathBuf, (u64, Sha256)>> {
+    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (u64, Sha256)>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn cache_take(path: &Path, offset: u64) -> Option<Sha256> {
+    let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
+    match map.remove(path) {
+        Some((o, h)) if o == offset => Some(h),
+        _ => None,
+    }
+}
+
+fn cache_put(path: &Path, offset: u64, h: Sha256) {
+    let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
+    map.insert(path.to_path_buf(), (offset, h));
+}
+
+fn cache_forget(path: &Path) {
+    let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
+    map.remove(path);
+}
+
+/// sha256 of the first `len` bytes of a file (resuming another process's session).
+fn rehash(path: &Path, len: u64) -> io::Result<Sha256> {
+    let mut h = Sha256::new();
+    let mut f = File::open(path)?.take(len);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h);
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+impl Store {
+    /// Starts a session (after sweeping expired ones) and returns its id.
+    pub fn start_upload(&self) -> io::Result<UploadId> {
+        if let Err(e) = self.sweep_uploads(UPLOAD_MAX_IDLE) {
+            tracing::warn!(error = %e, "sweeping expired upload sessions");
+        }
+        let id = UploadId::new();
+        let p = self.paths();
+        fs::create_dir_all(p.upload_dir(&id))?;
+        File::create(p.upload_data(&id))?;
+        sync_parent(&p.upload_dir(&id))?;
+        Ok(id)
+    }
+
+    /// Bytes received so far, or `None` for an unknown session.
+    pub fn upload_offset(&self, id: &UploadId) -> io::Result<Option<u64>> {
+        match fs::metadata(self.paths().upload_data(id)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a session; `false` if it did not exist.
+    pub fn cancel_upload(&self, id: &UploadId) -> io::Result<bool> {
+        let p = self.paths();
+        cache_forget(&p.upload_data(id));
+        match fs::remove_dir_all(p.upload_dir(id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends a request body to a session (PATCH). With `start`, the chunk
+    /// must begin at the current offset. Returns the new offset. On any
+    /// failure the data file is cut back to where it was.
+    pub async fn append_upload<B>(
+        &self,
+        id: &UploadId,
+        body: B,
+        start: Option<u64>,
+    ) -> Result<u64, UploadError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (offset, hasher) = self.append_inner(id, body, start).await?;
+        cache_put(&self.paths().upload_data(id), offset, hasher);
+        Ok(offset)
+    }
+
+    /// Closes a session (PUT `?digest=`): appends `body` (possibly empty),
+    /// verifies sha256 over everything, publishes the blob into the pool and
+    /// removes the session. A mismatch removes the session too. Returns the size.
+    pub async fn finish_upload<B>(
+        &self,
+        id: &UploadId,
+        body: B,
+        expected: &Digest,
+    ) -> Result<u64, UploadError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (size, hasher) = self.append_inner(id, body, None).await?;
+        let actual = Digest::from_sha256(&hasher.finalize());
+        let store = self.clone();
+        let id = id.clone();
+        let expected = expected.clone();
+        tokio::task::spawn_blocking(move || -> Result<u64, UploadError> {
+            let p = store.paths();
+            if actual != expected {
+                store.cancel_upload(&id)?;
+                return Err(UploadError::DigestMismatch { expected, actual });
+            }
+            let data = p.upload_data(&id);
+            let blob = p.blob(&expected);
+            fs::create_dir_all(p.blobs_dir())?;
+            match fs::hard_link(&data, &blob) {
+                Ok(()) => sync_parent(&blob)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                // No hard links on this filesystem: move the data instead.
+                Err(_) => {
+                    fs::rename(&data, &blob)?;
+                    sync_parent(&blob)?;
+                }
+            }
+            store.cancel_upload(&id)?;
+            Ok(size)
+        })
+        .await
+        .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))?
+    }
+
+    /// Monolithic upload (POST `?digest=` with a body, `v2-compat.md` §1.5):
+    /// streams to a temp file, verifies, publishes. Returns the size.
+    pub async fn put_blob<B>(&self, body: B, expected: &Digest) -> Result<u64, UploadError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let temp = TempFile::new_in(&self.paths().uploads_dir(), "blob")?;
+        let done = ingest(body, temp, None, None).await?;
+        if &done.digest != expected {
+            return Err(UploadError::DigestMismatch {
+                expected: expected.clone(),
+                actual: done.digest,
+            });
+        }
+        let store = self.clone();
+        let digest = done.digest.clone();
+        let size = done.size;
+        tokio::task::spawn_blocking(move || store.commit_blob(done.temp, &digest))
+            .await
+            .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))??;
+        Ok(size)
+    }
+
+    /// Removes sessions whose data was last written more than `max_idle` ago.
+    /// Returns how many were removed.
+    pub fn sweep_uploads(&self, max_idle: Duration) -> io::Result<usize> {
+        let dir = self.paths().uploads_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = UploadId::parse(&name) else {
+                continue; // temp files of monolithic uploads: owned by their request
+            };
+            let data = self.paths().upload_data(&id);
+            let touched = fs::metadata(&data)
+                .or_else(|_| entry.metadata())
+                .and_then(|m| m.modified());
+            let Ok(touched) = touched else { continue };
+            if now.duration_since(touched).unwrap_or_default() > max_idle {
+                self.cancel_upload(&id)?;
+                tracing::info!(upload = %id.as_str(), "expired upload session removed");
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Streams `body` onto the end of the session's data file and returns the
+    /// new size with the sha256 state over the whole file.
+    async fn append_inner<B>(
+        &self,
+        id: &UploadId,
+        body: B,
+        start: Option<u64>,
+    ) -> Result<(u64, Sha256), UploadError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let data = self.paths().upload_data(id);
+        let file = match OpenOptions::new().append(true).open(&data) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::Unknown),
+            Err(e) => return Err(e.into()),
+        };
+        let offset = file.metadata()?.len();
+        if let Some(start) = start {
+            if start != offset {
+                return Err(UploadError::RangeInvalid { offset, start });
+            }
+        }
+        let cached = cache_take(&data, offset);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+        let path = data.clone();
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, Sha256)> {
+            let mut file = file;
+            let mut h = match cached {
+                Some(h) => h,
+                None => rehash(&path, offset)?,
+            };
+            let mut size = offset;
+            {
+                let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut file);
+                while let Some(chunk) = rx.blocking_recv() {
+                    h.update(&chunk);
+                    out.write_all(&chunk)?;
+                    size += chunk.len() as u64;
+                }
+                out.flush()?;
+            }
+            file.sync_data()?;
+            Ok((size, h))
+        });
+        let mut body = body;
+        let mut body_error = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(chunk) = frame.into_data() {
+                        if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                            break; // writer failed; its error is reported below
+                        }
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let result = writer
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        let failure = match (body_error, result) {
+            (None, Ok(done)) => return Ok(done),
+            (Some(e), _) => UploadError::Interrupted(e),
+            (None, Err(e)) => UploadError::Io(e),
+        };
+        // Keep the session consistent: offset = file size = hashed bytes.
+        if let Ok(f) = OpenOptions::new().write(true).open(&data) {
+            let _ = f.set_len(offset);
+        }
+        Err(failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn body(b: &'static [u8]) -> Full<Bytes> {
+        Full::new(Bytes::from_static(b))
+    }
+
+    #[test]
+    fn upload_ids_are_canonical_uuids() {
+        let id = UploadId::new();
+        assert_eq!(UploadId::parse(id.as_str()), Some(id.clone()));
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "0F0E0D0C-0B0A-4908-8706-050403020100",
+            "0f0e0d0c0b0a490887060504030201000",
+            "0f0e0d0c0b0a49088706050403020100",
+        ] {
+            assert_eq!(UploadId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_then_close_publishes_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        assert_eq!(store.upload_offset(&id).unwrap(), Some(0));
+        assert_eq!(
+            store
+                .append_upload(&id, body(b"hello "), Some(0))
+                .await
+                .unwrap(),
+            6
+        );
+        assert!(matches!(
+            store.append_upload(&id, body(b"x"), Some(3)).await,
+            Err(UploadError::RangeInvalid {
+                offset: 6,
+                start: 3
+            })
+        ));
+        // A different process would not have the cached hash: drop it.
+        cache_forget(&store.paths().upload_data(&id));
+        let want = Digest::of_bytes(b"hello world");
+        let size = store
+            .finish_upload(&id, body(b"world"), &want)
+            .await
+            .unwrap();
+        assert_eq!(size, 11);
+        assert_eq!(store.blob_size(&want).unwrap(), Some(11));
+        assert_eq!(store.upload_offset(&id).unwrap(), None);
+        assert!(matches!(
+            store.append_upload(&id, body(b"x"), None).await,
+            Err(UploadError::Unknown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn mismatch_drops_session_and_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        store.append_upload(&id, body(b"abc"), None).await.unwrap();
+        let wrong = Digest::of_bytes(b"abd");
+        assert!(matches!(
+            store.finish_upload(&id, body(b""), &wrong).await,
+            Err(UploadError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.upload_offset(&id).unwrap(), None);
+        assert_eq!(store.blob_size(&wrong).unwrap(), None);
+        assert_eq!(store.blob_size(&Digest::of_bytes(b"abc")).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_idle_sessions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        assert_eq!(store.sweep_uploads(Duration::from_secs(3600)).unwrap(), 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(store.sweep_uploads(Duration::from_millis(1)).unwrap(), 1);
+        assert_eq!(store.upload_offset(&id).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn monolithic_put_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of_bytes(b"blob");
+        assert!(matches!(
+            store.put_blob(body(b"blub"), &d).await,
+            Err(UploadError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap(), 4);
+        assert_eq!(store.blob_size(&d).unwrap(), Some(4));
+    }
+}
