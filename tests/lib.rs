@@ -291,3 +291,594 @@ pub fn snapshot(root: &Path) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+// ---- SSH fixtures ------------------------------------------------------------
+
+/// A client key pair made with `ssh-keygen` (ed25519, no passphrase).
+pub struct ClientKey {
+    /// Private key file (mode 0600).
+    pub private: PathBuf,
+    /// The public key line (`ssh-ed25519 AAAA... comment`).
+    pub public_line: String,
+}
+
+impl ClientKey {
+    /// Generates `dir/<name>` and `dir/<name>.pub`.
+    pub fn generate(dir: &Path, name: &str) -> ClientKey {
+        let private = dir.join(name);
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+                .arg(format!("{name}@berth-test"))
+                .arg("-f")
+                .arg(&private),
+        );
+        let public_line = std::fs::read_to_string(private.with_extension("pub"))
+            .or_else(|_| std::fs::read_to_string(format!("{}.pub", private.display())))
+            .unwrap()
+            .trim()
+            .to_string();
+        ClientKey {
+            private,
+            public_line,
+        }
+    }
+
+    /// Writes an authorized_keys file holding these keys' public lines.
+    pub fn authorized_keys(path: &Path, keys: &[&ClientKey]) {
+        let text: String = keys
+            .iter()
+            .map(|k| format!("{}\n", k.public_line))
+            .collect();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// `berth-server serve` on an ephemeral loopback port.
+pub struct SshServer {
+    /// The server process.
+    pub proc: Proc,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The host key file (its `.pub` is beside it).
+    pub host_key: PathBuf,
+}
+
+impl SshServer {
+    /// Starts a server on `root` with keys from `authorized_keys`; the host key
+    /// lives in `state_dir` (generated on first start). `extra` adds flags.
+    pub fn start(
+        root: &Path,
+        authorized_keys: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> SshServer {
+        Self::start_on(root, authorized_keys, state_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Same as [`SshServer::start`] on a given listen address (for restarts).
+    pub fn start_on(
+        root: &Path,
+        authorized_keys: &Path,
+        state_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> SshServer {
+        let host_key = state_dir.join("berth_host_key");
+        let mut cmd = Command::new(bin("berth-server"));
+        cmd.args(["serve", "--listen", listen, "--root"]).arg(root);
+        cmd.arg("--authorized-keys").arg(authorized_keys);
+        cmd.arg("--host-key").arg(&host_key);
+        cmd.args(extra);
+        let (proc, line) = spawn_until_line(cmd, "listening on", "berth-server serve");
+        let addr = addr_in(&line);
+        SshServer {
+            proc,
+            addr,
+            host_key,
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// A known_hosts line for this server (`[127.0.0.1]:PORT key`).
+    pub fn known_hosts_line(&self) -> String {
+        known_hosts_line(self.port(), &self.host_key)
+    }
+}
+
+/// `[127.0.0.1]:PORT <public key>` for a host key file.
+pub fn known_hosts_line(port: u16, host_key: &Path) -> String {
+    let public = std::fs::read_to_string(format!("{}.pub", host_key.display())).unwrap();
+    let mut parts = public.split_whitespace();
+    let (t, k) = (parts.next().unwrap(), parts.next().unwrap());
+    format!("[127.0.0.1]:{port} {t} {k}")
+}
+
+/// A stock OpenSSH sshd started from a temp config on a loopback port.
+pub struct Sshd {
+    /// The sshd process.
+    pub proc: Proc,
+    /// Its port.
+    pub port: u16,
+    /// Its host key file.
+    pub host_key: PathBuf,
+}
+
+impl Sshd {
+    /// Starts `/usr/sbin/sshd -f cfg -D -e` in `dir`, accepting the keys in
+    /// `authorized_keys`. `subsystem` is the `docker-registry` subsystem
+    /// command line, if any. TCP forwarding is allowed (for jump-host tests).
+    pub fn start(dir: &Path, authorized_keys: &Path, subsystem: Option<&str>) -> Sshd {
+        std::fs::create_dir_all("/run/sshd").ok();
+        let host_key = dir.join("sshd_host_ed25519_key");
+        if !host_key.exists() {
+            run_ok(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&host_key),
+            );
+        }
+        let port = free_port();
+        let mut cfg = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+             StrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nAllowTcpForwarding yes\n\
+             PermitTTY no\nX11Forwarding no\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n",
+            host_key.display(),
+            authorized_keys.display(),
+            dir.join(format!("sshd-{port}.pid")).display()
+        );
+        if let Some(sub) = subsystem {
+            cfg.push_str(&format!("Subsystem docker-registry {sub}\n"));
+        }
+        let cfg_path = dir.join(format!("sshd_config-{port}"));
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-f")
+            .arg(&cfg_path)
+            .args(["-D", "-e"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting sshd");
+        wait_for_port(
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            Duration::from_secs(10),
+        );
+        Sshd {
+            proc: Proc {
+                child,
+                name: "sshd".into(),
+            },
+            port,
+            host_key,
+        }
+    }
+}
+
+/// An OpenSSH `ssh` command for `root@127.0.0.1 -p PORT` with one key, no
+/// known_hosts checking, never prompting.
+pub fn ssh_command(key: &Path, port: u16) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args(ssh_options(key, port));
+    cmd.arg("root@127.0.0.1");
+    cmd
+}
+
+/// The options [`ssh_command`] uses, for building `BERTH_SSH_COMMAND`.
+pub fn ssh_options(key: &Path, port: u16) -> Vec<String> {
+    vec![
+        "-i".into(),
+        key.display().to_string(),
+        "-p".into(),
+        port.to_string(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+        "-F".into(),
+        "/dev/null".into(),
+    ]
+}
+
+// ---- a minimal HTTP/1.1 client over any byte stream ----------------------------
+
+/// One HTTP response, fully read.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header (lowercased name, value) pairs in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// First value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Request body framing for [`HttpConn::request`].
+pub enum ReqBody<'a> {
+    /// No body.
+    None,
+    /// A body with `Content-Length`.
+    Sized(&'a [u8]),
+    /// A body sent with `Transfer-Encoding: chunked` in pieces of this size.
+    Chunked(&'a [u8], usize),
+}
+
+/// A keep-alive HTTP/1.1 connection over a reader and a writer (a TCP
+/// socket, or the stdin/stdout of `ssh -s host docker-registry`).
+pub struct HttpConn<R: BufRead, W: Write> {
+    /// The response side.
+    pub r: R,
+    /// The request side.
+    pub w: W,
+}
+
+impl<R: BufRead, W: Write> HttpConn<R, W> {
+    /// Wraps a reader/writer pair.
+    pub fn new(r: R, w: W) -> Self {
+        HttpConn { r, w }
+    }
+
+    /// Sends one request and reads the whole response.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ReqBody<'_>,
+    ) -> HttpResponse {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: docker/1.9.1 go/go1.4.3 kernel/4.0 os/linux arch/amd64\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        match &body {
+            ReqBody::None => {
+                if method == "PUT" || method == "POST" || method == "PATCH" {
+                    head.push_str("Content-Length: 0\r\n");
+                }
+            }
+            ReqBody::Sized(b) => head.push_str(&format!("Content-Length: {}\r\n", b.len())),
+            ReqBody::Chunked(..) => head.push_str("Transfer-Encoding: chunked\r\n"),
+        }
+        head.push_str("\r\n");
+        self.w.write_all(head.as_bytes()).unwrap();
+        match body {
+            ReqBody::None => {}
+            ReqBody::Sized(b) => self.w.write_all(b).unwrap(),
+            ReqBody::Chunked(b, size) => {
+                for piece in b.chunks(size.max(1)) {
+                    write!(self.w, "{:x}\r\n", piece.len()).unwrap();
+                    self.w.write_all(piece).unwrap();
+                    self.w.write_all(b"\r\n").unwrap();
+                }
+                self.w.write_all(b"0\r\n\r\n").unwrap();
+            }
+        }
+        self.w.flush().unwrap();
+        self.read_response(method == "HEAD")
+    }
+
+    fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        let n = self.r.read_line(&mut line).unwrap();
+        assert!(n > 0, "connection closed while reading a response");
+        line.trim_end_matches(['\r', '\n']).to_string()
+    }
+
+    fn read_response(&mut self, head_only: bool) -> HttpResponse {
+        let status_line = self.read_line();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self.read_line();
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':').expect("header line");
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        let mut resp = HttpResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if head_only || status == 204 || status == 304 {
+            return resp;
+        }
+        if resp
+            .header("transfer-encoding")
+            .is_some_and(|t| t.contains("chunked"))
+        {
+            loop {
+                let size =
+                    usize::from_str_radix(self.read_line().split(';').next().unwrap().trim(), 16)
+                        .unwrap();
+                if size == 0 {
+                    let _ = self.read_line();
+                    break;
+                }
+                let mut chunk = vec![0; size];
+                self.r.read_exact(&mut chunk).unwrap();
+                resp.body.extend_from_slice(&chunk);
+                let _ = self.read_line();
+            }
+        } else {
+            let len: usize = resp
+                .header("content-length")
+                .map(|l| l.parse().unwrap())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            self.r.read_exact(&mut body).unwrap();
+            resp.body = body;
+        }
+        resp
+    }
+}
+
+/// An HTTP connection over TCP.
+pub fn tcp_conn(addr: SocketAddr) -> HttpConn<BufReader<std::net::TcpStream>, std::net::TcpStream> {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    HttpConn::new(BufReader::new(s.try_clone().unwrap()), s)
+}
+
+/// An HTTP connection over a spawned command's stdin/stdout (e.g. `ssh -s`).
+pub struct CommandConn {
+    /// The HTTP connection.
+    pub http: HttpConn<BufReader<std::process::ChildStdout>, std::process::ChildStdin>,
+    /// The process carrying it.
+    pub proc: Proc,
+}
+
+impl CommandConn {
+    /// Spawns `cmd` with piped stdin/stdout.
+    pub fn spawn(mut cmd: Command) -> CommandConn {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let w = child.stdin.take().unwrap();
+        let r = BufReader::new(child.stdout.take().unwrap());
+        CommandConn {
+            http: HttpConn::new(r, w),
+            proc: Proc {
+                child,
+                name: "ssh".into(),
+            },
+        }
+    }
+}
+
+// ---- the Docker 1.x V1 push/pull sequence ---------------------------------------
+
+/// A two-image V1 chain (base + child) with gzip-looking layers and valid json.
+pub struct V1Image {
+    /// Image ids, root first.
+    pub ids: Vec<String>,
+    /// The json bytes of each image, root first.
+    pub jsons: Vec<Vec<u8>>,
+    /// The layer bytes of each image, root first.
+    pub layers: Vec<Vec<u8>>,
+}
+
+impl V1Image {
+    /// A deterministic chain of `n` images from `seed`, layers of `size` bytes.
+    pub fn chain(seed: u64, n: usize, size: usize) -> V1Image {
+        let mut ids: Vec<String> = Vec::new();
+        let mut jsons = Vec::new();
+        let mut layers = Vec::new();
+        for i in 0..n {
+            let id = sha256_hex(format!("berth-test-{seed}-{i}").as_bytes());
+            let json = match ids.last() {
+                Some(parent) => format!(
+                    r#"{{"id":"{id}","parent":"{parent}","created":"2014-01-0{}T00:00:00Z","container_config":{{"Cmd":["/bin/sh","-c","step {i}"]}},"architecture":"amd64","os":"linux"}}"#,
+                    i + 1
+                ),
+                None => format!(
+                    r#"{{"id":"{id}","created":"2014-01-01T00:00:00Z","container_config":{{"Cmd":["/bin/sh","-c","base"]}},"architecture":"amd64","os":"linux"}}"#
+                ),
+            };
+            ids.push(id);
+            jsons.push(json.into_bytes());
+            layers.push(random_bytes(size, seed * 100 + i as u64));
+        }
+        V1Image { ids, jsons, layers }
+    }
+
+    /// `sha256(json + "\n" + layer)` of image `i`, as `sha256:<hex>`.
+    pub fn payload_checksum(&self, i: usize) -> String {
+        let mut data = self.jsons[i].clone();
+        data.push(b'\n');
+        data.extend_from_slice(&self.layers[i]);
+        format!("sha256:{}", sha256_hex(&data))
+    }
+}
+
+/// Runs the Docker 1.x push sequence (`v1-protocol.md` §7.1) for `img` into
+/// `repo` with `tag` on the top image, asserting every answer.
+pub fn v1_push<R: BufRead, W: Write>(c: &mut HttpConn<R, W>, repo: &str, tag: &str, img: &V1Image) {
+    use ReqBody::*;
+    let r = c.request("GET", "/v1/_ping", &[], None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({}));
+    let list: Vec<serde_json::Value> = img
+        .ids
+        .iter()
+        .map(|id| serde_json::json!({"id": id}))
+        .collect();
+    let body = serde_json::to_vec(&list).unwrap();
+    let r = c.request(
+        "PUT",
+        &format!("/v1/repositories/{repo}/"),
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Docker-Token", "true"),
+        ],
+        Sized(&body),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("x-docker-endpoints").is_some(),
+        "X-Docker-Endpoints missing"
+    );
+    assert!(
+        r.header("x-docker-token").is_some(),
+        "X-Docker-Token missing"
+    );
+    for i in 0..img.ids.len() {
+        let id = &img.ids[i];
+        let r = c.request("GET", &format!("/v1/images/{id}/json"), &[], None);
+        if r.status == 200 {
+            continue; // already there
+        }
+        let r = c.request(
+            "PUT",
+            &format!("/v1/images/{id}/json"),
+            &[("Content-Type", "application/json")],
+            Sized(&img.jsons[i]),
+        );
+        assert_eq!(r.status, 200, "json PUT: {}", r.text());
+        let r = c.request(
+            "PUT",
+            &format!("/v1/images/{id}/layer"),
+            &[("Content-Type", "application/octet-stream")],
+            Chunked(&img.layers[i], 32 * 1024),
+        );
+        assert_eq!(r.status, 200, "layer PUT: {}", r.text());
+        let sum = img.payload_checksum(i);
+        let r = c.request(
+            "PUT",
+            &format!("/v1/images/{id}/checksum"),
+            &[
+                ("X-Docker-Checksum-Payload", &sum),
+                ("X-Docker-Checksum", "tarsum+sha256:0"),
+            ],
+            None,
+        );
+        assert_eq!(r.status, 200, "checksum PUT: {}", r.text());
+    }
+    let top = img.ids.last().unwrap();
+    let r = c.request(
+        "PUT",
+        &format!("/v1/repositories/{repo}/tags/{tag}"),
+        &[("Content-Type", "application/json")],
+        Sized(format!("\"{top}\"").as_bytes()),
+    );
+    assert_eq!(r.status, 200, "tag PUT: {}", r.text());
+    let r = c.request(
+        "PUT",
+        &format!("/v1/repositories/{repo}/images"),
+        &[("X-Docker-Token", "true")],
+        Sized(&body),
+    );
+    assert_eq!(r.status, 204, "images PUT: {}", r.text());
+}
+
+/// Runs the Docker 1.x pull sequence (`v1-protocol.md` §7.2) and checks that
+/// json and layers come back byte-identical, including a ranged layer GET.
+pub fn v1_pull_and_verify<R: BufRead, W: Write>(
+    c: &mut HttpConn<R, W>,
+    repo: &str,
+    tag: &str,
+    img: &V1Image,
+) {
+    use ReqBody::*;
+    let r = c.request(
+        "GET",
+        &format!("/v1/repositories/{repo}/images"),
+        &[("X-Docker-Token", "true")],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().is_array());
+    let r = c.request("GET", &format!("/v1/repositories/{repo}/tags"), &[], None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let top = img.ids.last().unwrap();
+    assert_eq!(r.json()[tag], serde_json::json!(top));
+    let r = c.request(
+        "GET",
+        &format!("/v1/repositories/{repo}/tags/{tag}"),
+        &[],
+        None,
+    );
+    assert_eq!(r.json(), serde_json::json!(top));
+    let r = c.request("GET", &format!("/v1/images/{top}/ancestry"), &[], None);
+    let mut expect: Vec<String> = img.ids.clone();
+    expect.reverse();
+    assert_eq!(r.json(), serde_json::json!(expect));
+    for i in 0..img.ids.len() {
+        let id = &img.ids[i];
+        let r = c.request("GET", &format!("/v1/images/{id}/json"), &[], None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, img.jsons[i], "json bytes differ");
+        assert_eq!(
+            r.header("x-docker-size"),
+            Some(img.layers[i].len().to_string().as_str())
+        );
+        assert_eq!(
+            r.header("x-docker-checksum-payload"),
+            Some(img.payload_checksum(i).as_str())
+        );
+        let r = c.request("GET", &format!("/v1/images/{id}/layer"), &[], None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("accept-ranges"), Some("bytes"));
+        assert!(r.body == img.layers[i], "layer bytes differ");
+        // Docker's resume asks for `bytes=<done>-<size>` (end one past the last byte).
+        let size = img.layers[i].len();
+        let r = c.request(
+            "GET",
+            &format!("/v1/images/{id}/layer"),
+            &[("Range", &format!("bytes=10-{size}"))],
+            None,
+        );
+        assert_eq!(r.status, 206);
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes 10-{}/{size}", size - 1).as_str())
+        );
+        assert!(r.body == img.layers[i][10..], "ranged layer bytes differ");
+    }
+}

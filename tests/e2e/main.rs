@@ -1,1 +1,5 @@
+//! End-to-end tests of berth against real peers. One integration binary, one
+//! module per area; helpers live in the `berth_tests` library (`tests/lib.rs`).
 
+mod ssh;
+mod v1;

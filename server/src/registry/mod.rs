@@ -149,6 +149,23 @@ impl Registry {
     }
 
     async fn dispatch(&self, req: Request<ReqBody>, who: &Identity) -> Response<RespBody> {
+        // hyper bounds only a *partial* head by its buffer size; a complete
+        // head that arrived in one read is checked here.
+        let head_bytes: usize = req.uri().to_string().len()
+            + req
+                .headers()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if head_bytes > self.config.max_header_bytes {
+            return response::v1_error(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                &format!(
+                    "Request head larger than {} bytes",
+                    self.config.max_header_bytes
+                ),
+            );
+        }
         let path = req.uri().path().to_string();
         if let Some(route) = route::parse_v1(&path) {
             return match route {

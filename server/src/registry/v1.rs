@@ -70,10 +70,7 @@ pub async fn handle(
         (RepoProperties(repo), _, &Method::PUT) => put_properties(reg, repo, body, who).await,
         (Users, true, _) => Ok(response::json(StatusCode::OK, &json!("OK"))),
         // Tells 1.0–1.10 clients to continue with the GET that logs in.
-        (Users, _, &Method::POST) => Ok(response::json(
-            StatusCode::BAD_REQUEST,
-            &json!("Username or email already exists"),
-        )),
+        (Users, _, &Method::POST) => create_user(reg, body).await,
         (User(_), _, &Method::PUT) => Ok(response::empty(StatusCode::NO_CONTENT)),
         (Search, true, _) => search(reg, req).await,
         _ => Err(v1_error(
@@ -536,6 +533,20 @@ async fn put_properties(reg: &Registry, repo: RepoName, body: ReqBody, who: &Ide
         .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, private, "repository properties set");
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
+}
+
+/// `POST /v1/users/`: accounts are SSH keys, so nothing is created; the
+/// reference's "already exists" answer tells 1.0–1.10 clients to continue
+/// with the `GET /v1/users/` that logs in (`v1-protocol.md` §3.2).
+async fn create_user(reg: &Registry, body: ReqBody) -> V1Result {
+    let body = read_small_body(reg, body).await?;
+    if serde_json::from_slice::<Value>(&body).is_err() {
+        return Err(v1_error(StatusCode::BAD_REQUEST, "Error Decoding JSON"));
+    }
+    Ok(response::json(
+        StatusCode::BAD_REQUEST,
+        &json!("Username or email already exists"),
+    ))
 }
 
 // ---- search -----------------------------------------------------------------
