@@ -1,0 +1,484 @@
+//! Command-line surface of the client (`design.md`, command-line contract):
+//! the clap definitions and the code behind each command, shared by the
+//! `berth`, `registryget` and `registryput` binaries so that
+//! `registryget REGISTRY PATH` and `berth get REGISTRY PATH` are one code path.
+//!
+//! Binaries stay thin: they parse, set up logging and the runtime, call
+//! [`run`] (or [`get`]/[`put`]) and turn a [`ClientError`] into one line on
+//! stderr and an exit status.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ::http::{HeaderName, HeaderValue, Method, Request};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+use crate::catalog::{self, Reference};
+use crate::error::ClientError;
+use crate::http::{self, Body, HttpConnection};
+use crate::remote::{parse_jumps, Remote};
+use crate::transport::ssh::SshOptions;
+use crate::transport::Transport;
+
+/// Exit statuses, shown by every command's `--help`.
+pub const EXIT_CODES: &str = "\
+Exit status: 0 success; 1 the registry answered with an error status (its message is on \
+stderr); 2 any other failure (usage, connection, SSH host key or login, local I/O).
+
+REGISTRY is ssh://[user@]host[:port], file:///abs/dir or a directory path. With \
+BERTH_SSH_COMMAND set (e.g. \"ssh -F ~/.ssh/config\"), ssh:// registries are reached by \
+running `$BERTH_SSH_COMMAND -s [-p PORT] [user@]host docker-registry` instead of the \
+built-in SSH client.";
+
+/// Read size for streamed request bodies.
+const CHUNK: usize = 256 * 1024;
+
+/// SSH options of every command but get/put (`-i` is the identity here).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SshArgs {
+    /// Private key file for SSH login (repeatable); tried before ssh-agent
+    /// and ~/.ssh/id_{ed25519,ecdsa,rsa}.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// Jump host(s) to reach the registry through, like ssh -J
+    /// (repeatable, or a comma list; outermost first).
+    #[arg(short = 'J', long = "jump", value_name = "[user@]host[:port]")]
+    pub jump: Vec<String>,
+    /// known_hosts file to check host keys against [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the host key of a host seen for the first time (a changed key
+    /// is still refused).
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+}
+
+/// SSH options of get/put, where `-i` means "include headers" as in curl.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SshLongArgs {
+    /// Private key file for SSH login (repeatable); tried before ssh-agent
+    /// and ~/.ssh/id_{ed25519,ecdsa,rsa}.
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
+    /// Jump host(s) to reach the registry through, like ssh -J
+    /// (repeatable, or a comma list; outermost first).
+    #[arg(short = 'J', long = "jump", value_name = "[user@]host[:port]")]
+    pub jump: Vec<String>,
+    /// known_hosts file to check host keys against [default: ~/.ssh/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Record the host key of a host seen for the first time (a changed key
+    /// is still refused).
+    #[arg(long)]
+    pub accept_new_host_key: bool,
+}
+
+impl From<SshLongArgs> for SshArgs {
+    fn from(a: SshLongArgs) -> SshArgs {
+        SshArgs {
+            identity: a.identity,
+            jump: a.jump,
+            known_hosts: a.known_hosts,
+            accept_new_host_key: a.accept_new_host_key,
+        }
+    }
+}
+
+impl SshArgs {
+    /// Validated options for the transports.
+    pub fn options(&self) -> Result<SshOptions, ClientError> {
+        Ok(SshOptions {
+            identities: self.identity.clone(),
+            jumps: parse_jumps(&self.jump)?,
+            known_hosts: self.known_hosts.clone(),
+            accept_new_host_key: self.accept_new_host_key,
+        })
+    }
+
+    /// The transport to `registry` with these options.
+    pub fn transport(&self, registry: &str) -> Result<Transport, ClientError> {
+        let remote: Remote = registry.parse()?;
+        Ok(Transport::new(&remote, self.options()?)?)
+    }
+}
+
+/// `registryget` / `berth get`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct GetArgs {
+    /// Print the status line and headers before the body (like curl -i).
+    #[arg(short = 'i', long = "include")]
+    pub include: bool,
+    /// Add a request header (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "Name: value")]
+    pub headers: Vec<String>,
+    #[command(flatten)]
+    pub ssh: SshLongArgs,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Request path, e.g. /v1/images/ID/json.
+    pub path: String,
+}
+
+/// `registryput` / `berth put`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct PutArgs {
+    /// Print the status line and headers before the body (like curl -i).
+    #[arg(short = 'i', long = "include")]
+    pub include: bool,
+    /// Add a request header (repeatable), e.g. X-Docker-Checksum-Payload.
+    #[arg(short = 'H', long = "header", value_name = "Name: value")]
+    pub headers: Vec<String>,
+    #[command(flatten)]
+    pub ssh: SshLongArgs,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Request path, e.g. /v1/images/ID/layer.
+    pub path: String,
+    /// File to send as the body [default: stdin, streamed].
+    pub file: Option<PathBuf>,
+}
+
+/// `berth shim`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct ShimArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+    /// Allow a non-loopback listen address: anyone who can connect then
+    /// uses the registry with your SSH identity.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+/// `berth ls` / `berth search`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print JSON (an array of names) instead of one name per line.
+    #[arg(long)]
+    pub json: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+}
+
+/// `berth search`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print JSON (an array of names) instead of one name per line.
+    #[arg(long)]
+    pub json: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Substring of repository names to look for.
+    pub term: String,
+}
+
+/// `berth tags`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct TagsArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print JSON (an object tag → image id) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Repository name (`ns/repo`, or `repo` for library/repo).
+    pub name: String,
+}
+
+/// `berth rm`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print JSON (`{"deleted": ...}`) instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// `NAME:TAG` deletes one tag; `NAME` deletes the repository and its tags.
+    pub reference: String,
+}
+
+/// The `berth` command line.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: a Docker image registry reached over SSH (client)",
+    after_help = EXIT_CODES
+)]
+pub struct Berth {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `berth` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// GET a registry path; body to stdout (same as registryget).
+    Get(GetArgs),
+    /// PUT a registry path with a file or stdin (same as registryput).
+    Put(PutArgs),
+    /// Serve the registry on a loopback HTTP port for docker/podman/skopeo.
+    Shim(ShimArgs),
+    /// List repositories.
+    Ls(ListArgs),
+    /// List the tags of a repository.
+    Tags(TagsArgs),
+    /// Delete a tag, or a whole repository.
+    Rm(RmArgs),
+    /// Search repository names.
+    Search(SearchArgs),
+}
+
+/// Runs one `berth` command.
+pub async fn run(cmd: Command) -> Result<(), ClientError> {
+    match cmd {
+        Command::Get(a) => get(a).await,
+        Command::Put(a) => put(a).await,
+        Command::Shim(a) => shim(a).await,
+        Command::Ls(a) => {
+            let t = a.ssh.transport(&a.registry)?;
+            print_names(catalog::list(&t).await?, a.json).await
+        }
+        Command::Search(a) => {
+            let t = a.ssh.transport(&a.registry)?;
+            print_names(catalog::search(&t, &a.term).await?, a.json).await
+        }
+        Command::Tags(a) => {
+            let t = a.ssh.transport(&a.registry)?;
+            let tags = catalog::tags(&t, &a.name).await?;
+            let text = if a.json {
+                let map: serde_json::Map<String, serde_json::Value> = tags
+                    .into_iter()
+                    .map(|(t, id)| (t, serde_json::Value::String(id)))
+                    .collect();
+                format!("{}\n", serde_json::Value::Object(map))
+            } else {
+                let width = tags.iter().map(|(t, _)| t.len()).max().unwrap_or(3).max(3);
+                let mut s = format!("{:<width$}  IMAGE\n", "TAG");
+                for (t, id) in tags {
+                    s.push_str(&format!("{t:<width$}  {id}\n"));
+                }
+                s
+            };
+            write_stdout(text.as_bytes()).await
+        }
+        Command::Rm(a) => {
+            let reference = Reference::parse(&a.reference)?;
+            let t = a.ssh.transport(&a.registry)?;
+            catalog::remove(&t, &reference).await?;
+            let text = match (&reference.tag, a.json) {
+                (_, true) => format!("{}\n", serde_json::json!({ "deleted": a.reference })),
+                (Some(_), false) => format!("deleted tag {}\n", a.reference),
+                (None, false) => format!("deleted repository {}\n", a.reference),
+            };
+            write_stdout(text.as_bytes()).await
+        }
+    }
+}
+
+async fn print_names(names: Vec<String>, json: bool) -> Result<(), ClientError> {
+    let text = if json {
+        format!("{}\n", serde_json::Value::from(names))
+    } else {
+        names.iter().map(|n| format!("{n}\n")).collect()
+    };
+    write_stdout(text.as_bytes()).await
+}
+
+async fn write_stdout(data: &[u8]) -> Result<(), ClientError> {
+    let mut out = tokio::io::stdout();
+    let io = |source| ClientError::Io {
+        what: "writing to stdout".to_string(),
+        source,
+    };
+    out.write_all(data).await.map_err(io)?;
+    out.flush().await.map_err(io)
+}
+
+/// `registryget`: GET PATH, the body to stdout.
+pub async fn get(a: GetArgs) -> Result<(), ClientError> {
+    let t = SshArgs::from(a.ssh).transport(&a.registry)?;
+    transfer(&t, Method::GET, &a.path, &a.headers, a.include, None).await
+}
+
+/// `registryput`: PUT PATH with FILE or stdin as the streamed body.
+pub async fn put(a: PutArgs) -> Result<(), ClientError> {
+    let t = SshArgs::from(a.ssh).transport(&a.registry)?;
+    let (reader, len): (Box<dyn AsyncRead + Send + Unpin>, Option<u64>) = match &a.file {
+        Some(p) if p.as_os_str() != "-" => {
+            let f = tokio::fs::File::open(p)
+                .await
+                .map_err(|source| ClientError::Io {
+                    what: format!("opening {}", p.display()),
+                    source,
+                })?;
+            let len = f.metadata().await.ok().map(|m| m.len());
+            (Box::new(f), len)
+        }
+        _ => (Box::new(tokio::io::stdin()), None),
+    };
+    let body = StreamBody::new(
+        ReaderStream::with_capacity(reader, CHUNK)
+            .map_ok(Frame::data)
+            .map_err(BoxError::from),
+    )
+    .boxed_unsync();
+    transfer(
+        &t,
+        Method::PUT,
+        &a.path,
+        &a.headers,
+        a.include,
+        Some((body, len)),
+    )
+    .await
+}
+
+type BoxError = crate::http::BoxError;
+
+/// One request with streamed bodies both ways: the response body goes to
+/// stdout on success; an error status becomes [`ClientError::Status`].
+async fn transfer(
+    t: &Transport,
+    method: Method,
+    path: &str,
+    headers: &[String],
+    include: bool,
+    body: Option<(Body, Option<u64>)>,
+) -> Result<(), ClientError> {
+    if !path.starts_with('/') {
+        return Err(ClientError::Usage(format!(
+            "request path {path:?} must start with /"
+        )));
+    }
+    let what = http::describe(&method, path);
+    let mut builder = Request::builder().method(method).uri(path);
+    for h in headers {
+        let (k, v) = h.split_once(':').ok_or_else(|| {
+            ClientError::Usage(format!("bad header {h:?}: expected 'Name: value'"))
+        })?;
+        let k = HeaderName::try_from(k.trim())
+            .map_err(|e| ClientError::Usage(format!("bad header name in {h:?}: {e}")))?;
+        let v = HeaderValue::try_from(v.trim())
+            .map_err(|e| ClientError::Usage(format!("bad header value in {h:?}: {e}")))?;
+        builder = builder.header(k, v);
+    }
+    let body = match body {
+        Some((b, len)) => {
+            if let Some(len) = len {
+                builder = builder.header(::http::header::CONTENT_LENGTH, len);
+            }
+            b
+        }
+        None => http::empty(),
+    };
+    let req = builder
+        .body(body)
+        .map_err(|e| ClientError::Usage(format!("{what}: {e}")))?;
+
+    let mut conn = HttpConnection::open(t).await?;
+    let resp = conn.send(req).await?;
+    let status = resp.status();
+    let mut out = tokio::io::stdout();
+    let out_err = |source| ClientError::Io {
+        what: "writing to stdout".to_string(),
+        source,
+    };
+    if include {
+        let mut head = format!("HTTP/1.1 {status}\r\n");
+        for (k, v) in resp.headers() {
+            head.push_str(&format!(
+                "{k}: {}\r\n",
+                String::from_utf8_lossy(v.as_bytes())
+            ));
+        }
+        head.push_str("\r\n");
+        out.write_all(head.as_bytes()).await.map_err(out_err)?;
+    }
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let bytes = http::read_small_body(&what, body, &conn.diagnostics()).await?;
+        if include {
+            out.write_all(&bytes).await.map_err(out_err)?;
+            out.flush().await.map_err(out_err)?;
+        }
+        return Err(ClientError::Status {
+            what,
+            status,
+            message: berth_server::exec::error_message(&bytes),
+        });
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(source) => {
+                return Err(ClientError::Http {
+                    what: format!("{what}: reading the response body"),
+                    source,
+                    detail: conn.detail().await,
+                })
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            let data: Bytes = data;
+            out.write_all(&data).await.map_err(out_err)?;
+        }
+    }
+    out.flush().await.map_err(out_err)
+}
+
+/// `berth shim`: prints its startup line, then serves until killed.
+pub async fn shim(a: ShimArgs) -> Result<(), ClientError> {
+    if !crate::shim::is_loopback(&a.listen) && !a.allow_remote {
+        return Err(ClientError::Usage(format!(
+            "refusing to listen on non-loopback {}: anyone who can connect would use the registry \
+             with your SSH identity; pass --allow-remote if you mean it",
+            a.listen
+        )));
+    }
+    let remote: Remote = a.registry.parse()?;
+    let transport = Arc::new(Transport::new(&remote, a.ssh.options()?)?);
+    transport.prepare().await?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|source| ClientError::Io {
+            what: format!("listening on {}", a.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ClientError::Io {
+        what: "reading the listen address".to_string(),
+        source,
+    })?;
+    write_stdout(format!("berth shim: serving {remote} on http://{addr}\n").as_bytes()).await?;
+    crate::shim::serve(listener, transport)
+        .await
+        .map_err(|source| ClientError::Io {
+            what: format!("accepting connections on {addr}"),
+            source,
+        })
+}

@@ -1,0 +1,82 @@
+//! The client's error type above the transports: what failed, with the
+//! input that failed, and the exit status it maps to (documented in each
+//! command's `--help`).
+
+use std::io;
+
+use http::StatusCode;
+
+use crate::remote::RemoteError;
+use crate::transport::TransportError;
+
+/// Exit status when the registry answered with an error status.
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status for every other failure: usage, connection, SSH, I/O.
+pub const EXIT_FAILED: u8 = 2;
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The REGISTRY or a jump host could not be parsed.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// No stream to the registry could be opened.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The HTTP exchange broke (connection lost, protocol error). `detail`
+    /// carries what the ssh command printed, if anything.
+    #[error("{what}: {source}{detail}")]
+    Http {
+        /// What was being done (`GET /v1/...`).
+        what: String,
+        /// hyper's error.
+        source: hyper::Error,
+        /// `; ssh said: ...` or empty.
+        detail: String,
+    },
+    /// The registry answered with an error status.
+    #[error("{what}: {status}: {message}")]
+    Status {
+        /// The request (`GET /v1/...`).
+        what: String,
+        /// The status the registry answered.
+        status: StatusCode,
+        /// The registry's human message.
+        message: String,
+    },
+    /// Local I/O failed (reading the input file, writing stdout).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The registry answered something this client cannot read.
+    #[error("{what}: unexpected answer: {message}")]
+    Protocol {
+        /// The request.
+        what: String,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// Bad command-line input that clap could not catch.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Status { .. } => EXIT_REFUSED,
+            _ => EXIT_FAILED,
+        }
+    }
+
+    /// Whether this is a closed stdout (`registryget ... | head`): not worth
+    /// a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, ClientError::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+}

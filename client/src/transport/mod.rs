@@ -1,0 +1,257 @@
+//! Transports: each yields byte streams that carry HTTP/1.1 to the registry
+//! service, one stream per HTTP connection.
+//!
+//! * [`local`] — the registry service in-process on a mount point, over an
+//!   in-memory duplex.
+//! * [`ssh`] — the native russh client: one shared SSH connection (through
+//!   jump hosts if asked), a `docker-registry` subsystem channel per stream.
+//! * [`command`] — a spawned OpenSSH client (`$BERTH_SSH_COMMAND -s host
+//!   docker-registry`) per stream, its stderr kept for error messages.
+//!
+//! Transports carry bytes and know nothing about the registry API.
+
+pub mod command;
+pub mod local;
+pub mod ssh;
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::remote::Remote;
+
+/// The SSH subsystem that carries HTTP/1.1 to the registry service.
+pub const SUBSYSTEM: &str = "docker-registry";
+
+/// Environment variable naming an OpenSSH-compatible command to use instead
+/// of the built-in SSH client (the `GIT_SSH_COMMAND` convention).
+pub const SSH_COMMAND_ENV: &str = "BERTH_SSH_COMMAND";
+
+/// Why a stream to the registry could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The local store could not be opened.
+    #[error("opening the store at {path}: {message}")]
+    Store {
+        /// The mount point.
+        path: String,
+        /// What the store said.
+        message: String,
+    },
+    /// Native SSH failed (connection, host key, authentication, channel).
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
+    /// The SSH command could not be started.
+    #[error("starting `{command}`: {source}")]
+    Spawn {
+        /// The command line.
+        command: String,
+        /// Why it did not start.
+        source: io::Error,
+    },
+    /// The user name for SSH logins could not be found.
+    #[error("cannot tell the local user name; put user@ in the address")]
+    NoUser,
+}
+
+/// Anything a stream can be built from.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Text a stream's peer printed on the side (the OpenSSH client's stderr),
+/// shared so it can still be read after the stream was handed to hyper.
+#[derive(Clone)]
+pub struct Diagnostics {
+    text: Arc<Mutex<Vec<u8>>>,
+    /// Set when the side channel reached its end (nothing more will come).
+    finished: Arc<AtomicBool>,
+}
+
+impl Default for Diagnostics {
+    /// A side channel with nothing to say (local and native SSH streams).
+    fn default() -> Self {
+        Diagnostics {
+            text: Arc::default(),
+            finished: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+impl Diagnostics {
+    /// Most recent bytes kept: enough for any ssh error, bounded for chatty peers.
+    const LIMIT: usize = 16 * 1024;
+
+    /// A side channel that is still being written (see [`Self::finish`]).
+    pub fn open() -> Diagnostics {
+        Diagnostics {
+            text: Arc::default(),
+            finished: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Marks the end of the side channel.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
+    /// Waits (at most `limit`) for the side channel to end, so an error
+    /// message can include everything the peer had to say about it.
+    pub async fn settle(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.finished.load(Ordering::Acquire) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Appends output, keeping the last [`Self::LIMIT`] bytes.
+    pub fn push(&self, data: &[u8]) {
+        if let Ok(mut buf) = self.text.lock() {
+            buf.extend_from_slice(data);
+            let excess = buf.len().saturating_sub(Self::LIMIT);
+            if excess > 0 {
+                buf.drain(..excess);
+            }
+        }
+    }
+
+    /// The text collected so far, trimmed, as one line per line of output.
+    pub fn text(&self) -> String {
+        self.text
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Diagnostics({:?})", self.text())
+    }
+}
+
+/// One byte stream to the registry service; closing it ends the HTTP
+/// connection (and the SSH channel or ssh process behind it).
+pub struct Stream {
+    io: Box<dyn Io>,
+    diagnostics: Diagnostics,
+}
+
+impl Stream {
+    /// Wraps a transport's stream.
+    pub fn new(io: impl Io + 'static, diagnostics: Diagnostics) -> Stream {
+        Stream {
+            io: Box::new(io),
+            diagnostics,
+        }
+    }
+
+    /// The side channel of this stream (ssh's stderr); empty for other transports.
+    pub fn diagnostics(&self) -> Diagnostics {
+        self.diagnostics.clone()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A registry reachable over one of the transports; cheap to share
+/// (`Arc`) between the shim's connections.
+pub enum Transport {
+    /// In-process service on a mount point.
+    Local(local::LocalTransport),
+    /// Built-in SSH client.
+    Ssh(ssh::SshTransport),
+    /// Spawned OpenSSH client.
+    Command(command::CommandTransport),
+}
+
+impl Transport {
+    /// Chooses the transport for `remote`: local for a directory; for SSH the
+    /// command in `$BERTH_SSH_COMMAND` when set, the built-in client otherwise.
+    pub fn new(remote: &Remote, options: ssh::SshOptions) -> Result<Transport, TransportError> {
+        match remote {
+            Remote::Local(path) => Ok(Transport::Local(local::LocalTransport::new(path)?)),
+            Remote::Ssh(target) => match std::env::var(SSH_COMMAND_ENV) {
+                Ok(cmd) if !cmd.trim().is_empty() => Ok(Transport::Command(
+                    command::CommandTransport::new(cmd, target.clone(), options),
+                )),
+                _ => Ok(Transport::Ssh(ssh::SshTransport::new(
+                    target.clone(),
+                    options,
+                )?)),
+            },
+        }
+    }
+
+    /// Opens a new stream carrying one HTTP/1.1 connection.
+    pub async fn open(&self) -> Result<Stream, TransportError> {
+        match self {
+            Transport::Local(t) => Ok(t.open()),
+            Transport::Ssh(t) => Ok(t.open().await?),
+            Transport::Command(t) => t.open(),
+        }
+    }
+
+    /// Establishes whatever can be established ahead of the first stream
+    /// (the SSH connection and its authentication), so that a long-running
+    /// shim reports host key or login problems at start, not at first use.
+    pub async fn prepare(&self) -> Result<(), TransportError> {
+        match self {
+            Transport::Ssh(t) => Ok(t.connect().await.map(|_| ())?),
+            Transport::Local(_) | Transport::Command(_) => Ok(()),
+        }
+    }
+}
+
+/// The local user's login name, for SSH logins without `user@`.
+pub fn local_user() -> Option<String> {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(u) = std::env::var(var) {
+            if !u.is_empty() {
+                return Some(u);
+            }
+        }
+    }
+    // SAFETY: getpwuid returns a pointer to static storage or null; we copy
+    // the name out before any other call could overwrite it.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_str()
+            .ok()
+            .map(str::to_string)
+    }
+}

@@ -1,0 +1,619 @@
+//! The built-in SSH client (russh): one authenticated connection per
+//! registry, shared by every stream (a `docker-registry` subsystem channel
+//! each), re-established when it drops.
+//!
+//! Done the way OpenSSH users expect (`russh.md` §3):
+//! * host keys checked against `~/.ssh/known_hosts` (or `--known-hosts`),
+//!   hashed entries and `[host]:port` included; an unknown host is refused
+//!   with its fingerprint unless `--accept-new-host-key`; a changed key is
+//!   always refused;
+//! * authentication with `-i/--identity` keys, then the ssh-agent
+//!   (`SSH_AUTH_SOCK`), then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`;
+//!   encrypted keys ask for their passphrase on the terminal;
+//! * `-J` jump hosts, each hop tunnelled through the previous one with a
+//!   direct-tcpip channel;
+//! * tuned for bulk data (`russh.md` §5): AES-GCM first where the CPU has
+//!   AES, TCP_NODELAY, 16 MiB windows, no compression.
+//!
+//! It does not read `~/.ssh/config`; set `BERTH_SSH_COMMAND=ssh` for that.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{cipher, compression, ChannelMsg, Preferred};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+use super::{Diagnostics, Stream, TransportError, SUBSYSTEM};
+use crate::remote::SshTarget;
+
+/// How long the TCP connect to the first hop may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// SSH options shared by the native client and the OpenSSH command.
+#[derive(Debug, Clone, Default)]
+pub struct SshOptions {
+    /// `-i/--identity` key files, tried first, in order.
+    pub identities: Vec<PathBuf>,
+    /// `-J` jump hosts, outermost first.
+    pub jumps: Vec<SshTarget>,
+    /// `--known-hosts FILE` instead of `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+    /// `--accept-new-host-key`: record the key of a host seen for the first time.
+    pub accept_new_host_key: bool,
+}
+
+/// What went wrong on the native SSH path. Messages say what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// TCP connect to the first hop failed.
+    #[error("connecting to {target}: {source}")]
+    Connect {
+        /// `host:port`.
+        target: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// A host not in known_hosts.
+    #[error(
+        "host key of {host} is unknown: {algorithm} key {fingerprint} (not in {known_hosts}); \
+         if that fingerprint is right, run again with --accept-new-host-key to record it"
+    )]
+    UnknownHost {
+        /// The known_hosts name (`host` or `[host]:port`).
+        host: String,
+        /// Key type.
+        algorithm: String,
+        /// SHA256 fingerprint.
+        fingerprint: String,
+        /// The file checked.
+        known_hosts: String,
+    },
+    /// A host whose recorded key differs: possibly a man in the middle.
+    #[error(
+        "HOST KEY OF {host} HAS CHANGED: it presents {algorithm} key {fingerprint}, but line \
+         {line} of {known_hosts} records another one. Someone may be intercepting the connection; \
+         if the host key was really replaced, remove that line"
+    )]
+    HostKeyChanged {
+        /// The known_hosts name.
+        host: String,
+        /// Key type.
+        algorithm: String,
+        /// SHA256 fingerprint of the presented key.
+        fingerprint: String,
+        /// The file checked.
+        known_hosts: String,
+        /// The line holding the recorded key.
+        line: usize,
+    },
+    /// A host known only under other key types.
+    #[error(
+        "host key of {host} does not match: it presents {algorithm} key {fingerprint}, but \
+         {known_hosts} records only keys of other types for it; check the key and edit the file"
+    )]
+    HostKeyOtherType {
+        /// The known_hosts name.
+        host: String,
+        /// Key type presented.
+        algorithm: String,
+        /// SHA256 fingerprint of the presented key.
+        fingerprint: String,
+        /// The file checked.
+        known_hosts: String,
+    },
+    /// known_hosts could not be read or written.
+    #[error("known_hosts file {path}: {message}")]
+    KnownHosts {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// No home directory to find `~/.ssh` in.
+    #[error("no home directory to find ~/.ssh in; pass --known-hosts and --identity")]
+    NoHome,
+    /// A key file that could not be used.
+    #[error("identity {path}: {message}")]
+    Identity {
+        /// The key file.
+        path: String,
+        /// Why it could not be used.
+        message: String,
+    },
+    /// Every key was refused.
+    #[error("{user}@{host}: permission denied (publickey); tried {tried}")]
+    AuthFailed {
+        /// Login name.
+        user: String,
+        /// The hop.
+        host: String,
+        /// The keys tried, and notes on the ones skipped.
+        tried: String,
+    },
+    /// A jump host would not open the tunnel to the next hop.
+    #[error("jump host {jump} could not open a tunnel to {target}: {source}")]
+    Tunnel {
+        /// The jump host.
+        jump: String,
+        /// The next hop.
+        target: String,
+        /// russh's error.
+        source: russh::Error,
+    },
+    /// The server refused the `docker-registry` subsystem.
+    #[error("{host} refused the {SUBSYSTEM} subsystem (is it a berth server, or sshd with `Subsystem {SUBSYSTEM} berth-server stdio ...`?)")]
+    SubsystemRefused {
+        /// The registry host.
+        host: String,
+    },
+    /// The connection ended or the protocol failed at a given hop.
+    #[error("{host}: {source}")]
+    Session {
+        /// The hop.
+        host: String,
+        /// russh's error.
+        source: russh::Error,
+    },
+    /// A protocol error not yet tied to a host (see [`SshError::at`]).
+    #[error("SSH: {0}")]
+    Russh(#[from] russh::Error),
+}
+
+impl SshError {
+    /// Ties a bare protocol error to the hop it happened on.
+    fn at(self, host: &SshTarget) -> SshError {
+        match self {
+            SshError::Russh(source) => SshError::Session {
+                host: host.to_string(),
+                source,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Checks host keys for one hop (the russh client handler).
+struct Verifier {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    accept_new: bool,
+}
+
+impl client::Handler for Verifier {
+    type Error = SshError;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, SshError> {
+        let key = key.public_key();
+        let name = SshTarget {
+            user: None,
+            host: self.host.clone(),
+            port: self.port,
+        }
+        .known_hosts_name();
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let algorithm = key.algorithm().to_string();
+        let file = self.known_hosts.display().to_string();
+        let kh_err = |e: russh::keys::Error| SshError::KnownHosts {
+            path: file.clone(),
+            message: e.to_string(),
+        };
+        match russh::keys::check_known_hosts_path(&self.host, self.port, &key, &self.known_hosts) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                let known = russh::keys::known_hosts::known_host_keys_path(
+                    &self.host,
+                    self.port,
+                    &self.known_hosts,
+                )
+                .map_err(kh_err)?;
+                if !known.is_empty() {
+                    return Err(SshError::HostKeyOtherType {
+                        host: name,
+                        algorithm,
+                        fingerprint,
+                        known_hosts: file,
+                    });
+                }
+                if !self.accept_new {
+                    return Err(SshError::UnknownHost {
+                        host: name,
+                        algorithm,
+                        fingerprint,
+                        known_hosts: file,
+                    });
+                }
+                russh::keys::known_hosts::learn_known_hosts_path(
+                    &self.host,
+                    self.port,
+                    &key,
+                    &self.known_hosts,
+                )
+                .map_err(kh_err)?;
+                tracing::warn!("recorded host key of {name} ({algorithm} {fingerprint}) in {file}");
+                Ok(true)
+            }
+            Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::HostKeyChanged {
+                host: name,
+                algorithm,
+                fingerprint,
+                known_hosts: file,
+                line,
+            }),
+            Err(e) => Err(kh_err(e)),
+        }
+    }
+}
+
+/// An authenticated connection, with the jump-host connections it tunnels
+/// through (kept alive as long as it is).
+struct Session {
+    handle: Handle<Verifier>,
+    jumps: Vec<Handle<Verifier>>,
+}
+
+impl Session {
+    fn is_closed(&self) -> bool {
+        self.handle.is_closed() || self.jumps.iter().any(|j| j.is_closed())
+    }
+}
+
+/// The native SSH transport to one registry host.
+pub struct SshTransport {
+    target: SshTarget,
+    options: SshOptions,
+    user: String,
+    home: Option<PathBuf>,
+    config: Arc<client::Config>,
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl SshTransport {
+    /// Prepares the transport; nothing connects until the first stream.
+    pub fn new(target: SshTarget, options: SshOptions) -> Result<SshTransport, TransportError> {
+        let user = super::local_user().ok_or(TransportError::NoUser)?;
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        Ok(SshTransport {
+            target,
+            options,
+            user,
+            home,
+            config: Arc::new(client_config()),
+            session: Mutex::new(None),
+        })
+    }
+
+    /// The live connection, established (again) if there is none.
+    pub(crate) async fn connect(&self) -> Result<(), SshError> {
+        self.session().await.map(|_| ())
+    }
+
+    async fn session(&self) -> Result<Arc<Session>, SshError> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+            tracing::info!("SSH connection to {} was lost; reconnecting", self.target);
+        }
+        *slot = None;
+        let s = Arc::new(self.establish().await?);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    /// A new subsystem channel; if the shared connection turns out to be
+    /// dead, it is re-established once and the channel opened again.
+    pub async fn open(&self) -> Result<Stream, SshError> {
+        let session = self.session().await?;
+        match self.open_channel(&session).await {
+            Err(e) if session.is_closed() || matches!(e, SshError::Russh(_)) => {
+                tracing::debug!("channel open failed ({e}); reconnecting");
+                {
+                    let mut slot = self.session.lock().await;
+                    if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                        *slot = None;
+                    }
+                }
+                let session = self.session().await?;
+                self.open_channel(&session).await
+            }
+            other => other,
+        }
+    }
+
+    async fn open_channel(&self, session: &Session) -> Result<Stream, SshError> {
+        let mut channel = session.handle.channel_open_session().await?;
+        channel.request_subsystem(true, SUBSYSTEM).await?;
+        loop {
+            match channel.wait().await {
+                Some(ChannelMsg::Success) => break,
+                Some(ChannelMsg::Failure) => {
+                    return Err(SshError::SubsystemRefused {
+                        host: self.target.to_string(),
+                    })
+                }
+                None => return Err(SshError::Russh(russh::Error::Disconnect)),
+                // OpenSSH sends a window adjust first; nothing else matters here.
+                Some(_) => {}
+            }
+        }
+        Ok(Stream::new(channel.into_stream(), Diagnostics::default()))
+    }
+
+    fn known_hosts(&self) -> Result<PathBuf, SshError> {
+        match (&self.options.known_hosts, &self.home) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(home)) => Ok(home.join(".ssh").join("known_hosts")),
+            (None, None) => Err(SshError::NoHome),
+        }
+    }
+
+    /// Connects hop by hop: TCP to the first, direct-tcpip through each
+    /// jump host to the next, authenticating at every hop.
+    async fn establish(&self) -> Result<Session, SshError> {
+        let known_hosts = self.known_hosts()?;
+        let mut jumps: Vec<(Handle<Verifier>, &SshTarget)> = Vec::new();
+        for hop in &self.options.jumps {
+            let via = jumps.last().map(|(h, t)| (h, *t));
+            let handle = self.connect_hop(via, hop, &known_hosts).await?;
+            jumps.push((handle, hop));
+        }
+        let via = jumps.last().map(|(h, t)| (h, *t));
+        let handle = self.connect_hop(via, &self.target, &known_hosts).await?;
+        Ok(Session {
+            handle,
+            jumps: jumps.into_iter().map(|(h, _)| h).collect(),
+        })
+    }
+
+    /// One hop: over TCP, or tunnelled through `via`; host key checked,
+    /// then authenticated.
+    async fn connect_hop(
+        &self,
+        via: Option<(&Handle<Verifier>, &SshTarget)>,
+        hop: &SshTarget,
+        known_hosts: &Path,
+    ) -> Result<Handle<Verifier>, SshError> {
+        let verifier = Verifier {
+            host: hop.host.clone(),
+            port: hop.port,
+            known_hosts: known_hosts.to_path_buf(),
+            accept_new: self.options.accept_new_host_key,
+        };
+        let mut handle = match via {
+            None => {
+                let addr = format!("{}:{}", hop.host, hop.port);
+                let tcp = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    TcpStream::connect((hop.host.as_str(), hop.port)),
+                )
+                .await
+                .map_err(|_| SshError::Connect {
+                    target: addr.clone(),
+                    source: std::io::ErrorKind::TimedOut.into(),
+                })?
+                .map_err(|source| SshError::Connect {
+                    target: addr,
+                    source,
+                })?;
+                let _ = tcp.set_nodelay(true);
+                client::connect_stream(self.config.clone(), tcp, verifier)
+                    .await
+                    .map_err(|e| e.at(hop))?
+            }
+            Some((jump, jump_target)) => {
+                let tunnel = jump
+                    .channel_open_direct_tcpip(
+                        hop.host.as_str(),
+                        u32::from(hop.port),
+                        "127.0.0.1",
+                        0,
+                    )
+                    .await
+                    .map_err(|source| SshError::Tunnel {
+                        jump: jump_target.to_string(),
+                        target: hop.to_string(),
+                        source,
+                    })?;
+                client::connect_stream(self.config.clone(), tunnel.into_stream(), verifier)
+                    .await
+                    .map_err(|e| e.at(hop))?
+            }
+        };
+        self.authenticate(&mut handle, hop).await?;
+        Ok(handle)
+    }
+
+    /// Tries `-i` keys, then the agent, then the default key files.
+    async fn authenticate(
+        &self,
+        handle: &mut Handle<Verifier>,
+        hop: &SshTarget,
+    ) -> Result<(), SshError> {
+        let user = hop.user_or(&self.user).to_string();
+        let mut tried: Vec<String> = Vec::new();
+
+        for path in &self.options.identities {
+            let key = load_key(path)?;
+            if try_key(handle, &user, key, hop).await? {
+                return Ok(());
+            }
+            tried.push(path.display().to_string());
+        }
+
+        if std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
+            match AgentClient::connect_env().await {
+                Ok(mut agent) => match agent.request_identities().await {
+                    Ok(ids) => {
+                        for id in ids {
+                            let key = id.public_key().into_owned();
+                            let hash = if key.algorithm().is_rsa() {
+                                handle
+                                    .best_supported_rsa_hash()
+                                    .await
+                                    .map_err(|e| SshError::from(e).at(hop))?
+                                    .flatten()
+                            } else {
+                                None
+                            };
+                            let fp = key.fingerprint(HashAlg::Sha256).to_string();
+                            match handle
+                                .authenticate_publickey_with(&user, key, hash, &mut agent)
+                                .await
+                            {
+                                Ok(r) if r.success() => return Ok(()),
+                                Ok(_) => tried.push(format!("agent key {fp}")),
+                                Err(e) => tried.push(format!("agent key {fp} ({e})")),
+                            }
+                        }
+                    }
+                    Err(e) => tried.push(format!("ssh-agent (listing keys failed: {e})")),
+                },
+                Err(e) => tried.push(format!("ssh-agent (unreachable: {e})")),
+            }
+        }
+
+        if let Some(home) = &self.home {
+            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let path = home.join(".ssh").join(name);
+                if !path.exists() {
+                    continue;
+                }
+                match load_key(&path) {
+                    Ok(key) => {
+                        if try_key(handle, &user, key, hop).await? {
+                            return Ok(());
+                        }
+                        tried.push(path.display().to_string());
+                    }
+                    Err(e) => tried.push(format!("{} (skipped: {e})", path.display())),
+                }
+            }
+        }
+
+        Err(SshError::AuthFailed {
+            user,
+            host: hop.to_string(),
+            tried: if tried.is_empty() {
+                "no keys (none given with -i, no ssh-agent, no ~/.ssh/id_* files)".to_string()
+            } else {
+                tried.join(", ")
+            },
+        })
+    }
+}
+
+/// Offers one private key; `Ok(false)` when the server refuses it.
+async fn try_key(
+    handle: &mut Handle<Verifier>,
+    user: &str,
+    key: PrivateKey,
+    hop: &SshTarget,
+) -> Result<bool, SshError> {
+    let hash = if key.algorithm().is_rsa() {
+        handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| SshError::from(e).at(hop))?
+            .flatten()
+    } else {
+        None
+    };
+    let result = handle
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .await
+        .map_err(|e| SshError::from(e).at(hop))?;
+    Ok(result.success())
+}
+
+/// Loads a private key, asking for its passphrase on the terminal when it
+/// is encrypted (and failing clearly when there is no terminal).
+fn load_key(path: &Path) -> Result<PrivateKey, SshError> {
+    let err = |message: String| SshError::Identity {
+        path: path.display().to_string(),
+        message,
+    };
+    match russh::keys::load_secret_key(path, None) {
+        Ok(k) => Ok(k),
+        Err(russh::keys::Error::KeyIsEncrypted) => {
+            let prompt = format!("Enter passphrase for key '{}': ", path.display());
+            let passphrase = rpassword::prompt_password(prompt).map_err(|e| {
+                err(format!(
+                    "the key is encrypted and its passphrase cannot be asked for \
+                     (no terminal: {e}); add it to ssh-agent with ssh-add"
+                ))
+            })?;
+            russh::keys::load_secret_key(path, Some(&passphrase))
+                .map_err(|e| err(format!("wrong passphrase? ({e})")))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Client settings for bulk transfer (`russh.md` §5): AES-GCM first when the
+/// CPU accelerates AES (chacha20 first otherwise), no compression (layers are
+/// gzip already), 16 MiB windows, 64 KiB packets, TCP_NODELAY (without it
+/// tunnelled window adjusts stall jump-host transfers), keepalives so a dead
+/// peer is noticed.
+fn client_config() -> client::Config {
+    static AES_FIRST: &[cipher::Name] = &[
+        cipher::AES_256_GCM,
+        cipher::AES_128_GCM,
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_CTR,
+        cipher::AES_192_CTR,
+        cipher::AES_128_CTR,
+    ];
+    static CHACHA_FIRST: &[cipher::Name] = &[
+        cipher::CHACHA20_POLY1305,
+        cipher::AES_256_GCM,
+        cipher::AES_128_GCM,
+        cipher::AES_256_CTR,
+        cipher::AES_192_CTR,
+        cipher::AES_128_CTR,
+    ];
+    static NO_COMPRESSION: &[compression::Name] = &[compression::NONE];
+    client::Config {
+        preferred: Preferred {
+            cipher: Cow::Borrowed(if cpu_has_aes() {
+                AES_FIRST
+            } else {
+                CHACHA_FIRST
+            }),
+            compression: Cow::Borrowed(NO_COMPRESSION),
+            ..Preferred::default()
+        },
+        window_size: 16 << 20,
+        maximum_packet_size: 65535,
+        nodelay: true,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        ..client::Config::default()
+    }
+}
+
+/// Whether AES-GCM runs in hardware here.
+fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
