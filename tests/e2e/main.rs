@@ -3,3 +3,4 @@
 
 mod ssh;
 mod v1;
+mod client;

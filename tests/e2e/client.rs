@@ -1,0 +1,890 @@
+//! The client (`registryget`, `registryput`, `berth ...`) against real peers:
+//! every remote kind (mount point, native SSH to `berth-server serve`,
+//! native SSH to stock sshd hosting `berth-server stdio`, OpenSSH through
+//! `BERTH_SSH_COMMAND`) moves the same bytes; jump hosts (native `-J` and
+//! OpenSSH ProxyJump); host key checks; the shim with the Docker 1.x V1
+//! sequence, the Python V1 client and curl; and failures mid-transfer.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use berth_tests::*;
+
+/// Keys, store and known_hosts of one test, in one temp dir.
+struct Fixture {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+    key: ClientKey,
+    authorized: PathBuf,
+    known_hosts: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        if !require_tool("ssh-keygen", "openssh-client") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let key = ClientKey::generate(&state, "alice");
+        let authorized = state.join("authorized_keys");
+        ClientKey::authorized_keys(&authorized, &[&key]);
+        let known_hosts = state.join("known_hosts");
+        Some(Fixture {
+            root,
+            state,
+            key,
+            authorized,
+            known_hosts,
+            dir,
+        })
+    }
+
+    /// Appends lines to the test's known_hosts file.
+    fn trust(&self, lines: &[String]) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.known_hosts)
+            .unwrap();
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+    }
+
+    /// SSH flags for the native client (long forms: `-i` means
+    /// `--include` for get/put).
+    fn ssh_flags(&self) -> Vec<String> {
+        vec![
+            "--identity".into(),
+            self.key.private.display().to_string(),
+            "--known-hosts".into(),
+            self.known_hosts.display().to_string(),
+        ]
+    }
+
+    /// `berth-server stdio` as sshd's `docker-registry` subsystem.
+    fn sshd_with_stdio(&self) -> Sshd {
+        let sub = format!(
+            "{} stdio --root {} --user tester",
+            bin("berth-server").display(),
+            self.root.display()
+        );
+        let sshd_dir = self.dir.path().join("sshd");
+        std::fs::create_dir_all(&sshd_dir).unwrap();
+        Sshd::start(&sshd_dir, &self.authorized, Some(&sub))
+    }
+
+    /// A stock sshd without the subsystem (a bastion).
+    fn bastion(&self) -> Sshd {
+        let d = self.dir.path().join("bastion");
+        std::fs::create_dir_all(&d).unwrap();
+        Sshd::start(&d, &self.authorized, None)
+    }
+}
+
+/// How a command reaches the registry: the REGISTRY argument, extra flags
+/// placed before it, and environment variables.
+#[derive(Clone)]
+struct Via {
+    registry: String,
+    flags: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Via {
+    fn local(root: &Path) -> Via {
+        Via {
+            registry: root.display().to_string(),
+            flags: vec![],
+            env: vec![],
+        }
+    }
+
+    fn native(f: &Fixture, port: u16) -> Via {
+        Via {
+            registry: format!("ssh://root@127.0.0.1:{port}"),
+            flags: f.ssh_flags(),
+            env: vec![],
+        }
+    }
+
+    /// `BERTH_SSH_COMMAND="ssh <options>"` (port passed by berth as `-p`).
+    fn openssh(f: &Fixture, port: u16) -> Via {
+        let opts: Vec<String> = ssh_options(&f.key.private, port);
+        let mut kept = Vec::new();
+        let mut it = opts.into_iter();
+        while let Some(o) = it.next() {
+            if o == "-p" {
+                it.next();
+                continue;
+            }
+            kept.push(o);
+        }
+        Via {
+            registry: format!("ssh://root@127.0.0.1:{port}"),
+            flags: vec![],
+            env: vec![(
+                "BERTH_SSH_COMMAND".into(),
+                format!("ssh {}", kept.join(" ")),
+            )],
+        }
+    }
+
+    /// A client command: `prog [sub] FLAGS... REGISTRY ARGS...`.
+    fn cmd(&self, prog: &str, sub: Option<&str>, pre: &[&str], args: &[&str]) -> Command {
+        let mut c = Command::new(bin(prog));
+        if let Some(s) = sub {
+            c.arg(s);
+        }
+        c.args(pre).args(&self.flags).arg(&self.registry).args(args);
+        c.env_remove("SSH_AUTH_SOCK")
+            .env_remove("BERTH_SSH_COMMAND");
+        c.env("HOME", std::env::temp_dir().join("berth-test-no-home"));
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn get(&self, pre: &[&str], path: &str) -> Output {
+        run_with_input(&mut self.cmd("registryget", None, pre, &[path]), b"")
+    }
+
+    fn put(&self, pre: &[&str], path: &str, body: &[u8]) -> Output {
+        run_with_input(&mut self.cmd("registryput", None, pre, &[path]), body)
+    }
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The V1 upload/download every remote kind must carry byte for byte: json,
+/// layer (streamed from stdin, and from a file), checksum, tag; then json
+/// and layer back, `-i` headers, an error status, and the listing commands.
+fn roundtrip(via: &Via, seed: u64, layer_size: usize) {
+    let img = V1Image::chain(seed, 1, layer_size);
+    let id = &img.ids[0];
+    let repo = format!("team/app{seed}");
+    ok(
+        via.put(&[], &format!("/v1/images/{id}/json"), &img.jsons[0]),
+        "json PUT",
+    );
+    ok(
+        via.put(&[], &format!("/v1/images/{id}/layer"), &img.layers[0]),
+        "layer PUT",
+    );
+    let sum = img.payload_checksum(0);
+    ok(
+        via.put(
+            &[
+                "-H",
+                &format!("X-Docker-Checksum-Payload: {sum}"),
+                "-H",
+                "X-Docker-Checksum: tarsum+sha256:0",
+            ],
+            &format!("/v1/images/{id}/checksum"),
+            b"",
+        ),
+        "checksum PUT",
+    );
+    ok(
+        via.put(
+            &[],
+            &format!("/v1/repositories/{repo}/tags/latest"),
+            format!("\"{id}\"").as_bytes(),
+        ),
+        "tag PUT",
+    );
+
+    let json = ok(via.get(&[], &format!("/v1/images/{id}/json")), "json GET");
+    assert_eq!(json.stdout, img.jsons[0], "json bytes differ");
+    let layer = ok(via.get(&[], &format!("/v1/images/{id}/layer")), "layer GET");
+    assert_eq!(layer.stdout.len(), img.layers[0].len());
+    assert!(layer.stdout == img.layers[0], "layer bytes differ");
+    // `berth get` is the same command.
+    let layer2 = ok(
+        run_with_input(
+            &mut via.cmd(
+                "berth",
+                Some("get"),
+                &[],
+                &[&format!("/v1/images/{id}/layer")],
+            ),
+            b"",
+        ),
+        "berth get",
+    );
+    assert_eq!(sha256_hex(&layer2.stdout), sha256_hex(&img.layers[0]));
+
+    // -i: status line and headers before the body, like curl -i.
+    let head = ok(via.get(&["-i"], &format!("/v1/images/{id}/json")), "GET -i");
+    let text = String::from_utf8_lossy(&head.stdout).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&format!("x-docker-checksum-payload: {sum}")),
+        "{text}"
+    );
+    assert!(head.stdout.ends_with(&img.jsons[0]));
+
+    // An error status: exit 1, the registry's message on stderr.
+    let missing = "0".repeat(64);
+    let out = via.get(&[], &format!("/v1/images/{missing}/json"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(err.starts_with("registryget: GET /v1/images/"), "{err}");
+    assert!(
+        err.contains("404") && err.contains("Image not found"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+
+    // ls / tags / search / rm over the same remote.
+    ok(
+        via.put(
+            &[],
+            &format!("/v1/repositories/{repo}/tags/v1"),
+            format!("\"{id}\"").as_bytes(),
+        ),
+        "second tag PUT",
+    );
+    let berth = |sub: &str, args: &[&str]| -> Output {
+        ok(
+            run_with_input(&mut via.cmd("berth", Some(sub), &["--json"], args), b""),
+            sub,
+        )
+    };
+    let json = |out: Output| -> serde_json::Value { serde_json::from_slice(&out.stdout).unwrap() };
+    let ls = json(berth("ls", &[]));
+    assert!(
+        ls.as_array().unwrap().contains(&serde_json::json!(repo)),
+        "{ls}"
+    );
+    let found = json(berth("search", &[&format!("app{seed}")]));
+    assert_eq!(found, serde_json::json!([repo]));
+    let tags = json(berth("tags", &[&repo]));
+    assert_eq!(tags, serde_json::json!({ "latest": id, "v1": id }));
+    let human = ok(
+        run_with_input(&mut via.cmd("berth", Some("tags"), &[], &[&repo]), b""),
+        "tags",
+    );
+    let human = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(
+        human.contains("latest") && human.contains(id.as_str()),
+        "{human}"
+    );
+    let rm = json(berth("rm", &[&format!("{repo}:latest")]));
+    assert_eq!(
+        rm,
+        serde_json::json!({ "deleted": format!("{repo}:latest") })
+    );
+    assert_eq!(
+        json(berth("tags", &[&repo])),
+        serde_json::json!({ "v1": id })
+    );
+    let out = run_with_input(
+        &mut via.cmd("berth", Some("rm"), &[], &[&format!("{repo}:nope")]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("berth: DELETE"),
+        "{}",
+        stderr(&out)
+    );
+    // The whole repository.
+    let out = ok(
+        run_with_input(&mut via.cmd("berth", Some("rm"), &[], &[&repo]), b""),
+        "rm repository",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("deleted repository {repo}\n")
+    );
+    let ls = json(berth("ls", &[]));
+    assert!(
+        !ls.as_array().unwrap().contains(&serde_json::json!(repo)),
+        "{ls}"
+    );
+    // The image itself stays readable after its tags are gone.
+    let again = ok(
+        via.get(&[], &format!("/v1/images/{id}/json")),
+        "json GET after rm",
+    );
+    assert_eq!(again.stdout, img.jsons[0]);
+}
+
+#[test]
+fn roundtrip_over_a_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    roundtrip(&Via::local(&root), 1, 3 << 20);
+    // file:///abs/dir names the same store.
+    let via = Via {
+        registry: format!("file://{}", root.display()),
+        ..Via::local(&root)
+    };
+    let ls = ok(
+        run_with_input(&mut via.cmd("berth", Some("ls"), &[], &[]), b""),
+        "ls",
+    );
+    assert_eq!(String::from_utf8_lossy(&ls.stdout), "");
+    ok(
+        via.put(
+            &[],
+            "/v1/repositories/solo/tags/latest",
+            format!("\"{}\"", V1Image::chain(1, 1, 10).ids[0]).as_bytes(),
+        ),
+        "tag via file://",
+    );
+    let ls = ok(
+        run_with_input(
+            &mut Via::local(&root).cmd("berth", Some("ls"), &[], &[]),
+            b"",
+        ),
+        "ls",
+    );
+    assert_eq!(String::from_utf8_lossy(&ls.stdout), "library/solo\n");
+}
+
+#[test]
+fn roundtrip_over_native_ssh_to_berth_server() {
+    let Some(f) = Fixture::new() else { return };
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    f.trust(&[server.known_hosts_line()]);
+    roundtrip(&Via::native(&f, server.port()), 2, 5 << 20);
+}
+
+#[test]
+fn roundtrip_over_native_ssh_to_stock_sshd() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("/usr/sbin/sshd", "openssh-server") {
+        return;
+    }
+    let sshd = f.sshd_with_stdio();
+    f.trust(&[known_hosts_line(sshd.port, &sshd.host_key)]);
+    roundtrip(&Via::native(&f, sshd.port), 3, 3 << 20);
+}
+
+#[test]
+fn roundtrip_over_openssh_command() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("ssh", "openssh-client") || !require_tool("/usr/sbin/sshd", "openssh-server") {
+        return;
+    }
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    roundtrip(&Via::openssh(&f, server.port()), 4, 3 << 20);
+    let sshd = f.sshd_with_stdio();
+    roundtrip(&Via::openssh(&f, sshd.port), 5, 1 << 20);
+
+    // When ssh fails, its own words are in the error.
+    let mut via = Via::openssh(&f, free_port());
+    via.env[0].1.push_str(" -o ConnectTimeout=5");
+    let out = via.get(&[], "/v1/_ping");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ssh said:") && err.contains("onnection refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn jump_hosts_native_and_openssh_proxyjump() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("ssh", "openssh-client") || !require_tool("/usr/sbin/sshd", "openssh-server") {
+        return;
+    }
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    let bastion = f.bastion();
+    f.trust(&[
+        server.known_hosts_line(),
+        known_hosts_line(bastion.port, &bastion.host_key),
+    ]);
+
+    // Native: -J through the bastion (sshd does the direct-tcpip).
+    let mut via = Via::native(&f, server.port());
+    via.flags
+        .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
+    roundtrip(&via, 6, 2 << 20);
+
+    // Two hops, as a comma list: bastion, then bastion again.
+    let mut via2 = Via::native(&f, server.port());
+    via2.flags.extend([
+        "-J".to_string(),
+        format!("root@127.0.0.1:{0},root@127.0.0.1:{0}", bastion.port),
+    ]);
+    let img = V1Image::chain(6, 1, 2 << 20);
+    let out = ok(
+        via2.get(&[], &format!("/v1/images/{}/layer", img.ids[0])),
+        "2 hops",
+    );
+    assert!(out.stdout == img.layers[0]);
+
+    // A bastion that is down: a clear error naming it.
+    let mut bad = Via::native(&f, server.port());
+    bad.flags
+        .extend(["-J".to_string(), format!("root@127.0.0.1:{}", free_port())]);
+    let out = bad.get(&[], "/v1/_ping");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("connecting to 127.0.0.1:"),
+        "{}",
+        stderr(&out)
+    );
+
+    // OpenSSH: ProxyJump from an ssh config file, BERTH_SSH_COMMAND="ssh -F cfg".
+    let common = format!(
+        "  HostName 127.0.0.1\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+         UserKnownHostsFile {}\n  StrictHostKeyChecking yes\n  BatchMode yes\n  LogLevel ERROR\n",
+        f.key.private.display(),
+        f.known_hosts.display()
+    );
+    let cfg = f.state.join("ssh_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Host bastion\n  Port {}\n{common}\nHost registry\n  Port {}\n  ProxyJump bastion\n{common}",
+            bastion.port,
+            server.port()
+        ),
+    )
+    .unwrap();
+    let via = Via {
+        registry: "ssh://registry".into(),
+        flags: vec![],
+        env: vec![(
+            "BERTH_SSH_COMMAND".into(),
+            format!("ssh -F {}", cfg.display()),
+        )],
+    };
+    roundtrip(&via, 7, 2 << 20);
+}
+
+#[test]
+fn host_keys_unknown_accepted_changed() {
+    let Some(f) = Fixture::new() else { return };
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    let via = Via::native(&f, server.port());
+    let fingerprint = {
+        let out = run_ok(
+            Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(format!("{}.pub", server.host_key.display())),
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert!(fingerprint.starts_with("SHA256:"));
+
+    // Unknown host: refused, with the fingerprint and how to accept it.
+    let out = via.get(&[], "/v1/_ping");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("unknown"), "{err}");
+    assert!(err.contains(&fingerprint), "{err}");
+    assert!(err.contains("--accept-new-host-key"), "{err}");
+    assert!(
+        !f.known_hosts.exists()
+            || std::fs::read_to_string(&f.known_hosts)
+                .unwrap()
+                .trim()
+                .is_empty()
+    );
+
+    // Accepted with --accept-new-host-key, and recorded.
+    ok(
+        via.get(&["--accept-new-host-key"], "/v1/_ping"),
+        "accept new",
+    );
+    let recorded = std::fs::read_to_string(&f.known_hosts).unwrap();
+    assert!(
+        recorded.contains(&format!("[127.0.0.1]:{}", server.port())),
+        "{recorded}"
+    );
+    ok(via.get(&[], "/v1/_ping"), "known now");
+
+    // Hashed entries (ssh-keygen -H) match too.
+    run_ok(
+        Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&f.known_hosts),
+    );
+    let hashed = std::fs::read_to_string(&f.known_hosts).unwrap();
+    assert!(
+        hashed.contains("|1|") && !hashed.contains("[127.0.0.1]"),
+        "{hashed}"
+    );
+    ok(via.get(&[], "/v1/_ping"), "hashed entry");
+
+    // A changed key: refused, even with --accept-new-host-key.
+    let other = ClientKey::generate(&f.state, "impostor");
+    let mut parts = other.public_line.split_whitespace();
+    let (t, k) = (parts.next().unwrap(), parts.next().unwrap());
+    std::fs::write(
+        &f.known_hosts,
+        format!("[127.0.0.1]:{} {t} {k}\n", server.port()),
+    )
+    .unwrap();
+    for pre in [&[][..], &["--accept-new-host-key"][..]] {
+        let out = via.get(pre, "/v1/_ping");
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(err.contains("HAS CHANGED"), "{err}");
+        assert!(err.contains(&fingerprint), "{err}");
+    }
+    let unchanged = std::fs::read_to_string(&f.known_hosts).unwrap();
+    assert_eq!(unchanged.lines().count(), 1, "{unchanged}");
+}
+
+#[test]
+fn authentication_failures_are_clear() {
+    let Some(f) = Fixture::new() else { return };
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    f.trust(&[server.known_hosts_line()]);
+    // A key the server does not know.
+    let stranger = ClientKey::generate(&f.state, "stranger");
+    let via = Via {
+        flags: vec![
+            "--identity".into(),
+            stranger.private.display().to_string(),
+            "--known-hosts".into(),
+            f.known_hosts.display().to_string(),
+        ],
+        ..Via::native(&f, server.port())
+    };
+    let out = via.get(&[], "/v1/_ping");
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("permission denied") && err.contains("stranger"),
+        "{err}"
+    );
+
+    // An encrypted key and no terminal to ask for the passphrase.
+    if require_tool("setsid", "util-linux") {
+        let locked = f.state.join("locked");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "secret words", "-f"])
+                .arg(&locked),
+        );
+        let via = Via {
+            flags: vec![
+                "--identity".into(),
+                locked.display().to_string(),
+                "--known-hosts".into(),
+                f.known_hosts.display().to_string(),
+            ],
+            ..Via::native(&f, server.port())
+        };
+        let mut cmd = Command::new("setsid");
+        let inner = via.cmd("registryget", None, &[], &["/v1/_ping"]);
+        cmd.arg(inner.get_program()).args(inner.get_args());
+        cmd.env_remove("SSH_AUTH_SOCK");
+        let out = run_with_input(&mut cmd, b"");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("encrypted") && err.contains("passphrase"),
+            "{err}"
+        );
+    }
+
+    // The agent: a key loaded with ssh-add authenticates without -i.
+    if require_tool("ssh-agent", "openssh-client") && require_tool("ssh-add", "openssh-client") {
+        let sock = f.state.join("agent.sock");
+        let mut agent = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run_ok(
+            Command::new("ssh-add")
+                .arg(&f.key.private)
+                .env("SSH_AUTH_SOCK", &sock),
+        );
+        let via = Via {
+            flags: vec!["--known-hosts".into(), f.known_hosts.display().to_string()],
+            ..Via::native(&f, server.port())
+        };
+        let mut cmd = via.cmd("registryget", None, &[], &["/v1/_ping"]);
+        cmd.env("SSH_AUTH_SOCK", &sock);
+        let out = run_with_input(&mut cmd, b"");
+        let _ = agent.kill();
+        let _ = agent.wait();
+        ok(out, "agent auth");
+    }
+}
+
+/// Starts `berth shim` and returns it with its address.
+fn shim(via: &Via) -> (Proc, std::net::SocketAddr) {
+    let cmd = via.cmd("berth", Some("shim"), &["--listen", "127.0.0.1:0"], &[]);
+    let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+    assert!(line.contains("on http://127.0.0.1:"), "{line}");
+    (proc, addr_in(&line.replace("http://", "")))
+}
+
+#[test]
+fn shim_carries_the_docker_v1_sequence_over_ssh() {
+    let Some(f) = Fixture::new() else { return };
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    f.trust(&[server.known_hosts_line()]);
+    let (_shim, addr) = shim(&Via::native(&f, server.port()));
+    let img = V1Image::chain(11, 3, 400_000);
+    {
+        // Docker 1.x uses a new connection per request; one keep-alive
+        // connection and several short ones both go through.
+        let mut c = tcp_conn(addr);
+        v1_push(&mut c, "team/shimmed", "v1", &img);
+    }
+    let mut c = tcp_conn(addr);
+    v1_pull_and_verify(&mut c, "team/shimmed", "v1", &img);
+
+    // X-Docker-Endpoints points back at the shim (from the Host it was sent).
+    if require_tool("curl", "curl") {
+        let out = run_ok(Command::new("curl").args([
+            "-sS",
+            "-i",
+            "-X",
+            "PUT",
+            "-H",
+            "X-Docker-Token: true",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "[]",
+            &format!("http://{addr}/v1/repositories/team/other/"),
+        ]));
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200"), "{text}");
+        assert!(
+            text.contains(&format!("x-docker-endpoints: {addr}")),
+            "{text}"
+        );
+    }
+
+    // The store holds what was pushed (read locally, no server involved).
+    let local = Via::local(&f.root);
+    let out = ok(
+        local.get(&[], &format!("/v1/images/{}/layer", img.ids[2])),
+        "local read",
+    );
+    assert!(out.stdout == img.layers[2]);
+}
+
+#[test]
+fn shim_serves_a_local_directory_to_the_python_v1_client() {
+    if !require_tool("python3", "python3") {
+        return;
+    }
+    let probe = Command::new("python3")
+        .args(["-c", "import docker_registry_client"])
+        .output()
+        .unwrap();
+    if !probe.status.success() {
+        if in_ci() {
+            panic!(
+                "python module docker_registry_client missing (pip install docker-registry-client)"
+            );
+        }
+        eprintln!("\n!!!!! SKIPPING: pip install docker-registry-client !!!!!\n");
+        return;
+    }
+    let Some(f) = Fixture::new() else { return };
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    f.trust(&[server.known_hosts_line()]);
+    for via in [Via::local(&f.root), Via::native(&f, server.port())] {
+        let (_shim, addr) = shim(&via);
+        let img = V1Image::chain(21, 2, 10_000);
+        let mut c = tcp_conn(addr);
+        v1_push(&mut c, "team/web", "latest", &img);
+        let script = format!(
+            r#"
+import json
+from docker_registry_client import DockerRegistryClient
+c = DockerRegistryClient("http://{addr}", api_version=1)
+out = {{}}
+out["repositories"] = sorted(c.repositories().keys())
+repo = c.repository("web", namespace="team")
+repo.refresh()
+out["tags"] = sorted(repo.tags())
+repo.tag("stable", "{base}")
+repo.refresh()
+out["after_tag"] = sorted(repo.tags())
+repo.untag("stable")
+repo.refresh()
+out["after_untag"] = sorted(repo.tags())
+print(json.dumps(out))
+"#,
+            base = img.ids[0]
+        );
+        let out = run_ok(Command::new("python3").args(["-c", &script]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["repositories"], serde_json::json!(["team/web"]));
+        assert_eq!(v["tags"], serde_json::json!(["latest"]));
+        assert_eq!(v["after_tag"], serde_json::json!(["latest", "stable"]));
+        assert_eq!(v["after_untag"], serde_json::json!(["latest"]));
+    }
+}
+
+#[test]
+fn shim_refuses_non_loopback_listen() {
+    let dir = tempfile::tempdir().unwrap();
+    let via = Via::local(dir.path());
+    let out = run_with_input(
+        &mut via.cmd("berth", Some("shim"), &["--listen", "0.0.0.0:0"], &[]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--allow-remote"), "{}", stderr(&out));
+}
+
+#[test]
+fn killed_server_fails_the_transfer_and_the_shim_recovers() {
+    let Some(f) = Fixture::new() else { return };
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = SshServer::start_on(&f.root, &f.authorized, &f.state, &listen, &[]);
+    f.trust(&[server.known_hosts_line()]);
+    let via = Via::native(&f, port);
+    let img = V1Image::chain(31, 1, 1 << 20);
+    let id = &img.ids[0];
+    ok(
+        via.put(&[], &format!("/v1/images/{id}/json"), &img.jsons[0]),
+        "json",
+    );
+
+    // Upload: stdin fed slowly; the server dies after the first MiB.
+    let mut cmd = via.cmd(
+        "registryput",
+        None,
+        &[],
+        &[&format!("/v1/images/{id}/layer")],
+    );
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let chunk = random_bytes(256 << 10, 5);
+    for _ in 0..4 {
+        stdin.write_all(&chunk).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    server.proc.kill();
+    for _ in 0..64 {
+        if stdin.write_all(&chunk).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("registryput: PUT /v1/images/"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // Download: a large layer, the server killed while it streams.
+    let mut server = SshServer::start_on(&f.root, &f.authorized, &f.state, &listen, &[]);
+    let big = V1Image::chain(32, 1, 48 << 20);
+    let bid = &big.ids[0];
+    ok(
+        via.put(&[], &format!("/v1/images/{bid}/json"), &big.jsons[0]),
+        "json",
+    );
+    ok(
+        via.put(&[], &format!("/v1/images/{bid}/layer"), &big.layers[0]),
+        "layer",
+    );
+    ok(
+        via.put(
+            &[
+                "-H",
+                &format!("X-Docker-Checksum-Payload: {}", big.payload_checksum(0)),
+            ],
+            &format!("/v1/images/{bid}/checksum"),
+            b"",
+        ),
+        "checksum",
+    );
+    let mut cmd = via.cmd(
+        "registryget",
+        None,
+        &[],
+        &[&format!("/v1/images/{bid}/layer")],
+    );
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    stdout.read_exact(&mut first).unwrap();
+    server.proc.kill();
+    let mut rest = Vec::new();
+    let _ = stdout.read_to_end(&mut rest);
+    let out = child.wait_with_output().unwrap();
+    assert!(first.len() + rest.len() < big.layers[0].len());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("registryget: GET /v1/images/"), "{err}");
+
+    // The shim: works, fails cleanly while the server is down, recovers
+    // once it is back on the same port.
+    let server = SshServer::start_on(&f.root, &f.authorized, &f.state, &listen, &[]);
+    let (_shim, addr) = shim(&via);
+    let ping = |addr| {
+        let mut c = tcp_conn(addr);
+        c.request("GET", "/v1/_ping", &[], ReqBody::None)
+    };
+    assert_eq!(ping(addr).status, 200);
+    drop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = ping(addr);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text().contains("cannot reach the registry"),
+        "{}",
+        r.text()
+    );
+    let _server = SshServer::start_on(&f.root, &f.authorized, &f.state, &listen, &[]);
+    let r = ping(addr);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut c = tcp_conn(addr);
+    let r = c.request("GET", &format!("/v1/images/{bid}/json"), &[], ReqBody::None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, big.jsons[0]);
+}
