@@ -4,3 +4,4 @@
 mod ssh;
 mod v1;
 mod client;
+mod v2;

@@ -8,6 +8,7 @@
 pub mod response;
 pub mod route;
 pub mod v1;
+pub mod v2;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -179,8 +180,9 @@ impl Registry {
                 Err(e) => response::v1_error(StatusCode::BAD_REQUEST, &e.to_string()),
             };
         }
-        // Until the V2 API is served, `/v2/` answers 404 without the
-        // `registry/2.0` header so V1 clients fall back (`v1-protocol.md` §7.1).
+        if let Some(route) = v2::routes::parse_v2(&path) {
+            return v2::handle(self, route, req, who).await;
+        }
         response::v1_error(StatusCode::NOT_FOUND, "Not found")
     }
 }

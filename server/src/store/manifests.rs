@@ -147,6 +147,60 @@ impl Store {
         }
     }
 
+    /// Whether the repository has any V2 record (tags or blobs).
+    pub fn v2_repo_exists(&self, repo: &RepoName) -> bool {
+        self.paths().v2_repo_dir(repo).is_dir()
+    }
+
+    /// Whether a pool blob is visible in a repository (pushed, mounted or
+    /// referenced there); the pool itself is shared.
+    pub fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        Ok(self.paths().v2_blob_link(repo, digest).exists() && self.blob_size(digest)?.is_some())
+    }
+
+    /// Makes a pool blob visible in a repository (idempotent).
+    pub fn link_blob_to_repo(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
+        let link = self.paths().v2_blob_link(repo, digest);
+        if !link.exists() {
+            write_atomic(&link, b"")?;
+        }
+        Ok(())
+    }
+
+    /// Makes a manifest and everything it references visible in a repository.
+    pub fn link_manifest_to_repo(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
+        self.link_blob_to_repo(repo, digest)?;
+        let Some((_, bytes)) = self.manifest(digest)? else {
+            return Ok(());
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let refs = value
+            .get("config")
+            .into_iter()
+            .chain(
+                value
+                    .get("layers")
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten(),
+            )
+            .chain(
+                value
+                    .get("manifests")
+                    .and_then(|l| l.as_array())
+                    .into_iter()
+                    .flatten(),
+            );
+        for r in refs {
+            if let Some(Ok(d)) = r.get("digest").and_then(|d| d.as_str()).map(Digest::parse) {
+                if self.blob_size(&d)?.is_some() {
+                    self.link_blob_to_repo(repo, &d)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The V2 tag record, if the tag was pushed through V2 and still owns it.
     pub fn v2_tag(&self, repo: &RepoName, tag: &Tag) -> io::Result<Option<TagRecord>> {
         match read_optional(&self.paths().v2_tag(repo, tag))? {

@@ -16,6 +16,7 @@
 //!   _berth/blobs/sha256/<hex>        content-addressed pool: layers, configs, manifests
 //!   _berth/uploads/<uuid>/data       V2 upload session: the bytes so far (offset = file size)
 //!   _berth/v2/<ns>/<repo>/_tags/<t>  V2 tag -> manifest digest (see store::manifests)
+//!   _berth/v2/<ns>/<repo>/_blobs/<hex>  marker: the pool blob is visible in this repository
 //!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
@@ -176,6 +177,12 @@ impl Paths {
         self.v2_tags_dir(repo).join(tag.as_str())
     }
 
+    /// `_berth/v2/<ns>/<repo>/_blobs/<hex>`: marks a pool blob as part of the
+    /// repository (what V2 blob HEAD/GET see; a cross-repository mount adds one).
+    pub fn v2_blob_link(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
+        self.v2_repo_dir(repo).join("_blobs").join(digest.hex())
+    }
+
     /// `_berth/manifests/<hex>`: the media type a manifest was pushed with.
     pub fn manifest_record(&self, digest: &Digest) -> PathBuf {
         self.berth_dir().join("manifests").join(digest.hex())
@@ -232,6 +239,10 @@ mod tests {
                 "/r/_berth/v2/team/app/_tags/v1".into(),
             ),
             (p.v2_tag(&deep, &tag), "/r/_berth/v2/a/b/c/_tags/v1".into()),
+            (
+                p.v2_blob_link(&lib, &d),
+                format!("/r/_berth/v2/library/foo/_blobs/{}", d.hex()),
+            ),
             (
                 p.upload_data(&up),
                 format!("/r/_berth/uploads/{}/data", up.as_str()),

@@ -1,0 +1,388 @@
+//! `HEAD|GET|PUT|DELETE /v2/<name>/manifests/<tag|digest>` (`v2-compat.md` §1.6).
+//!
+//! * GET/HEAD: 200 with the exact stored bytes, `Content-Type` = the stored
+//!   media type, `Content-Length`, `Docker-Content-Digest`. A tag pushed
+//!   through V1 only is answered with its generated schema2 manifest
+//!   (§2.5, generated once). An OCI object asked for by a client that accepts
+//!   no OCI type (and no `*/*`) gets 404 `MANIFEST_UNKNOWN` (distribution's rule).
+//!   Miss: 404 `MANIFEST_UNKNOWN`, or `NAME_UNKNOWN` for an unknown repository.
+//! * PUT: 201 + `Location` + `Docker-Content-Digest`. Body capped at 4 MiB
+//!   (413), schema1 and unparseable bodies 400 `MANIFEST_INVALID`, each missing
+//!   blob / child 400 `MANIFEST_BLOB_UNKNOWN`, digest reference ≠ sha256(body)
+//!   400 `DIGEST_INVALID`. A tag PUT projects the image (or the index's default
+//!   platform child) to V1 (§2.6); artifacts stay V2-only.
+//! * DELETE by tag: 202, removes the tag (V2 and V1); by digest: 405.
+
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use super::errors::{ErrorCode, OrV2, V2Error};
+use super::routes::{Name, Reference};
+use super::{located, with_digest, V2Result};
+use crate::names::{Digest, ImageId, RepoName, Tag};
+use crate::registry::{blocking, response, Identity, Registry, ReqBody};
+use crate::store::manifests::TagRecord;
+use crate::store::media::{self, ManifestKind};
+use crate::store::{translate, Store, StoreError};
+
+/// Largest manifest accepted (the spec suggests at least 4 MB).
+pub const MAX_MANIFEST: usize = 4 << 20;
+
+fn unknown_manifest(what: &str) -> Vec<V2Error> {
+    vec![V2Error::new(ErrorCode::ManifestUnknown, "manifest unknown")
+        .detail(json!({ "reference": what }))]
+}
+
+/// Whether the repository exists on either side.
+fn repo_known(store: &Store, repo: &RepoName) -> std::io::Result<bool> {
+    Ok(store.repo_exists(repo) || store.v2_repo_exists(repo))
+}
+
+/// Resolves a tag: the V2 record, else the V1 tag's derived manifest.
+fn resolve_tag(store: &Store, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, Vec<V2Error>> {
+    if let Some(rec) = store.v2_tag(repo, tag).v2()? {
+        return Ok(Some(rec.digest));
+    }
+    let top = match store.get_tag(repo, tag) {
+        Ok(id) => id,
+        Err(StoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(vec![e.into()]),
+    };
+    match store.derive_from_v1(&top) {
+        Ok(rec) => {
+            store.link_manifest_to_repo(repo, &rec.manifest).v2()?;
+            Ok(Some(rec.manifest))
+        }
+        Err(StoreError::Io(e)) => Err(vec![V2Error::internal(e)]),
+        Err(e) => {
+            tracing::warn!(repository = %repo, %tag, image = %top, error = %e, "V1 image has no V2 form");
+            Err(vec![V2Error::new(
+                ErrorCode::ManifestUnknown,
+                format!("the V1 image behind this tag cannot be served as V2: {e}"),
+            )])
+        }
+    }
+}
+
+/// The media types a request's `Accept` headers list (parameters stripped).
+fn accepted(req: &Parts) -> Vec<String> {
+    req.headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// `HEAD|GET manifests/<ref>`
+pub async fn get(reg: &Registry, name: &Name, reference: Reference, req: &Parts) -> V2Result {
+    let store = reg.store().clone();
+    let repo = name.repo.clone();
+    let r = reference.clone();
+    let found = blocking(move || -> Result<_, Vec<V2Error>> {
+        let digest = match &r {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(t) => resolve_tag(&store, &repo, t)?,
+        };
+        let Some(digest) = digest else {
+            return Ok(Err(repo_known(&store, &repo).v2()?));
+        };
+        Ok(Ok((digest.clone(), store.manifest(&digest).v2()?)))
+    })
+    .await?;
+    let what = match &reference {
+        Reference::Digest(d) => d.to_string(),
+        Reference::Tag(t) => t.to_string(),
+    };
+    let (digest, media_type, bytes) = match found {
+        Ok((digest, Some((mt, bytes)))) => (digest, mt, bytes),
+        Ok((_, None)) | Err(true) => return Err(unknown_manifest(&what)),
+        Err(false) => {
+            return Err(vec![V2Error::new(
+                ErrorCode::NameUnknown,
+                "repository name not known to registry",
+            )
+            .detail(json!({ "name": name.raw }))])
+        }
+    };
+    let accept = accepted(req);
+    if media::is_oci(&media_type)
+        && !accept.is_empty()
+        && !accept
+            .iter()
+            .any(|a| a == "*/*" || a == media::OCI_MANIFEST || a == media::OCI_INDEX)
+    {
+        return Err(vec![V2Error::new(
+            ErrorCode::ManifestUnknown,
+            format!("the manifest is {media_type}, which the client does not accept"),
+        )]);
+    }
+    let len = bytes.len();
+    let mut r = Response::new(response::full_body(bytes));
+    let h = r.headers_mut();
+    response::set_header(h, header::CONTENT_TYPE.as_str(), &media_type);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    Ok(with_digest(r, &digest))
+}
+
+/// Reads the body up to [`MAX_MANIFEST`]; 413 beyond.
+async fn read_manifest_body(req: &Parts, body: ReqBody) -> Result<Bytes, Vec<V2Error>> {
+    let too_big = || {
+        vec![V2Error::new(
+            ErrorCode::ManifestTooLarge,
+            format!("manifest larger than {MAX_MANIFEST} bytes"),
+        )]
+    };
+    let declared = req
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_MANIFEST as u64) {
+        return Err(too_big());
+    }
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            vec![V2Error::new(
+                ErrorCode::ManifestInvalid,
+                format!("request body: {e}"),
+            )]
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_MANIFEST {
+                return Err(too_big());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Decides the media type of a pushed manifest and checks it is acceptable.
+fn manifest_type(req: &Parts, value: &Value) -> Result<(String, ManifestKind), Vec<V2Error>> {
+    let invalid = |m: String| vec![V2Error::new(ErrorCode::ManifestInvalid, m)];
+    let declared = req
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let in_body = value
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    if value.get("schemaVersion").and_then(Value::as_i64) == Some(1)
+        || declared == media::SCHEMA1
+        || declared == media::SCHEMA1_SIGNED
+    {
+        return Err(invalid(
+            "schema1 manifests are not supported; push schema2 or OCI".into(),
+        ));
+    }
+    let chosen = if media::manifest_kind(&declared).is_some() {
+        if let Some(b) = &in_body {
+            if *b != declared {
+                return Err(invalid(format!(
+                    "mediaType {b} in the body does not match Content-Type {declared}"
+                )));
+            }
+        }
+        declared
+    } else if let Some(b) = in_body.filter(|b| media::manifest_kind(b).is_some()) {
+        b
+    } else if value.get("manifests").is_some() {
+        media::OCI_INDEX.to_string()
+    } else if value.get("config").is_some() {
+        media::OCI_MANIFEST.to_string()
+    } else {
+        return Err(invalid(format!(
+            "unsupported manifest media type {declared:?}"
+        )));
+    };
+    let kind = media::manifest_kind(&chosen).expect("chosen type is a manifest type");
+    Ok((chosen, kind))
+}
+
+/// Every digest a manifest references, checked to exist (blobs and children).
+fn missing_references(
+    store: &Store,
+    value: &Value,
+    kind: ManifestKind,
+) -> Result<Vec<V2Error>, Vec<V2Error>> {
+    let invalid = |e: translate::TranslateError| {
+        vec![V2Error::new(ErrorCode::ManifestInvalid, e.to_string())]
+    };
+    let refs: Vec<Digest> = match kind {
+        ManifestKind::Image => {
+            let (config, layers) = translate::image_parts(value).map_err(invalid)?;
+            std::iter::once(config.digest)
+                .chain(layers.into_iter().map(|l| l.digest))
+                .collect()
+        }
+        ManifestKind::Index => translate::index_children(value)
+            .map_err(invalid)?
+            .into_iter()
+            .map(|(d, _)| d.digest)
+            .collect(),
+    };
+    let mut missing = Vec::new();
+    for d in refs {
+        if store.blob_size(&d).v2()?.is_none() {
+            missing.push(
+                V2Error::new(ErrorCode::ManifestBlobUnknown, "blob unknown to registry")
+                    .detail(json!({ "digest": d.as_str() })),
+            );
+        }
+    }
+    Ok(missing)
+}
+
+/// Projects a tagged manifest to V1 (§2.6); returns the V1 top id, if any.
+fn project(
+    store: &Store,
+    repo: &RepoName,
+    tag: &Tag,
+    value: &Value,
+    kind: ManifestKind,
+) -> Option<ImageId> {
+    let image = match kind {
+        ManifestKind::Image => Some(value.clone()),
+        ManifestKind::Index => translate::default_platform_child(value)
+            .ok()
+            .flatten()
+            .and_then(|child| store.manifest(&child.digest).ok().flatten())
+            .filter(|(mt, _)| media::manifest_kind(mt) == Some(ManifestKind::Image))
+            .and_then(|(_, bytes)| serde_json::from_slice(&bytes).ok()),
+    };
+    let projected = match image {
+        Some(image) => match store.project_to_v1(repo, tag, &image) {
+            Ok(top) => top,
+            Err(e) => {
+                tracing::error!(repository = %repo, %tag, error = %e, "V1 projection failed; tag is V2-only");
+                None
+            }
+        },
+        None => None,
+    };
+    if projected.is_none() {
+        // The tag now names something V1 cannot show: drop a stale V1 tag.
+        match store.delete_tag(repo, tag) {
+            Ok(()) | Err(StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(repository = %repo, %tag, error = %e, "dropping stale V1 tag")
+            }
+        }
+    }
+    projected
+}
+
+/// `PUT manifests/<ref>`
+pub async fn put(
+    reg: &Registry,
+    name: &Name,
+    reference: Reference,
+    req: &Parts,
+    body: ReqBody,
+    who: &Identity,
+) -> V2Result {
+    let bytes = read_manifest_body(req, body).await?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        vec![V2Error::new(
+            ErrorCode::ManifestInvalid,
+            format!("manifest is not JSON: {e}"),
+        )]
+    })?;
+    if !value.is_object() {
+        return Err(vec![V2Error::new(
+            ErrorCode::ManifestInvalid,
+            "manifest is not a JSON object",
+        )]);
+    }
+    let (media_type, kind) = manifest_type(req, &value)?;
+    let digest = Digest::of_bytes(&bytes);
+    if let Reference::Digest(d) = &reference {
+        if *d != digest {
+            return Err(vec![V2Error::new(
+                ErrorCode::DigestInvalid,
+                format!("manifest digest is {digest}, not {d}"),
+            )]);
+        }
+    }
+    let store = reg.store().clone();
+    let repo = name.repo.clone();
+    let d = digest.clone();
+    let v1 = blocking(move || -> Result<Option<ImageId>, Vec<V2Error>> {
+        let missing = missing_references(&store, &value, kind)?;
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        store.put_manifest(&bytes, &media_type).v2()?;
+        store.link_manifest_to_repo(&repo, &d).v2()?;
+        let Reference::Tag(tag) = &reference else {
+            return Ok(None);
+        };
+        let top = project(&store, &repo, tag, &value, kind);
+        let record = TagRecord {
+            digest: d,
+            v1: top.clone(),
+        };
+        store.set_v2_tag(&repo, tag, &record).v2()?;
+        Ok(top)
+    })
+    .await?;
+    tracing::info!(user = %who.user, repository = %name.repo, manifest = %digest, v1_top = ?v1.as_ref().map(ImageId::as_str), "manifest pushed");
+    let location = format!("/v2/{}/manifests/{}", name.raw, digest);
+    Ok(with_digest(
+        located(StatusCode::CREATED, &location),
+        &digest,
+    ))
+}
+
+/// `DELETE manifests/<ref>`: tags only.
+pub async fn delete(reg: &Registry, name: &Name, reference: Reference, who: &Identity) -> V2Result {
+    let Reference::Tag(tag) = reference else {
+        return Err(vec![V2Error::new(
+            ErrorCode::Unsupported,
+            "deleting manifests by digest is not supported; delete the tag",
+        )]);
+    };
+    let store = reg.store().clone();
+    let repo = name.repo.clone();
+    let t = tag.clone();
+    let removed = blocking(move || -> Result<bool, Vec<V2Error>> {
+        let v2 = store.v2_tag(&repo, &t).v2()?.is_some();
+        let v1 = match store.delete_tag(&repo, &t) {
+            Ok(()) => true,
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(vec![e.into()]),
+        };
+        // delete_tag's hook dropped the V2 record; drop it too when V1 had none.
+        store.v1_tag_changed(&repo, &t, None).v2()?;
+        Ok(v1 || v2)
+    })
+    .await?;
+    if !removed {
+        return Err(unknown_manifest(tag.as_str()));
+    }
+    tracing::info!(user = %who.user, repository = %name.repo, %tag, "tag deleted (V2)");
+    Ok(response::empty(StatusCode::ACCEPTED))
+}

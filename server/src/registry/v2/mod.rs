@@ -1,0 +1,110 @@
+//! The Registry V2 / OCI Distribution API (`v2-compat.md` §0–1) on the same
+//! store as V1: one file per resource (`blobs`, `uploads`, `manifests`,
+//! `catalog`), routing in `routes`, error bodies in `errors`.
+//!
+//! Every V2 answer carries `Docker-Distribution-API-Version: registry/2.0`
+//! (§1.2), added here once. Blobs live in one global pool (stored once), and
+//! each repository records which of them it holds, so a blob HEAD in another
+//! repository misses until a mount links it; manifests are found by digest
+//! store-wide, tags per repository.
+
+pub mod blobs;
+pub mod catalog;
+pub mod errors;
+pub mod manifests;
+pub mod routes;
+pub mod uploads;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+
+use super::response::{self, ReqBody, RespBody};
+use super::{Identity, Registry};
+use errors::{render, ErrorCode, V2Error};
+use routes::V2Route;
+
+/// Header every V2 response carries.
+pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
+/// Its value.
+pub const API_VERSION: &str = "registry/2.0";
+
+/// What a V2 handler returns: an answer, or the errors to render.
+pub type V2Result = Result<Response<RespBody>, Vec<V2Error>>;
+
+/// Answers a `/v2` request whose path was parsed into `route`.
+pub async fn handle(
+    reg: &Registry,
+    route: Result<V2Route, V2Error>,
+    req: Request<ReqBody>,
+    who: &Identity,
+) -> Response<RespBody> {
+    let result = match route {
+        Ok(route) => dispatch(reg, route, req, who).await,
+        Err(e) => Err(vec![e]),
+    };
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(errors) => render(&errors),
+    };
+    resp.headers_mut()
+        .insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    resp
+}
+
+async fn dispatch(
+    reg: &Registry,
+    route: V2Route,
+    req: Request<ReqBody>,
+    who: &Identity,
+) -> V2Result {
+    use V2Route::*;
+    let (parts, body) = req.into_parts();
+    let m = &parts.method;
+    let read = m == Method::GET || m == Method::HEAD;
+    match route {
+        Base if read => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
+        Catalog if read => catalog::catalog(reg, &parts).await,
+        Tags(name) if read => catalog::tags(reg, &name, &parts).await,
+        Manifest(name, r) if read => manifests::get(reg, &name, r, &parts).await,
+        Manifest(name, r) if m == Method::PUT => {
+            manifests::put(reg, &name, r, &parts, body, who).await
+        }
+        Manifest(name, r) if m == Method::DELETE => manifests::delete(reg, &name, r, who).await,
+        Blob(name, d) if read => blobs::get(reg, &name, d, &parts).await,
+        UploadStart(name) if m == Method::POST => {
+            uploads::start(reg, &name, &parts, body, who).await
+        }
+        Upload(name, id) if m == Method::PATCH => {
+            uploads::patch(reg, &name, id, &parts, body).await
+        }
+        Upload(name, id) if m == Method::PUT => {
+            uploads::close(reg, &name, id, &parts, body, who).await
+        }
+        Upload(name, id) if read => uploads::status(reg, &name, id).await,
+        Upload(_, id) if m == Method::DELETE => uploads::cancel(reg, id).await,
+        _ => Err(vec![V2Error::new(
+            ErrorCode::Unsupported,
+            format!("{m} is not supported here"),
+        )]),
+    }
+}
+
+/// A bodiless answer (`Content-Length: 0` except on 204) with a `Location`.
+pub(crate) fn located(status: StatusCode, location: &str) -> Response<RespBody> {
+    let mut r = response::empty(status);
+    response::set_header(r.headers_mut(), "location", location);
+    r
+}
+
+/// Sets `Docker-Content-Digest` (and an ETag) on an answer.
+pub(crate) fn with_digest(
+    mut r: Response<RespBody>,
+    digest: &crate::names::Digest,
+) -> Response<RespBody> {
+    response::set_header(r.headers_mut(), "docker-content-digest", digest.as_str());
+    response::set_header(
+        r.headers_mut(),
+        header::ETAG.as_str(),
+        &format!("\"{digest}\""),
+    );
+    r
+}

@@ -1,0 +1,231 @@
+//! Blob uploads (`v2-compat.md` §1.5):
+//!
+//! * `POST /v2/<name>/blobs/uploads/` → 202 + `Location`, `Docker-Upload-UUID`,
+//!   `Range: 0-0`; `?mount=<d>&from=<repo>` → 201 when the blob exists (the
+//!   pool is global), else a session (202); `?digest=<d>` with a body → 201
+//!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch.
+//! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
+//!   pushed size from it). Without `Content-Range` the body is streamed as is;
+//!   with `Content-Range: a-b` the chunk must start at the offset (416
+//!   `RANGE_INVALID`) and match `Content-Length` (400 `SIZE_INVALID`).
+//! * `PUT <location>?digest=<d>` (body optional) → 201 + `Docker-Content-Digest`;
+//!   400 `DIGEST_INVALID` (session dropped) on mismatch or a missing digest.
+//! * `GET <location>` → 204 + `Range`; `DELETE <location>` → 204.
+//! * Unknown session: 404 `BLOB_UPLOAD_UNKNOWN`.
+
+use http::request::Parts;
+use http::{header, Response, StatusCode};
+
+use super::errors::{ErrorCode, OrV2, V2Error};
+use super::routes::{query_param, Name};
+use super::{located, with_digest, V2Result};
+use crate::names::Digest;
+use crate::registry::{blocking, response, Identity, Registry, ReqBody, RespBody};
+use crate::store::uploads::UploadId;
+use crate::store::Store;
+
+fn upload_location(name: &Name, id: &UploadId) -> String {
+    format!("/v2/{}/blobs/uploads/{}", name.raw, id.as_str())
+}
+
+fn blob_location(name: &Name, d: &Digest) -> String {
+    format!("/v2/{}/blobs/{}", name.raw, d)
+}
+
+/// The 202/204 answer describing a session at `offset`.
+fn session_answer(
+    status: StatusCode,
+    name: &Name,
+    id: &UploadId,
+    offset: u64,
+) -> Response<RespBody> {
+    let mut r = located(status, &upload_location(name, id));
+    let h = r.headers_mut();
+    response::set_header(h, "docker-upload-uuid", id.as_str());
+    // distribution's form: `0-0` for an empty session, else `0-<last byte>`.
+    response::set_header(h, "range", &format!("0-{}", offset.saturating_sub(1)));
+    r
+}
+
+fn digest_param(req: &Parts, key: &str) -> Result<Option<Digest>, Vec<V2Error>> {
+    match query_param(req.uri.query(), key) {
+        None => Ok(None),
+        Some(s) => Digest::parse(&s)
+            .map(Some)
+            .map_err(|e| vec![V2Error::new(ErrorCode::DigestInvalid, e.to_string())]),
+    }
+}
+
+/// Makes a just-uploaded blob visible in the repository it was pushed to.
+async fn link(store: &Store, name: &Name, digest: &Digest) -> Result<(), Vec<V2Error>> {
+    let (s, r, d) = (store.clone(), name.repo.clone(), digest.clone());
+    blocking(move || s.link_blob_to_repo(&r, &d)).await.v2()
+}
+
+/// `POST /v2/<name>/blobs/uploads/`
+pub async fn start(
+    reg: &Registry,
+    name: &Name,
+    req: &Parts,
+    body: ReqBody,
+    who: &Identity,
+) -> V2Result {
+    let store = reg.store().clone();
+    if let Some(Ok(mount)) = query_param(req.uri.query(), "mount").map(|m| Digest::parse(&m)) {
+        let s = store.clone();
+        let d = mount.clone();
+        let repo = name.repo.clone();
+        let mounted = blocking(move || -> std::io::Result<bool> {
+            if s.blob_size(&d)?.is_none() {
+                return Ok(false);
+            }
+            s.link_blob_to_repo(&repo, &d)?;
+            Ok(true)
+        });
+        if mounted.await.v2()? {
+            tracing::info!(user = %who.user, repository = %name.repo, blob = %mount, "blob mounted");
+            return Ok(with_digest(
+                located(StatusCode::CREATED, &blob_location(name, &mount)),
+                &mount,
+            ));
+        }
+    }
+    if let Some(digest) = digest_param(req, "digest")? {
+        let size = store.put_blob(body, &digest).await.v2()?;
+        link(&store, name, &digest).await?;
+        tracing::info!(user = %who.user, repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
+        return Ok(with_digest(
+            located(StatusCode::CREATED, &blob_location(name, &digest)),
+            &digest,
+        ));
+    }
+    drop(body);
+    let id = blocking(move || store.start_upload()).await.v2()?;
+    Ok(session_answer(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// Parses `Content-Range: <start>-<end>` (also tolerating a `bytes ` prefix).
+fn content_range(req: &Parts) -> Result<Option<(u64, u64)>, Vec<V2Error>> {
+    let Some(v) = req.headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        vec![V2Error::new(
+            ErrorCode::RangeInvalid,
+            "malformed Content-Range",
+        )]
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s
+        .strip_prefix("bytes=")
+        .or_else(|| s.strip_prefix("bytes "))
+        .unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u64 = a.trim().parse().map_err(|_| bad())?;
+    let b: u64 = b.trim().parse().map_err(|_| bad())?;
+    if b < a {
+        return Err(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+fn content_length(req: &Parts) -> Option<u64> {
+    req.headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `PATCH <location>`
+pub async fn patch(
+    reg: &Registry,
+    name: &Name,
+    id: UploadId,
+    req: &Parts,
+    body: ReqBody,
+) -> V2Result {
+    let range = content_range(req)?;
+    if let (Some((a, b)), Some(len)) = (range, content_length(req)) {
+        if len != b - a + 1 {
+            return Err(vec![V2Error::new(
+                ErrorCode::SizeInvalid,
+                format!("Content-Length {len} does not match Content-Range {a}-{b}"),
+            )]);
+        }
+    }
+    let offset = reg
+        .store()
+        .append_upload(&id, body, range.map(|(a, _)| a))
+        .await
+        .v2()?;
+    Ok(session_answer(StatusCode::ACCEPTED, name, &id, offset))
+}
+
+/// `PUT <location>?digest=<d>`
+pub async fn close(
+    reg: &Registry,
+    name: &Name,
+    id: UploadId,
+    req: &Parts,
+    body: ReqBody,
+    who: &Identity,
+) -> V2Result {
+    let store = reg.store().clone();
+    let s = store.clone();
+    let i = id.clone();
+    if blocking(move || s.upload_offset(&i)).await.v2()?.is_none() {
+        return Err(vec![V2Error::new(
+            ErrorCode::BlobUploadUnknown,
+            "upload session unknown",
+        )]);
+    }
+    let digest = match digest_param(req, "digest") {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return Err(vec![V2Error::new(
+                ErrorCode::DigestInvalid,
+                "the closing PUT needs ?digest=",
+            )])
+        }
+        Err(e) => {
+            let s = store.clone();
+            let i = id.clone();
+            let _ = blocking(move || s.cancel_upload(&i)).await;
+            return Err(e);
+        }
+    };
+    let size = store.finish_upload(&id, body, &digest).await.v2()?;
+    link(&store, name, &digest).await?;
+    tracing::info!(user = %who.user, repository = %name.repo, blob = %digest, size, "blob uploaded");
+    Ok(with_digest(
+        located(StatusCode::CREATED, &blob_location(name, &digest)),
+        &digest,
+    ))
+}
+
+/// `GET <location>`
+pub async fn status(reg: &Registry, name: &Name, id: UploadId) -> V2Result {
+    let store = reg.store().clone();
+    let i = id.clone();
+    match blocking(move || store.upload_offset(&i)).await.v2()? {
+        Some(offset) => Ok(session_answer(StatusCode::NO_CONTENT, name, &id, offset)),
+        None => Err(vec![V2Error::new(
+            ErrorCode::BlobUploadUnknown,
+            "upload session unknown",
+        )]),
+    }
+}
+
+/// `DELETE <location>`
+pub async fn cancel(reg: &Registry, id: UploadId) -> V2Result {
+    let store = reg.store().clone();
+    if blocking(move || store.cancel_upload(&id)).await.v2()? {
+        Ok(response::empty(StatusCode::NO_CONTENT))
+    } else {
+        Err(vec![V2Error::new(
+            ErrorCode::BlobUploadUnknown,
+            "upload session unknown",
+        )])
+    }
+}
