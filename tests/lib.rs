@@ -356,18 +356,25 @@ impl SshServer {
         Self::start_on(root, authorized_keys, state_dir, "127.0.0.1:0", extra)
     }
 
+    /// Starts a server whose users and rules come from an access file.
+    pub fn start_with_access(root: &Path, access: &Path, state_dir: &Path, extra: &[&str]) -> SshServer {
+        let mut args = vec!["--access", access.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::launch(root, None, state_dir, "127.0.0.1:0", &args)
+    }
+
     /// Same as [`SshServer::start`] on a given listen address (for restarts).
-    pub fn start_on(
-        root: &Path,
-        authorized_keys: &Path,
-        state_dir: &Path,
-        listen: &str,
-        extra: &[&str],
-    ) -> SshServer {
+    pub fn start_on(root: &Path, authorized_keys: &Path, state_dir: &Path, listen: &str, extra: &[&str]) -> SshServer {
+        Self::launch(root, Some(authorized_keys), state_dir, listen, extra)
+    }
+
+    fn launch(root: &Path, authorized_keys: Option<&Path>, state_dir: &Path, listen: &str, extra: &[&str]) -> SshServer {
         let host_key = state_dir.join("berth_host_key");
         let mut cmd = Command::new(bin("berth-server"));
         cmd.args(["serve", "--listen", listen, "--root"]).arg(root);
-        cmd.arg("--authorized-keys").arg(authorized_keys);
+        if let Some(keys) = authorized_keys {
+            cmd.arg("--authorized-keys").arg(keys);
+        }
         cmd.arg("--host-key").arg(&host_key);
         cmd.args(extra);
         let (proc, line) = spawn_until_line(cmd, "listening on", "berth-server serve");

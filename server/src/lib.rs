@@ -2,6 +2,8 @@
 //!
 //! Module map (kept in step with `docs/architecture.md`):
 //!
+//! * [`access`] — keys → users → rules: who may read, write, delete where.
+//! * [`audit`] — one JSON line per write or delete.
 //! * [`names`] — validated repository names, tags, image ids and digests.
 //! * [`store`] — the mount point: V1 reference layout + content-addressed blob
 //!   pool; the only code that builds paths or writes files.
@@ -15,6 +17,8 @@
 //! * [`stdio`] — one connection on stdin/stdout for stock sshd.
 //! * [`keys`] — host key generation/loading and authorized_keys parsing.
 
+pub mod access;
+pub mod audit;
 pub mod exec;
 pub mod http;
 pub mod keys;

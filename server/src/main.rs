@@ -28,6 +28,28 @@ enum Command {
     Stdio(berth_server::stdio::StdioArgs),
     /// Serve plain HTTP on a loopback address, without authentication (local tools and tests).
     Http(HttpArgs),
+    /// Query the audit log: who pushed or deleted what, when.
+    Audit(AuditArgs),
+}
+
+/// Flags of `berth-server audit`.
+#[derive(clap::Args, Debug)]
+struct AuditArgs {
+    /// The store directory (its `_berth/audit.log` is read).
+    #[arg(long, default_value = "./berth-data")]
+    root: PathBuf,
+    /// Read this audit file instead of `<root>/_berth/audit.log`.
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Only events of this repository (`foo` means `library/foo`).
+    #[arg(long)]
+    repo: Option<String>,
+    /// Only events by this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Print the raw JSON lines.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Flags of `berth-server http`.
@@ -87,6 +109,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stdio(args) => berth_server::stdio::run(args).await,
+        Command::Audit(args) => {
+            let path = args.audit.clone().unwrap_or_else(|| {
+                berth_server::store::Paths::new(&args.root)
+                    .berth_dir()
+                    .join("audit.log")
+            });
+            let events =
+                berth_server::audit::query(&path, args.repo.as_deref(), args.user.as_deref())
+                    .with_context(|| format!("reading {}", path.display()))?;
+            for e in events {
+                if args.json {
+                    println!("{e}");
+                } else {
+                    let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+                    let what = [s("repository"), s("tag"), s("digest"), s("image")]
+                        .into_iter()
+                        .filter(|v| v != "-")
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    println!(
+                        "{}  {:<12} {:<20} {}  (key {}, from {})",
+                        s("time"),
+                        s("user"),
+                        s("op"),
+                        what,
+                        s("key"),
+                        s("client")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Http(args) => {
             if !berth_server::http::is_loopback(&args.listen) && !args.allow_remote {
                 bail!(

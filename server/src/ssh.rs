@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
-use russh::keys::ssh_key::PublicKey;
+use russh::keys::ssh_key::{Certificate, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::access::{AccessControl, ANONYMOUS_LOGIN};
 use crate::exec::{self, ExecCommand};
 use crate::keys::{self, AuthorizedKeysFile};
 use crate::registry::{BoxError, Identity, Registry, RegistryConfig, ReqBody};
@@ -49,10 +50,26 @@ pub struct ServeArgs {
     /// Default: <root>/_berth/ssh_host_ed25519_key.
     #[arg(long)]
     pub host_key: Option<PathBuf>,
-    /// Keys allowed to read and write everything. Default: ~/.ssh/authorized_keys
-    /// of the user running the server. Re-read when it changes.
-    #[arg(long)]
+    /// Keys allowed to read and write everything (when there is no --access
+    /// file). Default: ~/.ssh/authorized_keys of the user running the server.
+    /// Re-read when it changes.
+    #[arg(long, conflicts_with = "access")]
     pub authorized_keys: Option<PathBuf>,
+    /// Access file (TOML): users and their keys, groups, per-namespace
+    /// read/write/delete rules. Re-read when it changes. See docs/access.md.
+    #[arg(long)]
+    pub access: Option<PathBuf>,
+    /// Without an access file: namespaces (globs) keyless clients may read,
+    /// logging in as `anonymous` (e.g. `ssh -o PubkeyAuthentication=no anonymous@host`).
+    #[arg(
+        long = "anonymous-read",
+        value_name = "GLOB",
+        conflicts_with = "access"
+    )]
+    pub anonymous_read: Vec<String>,
+    /// Audit log file (one JSON line per write or delete). Default: <root>/_berth/audit.log.
+    #[arg(long)]
+    pub audit: Option<PathBuf>,
     /// Most simultaneous SSH connections; more are closed at once.
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
@@ -94,7 +111,8 @@ pub fn ssh_config(
         server_id: russh::SshId::Standard(
             format!("SSH-2.0-berth_{}", env!("CARGO_PKG_VERSION")).into(),
         ),
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // `none` is answered only for the `anonymous` login (see auth_none).
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::None][..]),
         auth_rejection_time: Duration::from_millis(200),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
@@ -121,15 +139,28 @@ pub fn ssh_config(
 /// State shared by every connection of one server.
 struct Shared {
     registry: Arc<Registry>,
-    authorized: Mutex<AuthorizedKeysFile>,
+    /// Keys from authorized_keys; `None` when an access file names the keys.
+    authorized: Option<Mutex<AuthorizedKeysFile>>,
     max_channels: usize,
 }
 
 impl Shared {
-    fn authorized_key(&self, key: &PublicKey) -> bool {
-        let mut keys = self.authorized.lock().unwrap_or_else(|e| e.into_inner());
-        keys.refresh();
-        keys.find(key).is_some()
+    /// The user a key authenticates as: from the access file, or (without
+    /// one) the SSH login name when the key is in authorized_keys.
+    fn user_for_key(&self, login: &str, key: &PublicKey) -> Option<String> {
+        match &self.authorized {
+            Some(file) => {
+                let mut keys = file.lock().unwrap_or_else(|e| e.into_inner());
+                keys.refresh();
+                keys.find(key).map(|_| login.to_string())
+            }
+            None => self
+                .registry
+                .access()
+                .policy()
+                .user_for_key(key)
+                .map(str::to_string),
+        }
     }
 }
 
@@ -157,17 +188,30 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             PathBuf::from(home).join(".ssh").join("authorized_keys")
         }
     };
-    let authorized = AuthorizedKeysFile::load(&authorized_path);
-    if authorized.is_empty() {
-        eprintln!(
-            "berth-server: warning: no usable key in {}; nobody can log in until one is added",
-            authorized_path.display()
-        );
-    }
-    let registry = Registry::new(store, args.registry_config());
+    let (access, authorized) = match &args.access {
+        Some(path) => (AccessControl::from_file(path)?, None),
+        None => {
+            let authorized = AuthorizedKeysFile::load(&authorized_path);
+            if authorized.is_empty() {
+                eprintln!(
+                    "berth-server: warning: no usable key in {}; nobody can log in until one is added",
+                    authorized_path.display()
+                );
+            }
+            (
+                AccessControl::open(&args.anonymous_read),
+                Some(Mutex::new(authorized)),
+            )
+        }
+    };
+    let keys_from = match &args.access {
+        Some(p) => format!("access file {}", p.display()),
+        None => format!("keys from {}", authorized_path.display()),
+    };
+    let registry = Registry::with_access(store, args.registry_config(), access, args.audit.clone());
     let shared = Arc::new(Shared {
         registry,
-        authorized: Mutex::new(authorized),
+        authorized,
         max_channels: args.max_channels,
     });
     let config = Arc::new(ssh_config(host_key, Duration::from_secs(args.idle_timeout)));
@@ -176,9 +220,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!(
-        "berth-server: listening on {addr} (root {}, host key {host_fp}, keys from {})",
+        "berth-server: listening on {addr} (root {}, host key {host_fp}, {keys_from})",
         args.root.display(),
-        authorized_path.display()
     );
     let connections = Arc::new(Semaphore::new(args.max_connections));
     let ids = AtomicU64::new(1);
@@ -287,32 +330,75 @@ enum Job {
 impl Handler for Conn {
     type Error = anyhow::Error;
 
+    async fn auth_none(&mut self, login: &str) -> Result<Auth, Self::Error> {
+        // OpenSSH always probes `none` first: only the `anonymous` login may
+        // succeed with it, so a client with keys is never downgraded.
+        if login == ANONYMOUS_LOGIN && self.shared.registry.access().policy().allows_anonymous() {
+            tracing::info!("anonymous client");
+            self.who = Some(Identity::anonymous(Some(self.peer.to_string())));
+            return Ok(Auth::Accept);
+        }
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+            partial_success: false,
+        })
+    }
+
     async fn auth_publickey_offered(
         &mut self,
-        _user: &str,
+        login: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         // Unknown keys are refused before the client signs anything.
-        Ok(if self.shared.authorized_key(offer.public_key) {
-            Auth::Accept
-        } else {
-            Auth::reject()
-        })
+        Ok(
+            if self.shared.user_for_key(login, offer.public_key).is_some() {
+                Auth::Accept
+            } else {
+                Auth::reject()
+            },
+        )
     }
 
     async fn auth_publickey(
         &mut self,
-        user: &str,
+        login: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let fp = keys::fingerprint(key.public_key);
-        if !self.shared.authorized_key(key.public_key) {
-            tracing::info!(user, key = %fp, "public key refused");
+        let Some(user) = self.shared.user_for_key(login, key.public_key) else {
+            tracing::info!(login, key = %fp, "public key refused");
             return Ok(Auth::reject());
-        }
-        tracing::info!(user, key = %fp, "authenticated");
+        };
+        tracing::info!(login, user, key = %fp, "authenticated");
         self.who = Some(Identity {
-            user: user.to_string(),
+            user,
+            key_fingerprint: Some(fp),
+            client: Some(self.peer.to_string()),
+        });
+        Ok(Auth::Accept)
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        login: &str,
+        cert: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        // russh checked the signature by the certificate's key; the CA
+        // signature, validity, type and principals are checked here.
+        let fp = keys::fingerprint(&PublicKey::from(cert.public_key().clone()));
+        let Some(user) = self
+            .shared
+            .registry
+            .access()
+            .policy()
+            .user_for_certificate(cert)
+        else {
+            tracing::info!(login, key = %fp, "certificate refused");
+            return Ok(Auth::reject());
+        };
+        tracing::info!(login, user, key = %fp, key_id = cert.key_id(), "authenticated by certificate");
+        self.who = Some(Identity {
+            user,
             key_fingerprint: Some(fp),
             client: Some(self.peer.to_string()),
         });

@@ -25,9 +25,16 @@ pub struct StdioArgs {
     /// The store directory (the mount point).
     #[arg(long)]
     pub root: PathBuf,
-    /// User name requests are attributed to (default: $USER).
+    /// User name requests are attributed to (default: $USER); with an
+    /// access file, the user whose rules apply (`anonymous` for keyless access).
     #[arg(long)]
     pub user: Option<String>,
+    /// Access file (TOML) with per-namespace rules; see docs/access.md.
+    #[arg(long)]
+    pub access: Option<std::path::PathBuf>,
+    /// Audit log file. Default: <root>/_berth/audit.log.
+    #[arg(long)]
+    pub audit: Option<std::path::PathBuf>,
 }
 
 /// What the SSH client asked for, from `SSH_ORIGINAL_COMMAND`.
@@ -87,7 +94,12 @@ fn identity(user: String) -> Identity {
 pub async fn run(args: StdioArgs) -> Result<ExitCode> {
     let store = Store::open(&args.root)
         .with_context(|| format!("opening store {}", args.root.display()))?;
-    let registry = Registry::new(store, RegistryConfig::default());
+    let access = match &args.access {
+        Some(path) => crate::access::AccessControl::from_file(path)?,
+        None => crate::access::AccessControl::open(&[]),
+    };
+    let registry =
+        Registry::with_access(store, RegistryConfig::default(), access, args.audit.clone());
     let user = args
         .user
         .or_else(|| std::env::var("USER").ok())

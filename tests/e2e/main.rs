@@ -5,3 +5,4 @@ mod ssh;
 mod v1;
 mod client;
 mod v2;
+mod access;

@@ -5,6 +5,7 @@
 //! Transports call [`Registry::serve_connection`] with a byte stream and the
 //! [`Identity`] SSH established; nothing else in the crate parses HTTP.
 
+pub mod info;
 pub mod response;
 pub mod route;
 pub mod v1;
@@ -22,6 +23,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
+use crate::access::AccessControl;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::store::Store;
 pub use response::{BoxError, ReqBody, RespBody};
 
@@ -43,6 +46,29 @@ impl Identity {
             user: user.to_string(),
             key_fingerprint: None,
             client: None,
+        }
+    }
+
+    /// A client that connected without a key (SSH `none` authentication).
+    pub fn anonymous(client: Option<String>) -> Identity {
+        Identity {
+            user: crate::access::ANONYMOUS_LOGIN.to_string(),
+            key_fingerprint: None,
+            client,
+        }
+    }
+
+    /// Whether this is a keyless client (see [`Identity::anonymous`]).
+    pub fn is_anonymous(&self) -> bool {
+        self.user == crate::access::ANONYMOUS_LOGIN && self.key_fingerprint.is_none()
+    }
+
+    /// The user access rules are checked for; `None` for anonymous clients.
+    pub fn subject(&self) -> Option<&str> {
+        if self.is_anonymous() {
+            None
+        } else {
+            Some(&self.user)
         }
     }
 }
@@ -76,12 +102,46 @@ impl Default for RegistryConfig {
 pub struct Registry {
     store: Store,
     config: RegistryConfig,
+    access: AccessControl,
+    audit: Arc<AuditLog>,
 }
 
 impl Registry {
-    /// A service answering for `store`.
+    /// A service answering for `store`, where every user may do everything
+    /// (no access file), auditing to `<root>/_berth/audit.log`.
     pub fn new(store: Store, config: RegistryConfig) -> Arc<Registry> {
-        Arc::new(Registry { store, config })
+        Registry::with_access(store, config, AccessControl::open(&[]), None)
+    }
+
+    /// A service with explicit access rules and audit file (default
+    /// `<root>/_berth/audit.log`).
+    pub fn with_access(
+        store: Store,
+        config: RegistryConfig,
+        access: AccessControl,
+        audit_path: Option<std::path::PathBuf>,
+    ) -> Arc<Registry> {
+        let audit = Arc::new(AuditLog::new(
+            audit_path.unwrap_or_else(|| store.paths().berth_dir().join("audit.log")),
+        ));
+        Arc::new(Registry {
+            store,
+            config,
+            access,
+            audit,
+        })
+    }
+
+    /// The access rules requests are checked against.
+    pub fn access(&self) -> &AccessControl {
+        &self.access
+    }
+
+    /// Appends an audit line for a completed write or delete.
+    pub async fn audit(&self, who: &Identity, event: AuditEvent) {
+        let who = who.clone();
+        let log = self.audit.clone();
+        blocking(move || log.record(&who, &event)).await;
     }
 
     /// The store this service answers for.
@@ -168,6 +228,9 @@ impl Registry {
             );
         }
         let path = req.uri().path().to_string();
+        if path == "/_berth/info" || path == "/_berth/info/" {
+            return info::handle(self, who);
+        }
         if let Some(route) = route::parse_v1(&path) {
             return match route {
                 Ok(route) => v1::handle(self, route, req, who).await,
@@ -184,6 +247,22 @@ impl Registry {
             return v2::handle(self, route, req, who).await;
         }
         response::v1_error(StatusCode::NOT_FOUND, "Not found")
+    }
+}
+
+/// Reads and discards a refused request's body when it is small, so the
+/// connection stays usable for the next request (hyper must close a
+/// keep-alive connection whose request body was left unread).
+pub(crate) async fn drain_small_body(mut body: ReqBody) {
+    const LIMIT: usize = 1 << 20;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > LIMIT {
+                return;
+            }
+        }
     }
 }
 

@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 use super::response::{self, no_cache, set_header, v1_error, ReqBody, RespBody};
 use super::route::V1Route;
 use super::{blocking, Identity, Registry};
+use crate::access::{Action, Denied};
+use crate::audit::AuditEvent;
 use crate::names::{ImageId, RepoName, Tag};
 use crate::store::StoreError;
 
@@ -35,6 +37,10 @@ pub async fn handle(
     let req = &parts;
     let m = req.method.clone();
     let get = m == Method::GET || m == Method::HEAD;
+    if let Err(denied) = authorize(reg, &route, &m, who).await {
+        super::drain_small_body(body).await;
+        return denied;
+    }
     let result: Result<Response<RespBody>, Response<RespBody>> = match (route, get, &m) {
         (Root, true, _) => Ok(response::json(
             StatusCode::OK,
@@ -72,7 +78,7 @@ pub async fn handle(
         // Tells 1.0–1.10 clients to continue with the GET that logs in.
         (Users, _, &Method::POST) => create_user(reg, body).await,
         (User(_), _, &Method::PUT) => Ok(response::empty(StatusCode::NO_CONTENT)),
-        (Search, true, _) => search(reg, req).await,
+        (Search, true, _) => search(reg, req, who).await,
         _ => Err(v1_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Method not allowed",
@@ -82,6 +88,112 @@ pub async fn handle(
 }
 
 type V1Result = Result<Response<RespBody>, Response<RespBody>>;
+
+/// The V1 answer to a denied request: 401 (with `WWW-Authenticate: Token`)
+/// for keyless clients, 403 for authenticated ones.
+pub(crate) fn denied(d: Denied) -> Response<RespBody> {
+    if d.anonymous {
+        let mut r = v1_error(StatusCode::UNAUTHORIZED, &d.reason);
+        set_header(r.headers_mut(), "www-authenticate", "Token");
+        r
+    } else {
+        v1_error(StatusCode::FORBIDDEN, &d.reason)
+    }
+}
+
+/// Checks the caller's rights for a route before anything else happens.
+/// Images carry no repository in V1 URLs: reading one needs read access to a
+/// repository that references it; writing one needs write access somewhere
+/// (the tag PUT then ties it to a repository, checked there).
+async fn authorize(
+    reg: &Registry,
+    route: &V1Route,
+    m: &Method,
+    who: &Identity,
+) -> Result<(), Response<RespBody>> {
+    use V1Route::*;
+    let access = reg.access();
+    let get = m == Method::GET || m == Method::HEAD;
+    let check =
+        |repo: &RepoName, action| access.check(who, repo.namespace(), action).map_err(denied);
+    match route {
+        Root | Ping | Users | User(_) | Search => Ok(()),
+        ImageJson(id) | ImageLayer(id) | ImageAncestry(id) if get => {
+            require_image_readable(reg, who, id).await
+        }
+        ImageJson(_) | ImageLayer(_) | ImageAncestry(_) | ImageChecksum(_) => {
+            if access.policy().writes_somewhere(who.subject()) {
+                Ok(())
+            } else {
+                Err(denied(Denied {
+                    reason: format!("user {} may not push images anywhere", who.user),
+                    anonymous: who.is_anonymous(),
+                }))
+            }
+        }
+        Tags(r) | Tag(r, _) | TagJson(r, _) | RepoJson(r) | RepoImages(r) | RepoProperties(r)
+            if get =>
+        {
+            check(r, Action::Read)
+        }
+        Tags(r) | Tag(r, _) | Repository(r) if m == Method::DELETE => check(r, Action::Delete),
+        Tags(r)
+        | Tag(r, _)
+        | TagJson(r, _)
+        | RepoJson(r)
+        | Repository(r)
+        | RepoImages(r)
+        | RepoAuth(r)
+        | RepoProperties(r) => check(r, Action::Write),
+    }
+}
+
+/// For a tag PUT: the image must be readable by the caller, or announced in
+/// this repository's own index list (an image the caller is pushing here).
+async fn require_image_readable_or_own(
+    reg: &Registry,
+    who: &Identity,
+    repo: &RepoName,
+    id: &ImageId,
+) -> Result<(), Response<RespBody>> {
+    let store = reg.store().clone();
+    let (r2, i2) = (repo.clone(), id.clone());
+    if blocking(move || store.repository_references(&r2, &i2)).await {
+        return Ok(());
+    }
+    require_image_readable(reg, who, id).await
+}
+
+/// Fails unless `who` may read some repository that references image `id`
+/// (a tag's ancestry or the repository's index list).
+pub(crate) async fn require_image_readable(
+    reg: &Registry,
+    who: &Identity,
+    id: &ImageId,
+) -> Result<(), Response<RespBody>> {
+    let access = reg.access();
+    if !access.has_file() && !who.is_anonymous() {
+        return Ok(()); // no access file: every key reads everything
+    }
+    let policy = access.policy();
+    let subject = who.subject().map(str::to_string);
+    let store = reg.store().clone();
+    let id2 = id.clone();
+    let readable = blocking(move || {
+        let repos = store.list_repositories().unwrap_or_default();
+        repos
+            .iter()
+            .filter(|r| policy.allows(subject.as_deref(), r.namespace(), Action::Read))
+            .any(|r| store.repository_references(r, &id2))
+    })
+    .await;
+    if readable {
+        Ok(())
+    } else {
+        // Same answer as a missing image: do not reveal what exists.
+        Err(v1_error(StatusCode::NOT_FOUND, "Image not found"))
+    }
+}
 
 /// Maps a store error to the V1 answer; server faults are logged, not sent.
 fn store_error(e: StoreError) -> Response<RespBody> {
@@ -189,6 +301,15 @@ async fn put_image_json(reg: &Registry, id: ImageId, body: ReqBody, who: &Identi
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, image = %id, "image json stored");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "image.json",
+            image: Some(id.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -213,6 +334,15 @@ async fn put_image_layer(reg: &Registry, id: ImageId, body: ReqBody, who: &Ident
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, image = %id, bytes = size, "image layer stored");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "image.layer",
+            image: Some(id.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -247,6 +377,15 @@ async fn put_checksum(reg: &Registry, id: ImageId, req: &Parts, who: &Identity) 
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, image = %id, "image published");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "image.publish",
+            image: Some(id.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -287,6 +426,7 @@ async fn put_tag(
         _ => return Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data")),
     };
     let id = ImageId::parse(&id).map_err(|_| v1_error(StatusCode::NOT_FOUND, "Image not found"))?;
+    require_image_readable_or_own(reg, who, &repo, &id).await?;
     let store = reg.store().clone();
     let (r2, t2, i2) = (repo.clone(), tag.clone(), id.clone());
     let meta = serde_json::to_vec(&meta).unwrap_or_default();
@@ -294,6 +434,17 @@ async fn put_tag(
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, tag = %tag, image = %id, "tag set");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "tag.put",
+            repository: Some(repo.full()),
+            tag: Some(tag.to_string()),
+            image: Some(id.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -304,6 +455,16 @@ async fn delete_tag(reg: &Registry, repo: RepoName, tag: Tag, who: &Identity) ->
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, tag = %tag, "tag deleted");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "tag.delete",
+            repository: Some(repo.full()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -431,6 +592,15 @@ async fn put_repository(
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, "repository index updated");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "repository.put",
+            repository: Some(repo.full()),
+            ..Default::default()
+        },
+    )
+    .await;
     let (parts, _) = head.into_parts();
     let mut r = no_cache(response::json(StatusCode::OK, &json!("")));
     for (k, v) in parts.headers.iter() {
@@ -468,6 +638,15 @@ async fn put_repo_images(
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, "repository images recorded");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "repository.images",
+            repository: Some(repo.full()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(r)
 }
 
@@ -491,6 +670,15 @@ async fn delete_repository(reg: &Registry, repo: RepoName, who: &Identity) -> V1
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, "repository deleted");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "repository.delete",
+            repository: Some(repo.full()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -532,6 +720,15 @@ async fn put_properties(reg: &Registry, repo: RepoName, body: ReqBody, who: &Ide
         .await
         .map_err(store_error)?;
     tracing::info!(user = %who.user, repository = %repo, private, "repository properties set");
+    reg.audit(
+        who,
+        AuditEvent {
+            op: "repository.properties",
+            repository: Some(repo.full()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -592,7 +789,7 @@ fn hex_val(c: u8) -> Option<u8> {
 /// `GET /v1/search?q=<term>[&n=&page=]`: substring match over repository
 /// names; without `n` every match is returned (docker-registry-client lists
 /// namespaces this way).
-async fn search(reg: &Registry, req: &Parts) -> V1Result {
+async fn search(reg: &Registry, req: &Parts, who: &Identity) -> V1Result {
     let params = query_params(req);
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let q = get("q").unwrap_or_default();
@@ -605,8 +802,10 @@ async fn search(reg: &Registry, req: &Parts) -> V1Result {
         .await
         .map_err(|e| store_error(e.into()))?;
     let needle = q.to_lowercase();
+    let policy = reg.access().policy();
     let matches: Vec<String> = repos
         .iter()
+        .filter(|r| policy.allows(who.subject(), r.namespace(), Action::Read))
         .map(RepoName::full)
         .filter(|name| name.contains(&needle))
         .collect();

@@ -434,6 +434,34 @@ impl Store {
             .collect())
     }
 
+    /// Whether a repository references an image: a tag's ancestry contains it,
+    /// or the repository's index list announces it.
+    pub fn repository_references(&self, repo: &RepoName, id: &ImageId) -> bool {
+        if let Ok(tags) = self.list_tags(repo) {
+            for top in tags.values() {
+                if top == id.as_str() {
+                    return true;
+                }
+                if let Ok(top) = ImageId::parse(top) {
+                    if self
+                        .read_ancestry(&top)
+                        .is_ok_and(|a| a.iter().any(|x| x == id.as_str()))
+                    {
+                        return true;
+                    }
+                }
+            }
+        }
+        if let Ok(Some(raw)) = read_optional(&self.paths().index_images(repo)) {
+            if let Ok(items) = serde_json::from_slice::<Vec<Value>>(&raw) {
+                return items
+                    .iter()
+                    .any(|i| i.get("id").and_then(Value::as_str) == Some(id.as_str()));
+            }
+        }
+        false
+    }
+
     /// Sets or clears the `_private` flag.
     pub fn set_private(&self, repo: &RepoName, private: bool) -> StoreResult<()> {
         let p = self.paths();

@@ -1,0 +1,165 @@
+//! The audit log: one JSON line per write or delete ("who pushed this tag?").
+//!
+//! Lines are appended to `<root>/_berth/audit.log` (or `--audit FILE`) with
+//! `O_APPEND` in a single `write`, under an in-process mutex and an `fcntl`
+//! lock so several servers on one shared store interleave whole lines. A
+//! failure to log is reported in the server log and never fails the request.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use crate::registry::Identity;
+use crate::store::atomic::FileLock;
+
+/// What happened, for one audit line.
+#[derive(Debug, Default, Clone)]
+pub struct AuditEvent {
+    /// Operation (`image.publish`, `tag.put`, `manifest.put`, `tag.delete`, ...).
+    pub op: &'static str,
+    /// Repository (`ns/repo`) when the operation has one.
+    pub repository: Option<String>,
+    /// Tag, when the operation has one.
+    pub tag: Option<String>,
+    /// Content digest (V2 manifest or blob).
+    pub digest: Option<String>,
+    /// V1 image id.
+    pub image: Option<String>,
+}
+
+/// An append-only JSON-lines audit file.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl AuditLog {
+    /// Audit lines go to `path` (created on first write).
+    pub fn new(path: impl Into<PathBuf>) -> AuditLog {
+        AuditLog {
+            path: path.into(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The file written to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event for `who` (blocking; call from the blocking pool).
+    pub fn record(&self, who: &Identity, event: &AuditEvent) {
+        let time = httpdate::fmt_http_date(SystemTime::now());
+        let secs = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let line = json!({
+            "time": time,
+            "unix": secs,
+            "user": who.user,
+            "key": who.key_fingerprint,
+            "client": who.client,
+            "op": event.op,
+            "repository": event.repository,
+            "tag": event.tag,
+            "digest": event.digest,
+            "image": event.image,
+        });
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let result = (|| -> std::io::Result<()> {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let _lock = FileLock::exclusive(&self.path.with_extension("log.lock"))?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            f.write_all(&bytes)?;
+            f.sync_data()
+        })();
+        if let Err(e) = result {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot write audit log");
+        }
+    }
+}
+
+/// Reads audit lines, keeping those matching `repo` and `user` when given.
+/// `repo` matches `library/foo` for `foo`.
+pub fn query(path: &Path, repo: Option<&str>, user: Option<&str>) -> std::io::Result<Vec<Value>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let want_repo = repo.map(|r| {
+        crate::names::RepoName::parse(r)
+            .map(|n| n.full())
+            .unwrap_or_else(|_| r.to_string())
+    });
+    let mut out = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if let Some(r) = &want_repo {
+            if v.get("repository").and_then(Value::as_str) != Some(r.as_str()) {
+                continue;
+            }
+        }
+        if let Some(u) = user {
+            if v.get("user").and_then(Value::as_str) != Some(u) {
+                continue;
+            }
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path().join("audit.log"));
+        let who = Identity::local("alice");
+        log.record(
+            &who,
+            &AuditEvent {
+                op: "tag.put",
+                repository: Some("library/foo".into()),
+                tag: Some("1".into()),
+                ..Default::default()
+            },
+        );
+        log.record(
+            &Identity::local("bob"),
+            &AuditEvent {
+                op: "tag.delete",
+                repository: Some("team/x".into()),
+                ..Default::default()
+            },
+        );
+        let all = query(log.path(), None, None).unwrap();
+        assert_eq!(all.len(), 2);
+        let foo = query(log.path(), Some("foo"), None).unwrap();
+        assert_eq!(foo.len(), 1);
+        assert_eq!(foo[0]["user"], "alice");
+        assert_eq!(
+            query(log.path(), None, Some("bob")).unwrap()[0]["op"],
+            "tag.delete"
+        );
+    }
+}

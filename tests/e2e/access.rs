@@ -1,0 +1,251 @@
+//! Access control by SSH key: an access file with admin, writer, reader and a
+//! stranger, plus anonymous clients, over three namespaces (private, team,
+//! public). Every V1 read, write and delete route is allowed or denied exactly
+//! as the rules say; writes are audited.
+
+use std::process::Command;
+
+use berth_tests::*;
+
+struct World {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    state: std::path::PathBuf,
+    admin: ClientKey,
+    writer: ClientKey,
+    reader: ClientKey,
+    stranger: ClientKey,
+    access: std::path::PathBuf,
+}
+
+fn world() -> Option<World> {
+    if !require_tool("ssh", "openssh-client") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let admin = ClientKey::generate(&state, "admin");
+    let writer = ClientKey::generate(&state, "writer");
+    let reader = ClientKey::generate(&state, "reader");
+    let stranger = ClientKey::generate(&state, "stranger");
+    let access = state.join("access.toml");
+    std::fs::write(
+        &access,
+        format!(
+            r#"
+[users]
+admin = ["{}"]
+writer = ["{}"]
+reader = ["{}"]
+
+[groups]
+staff = ["admin", "writer", "reader"]
+
+[[rule]]
+namespace = "private"
+read = ["admin"]
+write = ["admin"]
+delete = ["admin"]
+
+[[rule]]
+namespace = "team"
+read = ["@staff"]
+write = ["writer", "admin"]
+delete = ["admin"]
+
+[[rule]]
+namespace = "public"
+read = ["@anonymous", "@all"]
+write = ["admin"]
+delete = ["admin"]
+"#,
+            admin.public_line, writer.public_line, reader.public_line
+        ),
+    )
+    .unwrap();
+    Some(World { root, state, admin, writer, reader, stranger, access, _dir: dir })
+}
+
+fn conn_as(key: &ClientKey, port: u16) -> CommandConn {
+    let mut cmd = ssh_command(&key.private, port);
+    cmd.args(["-s", "docker-registry"]);
+    CommandConn::spawn(cmd)
+}
+
+fn anonymous_conn(port: u16) -> CommandConn {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-p",
+        &port.to_string(),
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "LogLevel=ERROR",
+        "-F",
+        "/dev/null",
+        "anonymous@127.0.0.1",
+        "-s",
+        "docker-registry",
+    ]);
+    CommandConn::spawn(cmd)
+}
+
+#[test]
+fn access_matrix_over_ssh() {
+    let Some(w) = world() else { return };
+    let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
+    let port = server.port();
+    let images: Vec<V1Image> = (0..3).map(|i| V1Image::chain(40 + i, 2, 2000)).collect();
+    let namespaces = ["private", "team", "public"];
+    {
+        let mut admin = conn_as(&w.admin, port);
+        for (ns, img) in namespaces.iter().zip(&images) {
+            v1_push(&mut admin.http, &format!("{ns}/app"), "latest", img);
+        }
+    }
+
+    // Who may do what, per namespace: (read, write, delete).
+    let expect = |who: &str, ns: &str| -> (bool, bool, bool) {
+        match (who, ns) {
+            ("writer", "private") => (false, false, false),
+            ("writer", "team") => (true, true, false),
+            ("writer", "public") => (true, false, false),
+            ("reader", "private") => (false, false, false),
+            ("reader", "team") => (true, false, false),
+            ("reader", "public") => (true, false, false),
+            ("anonymous", "public") => (true, false, false),
+            ("anonymous", _) => (false, false, false),
+            _ => unreachable!(),
+        }
+    };
+    for who in ["writer", "reader", "anonymous"] {
+        let mut c = match who {
+            "writer" => conn_as(&w.writer, port),
+            "reader" => conn_as(&w.reader, port),
+            _ => anonymous_conn(port),
+        };
+        let deny = if who == "anonymous" { 401 } else { 403 };
+        for (ns, img) in namespaces.iter().zip(&images) {
+            let (read, write, delete) = expect(who, ns);
+            let repo = format!("{ns}/app");
+            let top = img.ids.last().unwrap();
+            let ctx = format!("{who} on {ns}");
+            // reads
+            let r = c.http.request("GET", &format!("/v1/repositories/{repo}/tags"), &[], ReqBody::None);
+            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: tags {}", r.text());
+            let r = c.http.request("GET", &format!("/v1/repositories/{repo}/tags/latest"), &[], ReqBody::None);
+            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: tag");
+            let r = c.http.request("GET", &format!("/v1/repositories/{repo}/images"), &[], ReqBody::None);
+            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: images");
+            for id in &img.ids {
+                let r = c.http.request("GET", &format!("/v1/images/{id}/json"), &[], ReqBody::None);
+                assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: image json");
+                let r = c.http.request("GET", &format!("/v1/images/{id}/layer"), &[], ReqBody::None);
+                assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: image layer");
+                let r = c.http.request("GET", &format!("/v1/images/{id}/ancestry"), &[], ReqBody::None);
+                assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: ancestry");
+            }
+            // writes: a tag PUT and an index PUT
+            let body = format!("\"{top}\"");
+            let r = c.http.request("PUT", &format!("/v1/repositories/{repo}/tags/{who}"), &[], ReqBody::Sized(body.as_bytes()));
+            assert_eq!(r.status, if write { 200 } else { deny }, "{ctx}: tag PUT {}", r.text());
+            let r = c.http.request("PUT", &format!("/v1/repositories/{repo}/"), &[], ReqBody::Sized(b"[]"));
+            assert_eq!(r.status, if write { 200 } else { deny }, "{ctx}: repository PUT");
+            // deletes
+            let r = c.http.request("DELETE", &format!("/v1/repositories/{repo}/tags/latest"), &[], ReqBody::None);
+            assert_eq!(r.status, if delete { 200 } else { deny }, "{ctx}: tag DELETE");
+            let r = c.http.request("DELETE", &format!("/v1/repositories/{repo}/"), &[], ReqBody::None);
+            assert_eq!(r.status, if delete { 200 } else { deny }, "{ctx}: repository DELETE");
+        }
+        // image uploads need write access somewhere
+        let fresh = V1Image::chain(90, 1, 10);
+        let r = c.http.request("PUT", &format!("/v1/images/{}/json", fresh.ids[0]), &[], ReqBody::Sized(&fresh.jsons[0]));
+        assert_eq!(r.status, if who == "writer" { 200 } else { deny }, "{who}: image json PUT {}", r.text());
+        // search shows only readable repositories
+        let r = c.http.request("GET", "/v1/search?q=app", &[], ReqBody::None);
+        let names: Vec<String> = r.json()["results"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap().to_string()).collect();
+        let mut visible: Vec<String> = namespaces.iter().filter(|ns| expect(who, ns).0).map(|ns| format!("{ns}/app")).collect();
+        visible.sort();
+        assert_eq!(names, visible, "{who}: search");
+        // info
+        let r = c.http.request("GET", "/_berth/info", &[], ReqBody::None);
+        let info = r.json();
+        assert_eq!(info["anonymous"], serde_json::json!(who == "anonymous"));
+        if who != "anonymous" {
+            assert_eq!(info["user"], who);
+        }
+        let listed: Vec<&str> = info["namespaces"].as_array().unwrap().iter().map(|n| n["namespace"].as_str().unwrap()).collect();
+        let mut want: Vec<&str> = namespaces.iter().copied().filter(|ns| expect(who, ns).0).collect();
+        want.sort();
+        assert_eq!(listed, want, "{who}: info {info}");
+    }
+
+    // The admin may delete; the stranger gets no session at all.
+    let mut admin = conn_as(&w.admin, port);
+    let r = admin.http.request("DELETE", "/v1/repositories/private/app/tags/latest", &[], ReqBody::None);
+    assert_eq!(r.status, 200);
+    let out = ssh_command(&w.stranger.private, port).arg("registryget /v1/_ping").output().unwrap();
+    assert_eq!(out.status.code(), Some(255), "a stranger got a session");
+
+    // Writes and deletes are in the audit log, with user and key.
+    let out = run_ok(Command::new(bin("berth-server")).args(["audit", "--json", "--repo", "team/app", "--root"]).arg(&w.root));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().any(|l| l["user"] == "admin" && l["op"] == "tag.put" && l["tag"] == "latest"), "{lines:?}");
+    assert!(lines.iter().any(|l| l["user"] == "writer" && l["op"] == "tag.put" && l["tag"] == "writer"));
+    assert!(lines.iter().all(|l| l["key"].as_str().is_some_and(|k| k.starts_with("SHA256:"))));
+    let out = run_ok(Command::new(bin("berth-server")).args(["audit", "--user", "admin", "--root"]).arg(&w.root));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("private/app"));
+}
+
+#[test]
+fn anonymous_read_without_an_access_file() {
+    let Some(w) = world() else { return };
+    let authorized = w.state.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&w.admin]);
+    let server = SshServer::start(&w.root, &authorized, &w.state, &["--anonymous-read", "pub*"]);
+    let img = V1Image::chain(50, 1, 100);
+    {
+        let mut admin = conn_as(&w.admin, server.port());
+        v1_push(&mut admin.http, "pubstuff/app", "latest", &img);
+        v1_push(&mut admin.http, "secret/app", "latest", &img);
+    }
+    let mut anon = anonymous_conn(server.port());
+    let r = anon.http.request("GET", "/v1/repositories/pubstuff/app/tags", &[], ReqBody::None);
+    assert_eq!(r.status, 200);
+    let r = anon.http.request("GET", &format!("/v1/images/{}/layer", img.ids[0]), &[], ReqBody::None);
+    assert!(r.body == img.layers[0]);
+    let r = anon.http.request("GET", "/v1/repositories/secret/app/tags", &[], ReqBody::None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Token"));
+    let r = anon.http.request("PUT", "/v1/repositories/pubstuff/app/tags/x", &[], ReqBody::Sized(format!("\"{}\"", img.ids[0]).as_bytes()));
+    assert_eq!(r.status, 401);
+    // A key holder logging in under another name is not downgraded to anonymous.
+    let mut admin = conn_as(&w.admin, server.port());
+    let r = admin.http.request("GET", "/_berth/info", &[], ReqBody::None);
+    assert_eq!(r.json()["anonymous"], false);
+}
+
+#[test]
+fn a_broken_access_file_refuses_to_start_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.toml");
+    std::fs::write(&access, "[users]\nalice = [\"ssh-ed25519 AAAAnotakey\"]\n").unwrap();
+    let out = Command::new(bin("berth-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(dir.path().join("store"))
+        .arg("--access")
+        .arg(&access)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("access.toml:2:"), "{err}");
+}
