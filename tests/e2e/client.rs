@@ -888,3 +888,109 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body, big.jsons[0]);
 }
+
+/// An OCI image layout at `dir` with one image of one gzip layer (a tar of
+/// `file` holding `data`), tagged `tag`; returns (manifest digest, layer
+/// blob bytes).
+fn oci_layout(dir: &Path, tag: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let src = dir.join("layer-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file"), data).unwrap();
+    let tar = run_ok(
+        Command::new("tar")
+            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
+            .arg(&src)
+            .args(["-cf", "-", "."]),
+    )
+    .stdout;
+    let tar_path = dir.join("layer.tar");
+    std::fs::write(&tar_path, &tar).unwrap();
+    let gz = run_ok(Command::new("gzip").args(["-n", "-c"]).arg(&tar_path)).stdout;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let h = sha256_hex(data);
+        std::fs::write(blobs.join(&h), data).unwrap();
+        format!("sha256:{h}")
+    };
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&tar))]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "ADD file /"}],
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": put(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": put(&gz), "size": gz.len()}],
+    }))
+    .unwrap();
+    let digest = put(&manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (digest, gz)
+}
+
+#[test]
+fn shim_skopeo_push_and_pull_over_ssh() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("skopeo", "skopeo")
+        || !require_tool("ssh", "openssh-client")
+        || !require_tool("tar", "tar")
+        || !require_tool("gzip", "gzip")
+    {
+        return;
+    }
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    f.trust(&[server.known_hosts_line()]);
+    let vias = [
+        ("native", Via::native(&f, server.port())),
+        ("openssh", Via::openssh(&f, server.port())),
+    ];
+    for (i, (kind, via)) in vias.iter().enumerate() {
+        let (_shim, addr) = shim(via);
+        let work = f.dir.path().join(format!("skopeo-{kind}"));
+        let src = work.join("src");
+        let back = work.join("back");
+        std::fs::create_dir_all(&src).unwrap();
+        let (digest, layer) = oci_layout(&src, "v1", &random_bytes(3 << 20, 40 + i as u64));
+        let image = format!("docker://{addr}/team/skopeo-{kind}:v1");
+        let skopeo = |args: &[&str]| -> String {
+            let out = run_ok(Command::new("skopeo").args(args));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:v1", src.display()),
+            &image,
+        ]);
+        let inspect: serde_json::Value =
+            serde_json::from_str(&skopeo(&["inspect", "--tls-verify=false", &image])).unwrap();
+        assert_eq!(inspect["Digest"], serde_json::json!(digest), "{kind}");
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &image,
+            &format!("oci:{}:v1", back.display()),
+        ]);
+        let blob = std::fs::read(back.join("blobs/sha256").join(sha256_hex(&layer))).unwrap();
+        assert!(
+            blob == layer,
+            "{kind}: layer bytes differ after the round trip"
+        );
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["manifests"][0]["digest"],
+            serde_json::json!(digest),
+            "{kind}"
+        );
+    }
+}

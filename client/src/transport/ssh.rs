@@ -144,7 +144,7 @@ pub enum SshError {
         /// The next hop.
         target: String,
         /// russh's error.
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     /// The server refused the `docker-registry` subsystem.
     #[error("{host} refused the {SUBSYSTEM} subsystem (is it a berth server, or sshd with `Subsystem {SUBSYSTEM} berth-server stdio ...`?)")]
@@ -158,11 +158,17 @@ pub enum SshError {
         /// The hop.
         host: String,
         /// russh's error.
-        source: russh::Error,
+        source: Box<russh::Error>,
     },
     /// A protocol error not yet tied to a host (see [`SshError::at`]).
     #[error("SSH: {0}")]
-    Russh(#[from] russh::Error),
+    Russh(Box<russh::Error>),
+}
+
+impl From<russh::Error> for SshError {
+    fn from(e: russh::Error) -> SshError {
+        SshError::Russh(Box::new(e))
+    }
 }
 
 impl SshError {
@@ -341,7 +347,7 @@ impl SshTransport {
                         host: self.target.to_string(),
                     })
                 }
-                None => return Err(SshError::Russh(russh::Error::Disconnect)),
+                None => return Err(russh::Error::Disconnect.into()),
                 // OpenSSH sends a window adjust first; nothing else matters here.
                 Some(_) => {}
             }
@@ -422,7 +428,7 @@ impl SshTransport {
                     .map_err(|source| SshError::Tunnel {
                         jump: jump_target.to_string(),
                         target: hop.to_string(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 client::connect_stream(self.config.clone(), tunnel.into_stream(), verifier)
                     .await
