@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use berth_server::registry::{Registry, RegistryConfig};
+use berth_server::registry::Registry;
 use berth_server::store::Store;
 
 /// berth: a Docker image registry you reach over SSH.
@@ -67,6 +67,9 @@ struct HttpArgs {
     /// Allow a non-loopback listen address (there is no authentication!).
     #[arg(long)]
     allow_remote: bool,
+    /// HTTP limits.
+    #[command(flatten)]
+    limits: berth_server::registry::HttpLimits,
 }
 
 fn init_logging() {
@@ -150,7 +153,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let store = Store::open(&args.root)
                 .with_context(|| format!("opening store {}", args.root.display()))?;
-            let registry = Registry::new(store, RegistryConfig::default());
+            let registry = Registry::new(store, args.limits.config());
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;

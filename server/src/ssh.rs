@@ -31,7 +31,7 @@ use tracing::Instrument;
 use crate::access::{AccessControl, ANONYMOUS_LOGIN};
 use crate::exec::{self, ExecCommand};
 use crate::keys::{self, AuthorizedKeysFile};
-use crate::registry::{BoxError, Identity, Registry, RegistryConfig, ReqBody};
+use crate::registry::{BoxError, HttpLimits, Identity, Registry, RegistryConfig, ReqBody};
 use crate::store::Store;
 
 /// The subsystem name carrying HTTP/1.1.
@@ -79,26 +79,15 @@ pub struct ServeArgs {
     /// Seconds an SSH connection may stay idle before it is dropped.
     #[arg(long, default_value_t = 600)]
     pub idle_timeout: u64,
-    /// Seconds a client may take to send one HTTP request head.
-    #[arg(long, default_value_t = 30)]
-    pub header_timeout: u64,
-    /// Largest HTTP request head (request line and headers), in bytes.
-    #[arg(long, default_value_t = 64 * 1024)]
-    pub max_header_bytes: usize,
-    /// Largest JSON request body (image json, tags, index lists), in bytes.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    pub max_json_body: usize,
+    /// HTTP limits of every channel.
+    #[command(flatten)]
+    pub limits: HttpLimits,
 }
 
 impl ServeArgs {
     /// The registry configuration these flags describe.
     pub fn registry_config(&self) -> RegistryConfig {
-        RegistryConfig {
-            max_json_body: self.max_json_body,
-            max_header_bytes: self.max_header_bytes,
-            header_timeout: Duration::from_secs(self.header_timeout),
-            ..RegistryConfig::default()
-        }
+        self.limits.config()
     }
 }
 
@@ -241,6 +230,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             who: None,
             pending: HashMap::new(),
             open: Arc::new(AtomicUsize::new(0)),
+            warned_channel_limit: false,
         };
         let config = config.clone();
         let span = tracing::info_span!("conn", id = conn, %peer);
@@ -271,6 +261,8 @@ struct Conn {
     pending: HashMap<ChannelId, Channel<Msg>>,
     /// Channels of this connection still running (pending ones included).
     open: Arc<AtomicUsize>,
+    /// Whether the channel-limit warning was already logged.
+    warned_channel_limit: bool,
 }
 
 /// Decrements a connection's open-channel count when a channel task ends.
@@ -412,10 +404,14 @@ impl Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if self.open.load(Ordering::Relaxed) >= self.shared.max_channels {
-            tracing::warn!(
-                max = self.shared.max_channels,
-                "channel limit reached; refusing channel"
-            );
+            if !self.warned_channel_limit {
+                // Once per connection: a flood must not flood the log too.
+                tracing::warn!(
+                    max = self.shared.max_channels,
+                    "channel limit reached; refusing channels"
+                );
+                self.warned_channel_limit = true;
+            }
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         }

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::registry::{Identity, Registry, RegistryConfig};
+use crate::registry::{Identity, Registry};
 use crate::store::Store;
 
 /// Flags of `berth-server stdio`.
@@ -35,6 +35,9 @@ pub struct StdioArgs {
     /// Audit log file. Default: <root>/_berth/audit.log.
     #[arg(long)]
     pub audit: Option<std::path::PathBuf>,
+    /// HTTP limits.
+    #[command(flatten)]
+    pub limits: crate::registry::HttpLimits,
 }
 
 /// What the SSH client asked for, from `SSH_ORIGINAL_COMMAND`.
@@ -98,8 +101,7 @@ pub async fn run(args: StdioArgs) -> Result<ExitCode> {
         Some(path) => crate::access::AccessControl::from_file(path)?,
         None => crate::access::AccessControl::open(&[]),
     };
-    let registry =
-        Registry::with_access(store, RegistryConfig::default(), access, args.audit.clone());
+    let registry = Registry::with_access(store, args.limits.config(), access, args.audit.clone());
     let user = args
         .user
         .or_else(|| std::env::var("USER").ok())

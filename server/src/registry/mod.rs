@@ -97,6 +97,32 @@ impl Default for RegistryConfig {
     }
 }
 
+/// HTTP limits, as command-line flags shared by every server mode.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpLimits {
+    /// Seconds a client may take to send one HTTP request head (slowloris guard).
+    #[arg(long, default_value_t = 30)]
+    pub header_timeout: u64,
+    /// Largest HTTP request head (request line and headers), in bytes; 431 above.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Largest JSON request body (image json, tags, index lists), in bytes; 413 above.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_json_body: usize,
+}
+
+impl HttpLimits {
+    /// The registry configuration with these limits.
+    pub fn config(&self) -> RegistryConfig {
+        RegistryConfig {
+            max_json_body: self.max_json_body,
+            max_header_bytes: self.max_header_bytes,
+            header_timeout: Duration::from_secs(self.header_timeout),
+            ..RegistryConfig::default()
+        }
+    }
+}
+
 /// The registry service over one store.
 #[derive(Debug)]
 pub struct Registry {
