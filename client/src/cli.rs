@@ -252,6 +252,10 @@ pub enum Command {
     Rm(RmArgs),
     /// Search repository names.
     Search(SearchArgs),
+    /// Push a `docker save` archive (file or stdin) to the registry.
+    Push(crate::archive::PushArgs),
+    /// Pull an image into a `docker load` archive (file or stdout).
+    Pull(crate::archive::PullArgs),
 }
 
 /// Runs one `berth` command.
@@ -260,6 +264,8 @@ pub async fn run(cmd: Command) -> Result<(), ClientError> {
         Command::Get(a) => get(a).await,
         Command::Put(a) => put(a).await,
         Command::Shim(a) => shim(a).await,
+        Command::Push(a) => crate::archive::push_command(a).await,
+        Command::Pull(a) => crate::archive::pull_command(a).await,
         Command::Ls(a) => {
             let t = a.ssh.transport(&a.registry)?;
             print_names(catalog::list(&t).await?, a.json).await

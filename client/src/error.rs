@@ -60,6 +60,10 @@ pub enum ClientError {
         /// What was wrong with it.
         message: String,
     },
+    /// An archive was refused, or a push/pull failed verification (`berth
+    /// push`/`pull`; see [`crate::archive::ArchiveError`]).
+    #[error(transparent)]
+    Archive(Box<crate::archive::ArchiveError>),
     /// Bad command-line input that clap could not catch.
     #[error("{0}")]
     Usage(String),

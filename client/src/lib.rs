@@ -15,7 +15,9 @@
 //! * [`cli`] — the clap definitions and command bodies shared by the
 //!   `berth`, `registryget` and `registryput` binaries.
 //! * [`error`] — [`error::ClientError`] and the exit statuses.
+//! * [`archive`] — `berth push` / `berth pull` of `docker save` archives.
 
+pub mod archive;
 pub mod catalog;
 pub mod cli;
 pub mod error;

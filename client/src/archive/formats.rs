@@ -1,0 +1,611 @@
+//! The archive shapes in the wild (`v2-compat.md` §3.1), each turned into
+//! the same thing: [`Image`]s ready to push — exact manifest bytes, the
+//! blobs they reference (as archive members), and the names the archive
+//! gives them.
+//!
+//! Import order of preference (§3.3): (1) an OCI layout (`oci-layout` +
+//! `index.json`: Docker 25+, containerd-store exports, `oci-archive:`),
+//! whose manifest bytes are kept, so digests are preserved; (2)
+//! `manifest.json` (Docker 1.10–24, skopeo/podman `docker-archive:`), for
+//! which a schema2 manifest is synthesized from the stored layer files;
+//! (3) pre-1.10 per-layer directories + `repositories` (see `legacy.rs`).
+//!
+//! Every blob is checked against its digest and every layer against the
+//! config's `rootfs.diff_ids` here, before anything is sent: a refused
+//! archive publishes nothing.
+//!
+//! Layers stored uncompressed (as every `docker save` stores them) are
+//! pushed as they are, with the uncompressed media type: the blob digest is
+//! then the diff_id, a re-push of the same image finds every layer present,
+//! and Docker, containerd and containers/image all read such layers.
+
+use std::collections::BTreeMap;
+
+use berth_server::names::Digest;
+use berth_server::store::media;
+use serde_json::{json, Value};
+
+use super::error::ArchiveError;
+use super::legacy;
+use super::members::{Compression, Member, Members};
+use super::reference::ImageRef;
+
+/// Which shape an archive had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `oci-layout` + `index.json` (Docker 25+, containerd, `oci-archive:`).
+    OciLayout,
+    /// `manifest.json` without an OCI layout (Docker 1.10–24, `docker-archive:`).
+    DockerManifest,
+    /// Per-layer directories + `repositories` (Docker before 1.10).
+    Legacy,
+}
+
+impl Format {
+    /// A short name for messages and `--json` events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::OciLayout => "oci-layout",
+            Format::DockerManifest => "docker-manifest",
+            Format::Legacy => "docker-legacy",
+        }
+    }
+}
+
+/// Where a blob's bytes come from.
+#[derive(Debug, Clone)]
+pub enum BlobData {
+    /// An archive member, pushed byte for byte.
+    Member(String),
+    /// Bytes generated from the archive (a config converted from V1 json).
+    Generated(Vec<u8>),
+}
+
+/// A blob to push.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// sha256 of the bytes.
+    pub digest: Digest,
+    /// Byte length.
+    pub size: u64,
+    /// The bytes.
+    pub data: BlobData,
+}
+
+/// A manifest to push, byte-exact.
+#[derive(Debug, Clone)]
+pub struct ManifestBytes {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Its media type (the `Content-Type` of the PUT).
+    pub media_type: String,
+    /// sha256 of the bytes.
+    pub digest: Digest,
+}
+
+impl ManifestBytes {
+    /// Wraps manifest bytes, computing the digest.
+    pub fn new(bytes: Vec<u8>, media_type: &str) -> ManifestBytes {
+        ManifestBytes {
+            digest: Digest::of_bytes(&bytes),
+            bytes,
+            media_type: media_type.to_string(),
+        }
+    }
+}
+
+/// One image (or index) of an archive.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Names the archive gives it (possibly none).
+    pub refs: Vec<ImageRef>,
+    /// Config and layer blobs of every manifest involved.
+    pub blobs: Vec<Blob>,
+    /// Child manifests of an index, pushed by digest before `manifest`.
+    pub children: Vec<ManifestBytes>,
+    /// The manifest pushed to the tags.
+    pub manifest: ManifestBytes,
+    /// The image id (config digest) of the platform image, for messages.
+    pub id: Digest,
+}
+
+/// Recognizes the archive's shape and builds its images, verified.
+pub fn images(members: &Members) -> Result<(Format, Vec<Image>), ArchiveError> {
+    if members.contains("index.json") && members.contains("oci-layout") {
+        let mut imgs = oci_images(members)?;
+        if members.contains("manifest.json") {
+            // Docker 25+ and containerd name images in manifest.json too;
+            // use those names where index.json has none.
+            let named = docker_manifest_names(members)?;
+            for img in &mut imgs {
+                if img.refs.is_empty() {
+                    if let Some(refs) = named.get(&img.id) {
+                        img.refs = refs.clone();
+                    }
+                }
+            }
+        }
+        return Ok((Format::OciLayout, imgs));
+    }
+    if members.contains("manifest.json") {
+        return Ok((Format::DockerManifest, docker_manifest_images(members)?));
+    }
+    if members.contains("repositories") {
+        return Ok((Format::Legacy, legacy::images(members)?));
+    }
+    Err(ArchiveError::UnknownFormat)
+}
+
+/// Parses a metadata member as JSON.
+pub fn read_json(members: &Members, path: &str, needed_by: &str) -> Result<Value, ArchiveError> {
+    let bytes = members.read_small(path, needed_by)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ArchiveError::metadata(path, format!("invalid JSON: {e}")))
+}
+
+fn digest_field(v: &Value, member: &str, field: &str) -> Result<Digest, ArchiveError> {
+    let s = v
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ArchiveError::metadata(member, format!("missing {field:?}")))?;
+    Digest::parse(s).map_err(|e| ArchiveError::metadata(member, e.to_string()))
+}
+
+/// Checks that a member's bytes hash to `digest`.
+fn check_digest(m: &Member, digest: &Digest) -> Result<(), ArchiveError> {
+    if &m.digest != digest {
+        return Err(ArchiveError::DigestMismatch {
+            member: m.path.clone(),
+            expected: digest.to_string(),
+            actual: m.digest.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a layer member's decompressed content against a diff_id.
+pub fn check_diff_id(m: &Member, diff_id: &str) -> Result<(), ArchiveError> {
+    match &m.uncompressed {
+        Ok(d) if d.as_str() == diff_id => Ok(()),
+        Ok(d) => Err(ArchiveError::DiffIdMismatch {
+            member: m.path.clone(),
+            expected: diff_id.to_string(),
+            actual: d.to_string(),
+        }),
+        Err(e) => Err(ArchiveError::DiffIdMismatch {
+            member: m.path.clone(),
+            expected: diff_id.to_string(),
+            actual: e.clone(),
+        }),
+    }
+}
+
+/// The `rootfs.diff_ids` of a config.
+pub fn diff_ids(config: &Value, member: &str) -> Result<Vec<String>, ArchiveError> {
+    config
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ArchiveError::metadata(member, "config has no rootfs.diff_ids"))?
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| ArchiveError::metadata(member, "diff_id is not a string"))
+        })
+        .collect()
+}
+
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
+}
+
+/// A blob of the OCI layout, checked against its descriptor.
+fn oci_blob(
+    members: &Members,
+    desc: &Value,
+    needed_by: &str,
+) -> Result<(Blob, Member), ArchiveError> {
+    let digest = digest_field(desc, needed_by, "digest")?;
+    let path = blob_path(&digest);
+    let m = members.get(&path, needed_by)?;
+    check_digest(m, &digest)?;
+    if let Some(size) = desc.get("size").and_then(Value::as_u64) {
+        if size != m.size {
+            return Err(ArchiveError::metadata(
+                &path,
+                format!("is {} bytes, but {needed_by} says {size}", m.size),
+            ));
+        }
+    }
+    Ok((
+        Blob {
+            digest,
+            size: m.size,
+            data: BlobData::Member(path),
+        },
+        m.clone(),
+    ))
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == media::OCI_INDEX || media_type == media::DOCKER_LIST
+}
+
+fn is_image_config(media_type: &str) -> bool {
+    media_type == media::DOCKER_CONFIG || media_type == media::OCI_CONFIG
+}
+
+/// An image manifest of the layout: its blobs (verified) and config digest.
+fn oci_manifest(
+    members: &Members,
+    desc: &Value,
+) -> Result<(ManifestBytes, Vec<Blob>, Digest), ArchiveError> {
+    let (mblob, m) = oci_blob(members, desc, "index.json")?;
+    let bytes = members.read_small(&m.path, "index.json")?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ArchiveError::metadata(&m.path, format!("invalid manifest JSON: {e}")))?;
+    let media_type = desc
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .or_else(|| v.get("mediaType").and_then(Value::as_str))
+        .unwrap_or(media::OCI_MANIFEST)
+        .to_string();
+    let cdesc = v
+        .get("config")
+        .ok_or_else(|| ArchiveError::metadata(&m.path, "manifest has no config"))?;
+    let (config, cm) = oci_blob(members, cdesc, &m.path)?;
+    let layers = v
+        .get("layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ArchiveError::metadata(&m.path, "manifest has no layers"))?;
+    let mut blobs = vec![config.clone()];
+    let image_config = cdesc
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .is_some_and(is_image_config);
+    let ids = if image_config {
+        let cv: Value = serde_json::from_slice(&members.read_small(&cm.path, &m.path)?)
+            .map_err(|e| ArchiveError::metadata(&cm.path, format!("invalid config JSON: {e}")))?;
+        let ids = diff_ids(&cv, &cm.path)?;
+        if ids.len() != layers.len() {
+            return Err(ArchiveError::metadata(
+                &m.path,
+                format!(
+                    "{} layers but the config lists {} diff_ids",
+                    layers.len(),
+                    ids.len()
+                ),
+            ));
+        }
+        Some(ids)
+    } else {
+        None
+    };
+    for (i, l) in layers.iter().enumerate() {
+        let (blob, lm) = oci_blob(members, l, &m.path)?;
+        if let Some(id) = ids.as_ref().and_then(|ids| ids.get(i)) {
+            check_diff_id(&lm, id)?;
+        }
+        blobs.push(blob);
+    }
+    let _ = mblob;
+    Ok((ManifestBytes::new(bytes, &media_type), blobs, config.digest))
+}
+
+fn platform_of(desc: &Value) -> (String, String) {
+    let p = |k: &str| {
+        desc.pointer(&format!("/platform/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    (p("os"), p("architecture"))
+}
+
+/// Names from an index.json descriptor's annotations.
+fn oci_ref(desc: &Value) -> Option<ImageRef> {
+    let ann = desc.get("annotations")?;
+    if let Some(full) = ann.get("io.containerd.image.name").and_then(Value::as_str) {
+        if let Some(r) = ImageRef::parse(full) {
+            return Some(r);
+        }
+    }
+    let name = ann
+        .get("org.opencontainers.image.ref.name")
+        .and_then(Value::as_str)?;
+    if name.contains([':', '/']) {
+        ImageRef::parse(name)
+    } else {
+        // Docker 25+ writes the tag alone; the name comes from manifest.json.
+        None
+    }
+}
+
+fn oci_images(members: &Members) -> Result<Vec<Image>, ArchiveError> {
+    let index = read_json(members, "index.json", "OCI layout")?;
+    let descs = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ArchiveError::metadata("index.json", "no manifests"))?;
+    let mut out: Vec<Image> = Vec::new();
+    for desc in descs {
+        let mt = desc
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let img = if is_index(mt) {
+            oci_index_image(members, desc)?
+        } else {
+            let (manifest, blobs, id) = oci_manifest(members, desc)?;
+            Image {
+                refs: Vec::new(),
+                blobs,
+                children: Vec::new(),
+                manifest,
+                id,
+            }
+        };
+        let r = oci_ref(desc);
+        match out
+            .iter_mut()
+            .find(|i| i.manifest.digest == img.manifest.digest)
+        {
+            Some(existing) => existing.refs.extend(r),
+            None => {
+                let mut img = img;
+                img.refs.extend(r);
+                out.push(img);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(ArchiveError::metadata("index.json", "no images"));
+    }
+    Ok(out)
+}
+
+/// A nested index (containerd exports, multi-platform `oci-archive:`):
+/// pushed whole when every child is in the archive, otherwise the
+/// linux/amd64 child (or the only complete one) is pushed on its own.
+fn oci_index_image(members: &Members, desc: &Value) -> Result<Image, ArchiveError> {
+    let (_, m) = oci_blob(members, desc, "index.json")?;
+    let bytes = members.read_small(&m.path, "index.json")?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ArchiveError::metadata(&m.path, format!("invalid index JSON: {e}")))?;
+    let children = v
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ArchiveError::metadata(&m.path, "index has no manifests"))?;
+    let mut complete = Vec::new();
+    let mut missing = 0;
+    for c in children {
+        let digest = digest_field(c, &m.path, "digest")?;
+        if !members.contains(&blob_path(&digest)) {
+            missing += 1;
+            continue;
+        }
+        match oci_manifest(members, c) {
+            Ok(parts) => complete.push((c, parts)),
+            Err(ArchiveError::Missing { .. }) => missing += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    if missing == 0 && !complete.is_empty() {
+        let media_type = desc
+            .get("mediaType")
+            .and_then(Value::as_str)
+            .unwrap_or(media::OCI_INDEX)
+            .to_string();
+        let mut blobs = Vec::new();
+        let mut kids = Vec::new();
+        let mut id = None;
+        for (c, (manifest, b, cid)) in &complete {
+            if id.is_none() || platform_of(c) == ("linux".into(), "amd64".into()) {
+                id = Some(cid.clone());
+            }
+            blobs.extend(b.iter().cloned());
+            kids.push(manifest.clone());
+        }
+        let id = id.ok_or_else(|| ArchiveError::metadata(&m.path, "index has no manifests"))?;
+        return Ok(Image {
+            refs: Vec::new(),
+            blobs,
+            children: kids,
+            manifest: ManifestBytes::new(bytes, &media_type),
+            id,
+        });
+    }
+    let pick = complete
+        .iter()
+        .position(|(c, _)| platform_of(c) == ("linux".into(), "amd64".into()))
+        .or_else(|| {
+            let real: Vec<usize> = complete
+                .iter()
+                .enumerate()
+                .filter(|(_, (c, _))| platform_of(c).0 != "unknown")
+                .map(|(i, _)| i)
+                .collect();
+            (real.len() == 1).then(|| real.first().copied()).flatten()
+        });
+    match pick.and_then(|i| complete.into_iter().nth(i)) {
+        Some((_, (manifest, blobs, id))) => Ok(Image {
+            refs: Vec::new(),
+            blobs,
+            children: Vec::new(),
+            manifest,
+            id,
+        }),
+        None => Err(ArchiveError::Missing {
+            member: m.path.clone(),
+            needed_by: "a linux/amd64 image of the index, or all of its children".to_string(),
+        }),
+    }
+}
+
+/// `manifest.json` entries' names by config digest.
+fn docker_manifest_names(
+    members: &Members,
+) -> Result<BTreeMap<Digest, Vec<ImageRef>>, ArchiveError> {
+    let v = read_json(members, "manifest.json", "Docker archive")?;
+    let mut out = BTreeMap::new();
+    for e in v.as_array().into_iter().flatten() {
+        let Some(config) = e.get("Config").and_then(Value::as_str) else {
+            continue;
+        };
+        let Ok(m) = members.get(config, "manifest.json") else {
+            continue;
+        };
+        out.insert(m.digest.clone(), repo_tags(e));
+    }
+    Ok(out)
+}
+
+fn repo_tags(entry: &Value) -> Vec<ImageRef> {
+    entry
+        .get("RepoTags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(ImageRef::parse)
+        .collect()
+}
+
+/// The media type of a layer file as stored, for a schema2 (or OCI, when
+/// `oci`) manifest.
+pub fn layer_media_type(
+    c: Compression,
+    oci: bool,
+    member: &str,
+) -> Result<&'static str, ArchiveError> {
+    Ok(match (c, oci) {
+        (Compression::None, false) => media::DOCKER_LAYER_TAR,
+        (Compression::None, true) => media::OCI_LAYER_TAR,
+        (Compression::Gzip, false) => media::DOCKER_LAYER_GZIP,
+        (Compression::Gzip, true) => media::OCI_LAYER_GZIP,
+        (Compression::Zstd, _) => "application/vnd.oci.image.layer.v1.tar+zstd",
+        (Compression::Other(kind), _) => {
+            return Err(ArchiveError::metadata(
+                member,
+                format!(
+                    "{kind}-compressed layers cannot be pushed; registries carry tar, gzip or zstd"
+                ),
+            ))
+        }
+    })
+}
+
+/// A manifest for a config and layer files, in Docker's field order:
+/// schema2, or OCI when a layer is zstd (schema2 has no zstd type).
+pub fn synthesize_manifest(
+    config: &Blob,
+    layers: &[(Blob, Compression, String)],
+) -> Result<ManifestBytes, ArchiveError> {
+    let oci = layers.iter().any(|(_, c, _)| *c == Compression::Zstd);
+    let (mt, config_mt) = if oci {
+        (media::OCI_MANIFEST, media::OCI_CONFIG)
+    } else {
+        (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
+    };
+    let mut ls = Vec::new();
+    for (b, c, member) in layers {
+        ls.push(json!({
+            "mediaType": layer_media_type(*c, oci, member)?,
+            "size": b.size,
+            "digest": b.digest.as_str(),
+        }));
+    }
+    let v = json!({
+        "schemaVersion": 2,
+        "mediaType": mt,
+        "config": {"mediaType": config_mt, "size": config.size, "digest": config.digest.as_str()},
+        "layers": ls,
+    });
+    let bytes =
+        serde_json::to_vec(&v).map_err(|e| ArchiveError::metadata("manifest", e.to_string()))?;
+    Ok(ManifestBytes::new(bytes, mt))
+}
+
+fn docker_manifest_images(members: &Members) -> Result<Vec<Image>, ArchiveError> {
+    let v = read_json(members, "manifest.json", "Docker archive")?;
+    let entries = v
+        .as_array()
+        .ok_or_else(|| ArchiveError::metadata("manifest.json", "not a JSON array"))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let config_path = e
+            .get("Config")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ArchiveError::metadata("manifest.json", "entry without Config"))?;
+        let cm = members.get(config_path, "manifest.json Config")?;
+        // The config's name is its digest (`<hex>.json`, `blobs/sha256/<hex>`).
+        let stem = config_path.rsplit('/').next().unwrap_or_default();
+        let stem = stem.strip_suffix(".json").unwrap_or(stem);
+        if stem.len() == 64
+            && stem.bytes().all(|b| b.is_ascii_hexdigit())
+            && stem != cm.digest.hex()
+        {
+            return Err(ArchiveError::DigestMismatch {
+                member: config_path.to_string(),
+                expected: format!("sha256:{stem}"),
+                actual: cm.digest.to_string(),
+            });
+        }
+        let config_bytes = members.read_small(config_path, "manifest.json Config")?;
+        let cv: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
+            ArchiveError::metadata(config_path, format!("invalid config JSON: {e}"))
+        })?;
+        let ids = diff_ids(&cv, config_path)?;
+        let layer_paths: Vec<&str> = e
+            .get("Layers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ArchiveError::metadata("manifest.json", "entry without Layers"))?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if layer_paths.len() != ids.len() {
+            return Err(ArchiveError::metadata(
+                "manifest.json",
+                format!(
+                    "{} lists {} layers but its config has {} diff_ids",
+                    config_path,
+                    layer_paths.len(),
+                    ids.len()
+                ),
+            ));
+        }
+        let mut layers = Vec::new();
+        for (p, id) in layer_paths.iter().zip(&ids) {
+            let lm = members.get(p, "manifest.json Layers")?;
+            check_diff_id(lm, id)?;
+            layers.push((
+                Blob {
+                    digest: lm.digest.clone(),
+                    size: lm.size,
+                    data: BlobData::Member(lm.path.clone()),
+                },
+                lm.compression,
+                lm.path.clone(),
+            ));
+        }
+        let config = Blob {
+            digest: cm.digest.clone(),
+            size: cm.size,
+            data: BlobData::Member(cm.path.clone()),
+        };
+        let manifest = synthesize_manifest(&config, &layers)?;
+        let mut blobs = vec![config.clone()];
+        blobs.extend(layers.into_iter().map(|(b, _, _)| b));
+        out.push(Image {
+            refs: repo_tags(e),
+            blobs,
+            children: Vec::new(),
+            manifest,
+            id: config.digest,
+        });
+    }
+    if out.is_empty() {
+        return Err(ArchiveError::metadata("manifest.json", "no images"));
+    }
+    Ok(out)
+}

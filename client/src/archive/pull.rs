@@ -1,0 +1,504 @@
+//! `berth pull`: one image from a registry into a `docker load` archive in
+//! the Docker 25+ shape (`v2-compat.md` §3.3), which Docker's classic and
+//! containerd stores, Docker ≥ 29, and skopeo/podman (`docker-archive:` and
+//! `oci-archive:`) all read:
+//!
+//! ```text
+//! oci-layout              {"imageLayoutVersion":"1.0.0"}
+//! index.json              one descriptor, annotated with
+//!                         io.containerd.image.name = docker.io/<name>:<tag>
+//!                         org.opencontainers.image.ref.name = <tag>
+//! manifest.json           [{"Config":"blobs/sha256/<c>","RepoTags":[...],"Layers":[...]}]
+//! repositories            {"<name>":{"<tag>":"<top diff_id hex>"}}
+//! blobs/sha256/<hex>      manifest, config and layers, byte for byte as served
+//! ```
+//!
+//! Blobs keep the registry's bytes (and so their digests); `manifest.json`
+//! points at the same files (the classic store sniffs compression).
+//! Metadata comes first so streaming readers know everything before the
+//! layers arrive. Each blob is streamed straight into the archive and
+//! hashed on the way; the last chunk of each blob is held back until its
+//! digest checks out, so a bad blob never ends as a complete tar member.
+//! A broken download resumes with `Range` on a new connection. With
+//! `--output FILE` the archive is written to a temporary file next to FILE
+//! and renamed onto it only when complete.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_server::names::Digest;
+use berth_server::store::media;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::error::ArchiveError;
+use super::progress::Progress;
+use super::reference::ImageRef;
+use super::registry::{FetchedManifest, V2Connection};
+use crate::transport::Transport;
+
+/// Attempts per blob before a broken download is given up.
+const MAX_ATTEMPTS: usize = 5;
+/// Largest config blob read into memory.
+const CONFIG_LIMIT: u64 = 16 << 20;
+
+/// Where the archive goes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Standard output, streamed.
+    Stdout,
+    /// A file, replaced only when the archive is complete.
+    File(PathBuf),
+}
+
+impl Output {
+    /// `-` or nothing means stdout.
+    pub fn from_arg(arg: Option<&Path>) -> Output {
+        match arg {
+            Some(p) if p.as_os_str() != "-" => Output::File(p.to_path_buf()),
+            _ => Output::Stdout,
+        }
+    }
+}
+
+/// A descriptor of the pulled image manifest.
+#[derive(Debug, Clone)]
+struct Descriptor {
+    digest: Digest,
+    size: u64,
+}
+
+fn verify(what: impl Into<String>, detail: impl Into<String>) -> ArchiveError {
+    ArchiveError::Verify {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
+fn descriptor(v: &Value, what: &str) -> Result<Descriptor, ArchiveError> {
+    let digest = v
+        .get("digest")
+        .and_then(Value::as_str)
+        .and_then(|d| Digest::parse(d).ok())
+        .ok_or_else(|| verify(what, "descriptor without a valid sha256 digest"))?;
+    let size = v
+        .get("size")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| verify(what, "descriptor without a size"))?;
+    Ok(Descriptor { digest, size })
+}
+
+fn is_index(media_type: &str) -> bool {
+    media_type == media::OCI_INDEX || media_type == media::DOCKER_LIST
+}
+
+/// Resolves the reference to an image manifest: an index's linux/amd64
+/// child (attestations, `unknown/unknown`, are skipped), or the only
+/// image in it.
+async fn image_manifest(
+    conn: &mut V2Connection,
+    r: &ImageRef,
+) -> Result<FetchedManifest, ArchiveError> {
+    let top = conn.get_manifest(&r.name, r.tag_or_default()).await?;
+    let v: Value = serde_json::from_slice(&top.bytes)
+        .map_err(|e| verify(format!("manifest of {r}"), format!("invalid JSON: {e}")))?;
+    let media_type = v
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .unwrap_or(&top.media_type)
+        .to_string();
+    if !is_index(&media_type) {
+        return Ok(top);
+    }
+    let children = v
+        .get("manifests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let plat = |c: &Value, k: &str| {
+        c.pointer(&format!("/platform/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    let images: Vec<&Value> = children
+        .iter()
+        .filter(|c| plat(c, "os") != "unknown")
+        .collect();
+    let pick = images
+        .iter()
+        .find(|c| plat(c, "os") == "linux" && plat(c, "architecture") == "amd64")
+        .or_else(|| (images.len() == 1).then(|| images.first()).flatten())
+        .ok_or_else(|| {
+            let platforms: Vec<String> = images
+                .iter()
+                .map(|c| format!("{}/{}", plat(c, "os"), plat(c, "architecture")))
+                .collect();
+            ArchiveError::Selection(format!(
+                "{r} is a multi-platform index without linux/amd64 (has {})",
+                platforms.join(", ")
+            ))
+        })?;
+    let d = descriptor(pick, &format!("index of {r}"))?;
+    Ok(conn.get_manifest(&r.name, d.digest.as_str()).await?)
+}
+
+/// A tar header for a regular file or a directory (mtime 0: reproducible).
+fn header(path: &str, size: u64, dir: bool) -> Result<[u8; 512], ArchiveError> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path)
+        .map_err(|e| ArchiveError::io(format!("naming {path} in the archive"), e))?;
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    if dir {
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+    } else {
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+    }
+    h.set_cksum();
+    let mut out = [0u8; 512];
+    out.copy_from_slice(h.as_bytes());
+    Ok(out)
+}
+
+fn padding(size: u64) -> usize {
+    ((512 - size % 512) % 512) as usize
+}
+
+/// The archive being written: a tar stream over any writer.
+struct TarOut<'a> {
+    w: &'a mut (dyn AsyncWrite + Unpin + Send),
+    what: String,
+}
+
+impl TarOut<'_> {
+    async fn raw(&mut self, data: &[u8]) -> Result<(), ArchiveError> {
+        let what = &self.what;
+        self.w
+            .write_all(data)
+            .await
+            .map_err(|e| ArchiveError::io(format!("writing {what}"), e))
+    }
+
+    async fn dir(&mut self, path: &str) -> Result<(), ArchiveError> {
+        self.raw(&header(path, 0, true)?).await
+    }
+
+    async fn file(&mut self, path: &str, data: &[u8]) -> Result<(), ArchiveError> {
+        self.raw(&header(path, data.len() as u64, false)?).await?;
+        self.raw(data).await?;
+        self.raw(&[0u8; 512][..padding(data.len() as u64)]).await
+    }
+
+    async fn finish(&mut self) -> Result<(), ArchiveError> {
+        self.raw(&[0u8; 1024]).await?;
+        let what = &self.what;
+        self.w
+            .flush()
+            .await
+            .map_err(|e| ArchiveError::io(format!("writing {what}"), e))
+    }
+}
+
+/// Fetches a small blob (the config) whole, verified.
+async fn small_blob(
+    conn: &mut V2Connection,
+    name: &str,
+    d: &Descriptor,
+) -> Result<Bytes, ArchiveError> {
+    if d.size > CONFIG_LIMIT {
+        return Err(verify(
+            d.digest.as_str(),
+            format!("config of {} bytes is too large", d.size),
+        ));
+    }
+    let body = conn.get_blob(name, &d.digest, 0).await?;
+    let limited = http_body_util::Limited::new(body, CONFIG_LIMIT as usize + 1);
+    let bytes = limited
+        .collect()
+        .await
+        .map_err(|e| verify(d.digest.as_str(), format!("reading: {e}")))?
+        .to_bytes();
+    let got = Digest::of_bytes(&bytes);
+    if got != d.digest || bytes.len() as u64 != d.size {
+        return Err(verify(
+            d.digest.as_str(),
+            format!("registry served {} bytes hashing to {got}", bytes.len()),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Streams one blob into the archive: verified, resumed with `Range` when
+/// the connection breaks.
+async fn stream_blob(
+    transport: &Transport,
+    conn: &mut V2Connection,
+    name: &str,
+    d: &Descriptor,
+    out: &mut TarOut<'_>,
+    progress: &Progress,
+) -> Result<(), ArchiveError> {
+    let path = format!("blobs/sha256/{}", d.digest.hex());
+    out.raw(&header(&path, d.size, false)?).await?;
+    progress.blob_start(d.digest.as_str(), d.size);
+    let mut sha = Sha256::new();
+    let mut got = 0u64;
+    let mut pending: Option<Bytes> = None;
+    let mut attempts = 0;
+    while got < d.size || attempts == 0 {
+        attempts += 1;
+        let interrupted = match conn.get_blob(name, &d.digest, got).await {
+            Err(e)
+                if attempts < MAX_ATTEMPTS
+                    && matches!(e, crate::error::ClientError::Http { .. }) =>
+            {
+                Some(e.to_string())
+            }
+            Err(e) => return Err(e.into()),
+            Ok(mut body) => loop {
+                match body.frame().await {
+                    None => break None,
+                    Some(Err(e)) => break Some(e.to_string()),
+                    Some(Ok(frame)) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        got += data.len() as u64;
+                        if got > d.size {
+                            return Err(verify(
+                                d.digest.as_str(),
+                                format!(
+                                    "registry sent more than the {} bytes of the descriptor",
+                                    d.size
+                                ),
+                            ));
+                        }
+                        sha.update(&data);
+                        progress.blob_bytes(d.digest.as_str(), data.len() as u64);
+                        if let Some(p) = pending.replace(data) {
+                            out.raw(&p).await?;
+                        }
+                    }
+                }
+            },
+        };
+        if got >= d.size {
+            break;
+        }
+        let why = interrupted.unwrap_or_else(|| "connection closed early".to_string());
+        if attempts >= MAX_ATTEMPTS {
+            return Err(verify(
+                d.digest.as_str(),
+                format!(
+                    "download failed after {attempts} attempts at byte {got} of {}: {why}",
+                    d.size
+                ),
+            ));
+        }
+        progress.resume(d.digest.as_str(), got, &why);
+        *conn = V2Connection::open(transport).await?;
+    }
+    let actual = Digest::from_sha256(&sha.finalize());
+    if actual != d.digest {
+        return Err(verify(
+            d.digest.as_str(),
+            format!("registry served bytes hashing to {actual}"),
+        ));
+    }
+    if let Some(p) = pending {
+        out.raw(&p).await?;
+    }
+    out.raw(&[0u8; 512][..padding(d.size)]).await?;
+    progress.blob_done(d.digest.as_str(), d.size, "downloaded");
+    Ok(())
+}
+
+/// The archive's metadata files for one image.
+struct Metadata {
+    index: Vec<u8>,
+    manifest_json: Vec<u8>,
+    repositories: Option<Vec<u8>>,
+}
+
+fn metadata(
+    r: &ImageRef,
+    m: &FetchedManifest,
+    config: &Descriptor,
+    layers: &[Descriptor],
+    config_json: &Value,
+) -> Result<Metadata, ArchiveError> {
+    let tag = r.tag_or_default();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": [{
+            "mediaType": m.media_type,
+            "digest": m.digest.as_str(),
+            "size": m.bytes.len(),
+            "annotations": {
+                "io.containerd.image.name": r.full(),
+                "org.opencontainers.image.ref.name": tag,
+            },
+        }],
+    });
+    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let manifest_json = json!([{
+        "Config": blob(&config.digest),
+        "RepoTags": [r.short()],
+        "Layers": layers.iter().map(|l| blob(&l.digest)).collect::<Vec<_>>(),
+    }]);
+    let top = config_json
+        .pointer("/rootfs/diff_ids")
+        .and_then(Value::as_array)
+        .and_then(|ids| ids.last())
+        .and_then(Value::as_str)
+        .and_then(|d| d.strip_prefix("sha256:"));
+    let repositories = top.map(|hex| {
+        let name = r.name.strip_prefix("library/").unwrap_or(&r.name);
+        json!({ name: { tag: hex } })
+    });
+    let enc = |v: &Value| {
+        serde_json::to_vec(v).map_err(|e| ArchiveError::metadata("archive metadata", e.to_string()))
+    };
+    Ok(Metadata {
+        index: enc(&index)?,
+        manifest_json: enc(&manifest_json)?,
+        repositories: repositories.as_ref().map(enc).transpose()?,
+    })
+}
+
+/// Pulls `r` into an archive written to `w`.
+async fn write_archive(
+    transport: &Transport,
+    r: &ImageRef,
+    w: &mut (dyn AsyncWrite + Unpin + Send),
+    what: &str,
+    progress: &Progress,
+) -> Result<Digest, ArchiveError> {
+    let mut conn = V2Connection::open(transport).await?;
+    let m = image_manifest(&mut conn, r).await?;
+    let v: Value = serde_json::from_slice(&m.bytes).map_err(|e| {
+        verify(
+            format!("manifest {}", m.digest),
+            format!("invalid JSON: {e}"),
+        )
+    })?;
+    let config = descriptor(
+        v.get("config")
+            .ok_or_else(|| verify(format!("manifest {}", m.digest), "no config"))?,
+        "config",
+    )?;
+    let layers: Vec<Descriptor> = v
+        .get("layers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| verify(format!("manifest {}", m.digest), "no layers"))?
+        .iter()
+        .map(|l| descriptor(l, "layer"))
+        .collect::<Result<_, _>>()?;
+    let config_bytes = small_blob(&mut conn, &r.name, &config).await?;
+    let config_json: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
+        verify(
+            format!("config {}", config.digest),
+            format!("invalid JSON: {e}"),
+        )
+    })?;
+    let meta = metadata(r, &m, &config, &layers, &config_json)?;
+
+    let mut unique = Vec::new();
+    let mut seen: HashSet<Digest> = [m.digest.clone(), config.digest.clone()].into();
+    for l in &layers {
+        if seen.insert(l.digest.clone()) {
+            unique.push(l.clone());
+        }
+    }
+    let total: u64 = unique.iter().map(|l| l.size).sum();
+    progress.start(&r.to_string(), unique.len() + 1, total + config.size);
+    progress.blob_bytes(config.digest.as_str(), config.size);
+    progress.blob_done(config.digest.as_str(), config.size, "downloaded");
+
+    let mut out = TarOut {
+        w,
+        what: what.to_string(),
+    };
+    out.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .await?;
+    out.file("index.json", &meta.index).await?;
+    out.file("manifest.json", &meta.manifest_json).await?;
+    if let Some(repos) = &meta.repositories {
+        out.file("repositories", repos).await?;
+    }
+    out.dir("blobs/").await?;
+    out.dir("blobs/sha256/").await?;
+    out.file(&format!("blobs/sha256/{}", m.digest.hex()), &m.bytes)
+        .await?;
+    out.file(
+        &format!("blobs/sha256/{}", config.digest.hex()),
+        &config_bytes,
+    )
+    .await?;
+    for l in &unique {
+        stream_blob(transport, &mut conn, &r.name, l, &mut out, progress).await?;
+    }
+    out.finish().await?;
+    progress.manifest(&r.to_string(), m.digest.as_str());
+    Ok(m.digest)
+}
+
+/// `berth pull`: writes the archive of `r` to `output`.
+pub async fn pull(
+    transport: Arc<Transport>,
+    r: &ImageRef,
+    output: &Output,
+    progress: &Progress,
+) -> Result<Digest, ArchiveError> {
+    match output {
+        Output::Stdout => {
+            let mut out = tokio::io::stdout();
+            write_archive(&transport, r, &mut out, "stdout", progress).await
+        }
+        Output::File(path) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let shown = path.display().to_string();
+            let tmp = tempfile::Builder::new()
+                .prefix(".berth-pull-")
+                .suffix(".tmp")
+                .tempfile_in(&dir)
+                .map_err(|e| {
+                    ArchiveError::io(format!("creating a temporary file in {}", dir.display()), e)
+                })?;
+            let std_file = tmp
+                .reopen()
+                .map_err(|e| ArchiveError::io(format!("opening {}", tmp.path().display()), e))?;
+            let mut file =
+                tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
+            let digest = write_archive(&transport, r, &mut file, &shown, progress).await?;
+            let inner = file.into_inner();
+            inner
+                .sync_all()
+                .await
+                .map_err(|e| ArchiveError::io(format!("writing {shown}"), e))?;
+            drop(inner);
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ =
+                    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644));
+            }
+            tmp.persist(path).map_err(|e| {
+                ArchiveError::io(format!("renaming the archive onto {shown}"), e.error)
+            })?;
+            Ok(digest)
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! `berth push`: the verified [`Image`]s of an archive onto a registry over
+//! the V2 API.
+//!
+//! Order of operations, so that a failure publishes nothing: the archive
+//! was fully read and verified before this module runs (`formats.rs`);
+//! then every distinct blob is checked with HEAD and only missing ones are
+//! uploaded (POST → one streamed PATCH → PUT `?digest=`), several at once
+//! on their own connections; manifests are PUT last — index children by
+//! digest, then the manifest to each tag. A re-push of the same archive
+//! therefore sends no blob bytes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use berth_server::names::Digest;
+use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use tokio::task::JoinSet;
+
+use super::error::ArchiveError;
+use super::formats::{Blob, BlobData, Image};
+use super::members::Members;
+use super::progress::Progress;
+use super::reference::ImageRef;
+use super::registry::V2Connection;
+use crate::transport::Transport;
+
+/// Default number of blobs uploaded at once (Docker's default is 5).
+pub const DEFAULT_JOBS: usize = 4;
+
+/// Where one image goes: a repository and a tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Index into the archive's images.
+    pub image: usize,
+    /// Repository and tag to push to.
+    pub to: ImageRef,
+}
+
+fn describe(images: &[Image]) -> String {
+    let names: Vec<String> = images
+        .iter()
+        .map(|i| {
+            if i.refs.is_empty() {
+                format!("(untagged {})", i.id)
+            } else {
+                i.refs
+                    .iter()
+                    .map(|r| r.short())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        })
+        .collect();
+    names.join("; ")
+}
+
+/// Decides what goes where.
+///
+/// * no `target`: every image to every name the archive gives it;
+/// * `NAME:TAG`: the image the archive calls `NAME:TAG`, else the only
+///   image, pushed as `NAME:TAG`;
+/// * `NAME`: every image the archive names `NAME:*`, to the same tags;
+///   else the only image, to `NAME` with its archive tags (or `latest`).
+pub fn select(
+    images: &[Image],
+    target: Option<&ImageRef>,
+) -> Result<Vec<Destination>, ArchiveError> {
+    let mut out = Vec::new();
+    let only = (images.len() == 1).then_some(0usize);
+    match target {
+        None => {
+            for (i, img) in images.iter().enumerate() {
+                if img.refs.is_empty() {
+                    return Err(ArchiveError::Selection(format!(
+                        "image {} has no name in the archive; give NAME[:TAG] to push it",
+                        img.id
+                    )));
+                }
+                for r in &img.refs {
+                    out.push(Destination {
+                        image: i,
+                        to: ImageRef {
+                            name: r.name.clone(),
+                            tag: Some(r.tag_or_default().to_string()),
+                        },
+                    });
+                }
+            }
+        }
+        Some(t) if t.tag.is_some() => {
+            let named = images.iter().position(|img| {
+                img.refs.iter().any(|r| {
+                    ImageRef::same_name(&r.name, &t.name)
+                        && r.tag_or_default() == t.tag_or_default()
+                })
+            });
+            match named.or(only) {
+                Some(i) => out.push(Destination {
+                    image: i,
+                    to: t.clone(),
+                }),
+                None => {
+                    return Err(ArchiveError::Selection(format!(
+                        "the archive holds several images and none is named {t}: {}",
+                        describe(images)
+                    )))
+                }
+            }
+        }
+        Some(t) => {
+            for (i, img) in images.iter().enumerate() {
+                for r in img
+                    .refs
+                    .iter()
+                    .filter(|r| ImageRef::same_name(&r.name, &t.name))
+                {
+                    out.push(Destination {
+                        image: i,
+                        to: ImageRef {
+                            name: t.name.clone(),
+                            tag: Some(r.tag_or_default().to_string()),
+                        },
+                    });
+                }
+            }
+            if out.is_empty() {
+                let Some(i) = only else {
+                    return Err(ArchiveError::Selection(format!(
+                        "the archive holds several images and none is named {t}: {}",
+                        describe(images)
+                    )));
+                };
+                let img = images
+                    .get(i)
+                    .ok_or_else(|| ArchiveError::Selection("no image".into()))?;
+                let mut tags: Vec<String> = img
+                    .refs
+                    .iter()
+                    .map(|r| r.tag_or_default().to_string())
+                    .collect();
+                tags.dedup();
+                if tags.is_empty() {
+                    tags.push(super::reference::DEFAULT_TAG.to_string());
+                }
+                for tag in tags {
+                    out.push(Destination {
+                        image: i,
+                        to: ImageRef {
+                            name: t.name.clone(),
+                            tag: Some(tag),
+                        },
+                    });
+                }
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    out.retain(|d| seen.insert(d.to.to_string()));
+    Ok(out)
+}
+
+/// Counts bytes read into the progress report.
+struct Counted<R> {
+    inner: R,
+    progress: Arc<Progress>,
+    digest: String,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.progress.blob_bytes(&self.digest, n);
+            self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+async fn blob_reader(
+    members: &Members,
+    blob: &Blob,
+) -> Result<Box<dyn AsyncRead + Send + Unpin>, ArchiveError> {
+    match &blob.data {
+        BlobData::Generated(bytes) => Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
+        BlobData::Member(path) => {
+            let m = members.get(path, "a blob to push")?;
+            let (file, offset) = members.location(m).ok_or_else(|| ArchiveError::Missing {
+                member: path.clone(),
+                needed_by: "a blob to push".to_string(),
+            })?;
+            let what = || format!("reading {path} from {}", members.input());
+            let mut f = tokio::fs::File::open(&file)
+                .await
+                .map_err(|e| ArchiveError::io(what(), e))?;
+            f.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| ArchiveError::io(what(), e))?;
+            Ok(Box::new(tokio::io::AsyncReadExt::take(f, m.size)))
+        }
+    }
+}
+
+/// HEAD, then upload if missing. Returns whether bytes were sent.
+async fn push_blob(
+    transport: Arc<Transport>,
+    members: Arc<Members>,
+    repo: String,
+    blob: Blob,
+    progress: Arc<Progress>,
+) -> Result<(), ArchiveError> {
+    let mut conn = V2Connection::open(&transport).await?;
+    if conn.blob_exists(&repo, &blob.digest).await? {
+        progress.blob_done(blob.digest.as_str(), blob.size, "skipped");
+        return Ok(());
+    }
+    progress.blob_start(blob.digest.as_str(), blob.size);
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = Counted {
+        inner: blob_reader(&members, &blob).await?,
+        progress: progress.clone(),
+        digest: blob.digest.to_string(),
+        sent: sent.clone(),
+    };
+    let result = conn
+        .upload_blob(&repo, &blob.digest, blob.size, reader)
+        .await;
+    if let Err(e) = result {
+        progress.blob_rewind(
+            blob.digest.as_str(),
+            sent.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        return Err(e.into());
+    }
+    progress.blob_done(blob.digest.as_str(), blob.size, "uploaded");
+    Ok(())
+}
+
+/// Pushes the chosen images. Returns each destination with the manifest
+/// digest it now points at.
+pub async fn push(
+    transport: Arc<Transport>,
+    members: Arc<Members>,
+    images: &[Image],
+    destinations: &[Destination],
+    jobs: usize,
+    progress: Arc<Progress>,
+) -> Result<Vec<(ImageRef, Digest)>, ArchiveError> {
+    // Distinct blobs, each under the first repository that needs it (the
+    // blob pool is global, §1.4, but the request names a repository).
+    let mut blobs: BTreeMap<Digest, (String, Blob)> = BTreeMap::new();
+    for d in destinations {
+        let img = images
+            .get(d.image)
+            .ok_or_else(|| ArchiveError::Selection("no such image".into()))?;
+        for b in &img.blobs {
+            blobs
+                .entry(b.digest.clone())
+                .or_insert_with(|| (d.to.name.clone(), b.clone()));
+        }
+    }
+    let total: u64 = blobs.values().map(|(_, b)| b.size).sum();
+    let what: Vec<String> = destinations.iter().map(|d| d.to.to_string()).collect();
+    progress.start(&what.join(", "), blobs.len(), total);
+
+    let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = JoinSet::new();
+    for (_, (repo, blob)) in blobs {
+        let (t, m, p, l) = (
+            transport.clone(),
+            members.clone(),
+            progress.clone(),
+            limit.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = l.acquire_owned().await;
+            push_blob(t, m, repo, blob, p).await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                return Err(ArchiveError::io(
+                    "uploading blobs",
+                    std::io::Error::other(e.to_string()),
+                ))
+            }
+        }
+    }
+
+    let mut conn = V2Connection::open(&transport).await?;
+    let mut out = Vec::new();
+    for d in destinations {
+        let img = images
+            .get(d.image)
+            .ok_or_else(|| ArchiveError::Selection("no such image".into()))?;
+        for c in &img.children {
+            conn.put_manifest(
+                &d.to.name,
+                c.digest.as_str(),
+                &c.media_type,
+                &c.bytes,
+                &c.digest,
+            )
+            .await?;
+        }
+        let m = &img.manifest;
+        conn.put_manifest(
+            &d.to.name,
+            d.to.tag_or_default(),
+            &m.media_type,
+            &m.bytes,
+            &m.digest,
+        )
+        .await?;
+        progress.manifest(&d.to.to_string(), m.digest.as_str());
+        out.push((d.to.clone(), m.digest.clone()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,354 @@
+//! The few Registry V2 calls push and pull need (`v2-compat.md` §1.4–1.6),
+//! over one [`HttpConnection`] each: HEAD/GET a blob (GET with `Range` to
+//! resume), POST → PATCH (streamed) → PUT `?digest=` to upload one, and
+//! PUT/GET a manifest.
+//!
+//! Error statuses become [`ClientError::Status`] with the registry's
+//! message; answers that break the protocol (a 200 to a ranged GET, a
+//! missing `Location`) become [`ClientError::Protocol`].
+
+use ::http::{header, Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::io::AsyncRead;
+use tokio_util::io::ReaderStream;
+
+use berth_server::names::Digest;
+use berth_server::store::media;
+
+use crate::error::ClientError;
+use crate::http::{self, Body, BoxError, HttpConnection};
+use crate::transport::Transport;
+
+/// Every manifest type a pull accepts, sent as one `Accept` list.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Read size of streamed uploads.
+const CHUNK: usize = 256 * 1024;
+
+/// Largest manifest read (`v2-compat.md` §1.6 caps PUTs at 4 MiB).
+const MANIFEST_LIMIT: usize = 4 << 20;
+
+/// A manifest as served.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// `Content-Type` of the answer.
+    pub media_type: String,
+    /// sha256 of the bytes (checked against the requested digest when
+    /// fetched by digest).
+    pub digest: Digest,
+}
+
+/// One HTTP connection to the registry, used for V2 calls.
+pub struct V2Connection {
+    conn: HttpConnection,
+}
+
+fn status_error(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
+    let mut message = berth_server::exec::error_message(body);
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_string();
+    }
+    ClientError::Status {
+        what: what.to_string(),
+        status,
+        message,
+    }
+}
+
+fn protocol(what: &str, message: impl Into<String>) -> ClientError {
+    ClientError::Protocol {
+        what: what.to_string(),
+        message: message.into(),
+    }
+}
+
+/// `Location` resolved to a path (relative per §1.1; an absolute URL's
+/// path is taken).
+fn location(resp: &Response<Incoming>) -> Result<String, String> {
+    let loc = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| "no Location header".to_string())?;
+    if loc.starts_with('/') {
+        return Ok(loc.to_string());
+    }
+    match loc.parse::<::http::Uri>() {
+        Ok(u) => Ok(u
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".to_string())),
+        Err(_) => Err(format!("bad Location {loc:?}")),
+    }
+}
+
+impl V2Connection {
+    /// Opens a new stream (SSH channel, ssh process, in-memory duplex).
+    pub async fn open(transport: &Transport) -> Result<V2Connection, ClientError> {
+        Ok(V2Connection {
+            conn: HttpConnection::open(transport).await?,
+        })
+    }
+
+    async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, ClientError> {
+        self.conn.send(req).await
+    }
+
+    async fn small_body(&self, what: &str, resp: Response<Incoming>) -> Result<Bytes, ClientError> {
+        http::read_small_body(what, resp.into_body(), &self.conn.diagnostics()).await
+    }
+
+    /// Consumes an answer, turning an unexpected status into an error.
+    async fn expect(
+        &self,
+        what: &str,
+        resp: Response<Incoming>,
+        ok: &[StatusCode],
+    ) -> Result<Bytes, ClientError> {
+        let status = resp.status();
+        let body = self.small_body(what, resp).await?;
+        if ok.contains(&status) {
+            Ok(body)
+        } else {
+            Err(status_error(what, status, &body))
+        }
+    }
+
+    fn request(method: Method, path: &str) -> ::http::Result<::http::request::Builder> {
+        Ok(Request::builder().method(method).uri(path))
+    }
+
+    fn build(b: ::http::request::Builder, body: Body) -> Result<Request<Body>, String> {
+        b.body(body).map_err(|e| e.to_string())
+    }
+
+    /// `HEAD /v2/<name>/blobs/<digest>`: whether the registry has the blob.
+    pub async fn blob_exists(&mut self, name: &str, digest: &Digest) -> Result<bool, ClientError> {
+        let path = format!("/v2/{name}/blobs/{digest}");
+        let what = http::describe(&Method::HEAD, &path);
+        let b = Self::request(Method::HEAD, &path).map_err(|e| protocol(&what, e.to_string()))?;
+        let resp = self
+            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+            .await?;
+        let status = resp.status();
+        self.small_body(&what, resp).await?;
+        match status {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(status_error(&what, s, b"")),
+        }
+    }
+
+    /// Uploads one blob: POST a session, PATCH the bytes (one streamed
+    /// request with `Content-Length`), PUT `?digest=` to commit. `reader`
+    /// yields exactly `size` bytes; the registry verifies the digest.
+    pub async fn upload_blob(
+        &mut self,
+        name: &str,
+        digest: &Digest,
+        size: u64,
+        reader: impl AsyncRead + Send + 'static,
+    ) -> Result<(), ClientError> {
+        let start = format!("/v2/{name}/blobs/uploads/");
+        let what = http::describe(&Method::POST, &start);
+        let b = Self::request(Method::POST, &start)
+            .map_err(|e| protocol(&what, e.to_string()))?
+            .header(header::CONTENT_LENGTH, 0);
+        let resp = self
+            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+            .await?;
+        let loc = location(&resp).map_err(|e| protocol(&what, e));
+        self.expect(&what, resp, &[StatusCode::ACCEPTED]).await?;
+        let loc = loc?;
+
+        let what = http::describe(&Method::PATCH, &loc);
+        let body = StreamBody::new(
+            ReaderStream::with_capacity(reader, CHUNK)
+                .map_ok(Frame::data)
+                .map_err(BoxError::from),
+        )
+        .boxed_unsync();
+        let b = Self::request(Method::PATCH, &loc)
+            .map_err(|e| protocol(&what, e.to_string()))?
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, size);
+        let resp = self
+            .send(Self::build(b, body).map_err(|e| protocol(&what, e))?)
+            .await?;
+        let loc = location(&resp).map_err(|e| protocol(&what, e));
+        self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
+            .await?;
+        let loc = loc?;
+
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let put = format!("{loc}{sep}digest={digest}");
+        let what = http::describe(&Method::PUT, &put);
+        let b = Self::request(Method::PUT, &put)
+            .map_err(|e| protocol(&what, e.to_string()))?
+            .header(header::CONTENT_LENGTH, 0);
+        let resp = self
+            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+            .await?;
+        let got = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.expect(&what, resp, &[StatusCode::CREATED]).await?;
+        if let Some(got) = got {
+            if got != digest.as_str() {
+                return Err(protocol(
+                    &what,
+                    format!("registry committed {got}, expected {digest}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `PUT /v2/<name>/manifests/<reference>` with the exact bytes.
+    pub async fn put_manifest(
+        &mut self,
+        name: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &Digest,
+    ) -> Result<(), ClientError> {
+        let path = format!("/v2/{name}/manifests/{reference}");
+        let what = http::describe(&Method::PUT, &path);
+        let b = Self::request(Method::PUT, &path)
+            .map_err(|e| protocol(&what, e.to_string()))?
+            .header(header::CONTENT_TYPE, media_type)
+            .header(header::CONTENT_LENGTH, bytes.len());
+        let resp = self
+            .send(Self::build(b, http::full(bytes.to_vec())).map_err(|e| protocol(&what, e))?)
+            .await?;
+        let got = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.expect(&what, resp, &[StatusCode::CREATED, StatusCode::OK])
+            .await?;
+        match got {
+            Some(g) if g != digest.as_str() => Err(protocol(
+                &what,
+                format!("registry stored the manifest as {g}, expected {digest}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// `GET /v2/<name>/manifests/<reference>`; by digest, the bytes must
+    /// hash to it.
+    pub async fn get_manifest(
+        &mut self,
+        name: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, ClientError> {
+        let path = format!("/v2/{name}/manifests/{reference}");
+        let what = http::describe(&Method::GET, &path);
+        let b = Self::request(Method::GET, &path)
+            .map_err(|e| protocol(&what, e.to_string()))?
+            .header(header::ACCEPT, MANIFEST_ACCEPT);
+        let resp = self
+            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+            .await?;
+        let status = resp.status();
+        let media_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
+        let body = http::read_small_body(&what, resp.into_body(), &self.conn.diagnostics()).await?;
+        if status != StatusCode::OK {
+            return Err(status_error(&what, status, &body));
+        }
+        if body.len() > MANIFEST_LIMIT {
+            return Err(protocol(&what, "manifest larger than 4 MiB"));
+        }
+        let digest = Digest::of_bytes(&body);
+        if reference.starts_with("sha256:") && digest.as_str() != reference {
+            return Err(protocol(&what, format!("manifest bytes hash to {digest}")));
+        }
+        let media_type = match media_type {
+            Some(m) if !m.is_empty() && m != "application/json" => m,
+            _ => serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("mediaType")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
+        };
+        Ok(FetchedManifest {
+            bytes: body,
+            media_type,
+            digest,
+        })
+    }
+
+    /// `GET /v2/<name>/blobs/<digest>` from byte `offset` (a `Range`
+    /// request when non-zero; the answer must then be 206 starting there).
+    /// The body streams from the returned response.
+    pub async fn get_blob(
+        &mut self,
+        name: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Incoming, ClientError> {
+        let path = format!("/v2/{name}/blobs/{digest}");
+        let what = http::describe(&Method::GET, &path);
+        let mut b =
+            Self::request(Method::GET, &path).map_err(|e| protocol(&what, e.to_string()))?;
+        if offset > 0 {
+            b = b.header(header::RANGE, format!("bytes={offset}-"));
+        }
+        let resp = self
+            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+            .await?;
+        let status = resp.status();
+        match (status, offset) {
+            (StatusCode::OK, 0) => Ok(resp.into_body()),
+            (StatusCode::PARTIAL_CONTENT, o) if o > 0 => {
+                let start = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes "))
+                    .and_then(|v| v.split('-').next())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if start != Some(o) {
+                    return Err(protocol(
+                        &what,
+                        format!(
+                            "asked for bytes from {o}, got Content-Range starting at {start:?}"
+                        ),
+                    ));
+                }
+                Ok(resp.into_body())
+            }
+            _ => {
+                let body = self.small_body(&what, resp).await?;
+                if status.is_success() {
+                    Err(protocol(
+                        &what,
+                        format!("{status} to a request from byte {offset}"),
+                    ))
+                } else {
+                    Err(status_error(&what, status, &body))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! Unit tests of the archive reader against small archives of every shape,
+//! built here with the `tar` crate, the refusals (path escapes, truncation,
+//! corrupt blobs, diff_id mismatches), and push/pull round trips through
+//! the in-process registry service on a temporary directory.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use berth_server::names::Digest;
+use serde_json::{json, Value};
+
+use super::error::ArchiveError;
+use super::formats::{self, Format, Image};
+use super::members::{Input, Members};
+use super::progress::{Mode, Progress};
+use super::pull::{self, Output};
+use super::push;
+use super::reference::ImageRef;
+use crate::remote::Remote;
+use crate::transport::ssh::SshOptions;
+use crate::transport::Transport;
+
+/// A raw tar header; the path and link are written as given (no checks),
+/// so hostile archives can be built.
+fn header(path: &str, kind: tar::EntryType, size: u64, link: Option<&str>) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    {
+        let g = h.as_gnu_mut().unwrap();
+        g.name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(l) = link {
+            g.linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+    }
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    h
+}
+
+#[derive(Default)]
+struct Tar {
+    b: Option<tar::Builder<Vec<u8>>>,
+}
+
+impl Tar {
+    fn new() -> Tar {
+        Tar {
+            b: Some(tar::Builder::new(Vec::new())),
+        }
+    }
+    fn b(&mut self) -> &mut tar::Builder<Vec<u8>> {
+        self.b.as_mut().unwrap()
+    }
+    fn file(&mut self, path: &str, data: &[u8]) -> &mut Self {
+        let h = header(path, tar::EntryType::Regular, data.len() as u64, None);
+        self.b().append(&h, data).unwrap();
+        self
+    }
+    fn dir(&mut self, path: &str) -> &mut Self {
+        let h = header(path, tar::EntryType::Directory, 0, None);
+        self.b().append(&h, &[][..]).unwrap();
+        self
+    }
+    fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let h = header(path, tar::EntryType::Symlink, 0, Some(target));
+        self.b().append(&h, &[][..]).unwrap();
+        self
+    }
+    fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let h = header(path, tar::EntryType::Link, 0, Some(target));
+        self.b().append(&h, &[][..]).unwrap();
+        self
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        self.b.take().unwrap().into_inner().unwrap()
+    }
+}
+
+fn sha(data: &[u8]) -> Digest {
+    Digest::of_bytes(data)
+}
+
+fn pseudo_random(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A layer: an uncompressed tar holding one file.
+fn layer(seed: u8, len: usize) -> Vec<u8> {
+    let mut t = Tar::new();
+    t.file(&format!("file{seed}"), &pseudo_random(len, seed));
+    t.finish()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(data, 1).unwrap()
+}
+
+fn config_for(layers: &[&[u8]]) -> Vec<u8> {
+    let ids: Vec<String> = layers.iter().map(|l| sha(l).to_string()).collect();
+    serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/file0"]},
+        "rootfs": {"type": "layers", "diff_ids": ids},
+        "history": [{"created_by": "a"}, {"created_by": "b"}],
+    }))
+    .unwrap()
+}
+
+/// Docker 1.10–24: per-layer dirs, a symlinked duplicate layer, a config
+/// named by its digest, manifest.json and repositories.
+fn docker_1_10_archive(l0: &[u8], l1: &[u8]) -> (Vec<u8>, Digest) {
+    let layers: &[&[u8]] = &[l0, l1, l0];
+    let config = config_for(layers);
+    let cd = sha(&config);
+    let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let mut t = Tar::new();
+    t.dir(&format!("{a}/"))
+        .file(&format!("{a}/VERSION"), b"1.0")
+        .file(&format!("{a}/json"), b"{}")
+        .file(&format!("{a}/layer.tar"), l0)
+        .dir(&format!("{b}/"))
+        .file(&format!("{b}/layer.tar"), l1)
+        .dir(&format!("{c}/"))
+        .symlink(&format!("{c}/layer.tar"), &format!("../{a}/layer.tar"))
+        .file(&format!("{}.json", cd.hex()), &config);
+    let manifest = json!([{
+        "Config": format!("{}.json", cd.hex()),
+        "RepoTags": ["team/app:1", "team/app:latest"],
+        "Layers": [format!("{a}/layer.tar"), format!("{b}/layer.tar"), format!("{c}/layer.tar")],
+    }]);
+    t.file("manifest.json", &serde_json::to_vec(&manifest).unwrap())
+        .file(
+            "repositories",
+            format!(r#"{{"team/app":{{"1":"{c}"}}}}"#).as_bytes(),
+        );
+    (t.finish(), cd)
+}
+
+/// Docker 25+: OCI layout (uncompressed layers under their diff_id) +
+/// manifest.json + repositories; index.json names the tag only.
+fn docker_25_archive(
+    l0: &[u8],
+    l1: &[u8],
+    layer_bytes: (&[u8], &[u8]),
+) -> (Vec<u8>, Digest, Digest) {
+    let config = config_for(&[l0, l1]);
+    let cd = sha(&config);
+    let oci = layer_bytes.0 != l0;
+    let lt = |b: &[u8]| {
+        if b.starts_with(&[0x1f, 0x8b]) {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else if b.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        }
+    };
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.as_str(), "size": config.len()},
+        "layers": [
+            {"mediaType": lt(layer_bytes.0), "digest": sha(layer_bytes.0).as_str(), "size": layer_bytes.0.len()},
+            {"mediaType": lt(layer_bytes.1), "digest": sha(layer_bytes.1).as_str(), "size": layer_bytes.1.len()},
+        ],
+    }))
+    .unwrap();
+    let md = sha(&manifest);
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.as_str(), "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "2"},
+        }],
+    });
+    let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    let mut t = Tar::new();
+    t.dir("blobs/").dir("blobs/sha256/");
+    for b in [layer_bytes.0, layer_bytes.1, &config[..], &manifest[..]] {
+        t.file(&blob(&sha(b)), b);
+    }
+    t.file("index.json", &serde_json::to_vec(&index).unwrap())
+        .file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    if !oci {
+        let mj = json!([{
+            "Config": blob(&cd), "RepoTags": ["team/app:2"],
+            "Layers": [blob(&sha(l0)), blob(&sha(l1))],
+        }]);
+        t.file("manifest.json", &serde_json::to_vec(&mj).unwrap());
+    }
+    (t.finish(), md, cd)
+}
+
+fn read(bytes: Vec<u8>) -> Result<Members, ArchiveError> {
+    Members::read_from(Box::new(std::io::Cursor::new(bytes)), "test", None)
+}
+
+fn read_file(bytes: &[u8]) -> (tempfile::TempDir, Result<Members, ArchiveError>) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.tar");
+    std::fs::write(&p, bytes).unwrap();
+    let m = Members::read(&Input::File(p));
+    (dir, m)
+}
+
+fn images(bytes: Vec<u8>) -> Result<(Format, Vec<Image>), ArchiveError> {
+    let m = read(bytes)?;
+    formats::images(&m)
+}
+
+fn member_bytes(m: &Members, path: &str) -> Vec<u8> {
+    let mem = m.get(path, "test").unwrap();
+    let mut out = Vec::new();
+    m.open(mem).unwrap().read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn docker_1_10_archives_become_schema2_images() {
+    let (l0, l1) = (layer(0, 3000), layer(1, 5000));
+    let (tar, cd) = docker_1_10_archive(&l0, &l1);
+    let (format, imgs) = images(tar.clone()).unwrap();
+    assert_eq!(format, Format::DockerManifest);
+    let [img] = &imgs[..] else { panic!("{imgs:?}") };
+    assert_eq!(img.id, cd);
+    let names: Vec<String> = img.refs.iter().map(|r| r.to_string()).collect();
+    assert_eq!(names, ["team/app:1", "team/app:latest"]);
+    let m: Value = serde_json::from_slice(&img.manifest.bytes).unwrap();
+    assert_eq!(
+        m["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(m["config"]["digest"], cd.as_str());
+    // Uncompressed layers are pushed as they are: digest == diff_id.
+    let layers: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        layers,
+        [sha(&l0).as_str(), sha(&l1).as_str(), sha(&l0).as_str()]
+    );
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar"
+    );
+    // Same result from a file (members read in place) as from a pipe.
+    let (_dir, from_file) = read_file(&tar);
+    let from_file = from_file.unwrap();
+    let (_, imgs2) = formats::images(&from_file).unwrap();
+    assert_eq!(imgs2[0].manifest.digest, img.manifest.digest);
+    let c = "c".repeat(64);
+    assert_eq!(member_bytes(&from_file, &format!("{c}/layer.tar")), l0);
+}
+
+#[test]
+fn docker_25_archives_keep_manifest_bytes_and_take_names_from_manifest_json() {
+    let (l0, l1) = (layer(0, 3000), layer(1, 5000));
+    let (tar, md, cd) = docker_25_archive(&l0, &l1, (&l0, &l1));
+    let (format, imgs) = images(tar).unwrap();
+    assert_eq!(format, Format::OciLayout);
+    let [img] = &imgs[..] else { panic!("{imgs:?}") };
+    assert_eq!(img.manifest.digest, md);
+    assert_eq!(img.id, cd);
+    assert_eq!(img.refs, [ImageRef::parse("team/app:2").unwrap()]);
+    assert_eq!(img.blobs.len(), 3);
+}
+
+#[test]
+fn oci_archives_with_compressed_layers_keep_their_digests() {
+    let (l0, l1) = (layer(0, 3000), layer(1, 5000));
+    let (g0, z1) = (gzip(&l0), zstd(&l1));
+    let (tar, md, _) = docker_25_archive(&l0, &l1, (&g0, &z1));
+    let (format, imgs) = images(tar).unwrap();
+    assert_eq!(format, Format::OciLayout);
+    assert_eq!(imgs[0].manifest.digest, md);
+    let digests: Vec<&Digest> = imgs[0].blobs.iter().map(|b| &b.digest).collect();
+    assert!(digests.contains(&&sha(&g0)) && digests.contains(&&sha(&z1)));
+    // Untagged in the archive: a name must be given on the command line.
+    assert!(push::select(&imgs, None).is_err());
+    let d = push::select(&imgs, ImageRef::parse("x/y:3").as_ref()).unwrap();
+    assert_eq!(d[0].to.to_string(), "x/y:3");
+}
+
+#[test]
+fn nested_indexes_push_whole_or_the_amd64_child() {
+    let (l0, l1) = (layer(0, 1000), layer(1, 1000));
+    let (inner, md, _) = docker_25_archive(&l0, &l1, (&l0, &l1));
+    // Re-pack: the inner layout's blobs, plus an index with an amd64 child
+    // (present) and an arm64 child (absent).
+    let inner_members = read(inner).unwrap();
+    let mut t = Tar::new();
+    for p in inner_members
+        .paths()
+        .filter(|p| p.starts_with("blobs/sha256/"))
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    {
+        t.file(&p, &member_bytes(&inner_members, &p));
+    }
+    let man_size = inner_members
+        .get(&format!("blobs/sha256/{}", md.hex()), "t")
+        .unwrap()
+        .size;
+    let nested = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.as_str(), "size": man_size,
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", "e".repeat(64)), "size": 10,
+             "platform": {"os": "linux", "architecture": "arm64"}},
+        ],
+    }))
+    .unwrap();
+    let nd = sha(&nested);
+    t.file(&format!("blobs/sha256/{}", nd.hex()), &nested);
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": nd.as_str(), "size": nested.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/multi:1", "org.opencontainers.image.ref.name": "1"},
+    }]});
+    t.file("index.json", &serde_json::to_vec(&index).unwrap())
+        .file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    let (_, imgs) = images(t.finish()).unwrap();
+    assert_eq!(
+        imgs[0].manifest.digest, md,
+        "the amd64 child is pushed on its own"
+    );
+    assert_eq!(imgs[0].refs, [ImageRef::parse("multi:1").unwrap()]);
+}
+
+#[test]
+fn pre_1_10_archives_are_converted_like_docker_load() {
+    let (l0, l1) = (layer(0, 2000), layer(1, 2000));
+    let (a, b) = ("a".repeat(64), "b".repeat(64));
+    let ja = json!({"id": a, "created": "2015-01-01T00:00:00Z", "container_config": {"Cmd": ["/bin/sh", "-c", "#(nop) ADD x"]}, "os": "linux", "architecture": "amd64", "Size": 1});
+    let jb = json!({"id": b, "parent": a, "created": "2015-01-02T00:00:00Z", "container_config": {"Cmd": ["/bin/sh"]}, "config": {"Cmd": ["/bin/sh"]}, "os": "linux", "architecture": "amd64"});
+    let mut t = Tar::new();
+    t.file(&format!("{a}/VERSION"), b"1.0")
+        .file(&format!("{a}/json"), &serde_json::to_vec(&ja).unwrap())
+        .file(&format!("{a}/layer.tar"), &gzip(&l0))
+        .file(&format!("{b}/VERSION"), b"1.0")
+        .file(&format!("{b}/json"), &serde_json::to_vec(&jb).unwrap())
+        .file(&format!("{b}/layer.tar"), &l1)
+        .file(
+            "repositories",
+            format!(r#"{{"old":{{"v1":"{b}"}}}}"#).as_bytes(),
+        );
+    let (format, imgs) = images(t.finish()).unwrap();
+    assert_eq!(format, Format::Legacy);
+    let img = &imgs[0];
+    assert_eq!(img.refs, [ImageRef::parse("old:v1").unwrap()]);
+    let config = match &img.blobs[0].data {
+        formats::BlobData::Generated(b) => b.clone(),
+        other => panic!("{other:?}"),
+    };
+    let cv: Value = serde_json::from_slice(&config).unwrap();
+    assert_eq!(
+        cv["rootfs"]["diff_ids"],
+        json!([sha(&l0).as_str(), sha(&l1).as_str()])
+    );
+    assert_eq!(cv["history"][0]["created_by"], "/bin/sh -c #(nop) ADD x");
+    assert!(cv.get("id").is_none() && cv.get("parent").is_none());
+    assert_eq!(img.id, sha(&config));
+    let m: Value = serde_json::from_slice(&img.manifest.bytes).unwrap();
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+}
+
+#[test]
+fn compressed_outer_tars_read_like_plain_ones() {
+    let (l0, l1) = (layer(0, 3000), layer(1, 5000));
+    let (tar, cd) = docker_1_10_archive(&l0, &l1);
+    for packed in [gzip(&tar), zstd(&tar)] {
+        let (_, imgs) = images(packed.clone()).unwrap();
+        assert_eq!(imgs[0].id, cd);
+        let (_dir, m) = read_file(&packed);
+        assert_eq!(formats::images(&m.unwrap()).unwrap().1[0].id, cd);
+    }
+}
+
+fn refused(bytes: Vec<u8>) -> String {
+    let err = images(bytes).expect_err("archive must be refused");
+    err.to_string()
+}
+
+#[test]
+fn path_escapes_are_refused() {
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (Tar::new().file("../evil", b"x").finish(), "'..'"),
+        (Tar::new().file("/etc/evil", b"x").finish(), "absolute"),
+        (Tar::new().file("a/../../evil", b"x").finish(), "'..'"),
+        (
+            Tar::new()
+                .symlink("a/layer.tar", "../../etc/passwd")
+                .finish(),
+            "outside the archive",
+        ),
+        (
+            Tar::new().symlink("layer.tar", "/etc/passwd").finish(),
+            "absolute",
+        ),
+        (
+            Tar::new().hardlink("layer.tar", "../etc/passwd").finish(),
+            "'..'",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let msg = refused(bytes);
+        assert!(
+            msg.contains("refusing member") && msg.contains(want),
+            "{msg}"
+        );
+    }
+    // Also from a file read in place.
+    let (_dir, m) = read_file(&Tar::new().file("../evil", b"x").finish());
+    assert!(matches!(m, Err(ArchiveError::UnsafePath { .. })));
+}
+
+#[test]
+fn truncated_archives_are_refused() {
+    let (l0, l1) = (layer(0, 30000), layer(1, 50000));
+    let (tar, _) = docker_1_10_archive(&l0, &l1);
+    for cut in [tar.len() / 2, 700, tar.len() - 1500] {
+        let msg = refused(tar[..cut].to_vec());
+        assert!(
+            msg.contains("truncated") || msg.contains("no member"),
+            "cut {cut}: {msg}"
+        );
+    }
+    let gz = gzip(&tar);
+    let msg = refused(gz[..gz.len() / 2].to_vec());
+    assert!(
+        msg.contains("truncated") || msg.contains("not a readable"),
+        "{msg}"
+    );
+    assert!(refused(Vec::new()).contains("empty"));
+}
+
+#[test]
+fn corrupt_blobs_and_diff_id_mismatches_are_refused() {
+    let (l0, l1) = (layer(0, 3000), layer(1, 5000));
+    // A layer whose content differs from the config's diff_id.
+    let (tar, _) = docker_1_10_archive(&l0, &l1);
+    let mut bad = tar.clone();
+    let pos = bad
+        .windows(16)
+        .position(|w| w == &pseudo_random(5000, 1)[100..116])
+        .unwrap();
+    bad[pos] ^= 0xff;
+    let msg = refused(bad);
+    assert!(msg.contains("diff_id"), "{msg}");
+    // A config whose bytes do not match its name.
+    let (tar, cd) = docker_1_10_archive(&l0, &l1);
+    let mut bad = tar.clone();
+    let needle = br#""architecture":"amd64""#;
+    let pos = bad.windows(needle.len()).position(|w| w == needle).unwrap();
+    bad[pos + 17] = b'X';
+    let msg = refused(bad);
+    assert!(
+        msg.contains(cd.hex()) && msg.contains("does not match"),
+        "{msg}"
+    );
+    // An OCI blob that does not hash to its file name.
+    let (tar, _, _) = docker_25_archive(&l0, &l1, (&l0, &l1));
+    let mut bad = tar.clone();
+    let pos = bad
+        .windows(16)
+        .position(|w| w == &pseudo_random(3000, 0)[10..26])
+        .unwrap();
+    bad[pos] ^= 1;
+    let msg = refused(bad);
+    assert!(msg.contains("does not match its digest"), "{msg}");
+}
+
+fn local(dir: &std::path::Path) -> Arc<Transport> {
+    Arc::new(Transport::new(&Remote::Local(dir.to_path_buf()), SshOptions::default()).unwrap())
+}
+
+async fn push_bytes(
+    reg: &std::path::Path,
+    bytes: Vec<u8>,
+    target: Option<&str>,
+) -> Result<Arc<Progress>, ArchiveError> {
+    let members = Arc::new(read(bytes)?);
+    let (_, imgs) = formats::images(&members)?;
+    let dest = push::select(&imgs, target.and_then(ImageRef::parse).as_ref())?;
+    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
+    push::push(local(reg), members, &imgs, &dest, 3, progress.clone()).await?;
+    Ok(progress)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn push_skips_present_blobs_and_pull_writes_a_loadable_layout() {
+    let reg = tempfile::tempdir().unwrap();
+    let (l0, l1) = (layer(0, 40000), layer(1, 70000));
+    let (tar, cd) = docker_1_10_archive(&l0, &l1);
+    let first = push_bytes(reg.path(), tar.clone(), None).await.unwrap();
+    assert!(first.bytes_transferred() >= (l0.len() + l1.len()) as u64);
+    let again = push_bytes(reg.path(), tar.clone(), None).await.unwrap();
+    assert_eq!(
+        again.bytes_transferred(),
+        0,
+        "a re-push sends no blob bytes"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("pulled.tar");
+    let r = ImageRef::parse("team/app:1").unwrap();
+    let progress = Progress::new(Mode::Quiet, "pull", false);
+    pull::pull(
+        local(reg.path()),
+        &r,
+        &Output::File(file.clone()),
+        &progress,
+    )
+    .await
+    .unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let members = read(bytes.clone()).unwrap();
+    // Both readers of the shape agree: OCI layout and manifest.json.
+    let (format, imgs) = formats::images(&members).unwrap();
+    assert_eq!(format, Format::OciLayout);
+    assert_eq!(imgs[0].id, cd);
+    assert_eq!(imgs[0].refs, [ImageRef::parse("team/app:1").unwrap()]);
+    let index: Value = serde_json::from_slice(&member_bytes(&members, "index.json")).unwrap();
+    let ann = &index["manifests"][0]["annotations"];
+    assert_eq!(ann["io.containerd.image.name"], "docker.io/team/app:1");
+    assert_eq!(ann["org.opencontainers.image.ref.name"], "1");
+    let repos: Value = serde_json::from_slice(&member_bytes(&members, "repositories")).unwrap();
+    assert_eq!(repos["team/app"]["1"], sha(&l0).hex());
+    let mj: Value = serde_json::from_slice(&member_bytes(&members, "manifest.json")).unwrap();
+    assert_eq!(mj[0]["Config"], format!("blobs/sha256/{}", cd.hex()));
+    assert_eq!(mj[0]["Layers"].as_array().unwrap().len(), 3);
+
+    // The pulled archive pushes back as the same manifest (digests preserved).
+    let reg2 = tempfile::tempdir().unwrap();
+    push_bytes(reg2.path(), bytes, None).await.unwrap();
+
+    // A missing tag leaves no file behind (and no temporary file).
+    let missing = out.path().join("missing.tar");
+    let r = ImageRef::parse("team/app:nope").unwrap();
+    let err = pull::pull(
+        local(reg.path()),
+        &r,
+        &Output::File(missing.clone()),
+        &progress,
+    )
+    .await;
+    assert!(err.is_err());
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from("pulled.tar")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_archives_publish_nothing() {
+    let reg = tempfile::tempdir().unwrap();
+    let (l0, l1) = (layer(0, 3000), layer(1, 5000));
+    let (tar, _) = docker_1_10_archive(&l0, &l1);
+    let mut bad = tar.clone();
+    let pos = bad
+        .windows(16)
+        .position(|w| w == &pseudo_random(5000, 1)[100..116])
+        .unwrap();
+    bad[pos] ^= 0xff;
+    assert!(push_bytes(reg.path(), bad, Some("team/app:1"))
+        .await
+        .is_err());
+    assert_eq!(
+        std::fs::read_dir(reg.path()).unwrap().count(),
+        0,
+        "registry untouched"
+    );
+    // Several images and an unknown name: refused before any request.
+    let (tar2, _, _) = docker_25_archive(&l0, &l1, (&l0, &l1));
+    let members = read(tar2).unwrap();
+    let (_, mut imgs) = formats::images(&members).unwrap();
+    let (_, more) = images(tar).unwrap();
+    imgs.extend(more);
+    let err = push::select(&imgs, ImageRef::parse("other:1").as_ref()).unwrap_err();
+    assert!(err.to_string().contains("none is named other:1"), "{err}");
+    let all = push::select(&imgs, None).unwrap();
+    let names: Vec<String> = all.iter().map(|d| d.to.to_string()).collect();
+    assert_eq!(names, ["team/app:2", "team/app:1", "team/app:latest"]);
+}
