@@ -7,7 +7,7 @@
 //! * [`names`] — validated repository names, tags, image ids and digests.
 //! * [`store`] — the mount point: V1 reference layout + content-addressed blob
 //!   pool; the only code that builds paths or writes files.
-//! * [`registry`] — the HTTP service (V1 API) over the store; every transport
+//! * [`registry`] — the HTTP service (V1 and V2 APIs) over the store; every transport
 //!   ends in [`registry::Registry::serve_connection`].
 //! * [`ssh`] — the russh server: public-key auth, the `docker-registry`
 //!   subsystem, and `registryget`/`registryput` exec requests.

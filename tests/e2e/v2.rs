@@ -25,16 +25,14 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The codes of a V2 error body.
@@ -48,7 +46,13 @@ impl Resp {
     }
 }
 
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -84,7 +88,14 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)],
         .expect("response head");
     let text = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = text.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -111,12 +122,21 @@ fn get(addr: SocketAddr, path: &str) -> Resp {
 /// Pushes a blob with POST + one PATCH + closing PUT; returns its digest.
 fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
     let digest = format!("sha256:{}", sha256_hex(data));
-    let r = request(addr, "POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+    let r = request(
+        addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 202);
     let loc = r.header("location").unwrap().to_string();
     let r = request(addr, "PATCH", &loc, &[], data);
     assert_eq!(r.status, 202);
-    assert_eq!(r.header("range"), Some(format!("0-{}", data.len() - 1).as_str()));
+    assert_eq!(
+        r.header("range"),
+        Some(format!("0-{}", data.len() - 1).as_str())
+    );
     let r = request(addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"");
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
@@ -172,7 +192,9 @@ fn make_oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
         let gz = gzip(dir, tar);
         descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&gz), "size": gz.len()}));
         diff_ids.push(format!("sha256:{}", sha256_hex(tar)));
-        history.push(json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("ADD layer{i} /")}));
+        history.push(
+            json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("ADD layer{i} /")}),
+        );
     }
     history.push(json!({"created": "2024-01-01T00:00:00Z", "created_by": "CMD [\"/bin/true\"]", "empty_layer": true}));
     let config = serde_json::to_vec(&json!({
@@ -202,7 +224,8 @@ fn skopeo(args: &[&str]) -> String {
 }
 
 fn raw_digest(image: &str) -> String {
-    let out = run_ok(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", image]));
+    let out =
+        run_ok(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", image]));
     format!("sha256:{}", sha256_hex(&out.stdout))
 }
 
@@ -218,9 +241,10 @@ fn v1_image_checked(addr: SocketAddr, root: &Path, id: &str) -> Vec<u8> {
     let mut payload = json.body.clone();
     payload.push(b'\n');
     payload.extend_from_slice(&layer.body);
-    let stored: Vec<String> =
-        serde_json::from_slice(&std::fs::read(root.join(format!("images/{id}/_checksum"))).unwrap())
-            .unwrap();
+    let stored: Vec<String> = serde_json::from_slice(
+        &std::fs::read(root.join(format!("images/{id}/_checksum"))).unwrap(),
+    )
+    .unwrap();
     assert_eq!(stored, vec![format!("sha256:{}", sha256_hex(&payload))]);
     assert!(!root.join(format!("images/{id}/_inprogress")).exists());
     layer.body
@@ -229,10 +253,20 @@ fn v1_image_checked(addr: SocketAddr, root: &Path, id: &str) -> Vec<u8> {
 /// Pushes a V1 image (json, layer, checksum) with plain requests.
 fn v1_push_image(addr: SocketAddr, id: &str, parent: Option<&str>, layer: &[u8]) {
     let json = match parent {
-        Some(p) => format!(r#"{{"id":"{id}","parent":"{p}","created":"2014-06-01T00:00:00Z","container_config":{{"Cmd":["/bin/sh","-c","echo {id}"]}},"os":"linux"}}"#),
-        None => format!(r##"{{"id":"{id}","created":"2014-06-01T00:00:00Z","container_config":{{"Cmd":["/bin/sh","-c","#(nop) ADD file"]}}}}"##),
+        Some(p) => format!(
+            r#"{{"id":"{id}","parent":"{p}","created":"2014-06-01T00:00:00Z","container_config":{{"Cmd":["/bin/sh","-c","echo {id}"]}},"os":"linux"}}"#
+        ),
+        None => format!(
+            r##"{{"id":"{id}","created":"2014-06-01T00:00:00Z","container_config":{{"Cmd":["/bin/sh","-c","#(nop) ADD file"]}}}}"##
+        ),
     };
-    let r = request(addr, "PUT", &format!("/v1/images/{id}/json"), &[], json.as_bytes());
+    let r = request(
+        addr,
+        "PUT",
+        &format!("/v1/images/{id}/json"),
+        &[],
+        json.as_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let r = request(addr, "PUT", &format!("/v1/images/{id}/layer"), &[], layer);
     assert_eq!(r.status, 200);
@@ -269,8 +303,17 @@ fn skopeo_push_pull_and_v1_view() {
     let oci_src = format!("oci:{}:v1", src.display());
 
     skopeo(&["copy", "--dest-tls-verify=false", &oci_src, &dest]);
-    assert_eq!(raw_digest(&dest), pushed, "inspect --raw returns the pushed bytes");
-    skopeo(&["copy", "--dest-tls-verify=false", &oci_src, &format!("docker://{}/team/app:v2", server.host())]);
+    assert_eq!(
+        raw_digest(&dest),
+        pushed,
+        "inspect --raw returns the pushed bytes"
+    );
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &oci_src,
+        &format!("docker://{}/team/app:v2", server.host()),
+    ]);
     let tags: Value = serde_json::from_str(&skopeo(&[
         "list-tags",
         "--tls-verify=false",
@@ -281,29 +324,63 @@ fn skopeo_push_pull_and_v1_view() {
 
     // Pull back, by tag and by digest.
     let back = tmp.path().join("back");
-    skopeo(&["copy", "--src-tls-verify=false", &dest, &format!("oci:{}:x", back.display())]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &dest,
+        &format!("oci:{}:x", back.display()),
+    ]);
     let by_digest = format!("docker://{}/team/app@{pushed}", server.host());
-    skopeo(&["copy", "--src-tls-verify=false", &by_digest, &format!("oci:{}:y", back.display())]);
-    let index: Value = serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &by_digest,
+        &format!("oci:{}:y", back.display()),
+    ]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
     for m in index["manifests"].as_array().unwrap() {
         assert_eq!(m["digest"], pushed.as_str());
     }
 
     // A re-push uploads no blob: every blob is reported present, no POST is sent.
-    let out = run_ok(Command::new("skopeo").args(["--debug", "copy", "--dest-tls-verify=false", &oci_src, &dest]));
-    let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(log.contains("/v2/team/app/blobs/sha256:"), "the debug log shows requests:\n{log}");
-    assert!(!log.contains("blobs/uploads"), "re-push started an upload:\n{log}");
+    let out = run_ok(Command::new("skopeo").args([
+        "--debug",
+        "copy",
+        "--dest-tls-verify=false",
+        &oci_src,
+        &dest,
+    ]));
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("/v2/team/app/blobs/sha256:"),
+        "the debug log shows requests:\n{log}"
+    );
+    assert!(
+        !log.contains("blobs/uploads"),
+        "re-push started an upload:\n{log}"
+    );
     assert_eq!(raw_digest(&dest), pushed);
 
     // The V1 view: tag → top id, ancestry, json, layers with valid checksums.
     let tags = get(addr, "/v1/repositories/team/app/tags").json();
     let top = tags["v1"].as_str().unwrap().to_string();
-    let ancestry: Vec<String> = get(addr, &format!("/v1/images/{top}/ancestry")).json().as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let ancestry: Vec<String> = get(addr, &format!("/v1/images/{top}/ancestry"))
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ancestry.len(), 3, "two layers + the empty CMD step");
     assert_eq!(ancestry[0], top);
     let root_layer = v1_image_checked(addr, &root, &ancestry[2]);
-    assert_eq!(root_layer, gzip(tmp.path(), &l0), "the V1 layer is the pushed blob");
+    assert_eq!(
+        root_layer,
+        gzip(tmp.path(), &l0),
+        "the V1 layer is the pushed blob"
+    );
     for id in &ancestry {
         v1_image_checked(addr, &root, id);
     }
@@ -327,23 +404,46 @@ fn v1_push_is_pullable_with_a_stable_digest() {
     let addr = server.addr;
     let a = "a".repeat(64);
     let b = "b".repeat(64);
-    let layer_a = gzip(tmp.path(), &make_tar(tmp.path(), "va", &[("x", b"old v1 layer\n".to_vec())]));
-    let layer_b = gzip(tmp.path(), &make_tar(tmp.path(), "vb", &[("y", random_bytes(50_000, 7))]));
+    let layer_a = gzip(
+        tmp.path(),
+        &make_tar(tmp.path(), "va", &[("x", b"old v1 layer\n".to_vec())]),
+    );
+    let layer_b = gzip(
+        tmp.path(),
+        &make_tar(tmp.path(), "vb", &[("y", random_bytes(50_000, 7))]),
+    );
     v1_push_image(addr, &a, None, &layer_a);
     v1_push_image(addr, &b, Some(&a), &layer_b);
-    let r = request(addr, "PUT", "/v1/repositories/legacy/img/tags/latest", &[], format!("\"{b}\"").as_bytes());
+    let r = request(
+        addr,
+        "PUT",
+        "/v1/repositories/legacy/img/tags/latest",
+        &[],
+        format!("\"{b}\"").as_bytes(),
+    );
     assert_eq!(r.status, 200);
 
     let image = format!("docker://{}/legacy/img:latest", server.host());
     let first = raw_digest(&image);
     let out = tmp.path().join("out");
-    skopeo(&["copy", "--src-tls-verify=false", &image, &format!("oci:{}:l", out.display())]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &image,
+        &format!("oci:{}:l", out.display()),
+    ]);
     assert_eq!(raw_digest(&image), first);
     let r = get(addr, &format!("/v2/legacy/img/manifests/{first}"));
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type"), Some("application/vnd.docker.distribution.manifest.v2+json"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.docker.distribution.manifest.v2+json")
+    );
     let m = r.json();
-    assert_eq!(m["layers"][0]["digest"], format!("sha256:{}", sha256_hex(&layer_a)));
+    assert_eq!(
+        m["layers"][0]["digest"],
+        format!("sha256:{}", sha256_hex(&layer_a))
+    );
     assert_eq!(m["layers"][1]["size"], layer_b.len());
 
     // Same digest after a restart.
@@ -354,7 +454,13 @@ fn v1_push_is_pullable_with_a_stable_digest() {
 
     // A V1 tag write takes the tag over: V2 now serves the new top.
     let addr = server.addr;
-    let r = request(addr, "PUT", "/v1/repositories/legacy/img/tags/latest", &[], format!("\"{a}\"").as_bytes());
+    let r = request(
+        addr,
+        "PUT",
+        "/v1/repositories/legacy/img/tags/latest",
+        &[],
+        format!("\"{a}\"").as_bytes(),
+    );
     assert_eq!(r.status, 200);
     let moved = raw_digest(&image);
     assert_ne!(moved, first);
@@ -362,7 +468,9 @@ fn v1_push_is_pullable_with_a_stable_digest() {
 
     if require_docker() {
         let reference = format!("{}/legacy/img:latest", server.host());
-        let _ = Command::new("docker").args(["rmi", "-f", &reference]).output();
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &reference])
+            .output();
         let out = run_ok(Command::new("docker").args(["pull", &reference]));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(&moved), "{text}");
@@ -384,7 +492,12 @@ fn docker_push_pull_mount_and_v1_view() {
     std::fs::write(&tar_path, &tar).unwrap();
     let first = format!("{host}/x:1");
     let second = format!("{host}/other/y:1");
-    run_ok(Command::new("docker").arg("import").arg(&tar_path).arg(&first));
+    run_ok(
+        Command::new("docker")
+            .arg("import")
+            .arg(&tar_path)
+            .arg(&first),
+    );
     let cleanup = |refs: &[&str]| {
         for r in refs {
             let _ = Command::new("docker").args(["rmi", "-f", r]).output();
@@ -399,15 +512,24 @@ fn docker_push_pull_mount_and_v1_view() {
         .nth(1)
         .unwrap_or_else(|| panic!("no digest in {text}"))
         .to_string();
-    let again = String::from_utf8_lossy(&run_ok(Command::new("docker").args(["push", &first])).stdout).into_owned();
+    let again =
+        String::from_utf8_lossy(&run_ok(Command::new("docker").args(["push", &first])).stdout)
+            .into_owned();
     assert!(again.contains("Layer already exists"), "{again}");
     run_ok(Command::new("docker").args(["tag", &first, &second]));
-    let mounted = String::from_utf8_lossy(&run_ok(Command::new("docker").args(["push", &second])).stdout).into_owned();
+    let mounted =
+        String::from_utf8_lossy(&run_ok(Command::new("docker").args(["push", &second])).stdout)
+            .into_owned();
     assert!(mounted.contains("Mounted from"), "{mounted}");
 
     cleanup(&[&first, &second]);
     run_ok(Command::new("docker").args(["pull", &first]));
-    let inspect = run_ok(Command::new("docker").args(["inspect", "--format", "{{json .RepoDigests}}", &first]));
+    let inspect = run_ok(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &first,
+    ]));
     let digests: Vec<String> = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(digests, vec![format!("{host}/x@{digest}")]);
     cleanup(&[&first]);
@@ -438,21 +560,48 @@ fn uploads_ranges_mounts_and_listings() {
     assert_eq!(r.header("content-length"), Some("0"));
     assert!(r.header("docker-upload-uuid").is_some());
     let loc = r.header("location").unwrap().to_string();
-    let r = request(addr, "PATCH", &loc, &[("Content-Range", "0-3999")], &data[..4000]);
+    let r = request(
+        addr,
+        "PATCH",
+        &loc,
+        &[("Content-Range", "0-3999")],
+        &data[..4000],
+    );
     assert_eq!((r.status, r.header("range")), (202, Some("0-3999")));
-    let r = request(addr, "PATCH", &loc, &[("Content-Range", "4000-7999")], &data[4000..8000]);
+    let r = request(
+        addr,
+        "PATCH",
+        &loc,
+        &[("Content-Range", "4000-7999")],
+        &data[4000..8000],
+    );
     assert_eq!(r.status, 202);
     let r = get(addr, &loc);
     assert_eq!((r.status, r.header("range")), (204, Some("0-7999")));
-    let r = request(addr, "PUT", &format!("{loc}?digest={}", digest.replace(':', "%3A")), &[], &data[8000..]);
+    let r = request(
+        addr,
+        "PUT",
+        &format!("{loc}?digest={}", digest.replace(':', "%3A")),
+        &[],
+        &data[8000..],
+    );
     assert_eq!(r.status, 201);
-    assert_eq!(r.header("location"), Some(format!("/v2/c/blobs/{digest}").as_str()));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("/v2/c/blobs/{digest}").as_str())
+    );
 
     // HEAD and ranged GET.
     let r = request(addr, "HEAD", &format!("/v2/c/blobs/{digest}"), &[], b"");
     assert_eq!((r.status, r.header("content-length")), (200, Some("10000")));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
-    let r = request(addr, "GET", &format!("/v2/c/blobs/{digest}"), &[("Range", "bytes=9000-")], b"");
+    let r = request(
+        addr,
+        "GET",
+        &format!("/v2/c/blobs/{digest}"),
+        &[("Range", "bytes=9000-")],
+        b"",
+    );
     assert_eq!(r.status, 206);
     assert_eq!(r.header("content-range"), Some("bytes 9000-9999/10000"));
     assert_eq!(r.body, data[9000..]);
@@ -460,44 +609,93 @@ fn uploads_ranges_mounts_and_listings() {
     // Monolithic POST, mount into another repository, cancel.
     let mono = b"monolithic blob".to_vec();
     let md = format!("sha256:{}", sha256_hex(&mono));
-    let r = request(addr, "POST", &format!("/v2/c/blobs/uploads/?digest={md}"), &[], &mono);
+    let r = request(
+        addr,
+        "POST",
+        &format!("/v2/c/blobs/uploads/?digest={md}"),
+        &[],
+        &mono,
+    );
     assert_eq!(r.status, 201);
-    assert_eq!(request(addr, "HEAD", &format!("/v2/d/blobs/{digest}"), &[], b"").status, 404);
-    let r = request(addr, "POST", &format!("/v2/d/blobs/uploads/?mount={digest}&from=c"), &[], b"");
+    assert_eq!(
+        request(addr, "HEAD", &format!("/v2/d/blobs/{digest}"), &[], b"").status,
+        404
+    );
+    let r = request(
+        addr,
+        "POST",
+        &format!("/v2/d/blobs/uploads/?mount={digest}&from=c"),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 201);
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
-    assert_eq!(request(addr, "HEAD", &format!("/v2/d/blobs/{digest}"), &[], b"").status, 200);
+    assert_eq!(
+        request(addr, "HEAD", &format!("/v2/d/blobs/{digest}"), &[], b"").status,
+        200
+    );
     let r = request(addr, "POST", "/v2/d/blobs/uploads/", &[], b"");
     let loc = r.header("location").unwrap().to_string();
     assert_eq!(request(addr, "DELETE", &loc, &[], b"").status, 204);
     assert_eq!(get(addr, &loc).status, 404);
 
     // An image, an index over it and an artifact, with their tags.
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let cd = push_blob(addr, "c", config);
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": cd},
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": data.len(), "digest": digest}]})).unwrap();
     let mdig = format!("sha256:{}", sha256_hex(&manifest));
     let mt = "application/vnd.docker.distribution.manifest.v2+json";
-    let r = request(addr, "PUT", &format!("/v2/c/manifests/{mdig}"), &[("Content-Type", mt)], &manifest);
+    let r = request(
+        addr,
+        "PUT",
+        &format!("/v2/c/manifests/{mdig}"),
+        &[("Content-Type", mt)],
+        &manifest,
+    );
     assert_eq!(r.status, 201);
     let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [{"mediaType": mt, "size": manifest.len(), "digest": mdig, "platform": {"os": "linux", "architecture": "amd64"}}]})).unwrap();
     let idig = format!("sha256:{}", sha256_hex(&index));
     let oci_index = "application/vnd.oci.image.index.v1+json";
-    let r = request(addr, "PUT", "/v2/c/manifests/multi", &[("Content-Type", oci_index)], &index);
+    let r = request(
+        addr,
+        "PUT",
+        "/v2/c/manifests/multi",
+        &[("Content-Type", oci_index)],
+        &index,
+    );
     assert_eq!(r.status, 201);
     assert_eq!(r.header("docker-content-digest"), Some(idig.as_str()));
-    let r = request(addr, "HEAD", "/v2/c/manifests/multi", &[("Accept", oci_index)], b"");
+    let r = request(
+        addr,
+        "HEAD",
+        "/v2/c/manifests/multi",
+        &[("Accept", oci_index)],
+        b"",
+    );
     assert_eq!(r.header("content-type"), Some(oci_index));
-    assert_eq!(r.header("content-length"), Some(index.len().to_string().as_str()));
+    assert_eq!(
+        r.header("content-length"),
+        Some(index.len().to_string().as_str())
+    );
     assert_eq!(r.header("docker-content-digest"), Some(idig.as_str()));
-    let r = request(addr, "GET", "/v2/c/manifests/multi", &[("Accept", "application/vnd.oci.image.manifest.v1+json, */*")], b"");
+    let r = request(
+        addr,
+        "GET",
+        "/v2/c/manifests/multi",
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json, */*")],
+        b"",
+    );
     assert_eq!(r.body, index);
     // An OCI index is not offered to a client that accepts no OCI type.
     let r = request(addr, "GET", "/v2/c/manifests/multi", &[("Accept", mt)], b"");
-    assert_eq!((r.status, r.codes()), (404, vec!["MANIFEST_UNKNOWN".to_string()]));
+    assert_eq!(
+        (r.status, r.codes()),
+        (404, vec!["MANIFEST_UNKNOWN".to_string()])
+    );
     // The index's amd64 child became the V1 tag.
     let v1 = get(addr, "/v1/repositories/c/tags").json();
     assert!(v1["multi"].is_string(), "{v1}");
@@ -507,7 +705,13 @@ fn uploads_ranges_mounts_and_listings() {
     let artifact = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "size": art_config.len(), "digest": acd},
         "layers": []})).unwrap();
-    let r = request(addr, "PUT", "/v2/c/manifests/chart", &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], &artifact);
+    let r = request(
+        addr,
+        "PUT",
+        "/v2/c/manifests/chart",
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        &artifact,
+    );
     assert_eq!(r.status, 201);
     let v1 = get(addr, "/v1/repositories/c/tags").json();
     assert!(v1.get("chart").is_none(), "artifacts stay V2-only: {v1}");
@@ -515,26 +719,50 @@ fn uploads_ranges_mounts_and_listings() {
     // Tag listing with paging.
     let r = get(addr, "/v2/c/tags/list?n=1");
     assert_eq!(r.json(), json!({"name": "c", "tags": ["chart"]}));
-    assert_eq!(r.header("link"), Some("</v2/c/tags/list?last=chart&n=1>; rel=\"next\""));
+    assert_eq!(
+        r.header("link"),
+        Some("</v2/c/tags/list?last=chart&n=1>; rel=\"next\"")
+    );
     let r = get(addr, "/v2/c/tags/list?n=1&last=chart");
     assert_eq!(r.json()["tags"], json!(["multi"]));
     assert!(r.header("link").is_none());
     let r = get(addr, "/v2/nope/tags/list");
-    assert_eq!((r.status, r.codes()), (404, vec!["NAME_UNKNOWN".to_string()]));
-    let r = request(addr, "PUT", "/v2/d/manifests/1", &[("Content-Type", mt)], &manifest);
+    assert_eq!(
+        (r.status, r.codes()),
+        (404, vec!["NAME_UNKNOWN".to_string()])
+    );
+    let r = request(
+        addr,
+        "PUT",
+        "/v2/d/manifests/1",
+        &[("Content-Type", mt)],
+        &manifest,
+    );
     assert_eq!(r.status, 201);
     let r = get(addr, "/v2/_catalog?n=1");
     assert_eq!(r.json()["repositories"], json!(["library/c"]));
-    assert_eq!(r.header("link"), Some("</v2/_catalog?last=library/c&n=1>; rel=\"next\""));
+    assert_eq!(
+        r.header("link"),
+        Some("</v2/_catalog?last=library/c&n=1>; rel=\"next\"")
+    );
     let r = get(addr, "/v2/_catalog?n=1&last=library/c");
     assert_eq!(r.json()["repositories"], json!(["library/d"]));
 
     // Tag deletion through V2 removes both views.
-    assert_eq!(request(addr, "DELETE", "/v2/c/manifests/multi", &[], b"").status, 202);
+    assert_eq!(
+        request(addr, "DELETE", "/v2/c/manifests/multi", &[], b"").status,
+        202
+    );
     assert_eq!(get(addr, "/v2/c/manifests/multi").status, 404);
-    assert!(get(addr, "/v1/repositories/c/tags").json().get("multi").is_none());
+    assert!(get(addr, "/v1/repositories/c/tags")
+        .json()
+        .get("multi")
+        .is_none());
     let r = request(addr, "DELETE", &format!("/v2/c/blobs/{digest}"), &[], b"");
-    assert_eq!((r.status, r.codes()), (405, vec!["UNSUPPORTED".to_string()]));
+    assert_eq!(
+        (r.status, r.codes()),
+        (405, vec!["UNSUPPORTED".to_string()])
+    );
 }
 
 #[test]
@@ -549,7 +777,11 @@ fn bad_input_gets_v2_codes_and_changes_nothing() {
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.codes(), codes);
         assert_eq!(r.header("content-type"), Some("application/json"));
-        assert_eq!(durable_snapshot(&root), before, "a refused request changed the store");
+        assert_eq!(
+            durable_snapshot(&root),
+            before,
+            "a refused request changed the store"
+        );
     };
 
     // Digest mismatch: 400 and the session is gone.
@@ -557,23 +789,61 @@ fn bad_input_gets_v2_codes_and_changes_nothing() {
     let loc = r.header("location").unwrap().to_string();
     request(addr, "PATCH", &loc, &[], b"abc");
     let wrong = format!("sha256:{}", sha256_hex(b"abd"));
-    check(request(addr, "PUT", &format!("{loc}?digest={wrong}"), &[], b""), 400, &["DIGEST_INVALID"]);
+    check(
+        request(addr, "PUT", &format!("{loc}?digest={wrong}"), &[], b""),
+        400,
+        &["DIGEST_INVALID"],
+    );
     check(get(addr, &loc), 404, &["BLOB_UPLOAD_UNKNOWN"]);
     // Monolithic mismatch.
-    check(request(addr, "POST", &format!("/v2/b/blobs/uploads/?digest={wrong}"), &[], b"abc"), 400, &["DIGEST_INVALID"]);
+    check(
+        request(
+            addr,
+            "POST",
+            &format!("/v2/b/blobs/uploads/?digest={wrong}"),
+            &[],
+            b"abc",
+        ),
+        400,
+        &["DIGEST_INVALID"],
+    );
     // Missing digest on close.
     let r = request(addr, "POST", "/v2/b/blobs/uploads/", &[], b"");
     let loc = r.header("location").unwrap().to_string();
-    check(request(addr, "PUT", &loc, &[], b""), 400, &["DIGEST_INVALID"]);
+    check(
+        request(addr, "PUT", &loc, &[], b""),
+        400,
+        &["DIGEST_INVALID"],
+    );
     // Out-of-order chunk.
     request(addr, "PATCH", &loc, &[("Content-Range", "0-2")], b"abc");
-    check(request(addr, "PATCH", &loc, &[("Content-Range", "5-7")], b"def"), 416, &["RANGE_INVALID"]);
-    check(request(addr, "PATCH", &loc, &[("Content-Range", "3-9")], b"def"), 400, &["SIZE_INVALID"]);
+    check(
+        request(addr, "PATCH", &loc, &[("Content-Range", "5-7")], b"def"),
+        416,
+        &["RANGE_INVALID"],
+    );
+    check(
+        request(addr, "PATCH", &loc, &[("Content-Range", "3-9")], b"def"),
+        400,
+        &["SIZE_INVALID"],
+    );
     // Unknown session (well-formed and malformed ids).
     let unknown = "/v2/b/blobs/uploads/0f0e0d0c-0b0a-4908-8706-050403020100";
-    check(request(addr, "PATCH", unknown, &[], b"x"), 404, &["BLOB_UPLOAD_UNKNOWN"]);
-    check(request(addr, "PUT", &format!("{unknown}?digest={wrong}"), &[], b""), 404, &["BLOB_UPLOAD_UNKNOWN"]);
-    check(request(addr, "PATCH", "/v2/b/blobs/uploads/..%2F..%2Fx", &[], b"x"), 404, &["BLOB_UPLOAD_UNKNOWN"]);
+    check(
+        request(addr, "PATCH", unknown, &[], b"x"),
+        404,
+        &["BLOB_UPLOAD_UNKNOWN"],
+    );
+    check(
+        request(addr, "PUT", &format!("{unknown}?digest={wrong}"), &[], b""),
+        404,
+        &["BLOB_UPLOAD_UNKNOWN"],
+    );
+    check(
+        request(addr, "PATCH", "/v2/b/blobs/uploads/..%2F..%2Fx", &[], b"x"),
+        404,
+        &["BLOB_UPLOAD_UNKNOWN"],
+    );
 
     // Manifests.
     let mt = "application/vnd.docker.distribution.manifest.v2+json";
@@ -583,32 +853,136 @@ fn bad_input_gets_v2_codes_and_changes_nothing() {
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 9, "digest": missing_cfg},
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 10, "digest": layer},
                    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 8, "digest": missing_layer}]})).unwrap();
-    let r = request(addr, "PUT", "/v2/b/manifests/t", &[("Content-Type", mt)], &m);
-    let details: Vec<String> = r.json()["errors"].as_array().unwrap().iter().map(|e| e["detail"]["digest"].as_str().unwrap().to_string()).collect();
+    let r = request(
+        addr,
+        "PUT",
+        "/v2/b/manifests/t",
+        &[("Content-Type", mt)],
+        &m,
+    );
+    let details: Vec<String> = r.json()["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"]["digest"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(details, vec![missing_cfg.clone(), missing_layer.clone()]);
     check(r, 400, &["MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]);
     let mut huge = b"{\"schemaVersion\":2,\"pad\":\"".to_vec();
     huge.extend(std::iter::repeat_n(b'x', 4 << 20));
     huge.extend_from_slice(b"\"}");
-    check(request(addr, "PUT", "/v2/b/manifests/t", &[("Content-Type", mt)], &huge), 413, &["SIZE_INVALID"]);
+    check(
+        request(
+            addr,
+            "PUT",
+            "/v2/b/manifests/t",
+            &[("Content-Type", mt)],
+            &huge,
+        ),
+        413,
+        &["SIZE_INVALID"],
+    );
     let schema1 = br#"{"schemaVersion":1,"name":"b","tag":"t","fsLayers":[],"history":[]}"#;
-    check(request(addr, "PUT", "/v2/b/manifests/t", &[("Content-Type", "application/vnd.docker.distribution.manifest.v1+prettyjws")], schema1), 400, &["MANIFEST_INVALID"]);
-    check(request(addr, "PUT", "/v2/b/manifests/t", &[("Content-Type", "application/json")], schema1), 400, &["MANIFEST_INVALID"]);
-    check(request(addr, "PUT", "/v2/b/manifests/t", &[("Content-Type", mt)], b"{not json"), 400, &["MANIFEST_INVALID"]);
+    check(
+        request(
+            addr,
+            "PUT",
+            "/v2/b/manifests/t",
+            &[(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            )],
+            schema1,
+        ),
+        400,
+        &["MANIFEST_INVALID"],
+    );
+    check(
+        request(
+            addr,
+            "PUT",
+            "/v2/b/manifests/t",
+            &[("Content-Type", "application/json")],
+            schema1,
+        ),
+        400,
+        &["MANIFEST_INVALID"],
+    );
+    check(
+        request(
+            addr,
+            "PUT",
+            "/v2/b/manifests/t",
+            &[("Content-Type", mt)],
+            b"{not json",
+        ),
+        400,
+        &["MANIFEST_INVALID"],
+    );
     let ok = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": mt,
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 10, "digest": layer}, "layers": []})).unwrap();
-    check(request(addr, "PUT", &format!("/v2/b/manifests/{wrong}"), &[("Content-Type", mt)], &ok), 400, &["DIGEST_INVALID"]);
-    check(request(addr, "PUT", "/v2/b/manifests/t", &[("Content-Type", "application/vnd.oci.image.index.v1+json")], &ok), 400, &["MANIFEST_INVALID"]);
+    check(
+        request(
+            addr,
+            "PUT",
+            &format!("/v2/b/manifests/{wrong}"),
+            &[("Content-Type", mt)],
+            &ok,
+        ),
+        400,
+        &["DIGEST_INVALID"],
+    );
+    check(
+        request(
+            addr,
+            "PUT",
+            "/v2/b/manifests/t",
+            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+            &ok,
+        ),
+        400,
+        &["MANIFEST_INVALID"],
+    );
 
     // Invalid names, tags, digests: refused before any path exists.
     check(get(addr, "/v2/Bad/tags/list"), 400, &["NAME_INVALID"]);
     check(get(addr, "/v2/a/../b/tags/list"), 400, &["NAME_INVALID"]);
-    check(request(addr, "POST", "/v2/UP/blobs/uploads/", &[], b""), 400, &["NAME_INVALID"]);
-    check(request(addr, "PUT", "/v2/b/manifests/.bad", &[("Content-Type", mt)], &ok), 400, &["TAG_INVALID"]);
-    check(get(addr, "/v2/b/blobs/sha256:1234"), 400, &["DIGEST_INVALID"]);
-    check(get(addr, "/v2/b/manifests/md5:00"), 400, &["DIGEST_INVALID"]);
-    check(get(addr, &format!("/v2/b/blobs/{wrong}")), 404, &["BLOB_UNKNOWN"]);
-    check(get(addr, "/v2/b/manifests/nope"), 404, &["MANIFEST_UNKNOWN"]);
+    check(
+        request(addr, "POST", "/v2/UP/blobs/uploads/", &[], b""),
+        400,
+        &["NAME_INVALID"],
+    );
+    check(
+        request(
+            addr,
+            "PUT",
+            "/v2/b/manifests/.bad",
+            &[("Content-Type", mt)],
+            &ok,
+        ),
+        400,
+        &["TAG_INVALID"],
+    );
+    check(
+        get(addr, "/v2/b/blobs/sha256:1234"),
+        400,
+        &["DIGEST_INVALID"],
+    );
+    check(
+        get(addr, "/v2/b/manifests/md5:00"),
+        400,
+        &["DIGEST_INVALID"],
+    );
+    check(
+        get(addr, &format!("/v2/b/blobs/{wrong}")),
+        404,
+        &["BLOB_UNKNOWN"],
+    );
+    check(
+        get(addr, "/v2/b/manifests/nope"),
+        404,
+        &["MANIFEST_UNKNOWN"],
+    );
     check(get(addr, "/v2/zz/manifests/nope"), 404, &["NAME_UNKNOWN"]);
     assert_eq!(durable_snapshot(&root), before);
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::errors::{ErrorCode, OrV2, V2Error};
 use super::routes::{query_param, Name};
 use super::V2Result;
-use crate::registry::{blocking, response, Registry};
+use crate::registry::{blocking, response, Identity, Registry};
 use crate::store::StoreError;
 
 /// Applies `n`/`last` to a sorted list; returns the page and the `Link` (if more remain).
@@ -85,13 +85,22 @@ pub async fn tags(reg: &Registry, name: &Name, req: &Parts) -> V2Result {
 }
 
 /// `GET /v2/_catalog`
-pub async fn catalog(reg: &Registry, req: &Parts) -> V2Result {
+pub async fn catalog(reg: &Registry, req: &Parts, who: &Identity) -> V2Result {
     let store = reg.store().clone();
+    let policy = reg.access().policy();
+    let subject = who.subject().map(str::to_string);
     let all = blocking(move || -> std::io::Result<Vec<String>> {
         let mut names: Vec<String> = store
             .list_repositories()?
             .into_iter()
             .chain(store.list_v2_repositories()?)
+            .filter(|r| {
+                policy.allows(
+                    subject.as_deref(),
+                    r.namespace(),
+                    crate::access::Action::Read,
+                )
+            })
             .map(|r| r.full())
             .collect();
         names.sort();

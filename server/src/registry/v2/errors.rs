@@ -44,6 +44,10 @@ pub enum ErrorCode {
     Unsupported,
     /// No such V2 endpoint.
     RouteUnknown,
+    /// A keyless client asked for something that needs a key (401).
+    Unauthorized,
+    /// An authenticated user lacks the right (403).
+    Denied,
     /// A server fault; details go to the log, not to the client.
     Unknown,
 }
@@ -68,6 +72,8 @@ impl ErrorCode {
             TagInvalid => ("TAG_INVALID", StatusCode::BAD_REQUEST),
             Unsupported => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
             RouteUnknown => ("UNSUPPORTED", StatusCode::NOT_FOUND),
+            Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
+            Denied => ("DENIED", StatusCode::FORBIDDEN),
             Unknown => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
         }
     }
@@ -166,7 +172,15 @@ pub fn render(errors: &[V2Error]) -> Response<RespBody> {
         .iter()
         .map(|e| json!({ "code": e.code.wire().0, "message": e.message, "detail": e.detail }))
         .collect();
-    response::json(status, &json!({ "errors": list }))
+    let mut r = response::json(status, &json!({ "errors": list }));
+    if status == StatusCode::UNAUTHORIZED {
+        response::set_header(
+            r.headers_mut(),
+            "www-authenticate",
+            "Basic realm=\"berth (connect over SSH with a key)\"",
+        );
+    }
+    r
 }
 
 #[cfg(test)]

@@ -330,6 +330,10 @@ pub async fn put(
     let store = reg.store().clone();
     let repo = name.repo.clone();
     let d = digest.clone();
+    let audited_tag = match &reference {
+        Reference::Tag(t) => Some(t.to_string()),
+        Reference::Digest(_) => None,
+    };
     let v1 = blocking(move || -> Result<Option<ImageId>, Vec<V2Error>> {
         let missing = missing_references(&store, &value, kind)?;
         if !missing.is_empty() {
@@ -350,6 +354,17 @@ pub async fn put(
     })
     .await?;
     tracing::info!(user = %who.user, repository = %name.repo, manifest = %digest, v1_top = ?v1.as_ref().map(ImageId::as_str), "manifest pushed");
+    reg.audit(
+        who,
+        crate::audit::AuditEvent {
+            op: "manifest.put",
+            repository: Some(name.repo.full()),
+            tag: audited_tag,
+            digest: Some(digest.to_string()),
+            image: v1.as_ref().map(|i| i.to_string()),
+        },
+    )
+    .await;
     let location = format!("/v2/{}/manifests/{}", name.raw, digest);
     Ok(with_digest(
         located(StatusCode::CREATED, &location),
@@ -384,5 +399,15 @@ pub async fn delete(reg: &Registry, name: &Name, reference: Reference, who: &Ide
         return Err(unknown_manifest(tag.as_str()));
     }
     tracing::info!(user = %who.user, repository = %name.repo, %tag, "tag deleted (V2)");
+    reg.audit(
+        who,
+        crate::audit::AuditEvent {
+            op: "tag.delete",
+            repository: Some(name.repo.full()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(response::empty(StatusCode::ACCEPTED))
 }

@@ -60,9 +60,13 @@ async fn dispatch(
     let (parts, body) = req.into_parts();
     let m = &parts.method;
     let read = m == Method::GET || m == Method::HEAD;
+    if let Err(e) = authorize(reg, &route, m, who) {
+        super::drain_small_body(body).await;
+        return Err(e);
+    }
     match route {
         Base if read => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
-        Catalog if read => catalog::catalog(reg, &parts).await,
+        Catalog if read => catalog::catalog(reg, &parts, who).await,
         Tags(name) if read => catalog::tags(reg, &name, &parts).await,
         Manifest(name, r) if read => manifests::get(reg, &name, r, &parts).await,
         Manifest(name, r) if m == Method::PUT => {
@@ -86,6 +90,41 @@ async fn dispatch(
             format!("{m} is not supported here"),
         )]),
     }
+}
+
+/// Checks the caller's rights before a route runs: reads need read on the
+/// repository's namespace, uploads and manifest PUTs write, manifest DELETE
+/// delete. The catalog is filtered instead (see `catalog`), and a mount's
+/// `from` repository is checked where the mount happens.
+fn authorize(
+    reg: &Registry,
+    route: &V2Route,
+    m: &Method,
+    who: &Identity,
+) -> Result<(), Vec<V2Error>> {
+    use crate::access::Action;
+    use V2Route::*;
+    let read = m == Method::GET || m == Method::HEAD;
+    let (name, action) = match route {
+        Base | Catalog => return Ok(()),
+        Tags(n) | Blob(n, _) => (n, Action::Read),
+        Manifest(n, _) if read => (n, Action::Read),
+        Manifest(n, _) if m == Method::DELETE => (n, Action::Delete),
+        Manifest(n, _) | UploadStart(n) | Upload(n, _) => (n, Action::Write),
+    };
+    reg.access()
+        .check(who, name.repo.namespace(), action)
+        .map_err(|d| vec![denied(d)])
+}
+
+/// The V2 error for a denied request.
+pub(crate) fn denied(d: crate::access::Denied) -> V2Error {
+    let code = if d.anonymous {
+        ErrorCode::Unauthorized
+    } else {
+        ErrorCode::Denied
+    };
+    V2Error::new(code, d.reason)
 }
 
 /// A bodiless answer (`Content-Length: 0` except on 204) with a `Location`.

@@ -71,13 +71,36 @@ pub async fn start(
     who: &Identity,
 ) -> V2Result {
     let store = reg.store().clone();
+    // A mount source must be a valid name the caller may read; otherwise
+    // the mount is refused outright (no session is opened).
+    let from = match query_param(req.uri.query(), "from") {
+        Some(from) => {
+            let from = crate::names::RepoName::parse(&from)
+                .map_err(|e| vec![V2Error::new(ErrorCode::NameInvalid, e.to_string())])?;
+            reg.access()
+                .check(who, from.namespace(), crate::access::Action::Read)
+                .map_err(|d| vec![super::denied(d)])?;
+            Some(from)
+        }
+        None => None,
+    };
+    // Under access rules the blob must really be in the (readable) source
+    // repository; otherwise the pool's presence would leak across namespaces.
+    let restricted = reg.access().has_file() || who.is_anonymous();
     if let Some(Ok(mount)) = query_param(req.uri.query(), "mount").map(|m| Digest::parse(&m)) {
         let s = store.clone();
         let d = mount.clone();
         let repo = name.repo.clone();
+        let from = from.clone();
         let mounted = blocking(move || -> std::io::Result<bool> {
             if s.blob_size(&d)?.is_none() {
                 return Ok(false);
+            }
+            if restricted {
+                match &from {
+                    Some(f) if s.blob_in_repo(f, &d)? => {}
+                    _ => return Ok(false),
+                }
             }
             s.link_blob_to_repo(&repo, &d)?;
             Ok(true)
@@ -94,6 +117,16 @@ pub async fn start(
         let size = store.put_blob(body, &digest).await.v2()?;
         link(&store, name, &digest).await?;
         tracing::info!(user = %who.user, repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
+        reg.audit(
+            who,
+            crate::audit::AuditEvent {
+                op: "blob.upload",
+                repository: Some(name.repo.full()),
+                digest: Some(digest.to_string()),
+                ..Default::default()
+            },
+        )
+        .await;
         return Ok(with_digest(
             located(StatusCode::CREATED, &blob_location(name, &digest)),
             &digest,
@@ -198,6 +231,16 @@ pub async fn close(
     let size = store.finish_upload(&id, body, &digest).await.v2()?;
     link(&store, name, &digest).await?;
     tracing::info!(user = %who.user, repository = %name.repo, blob = %digest, size, "blob uploaded");
+    reg.audit(
+        who,
+        crate::audit::AuditEvent {
+            op: "blob.upload",
+            repository: Some(name.repo.full()),
+            digest: Some(digest.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
     Ok(with_digest(
         located(StatusCode::CREATED, &blob_location(name, &digest)),
         &digest,
