@@ -357,18 +357,35 @@ impl SshServer {
     }
 
     /// Starts a server whose users and rules come from an access file.
-    pub fn start_with_access(root: &Path, access: &Path, state_dir: &Path, extra: &[&str]) -> SshServer {
+    pub fn start_with_access(
+        root: &Path,
+        access: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+    ) -> SshServer {
         let mut args = vec!["--access", access.to_str().unwrap()];
         args.extend_from_slice(extra);
         Self::launch(root, None, state_dir, "127.0.0.1:0", &args)
     }
 
     /// Same as [`SshServer::start`] on a given listen address (for restarts).
-    pub fn start_on(root: &Path, authorized_keys: &Path, state_dir: &Path, listen: &str, extra: &[&str]) -> SshServer {
+    pub fn start_on(
+        root: &Path,
+        authorized_keys: &Path,
+        state_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> SshServer {
         Self::launch(root, Some(authorized_keys), state_dir, listen, extra)
     }
 
-    fn launch(root: &Path, authorized_keys: Option<&Path>, state_dir: &Path, listen: &str, extra: &[&str]) -> SshServer {
+    fn launch(
+        root: &Path,
+        authorized_keys: Option<&Path>,
+        state_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> SshServer {
         let host_key = state_dir.join("berth_host_key");
         let mut cmd = Command::new(bin("berth-server"));
         cmd.args(["serve", "--listen", listen, "--root"]).arg(root);
@@ -888,4 +905,74 @@ pub fn v1_pull_and_verify<R: BufRead, W: Write>(
         );
         assert!(r.body == img.layers[i][10..], "ranged layer bytes differ");
     }
+}
+
+// ---- a minimal V2 push ------------------------------------------------------------
+
+/// Pushes an OCI image (uncompressed layers as given, a minimal config) with
+/// the V2 API: each blob by POST + PATCH + PUT `?digest=`, then the manifest
+/// to `tag`. Returns the manifest digest. Panics on any unexpected answer.
+pub fn v2_push<R: BufRead, W: Write>(
+    c: &mut HttpConn<R, W>,
+    repo: &str,
+    tag: &str,
+    layers: &[Vec<u8>],
+) -> String {
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256_hex(l)))
+        .collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": layers.iter().map(|_| serde_json::json!({"created": "2026-01-01T00:00:00Z", "created_by": "test"})).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let mut blobs = vec![config.clone()];
+    blobs.extend(layers.iter().cloned());
+    for blob in &blobs {
+        let digest = format!("sha256:{}", sha256_hex(blob));
+        let r = c.request(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            ReqBody::None,
+        );
+        assert_eq!(r.status, 202, "upload POST: {}", r.text());
+        let loc = r.header("location").unwrap().to_string();
+        let r = c.request(
+            "PATCH",
+            &loc,
+            &[("Content-Type", "application/octet-stream")],
+            ReqBody::Chunked(blob, 64 * 1024),
+        );
+        assert_eq!(r.status, 202, "PATCH: {}", r.text());
+        let loc = r.header("location").unwrap().to_string();
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = c.request(
+            "PUT",
+            &format!("{loc}{sep}digest={digest}"),
+            &[],
+            ReqBody::None,
+        );
+        assert_eq!(r.status, 201, "closing PUT: {}", r.text());
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
+        "layers": layers.iter().map(|l| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", sha256_hex(l)), "size": l.len()})).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let r = c.request(
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        ReqBody::Sized(&manifest),
+    );
+    assert_eq!(r.status, 201, "manifest PUT: {}", r.text());
+    let digest = format!("sha256:{}", sha256_hex(&manifest));
+    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+    digest
 }

@@ -5,8 +5,15 @@
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_berth-server")).args(args).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_berth-server"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -22,9 +29,21 @@ fn subcommands_of_the_contract_exist() {
 fn serve_documents_its_defaults_and_limits() {
     let serve = help(&["serve", "--help"]);
     for flag in [
-        "--root", "./berth-data", "--listen", "127.0.0.1:2222", "--host-key", "--access", "--authorized-keys",
-        "--anonymous-read", "--max-connections", "--max-channels", "--idle-timeout", "--header-timeout",
-        "--max-header-bytes", "--max-json-body", "--audit",
+        "--root",
+        "./berth-data",
+        "--listen",
+        "127.0.0.1:2222",
+        "--host-key",
+        "--access",
+        "--authorized-keys",
+        "--anonymous-read",
+        "--max-connections",
+        "--max-channels",
+        "--idle-timeout",
+        "--header-timeout",
+        "--max-header-bytes",
+        "--max-json-body",
+        "--audit",
     ] {
         assert!(serve.contains(flag), "serve --help lacks {flag}:\n{serve}");
     }

@@ -65,7 +65,16 @@ delete = ["admin"]
         ),
     )
     .unwrap();
-    Some(World { root, state, admin, writer, reader, stranger, access, _dir: dir })
+    Some(World {
+        root,
+        state,
+        admin,
+        writer,
+        reader,
+        stranger,
+        access,
+        _dir: dir,
+    })
 }
 
 fn conn_as(key: &ClientKey, port: u16) -> CommandConn {
@@ -139,40 +148,127 @@ fn access_matrix_over_ssh() {
             let top = img.ids.last().unwrap();
             let ctx = format!("{who} on {ns}");
             // reads
-            let r = c.http.request("GET", &format!("/v1/repositories/{repo}/tags"), &[], ReqBody::None);
-            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: tags {}", r.text());
-            let r = c.http.request("GET", &format!("/v1/repositories/{repo}/tags/latest"), &[], ReqBody::None);
+            let r = c.http.request(
+                "GET",
+                &format!("/v1/repositories/{repo}/tags"),
+                &[],
+                ReqBody::None,
+            );
+            assert_eq!(
+                r.status,
+                if read { 200 } else { deny },
+                "{ctx}: tags {}",
+                r.text()
+            );
+            let r = c.http.request(
+                "GET",
+                &format!("/v1/repositories/{repo}/tags/latest"),
+                &[],
+                ReqBody::None,
+            );
             assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: tag");
-            let r = c.http.request("GET", &format!("/v1/repositories/{repo}/images"), &[], ReqBody::None);
+            let r = c.http.request(
+                "GET",
+                &format!("/v1/repositories/{repo}/images"),
+                &[],
+                ReqBody::None,
+            );
             assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: images");
             for id in &img.ids {
-                let r = c.http.request("GET", &format!("/v1/images/{id}/json"), &[], ReqBody::None);
+                let r = c
+                    .http
+                    .request("GET", &format!("/v1/images/{id}/json"), &[], ReqBody::None);
                 assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: image json");
-                let r = c.http.request("GET", &format!("/v1/images/{id}/layer"), &[], ReqBody::None);
+                let r =
+                    c.http
+                        .request("GET", &format!("/v1/images/{id}/layer"), &[], ReqBody::None);
                 assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: image layer");
-                let r = c.http.request("GET", &format!("/v1/images/{id}/ancestry"), &[], ReqBody::None);
+                let r = c.http.request(
+                    "GET",
+                    &format!("/v1/images/{id}/ancestry"),
+                    &[],
+                    ReqBody::None,
+                );
                 assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: ancestry");
             }
             // writes: a tag PUT and an index PUT
             let body = format!("\"{top}\"");
-            let r = c.http.request("PUT", &format!("/v1/repositories/{repo}/tags/{who}"), &[], ReqBody::Sized(body.as_bytes()));
-            assert_eq!(r.status, if write { 200 } else { deny }, "{ctx}: tag PUT {}", r.text());
-            let r = c.http.request("PUT", &format!("/v1/repositories/{repo}/"), &[], ReqBody::Sized(b"[]"));
-            assert_eq!(r.status, if write { 200 } else { deny }, "{ctx}: repository PUT");
+            let r = c.http.request(
+                "PUT",
+                &format!("/v1/repositories/{repo}/tags/{who}"),
+                &[],
+                ReqBody::Sized(body.as_bytes()),
+            );
+            assert_eq!(
+                r.status,
+                if write { 200 } else { deny },
+                "{ctx}: tag PUT {}",
+                r.text()
+            );
+            let r = c.http.request(
+                "PUT",
+                &format!("/v1/repositories/{repo}/"),
+                &[],
+                ReqBody::Sized(b"[]"),
+            );
+            assert_eq!(
+                r.status,
+                if write { 200 } else { deny },
+                "{ctx}: repository PUT"
+            );
             // deletes
-            let r = c.http.request("DELETE", &format!("/v1/repositories/{repo}/tags/latest"), &[], ReqBody::None);
-            assert_eq!(r.status, if delete { 200 } else { deny }, "{ctx}: tag DELETE");
-            let r = c.http.request("DELETE", &format!("/v1/repositories/{repo}/"), &[], ReqBody::None);
-            assert_eq!(r.status, if delete { 200 } else { deny }, "{ctx}: repository DELETE");
+            let r = c.http.request(
+                "DELETE",
+                &format!("/v1/repositories/{repo}/tags/latest"),
+                &[],
+                ReqBody::None,
+            );
+            assert_eq!(
+                r.status,
+                if delete { 200 } else { deny },
+                "{ctx}: tag DELETE"
+            );
+            let r = c.http.request(
+                "DELETE",
+                &format!("/v1/repositories/{repo}/"),
+                &[],
+                ReqBody::None,
+            );
+            assert_eq!(
+                r.status,
+                if delete { 200 } else { deny },
+                "{ctx}: repository DELETE"
+            );
         }
         // image uploads need write access somewhere
         let fresh = V1Image::chain(90, 1, 10);
-        let r = c.http.request("PUT", &format!("/v1/images/{}/json", fresh.ids[0]), &[], ReqBody::Sized(&fresh.jsons[0]));
-        assert_eq!(r.status, if who == "writer" { 200 } else { deny }, "{who}: image json PUT {}", r.text());
+        let r = c.http.request(
+            "PUT",
+            &format!("/v1/images/{}/json", fresh.ids[0]),
+            &[],
+            ReqBody::Sized(&fresh.jsons[0]),
+        );
+        assert_eq!(
+            r.status,
+            if who == "writer" { 200 } else { deny },
+            "{who}: image json PUT {}",
+            r.text()
+        );
         // search shows only readable repositories
-        let r = c.http.request("GET", "/v1/search?q=app", &[], ReqBody::None);
-        let names: Vec<String> = r.json()["results"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap().to_string()).collect();
-        let mut visible: Vec<String> = namespaces.iter().filter(|ns| expect(who, ns).0).map(|ns| format!("{ns}/app")).collect();
+        let r = c
+            .http
+            .request("GET", "/v1/search?q=app", &[], ReqBody::None);
+        let names: Vec<String> = r.json()["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect();
+        let mut visible: Vec<String> = namespaces
+            .iter()
+            .filter(|ns| expect(who, ns).0)
+            .map(|ns| format!("{ns}/app"))
+            .collect();
         visible.sort();
         assert_eq!(names, visible, "{who}: search");
         // info
@@ -182,27 +278,224 @@ fn access_matrix_over_ssh() {
         if who != "anonymous" {
             assert_eq!(info["user"], who);
         }
-        let listed: Vec<&str> = info["namespaces"].as_array().unwrap().iter().map(|n| n["namespace"].as_str().unwrap()).collect();
-        let mut want: Vec<&str> = namespaces.iter().copied().filter(|ns| expect(who, ns).0).collect();
+        let listed: Vec<&str> = info["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["namespace"].as_str().unwrap())
+            .collect();
+        let mut want: Vec<&str> = namespaces
+            .iter()
+            .copied()
+            .filter(|ns| expect(who, ns).0)
+            .collect();
         want.sort();
         assert_eq!(listed, want, "{who}: info {info}");
     }
 
     // The admin may delete; the stranger gets no session at all.
     let mut admin = conn_as(&w.admin, port);
-    let r = admin.http.request("DELETE", "/v1/repositories/private/app/tags/latest", &[], ReqBody::None);
+    let r = admin.http.request(
+        "DELETE",
+        "/v1/repositories/private/app/tags/latest",
+        &[],
+        ReqBody::None,
+    );
     assert_eq!(r.status, 200);
-    let out = ssh_command(&w.stranger.private, port).arg("registryget /v1/_ping").output().unwrap();
+    let out = ssh_command(&w.stranger.private, port)
+        .arg("registryget /v1/_ping")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(255), "a stranger got a session");
 
     // Writes and deletes are in the audit log, with user and key.
-    let out = run_ok(Command::new(bin("berth-server")).args(["audit", "--json", "--repo", "team/app", "--root"]).arg(&w.root));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert!(lines.iter().any(|l| l["user"] == "admin" && l["op"] == "tag.put" && l["tag"] == "latest"), "{lines:?}");
-    assert!(lines.iter().any(|l| l["user"] == "writer" && l["op"] == "tag.put" && l["tag"] == "writer"));
-    assert!(lines.iter().all(|l| l["key"].as_str().is_some_and(|k| k.starts_with("SHA256:"))));
-    let out = run_ok(Command::new(bin("berth-server")).args(["audit", "--user", "admin", "--root"]).arg(&w.root));
+    let out = run_ok(
+        Command::new(bin("berth-server"))
+            .args(["audit", "--json", "--repo", "team/app", "--root"])
+            .arg(&w.root),
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["user"] == "admin" && l["op"] == "tag.put" && l["tag"] == "latest"),
+        "{lines:?}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["user"] == "writer" && l["op"] == "tag.put" && l["tag"] == "writer"));
+    assert!(lines
+        .iter()
+        .all(|l| l["key"].as_str().is_some_and(|k| k.starts_with("SHA256:"))));
+    let out = run_ok(
+        Command::new(bin("berth-server"))
+            .args(["audit", "--user", "admin", "--root"])
+            .arg(&w.root),
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("private/app"));
+}
+
+#[test]
+fn v2_access_matrix_over_ssh() {
+    let Some(w) = world() else { return };
+    let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
+    let port = server.port();
+    let namespaces = ["private", "team", "public"];
+    let mut digests = Vec::new();
+    let mut layer_digests = Vec::new();
+    {
+        let mut admin = conn_as(&w.admin, port);
+        for (i, ns) in namespaces.iter().enumerate() {
+            let layer = random_bytes(3000, 700 + i as u64);
+            layer_digests.push(format!("sha256:{}", sha256_hex(&layer)));
+            digests.push(v2_push(
+                &mut admin.http,
+                &format!("{ns}/v2app"),
+                "1",
+                &[layer],
+            ));
+        }
+        let r = admin
+            .http
+            .request("GET", "/v2/_catalog", &[], ReqBody::None);
+        assert_eq!(
+            r.json()["repositories"].as_array().unwrap().len(),
+            3,
+            "{}",
+            r.text()
+        );
+    }
+    let expect = |who: &str, ns: &str| -> (bool, bool, bool) {
+        match (who, ns) {
+            ("writer", "team") => (true, true, false),
+            ("writer", "public")
+            | ("reader", "team")
+            | ("reader", "public")
+            | ("anonymous", "public") => (true, false, false),
+            _ => (false, false, false),
+        }
+    };
+    for who in ["writer", "reader", "anonymous"] {
+        let mut c = match who {
+            "writer" => conn_as(&w.writer, port),
+            "reader" => conn_as(&w.reader, port),
+            _ => anonymous_conn(port),
+        };
+        let deny = if who == "anonymous" { 401 } else { 403 };
+        for (i, ns) in namespaces.iter().enumerate() {
+            let (read, write, delete) = expect(who, ns);
+            let ctx = format!("{who} on {ns}");
+            let repo = format!("{ns}/v2app");
+            let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+            let r = c.http.request(
+                "GET",
+                &format!("/v2/{repo}/manifests/1"),
+                &accept,
+                ReqBody::None,
+            );
+            assert_eq!(
+                r.status,
+                if read { 200 } else { deny },
+                "{ctx}: manifest GET {}",
+                r.text()
+            );
+            if !read {
+                assert_eq!(
+                    r.json()["errors"][0]["code"],
+                    if who == "anonymous" {
+                        "UNAUTHORIZED"
+                    } else {
+                        "DENIED"
+                    }
+                );
+            }
+            let r = c.http.request(
+                "HEAD",
+                &format!("/v2/{repo}/manifests/{}", digests[i]),
+                &accept,
+                ReqBody::None,
+            );
+            assert_eq!(
+                r.status,
+                if read { 200 } else { deny },
+                "{ctx}: manifest HEAD by digest"
+            );
+            let r = c.http.request(
+                "GET",
+                &format!("/v2/{repo}/blobs/{}", layer_digests[i]),
+                &[],
+                ReqBody::None,
+            );
+            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: blob GET");
+            let r = c
+                .http
+                .request("GET", &format!("/v2/{repo}/tags/list"), &[], ReqBody::None);
+            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: tags/list");
+            let r = c.http.request(
+                "POST",
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                ReqBody::None,
+            );
+            assert_eq!(
+                r.status,
+                if write { 202 } else { deny },
+                "{ctx}: upload POST"
+            );
+            let r = c.http.request(
+                "DELETE",
+                &format!("/v2/{repo}/manifests/1"),
+                &[],
+                ReqBody::None,
+            );
+            if delete {
+                assert_eq!(r.status, 202, "{ctx}: manifest DELETE");
+            } else {
+                assert_eq!(r.status, deny, "{ctx}: manifest DELETE");
+            }
+            // A mount from a namespace the caller cannot read is refused,
+            // even into one it may write.
+            if who == "writer" && ns == &"private" {
+                let r = c.http.request(
+                    "POST",
+                    &format!(
+                        "/v2/team/v2app/blobs/uploads/?mount={}&from={repo}",
+                        layer_digests[i]
+                    ),
+                    &[],
+                    ReqBody::None,
+                );
+                assert_eq!(r.status, 403, "mount from private: {}", r.text());
+            }
+        }
+        let r = c.http.request("GET", "/v2/_catalog", &[], ReqBody::None);
+        let names: Vec<String> = r.json()["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        let mut want: Vec<String> = namespaces
+            .iter()
+            .filter(|ns| expect(who, ns).0)
+            .map(|ns| format!("{ns}/v2app"))
+            .collect();
+        want.sort();
+        assert_eq!(names, want, "{who}: catalog");
+    }
+    // The writer may push to team through V2; it is audited.
+    let mut c = conn_as(&w.writer, port);
+    let d = v2_push(&mut c.http, "team/v2app", "writer", &[random_bytes(100, 9)]);
+    let out = run_ok(
+        Command::new(bin("berth-server"))
+            .args(["audit", "--json", "--user", "writer", "--root"])
+            .arg(&w.root),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("manifest.put") && text.contains(&d), "{text}");
 }
 
 #[test]
@@ -210,7 +503,12 @@ fn anonymous_read_without_an_access_file() {
     let Some(w) = world() else { return };
     let authorized = w.state.join("authorized_keys");
     ClientKey::authorized_keys(&authorized, &[&w.admin]);
-    let server = SshServer::start(&w.root, &authorized, &w.state, &["--anonymous-read", "pub*"]);
+    let server = SshServer::start(
+        &w.root,
+        &authorized,
+        &w.state,
+        &["--anonymous-read", "pub*"],
+    );
     let img = V1Image::chain(50, 1, 100);
     {
         let mut admin = conn_as(&w.admin, server.port());
@@ -218,18 +516,40 @@ fn anonymous_read_without_an_access_file() {
         v1_push(&mut admin.http, "secret/app", "latest", &img);
     }
     let mut anon = anonymous_conn(server.port());
-    let r = anon.http.request("GET", "/v1/repositories/pubstuff/app/tags", &[], ReqBody::None);
+    let r = anon.http.request(
+        "GET",
+        "/v1/repositories/pubstuff/app/tags",
+        &[],
+        ReqBody::None,
+    );
     assert_eq!(r.status, 200);
-    let r = anon.http.request("GET", &format!("/v1/images/{}/layer", img.ids[0]), &[], ReqBody::None);
+    let r = anon.http.request(
+        "GET",
+        &format!("/v1/images/{}/layer", img.ids[0]),
+        &[],
+        ReqBody::None,
+    );
     assert!(r.body == img.layers[0]);
-    let r = anon.http.request("GET", "/v1/repositories/secret/app/tags", &[], ReqBody::None);
+    let r = anon.http.request(
+        "GET",
+        "/v1/repositories/secret/app/tags",
+        &[],
+        ReqBody::None,
+    );
     assert_eq!(r.status, 401);
     assert_eq!(r.header("www-authenticate"), Some("Token"));
-    let r = anon.http.request("PUT", "/v1/repositories/pubstuff/app/tags/x", &[], ReqBody::Sized(format!("\"{}\"", img.ids[0]).as_bytes()));
+    let r = anon.http.request(
+        "PUT",
+        "/v1/repositories/pubstuff/app/tags/x",
+        &[],
+        ReqBody::Sized(format!("\"{}\"", img.ids[0]).as_bytes()),
+    );
     assert_eq!(r.status, 401);
     // A key holder logging in under another name is not downgraded to anonymous.
     let mut admin = conn_as(&w.admin, server.port());
-    let r = admin.http.request("GET", "/_berth/info", &[], ReqBody::None);
+    let r = admin
+        .http
+        .request("GET", "/_berth/info", &[], ReqBody::None);
     assert_eq!(r.json()["anonymous"], false);
 }
 

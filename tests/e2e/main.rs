@@ -1,8 +1,9 @@
 //! End-to-end tests of berth against real peers. One integration binary, one
 //! module per area; helpers live in the `berth_tests` library (`tests/lib.rs`).
 
+mod access;
+mod client;
+mod hostile;
 mod ssh;
 mod v1;
-mod client;
 mod v2;
-mod access;
