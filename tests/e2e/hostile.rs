@@ -105,7 +105,7 @@ fn hostile_http_requests_are_refused_and_change_nothing() {
     // JSON fields
     let fresh = sha256_hex(b"hostile fresh");
     for body in [
-        format!(r#"{{"id":"../../../etc"}}"#),
+        r#"{"id":"../../../etc"}"#.to_string(),
         format!(r#"{{"id":"{fresh}","parent":"../{a}"}}"#),
         format!(r#"{{"id":"{fresh}","parent":"{fresh}"}}"#),
         format!(r#"{{"id":"{fresh}","parent":"{}"}}"#, "f".repeat(64)),
@@ -195,7 +195,7 @@ fn hostile_http_requests_are_refused_and_change_nothing() {
     );
     add("unknown method", req("BREW", "/v1/_ping", b""));
     add("bad chunk size", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n").into_bytes());
-    add("overflowing chunk size", format!("PUT /v2/team/app/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nabc\r\n").into_bytes());
+    add("overflowing chunk size", b"PUT /v2/team/app/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nabc\r\n".to_vec());
     add("chunked + content-length", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").into_bytes());
     add("truncated chunked layer", format!("PUT /v1/images/{a}/layer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc").into_bytes());
     add(
