@@ -2,6 +2,7 @@
 //! module per area; helpers live in the `berth_tests` library (`tests/lib.rs`).
 
 mod access;
+mod archive;
 mod client;
 mod hostile;
 mod ssh;

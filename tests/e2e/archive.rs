@@ -1,0 +1,514 @@
+//! `berth push` / `berth pull` of `docker save` archives (issue #5) against
+//! real peers: the Docker engine on this machine (`docker build`, `docker
+//! save`, `docker load`), skopeo's `docker-archive:` and `oci-archive:`
+//! transports, a mount-point registry and `berth-server serve` over SSH.
+//!
+//! What is shown: loaded image id and `RootFS.Layers` equal the original's;
+//! skopeo reads pulled archives with the same layer digests; a re-push
+//! sends no layer bytes (the client's `done` event and the store's blob
+//! files untouched); truncated, corrupt and path-escaping archives are
+//! refused and the store is unchanged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+use berth_tests::*;
+use serde_json::Value;
+
+/// A multi-layer image built `FROM scratch` with random content, removed
+/// (with every tag the test gave it) on drop.
+struct Image {
+    tag: String,
+    extra_tags: Vec<String>,
+    id: String,
+    layers: Vec<String>,
+}
+
+impl Image {
+    fn build(dir: &Path, name: &str, seed: u64) -> Image {
+        let ctx = dir.join(format!("ctx-{seed}"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("a.bin"), random_bytes(300_000, seed)).unwrap();
+        std::fs::write(ctx.join("b.bin"), random_bytes(120_000, seed + 1)).unwrap();
+        std::fs::write(ctx.join("c.txt"), format!("seed {seed}\n")).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM scratch\nCOPY a.bin /a.bin\nCOPY b.bin /data/b.bin\nCOPY c.txt /c.txt\nCMD [\"/a.bin\"]\n",
+        )
+        .unwrap();
+        let tag = format!("berth-e2e/{name}-{}:1", std::process::id());
+        run_ok(
+            Command::new("docker")
+                .args(["build", "-q", "-t", &tag])
+                .arg(&ctx),
+        );
+        let (id, layers) = inspect(&tag);
+        assert_eq!(layers.len(), 3, "three layers: {layers:?}");
+        Image {
+            tag,
+            extra_tags: Vec::new(),
+            id,
+            layers,
+        }
+    }
+
+    fn save(&self, to: &Path) {
+        run_ok(
+            Command::new("docker")
+                .args(["save", "-o"])
+                .arg(to)
+                .arg(&self.tag),
+        );
+    }
+
+    /// Removes the image from the engine so that a load must recreate it.
+    fn remove(&self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.id])
+            .output();
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        for t in self.extra_tags.iter().chain(std::iter::once(&self.tag)) {
+            let _ = Command::new("docker").args(["rmi", "-f", t]).output();
+        }
+        self.remove();
+    }
+}
+
+/// `docker inspect`: image id and `RootFS.Layers`.
+fn inspect(reference: &str) -> (String, Vec<String>) {
+    let out = run_ok(Command::new("docker").args(["inspect", reference]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v[0]["Id"].as_str().unwrap().to_string();
+    let layers = v[0]["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    (id, layers)
+}
+
+fn docker_load(archive: &Path) -> String {
+    let out = run_ok(Command::new("docker").args(["load", "-i"]).arg(archive));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `berth SUB [FLAGS] REGISTRY ARGS...`.
+fn berth(sub: &str, flags: &[String], registry: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("berth"));
+    c.arg(sub).args(flags).arg(registry).args(args);
+    c
+}
+
+/// The `--json` events of a run.
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn done(out: &Output) -> Value {
+    events(out)
+        .into_iter()
+        .find(|e| e["event"] == "done")
+        .unwrap_or_else(|| panic!("no done event: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Modification times of the store's larger files (the layer blobs).
+fn blob_mtimes(root: &Path) -> BTreeMap<PathBuf, SystemTime> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.len() >= 100_000 {
+                out.insert(e.path(), m.modified().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The store's blob pool (the snapshot entries under a `blobs` directory);
+/// tag records and the audit log legitimately change on a re-push.
+fn blobs(root: &Path) -> Vec<(String, String)> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(p, _)| p.contains("blobs/"))
+        .collect()
+}
+
+/// Push the saved archive (file, then stdin), check the re-push sent
+/// nothing, pull it (file and stdout) and load it back.
+fn round_trip(img: &Image, dir: &Path, registry: &str, flags: &[String], root: &Path, name: &str) {
+    let saved = dir.join(format!("{name}-save.tar"));
+    img.save(&saved);
+    let target = format!("team/{name}:1");
+
+    let out = run_ok(&mut berth(
+        "push",
+        flags,
+        registry,
+        &[&target, "--input", saved.to_str().unwrap(), "--json"],
+    ));
+    let first = done(&out);
+    assert!(first["bytes"].as_u64().unwrap() >= 420_000, "{first}");
+    let mtimes = blob_mtimes(root);
+    assert!(mtimes.len() >= 2, "layer blobs in the store: {mtimes:?}");
+    let before = blobs(root);
+
+    // Re-push through a pipe: every blob is found by HEAD, none is sent.
+    let bytes = std::fs::read(&saved).unwrap();
+    let mut cmd = berth("push", flags, registry, &[&target, "--json"]);
+    let out = run_with_input(&mut cmd, &bytes);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = done(&out);
+    assert_eq!(again["bytes"], 0, "a re-push sends no layer bytes: {again}");
+    assert_eq!(again["skipped"], again["blobs"], "{again}");
+    let skipped: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "blob")
+        .collect();
+    assert!(
+        skipped.iter().all(|e| e["action"] == "skipped"),
+        "{skipped:?}"
+    );
+    assert_eq!(
+        blob_mtimes(root),
+        mtimes,
+        "blob files untouched by the re-push"
+    );
+    assert_eq!(
+        blobs(root),
+        before,
+        "no blob added or changed by the re-push"
+    );
+
+    // Pull to a file, load it into an engine that no longer has the image.
+    let pulled = dir.join(format!("{name}-pulled.tar"));
+    let out = run_ok(&mut berth(
+        "pull",
+        flags,
+        registry,
+        &[&target, "--output", pulled.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(done(&out)["event"], "done");
+    img.remove();
+    let loaded = docker_load(&pulled);
+    assert!(loaded.contains(&target), "{loaded}");
+    let (id, layers) = inspect(&target);
+    assert_eq!(id, img.id, "image id survives push and pull");
+    assert_eq!(layers, img.layers, "diff_ids survive push and pull");
+    let _ = Command::new("docker").args(["rmi", "-f", &target]).output();
+
+    // Pull to stdout, piped into docker load.
+    let out = run_ok(&mut berth("pull", flags, registry, &[&target, "--quiet"]));
+    let mut load = Command::new("docker");
+    load.arg("load");
+    let loaded = run_with_input(&mut load, &out.stdout);
+    assert!(
+        loaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    let (id, layers) = inspect(&target);
+    assert_eq!((id, layers), (img.id.clone(), img.layers.clone()));
+    let _ = Command::new("docker").args(["rmi", "-f", &target]).output();
+}
+
+#[test]
+fn docker_save_round_trips_through_a_mount_point() {
+    if !require_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let img = Image::build(dir.path(), "local", 11);
+    round_trip(
+        &img,
+        dir.path(),
+        root.to_str().unwrap(),
+        &[],
+        &root,
+        "local",
+    );
+}
+
+#[test]
+fn docker_save_round_trips_over_ssh() {
+    if !require_docker() || !require_tool("ssh-keygen", "openssh-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let key = ClientKey::generate(&state, "alice");
+    let authorized = state.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&key]);
+    let server = SshServer::start(&root, &authorized, &state, &[]);
+    let known = state.join("known_hosts");
+    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    let flags = vec![
+        "-i".to_string(),
+        key.private.display().to_string(),
+        "--known-hosts".to_string(),
+        known.display().to_string(),
+    ];
+    let registry = format!("ssh://root@127.0.0.1:{}", server.port());
+    let img = Image::build(dir.path(), "ssh", 21);
+    round_trip(&img, dir.path(), &registry, &flags, &root, "ssh");
+
+    // The same registry through OpenSSH (BERTH_SSH_COMMAND) reads it back.
+    if require_tool("ssh", "openssh-client") {
+        let mut opts = ssh_options(&key.private, server.port());
+        if let Some(i) = opts.iter().position(|o| o == "-p") {
+            opts.drain(i..i + 2);
+        }
+        let out = dir.path().join("openssh.tar");
+        let mut cmd = berth(
+            "pull",
+            &[],
+            &registry,
+            &["team/ssh:1", "-o", out.to_str().unwrap(), "-q"],
+        );
+        cmd.env("BERTH_SSH_COMMAND", format!("ssh {}", opts.join(" ")));
+        run_ok(&mut cmd);
+        img.remove();
+        docker_load(&out);
+        assert_eq!(inspect("team/ssh:1"), (img.id.clone(), img.layers.clone()));
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", "team/ssh:1"])
+            .output();
+    }
+}
+
+/// `skopeo inspect --raw` of an archive's manifest: its layer digests.
+fn skopeo_layers(reference: &str) -> Vec<String> {
+    let out = run_ok(Command::new("skopeo").args(["inspect", "--raw", reference]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["layers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reference}: {v}"))
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn skopeo_archives_push_and_pulled_archives_read_in_skopeo() {
+    if !require_docker() || !require_tool("skopeo", "skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let reg = root.to_str().unwrap();
+    let img = Image::build(dir.path(), "skopeo", 31);
+    let saved = dir.path().join("save.tar");
+    img.save(&saved);
+    let src = format!("docker-archive:{}", saved.display());
+
+    // skopeo-written docker-archive: (named) and oci-archive: (gzip layers).
+    let dock = dir.path().join("sk-docker.tar");
+    let oci = dir.path().join("sk-oci.tar");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &src,
+        &format!("docker-archive:{}:sk/dock:2", dock.display()),
+    ]));
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        &src,
+        &format!("oci-archive:{}:sk/oci:3", oci.display()),
+    ]));
+    let oci_layers = skopeo_layers(&format!("oci-archive:{}", oci.display()));
+
+    // No NAME: the names inside the archives are used.
+    run_ok(&mut berth(
+        "push",
+        &[],
+        reg,
+        &["--input", dock.to_str().unwrap(), "-q"],
+    ));
+    run_ok(&mut berth(
+        "push",
+        &[],
+        reg,
+        &["--input", oci.to_str().unwrap(), "-q"],
+    ));
+
+    // skopeo's docker-archive: reader reports layers by diff_id (it
+    // decompresses); its oci-archive: reader by the stored blob digests,
+    // which berth kept byte for byte (gzip from skopeo's oci-archive:).
+    for (name, stored) in [
+        ("sk/dock:2", img.layers.clone()),
+        ("sk/oci:3", oci_layers.clone()),
+    ] {
+        let pulled = dir
+            .path()
+            .join(format!("{}.tar", name.replace(['/', ':'], "-")));
+        run_ok(&mut berth(
+            "pull",
+            &[],
+            reg,
+            &[name, "-o", pulled.to_str().unwrap(), "-q"],
+        ));
+        let as_docker = skopeo_layers(&format!("docker-archive:{}", pulled.display()));
+        let as_oci = skopeo_layers(&format!("oci-archive:{}", pulled.display()));
+        assert_eq!(as_docker, img.layers, "{name} via docker-archive:");
+        assert_eq!(as_oci, stored, "{name} via oci-archive:");
+        // And skopeo can copy the whole image out of both readings.
+        let out = dir
+            .path()
+            .join(format!("{}-dir", name.replace(['/', ':'], "-")));
+        run_ok(
+            Command::new("skopeo")
+                .args(["copy", "-q", &format!("oci-archive:{}", pulled.display())])
+                .arg(format!("dir:{}", out.display())),
+        );
+    }
+    // The docker-archive: image still loads as the original image.
+    let pulled = dir.path().join("sk-dock-2.tar");
+    img.remove();
+    docker_load(&pulled);
+    assert_eq!(inspect("sk/dock:2"), (img.id.clone(), img.layers.clone()));
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "sk/dock:2"])
+        .output();
+}
+
+/// A ustar header (written by hand so hostile names can be made).
+fn tar_header(name: &str, kind: u8, size: usize, link: &str) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// `archive` (a tar) with one extra member put in front of it.
+fn with_member_first(archive: &[u8], name: &str, kind: u8, data: &[u8], link: &str) -> Vec<u8> {
+    let mut out = tar_header(name, kind, data.len(), link).to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(archive);
+    out
+}
+
+#[test]
+fn bad_archives_are_refused_and_publish_nothing() {
+    if !require_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let reg = root.to_str().unwrap();
+    let img = Image::build(dir.path(), "bad", 41);
+    let saved = dir.path().join("save.tar");
+    img.save(&saved);
+    let good = std::fs::read(&saved).unwrap();
+    // A store with something in it, so "unchanged" means something.
+    run_ok(&mut berth(
+        "push",
+        &[],
+        reg,
+        &["team/good:1", "--input", saved.to_str().unwrap(), "-q"],
+    ));
+    let before = snapshot(&root);
+
+    // A byte flipped inside the largest layer (its random payload).
+    let needle = &random_bytes(300_000, 41)[1000..1032];
+    let pos = good
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let mut corrupt = good.clone();
+    corrupt[pos + 7] ^= 0x55;
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
+        ("corrupt layer", corrupt, "diff_id"),
+        (
+            "dot-dot member",
+            with_member_first(&good, "../escape", b'0', b"x", ""),
+            "'..'",
+        ),
+        (
+            "absolute member",
+            with_member_first(&good, "/tmp/escape", b'0', b"x", ""),
+            "absolute",
+        ),
+        (
+            "symlink out",
+            with_member_first(&good, "evil", b'2', b"", "../../../etc/passwd"),
+            "outside the archive",
+        ),
+        (
+            "hard link out",
+            with_member_first(&good, "evil", b'1', b"", "../etc/passwd"),
+            "'..'",
+        ),
+        (
+            "not a tar",
+            b"hello, this is not an archive at all".repeat(20),
+            "not a readable archive",
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        let mut cmd = berth("push", &[], reg, &["team/bad:1"]);
+        let out = run_with_input(&mut cmd, &bytes);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(want), "{what}: expected {want:?} in {err}");
+        assert_eq!(snapshot(&root), before, "{what}: nothing published");
+    }
+    let out = berth("tags", &[], reg, &["team/bad"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains('1'),
+        "no tag team/bad:1"
+    );
+
+    // A pull of a missing tag leaves no file behind.
+    let target = dir.path().join("missing.tar");
+    let out = berth(
+        "pull",
+        &[],
+        reg,
+        &["team/nope:1", "-o", target.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("missing") || n.starts_with(".berth-pull"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
