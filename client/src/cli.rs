@@ -445,8 +445,8 @@ async fn transfer(
             Err(source) => {
                 return Err(ClientError::Http {
                     what: format!("{what}: reading the response body"),
+                    detail: crate::http::explain(&source, &conn.diagnostics()).await,
                     source,
-                    detail: conn.detail().await,
                 })
             }
         };

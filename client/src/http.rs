@@ -98,8 +98,8 @@ impl HttpConnection {
             Ok(resp) => Ok(resp),
             Err(source) => Err(ClientError::Http {
                 what,
+                detail: explain(&source, &self.diagnostics).await,
                 source,
-                detail: self.detail().await,
             }),
         }
     }
@@ -113,6 +113,40 @@ impl HttpConnection {
     pub fn diagnostics(&self) -> Diagnostics {
         self.diagnostics.clone()
     }
+}
+
+/// What to add to a hyper error: a plain-words reading of a lost
+/// connection, then what ssh said about it.
+pub async fn explain(source: &hyper::Error, diagnostics: &Diagnostics) -> String {
+    let lost = if connection_lost(source) {
+        " (the connection to the registry was lost: server stopped, SSH connection dropped or network down)"
+    } else {
+        ""
+    };
+    format!("{lost}{}", detail(diagnostics).await)
+}
+
+/// Whether a hyper error means the stream ended under us (as opposed to a
+/// malformed answer): an early close, or an I/O error of the kinds a dead
+/// peer produces anywhere in the error's chain.
+fn connection_lost(source: &hyper::Error) -> bool {
+    if source.is_incomplete_message() || source.is_closed() || source.is_canceled() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(source);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// `; ssh said: ...` once the side channel has settled, or empty.
@@ -148,8 +182,8 @@ pub async fn read_small_body(
         Err(e) => match e.downcast::<hyper::Error>() {
             Ok(source) => Err(ClientError::Http {
                 what: format!("{what}: reading the response"),
+                detail: explain(&source, diagnostics).await,
                 source: *source,
-                detail: detail(diagnostics).await,
             }),
             Err(other) => Err(ClientError::Protocol {
                 what: what.to_string(),

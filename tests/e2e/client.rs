@@ -815,6 +815,7 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.starts_with("registryput: PUT /v1/images/"), "{err}");
+    assert!(err.contains("connection to the registry was lost"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 
     // Download: a large layer, the server killed while it streams.
@@ -861,6 +862,7 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.starts_with("registryget: GET /v1/images/"), "{err}");
+    assert!(err.contains("connection to the registry was lost"), "{err}");
 
     // The shim: works, fails cleanly while the server is down, recovers
     // once it is back on the same port.
