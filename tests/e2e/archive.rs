@@ -512,3 +512,85 @@ fn bad_archives_are_refused_and_publish_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Runs `ssh ARGS...` (argv[2..]) and passes on at most argv[1] bytes of
+/// its output, then kills it and exits: the stream breaks mid-answer.
+const CUT: &str = "import os,sys,subprocess\nn=int(sys.argv[1])\np=subprocess.Popen([\"ssh\"]+sys.argv[2:],stdout=subprocess.PIPE)\nwhile n>0:\n    b=os.read(p.stdout.fileno(),min(65536,n))\n    if not b: break\n    os.write(1,b); n-=len(b)\np.kill()";
+
+#[test]
+fn an_interrupted_pull_resumes_with_range() {
+    if !require_docker()
+        || !require_tool("ssh", "openssh-client")
+        || !require_tool("python3", "python3")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let key = ClientKey::generate(&state, "alice");
+    let authorized = state.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&key]);
+    let server = SshServer::start(&root, &authorized, &state, &[]);
+    let img = Image::build(dir.path(), "resume", 51);
+    let saved = dir.path().join("save.tar");
+    img.save(&saved);
+    run_ok(&mut berth(
+        "push",
+        &[],
+        root.to_str().unwrap(),
+        &["team/resume:1", "--input", saved.to_str().unwrap(), "-q"],
+    ));
+
+    // The first ssh process dies after 200 kB of answers (inside the first
+    // layer); later ones are whole. The pull must resume where it stopped.
+    let mark = dir.path().join("cut-once");
+    let script = dir.path().join("flaky-ssh.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif mkdir '{}' 2>/dev/null; then\n  exec python3 -c '{CUT}' 200000 \"$@\"\nelse\n  exec ssh \"$@\"\nfi\n",
+            mark.display()
+        ),
+    )
+    .unwrap();
+    let mut opts = ssh_options(&key.private, server.port());
+    if let Some(i) = opts.iter().position(|o| o == "-p") {
+        opts.drain(i..i + 2);
+    }
+    let registry = format!("ssh://root@127.0.0.1:{}", server.port());
+    let out_file = dir.path().join("resumed.tar");
+    let mut cmd = berth(
+        "pull",
+        &[],
+        &registry,
+        &["team/resume:1", "-o", out_file.to_str().unwrap(), "--json"],
+    );
+    cmd.env(
+        "BERTH_SSH_COMMAND",
+        format!("sh {} {}", script.display(), opts.join(" ")),
+    );
+    let out = run_ok(&mut cmd);
+    let resumed: Vec<Value> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "resume")
+        .collect();
+    assert!(mark.exists(), "the flaky ssh ran");
+    assert!(
+        !resumed.is_empty(),
+        "a resume event: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(resumed[0]["offset"].as_u64().unwrap() > 0, "{resumed:?}");
+    // Every byte verified: the archive loads as the original image.
+    img.remove();
+    docker_load(&out_file);
+    assert_eq!(
+        inspect("team/resume:1"),
+        (img.id.clone(), img.layers.clone())
+    );
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", "team/resume:1"])
+        .output();
+}
