@@ -613,6 +613,57 @@ fn authentication_failures_are_clear() {
         );
     }
 
+    // On a terminal (a pty from `script`), the passphrase is asked for.
+    if require_tool("script", "util-linux") {
+        let locked = f.state.join("locked-tty");
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+                .arg(&locked),
+        );
+        let public = std::fs::read_to_string(locked.with_extension("pub"))
+            .or_else(|_| std::fs::read_to_string(format!("{}.pub", locked.display())))
+            .unwrap();
+        let mut keys = std::fs::read_to_string(&f.authorized).unwrap();
+        keys.push_str(&public);
+        std::fs::write(&f.authorized, keys).unwrap();
+        let via = Via {
+            flags: vec![
+                "--identity".into(),
+                locked.display().to_string(),
+                "--known-hosts".into(),
+                f.known_hosts.display().to_string(),
+            ],
+            ..Via::native(&f, server.port())
+        };
+        let inner = via.cmd("registryget", None, &[], &["/v1/_ping"]);
+        let line: Vec<String> = std::iter::once(inner.get_program())
+            .chain(inner.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for (passphrase, accepted) in [("open sesame", true), ("wrong", false)] {
+            // The passphrase is typed once the prompt is up.
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg("(sleep 2; printf '%s\\n' \"$1\") | script -qec \"$2\" /dev/null")
+                .arg("sh")
+                .arg(passphrase)
+                .arg(line.join(" "))
+                .env("HOME", std::env::temp_dir().join("berth-test-no-home"))
+                .env_remove("SSH_AUTH_SOCK");
+            let out = run_with_input(&mut cmd, b"");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(text.contains("Enter passphrase for key"), "{text}");
+            if accepted {
+                assert!(out.status.success(), "{text}");
+                assert!(text.contains("{}"), "{text}");
+            } else {
+                assert!(!out.status.success(), "{text}");
+                assert!(text.contains("wrong passphrase"), "{text}");
+            }
+        }
+    }
+
     // The agent: a key loaded with ssh-add authenticates without -i.
     if require_tool("ssh-agent", "openssh-client") && require_tool("ssh-add", "openssh-client") {
         let sock = f.state.join("agent.sock");

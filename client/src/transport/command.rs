@@ -156,3 +156,51 @@ impl tokio::io::AsyncWrite for ChildIo {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(target: &str, options: SshOptions) -> Vec<String> {
+        CommandTransport::new("ssh".into(), SshTarget::parse(target).unwrap(), options).ssh_args()
+    }
+
+    #[test]
+    fn passes_only_what_was_given() {
+        // No port, no user: left to ~/.ssh/config.
+        assert_eq!(
+            args("registry", SshOptions::default()),
+            ["-s", "registry", SUBSYSTEM]
+        );
+        assert_eq!(
+            args("bob@[::1]:2222", SshOptions::default()),
+            ["-s", "-p", "2222", "bob@[::1]", SUBSYSTEM]
+        );
+    }
+
+    #[test]
+    fn translates_options_to_openssh_flags() {
+        let options = SshOptions {
+            identities: vec!["/k/id".into()],
+            jumps: crate::remote::parse_jumps(&["a@j1:2200,j2".into()]).unwrap(),
+            known_hosts: Some("/k/known".into()),
+            accept_new_host_key: true,
+        };
+        assert_eq!(
+            args("h", options),
+            [
+                "-s",
+                "-i",
+                "/k/id",
+                "-J",
+                "a@j1:2200,j2",
+                "-o",
+                "UserKnownHostsFile=/k/known",
+                "-o",
+                "StrictHostKeyChecking=accept-new",
+                "h",
+                SUBSYSTEM
+            ]
+        );
+    }
+}
