@@ -594,3 +594,150 @@ fn an_interrupted_pull_resumes_with_range() {
         .args(["rmi", "-f", "team/resume:1"])
         .output();
 }
+
+/// A tar of `(name, bytes)` regular files, written by hand.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in files {
+        out.extend_from_slice(&tar_header(name, b'0', data.len(), ""));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+#[test]
+fn pre_1_10_archives_push_as_the_image_docker_load_makes() {
+    if !require_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let reg = root.to_str().unwrap();
+    // Two V1 images (root and child) as Docker 1.9 saved them.
+    let name = format!("berth-e2e/legacy-{}", std::process::id());
+    let (a, b) = (sha256_hex(b"legacy root"), sha256_hex(b"legacy child"));
+    let la = tar_of(&[("hello.bin", &random_bytes(50_000, 61))]);
+    let lb = tar_of(&[("etc/child.txt", b"child layer\n")]);
+    let ja = serde_json::json!({
+        "id": a, "created": "2015-11-03T00:00:00Z", "docker_version": "1.9.1",
+        "container_config": {"Cmd": ["/bin/sh", "-c", "#(nop) ADD file:x in /"]},
+        "architecture": "amd64", "os": "linux", "Size": 50_000,
+    });
+    let jb = serde_json::json!({
+        "id": b, "parent": a, "created": "2015-11-03T00:00:01Z", "docker_version": "1.9.1",
+        "container_config": {"Cmd": ["/bin/sh", "-c", "#(nop) CMD [\"/hello.bin\"]"]},
+        "config": {"Cmd": ["/hello.bin"]},
+        "architecture": "amd64", "os": "linux", "Size": 0,
+    });
+    let (ja, jb) = (ja.to_string(), jb.to_string());
+    let repos = format!(r#"{{"{name}":{{"v1":"{b}"}}}}"#);
+    let archive = tar_of(&[
+        (&format!("{a}/VERSION"), b"1.0"),
+        (&format!("{a}/json"), ja.as_bytes()),
+        (&format!("{a}/layer.tar"), &la),
+        (&format!("{b}/VERSION"), b"1.0"),
+        (&format!("{b}/json"), jb.as_bytes()),
+        (&format!("{b}/layer.tar"), &lb),
+        ("repositories", repos.as_bytes()),
+    ]);
+    let path = dir.path().join("legacy.tar");
+    std::fs::write(&path, &archive).unwrap();
+    let reference = format!("{name}:v1");
+
+    // What Docker itself makes of it.
+    docker_load(&path);
+    let (id, layers) = inspect(&reference);
+    let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
+
+    // berth converts it the same way: same image id after push and pull.
+    run_ok(&mut berth(
+        "push",
+        &[],
+        reg,
+        &["--input", path.to_str().unwrap(), "-q"],
+    ));
+    let pulled = dir.path().join("pulled.tar");
+    run_ok(&mut berth(
+        "pull",
+        &[],
+        reg,
+        &[&reference, "-o", pulled.to_str().unwrap(), "-q"],
+    ));
+    docker_load(&pulled);
+    assert_eq!(inspect(&reference), (id.clone(), layers));
+    let _ = Command::new("docker").args(["rmi", "-f", &id]).output();
+}
+
+#[test]
+fn multi_image_and_compressed_archives_push_every_tag() {
+    if !require_docker() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let reg = root.to_str().unwrap();
+    let mut one = Image::build(dir.path(), "multi-a", 71);
+    let two = Image::build(dir.path(), "multi-b", 72);
+    let extra = one.tag.replace(":1", ":extra");
+    run_ok(Command::new("docker").args(["tag", &one.tag, &extra]));
+    one.extra_tags.push(extra.clone());
+    let saved = dir.path().join("multi.tar");
+    run_ok(
+        Command::new("docker")
+            .args(["save", "-o"])
+            .arg(&saved)
+            .args([&one.tag, &extra, &two.tag]),
+    );
+    // gzip'd outer tar, from a pipe, no NAME: every tag in the archive.
+    let gz = run_ok(Command::new("gzip").arg("-c").arg(&saved)).stdout;
+    let mut cmd = berth("push", &[], reg, &["--json"]);
+    let out = run_with_input(&mut cmd, &gz);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed: Vec<String> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "manifest")
+        .map(|e| e["reference"].as_str().unwrap().to_string())
+        .collect();
+    let mut want = vec![one.tag.clone(), extra.clone(), two.tag.clone()];
+    want.sort();
+    let mut got = pushed.clone();
+    got.sort();
+    assert_eq!(got, want);
+    // Naming one of them pushes just that one, under a new name.
+    let out = run_ok(&mut berth(
+        "push",
+        &[],
+        reg,
+        &[&two.tag, "--input", saved.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(done(&out)["bytes"], 0);
+    let out = berth(
+        "push",
+        &[],
+        reg,
+        &["other/name:1", "--input", saved.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("several images"));
+    // Each pulls back as its own image.
+    for (tag, img) in [(&extra, &one), (&two.tag, &two)] {
+        let p = dir.path().join("p.tar");
+        run_ok(&mut berth(
+            "pull",
+            &[],
+            reg,
+            &[tag, "-o", p.to_str().unwrap(), "-q"],
+        ));
+        img.remove();
+        docker_load(&p);
+        assert_eq!(inspect(tag), (img.id.clone(), img.layers.clone()));
+    }
+}
