@@ -1047,3 +1047,82 @@ fn shim_skopeo_push_and_pull_over_ssh() {
         );
     }
 }
+
+#[test]
+fn shim_docker_and_podman_push_and_pull_over_ssh() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_docker() || !require_tool("tar", "tar") {
+        return;
+    }
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    f.trust(&[server.known_hosts_line()]);
+    let (_shim, addr) = shim(&Via::native(&f, server.port()));
+
+    let src = f.dir.path().join("rootfs");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("hello.bin"), random_bytes(2 << 20, 51)).unwrap();
+    let tar_path = f.dir.path().join("rootfs.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
+            .arg(&src)
+            .arg("-cf")
+            .arg(&tar_path)
+            .arg("."),
+    );
+    let image = format!("{addr}/team/docked:1");
+    let docker = |args: &[&str]| -> String {
+        String::from_utf8_lossy(&run_ok(Command::new("docker").args(args)).stdout).into_owned()
+    };
+    let rmi = |r: &str| {
+        let _ = Command::new("docker").args(["rmi", "-f", r]).output();
+    };
+    rmi(&image);
+    docker(&["import", &tar_path.display().to_string(), &image]);
+    let layers_before = docker(&["inspect", "--format", "{{json .RootFS.Layers}}", &image]);
+    let pushed = docker(&["push", &image]);
+    let digest = pushed
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in {pushed}"))
+        .to_string();
+    rmi(&image);
+    docker(&["pull", &image]);
+    let layers_after = docker(&["inspect", "--format", "{{json .RootFS.Layers}}", &image]);
+    assert_eq!(layers_after, layers_before, "layer content changed");
+    let repo_digests = docker(&["inspect", "--format", "{{json .RepoDigests}}", &image]);
+    assert!(
+        repo_digests.contains(&format!("{addr}/team/docked@{digest}")),
+        "{repo_digests}"
+    );
+    rmi(&image);
+
+    // podman pulls what docker pushed, and pushes a tag of its own.
+    if require_tool("podman", "podman") {
+        let podman = |args: &[&str]| -> String {
+            String::from_utf8_lossy(&run_ok(Command::new("podman").args(args)).stdout).into_owned()
+        };
+        podman(&["pull", "--tls-verify=false", &image]);
+        let digest_seen = podman(&["image", "inspect", "--format", "{{.Digest}}", &image]);
+        assert_eq!(digest_seen.trim(), digest);
+        let second = format!("{addr}/team/docked:podman");
+        podman(&["tag", &image, &second]);
+        podman(&["push", "--tls-verify=false", &second]);
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &image, &second])
+            .output();
+        let tags = ok(
+            run_with_input(
+                &mut Via::local(&f.root).cmd("berth", Some("tags"), &["--json"], &["team/docked"]),
+                b"",
+            ),
+            "tags",
+        );
+        let tags: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap();
+        assert!(
+            tags.get("1").is_some() && tags.get("podman").is_some(),
+            "{tags}"
+        );
+    }
+}
