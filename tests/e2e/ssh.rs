@@ -327,3 +327,63 @@ fn host_key_is_generated_once_with_mode_0600() {
             .arg(f.state.join("berth_host_key")),
     );
 }
+
+#[test]
+fn v2_push_and_pull_over_the_subsystem_of_serve_and_of_stock_sshd() {
+    let Some(f) = fixture() else { return };
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    let layers = vec![random_bytes(700_000, 31), random_bytes(5_000, 32)];
+    let digest = {
+        let mut conn = subsystem(&f, server.port());
+        v2_push(&mut conn.http, "team/v2", "1.0", &layers)
+    };
+    let check = |conn: &mut CommandConn| {
+        let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+        let r = conn
+            .http
+            .request("HEAD", "/v2/team/v2/manifests/1.0", &accept, ReqBody::None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+        assert_eq!(
+            r.header("docker-distribution-api-version"),
+            Some("registry/2.0")
+        );
+        let r = conn.http.request(
+            "GET",
+            &format!("/v2/team/v2/manifests/{digest}"),
+            &accept,
+            ReqBody::None,
+        );
+        assert_eq!(format!("sha256:{}", sha256_hex(&r.body)), digest);
+        for layer in &layers {
+            let r = conn.http.request(
+                "GET",
+                &format!("/v2/team/v2/blobs/sha256:{}", sha256_hex(layer)),
+                &[],
+                ReqBody::None,
+            );
+            assert!(r.body == *layer, "blob bytes differ");
+        }
+        let r = conn
+            .http
+            .request("GET", "/v2/team/v2/tags/list", &[], ReqBody::None);
+        assert_eq!(r.json()["tags"], serde_json::json!(["1.0"]));
+        // The V1 view of the same image over the same channel.
+        let r = conn
+            .http
+            .request("GET", "/v1/repositories/team/v2/tags", &[], ReqBody::None);
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    check(&mut subsystem(&f, server.port()));
+    drop(server);
+    if !require_tool("/usr/sbin/sshd", "openssh-server") {
+        return;
+    }
+    let sub = format!(
+        "{} stdio --root {} --user tester",
+        bin("berth-server").display(),
+        f.root.display()
+    );
+    let sshd = Sshd::start(&f.state, &f.authorized, Some(&sub));
+    check(&mut subsystem(&f, sshd.port));
+}
