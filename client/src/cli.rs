@@ -470,6 +470,9 @@ pub async fn shim(a: ShimArgs) -> Result<(), ClientError> {
     let remote: Remote = a.registry.parse()?;
     let transport = Arc::new(Transport::new(&remote, a.ssh.options()?)?);
     transport.prepare().await?;
+    // One request before the startup line, so that a wrong host, key or
+    // subsystem shows up now rather than as Docker's first failure.
+    catalog::call(&transport, Method::GET, "/v1/_ping").await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|source| ClientError::Io {

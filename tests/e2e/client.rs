@@ -1126,3 +1126,35 @@ fn shim_docker_and_podman_push_and_pull_over_ssh() {
         );
     }
 }
+
+#[test]
+fn shim_checks_the_remote_before_serving() {
+    let Some(f) = Fixture::new() else { return };
+    // Nothing listening: no startup line, a clear error.
+    let down = Via::native(&f, free_port());
+    let out = run_with_input(
+        &mut down.cmd("berth", Some("shim"), &["--listen", "127.0.0.1:0"], &[]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).starts_with("berth: connecting to 127.0.0.1:"),
+        "{}",
+        stderr(&out)
+    );
+    // A host whose key is not known: refused before serving anything.
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    let via = Via::native(&f, server.port());
+    let out = run_with_input(
+        &mut via.cmd("berth", Some("shim"), &["--listen", "127.0.0.1:0"], &[]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("--accept-new-host-key"),
+        "{}",
+        stderr(&out)
+    );
+}
