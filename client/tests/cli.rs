@@ -6,7 +6,11 @@ use std::process::Command;
 
 fn help(bin: &str, args: &[&str]) -> String {
     let out = Command::new(bin).args(args).output().unwrap();
-    assert!(out.status.success(), "{bin} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
