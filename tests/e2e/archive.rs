@@ -122,6 +122,15 @@ fn done(out: &Output) -> Value {
         .unwrap_or_else(|| panic!("no done event: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// The digests of the `manifest` events of a run.
+fn manifest_digests(out: &Output) -> Vec<Value> {
+    events(out)
+        .into_iter()
+        .filter(|e| e["event"] == "manifest")
+        .map(|e| e["digest"].clone())
+        .collect()
+}
+
 /// Modification times of the store's larger files (the layer blobs).
 fn blob_mtimes(root: &Path) -> BTreeMap<PathBuf, SystemTime> {
     let mut out = BTreeMap::new();
@@ -177,6 +186,7 @@ fn round_trip(img: &Image, dir: &Path, registry: &str, flags: &[String], root: &
         String::from_utf8_lossy(&out.stderr)
     );
     let again = done(&out);
+    let repushed = manifest_digests(&out);
     assert_eq!(again["bytes"], 0, "a re-push sends no layer bytes: {again}");
     assert_eq!(again["skipped"], again["blobs"], "{again}");
     let skipped: Vec<Value> = events(&out)
@@ -207,6 +217,17 @@ fn round_trip(img: &Image, dir: &Path, registry: &str, flags: &[String], root: &
         &[&target, "--output", pulled.to_str().unwrap(), "--json"],
     ));
     assert_eq!(done(&out)["event"], "done");
+    // The pulled archive (Docker 25+ shape) pushes back as the very same
+    // manifest: digests are preserved, and no blob is sent again.
+    let copy = format!("team/{name}-copy:1");
+    let out = run_ok(&mut berth(
+        "push",
+        flags,
+        registry,
+        &[&copy, "--input", pulled.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(manifest_digests(&out), repushed, "same manifest digest");
+    assert_eq!(done(&out)["bytes"], 0);
     img.remove();
     let loaded = docker_load(&pulled);
     assert!(loaded.contains(&target), "{loaded}");

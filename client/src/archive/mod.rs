@@ -160,6 +160,13 @@ pub async fn pull_archive(a: PullArgs) -> Result<(), ArchiveError> {
     let r = parse_ref(&a.name)?;
     let output = pull::Output::from_arg(Some(&a.output));
     let to_stdout = matches!(output, pull::Output::Stdout);
+    if to_stdout && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return Err(ArchiveError::Selection(
+            "refusing to write an image archive to a terminal: use --output FILE or a pipe \
+             (berth pull ... | docker load)"
+                .to_string(),
+        ));
+    }
     let transport = Arc::new(a.ssh.transport(&a.registry)?);
     let progress = Progress::new(mode(a.quiet, a.json), "pull", to_stdout);
     pull::pull(transport, &r, &output, &progress).await?;

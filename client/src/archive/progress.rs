@@ -6,7 +6,7 @@
 //! JSON events go to stdout, except when stdout carries the archive
 //! (`berth pull` without `--output`), where they go to stderr. Each event
 //! has an `"event"` field: `start`, `blob` (with `"action"`: `skipped`,
-//! `uploaded`, `downloaded`), `resume`, `manifest`, `done`. Bars and the
+//! `mounted`, `uploaded`, `downloaded`), `resume`, `manifest`, `done`. Bars and the
 //! summary always go to stderr.
 
 use std::collections::HashMap;
@@ -176,10 +176,12 @@ impl Progress {
         }
     }
 
-    /// A blob is finished: `action` is `uploaded`, `downloaded` or `skipped`.
+    /// A blob is finished: `action` is `uploaded`, `downloaded`, `skipped`
+    /// (already in the repository) or `mounted` (linked from another
+    /// repository without sending it); the last two count as present.
     pub fn blob_done(&self, digest: &str, size: u64, action: &str) {
         self.blobs.fetch_add(1, Ordering::Relaxed);
-        if action == "skipped" {
+        if action == "skipped" || action == "mounted" {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             self.skipped_bytes.fetch_add(size, Ordering::Relaxed);
         }
@@ -189,7 +191,7 @@ impl Progress {
                 blobs,
                 total,
             } => {
-                if action == "skipped" {
+                if action == "skipped" || action == "mounted" {
                     total.inc(size);
                     let _ = multi.println(format!("{:>12} already present", short(digest)));
                 }

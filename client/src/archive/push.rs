@@ -4,8 +4,9 @@
 //! Order of operations, so that a failure publishes nothing: the archive
 //! was fully read and verified before this module runs (`formats.rs`);
 //! then every distinct blob is checked with HEAD and only missing ones are
-//! uploaded (POST → one streamed PATCH → PUT `?digest=`), several at once
-//! on their own connections; manifests are PUT last — index children by
+//! uploaded (POST `?mount=` → one streamed PATCH → PUT `?digest=`; a blob
+//! the registry holds for another repository is mounted, not sent), several
+//! at once on their own connections; manifests are PUT last — index children by
 //! digest, then the manifest to each tag. A re-push of the same archive
 //! therefore sends no blob bytes.
 
@@ -23,7 +24,7 @@ use super::formats::{Blob, BlobData, Image};
 use super::members::Members;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::registry::V2Connection;
+use super::registry::{Upload, V2Connection};
 use crate::transport::Transport;
 
 /// Default number of blobs uploaded at once (Docker's default is 5).
@@ -210,7 +211,7 @@ async fn blob_reader(
     }
 }
 
-/// HEAD, then upload if missing. Returns whether bytes were sent.
+/// HEAD, then mount or upload if missing.
 async fn push_blob(
     transport: Arc<Transport>,
     members: Arc<Members>,
@@ -231,17 +232,18 @@ async fn push_blob(
         digest: blob.digest.to_string(),
         sent: sent.clone(),
     };
-    let result = conn
+    match conn
         .upload_blob(&repo, &blob.digest, blob.size, reader)
-        .await;
-    if let Err(e) = result {
-        progress.blob_rewind(
-            blob.digest.as_str(),
-            sent.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        return Err(e.into());
+        .await
+    {
+        Ok(Upload::Sent) => progress.blob_done(blob.digest.as_str(), blob.size, "uploaded"),
+        Ok(Upload::Mounted) => progress.blob_done(blob.digest.as_str(), blob.size, "mounted"),
+        Err(e) => {
+            let n = sent.load(std::sync::atomic::Ordering::Relaxed);
+            progress.blob_rewind(blob.digest.as_str(), n);
+            return Err(e.into());
+        }
     }
-    progress.blob_done(blob.digest.as_str(), blob.size, "uploaded");
     Ok(())
 }
 

@@ -46,6 +46,15 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
+/// How a blob reached the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload {
+    /// Its bytes were sent.
+    Sent,
+    /// The registry already had it and linked it (cross-repository mount).
+    Mounted,
+}
+
 /// One HTTP connection to the registry, used for V2 calls.
 pub struct V2Connection {
     conn: HttpConnection,
@@ -150,14 +159,19 @@ impl V2Connection {
     /// Uploads one blob: POST a session, PATCH the bytes (one streamed
     /// request with `Content-Length`), PUT `?digest=` to commit. `reader`
     /// yields exactly `size` bytes; the registry verifies the digest.
+    ///
+    /// The POST asks to mount the blob (`?mount=<digest>`, §1.5): a registry
+    /// that already holds it for another repository links it with a 201,
+    /// and nothing is sent ([`Upload::Mounted`]); otherwise its 202 session
+    /// is used for the upload, as Docker does.
     pub async fn upload_blob(
         &mut self,
         name: &str,
         digest: &Digest,
         size: u64,
         reader: impl AsyncRead + Send + 'static,
-    ) -> Result<(), ClientError> {
-        let start = format!("/v2/{name}/blobs/uploads/");
+    ) -> Result<Upload, ClientError> {
+        let start = format!("/v2/{name}/blobs/uploads/?mount={digest}");
         let what = http::describe(&Method::POST, &start);
         let b = Self::request(Method::POST, &start)
             .map_err(|e| protocol(&what, e.to_string()))?
@@ -165,8 +179,21 @@ impl V2Connection {
         let resp = self
             .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
             .await?;
+        let status = resp.status();
+        let mounted = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            == Some(digest.as_str());
         let loc = location(&resp).map_err(|e| protocol(&what, e));
-        self.expect(&what, resp, &[StatusCode::ACCEPTED]).await?;
+        self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::CREATED])
+            .await?;
+        if status == StatusCode::CREATED {
+            if mounted {
+                return Ok(Upload::Mounted);
+            }
+            return Err(protocol(&what, "201 to a mount without the blob's digest"));
+        }
         let loc = loc?;
 
         let what = http::describe(&Method::PATCH, &loc);
@@ -211,7 +238,7 @@ impl V2Connection {
                 ));
             }
         }
-        Ok(())
+        Ok(Upload::Sent)
     }
 
     /// `PUT /v2/<name>/manifests/<reference>` with the exact bytes.
