@@ -122,6 +122,15 @@ fn done(out: &Output) -> Value {
         .unwrap_or_else(|| panic!("no done event: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Blob uploads the server committed, from its audit log (server side:
+/// one `blob.upload` record per blob received).
+fn uploads_received(root: &Path) -> usize {
+    let log = std::fs::read_to_string(root.join("_berth/audit.log")).unwrap_or_default();
+    log.lines()
+        .filter(|l| l.contains(r#""op":"blob.upload""#))
+        .count()
+}
+
 /// The digests of the `manifest` events of a run.
 fn manifest_digests(out: &Output) -> Vec<Value> {
     events(out)
@@ -175,6 +184,11 @@ fn round_trip(img: &Image, dir: &Path, registry: &str, flags: &[String], root: &
     let mtimes = blob_mtimes(root);
     assert!(mtimes.len() >= 2, "layer blobs in the store: {mtimes:?}");
     let before = blobs(root);
+    let uploads_before = uploads_received(root);
+    assert!(
+        uploads_before >= 3,
+        "the server recorded the first push's uploads"
+    );
 
     // Re-push through a pipe: every blob is found by HEAD, none is sent.
     let bytes = std::fs::read(&saved).unwrap();
@@ -187,6 +201,11 @@ fn round_trip(img: &Image, dir: &Path, registry: &str, flags: &[String], root: &
     );
     let again = done(&out);
     let repushed = manifest_digests(&out);
+    assert_eq!(
+        uploads_received(root),
+        uploads_before,
+        "the server received no blob upload on the re-push"
+    );
     assert_eq!(again["bytes"], 0, "a re-push sends no layer bytes: {again}");
     assert_eq!(again["skipped"], again["blobs"], "{again}");
     let skipped: Vec<Value> = events(&out)
