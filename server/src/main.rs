@@ -30,6 +30,46 @@ enum Command {
     Http(HttpArgs),
     /// Query the audit log: who pushed or deleted what, when.
     Audit(AuditArgs),
+    /// Check a store: blob digests, V1 checksums and ancestry, tags and manifest references.
+    /// Exit status: 0 clean, 1 problems found, 2 could not run.
+    Fsck(FsckArgs),
+    /// Delete images, blobs and manifests no tag references (safe while pushes continue).
+    Gc(GcArgs),
+}
+
+/// Flags of `berth-server fsck`.
+#[derive(clap::Args, Debug)]
+struct FsckArgs {
+    /// The store directory.
+    #[arg(long, default_value = "./berth-data")]
+    root: PathBuf,
+    /// Remove provably garbage leftovers (stale temp files, expired upload
+    /// sessions, image directories without json, links to missing blobs).
+    #[arg(long)]
+    repair: bool,
+    /// Leftovers younger than this may belong to a running request and are kept (`30m`, `2h`, `0s`).
+    #[arg(long, default_value = "1h", value_parser = berth_server::store::gc::parse_duration)]
+    grace: std::time::Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Flags of `berth-server gc`.
+#[derive(clap::Args, Debug)]
+struct GcArgs {
+    /// The store directory.
+    #[arg(long, default_value = "./berth-data")]
+    root: PathBuf,
+    /// Nothing younger than this is collected (`30m`, `2h`, `1d`, `0s`).
+    #[arg(long, default_value = "1h", value_parser = berth_server::store::gc::parse_duration)]
+    grace: std::time::Duration,
+    /// Report what would be freed without deleting anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Flags of `berth-server audit`.
@@ -70,6 +110,17 @@ struct HttpArgs {
     /// HTTP limits.
     #[command(flatten)]
     limits: berth_server::registry::HttpLimits,
+}
+
+/// Opens a store that must already exist (fsck and gc never create one).
+fn open_existing(root: &std::path::Path) -> Result<Store> {
+    if !berth_server::store::Paths::new(root).images_dir().is_dir() {
+        bail!(
+            "{} is not a berth store (no images/ directory)",
+            root.display()
+        );
+    }
+    Store::open(root).with_context(|| format!("opening store {}", root.display()))
 }
 
 fn init_logging() {
@@ -141,6 +192,66 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         s("client")
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fsck(args) => {
+            let store = open_existing(&args.root)?;
+            let opts = berth_server::store::fsck::FsckOptions {
+                repair: args.repair,
+                grace: args.grace,
+            };
+            let report =
+                tokio::task::spawn_blocking(move || berth_server::store::fsck::fsck(&store, &opts))
+                    .await?
+                    .with_context(|| format!("checking {}", args.root.display()))?;
+            use berth_server::store::fsck::Severity;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for f in &report.findings {
+                    let label = match f.severity {
+                        Severity::Problem => "PROBLEM",
+                        Severity::Leftover => "leftover",
+                        Severity::Repaired => "repaired",
+                        Severity::Note => "note",
+                    };
+                    println!("{label}: {}: {}", f.path.display(), f.message);
+                }
+                println!(
+                    "fsck: {} blobs, {} images, {} V1 tags, {} V2 tags checked; {} problems, {} leftovers, {} repaired",
+                    report.blobs,
+                    report.images,
+                    report.v1_tags,
+                    report.v2_tags,
+                    report.problems(),
+                    report.count(Severity::Leftover),
+                    report.count(Severity::Repaired)
+                );
+            }
+            Ok(if report.problems() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Gc(args) => {
+            let store = open_existing(&args.root)?;
+            let opts = berth_server::store::gc::GcOptions {
+                grace: args.grace,
+                dry_run: args.dry_run,
+            };
+            let r = tokio::task::spawn_blocking(move || berth_server::store::gc::gc(&store, &opts))
+                .await?
+                .with_context(|| format!("collecting garbage in {}", args.root.display()))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let verb = if args.dry_run { "would free" } else { "freed" };
+                println!(
+                    "gc: {verb} {} bytes: {} images, {} blobs, {} records, {} links, {} temp files, {} upload sessions ({} spared: referenced or young meanwhile)",
+                    r.bytes, r.images, r.blobs, r.records, r.links, r.temps, r.sessions, r.rescued
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -6,5 +6,6 @@ mod archive;
 mod client;
 mod hostile;
 mod ssh;
+mod storage;
 mod v1;
 mod v2;

@@ -7,10 +7,13 @@
 //! which is never read and which `fsck --repair` / `gc` remove. Locks use
 //! `fcntl(F_SETLKW)` because `flock` does not lock over NFS.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Prefix of every temporary file; listings and lookups skip such names.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -119,20 +122,72 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Lock files held by this process. POSIX record locks belong to the
+/// *process*: a second `fcntl(F_SETLKW)` from another thread of the same
+/// process succeeds at once, and closing any descriptor of the file drops the
+/// lock for every thread. So threads of one process queue here first, and
+/// only the winner takes (and later releases) the `fcntl` lock that excludes
+/// other processes and hosts.
+fn held_locks() -> &'static (Mutex<HashSet<PathBuf>>, Condvar) {
+    static HELD: OnceLock<(Mutex<HashSet<PathBuf>>, Condvar)> = OnceLock::new();
+    HELD.get_or_init(|| (Mutex::new(HashSet::new()), Condvar::new()))
+}
+
 /// An exclusive `fcntl` write lock on a lock file, released on drop.
 ///
-/// Blocking: call from `spawn_blocking` or a blocking context.
+/// Excludes other threads of this process (an in-process table) and other
+/// processes and hosts (`fcntl`, which NFS forwards to the server's lock
+/// manager; `flock` does not). Blocking: call from `spawn_blocking` or a
+/// blocking context.
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    file: Option<File>,
+    path: PathBuf,
 }
 
 impl FileLock {
-    /// Waits for the exclusive lock on `path` (created if missing).
+    /// Waits for the exclusive lock on `path` (created, with its directory, if missing).
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
+        Self::acquire(path, None)?.ok_or_else(|| io::Error::other("lock wait ended"))
+    }
+
+    /// Like [`FileLock::exclusive`], but never creates the directory (a
+    /// vanished directory is `NotFound`) and gives up after `wait`, returning
+    /// `None` while someone else still holds the lock.
+    pub fn exclusive_within(path: &Path, wait: Duration) -> io::Result<Option<FileLock>> {
+        Self::acquire(path, Some(Instant::now() + wait))
+    }
+
+    fn acquire(path: &Path, deadline: Option<Instant>) -> io::Result<Option<FileLock>> {
+        let key = path.to_path_buf();
+        {
+            let (table, cond) = held_locks();
+            let mut held = table.lock().unwrap_or_else(|e| e.into_inner());
+            while held.contains(&key) {
+                match deadline {
+                    None => held = cond.wait(held).unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        let now = Instant::now();
+                        if now >= d {
+                            return Ok(None);
+                        }
+                        held = cond
+                            .wait_timeout(held, d - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            }
+            held.insert(key.clone());
+        }
+        // From here on the table entry is ours; `release` undoes it on every path.
+        let mut lock = FileLock {
+            file: None,
+            path: key,
+        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -145,17 +200,42 @@ impl FileLock {
         fl.l_whence = libc::SEEK_SET as _;
         fl.l_start = 0;
         fl.l_len = 0; // whole file
+        let cmd = if deadline.is_some() {
+            libc::F_SETLK
+        } else {
+            libc::F_SETLKW
+        };
         loop {
             // SAFETY: fd is open for the lifetime of `file`; `fl` is a valid flock.
-            let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLKW, &fl) };
+            let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) };
             if rc == 0 {
-                return Ok(FileLock { _file: file });
+                lock.file = Some(file);
+                return Ok(Some(lock));
             }
             let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) | Some(libc::EACCES) if deadline.is_some() => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => return Err(err),
             }
         }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Closing the descriptor releases the fcntl lock; only then let the
+        // next thread of this process in.
+        self.file = None;
+        let (table, cond) = held_locks();
+        let mut held = table.lock().unwrap_or_else(|e| e.into_inner());
+        held.remove(&self.path);
+        cond.notify_all();
     }
 }
 
@@ -198,5 +278,45 @@ mod tests {
         let a = FileLock::exclusive(&p).unwrap();
         drop(a);
         let _b = FileLock::exclusive(&p).unwrap();
+    }
+
+    /// fcntl locks are per process: without the in-process table, two
+    /// threads would both "hold" the lock at once.
+    #[test]
+    fn lock_excludes_threads_of_one_process() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let p = Arc::new(dir.path().join("l"));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, inside) = (p.clone(), inside.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        let _l = FileLock::exclusive(&p).unwrap();
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
+                        std::thread::yield_now();
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let held = FileLock::exclusive(&p).unwrap();
+        let waited = FileLock::exclusive_within(&p, Duration::from_millis(50)).unwrap();
+        assert!(waited.is_none(), "a held lock must not be granted twice");
+        drop(held);
+        assert!(FileLock::exclusive_within(&p, Duration::from_millis(50))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            FileLock::exclusive_within(&dir.path().join("gone/l"), Duration::ZERO)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
     }
 }

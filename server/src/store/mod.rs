@@ -10,6 +10,8 @@ pub mod atomic;
 pub mod blobs;
 pub mod derive;
 pub mod error;
+pub mod fsck;
+pub mod gc;
 pub mod ingest;
 pub mod manifests;
 pub mod media;

@@ -15,6 +15,7 @@
 //!   repositories/<ns>/<repo>/.lock           fcntl lock file for read-modify-write of the index
 //!   _berth/blobs/sha256/<hex>        content-addressed pool: layers, configs, manifests
 //!   _berth/uploads/<uuid>/data       V2 upload session: the bytes so far (offset = file size)
+//!   _berth/uploads/<uuid>/.lock      fcntl lock held while a request appends to or closes it
 //!   _berth/v2/<ns>/<repo>/_tags/<t>  V2 tag -> manifest digest (see store::manifests)
 //!   _berth/v2/<ns>/<repo>/_blobs/<hex>  marker: the pool blob is visible in this repository
 //!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
@@ -166,6 +167,12 @@ impl Paths {
         self.upload_dir(id).join("data")
     }
 
+    /// `_berth/uploads/<uuid>/.lock`: `fcntl` lock serialising appends and
+    /// the close of one session, across processes and hosts.
+    pub fn upload_lock(&self, id: &UploadId) -> PathBuf {
+        self.upload_dir(id).join(".lock")
+    }
+
     /// `_berth/v2/<ns>/<repo>/_tags/`: V2 tag records (`_` cannot start a
     /// name component, so this never collides with a nested repository).
     pub fn v2_tags_dir(&self, repo: &RepoName) -> PathBuf {
@@ -246,6 +253,10 @@ mod tests {
             (
                 p.upload_data(&up),
                 format!("/r/_berth/uploads/{}/data", up.as_str()),
+            ),
+            (
+                p.upload_lock(&up),
+                format!("/r/_berth/uploads/{}/.lock", up.as_str()),
             ),
             (
                 p.manifest_record(&d),

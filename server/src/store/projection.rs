@@ -20,6 +20,11 @@ use super::v1::ImageState;
 use super::{media, Store, StoreError, StoreResult};
 use crate::names::{Digest, ImageId, RepoName, Tag};
 
+/// `_inprogress` content while a projection writes an image (a V1 client's
+/// upload writes `true`): tells a crashed projection's leftover from a live
+/// V1 upload.
+const PROJECTING: &[u8] = b"projection";
+
 impl Store {
     /// Projects an image manifest (already stored, blobs checked) to V1 and
     /// sets the V1 tag. Returns the top V1 id, or `None` when the image is an
@@ -93,6 +98,10 @@ impl Store {
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         match self.image_state(id)? {
             ImageState::Published => return Ok(()),
+            // A projection writes the whole image under this lock, so a
+            // marker it left means that writer died midway (#7): redo it.
+            ImageState::InProgress
+                if fs::read(p.image_inprogress(id)).ok().as_deref() == Some(PROJECTING) => {}
             // A V1 client is pushing this very id: let it finish its own upload.
             ImageState::InProgress => {
                 return Err(StoreError::Conflict(format!(
@@ -105,7 +114,7 @@ impl Store {
         if let Some(parent) = &step.parent {
             ancestry.extend(self.read_ancestry(parent)?);
         }
-        write_atomic(&p.image_inprogress(id), b"true")?;
+        write_atomic(&p.image_inprogress(id), PROJECTING)?;
         write_atomic(&p.image_json(id), &step.json)?;
         self.link_blob_to(&step.blob, &p.image_layer(id))?;
         let ancestry = serde_json::to_vec(&ancestry).map_err(io::Error::other)?;

@@ -10,8 +10,12 @@
 //! removed. Sessions untouched for [`UPLOAD_MAX_IDLE`] are swept when a new
 //! one starts.
 //!
-//! Not done here: concurrent appends to the *same* session are not serialised
-//! (clients never send them; the offset check catches most mistakes).
+//! Resuming (`docs/storage.md`, #7): a request whose body breaks off keeps the
+//! bytes that arrived, so the session's offset is where the client can go on
+//! from, through this process or any other on the same store. Appends and
+//! the close of one session are serialised by an `fcntl` lock on
+//! `<session>/.lock`, and the offset is read under it, so a late writer of a
+//! dropped connection can never interleave with the client's resumed PATCH.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,7 +30,7 @@ use http_body_util::BodyExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
-use super::atomic::{sync_parent, TempFile};
+use super::atomic::{sync_parent, FileLock, TempFile};
 use super::ingest::{ingest, IngestError};
 use super::Store;
 use crate::names::Digest;
@@ -37,6 +41,9 @@ pub const UPLOAD_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
 const QUEUE_DEPTH: usize = 16;
 /// Write buffer of the writer thread.
 const WRITE_BUFFER: usize = 1 << 20;
+/// How long a request waits for another request still writing the same
+/// session (typically the server side of a connection that just dropped).
+const SESSION_LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// A validated upload session id (a lowercase hyphenated UUID), so that an id
 /// from a URL can become a path component.
@@ -159,8 +166,16 @@ impl Store {
         Ok(id)
     }
 
-    /// Bytes received so far, or `None` for an unknown session.
+    /// Bytes received so far, or `None` for an unknown session. Waits (a
+    /// bounded time) for a request still appending to the session, so the
+    /// answer is where a resumed upload must continue.
     pub fn upload_offset(&self, id: &UploadId) -> io::Result<Option<u64>> {
+        let _lock =
+            match FileLock::exclusive_within(&self.paths().upload_lock(id), SESSION_LOCK_WAIT) {
+                Ok(l) => l, // `None` on timeout: the size so far is still a valid offset
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
         match fs::metadata(self.paths().upload_data(id)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -192,8 +207,9 @@ impl Store {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (offset, hasher) = self.append_inner(id, body, start).await?;
+        let (offset, hasher, lock) = self.append_inner(id, body, start).await?;
         cache_put(&self.paths().upload_data(id), offset, hasher);
+        drop(lock);
         Ok(offset)
     }
 
@@ -210,12 +226,15 @@ impl Store {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (size, hasher) = self.append_inner(id, body, None).await?;
+        let (size, hasher, lock) = self.append_inner(id, body, None).await?;
         let actual = Digest::from_sha256(&hasher.finalize());
         let store = self.clone();
         let id = id.clone();
         let expected = expected.clone();
         tokio::task::spawn_blocking(move || -> Result<u64, UploadError> {
+            // Held until the session is gone: no append can slip in between
+            // the digest check and the link (the pool entry shares the inode).
+            let _lock = lock;
             let p = store.paths();
             if actual != expected {
                 store.cancel_upload(&id)?;
@@ -295,18 +314,36 @@ impl Store {
     }
 
     /// Streams `body` onto the end of the session's data file and returns the
-    /// new size with the sha256 state over the whole file.
+    /// new size with the sha256 state over the whole file, and the session
+    /// lock (held throughout). A body that breaks off keeps what arrived.
     async fn append_inner<B>(
         &self,
         id: &UploadId,
         body: B,
         start: Option<u64>,
-    ) -> Result<(u64, Sha256), UploadError>
+    ) -> Result<(u64, Sha256, FileLock), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
         let data = self.paths().upload_data(id);
+        let lock_path = self.paths().upload_lock(id);
+        let lock = tokio::task::spawn_blocking(move || {
+            FileLock::exclusive_within(&lock_path, SESSION_LOCK_WAIT)
+        })
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        let lock = match lock {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                return Err(UploadError::Io(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "upload session busy: another request is still writing it",
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::Unknown),
+            Err(e) => return Err(e.into()),
+        };
         let file = match OpenOptions::new().append(true).open(&data) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::Unknown),
@@ -363,8 +400,14 @@ impl Store {
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|r| r);
         let failure = match (body_error, result) {
-            (None, Ok(done)) => return Ok(done),
-            (Some(e), _) => UploadError::Interrupted(e),
+            (None, Ok((size, h))) => return Ok((size, h, lock)),
+            // Everything that arrived is on disk and hashed: keep it, so the
+            // client resumes from here instead of resending this request.
+            (Some(e), Ok((size, h))) => {
+                cache_put(&data, size, h);
+                return Err(UploadError::Interrupted(e));
+            }
+            (Some(e), Err(_)) => UploadError::Interrupted(e),
             (None, Err(e)) => UploadError::Io(e),
         };
         // Keep the session consistent: offset = file size = hashed bytes.
@@ -434,6 +477,38 @@ mod tests {
             store.append_upload(&id, body(b"x"), None).await,
             Err(UploadError::Unknown)
         ));
+    }
+
+    /// #7: a PATCH cut off midway keeps what arrived; the client resumes at
+    /// the reported offset, here as if through another process (no cache).
+    #[tokio::test]
+    async fn broken_body_keeps_bytes_for_resume() {
+        use http_body::Frame;
+        use http_body_util::StreamBody;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        let frames: Vec<Result<Frame<Bytes>, &'static str>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"first half, "))),
+            Err("connection reset"),
+        ];
+        let cut = StreamBody::new(futures_util::stream::iter(frames));
+        assert!(matches!(
+            store.append_upload(&id, cut, Some(0)).await,
+            Err(UploadError::Interrupted(_))
+        ));
+        assert_eq!(store.upload_offset(&id).unwrap(), Some(12));
+        cache_forget(&store.paths().upload_data(&id));
+        store
+            .append_upload(&id, body(b"second half"), Some(12))
+            .await
+            .unwrap();
+        let want = Digest::of_bytes(b"first half, second half");
+        assert_eq!(
+            store.finish_upload(&id, body(b""), &want).await.unwrap(),
+            23
+        );
+        assert_eq!(store.blob_size(&want).unwrap(), Some(23));
     }
 
     #[tokio::test]

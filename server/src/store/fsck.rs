@@ -1,0 +1,893 @@
+//! `berth-server fsck`: checks a store against the contract of
+//! `docs/storage.md` and reports every problem with its path.
+//!
+//! What it verifies: every pool blob hashes to its name; every V1 image's
+//! json parses and names its directory, its ancestry matches its parent's,
+//! and a published image has its ancestors published, its layer present and a
+//! `_checksum` equal to `sha256(json + "\n" + layer)`; every V1 tag names a
+//! published image; every V2 tag names a stored manifest whose blobs (config,
+//! layers, index children, recursively) are in the pool; every per-repository
+//! blob link, manifest record and derived record points into the pool.
+//!
+//! What it leaves alone: crash leftovers are *not* problems (they are what the
+//! contract allows a killed writer to leave): `.tmp-*` files, upload sessions,
+//! image directories that never got their json, images still in progress.
+//! `--repair` removes only the provably garbage ones (older than the grace, or
+//! expired sessions) plus per-repository links to blobs that are gone; it
+//! never touches an object anything references. It is safe to run while
+//! other processes push: a younger leftover may belong to a live request.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use super::atomic::{remove_durable, FileLock, TEMP_PREFIX};
+use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
+use super::Store;
+use crate::names::{Digest, ImageId, RepoName, Tag};
+
+/// Deepest nesting of repository names walked (matches the store's listings).
+const MAX_REPO_DEPTH: usize = 16;
+/// Deepest index → manifest nesting followed.
+const MAX_INDEX_DEPTH: usize = 8;
+
+/// What `fsck` was asked to do.
+#[derive(Debug, Clone)]
+pub struct FsckOptions {
+    /// Remove provably garbage leftovers.
+    pub repair: bool,
+    /// Leftovers younger than this may belong to a live request: never removed.
+    pub grace: Duration,
+}
+
+/// How serious one finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The store breaks its contract (missing, corrupt or inconsistent object).
+    Problem,
+    /// A crash leftover that `--repair` would remove.
+    Leftover,
+    /// A leftover that `--repair` removed.
+    Repaired,
+    /// Allowed state worth knowing (in-progress image, open upload session).
+    Note,
+}
+
+/// One finding, with the path it is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// Problem, leftover, repaired or note.
+    pub severity: Severity,
+    /// The file or directory concerned.
+    pub path: PathBuf,
+    /// What is wrong, for a human.
+    pub message: String,
+}
+
+/// Everything one `fsck` run found, with counts of what it checked.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FsckReport {
+    /// Findings in the order they were made.
+    pub findings: Vec<Finding>,
+    /// Pool blobs hashed.
+    pub blobs: usize,
+    /// V1 image directories checked.
+    pub images: usize,
+    /// V1 tags checked.
+    pub v1_tags: usize,
+    /// V2 tags checked.
+    pub v2_tags: usize,
+}
+
+impl FsckReport {
+    /// Number of contract violations (the exit status depends on it).
+    pub fn problems(&self) -> usize {
+        self.count(Severity::Problem)
+    }
+
+    /// Number of findings of one severity.
+    pub fn count(&self, s: Severity) -> usize {
+        self.findings.iter().filter(|f| f.severity == s).count()
+    }
+
+    fn add(&mut self, severity: Severity, path: &Path, message: impl Into<String>) {
+        self.findings.push(Finding {
+            severity,
+            path: path.to_path_buf(),
+            message: message.into(),
+        });
+    }
+}
+
+// ---- helpers shared with gc -------------------------------------------------
+
+/// Entries of a directory (name, path); a missing directory has none.
+pub(crate) fn entries(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e?;
+        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Time since a file last changed: the newer of mtime and ctime, because a
+/// hard link (reusing a pool blob) updates only the ctime. `None` if gone.
+pub(crate) fn age(path: &Path) -> io::Result<Option<Duration>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let newest = m.mtime().max(m.ctime());
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Ok(Some(Duration::from_secs(
+        now.saturating_sub(newest).max(0) as u64
+    )))
+}
+
+/// Age of the newest entry of a directory (and the directory itself).
+pub(crate) fn dir_age(dir: &Path) -> io::Result<Option<Duration>> {
+    let Some(mut youngest) = age(dir)? else {
+        return Ok(None);
+    };
+    for (_, p) in entries(dir)? {
+        if let Some(a) = age(&p)? {
+            youngest = youngest.min(a);
+        }
+    }
+    Ok(Some(youngest))
+}
+
+/// A pool file name as a digest (`None` for temp files and junk).
+pub(crate) fn pool_digest(name: &str) -> Option<Digest> {
+    Digest::parse(&format!("sha256:{name}")).ok()
+}
+
+/// Repositories under `base` that have a directory named `marker` (`_tags`,
+/// `_blobs`), with that directory's path.
+pub(crate) fn repos_with(base: &Path, marker: &str) -> io::Result<Vec<(RepoName, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![(base.to_path_buf(), Vec::<String>::new())];
+    while let Some((dir, parts)) = stack.pop() {
+        for (name, path) in entries(&dir)? {
+            if !path.is_dir() || name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            if name == marker {
+                if let Ok(r) = RepoName::parse(&parts.join("/")) {
+                    out.push((r, path));
+                }
+            } else if !name.starts_with('_') && parts.len() < MAX_REPO_DEPTH {
+                let mut next = parts.clone();
+                next.push(name);
+                stack.push((path, next));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// V1 tags of every repository: (repository, tag, tag file).
+pub(crate) fn v1_tags(store: &Store) -> io::Result<Vec<(RepoName, Tag, PathBuf)>> {
+    let mut out = Vec::new();
+    for repo in store.list_repositories()? {
+        for (name, path) in entries(&store.paths().repo_dir(&repo))? {
+            if let Some(t) = name.strip_prefix("tag_").and_then(|t| Tag::parse(t).ok()) {
+                out.push((repo.clone(), t, path));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The image id a V1 tag file names.
+pub(crate) fn read_tag_file(path: &Path) -> io::Result<Option<ImageId>> {
+    match fs::read(path) {
+        Ok(raw) => Ok(ImageId::parse(String::from_utf8_lossy(&raw).trim()).ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Blobs a manifest or index names: config, layers, index children (with
+/// whether each is a child manifest). Unparseable input names nothing.
+pub(crate) fn manifest_refs(bytes: &[u8]) -> Vec<(Digest, bool)> {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return vec![];
+    };
+    let digest = |d: &Value| d.get("digest").and_then(Value::as_str).map(Digest::parse);
+    let mut out = Vec::new();
+    let list = |key: &str| {
+        v.get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    if let Some(Ok(d)) = v.get("config").and_then(digest) {
+        out.push((d, false));
+    }
+    for l in list("layers") {
+        if let Some(Ok(d)) = digest(&l) {
+            out.push((d, false));
+        }
+    }
+    for m in list("manifests") {
+        if let Some(Ok(d)) = digest(&m) {
+            out.push((d, true));
+        }
+    }
+    out
+}
+
+/// The parent id in a V1 image json (`None` for a base image).
+pub(crate) fn json_parent(json: &Value) -> Result<Option<ImageId>, String> {
+    match json.get("parent") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => ImageId::parse(s)
+            .map(Some)
+            .map_err(|_| format!("invalid parent id {s:?}")),
+        Some(_) => Err("parent is not a string".into()),
+    }
+}
+
+/// Parsed ancestry file of an image, if present and well-formed.
+pub(crate) fn read_ancestry(store: &Store, id: &ImageId) -> Option<Vec<String>> {
+    let raw = fs::read(store.paths().image_ancestry(id)).ok()?;
+    serde_json::from_slice(&raw).ok()
+}
+
+/// sha256 of a file, streamed, optionally after a prefix.
+fn hash_file(path: &Path, prefix: &[u8]) -> io::Result<Digest> {
+    let mut h = Sha256::new();
+    h.update(prefix);
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Digest::from_sha256(&h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Every `.tmp-*` file under `dir` (not descending into upload sessions,
+/// which are judged as a whole).
+pub(crate) fn temp_files(store: &Store) -> io::Result<Vec<PathBuf>> {
+    let uploads = store.paths().uploads_dir();
+    let mut out = Vec::new();
+    let mut stack = vec![store.paths().root().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for (name, path) in entries(&dir)? {
+            let ft = match fs::symlink_metadata(&path) {
+                Ok(m) => m.file_type(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if name.starts_with(TEMP_PREFIX) && !ft.is_dir() {
+                out.push(path);
+            } else if ft.is_dir() && !(dir == uploads && UploadId::parse(&name).is_some()) {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+// ---- the check ----------------------------------------------------------------
+
+/// Checks the whole store; with `repair`, removes provably garbage leftovers.
+pub fn fsck(store: &Store, opts: &FsckOptions) -> io::Result<FsckReport> {
+    let mut r = FsckReport::default();
+    check_temps(store, opts, &mut r)?;
+    check_uploads(store, opts, &mut r)?;
+    let pool = check_pool(store, &mut r)?;
+    check_images(store, opts, &mut r)?;
+    check_v1_tags(store, &mut r)?;
+    check_v2(store, opts, &pool, &mut r)?;
+    check_records(store, &pool, &mut r)?;
+    Ok(r)
+}
+
+fn check_temps(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
+    for path in temp_files(store)? {
+        let Some(a) = age(&path)? else { continue };
+        if a < opts.grace {
+            r.add(
+                Severity::Note,
+                &path,
+                "temporary file of a write that may still be running",
+            );
+        } else if opts.repair {
+            remove_durable(&path)?;
+            r.add(Severity::Repaired, &path, "stale temporary file removed");
+        } else {
+            r.add(Severity::Leftover, &path, "stale temporary file");
+        }
+    }
+    Ok(())
+}
+
+fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
+    for (name, path) in entries(&store.paths().uploads_dir())? {
+        if name.starts_with(TEMP_PREFIX) {
+            continue; // judged by check_temps
+        }
+        let Some(id) = UploadId::parse(&name) else {
+            r.add(
+                Severity::Problem,
+                &path,
+                "unexpected entry among upload sessions",
+            );
+            continue;
+        };
+        let Some(idle) = dir_age(&path)? else {
+            continue;
+        };
+        if idle <= UPLOAD_MAX_IDLE {
+            r.add(Severity::Note, &path, "open upload session");
+        } else if opts.repair {
+            store.cancel_upload(&id)?;
+            r.add(Severity::Repaired, &path, "expired upload session removed");
+        } else {
+            r.add(Severity::Leftover, &path, "expired upload session");
+        }
+    }
+    Ok(())
+}
+
+/// Hashes every pool blob; returns the digests present.
+fn check_pool(store: &Store, r: &mut FsckReport) -> io::Result<HashSet<Digest>> {
+    let mut present = HashSet::new();
+    for (name, path) in entries(&store.paths().blobs_dir())? {
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Some(d) = pool_digest(&name) else {
+            r.add(
+                Severity::Problem,
+                &path,
+                "unexpected entry in the blob pool",
+            );
+            continue;
+        };
+        let actual = match hash_file(&path, b"") {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gc removed it
+            Err(e) => return Err(e),
+        };
+        r.blobs += 1;
+        if actual != d {
+            r.add(
+                Severity::Problem,
+                &path,
+                format!("blob content hashes to {actual}, not to its name"),
+            );
+        }
+        present.insert(d);
+    }
+    Ok(present)
+}
+
+fn check_images(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
+    let p = store.paths();
+    for (name, dir) in entries(&p.images_dir())? {
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(id) = ImageId::parse(&name) else {
+            r.add(Severity::Problem, &dir, "unexpected entry among images");
+            continue;
+        };
+        r.images += 1;
+        let json_path = p.image_json(&id);
+        let json_raw = match fs::read(&json_path) {
+            Ok(j) => j,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                no_json_dir(store, opts, &id, &dir, r)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let in_progress = p.image_inprogress(&id).exists();
+        if in_progress {
+            r.add(
+                Severity::Note,
+                &dir,
+                "image upload in progress (not visible to readers)",
+            );
+            continue;
+        }
+        check_published_image(store, &id, &json_raw, r)?;
+    }
+    Ok(())
+}
+
+/// An image directory without json: a json PUT that never completed.
+fn no_json_dir(
+    store: &Store,
+    opts: &FsckOptions,
+    id: &ImageId,
+    dir: &Path,
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let Some(a) = dir_age(dir)? else {
+        return Ok(());
+    };
+    if a < opts.grace {
+        r.add(Severity::Note, dir, "image directory being created");
+    } else if opts.repair {
+        let p = store.paths();
+        let lock = FileLock::exclusive_within(&dir.join(".lock"), Duration::from_secs(5))?;
+        if lock.is_some() && !p.image_json(id).exists() {
+            fs::remove_dir_all(dir)?;
+            super::atomic::sync_parent(dir)?;
+            r.add(
+                Severity::Repaired,
+                dir,
+                "image directory without json removed",
+            );
+        }
+    } else {
+        r.add(
+            Severity::Leftover,
+            dir,
+            "image directory without json (an interrupted upload)",
+        );
+    }
+    Ok(())
+}
+
+fn check_published_image(
+    store: &Store,
+    id: &ImageId,
+    json_raw: &[u8],
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let p = store.paths();
+    let json_path = p.image_json(id);
+    let json: Value = match serde_json::from_slice(json_raw) {
+        Ok(v) => v,
+        Err(e) => {
+            r.add(
+                Severity::Problem,
+                &json_path,
+                format!("json does not parse: {e}"),
+            );
+            return Ok(());
+        }
+    };
+    if json.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+        r.add(
+            Severity::Problem,
+            &json_path,
+            "json id does not match the image directory",
+        );
+    }
+    let parent = match json_parent(&json) {
+        Ok(parent) => parent,
+        Err(e) => {
+            r.add(Severity::Problem, &json_path, e);
+            None
+        }
+    };
+    let anc_path = p.image_ancestry(id);
+    match read_ancestry(store, id) {
+        None => r.add(
+            Severity::Problem,
+            &anc_path,
+            "ancestry missing or unparseable",
+        ),
+        Some(anc) => {
+            if anc.first().map(String::as_str) != Some(id.as_str()) {
+                r.add(
+                    Severity::Problem,
+                    &anc_path,
+                    "ancestry does not start with the image",
+                );
+            }
+            match &parent {
+                None if anc.len() != 1 => r.add(
+                    Severity::Problem,
+                    &anc_path,
+                    "ancestry lists parents but the json has none",
+                ),
+                None => {}
+                Some(parent) => {
+                    if anc.get(1).map(String::as_str) != Some(parent.as_str()) {
+                        r.add(
+                            Severity::Problem,
+                            &anc_path,
+                            format!("ancestry does not continue with the parent {parent}"),
+                        );
+                    } else if read_ancestry(store, parent).as_deref() != Some(&anc[1..]) {
+                        r.add(
+                            Severity::Problem,
+                            &anc_path,
+                            format!("ancestry disagrees with the parent {parent}'s"),
+                        );
+                    }
+                }
+            }
+            for a in anc.iter().skip(1) {
+                let published = ImageId::parse(a)
+                    .is_ok_and(|a| p.image_json(&a).exists() && !p.image_inprogress(&a).exists());
+                if !published {
+                    r.add(
+                        Severity::Problem,
+                        &anc_path,
+                        format!("ancestor {a} is missing or not published"),
+                    );
+                }
+            }
+        }
+    }
+    let layer = p.image_layer(id);
+    if !layer.exists() {
+        r.add(Severity::Problem, &layer, "published image has no layer");
+        return Ok(());
+    }
+    let mut prefix = json_raw.to_vec();
+    prefix.push(b'\n');
+    let payload = hash_file(&layer, &prefix)?;
+    let sums = store.stored_checksums(id)?;
+    if !sums.iter().any(|s| s == payload.as_str()) {
+        r.add(
+            Severity::Problem,
+            &p.image_checksum(id),
+            format!("_checksum does not contain the payload checksum {payload}"),
+        );
+    }
+    Ok(())
+}
+
+fn check_v1_tags(store: &Store, r: &mut FsckReport) -> io::Result<()> {
+    let p = store.paths();
+    for (_, _, path) in v1_tags(store)? {
+        r.v1_tags += 1;
+        match read_tag_file(&path)? {
+            None if !path.exists() => {} // deleted meanwhile
+            None => r.add(
+                Severity::Problem,
+                &path,
+                "tag file does not hold an image id",
+            ),
+            Some(id) => {
+                if !p.image_json(&id).exists() || p.image_inprogress(&id).exists() {
+                    r.add(
+                        Severity::Problem,
+                        &path,
+                        format!("tag names image {id}, which is not published"),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_v2(
+    store: &Store,
+    opts: &FsckOptions,
+    pool: &HashSet<Digest>,
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let p = store.paths();
+    let v2 = p.berth_dir().join("v2");
+    for (repo, dir) in repos_with(&v2, "_tags")? {
+        for (name, path) in entries(&dir)? {
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let Ok(tag) = Tag::parse(&name) else {
+                r.add(Severity::Problem, &path, "unexpected entry among V2 tags");
+                continue;
+            };
+            r.v2_tags += 1;
+            let rec = match store.v2_tag(&repo, &tag) {
+                Ok(Some(rec)) => rec,
+                Ok(None) => continue, // deleted meanwhile
+                Err(e) => {
+                    r.add(Severity::Problem, &path, e.to_string());
+                    continue;
+                }
+            };
+            check_manifest(store, &rec.digest, &path, 0, r)?;
+        }
+    }
+    for (_, dir) in repos_with(&v2, "_blobs")? {
+        for (name, path) in entries(&dir)? {
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let Some(d) = pool_digest(&name) else {
+                r.add(
+                    Severity::Problem,
+                    &path,
+                    "unexpected entry among blob links",
+                );
+                continue;
+            };
+            if pool.contains(&d) || p.blob(&d).exists() {
+                continue;
+            }
+            let old = age(&path)?.is_some_and(|a| a >= opts.grace);
+            if opts.repair && old {
+                remove_durable(&path)?;
+                r.add(Severity::Repaired, &path, "link to a missing blob removed");
+            } else {
+                r.add(
+                    Severity::Problem,
+                    &path,
+                    format!("repository links blob {d}, which is not in the pool"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A manifest (named by `from`) is stored and everything it names is present.
+fn check_manifest(
+    store: &Store,
+    digest: &Digest,
+    from: &Path,
+    depth: usize,
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let p = store.paths();
+    let bytes = match store.manifest(digest) {
+        Ok(Some((_, bytes))) => bytes,
+        Ok(None) => {
+            let what = if p.blob(digest).exists() {
+                "its manifest record is missing"
+            } else {
+                "its blob is missing"
+            };
+            r.add(
+                Severity::Problem,
+                from,
+                format!("names manifest {digest}, but {what}"),
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            r.add(Severity::Problem, &p.manifest_record(digest), e.to_string());
+            return Ok(());
+        }
+    };
+    if serde_json::from_slice::<Value>(&bytes).is_err() {
+        r.add(
+            Severity::Problem,
+            &p.blob(digest),
+            "manifest does not parse",
+        );
+        return Ok(());
+    }
+    for (d, child) in manifest_refs(&bytes) {
+        if child && depth < MAX_INDEX_DEPTH {
+            check_manifest(store, &d, &p.blob(digest), depth + 1, r)?;
+        } else if !p.blob(&d).exists() {
+            r.add(
+                Severity::Problem,
+                &p.blob(digest),
+                format!("manifest {digest} names blob {d}, which is not in the pool"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Manifest records and derived records point into the pool.
+fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> io::Result<()> {
+    let p = store.paths();
+    let there = |d: &Digest| pool.contains(d) || p.blob(d).exists();
+    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        match pool_digest(&name) {
+            None => r.add(
+                Severity::Problem,
+                &path,
+                "unexpected entry among manifest records",
+            ),
+            Some(d) if !there(&d) && path.exists() => {
+                r.add(Severity::Problem, &path, "manifest record without its blob")
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, path) in entries(&p.berth_dir().join("derived"))? {
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(id) = ImageId::parse(&name) else {
+            r.add(
+                Severity::Problem,
+                &path,
+                "unexpected entry among derived records",
+            );
+            continue;
+        };
+        match store.derived(&id) {
+            Ok(Some(rec)) => {
+                for d in [&rec.manifest, &rec.config] {
+                    if !there(d) {
+                        r.add(
+                            Severity::Problem,
+                            &path,
+                            format!("derived record names {d}, which is not in the pool"),
+                        );
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => r.add(Severity::Problem, &path, e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    fn opts(repair: bool) -> FsckOptions {
+        FsckOptions {
+            repair,
+            grace: Duration::ZERO,
+        }
+    }
+
+    async fn v1_image(store: &Store, id: &ImageId, parent: Option<&ImageId>, layer: &'static [u8]) {
+        let json = match parent {
+            Some(p) => format!(r#"{{"id":"{id}","parent":"{p}"}}"#),
+            None => format!(r#"{{"id":"{id}"}}"#),
+        };
+        store.put_image_json(id, json.as_bytes()).unwrap();
+        store
+            .put_image_layer(id, Full::new(Bytes::from_static(layer)))
+            .await
+            .unwrap();
+        let sums = store.stored_checksums(id).unwrap();
+        store.put_image_checksum(id, &sums[0]).unwrap();
+    }
+
+    fn problems_about(r: &FsckReport, needle: &str) -> usize {
+        r.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Problem && f.message.contains(needle))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn clean_store_then_each_kind_of_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ImageId::parse(&"a".repeat(64)).unwrap();
+        let b = ImageId::parse(&"b".repeat(64)).unwrap();
+        v1_image(&store, &a, None, b"base").await;
+        v1_image(&store, &b, Some(&a), b"child").await;
+        let repo = RepoName::parse("team/app").unwrap();
+        store
+            .put_tag(&repo, &Tag::parse("1").unwrap(), &b, b"{}")
+            .unwrap();
+        let m = br#"{"schemaVersion":2,"config":{"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"},"layers":[]}"#;
+        let cfg = store.put_small_blob(b"{}").unwrap();
+        let m = String::from_utf8_lossy(m).replace(
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+            cfg.as_str(),
+        );
+        let md = store
+            .put_manifest(m.as_bytes(), super::super::media::OCI_MANIFEST)
+            .unwrap();
+        let rec = super::super::manifests::TagRecord {
+            digest: md.clone(),
+            v1: None,
+        };
+        store
+            .set_v2_tag(&repo, &Tag::parse("v2").unwrap(), &rec)
+            .unwrap();
+        store.link_manifest_to_repo(&repo, &md).unwrap();
+
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(r.problems(), 0, "{:#?}", r.findings);
+        assert_eq!((r.images, r.v1_tags, r.v2_tags), (2, 1, 1));
+
+        // A corrupt pool blob, a broken checksum, a missing config blob.
+        let p = store.paths().clone();
+        fs::write(p.blob(&Digest::of_bytes(b"base")), b"BASE").unwrap();
+        fs::write(p.image_checksum(&b), br#"["sha256:00"]"#).unwrap();
+        fs::remove_file(p.blob(&cfg)).unwrap();
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(problems_about(&r, "hashes to"), 1, "{:#?}", r.findings);
+        // `a`'s layer shares the corrupted inode, so its checksum fails too.
+        assert_eq!(
+            problems_about(&r, "payload checksum"),
+            2,
+            "{:#?}",
+            r.findings
+        );
+        assert_eq!(
+            problems_about(&r, "not in the pool"),
+            2,
+            "{:#?}",
+            r.findings
+        );
+
+        // A tag naming an unpublished image; an ancestry that lies.
+        let c = ImageId::parse(&"c".repeat(64)).unwrap();
+        store
+            .put_image_json(&c, format!(r#"{{"id":"{c}"}}"#).as_bytes())
+            .unwrap();
+        fs::write(p.tag(&repo, &Tag::parse("2").unwrap()), c.as_str()).unwrap();
+        fs::write(p.image_ancestry(&b), format!(r#"["{b}"]"#)).unwrap();
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(problems_about(&r, "not published"), 1, "{:#?}", r.findings);
+        assert_eq!(problems_about(&r, "ancestry lists"), 0);
+        assert_eq!(problems_about(&r, "ancestry does not continue"), 1);
+    }
+
+    #[tokio::test]
+    async fn repair_removes_only_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ImageId::parse(&"a".repeat(64)).unwrap();
+        v1_image(&store, &a, None, b"base").await;
+        let p = store.paths().clone();
+        let tmp = p.images_dir().join(a.as_str()).join(".tmp-layer-1");
+        fs::write(&tmp, b"partial").unwrap();
+        let empty = p.image_dir(&ImageId::parse(&"d".repeat(64)).unwrap());
+        fs::create_dir_all(&empty).unwrap();
+        fs::write(empty.join(".lock"), b"").unwrap();
+        let link = p.v2_blob_link(&RepoName::parse("x").unwrap(), &Digest::of_bytes(b"gone"));
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        fs::write(&link, b"").unwrap();
+        let session = store.start_upload().unwrap();
+
+        // A generous grace protects everything young.
+        let young = FsckOptions {
+            repair: true,
+            grace: Duration::from_secs(3600),
+        };
+        let r = fsck(&store, &young).unwrap();
+        assert_eq!(r.count(Severity::Repaired), 0, "{:#?}", r.findings);
+        assert!(tmp.exists() && empty.exists());
+
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(r.count(Severity::Leftover), 2, "{:#?}", r.findings);
+        assert_eq!(r.problems(), 1, "the dangling link: {:#?}", r.findings);
+        let r = fsck(&store, &opts(true)).unwrap();
+        assert_eq!(r.count(Severity::Repaired), 3, "{:#?}", r.findings);
+        assert_eq!(r.problems(), 0);
+        assert!(!tmp.exists() && !empty.exists() && !link.exists());
+        // The published image and the open session are untouched.
+        assert!(store.image_json(&a).is_ok());
+        assert_eq!(store.upload_offset(&session).unwrap(), Some(0));
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(r.problems() + r.count(Severity::Leftover), 0);
+    }
+}

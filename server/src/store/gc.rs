@@ -1,0 +1,670 @@
+//! `berth-server gc`: deletes what no tag references, safely while other
+//! processes and hosts keep pushing (`docs/storage.md`, "Garbage collection").
+//!
+//! Mark: every V1 tag (its ancestry chain, each image's layer blob, records
+//! derived from it) and every V2 tag (its manifest, index children, configs,
+//! layers) is a root; so is everything younger than the grace (a push in
+//! flight has written objects no tag names yet) and every V1 image still in
+//! progress. Young objects mark what they reference, so a manifest pushed a
+//! second ago keeps its old layers alive before its tag exists.
+//!
+//! Sweep: unmarked objects older than the grace go, in an order that never
+//! leaves a dangling reference even if gc itself is killed midway: links and
+//! records first, then V1 images (children before parents, `json` first in
+//! each, under the image's `fcntl` lock), then pool blobs. Right before each
+//! group, and again whenever the sweep has run for a while, the references
+//! are marked afresh, and each object's age is re-read just before it is
+//! unlinked: an object a concurrent push started to reference (a new tag, a
+//! new manifest naming it, a hard link to it) survives.
+//!
+//! What it does not do: rewrite the V1 `_index_images` lists (an entry naming
+//! a collected image is harmless: pulls go by tag and ancestry).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::atomic::{remove_durable, sync_parent, FileLock};
+use super::fsck::{
+    age, dir_age, entries, manifest_refs, pool_digest, read_ancestry, read_tag_file, repos_with,
+    temp_files, v1_tags,
+};
+use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
+use super::Store;
+use crate::names::{Digest, ImageId};
+
+/// Default grace period: nothing younger is collected.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+/// Manifests larger than this are not parsed for references (none are real).
+const MAX_MANIFEST: u64 = 16 << 20;
+/// Marks older than this are refreshed before the next deletion.
+const REMARK_AFTER: Duration = Duration::from_millis(200);
+/// How long the sweep waits for an image's lock before skipping the image.
+const IMAGE_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// What `gc` was asked to do.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Objects younger than this are kept, referenced or not.
+    pub grace: Duration,
+    /// Report what would be freed, delete nothing.
+    pub dry_run: bool,
+}
+
+/// What one run freed (or, with `dry_run`, would free).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    /// V1 image directories.
+    pub images: usize,
+    /// Pool blobs (layers, configs, manifests).
+    pub blobs: usize,
+    /// Manifest, derived and layer-info records.
+    pub records: usize,
+    /// Per-repository blob links.
+    pub links: usize,
+    /// Stale `.tmp-*` files.
+    pub temps: usize,
+    /// Expired upload sessions.
+    pub sessions: usize,
+    /// Bytes whose last name was removed.
+    pub bytes: u64,
+    /// Candidates spared because they became referenced or young meanwhile.
+    pub rescued: usize,
+}
+
+/// Parses a duration like `30m`, `2h`, `1d`, `45s` or `0s` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30m, 2h, 1d, 0s"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// The live set: images and blobs some root reaches.
+#[derive(Debug, Default)]
+struct Marks {
+    images: HashSet<ImageId>,
+    blobs: HashSet<Digest>,
+}
+
+/// Whether an image directory is still being written (kept by the sweep).
+fn image_in_progress(store: &Store, id: &ImageId, grace: Duration) -> io::Result<bool> {
+    let p = store.paths();
+    if !p.image_inprogress(id).exists() && p.image_json(id).exists() {
+        return Ok(false);
+    }
+    // In progress, or json not written yet: an upload, unless abandoned long ago.
+    Ok(dir_age(&p.image_dir(id))?.is_some_and(|a| a < UPLOAD_MAX_IDLE.max(grace)))
+}
+
+/// Marks everything reachable from tags and from young or in-progress objects.
+fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
+    let p = store.paths();
+    let mut m = Marks::default();
+    let mut image_roots: Vec<ImageId> = Vec::new();
+    let mut manifest_roots: Vec<Digest> = Vec::new();
+
+    // Pool inodes, to find the blob a V1 layer file is a hard link of.
+    let mut by_inode: HashMap<(u64, u64), Digest> = HashMap::new();
+    for (name, path) in entries(&p.blobs_dir())? {
+        let Some(d) = pool_digest(&name) else {
+            continue;
+        };
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        by_inode.insert((meta.dev(), meta.ino()), d.clone());
+        // A young blob that is a manifest keeps what it names (its tag may
+        // not be written yet).
+        if age(&path)?.is_some_and(|a| a < grace) && meta.len() <= MAX_MANIFEST {
+            let head = fs::File::open(&path)
+                .and_then(|mut f| {
+                    let mut b = [0u8; 1];
+                    f.read(&mut b).map(|n| n == 1 && b[0] == b'{')
+                })
+                .unwrap_or(false);
+            if head {
+                manifest_roots.push(d);
+            }
+        }
+    }
+
+    for (_, _, path) in v1_tags(store)? {
+        if let Some(id) = read_tag_file(&path)? {
+            image_roots.push(id);
+        }
+    }
+    let v2 = p.berth_dir().join("v2");
+    for (repo, dir) in repos_with(&v2, "_tags")? {
+        for (name, _) in entries(&dir)? {
+            let Ok(tag) = crate::names::Tag::parse(&name) else {
+                continue;
+            };
+            if let Ok(Some(rec)) = store.v2_tag(&repo, &tag) {
+                manifest_roots.push(rec.digest);
+                image_roots.extend(rec.v1);
+            }
+        }
+    }
+    for (name, _) in entries(&p.images_dir())? {
+        let Ok(id) = ImageId::parse(&name) else {
+            continue;
+        };
+        let young = dir_age(&p.image_dir(&id))?.is_some_and(|a| a < grace);
+        if young || image_in_progress(store, &id, grace)? {
+            image_roots.push(id);
+        }
+    }
+    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
+        if let Some(d) = pool_digest(&name) {
+            if age(&path)?.is_some_and(|a| a < grace) {
+                manifest_roots.push(d);
+            }
+        }
+    }
+    for (name, path) in entries(&p.berth_dir().join("derived"))? {
+        if let Ok(id) = ImageId::parse(&name) {
+            if age(&path)?.is_some_and(|a| a < grace) {
+                image_roots.push(id);
+            }
+        }
+    }
+
+    // V1 chains.
+    while let Some(id) = image_roots.pop() {
+        if !m.images.insert(id.clone()) {
+            continue;
+        }
+        match read_ancestry(store, &id) {
+            Some(anc) => image_roots.extend(anc.iter().filter_map(|a| ImageId::parse(a).ok())),
+            None => {
+                // No ancestry yet (an upload in progress): follow the json's parent.
+                if let Ok(raw) = fs::read(p.image_json(&id)) {
+                    if let Ok(v) = serde_json::from_slice(&raw) {
+                        if let Ok(Some(parent)) = super::fsck::json_parent(&v) {
+                            image_roots.push(parent);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(meta) = fs::metadata(p.image_layer(&id)) {
+            if let Some(d) = by_inode.get(&(meta.dev(), meta.ino())) {
+                m.blobs.insert(d.clone());
+            } else if let Ok(Some(info)) = store.v1_layer_info(&id) {
+                m.blobs.insert(info.blob);
+            } else if let Ok(d) = hash_file(&p.image_layer(&id)) {
+                m.blobs.insert(d); // no hard links on this filesystem
+            }
+        }
+        if let Ok(Some(rec)) = store.derived(&id) {
+            manifest_roots.push(rec.manifest);
+            m.blobs.insert(rec.config);
+        }
+    }
+
+    // V2 graphs.
+    let mut seen = HashSet::new();
+    while let Some(d) = manifest_roots.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        m.blobs.insert(d.clone());
+        let path = p.blob(&d);
+        let small = fs::metadata(&path).is_ok_and(|meta| meta.len() <= MAX_MANIFEST);
+        let Ok(bytes) = (if small { fs::read(&path) } else { Ok(vec![]) }) else {
+            continue;
+        };
+        for (r, child) in manifest_refs(&bytes) {
+            if child {
+                manifest_roots.push(r);
+            } else {
+                m.blobs.insert(r);
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn hash_file(path: &Path) -> io::Result<Digest> {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Digest::from_sha256(&h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Marks that are refreshed when they get old, so every deletion is decided
+/// against references at most [`REMARK_AFTER`] old.
+struct Fresh<'a> {
+    store: &'a Store,
+    grace: Duration,
+    marks: Marks,
+    at: Instant,
+}
+
+impl Fresh<'_> {
+    fn get(&mut self) -> io::Result<&Marks> {
+        if self.at.elapsed() >= REMARK_AFTER {
+            self.refresh()?;
+        }
+        Ok(&self.marks)
+    }
+
+    fn refresh(&mut self) -> io::Result<()> {
+        self.marks = mark(self.store, self.grace)?;
+        self.at = Instant::now();
+        Ok(())
+    }
+}
+
+/// Whether `path` is (still) older than the grace.
+fn old(path: &Path, grace: Duration) -> io::Result<bool> {
+    Ok(age(path)?.is_some_and(|a| a >= grace))
+}
+
+/// Time since the content of a file last changed.
+fn mtime_age(m: &fs::Metadata) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Duration::from_secs(now.saturating_sub(m.mtime()).max(0) as u64)
+}
+
+/// Removes a file, returning the bytes freed (0 if other names remain).
+fn remove_counted(path: &Path) -> io::Result<Option<u64>> {
+    let freed = match fs::symlink_metadata(path) {
+        Ok(m) if m.nlink() <= 1 => m.len(),
+        Ok(_) => 0,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(remove_durable(path)?.then_some(freed))
+}
+
+/// Collects garbage under `store` (see the module doc for the protocol).
+pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
+    let p = store.paths().clone();
+    let grace = opts.grace;
+    let mut r = GcReport::default();
+    let mut fresh = Fresh {
+        store,
+        grace,
+        marks: mark(store, grace)?,
+        at: Instant::now(),
+    };
+    let dry = opts.dry_run;
+
+    // Crash leftovers: stale temp files and expired upload sessions.
+    for path in temp_files(store)? {
+        if old(&path, grace)? {
+            let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if dry || remove_durable(&path)? {
+                r.temps += 1;
+                r.bytes += size;
+            }
+        }
+    }
+    for (name, path) in entries(&p.uploads_dir())? {
+        let Some(id) = UploadId::parse(&name) else {
+            continue;
+        };
+        if dir_age(&path)?.is_some_and(|a| a > UPLOAD_MAX_IDLE.max(grace)) {
+            let size = fs::metadata(p.upload_data(&id))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if dry || store.cancel_upload(&id)? {
+                r.sessions += 1;
+                r.bytes += size;
+            }
+        }
+    }
+
+    // Pool candidates are chosen now, before this run's own image deletions
+    // unlink layers (which changes the blobs' ctime and link count): later a
+    // blob is spared if it is marked afresh, rewritten, or linked again.
+    let mut blob_candidates: Vec<(Digest, PathBuf, u64)> = Vec::new();
+    for (name, path) in entries(&p.blobs_dir())? {
+        let Some(d) = pool_digest(&name) else {
+            continue;
+        };
+        if fresh.marks.blobs.contains(&d) || !old(&path, grace)? {
+            continue;
+        }
+        if let Ok(meta) = fs::symlink_metadata(&path) {
+            blob_candidates.push((d, path, meta.nlink()));
+        }
+    }
+
+    // 1. Links and records: they only point at blobs and images.
+    fresh.refresh()?;
+    let v2 = p.berth_dir().join("v2");
+    for (_, dir) in repos_with(&v2, "_blobs")? {
+        for (name, path) in entries(&dir)? {
+            let Some(d) = pool_digest(&name) else {
+                continue;
+            };
+            if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
+                continue;
+            }
+            if dry || remove_durable(&path)? {
+                r.links += 1;
+            }
+        }
+    }
+    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
+        let Some(d) = pool_digest(&name) else {
+            continue;
+        };
+        if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
+            continue;
+        }
+        if dry || remove_durable(&path)? {
+            r.records += 1;
+        }
+    }
+    for sub in ["derived", "v1layers"] {
+        for (name, path) in entries(&p.berth_dir().join(sub))? {
+            let Ok(id) = ImageId::parse(&name) else {
+                continue;
+            };
+            if fresh.get()?.images.contains(&id) || !old(&path, grace)? {
+                continue;
+            }
+            if dry || remove_durable(&path)? {
+                r.records += 1;
+            }
+        }
+    }
+
+    // 2. V1 images, children (longer ancestry) first.
+    fresh.refresh()?;
+    let mut images: Vec<(usize, ImageId)> = Vec::new();
+    for (name, _) in entries(&p.images_dir())? {
+        let Ok(id) = ImageId::parse(&name) else {
+            continue;
+        };
+        if !fresh.marks.images.contains(&id) {
+            let depth = read_ancestry(store, &id).map_or(0, |a| a.len());
+            images.push((depth, id));
+        }
+    }
+    images.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    for (_, id) in images {
+        let dir = p.image_dir(&id);
+        if dry {
+            if dir_age(&dir)?.is_some_and(|a| a >= grace) && !image_in_progress(store, &id, grace)?
+            {
+                r.images += 1;
+                r.bytes += dir_bytes(&dir)?;
+            }
+            continue;
+        }
+        let Some(_lock) =
+            FileLock::exclusive_within(&dir.join(".lock"), IMAGE_LOCK_WAIT).or_else(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            })?
+        else {
+            continue;
+        };
+        let young = dir_age(&dir)?.is_none_or(|a| a < grace);
+        if young || image_in_progress(store, &id, grace)? || fresh.get()?.images.contains(&id) {
+            r.rescued += 1;
+            continue;
+        }
+        // json first: from here readers see "not found", never a partial image.
+        let mut freed = remove_counted(&p.image_json(&id))?.unwrap_or(0);
+        for (name, path) in entries(&dir)? {
+            if name != ".lock" {
+                freed += remove_counted(&path)?.unwrap_or(0);
+            }
+        }
+        // The lock file goes last, while we still hold it.
+        let _ = fs::remove_file(dir.join(".lock"));
+        match fs::remove_dir(&dir) {
+            Ok(()) => sync_parent(&dir)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        r.images += 1;
+        r.bytes += freed;
+    }
+
+    // 3. Pool blobs.
+    fresh.refresh()?;
+    for (d, path, links) in blob_candidates {
+        let relinked = match fs::symlink_metadata(&path) {
+            Ok(m) => m.nlink() > links || mtime_age(&m) < grace,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if dry {
+            r.blobs += 1;
+            r.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            continue;
+        }
+        // Re-check right before the unlink, against fresh references.
+        if relinked || fresh.get()?.blobs.contains(&d) {
+            r.rescued += 1;
+            continue;
+        }
+        if let Some(freed) = remove_counted(&path)? {
+            r.blobs += 1;
+            r.bytes += freed;
+        }
+    }
+    Ok(r)
+}
+
+/// Bytes an image directory would free (files with no other name).
+fn dir_bytes(dir: &Path) -> io::Result<u64> {
+    let mut n = 0;
+    for (_, path) in entries(dir)? {
+        if let Ok(m) = fs::symlink_metadata(&path) {
+            if m.nlink() <= 1 {
+                n += m.len();
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{RepoName, Tag};
+    use crate::store::fsck::{fsck, FsckOptions};
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        for bad in ["", "m", "1w", "-1s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    async fn v1_image(store: &Store, id: &ImageId, parent: Option<&ImageId>, layer: &'static [u8]) {
+        let json = match parent {
+            Some(p) => format!(r#"{{"id":"{id}","parent":"{p}"}}"#),
+            None => format!(r#"{{"id":"{id}"}}"#),
+        };
+        store.put_image_json(id, json.as_bytes()).unwrap();
+        store
+            .put_image_layer(id, Full::new(Bytes::from_static(layer)))
+            .await
+            .unwrap();
+        let sums = store.stored_checksums(id).unwrap();
+        store.put_image_checksum(id, &sums[0]).unwrap();
+    }
+
+    fn id(c: char) -> ImageId {
+        ImageId::parse(&c.to_string().repeat(64)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn collects_only_unreferenced_and_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b, c) = (id('a'), id('b'), id('c'));
+        v1_image(&store, &a, None, b"shared base").await;
+        v1_image(&store, &b, Some(&a), b"tagged child").await;
+        v1_image(&store, &c, Some(&a), b"untagged child").await;
+        let repo = RepoName::parse("team/app").unwrap();
+        store
+            .put_tag(&repo, &Tag::parse("1").unwrap(), &b, b"{}")
+            .unwrap();
+        // A V2 image: tagged manifest with config + layer; an orphan blob.
+        let cfg = store.put_small_blob(b"{\"config\":1}").unwrap();
+        let layer = store.put_small_blob(b"v2 layer").unwrap();
+        let orphan = store.put_small_blob(b"orphan").unwrap();
+        let man = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+        );
+        let md = store
+            .put_manifest(man.as_bytes(), crate::store::media::OCI_MANIFEST)
+            .unwrap();
+        store
+            .set_v2_tag(
+                &repo,
+                &Tag::parse("v2").unwrap(),
+                &crate::store::manifests::TagRecord {
+                    digest: md.clone(),
+                    v1: None,
+                },
+            )
+            .unwrap();
+        store.link_blob_to_repo(&repo, &orphan).unwrap();
+
+        // Everything is young: a 1h grace keeps it all.
+        let keep = gc(
+            &store,
+            &GcOptions {
+                grace: DEFAULT_GRACE,
+                dry_run: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            keep.images + keep.blobs + keep.records + keep.links,
+            0,
+            "{keep:?}"
+        );
+
+        let now = GcOptions {
+            grace: Duration::ZERO,
+            dry_run: true,
+        };
+        let dry = gc(&store, &now).unwrap();
+        assert_eq!((dry.images, dry.blobs, dry.links), (1, 2, 1), "{dry:?}");
+        assert!(store.paths().image_json(&c).exists(), "dry run deleted");
+
+        let done = gc(
+            &store,
+            &GcOptions {
+                dry_run: false,
+                ..now
+            },
+        )
+        .unwrap();
+        assert_eq!((done.images, done.blobs, done.links), (1, 2, 1), "{done:?}");
+        assert!(done.bytes >= (b"untagged child".len() + b"orphan".len()) as u64);
+        assert!(!store.paths().image_dir(&c).exists());
+        assert_eq!(store.blob_size(&orphan).unwrap(), None);
+        for d in [&cfg, &layer, &md, &Digest::of_bytes(b"shared base")] {
+            assert!(store.blob_size(d).unwrap().is_some(), "{d} collected");
+        }
+        assert!(store.image_json(&a).is_ok() && store.image_json(&b).is_ok());
+        let report = fsck(
+            &store,
+            &FsckOptions {
+                repair: false,
+                grace: Duration::ZERO,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.problems(), 0, "{:#?}", report.findings);
+
+        // Untag both: everything goes, and the store is still consistent.
+        store.delete_tag(&repo, &Tag::parse("1").unwrap()).unwrap();
+        fs::remove_file(store.paths().v2_tag(&repo, &Tag::parse("v2").unwrap())).unwrap();
+        let all = gc(
+            &store,
+            &GcOptions {
+                dry_run: false,
+                ..now
+            },
+        )
+        .unwrap();
+        assert_eq!(all.images, 2, "{all:?}");
+        assert!(entries(&store.paths().blobs_dir()).unwrap().is_empty());
+        let report = fsck(
+            &store,
+            &FsckOptions {
+                repair: false,
+                grace: Duration::ZERO,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.problems(), 0, "{:#?}", report.findings);
+    }
+
+    #[tokio::test]
+    async fn in_progress_images_and_sessions_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = id('a');
+        store
+            .put_image_json(&a, format!(r#"{{"id":"{a}"}}"#).as_bytes())
+            .unwrap();
+        let session = store.start_upload().unwrap();
+        store
+            .append_upload(&session, Full::new(Bytes::from_static(b"half")), None)
+            .await
+            .unwrap();
+        let r = gc(
+            &store,
+            &GcOptions {
+                grace: Duration::ZERO,
+                dry_run: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.images + r.sessions, 0, "{r:?}");
+        assert!(store.paths().image_json(&a).exists());
+        assert_eq!(store.upload_offset(&session).unwrap(), Some(4));
+    }
+}

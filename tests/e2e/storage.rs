@@ -1,0 +1,1091 @@
+//! Shared-filesystem safety and recovery (#7, `docs/storage.md`): two
+//! `berth-server http` processes on one store with many concurrent pushers,
+//! SIGKILL at random moments, a 1 GiB upload resumed through the other
+//! process, gc while pushes go on, and a full disk. Every check ends with
+//! `berth-server fsck`.
+//!
+//! These tests speak raw HTTP through a small private client that returns
+//! errors instead of panicking: a killed server or a refused push is an
+//! expected outcome here, and what matters is what the store shows afterwards.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_tests::{bin, random_bytes, sha256_hex, HttpServer};
+
+// ---- a small HTTP client that reports failures as values ----------------------
+
+type R<T> = Result<T, String>;
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn expect(self, status: u16, what: &str) -> R<Resp> {
+        if self.status == status {
+            Ok(self)
+        } else {
+            Err(format!("{what}: {} {}", self.status, self.text()))
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> R<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+fn head(method: &str, path: &str, headers: &[(&str, &str)], len: u64) -> String {
+    let mut h = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {len}\r\n");
+    for (k, v) in headers {
+        h.push_str(&format!("{k}: {v}\r\n"));
+    }
+    h.push_str("\r\n");
+    h
+}
+
+/// Reads a whole `Connection: close` response.
+fn read_resp(s: &mut TcpStream, head_only: bool) -> R<Resp> {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {line:?}"))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut l = String::new();
+        r.read_line(&mut l).map_err(|e| e.to_string())?;
+        let l = l.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let mut resp = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only || status == 204 {
+        return Ok(resp);
+    }
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l).map_err(|e| e.to_string())?;
+            let n = usize::from_str_radix(l.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|e| format!("chunk size {l:?}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+            resp.body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(len) = resp.header("content-length") {
+        let len: usize = len.parse().map_err(|_| "content-length".to_string())?;
+        resp.body = vec![0; len];
+        r.read_exact(&mut resp.body).map_err(|e| e.to_string())?;
+    } else {
+        r.read_to_end(&mut resp.body).map_err(|e| e.to_string())?;
+    }
+    Ok(resp)
+}
+
+/// One request on a fresh connection.
+fn req(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> R<Resp> {
+    let mut s = connect(addr)?;
+    let h = head(method, path, headers, body.len() as u64);
+    s.write_all(h.as_bytes()).map_err(|e| e.to_string())?;
+    // The server may answer (an error) before reading the whole body: write
+    // on a second thread and read the answer here.
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&body);
+    });
+    let r = read_resp(&mut s, method == "HEAD");
+    let _ = s.shutdown(Shutdown::Both);
+    let _ = writer.join();
+    r
+}
+
+fn get(addr: SocketAddr, path: &str) -> R<Resp> {
+    req(addr, "GET", path, &[], b"")
+}
+
+// ---- images --------------------------------------------------------------------
+
+const BASES: u64 = 3;
+
+fn base_layer(base: u64) -> Vec<u8> {
+    random_bytes(192 * 1024, 7_000 + base)
+}
+
+/// A V1 chain: a shared base image (per `base`) and a top image.
+#[derive(Clone)]
+struct V1Img {
+    ids: Vec<String>,
+    jsons: Vec<Vec<u8>>,
+    layers: Vec<Vec<u8>>,
+}
+
+fn v1_img(base: u64, top: u64, size: usize) -> V1Img {
+    let base_id = sha256_hex(format!("storage-base-{base}").as_bytes());
+    let top_id = sha256_hex(format!("storage-top-{base}-{top}").as_bytes());
+    let base_json =
+        format!(r#"{{"id":"{base_id}","created":"2015-01-01T00:00:00Z","os":"linux"}}"#);
+    let top_json = format!(
+        r#"{{"id":"{top_id}","parent":"{base_id}","created":"2015-01-02T00:00:00Z","os":"linux","comment":"{top}"}}"#
+    );
+    V1Img {
+        ids: vec![base_id, top_id],
+        jsons: vec![base_json.into_bytes(), top_json.into_bytes()],
+        layers: vec![base_layer(base), random_bytes(size, 90_000 + top)],
+    }
+}
+
+fn payload(json: &[u8], layer: &[u8]) -> String {
+    let mut d = json.to_vec();
+    d.push(b'\n');
+    d.extend_from_slice(layer);
+    format!("sha256:{}", sha256_hex(&d))
+}
+
+/// The Docker 1.x push sequence; `Err` on the first refused step.
+fn v1_push(addr: SocketAddr, repo: &str, tag: &str, img: &V1Img) -> R<()> {
+    let list: Vec<serde_json::Value> = img
+        .ids
+        .iter()
+        .map(|i| serde_json::json!({"id": i}))
+        .collect();
+    let list = serde_json::to_vec(&list).map_err(|e| e.to_string())?;
+    req(
+        addr,
+        "PUT",
+        &format!("/v1/repositories/{repo}/"),
+        &[("X-Docker-Token", "true")],
+        &list,
+    )?
+    .expect(200, "index PUT")?;
+    for i in 0..img.ids.len() {
+        let id = &img.ids[i];
+        if get(addr, &format!("/v1/images/{id}/json"))?.status == 200 {
+            continue;
+        }
+        req(
+            addr,
+            "PUT",
+            &format!("/v1/images/{id}/json"),
+            &[],
+            &img.jsons[i],
+        )?
+        .expect(200, "json PUT")?;
+        req(
+            addr,
+            "PUT",
+            &format!("/v1/images/{id}/layer"),
+            &[],
+            &img.layers[i],
+        )?
+        .expect(200, "layer PUT")?;
+        let sum = payload(&img.jsons[i], &img.layers[i]);
+        req(
+            addr,
+            "PUT",
+            &format!("/v1/images/{id}/checksum"),
+            &[("X-Docker-Checksum-Payload", &sum)],
+            b"",
+        )?
+        .expect(200, "checksum PUT")?;
+    }
+    let top = img.ids.last().ok_or("empty image")?;
+    req(
+        addr,
+        "PUT",
+        &format!("/v1/repositories/{repo}/tags/{tag}"),
+        &[],
+        format!("\"{top}\"").as_bytes(),
+    )?
+    .expect(200, "tag PUT")?;
+    req(
+        addr,
+        "PUT",
+        &format!("/v1/repositories/{repo}/images"),
+        &[],
+        &list,
+    )?
+    .expect(204, "images PUT")?;
+    Ok(())
+}
+
+/// Every image of a V1 chain reads back byte-identical.
+fn v1_verify(addr: SocketAddr, img: &V1Img) -> R<()> {
+    for i in 0..img.ids.len() {
+        let id = &img.ids[i];
+        let j = get(addr, &format!("/v1/images/{id}/json"))?.expect(200, "json GET")?;
+        if j.body != img.jsons[i] {
+            return Err(format!("json of {id} differs"));
+        }
+        let l = get(addr, &format!("/v1/images/{id}/layer"))?.expect(200, "layer GET")?;
+        if l.body != img.layers[i] {
+            return Err(format!("layer of {id} differs"));
+        }
+        let a = get(addr, &format!("/v1/images/{id}/ancestry"))?.expect(200, "ancestry GET")?;
+        let want: Vec<&String> = img.ids[..=i].iter().rev().collect();
+        if serde_json::from_slice::<Vec<String>>(&a.body).map_err(|e| e.to_string())?
+            != want.into_iter().cloned().collect::<Vec<_>>()
+        {
+            return Err(format!("ancestry of {id} differs"));
+        }
+    }
+    Ok(())
+}
+
+/// A V2 image: the shared base layer (same bytes as the V1 base), a layer of
+/// its own, a config and an OCI manifest.
+#[derive(Clone)]
+struct V2Img {
+    blobs: Vec<Vec<u8>>, // layers..., config
+    manifest: Vec<u8>,
+    digest: String,
+}
+
+fn digest_of(b: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(b))
+}
+
+fn v2_img(base: u64, top: u64, size: usize) -> V2Img {
+    let layers = vec![base_layer(base), random_bytes(size, 50_000 + top)];
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest_of(l)).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Labels": {"top": top.to_string()}},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": "base"}, {"created_by": format!("top {top}")}],
+    }))
+    .unwrap();
+    let desc = |mt: &str, b: &[u8]| serde_json::json!({"mediaType": mt, "size": b.len(), "digest": digest_of(b)});
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc("application/vnd.oci.image.config.v1+json", &config),
+        "layers": layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let digest = digest_of(&manifest);
+    let mut blobs = layers;
+    blobs.push(config);
+    V2Img {
+        blobs,
+        manifest,
+        digest,
+    }
+}
+
+/// Uploads one blob in a session (POST, PATCH, PUT) unless the repository has it.
+fn v2_upload(addr: SocketAddr, repo: &str, blob: &[u8]) -> R<()> {
+    let d = digest_of(blob);
+    if req(addr, "HEAD", &format!("/v2/{repo}/blobs/{d}"), &[], b"")?.status == 200 {
+        return Ok(());
+    }
+    let r = req(
+        addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    )?
+    .expect(202, "upload POST")?;
+    let loc = r.header("location").ok_or("no Location")?.to_string();
+    let r = req(
+        addr,
+        "PATCH",
+        &loc,
+        &[("Content-Type", "application/octet-stream")],
+        blob,
+    )?
+    .expect(202, "upload PATCH")?;
+    let loc = r.header("location").ok_or("no Location")?.to_string();
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    req(addr, "PUT", &format!("{loc}{sep}digest={d}"), &[], b"")?.expect(201, "upload PUT")?;
+    Ok(())
+}
+
+fn v2_push(addr: SocketAddr, repo: &str, tag: &str, img: &V2Img) -> R<()> {
+    for b in &img.blobs {
+        v2_upload(addr, repo, b)?;
+    }
+    req(
+        addr,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        &img.manifest,
+    )?
+    .expect(201, "manifest PUT")?;
+    Ok(())
+}
+
+/// The manifest (by digest) and every blob read back byte-identical.
+fn v2_verify(addr: SocketAddr, repo: &str, img: &V2Img) -> R<()> {
+    let m =
+        get(addr, &format!("/v2/{repo}/manifests/{}", img.digest))?.expect(200, "manifest GET")?;
+    if m.body != img.manifest {
+        return Err(format!("manifest {} differs", img.digest));
+    }
+    for b in &img.blobs {
+        let d = digest_of(b);
+        let r = get(addr, &format!("/v2/{repo}/blobs/{d}"))?.expect(200, "blob GET")?;
+        if r.body != *b {
+            return Err(format!("blob {d} differs"));
+        }
+    }
+    Ok(())
+}
+
+// ---- store tools ----------------------------------------------------------------
+
+/// Runs `berth-server fsck`; returns (exit code, output).
+fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(bin("berth-server"))
+        .arg("fsck")
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .output()
+        .expect("running fsck");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn assert_fsck_clean(root: &Path) {
+    let (code, text) = fsck(root, &["--grace", "0s"]);
+    assert_eq!(code, 0, "fsck found problems:\n{text}");
+    assert!(!text.contains("PROBLEM"), "{text}");
+}
+
+fn gc(root: &Path, grace: &str) -> String {
+    let out = Command::new(bin("berth-server"))
+        .args(["gc", "--grace", grace, "--root"])
+        .arg(root)
+        .output()
+        .expect("running gc");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "gc failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// What a set of pushers reported: per (repository, tag), the images whose push succeeded.
+#[derive(Default)]
+struct Ledger {
+    v1: HashMap<(String, String), Vec<V1Img>>,
+    v2: HashMap<(String, String), Vec<V2Img>>,
+    failures: Vec<String>,
+}
+
+/// Every successful push reads back byte-identical, and every tag names one
+/// of the images successfully pushed to it, complete.
+fn verify_ledger(addr: SocketAddr, ledger: &Ledger) {
+    for ((repo, tag), imgs) in &ledger.v1 {
+        for img in imgs {
+            v1_verify(addr, img).unwrap_or_else(|e| panic!("{repo}:{tag}: {e}"));
+        }
+        let r = get(addr, &format!("/v1/repositories/{repo}/tags/{tag}")).unwrap();
+        assert_eq!(r.status, 200, "{repo}:{tag}: {}", r.text());
+        let top: String = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            imgs.iter().any(|i| i.ids.last() == Some(&top)),
+            "{repo}:{tag} names {top}, which no successful push sent"
+        );
+    }
+    for ((repo, tag), imgs) in &ledger.v2 {
+        for img in imgs {
+            v2_verify(addr, repo, img).unwrap_or_else(|e| panic!("{repo}:{tag}: {e}"));
+        }
+        let r = get(addr, &format!("/v2/{repo}/manifests/{tag}")).unwrap();
+        assert_eq!(r.status, 200, "{repo}:{tag}: {}", r.text());
+        let d = digest_of(&r.body);
+        assert!(
+            imgs.iter().any(|i| i.digest == d),
+            "{repo}:{tag} names {d}, which no successful push sent"
+        );
+    }
+}
+
+// ---- tests ----------------------------------------------------------------------
+
+/// 16 pushers on two server processes, several rounds, overlapping images
+/// (shared base layers across V1 and V2, same and different tags).
+#[test]
+fn concurrent_writers_on_two_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let a = HttpServer::start(&root);
+    let b = HttpServer::start(&root);
+    let addrs = [a.addr, b.addr];
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let started = Instant::now();
+    let rounds = 3u64;
+    let threads: Vec<_> = (0..16u64)
+        .map(|w| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                for round in 0..rounds {
+                    let addr = addrs[((w + round) % 2) as usize];
+                    let base = (w + round) % BASES;
+                    // Pushers pair up on tags: same tag from two workers, and
+                    // the same top image pushed by two workers in a round.
+                    let top = (w / 4) * 10 + round;
+                    let tag = format!("t{}", w % 4);
+                    let size = 32 * 1024 + (w as usize * 4096);
+                    if w % 2 == 0 {
+                        let repo = format!("st/v1-{}", w % 3);
+                        let img = v1_img(base, top, size);
+                        let mut result = Err(String::new());
+                        for attempt in 0..4 {
+                            result = v1_push(addr, &repo, &tag, &img);
+                            if result.is_ok() {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(30 * (attempt + 1)));
+                        }
+                        let mut l = ledger.lock().unwrap();
+                        match result {
+                            Ok(()) => l.v1.entry((repo, tag)).or_default().push(img),
+                            Err(e) => l.failures.push(format!("v1 {repo}:{tag}: {e}")),
+                        }
+                    } else {
+                        let repo = format!("st/v2-{}", w % 3);
+                        let img = v2_img(base, top, size);
+                        let mut result = Err(String::new());
+                        for _ in 0..4 {
+                            result = v2_push(addr, &repo, &tag, &img);
+                            if result.is_ok() {
+                                break;
+                            }
+                        }
+                        let mut l = ledger.lock().unwrap();
+                        match result {
+                            Ok(()) => l.v2.entry((repo, tag)).or_default().push(img),
+                            Err(e) => l.failures.push(format!("v2 {repo}:{tag}: {e}")),
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let ledger = ledger.lock().unwrap();
+    let ok: usize = ledger.v1.values().map(Vec::len).sum::<usize>()
+        + ledger.v2.values().map(Vec::len).sum::<usize>();
+    eprintln!(
+        "concurrent writers: {ok} pushes succeeded, {} failed, in {:?}",
+        ledger.failures.len(),
+        started.elapsed()
+    );
+    // Two V1 clients racing on the very same image can legitimately be
+    // refused (409: published under them); a server fault never is.
+    assert!(
+        ledger.failures.iter().all(|f| !f.contains(": 500")),
+        "server faults: {:#?}",
+        ledger.failures
+    );
+    assert!(
+        ok * 4 >= 16 * rounds as usize * 3,
+        "too many refused pushes: {:#?}",
+        ledger.failures
+    );
+    verify_ledger(a.addr, &ledger);
+    verify_ledger(b.addr, &ledger);
+    assert_fsck_clean(&root);
+}
+
+/// SIGKILL the server at 50+ random moments during pushes; the store stays
+/// consistent, completed pushes stay intact, interrupted ones can be redone.
+#[test]
+fn sigkill_during_pushes_leaves_a_consistent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let kills = 52u64;
+    let done = Arc::new(Mutex::new(Ledger::default()));
+    let mut interrupted_v1: Vec<(String, V1Img)> = Vec::new();
+    let mut interrupted_v2: Vec<(String, V2Img)> = Vec::new();
+    let started = Instant::now();
+    for k in 0..kills {
+        let mut server = HttpServer::start(&root);
+        let addr = server.addr;
+        let pushers: Vec<_> = (0..3u64)
+            .map(|w| {
+                let done = done.clone();
+                std::thread::spawn(move || {
+                    let mut cut: Interrupted = (vec![], vec![]);
+                    for n in 0..50u64 {
+                        let top = k * 1000 + w * 100 + n;
+                        let size = 256 * 1024 + (top as usize % 7) * 65536;
+                        let repo = format!("crash/w{w}");
+                        let tag = format!("k{k}n{n}");
+                        if (w + n) % 2 == 0 {
+                            let img = v1_img(top % BASES, top, size);
+                            match v1_push(addr, &repo, &tag, &img) {
+                                Ok(()) => done
+                                    .lock()
+                                    .unwrap()
+                                    .v1
+                                    .entry((repo, tag))
+                                    .or_default()
+                                    .push(img),
+                                Err(_) => {
+                                    cut.0.push((format!("{repo}:{tag}"), img));
+                                    break;
+                                }
+                            }
+                        } else {
+                            let img = v2_img(top % BASES, top, size);
+                            match v2_push(addr, &repo, &tag, &img) {
+                                Ok(()) => done
+                                    .lock()
+                                    .unwrap()
+                                    .v2
+                                    .entry((repo, tag))
+                                    .or_default()
+                                    .push(img),
+                                Err(_) => {
+                                    cut.1.push((format!("{repo}:{tag}"), img));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    cut
+                })
+            })
+            .collect();
+        // A pseudo-random moment 20..260 ms into the pushes.
+        let wait = 20 + (random_bytes(8, 424_242 + k)[0] as u64 % 240);
+        std::thread::sleep(Duration::from_millis(wait));
+        server.proc.kill();
+        for p in pushers {
+            let (v1, v2) = p.join().unwrap();
+            interrupted_v1.extend(v1);
+            interrupted_v2.extend(v2);
+        }
+    }
+    let ledger = done.lock().unwrap();
+    let completed = ledger.v1.len() + ledger.v2.len();
+    eprintln!(
+        "crash test: {kills} kills, {completed} pushes completed, {} interrupted, in {:?}",
+        interrupted_v1.len() + interrupted_v2.len(),
+        started.elapsed()
+    );
+    assert!(completed > 0, "no push ever completed between kills");
+
+    // Repair removes temp files and other garbage leftovers only; then clean.
+    let t = Instant::now();
+    let (code, text) = fsck(&root, &["--repair", "--grace", "0s"]);
+    assert_eq!(code, 0, "fsck --repair found problems:\n{text}");
+    assert_fsck_clean(&root);
+    eprintln!("crash test: fsck --repair and fsck in {:?}", t.elapsed());
+
+    let t = Instant::now();
+    let server = HttpServer::start(&root);
+    verify_ledger(server.addr, &ledger);
+    for (what, img) in &interrupted_v1 {
+        let (repo, tag) = what.split_once(':').unwrap();
+        v1_push(server.addr, repo, tag, img).unwrap_or_else(|e| panic!("re-push {what}: {e}"));
+        v1_verify(server.addr, img).unwrap();
+    }
+    for (what, img) in &interrupted_v2 {
+        let (repo, tag) = what.split_once(':').unwrap();
+        v2_push(server.addr, repo, tag, img).unwrap_or_else(|e| panic!("re-push {what}: {e}"));
+        v2_verify(server.addr, repo, img).unwrap();
+    }
+    eprintln!("crash test: verified and re-pushed in {:?}", t.elapsed());
+    assert_fsck_clean(&root);
+}
+
+/// Pushes cut short by a kill: ("repo:tag", image) per protocol.
+type Interrupted = (Vec<(String, V1Img)>, Vec<(String, V2Img)>);
+
+/// Fast deterministic 1 GiB generator: a 1 MiB random block, each MiB stamped
+/// with its index so no two MiB are equal.
+struct BigLayer {
+    block: Vec<u8>,
+    len: u64,
+}
+
+impl BigLayer {
+    const MIB: u64 = 1 << 20;
+
+    fn new(len: u64) -> BigLayer {
+        BigLayer {
+            block: random_bytes(Self::MIB as usize, 31_337),
+            len,
+        }
+    }
+
+    /// Writes bytes `[from, to)` to `w`, returning how many were written.
+    fn write_range(&self, w: &mut impl Write, from: u64, to: u64) -> std::io::Result<u64> {
+        let mut pos = from;
+        let mut buf = vec![0u8; Self::MIB as usize];
+        while pos < to {
+            let mib = pos / Self::MIB;
+            buf.copy_from_slice(&self.block);
+            buf[..8].copy_from_slice(&mib.to_le_bytes());
+            let start = (pos % Self::MIB) as usize;
+            let end = ((to - mib * Self::MIB).min(Self::MIB)) as usize;
+            w.write_all(&buf[start..end])?;
+            pos += (end - start) as u64;
+        }
+        Ok(to - from)
+    }
+
+    /// sha256 through `sha256sum` (this test binary is unoptimised, and the
+    /// hash of 1 GiB would dominate the test's runtime).
+    fn digest(&self) -> String {
+        use std::process::Stdio;
+        let mut child = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sha256sum (coreutils)");
+        let mut stdin = child.stdin.take().unwrap();
+        self.write_range(&mut stdin, 0, self.len).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        format!("sha256:{}", text.split_whitespace().next().unwrap())
+    }
+}
+
+/// Sends a PATCH of `[from, to)` with `Content-Range`; with `cut_at`, sends
+/// only up to there and drops the connection. Returns body bytes sent and
+/// the response (none when cut).
+fn patch_range(
+    addr: SocketAddr,
+    loc: &str,
+    layer: &BigLayer,
+    from: u64,
+    to: u64,
+    cut_at: Option<u64>,
+) -> (u64, Option<Resp>) {
+    let mut s = connect(addr).unwrap();
+    let range = format!("{from}-{}", to - 1);
+    let h = head(
+        "PATCH",
+        loc,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &range),
+        ],
+        to - from,
+    );
+    s.write_all(h.as_bytes()).unwrap();
+    let stop = cut_at.unwrap_or(to);
+    let sent = layer
+        .write_range(
+            &mut std::io::BufWriter::with_capacity(1 << 20, &mut s),
+            from,
+            stop,
+        )
+        .unwrap();
+    if cut_at.is_some() {
+        s.shutdown(Shutdown::Both).unwrap();
+        return (sent, None);
+    }
+    (sent, Some(read_resp(&mut s, false).unwrap()))
+}
+
+/// The server's offset of a session (`GET <location>` → `Range: 0-<last>`).
+fn session_offset(addr: SocketAddr, loc: &str) -> u64 {
+    let r = get(addr, loc).unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    let range = r.header("range").expect("Range header");
+    let last: u64 = range.trim_start_matches("0-").parse().unwrap();
+    if last == 0 {
+        0
+    } else {
+        last + 1
+    }
+}
+
+/// A 1 GiB layer upload cut at 50% on server A, resumed and finished through
+/// server B from the offset B reports: only the missing half is sent again.
+#[test]
+fn interrupted_1gib_upload_resumes_at_server_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let a = HttpServer::start(&root);
+    let b = HttpServer::start(&root);
+    let size: u64 = 1 << 30;
+    let layer = BigLayer::new(size);
+    let started = Instant::now();
+    let digest = layer.digest();
+    eprintln!("resume: layer digest computed in {:?}", started.elapsed());
+    let repo = "big/layer";
+    let r = req(
+        a.addr,
+        "POST",
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+
+    let half = size / 2;
+    let (sent1, _) = patch_range(a.addr, &loc, &layer, 0, size, Some(half));
+    eprintln!("resume: first half sent at {:?}", started.elapsed());
+    let off1 = session_offset(b.addr, &loc); // asked through the *other* process
+    assert_eq!(
+        off1, half,
+        "the server kept every byte that arrived before the cut"
+    );
+
+    // The client resumes through the other process, from the server's offset.
+    let (sent2, resp) = patch_range(b.addr, &loc, &layer, off1, size, None);
+    eprintln!(
+        "resume: second half sent through B at {:?}",
+        started.elapsed()
+    );
+    let resp = resp.unwrap();
+    assert_eq!(resp.status, 202, "{}", resp.text());
+    assert_eq!(
+        resp.header("range"),
+        Some(format!("0-{}", size - 1).as_str())
+    );
+    let r = req(b.addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"").unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = req(
+        a.addr,
+        "HEAD",
+        &format!("/v2/{repo}/blobs/{digest}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
+
+    let total = sent1 + sent2;
+    let resent = total - size;
+    eprintln!(
+        "resume: sent {sent1} + {sent2} = {total} bytes for a {size}-byte layer \
+         ({resent} resent) in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sent2,
+        size - half,
+        "only the remaining half was sent after the cut"
+    );
+    assert_eq!(resent, 0);
+    // The session is gone once closed; fsck of this store (hashing 1 GiB in
+    // an unoptimised build) is left to the other tests.
+    assert_eq!(get(a.addr, &loc).unwrap().status, 404);
+    drop((a, b));
+    std::fs::remove_dir_all(&root).unwrap(); // do not keep 1 GiB around
+}
+
+/// gc runs repeatedly while pushes and pulls go on; afterwards unreferenced
+/// data is gone and fsck is clean.
+#[test]
+fn gc_during_concurrent_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let a = HttpServer::start(&root);
+    let b = HttpServer::start(&root);
+    // Kept: a tagged V1 and V2 image. Garbage: an untagged V1 image, a V2
+    // manifest whose tag moved on, and an orphan blob.
+    let keep1 = v1_img(0, 1, 50_000);
+    v1_push(a.addr, "gc/keep", "v1", &keep1).unwrap();
+    let keep2 = v2_img(1, 2, 50_000);
+    v2_push(a.addr, "gc/keep", "v2", &keep2).unwrap();
+    // Every V1 base image the live pushers build on stays tagged: gc's
+    // remaining window (docs/storage.md) is a push re-using an *unreferenced*
+    // object older than the grace, which this test is not about.
+    for base in 1..BASES {
+        v1_push(
+            a.addr,
+            "gc/keep",
+            &format!("base{base}"),
+            &v1_img(base, 10 + base, 1000),
+        )
+        .unwrap();
+    }
+    let gone1 = v1_img(0, 3, 60_000);
+    v1_push(a.addr, "gc/gone", "x", &gone1).unwrap();
+    req(
+        a.addr,
+        "DELETE",
+        "/v1/repositories/gc/gone/tags/x",
+        &[],
+        b"",
+    )
+    .unwrap()
+    .expect(200, "tag DELETE")
+    .unwrap();
+    let gone2 = v2_img(2, 4, 60_000);
+    v2_push(a.addr, "gc/moved", "t", &gone2).unwrap();
+    let now2 = v2_img(2, 5, 60_000);
+    v2_push(a.addr, "gc/moved", "t", &now2).unwrap();
+    let orphan = random_bytes(70_000, 6);
+    v2_upload(a.addr, "gc/orphan", &orphan).unwrap();
+    // The V2 push of `gone2` was projected to V1 images too; collect their ids.
+    let grace = 4u64;
+    std::thread::sleep(Duration::from_secs(grace + 1));
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut workers = Vec::new();
+    for w in 0..6u64 {
+        let (ledger, stop) = (ledger.clone(), stop.clone());
+        let addr = [a.addr, b.addr][w as usize % 2];
+        let (keep1, keep2) = (keep1.clone(), keep2.clone());
+        workers.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 3 {
+                let top = 500 + w * 100 + n;
+                let repo = format!("gc/live{w}");
+                let tag = format!("n{n}");
+                let r = if w % 3 == 0 {
+                    // Pulls of the kept images while gc runs.
+                    v1_verify(addr, &keep1).and_then(|_| v2_verify(addr, "gc/keep", &keep2))
+                } else if w % 3 == 1 {
+                    let img = v1_img(top % BASES, top, 40_000);
+                    let r = v1_push(addr, &repo, &tag, &img);
+                    if r.is_ok() {
+                        ledger
+                            .lock()
+                            .unwrap()
+                            .v1
+                            .entry((repo, tag))
+                            .or_default()
+                            .push(img);
+                    }
+                    r
+                } else {
+                    let img = v2_img(top % BASES, top, 40_000);
+                    let r = v2_push(addr, &repo, &tag, &img);
+                    if r.is_ok() {
+                        ledger
+                            .lock()
+                            .unwrap()
+                            .v2
+                            .entry((repo, tag))
+                            .or_default()
+                            .push(img);
+                    }
+                    r
+                };
+                if let Err(e) = r {
+                    ledger
+                        .lock()
+                        .unwrap()
+                        .failures
+                        .push(format!("worker {w}: {e}"));
+                }
+                n += 1;
+            }
+        }));
+    }
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        runs.push(gc(&root, &format!("{grace}s")));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    eprintln!("gc during pushes:\n{}", runs.join(""));
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.failures.is_empty(), "{:#?}", ledger.failures);
+    verify_ledger(a.addr, &ledger);
+    verify_ledger(b.addr, &ledger);
+
+    // Garbage is gone (it was older than the grace), the kept images are whole.
+    let pool = root.join("_berth/blobs/sha256");
+    for g in [&gone1.layers[1], &orphan, &gone2.blobs[1], &gone2.manifest] {
+        let hex = sha256_hex(g);
+        assert!(!pool.join(&hex).exists(), "garbage blob {hex} survived gc");
+    }
+    assert_eq!(
+        get(a.addr, &format!("/v1/images/{}/json", gone1.ids[1]))
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        get(a.addr, &format!("/v2/gc/moved/manifests/{}", gone2.digest))
+            .unwrap()
+            .status,
+        404
+    );
+    v1_verify(a.addr, &keep1).unwrap();
+    v2_verify(a.addr, "gc/keep", &keep2).unwrap();
+    v2_verify(a.addr, "gc/moved", &now2).unwrap();
+    // The shared base of gone1 is still used by live images.
+    assert!(pool.join(sha256_hex(&gone1.layers[0])).exists());
+    assert_fsck_clean(&root);
+}
+
+/// Unmounts on drop (also when the test fails).
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a 32 MiB filesystem at `dir`: tmpfs, else a loop-mounted ext4 image.
+fn small_filesystem(dir: &Path, scratch: &Path) -> Option<Mount> {
+    let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+    if ok(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(dir))
+    {
+        return Some(Mount(dir.to_path_buf()));
+    }
+    let img = scratch.join("small.ext4");
+    let made = ok(Command::new("truncate").args(["-s", "32M"]).arg(&img))
+        && ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))
+        && ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(dir));
+    made.then(|| Mount(dir.to_path_buf()))
+}
+
+/// A full disk: pushes fail with a clear error (not a hang), nothing partial
+/// becomes visible, reads keep working and fsck stays clean.
+#[test]
+fn full_disk_fails_pushes_cleanly_and_keeps_serving_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let Some(_mount) = small_filesystem(&root, dir.path()) else {
+        assert!(
+            !berth_tests::in_ci(),
+            "cannot mount a small filesystem (tmpfs or loop ext4) under CI"
+        );
+        eprintln!("\n!!!!! SKIPPING full-disk test: neither tmpfs nor a loop ext4 could be mounted (needs root) !!!!!\n");
+        return;
+    };
+    let server = HttpServer::start(&root);
+    let addr = server.addr;
+    let small = v1_img(0, 1, 100_000);
+    v1_push(addr, "disk/small", "ok", &small).unwrap();
+    let small2 = v2_img(1, 2, 100_000);
+    v2_push(addr, "disk/small", "v2", &small2).unwrap();
+
+    // V1: a 48 MiB layer into a 32 MiB filesystem.
+    let big = v1_img(2, 3, 48 << 20);
+    let t = Instant::now();
+    let err = v1_push(addr, "disk/big", "x", &big).unwrap_err();
+    eprintln!("full disk, V1 push: {err} (after {:?})", t.elapsed());
+    assert!(err.contains("layer PUT: 500"), "{err}");
+    assert!(
+        err.contains("Storage error"),
+        "the message says what failed: {err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "no hang");
+    let r = get(addr, &format!("/v1/images/{}/json", big.ids[1])).unwrap();
+    assert_ne!(r.status, 200, "a failed image must not be visible");
+    assert_eq!(
+        get(addr, "/v1/repositories/disk/big/tags/x")
+            .unwrap()
+            .status,
+        404
+    );
+
+    // V2: a chunked upload and a monolithic one of 48 MiB.
+    let blob = random_bytes(48 << 20, 9);
+    let d = digest_of(&blob);
+    let t = Instant::now();
+    let err = v2_upload(addr, "disk/big", &blob).unwrap_err();
+    eprintln!("full disk, V2 upload: {err} (after {:?})", t.elapsed());
+    assert!(err.contains("upload PATCH: 500"), "{err}");
+    assert!(err.contains("UNKNOWN"), "{err}");
+    let r = req(
+        addr,
+        "POST",
+        &format!("/v2/disk/big/blobs/uploads/?digest={d}"),
+        &[],
+        &blob,
+    )
+    .unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(
+        req(addr, "HEAD", &format!("/v2/disk/big/blobs/{d}"), &[], b"")
+            .unwrap()
+            .status,
+        404
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "no hang");
+
+    // Reads keep working; nothing half-written is left but temp files and
+    // (cut back) upload sessions, which fsck does not count as problems.
+    v1_verify(addr, &small).unwrap();
+    v2_verify(addr, "disk/small", &small2).unwrap();
+    assert_fsck_clean(&root);
+    let mut tags = BTreeMap::new();
+    tags.insert("ok", small.ids[1].clone());
+    let r = get(addr, "/v1/repositories/disk/small/tags").unwrap();
+    assert_eq!(
+        serde_json::from_slice::<BTreeMap<String, String>>(&r.body).unwrap()["ok"],
+        tags["ok"]
+    );
+    // Once space is back (the failed writes left nothing behind), pushes work again.
+    let after = v1_img(0, 7, 100_000);
+    v1_push(addr, "disk/small", "after", &after).unwrap();
+    v1_verify(addr, &after).unwrap();
+    drop(server);
+}
