@@ -106,6 +106,47 @@ pub async fn search(transport: &Transport, term: &str) -> Result<Vec<String>, Cl
     Ok(names)
 }
 
+/// Who the server thinks we are and what we may do where (`GET /_berth/info`).
+pub async fn info(transport: &Transport) -> Result<Value, ClientError> {
+    call(transport, Method::GET, "/_berth/info").await
+}
+
+/// Human rendering of [`info`]: the identity, then one line per namespace rule.
+pub fn format_info(v: &Value) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
+    let anonymous = v.get("anonymous").and_then(Value::as_bool).unwrap_or(false);
+    let mut out = if anonymous {
+        "you are anonymous (no key)\n".to_string()
+    } else {
+        format!("you are {} (key {})\n", s("user"), s("key"))
+    };
+    let rules = v
+        .get("namespaces")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if rules.is_empty() {
+        out.push_str("you may not access any namespace\n");
+    }
+    for r in rules {
+        let flag = |k: &str, c: char| {
+            if r.get(k).and_then(Value::as_bool).unwrap_or(false) {
+                c
+            } else {
+                '-'
+            }
+        };
+        let ns = r.get("namespace").and_then(Value::as_str).unwrap_or("?");
+        out.push_str(&format!(
+            "  {}{}{}  {ns}\n",
+            flag("read", 'R'),
+            flag("write", 'W'),
+            flag("delete", 'D')
+        ));
+    }
+    out
+}
+
 /// Tags of a repository with their image ids, sorted by tag.
 pub async fn tags(transport: &Transport, name: &str) -> Result<Vec<(String, String)>, ClientError> {
     let path = format!("/v1/repositories/{name}/tags");

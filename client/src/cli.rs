@@ -221,6 +221,19 @@ pub struct RmArgs {
     pub reference: String,
 }
 
+/// `berth info`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print the server's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+}
+
 /// The `berth` command line.
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -252,6 +265,8 @@ pub enum Command {
     Rm(RmArgs),
     /// Search repository names.
     Search(SearchArgs),
+    /// Who the registry thinks you are, and what you may read/write/delete where.
+    Info(InfoArgs),
     /// Push a `docker save` archive (file or stdin) to the registry.
     Push(crate::archive::PushArgs),
     /// Pull an image into a `docker load` archive (file or stdout).
@@ -273,6 +288,16 @@ pub async fn run(cmd: Command) -> Result<(), ClientError> {
         Command::Search(a) => {
             let t = a.ssh.transport(&a.registry)?;
             print_names(catalog::search(&t, &a.term).await?, a.json).await
+        }
+        Command::Info(a) => {
+            let t = a.ssh.transport(&a.registry)?;
+            let v = catalog::info(&t).await?;
+            let text = if a.json {
+                format!("{v}\n")
+            } else {
+                catalog::format_info(&v)
+            };
+            write_stdout(text.as_bytes()).await
         }
         Command::Tags(a) => {
             let t = a.ssh.transport(&a.registry)?;

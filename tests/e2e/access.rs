@@ -569,3 +569,157 @@ fn a_broken_access_file_refuses_to_start_with_the_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("access.toml:2:"), "{err}");
 }
+
+/// `berth shim` carries the caller's identity: keyless (`anonymous@`) and
+/// keyed shims get exactly their rights, for skopeo as for curl; `berth info`
+/// reports them.
+#[test]
+fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
+    let Some(w) = world() else { return };
+    if !require_tool("skopeo", "skopeo") || !require_tool("curl", "curl") {
+        return;
+    }
+    let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
+    let port = server.port();
+    {
+        let mut admin = conn_as(&w.admin, port);
+        v2_push(
+            &mut admin.http,
+            "public/app",
+            "1",
+            &[random_bytes(20_000, 81)],
+        );
+        v2_push(
+            &mut admin.http,
+            "private/app",
+            "1",
+            &[random_bytes(20_000, 82)],
+        );
+    }
+    let known = w.state.join("known_hosts");
+    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    let start_shim = |user: &str, key: Option<&ClientKey>| -> (Proc, std::net::SocketAddr) {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
+            .arg(&known);
+        if let Some(k) = key {
+            cmd.arg("--identity").arg(&k.private);
+        }
+        cmd.env_remove("SSH_AUTH_SOCK");
+        cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
+        let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        (proc, addr)
+    };
+    let skopeo = |args: &[&str]| Command::new("skopeo").args(args).output().unwrap();
+
+    // Anonymous: public is readable, private and writes are not.
+    let (_anon, a) = start_shim("anonymous", None);
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{a}/public/app:1"),
+    ]);
+    assert!(
+        out.status.success(),
+        "anonymous inspect public: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = w.state.join("public-copy");
+    let out = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{a}/public/app:1"),
+        &format!("oci:{}:1", copy.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "anonymous pull public: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{a}/private/app:1"),
+    ]);
+    assert!(!out.status.success(), "anonymous read private");
+    let out = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1", copy.display()),
+        &format!("docker://{a}/public/app:2"),
+    ]);
+    assert!(!out.status.success(), "anonymous push");
+    let out = run_ok(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{a}/v2/private/app/tags/list"),
+    ]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+
+    // The writer: pushes to team, cannot read private.
+    let (_wr, b) = start_shim("writer", Some(&w.writer));
+    let out = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1", copy.display()),
+        &format!("docker://{b}/team/app:1"),
+    ]);
+    assert!(
+        out.status.success(),
+        "writer push team: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{b}/private/app:1"),
+    ]);
+    assert!(!out.status.success(), "writer read private");
+    let out = run_ok(Command::new("curl").args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{b}/v2/private/app/tags/list"),
+    ]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+
+    // berth info: who am I, what may I do.
+    let info = |user: &str, key: Option<&ClientKey>, json: bool| -> String {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.arg("info")
+            .arg("--known-hosts")
+            .arg(&known)
+            .env_remove("SSH_AUTH_SOCK");
+        if json {
+            cmd.arg("--json");
+        }
+        if let Some(k) = key {
+            cmd.arg("--identity").arg(&k.private);
+        }
+        cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
+        String::from_utf8_lossy(&run_ok(&mut cmd).stdout).into_owned()
+    };
+    let text = info("writer", Some(&w.writer), false);
+    assert!(text.contains("you are writer"), "{text}");
+    assert!(text.contains("RW-  team"), "{text}");
+    assert!(text.contains("R--  public"), "{text}");
+    assert!(!text.contains("private"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&info("anonymous", None, true)).unwrap();
+    assert_eq!(v["anonymous"], true);
+    assert_eq!(
+        v["namespaces"],
+        serde_json::json!([{"namespace": "public", "read": true, "write": false, "delete": false}])
+    );
+}

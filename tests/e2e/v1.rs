@@ -362,11 +362,16 @@ fn bad_input_is_refused_and_changes_nothing() {
     let changed: Vec<_> = after.iter().filter(|e| !before.contains(e)).collect();
     for (name, _) in &changed {
         assert!(
-            name.starts_with(&format!("images/{pid}/")) || name.starts_with("_berth/blobs/") || name == "_berth/audit.log",
+            name.starts_with(&format!("images/{pid}/"))
+                || name.starts_with("_berth/blobs/")
+                || name == "_berth/audit.log",
             "unexpected change: {name}"
         );
     }
-    let removed: Vec<_> = before.iter().filter(|e| !after.contains(e) && e.0 != "_berth/audit.log").collect();
+    let removed: Vec<_> = before
+        .iter()
+        .filter(|e| !after.contains(e) && e.0 != "_berth/audit.log")
+        .collect();
     assert!(
         removed.is_empty(),
         "files removed by bad requests: {removed:?}"

@@ -448,6 +448,16 @@ impl SshTransport {
         let user = hop.user_or(&self.user).to_string();
         let mut tried: Vec<String> = Vec::new();
 
+        // `anonymous@host` asks for keyless access (SSH `none`), which the
+        // server grants only where its rules let anonymous clients read.
+        if user == "anonymous" {
+            match handle.authenticate_none(&user).await {
+                Ok(r) if r.success() => return Ok(()),
+                Ok(_) => tried.push("anonymous access (refused by the server)".to_string()),
+                Err(e) => tried.push(format!("anonymous access ({e})")),
+            }
+        }
+
         for path in &self.options.identities {
             let key = load_key(path)?;
             if try_key(handle, &user, key, hop).await? {
