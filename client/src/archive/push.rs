@@ -211,38 +211,57 @@ async fn blob_reader(
     }
 }
 
-/// HEAD, then mount or upload if missing.
+/// HEAD, then mount or upload if missing, in the first repository; then
+/// makes it visible in the other repositories that need it (berth links
+/// blobs per repository) by mounting it from the first.
 async fn push_blob(
     transport: Arc<Transport>,
     members: Arc<Members>,
-    repo: String,
+    repos: Vec<String>,
     blob: Blob,
     progress: Arc<Progress>,
 ) -> Result<(), ArchiveError> {
     let mut conn = V2Connection::open(&transport).await?;
-    if conn.blob_exists(&repo, &blob.digest).await? {
-        progress.blob_done(blob.digest.as_str(), blob.size, "skipped");
+    let Some((first, others)) = repos.split_first() else {
         return Ok(());
-    }
-    progress.blob_start(blob.digest.as_str(), blob.size);
-    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reader = Counted {
-        inner: blob_reader(&members, &blob).await?,
-        progress: progress.clone(),
-        digest: blob.digest.to_string(),
-        sent: sent.clone(),
     };
-    match conn
-        .upload_blob(&repo, &blob.digest, blob.size, reader)
-        .await
-    {
-        Ok(Upload::Sent) => progress.blob_done(blob.digest.as_str(), blob.size, "uploaded"),
-        Ok(Upload::Mounted) => progress.blob_done(blob.digest.as_str(), blob.size, "mounted"),
-        Err(e) => {
-            let n = sent.load(std::sync::atomic::Ordering::Relaxed);
-            progress.blob_rewind(blob.digest.as_str(), n);
-            return Err(e.into());
+    if conn.blob_exists(first, &blob.digest).await? {
+        progress.blob_done(blob.digest.as_str(), blob.size, "skipped");
+    } else {
+        progress.blob_start(blob.digest.as_str(), blob.size);
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reader = Counted {
+            inner: blob_reader(&members, &blob).await?,
+            progress: progress.clone(),
+            digest: blob.digest.to_string(),
+            sent: sent.clone(),
+        };
+        match conn
+            .upload_blob(first, None, &blob.digest, blob.size, reader)
+            .await
+        {
+            Ok(Upload::Sent) => progress.blob_done(blob.digest.as_str(), blob.size, "uploaded"),
+            Ok(Upload::Mounted) => progress.blob_done(blob.digest.as_str(), blob.size, "mounted"),
+            Err(e) => {
+                let n = sent.load(std::sync::atomic::Ordering::Relaxed);
+                progress.blob_rewind(blob.digest.as_str(), n);
+                return Err(e.into());
+            }
         }
+    }
+    for repo in others {
+        if conn.blob_exists(repo, &blob.digest).await? {
+            continue;
+        }
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let reader = Counted {
+            inner: blob_reader(&members, &blob).await?,
+            progress: progress.clone(),
+            digest: blob.digest.to_string(),
+            sent: sent.clone(),
+        };
+        conn.upload_blob(repo, Some(first), &blob.digest, blob.size, reader)
+            .await?;
     }
     Ok(())
 }
@@ -257,17 +276,20 @@ pub async fn push(
     jobs: usize,
     progress: Arc<Progress>,
 ) -> Result<Vec<(ImageRef, Digest)>, ArchiveError> {
-    // Distinct blobs, each under the first repository that needs it (the
-    // blob pool is global, §1.4, but the request names a repository).
-    let mut blobs: BTreeMap<Digest, (String, Blob)> = BTreeMap::new();
+    // Distinct blobs, each with the repositories that need it (uploaded
+    // once, under the first; mounted into the others).
+    let mut blobs: BTreeMap<Digest, (Vec<String>, Blob)> = BTreeMap::new();
     for d in destinations {
         let img = images
             .get(d.image)
             .ok_or_else(|| ArchiveError::Selection("no such image".into()))?;
         for b in &img.blobs {
-            blobs
+            let (repos, _) = blobs
                 .entry(b.digest.clone())
-                .or_insert_with(|| (d.to.name.clone(), b.clone()));
+                .or_insert_with(|| (Vec::new(), b.clone()));
+            if !repos.contains(&d.to.name) {
+                repos.push(d.to.name.clone());
+            }
         }
     }
     let total: u64 = blobs.values().map(|(_, b)| b.size).sum();
@@ -276,7 +298,7 @@ pub async fn push(
 
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks = JoinSet::new();
-    for (_, (repo, blob)) in blobs {
+    for (_, (repos, blob)) in blobs {
         let (t, m, p, l) = (
             transport.clone(),
             members.clone(),
@@ -285,7 +307,7 @@ pub async fn push(
         );
         tasks.spawn(async move {
             let _permit = l.acquire_owned().await;
-            push_blob(t, m, repo, blob, p).await
+            push_blob(t, m, repos, blob, p).await
         });
     }
     while let Some(done) = tasks.join_next().await {

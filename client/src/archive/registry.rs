@@ -160,18 +160,23 @@ impl V2Connection {
     /// request with `Content-Length`), PUT `?digest=` to commit. `reader`
     /// yields exactly `size` bytes; the registry verifies the digest.
     ///
-    /// The POST asks to mount the blob (`?mount=<digest>`, §1.5): a registry
-    /// that already holds it for another repository links it with a 201,
+    /// The POST asks to mount the blob (`?mount=<digest>[&from=<repo>]`,
+    /// §1.5): a registry that already holds it for another repository (for
+    /// `from`, when access rules need to know which) links it with a 201,
     /// and nothing is sent ([`Upload::Mounted`]); otherwise its 202 session
     /// is used for the upload, as Docker does.
     pub async fn upload_blob(
         &mut self,
         name: &str,
+        from: Option<&str>,
         digest: &Digest,
         size: u64,
         reader: impl AsyncRead + Send + 'static,
     ) -> Result<Upload, ClientError> {
-        let start = format!("/v2/{name}/blobs/uploads/?mount={digest}");
+        let start = match from {
+            Some(f) => format!("/v2/{name}/blobs/uploads/?mount={digest}&from={f}"),
+            None => format!("/v2/{name}/blobs/uploads/?mount={digest}"),
+        };
         let what = http::describe(&Method::POST, &start);
         let b = Self::request(Method::POST, &start)
             .map_err(|e| protocol(&what, e.to_string()))?

@@ -607,3 +607,45 @@ async fn refused_archives_publish_nothing() {
     let names: Vec<String> = all.iter().map(|d| d.to.to_string()).collect();
     assert_eq!(names, ["team/app:2", "team/app:1", "team/app:latest"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_image_pushed_to_several_repositories_pulls_from_each() {
+    let reg = tempfile::tempdir().unwrap();
+    let (l0, l1) = (layer(0, 20000), layer(1, 30000));
+    let (tar, cd) = docker_1_10_archive(&l0, &l1);
+    let members = Arc::new(read(tar).unwrap());
+    let (_, imgs) = formats::images(&members).unwrap();
+    let dest: Vec<push::Destination> = ["team/app:1", "other/copy:2", "third:3"]
+        .iter()
+        .map(|r| push::Destination {
+            image: 0,
+            to: ImageRef::parse(r).unwrap(),
+        })
+        .collect();
+    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
+    push::push(
+        local(reg.path()),
+        members,
+        &imgs,
+        &dest,
+        2,
+        progress.clone(),
+    )
+    .await
+    .unwrap();
+    // Each blob was sent once; the other repositories got it by mount.
+    assert_eq!(
+        progress.bytes_transferred(),
+        imgs[0].blobs.iter().map(|b| b.size).sum::<u64>() - l0.len() as u64
+    );
+    let out = tempfile::tempdir().unwrap();
+    for d in &dest {
+        let file = out.path().join("p.tar");
+        let p = Progress::new(Mode::Quiet, "pull", false);
+        pull::pull(local(reg.path()), &d.to, &Output::File(file.clone()), &p)
+            .await
+            .unwrap();
+        let (_, got) = formats::images(&read(std::fs::read(&file).unwrap()).unwrap()).unwrap();
+        assert_eq!(got[0].id, cd, "{}", d.to);
+    }
+}
