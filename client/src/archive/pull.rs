@@ -19,9 +19,10 @@
 //! layers arrive. Each blob is streamed straight into the archive and
 //! hashed on the way; the last chunk of each blob is held back until its
 //! digest checks out, so a bad blob never ends as a complete tar member.
-//! A broken download resumes with `Range` on a new connection. With
-//! `--output FILE` the archive is written to a temporary file next to FILE
-//! and renamed onto it only when complete.
+//! A broken download (connection lost, or no data for two minutes) resumes
+//! with `Range` on a new connection. With `--output FILE` the archive is
+//! written to a temporary file next to FILE and renamed onto it only when
+//! complete.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,9 @@ use crate::transport::Transport;
 
 /// Attempts per blob before a broken download is given up.
 const MAX_ATTEMPTS: usize = 5;
+/// A blob download that receives nothing for this long is treated as
+/// broken and resumed on a new connection.
+const STALL: std::time::Duration = std::time::Duration::from_secs(120);
 /// Largest config blob read into memory.
 const CONFIG_LIMIT: u64 = 16 << 20;
 
@@ -265,7 +269,10 @@ async fn stream_blob(
             }
             Err(e) => return Err(e.into()),
             Ok(mut body) => loop {
-                match body.frame().await {
+                let Ok(next) = tokio::time::timeout(STALL, body.frame()).await else {
+                    break Some(format!("no data for {} s", STALL.as_secs()));
+                };
+                match next {
                     None => break None,
                     Some(Err(e)) => break Some(e.to_string()),
                     Some(Ok(frame)) => {
