@@ -240,7 +240,7 @@ fn oci_manifest(
     members: &Members,
     desc: &Value,
 ) -> Result<(ManifestBytes, Vec<Blob>, Digest), ArchiveError> {
-    let (mblob, m) = oci_blob(members, desc, "index.json")?;
+    let (_, m) = oci_blob(members, desc, "index.json")?;
     let bytes = members.read_small(&m.path, "index.json")?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ArchiveError::metadata(&m.path, format!("invalid manifest JSON: {e}")))?;
@@ -288,7 +288,6 @@ fn oci_manifest(
         }
         blobs.push(blob);
     }
-    let _ = mblob;
     Ok((ManifestBytes::new(bytes, &media_type), blobs, config.digest))
 }
 
