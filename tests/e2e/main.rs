@@ -4,6 +4,7 @@
 mod access;
 mod archive;
 mod client;
+mod fuzz;
 mod hostile;
 mod ssh;
 mod storage;
