@@ -6,6 +6,7 @@ mod archive;
 mod client;
 mod fuzz;
 mod hostile;
+mod resume;
 mod ssh;
 mod storage;
 mod v1;

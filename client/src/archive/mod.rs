@@ -26,6 +26,7 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod resume;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -127,6 +128,7 @@ pub async fn push_archive(a: PushArgs) -> Result<(), ArchiveError> {
     progress.event(serde_json::json!({
         "event": "archive", "format": format.as_str(), "images": images.len(),
     }));
+    let resume = Arc::new(resume::ResumeState::from_env());
     let pushed = push::push(
         transport,
         members,
@@ -134,6 +136,7 @@ pub async fn push_archive(a: PushArgs) -> Result<(), ArchiveError> {
         &destinations,
         a.jobs,
         progress.clone(),
+        resume,
     )
     .await?;
     let names: Vec<String> = pushed.iter().map(|(r, _)| r.to_string()).collect();

@@ -25,6 +25,8 @@ use super::members::Members;
 use super::progress::Progress;
 use super::reference::ImageRef;
 use super::registry::{Upload, V2Connection};
+use super::resume::ResumeState;
+use crate::error::ClientError;
 use crate::transport::Transport;
 
 /// Default number of blobs uploaded at once (Docker's default is 5).
@@ -190,9 +192,13 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
 async fn blob_reader(
     members: &Members,
     blob: &Blob,
+    skip: u64,
 ) -> Result<Box<dyn AsyncRead + Send + Unpin>, ArchiveError> {
     match &blob.data {
-        BlobData::Generated(bytes) => Ok(Box::new(std::io::Cursor::new(bytes.clone()))),
+        BlobData::Generated(bytes) => {
+            let from = (skip as usize).min(bytes.len());
+            Ok(Box::new(std::io::Cursor::new(bytes[from..].to_vec())))
+        }
         BlobData::Member(path) => {
             let m = members.get(path, "a blob to push")?;
             let (file, offset) = members.location(m).ok_or_else(|| ArchiveError::Missing {
@@ -203,10 +209,11 @@ async fn blob_reader(
             let mut f = tokio::fs::File::open(&file)
                 .await
                 .map_err(|e| ArchiveError::io(what(), e))?;
-            f.seek(std::io::SeekFrom::Start(offset))
+            let skip = skip.min(m.size);
+            f.seek(std::io::SeekFrom::Start(offset + skip))
                 .await
                 .map_err(|e| ArchiveError::io(what(), e))?;
-            Ok(Box::new(tokio::io::AsyncReadExt::take(f, m.size)))
+            Ok(Box::new(tokio::io::AsyncReadExt::take(f, m.size - skip)))
         }
     }
 }
@@ -214,33 +221,95 @@ async fn blob_reader(
 /// HEAD, then mount or upload if missing, in the first repository; then
 /// makes it visible in the other repositories that need it (berth links
 /// blobs per repository) by mounting it from the first.
+/// Continues an upload an earlier, interrupted run left in the registry:
+/// asks the session's offset and sends only the rest. `Ok(false)` when there
+/// is nothing to resume (no saved session, or the registry no longer has it).
+async fn resume_blob(
+    conn: &mut V2Connection,
+    members: &Members,
+    repo: &str,
+    blob: &Blob,
+    progress: &Arc<Progress>,
+    resume: &ResumeState,
+) -> Result<bool, ArchiveError> {
+    let Some(loc) = resume.saved(repo, &blob.digest) else {
+        return Ok(false);
+    };
+    let offset = match conn.upload_offset(&loc).await? {
+        Some(offset) if offset <= blob.size => offset,
+        _ => {
+            resume.forget(repo, &blob.digest);
+            return Ok(false);
+        }
+    };
+    progress.blob_start(blob.digest.as_str(), blob.size);
+    let reader = Counted {
+        inner: blob_reader(members, blob, offset).await?,
+        progress: progress.clone(),
+        digest: blob.digest.to_string(),
+        sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    };
+    match conn
+        .resume_upload(&loc, offset, &blob.digest, blob.size, reader)
+        .await
+    {
+        Ok(()) => {
+            resume.forget(repo, &blob.digest);
+            progress.blob_done(
+                blob.digest.as_str(),
+                blob.size,
+                &format!("resumed at {offset}"),
+            );
+            Ok(true)
+        }
+        // The session moved on (another client, a mismatch): start afresh.
+        Err(ClientError::Status { status, .. })
+            if status == ::http::StatusCode::NOT_FOUND
+                || status == ::http::StatusCode::RANGE_NOT_SATISFIABLE
+                || status == ::http::StatusCode::BAD_REQUEST =>
+        {
+            resume.forget(repo, &blob.digest);
+            progress.blob_rewind(blob.digest.as_str(), blob.size);
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn push_blob(
     transport: Arc<Transport>,
     members: Arc<Members>,
     repos: Vec<String>,
     blob: Blob,
     progress: Arc<Progress>,
+    resume: Arc<ResumeState>,
 ) -> Result<(), ArchiveError> {
     let mut conn = V2Connection::open(&transport).await?;
     let Some((first, others)) = repos.split_first() else {
         return Ok(());
     };
     if conn.blob_exists(first, &blob.digest).await? {
+        resume.forget(first, &blob.digest);
         progress.blob_done(blob.digest.as_str(), blob.size, "skipped");
+    } else if resume_blob(&mut conn, &members, first, &blob, &progress, &resume).await? {
     } else {
         progress.blob_start(blob.digest.as_str(), blob.size);
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = Counted {
-            inner: blob_reader(&members, &blob).await?,
+            inner: blob_reader(&members, &blob, 0).await?,
             progress: progress.clone(),
             digest: blob.digest.to_string(),
             sent: sent.clone(),
         };
+        let remember = |loc: &str| resume.save(first, &blob.digest, loc);
         match conn
-            .upload_blob(first, None, &blob.digest, blob.size, reader)
+            .upload_blob(first, None, &blob.digest, blob.size, reader, remember)
             .await
         {
-            Ok(Upload::Sent) => progress.blob_done(blob.digest.as_str(), blob.size, "uploaded"),
+            Ok(Upload::Sent) => {
+                resume.forget(first, &blob.digest);
+                progress.blob_done(blob.digest.as_str(), blob.size, "uploaded")
+            }
             Ok(Upload::Mounted) => progress.blob_done(blob.digest.as_str(), blob.size, "mounted"),
             Err(e) => {
                 let n = sent.load(std::sync::atomic::Ordering::Relaxed);
@@ -255,12 +324,12 @@ async fn push_blob(
         }
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let reader = Counted {
-            inner: blob_reader(&members, &blob).await?,
+            inner: blob_reader(&members, &blob, 0).await?,
             progress: progress.clone(),
             digest: blob.digest.to_string(),
             sent: sent.clone(),
         };
-        conn.upload_blob(repo, Some(first), &blob.digest, blob.size, reader)
+        conn.upload_blob(repo, Some(first), &blob.digest, blob.size, reader, |_| {})
             .await?;
     }
     Ok(())
@@ -275,6 +344,7 @@ pub async fn push(
     destinations: &[Destination],
     jobs: usize,
     progress: Arc<Progress>,
+    resume: Arc<ResumeState>,
 ) -> Result<Vec<(ImageRef, Digest)>, ArchiveError> {
     // Distinct blobs, each with the repositories that need it (uploaded
     // once, under the first; mounted into the others).
@@ -299,15 +369,16 @@ pub async fn push(
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks = JoinSet::new();
     for (_, (repos, blob)) in blobs {
-        let (t, m, p, l) = (
+        let (t, m, p, l, r) = (
             transport.clone(),
             members.clone(),
             progress.clone(),
             limit.clone(),
+            resume.clone(),
         );
         tasks.spawn(async move {
             let _permit = l.acquire_owned().await;
-            push_blob(t, m, repos, blob, p).await
+            push_blob(t, m, repos, blob, p, r).await
         });
     }
     while let Some(done) = tasks.join_next().await {

@@ -164,7 +164,9 @@ impl V2Connection {
     /// §1.5): a registry that already holds it for another repository (for
     /// `from`, when access rules need to know which) links it with a 201,
     /// and nothing is sent ([`Upload::Mounted`]); otherwise its 202 session
-    /// is used for the upload, as Docker does.
+    /// is used for the upload, as Docker does. `on_session` learns the
+    /// session's location before any byte is sent, so an interrupted upload
+    /// can be resumed by a later run ([`V2Connection::resume_upload`]).
     pub async fn upload_blob(
         &mut self,
         name: &str,
@@ -172,6 +174,7 @@ impl V2Connection {
         digest: &Digest,
         size: u64,
         reader: impl AsyncRead + Send + 'static,
+        on_session: impl FnOnce(&str),
     ) -> Result<Upload, ClientError> {
         let start = match from {
             Some(f) => format!("/v2/{name}/blobs/uploads/?mount={digest}&from={f}"),
@@ -200,25 +203,88 @@ impl V2Connection {
             return Err(protocol(&what, "201 to a mount without the blob's digest"));
         }
         let loc = loc?;
+        on_session(&loc);
+        self.finish_upload(&loc, 0, digest, size, reader).await?;
+        Ok(Upload::Sent)
+    }
 
-        let what = http::describe(&Method::PATCH, &loc);
-        let body = StreamBody::new(
-            ReaderStream::with_capacity(reader, CHUNK)
-                .map_ok(Frame::data)
-                .map_err(BoxError::from),
-        )
-        .boxed_unsync();
-        let b = Self::request(Method::PATCH, &loc)
-            .map_err(|e| protocol(&what, e.to_string()))?
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .header(header::CONTENT_LENGTH, size);
+    /// Where an upload session stands: `Some(offset)` (bytes the registry
+    /// holds) from `GET <location>` → 204 `Range: 0-<last>`, `None` when the
+    /// session is gone (expired, committed, or another registry).
+    pub async fn upload_offset(&mut self, loc: &str) -> Result<Option<u64>, ClientError> {
+        let what = http::describe(&Method::GET, loc);
+        let b = Self::request(Method::GET, loc).map_err(|e| protocol(&what, e.to_string()))?;
         let resp = self
-            .send(Self::build(b, body).map_err(|e| protocol(&what, e))?)
+            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
             .await?;
-        let loc = location(&resp).map_err(|e| protocol(&what, e));
-        self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
-            .await?;
-        let loc = loc?;
+        let status = resp.status();
+        let range = resp
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.small_body(&what, resp).await?;
+        if status != StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        // `0-<last>`; an empty session also answers `0-0`, so a 1-byte
+        // session reads as 0 here and is simply re-sent from the start.
+        let last = range
+            .as_deref()
+            .and_then(|r| r.trim().trim_start_matches("bytes=").split_once('-'))
+            .and_then(|(_, b)| b.trim().parse::<u64>().ok());
+        Ok(Some(match last {
+            Some(0) | None => 0,
+            Some(n) => n + 1,
+        }))
+    }
+
+    /// Continues an interrupted upload at `offset`: PATCH the rest
+    /// (`reader` yields bytes `offset..size`), then PUT `?digest=`.
+    pub async fn resume_upload(
+        &mut self,
+        loc: &str,
+        offset: u64,
+        digest: &Digest,
+        size: u64,
+        reader: impl AsyncRead + Send + 'static,
+    ) -> Result<(), ClientError> {
+        self.finish_upload(loc, offset, digest, size, reader).await
+    }
+
+    /// PATCH bytes `offset..size` to a session, then commit it with the digest.
+    async fn finish_upload(
+        &mut self,
+        loc: &str,
+        offset: u64,
+        digest: &Digest,
+        size: u64,
+        reader: impl AsyncRead + Send + 'static,
+    ) -> Result<(), ClientError> {
+        let mut loc = loc.to_string();
+        if offset < size || size == 0 {
+            let what = http::describe(&Method::PATCH, &loc);
+            let body = StreamBody::new(
+                ReaderStream::with_capacity(reader, CHUNK)
+                    .map_ok(Frame::data)
+                    .map_err(BoxError::from),
+            )
+            .boxed_unsync();
+            let mut b = Self::request(Method::PATCH, &loc)
+                .map_err(|e| protocol(&what, e.to_string()))?
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_LENGTH, size - offset);
+            if offset > 0 {
+                b = b.header(header::CONTENT_RANGE, format!("{offset}-{}", size - 1));
+            }
+            let resp = self
+                .send(Self::build(b, body).map_err(|e| protocol(&what, e))?)
+                .await?;
+            let next = location(&resp).map_err(|e| protocol(&what, e));
+            self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
+                .await?;
+            loc = next?;
+        }
 
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = format!("{loc}{sep}digest={digest}");
@@ -243,7 +309,7 @@ impl V2Connection {
                 ));
             }
         }
-        Ok(Upload::Sent)
+        Ok(())
     }
 
     /// `PUT /v2/<name>/manifests/<reference>` with the exact bytes.

@@ -16,6 +16,7 @@ use super::progress::{Mode, Progress};
 use super::pull::{self, Output};
 use super::push;
 use super::reference::ImageRef;
+use super::resume::ResumeState;
 use crate::remote::Remote;
 use crate::transport::ssh::SshOptions;
 use crate::transport::Transport;
@@ -507,7 +508,16 @@ async fn push_bytes(
     let (_, imgs) = formats::images(&members)?;
     let dest = push::select(&imgs, target.and_then(ImageRef::parse).as_ref())?;
     let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
-    push::push(local(reg), members, &imgs, &dest, 3, progress.clone()).await?;
+    push::push(
+        local(reg),
+        members,
+        &imgs,
+        &dest,
+        3,
+        progress.clone(),
+        Arc::new(ResumeState::disabled()),
+    )
+    .await?;
     Ok(progress)
 }
 
@@ -630,6 +640,7 @@ async fn one_image_pushed_to_several_repositories_pulls_from_each() {
         &dest,
         2,
         progress.clone(),
+        Arc::new(ResumeState::disabled()),
     )
     .await
     .unwrap();
@@ -648,4 +659,82 @@ async fn one_image_pushed_to_several_repositories_pulls_from_each() {
         let (_, got) = formats::images(&read(std::fs::read(&file).unwrap()).unwrap()).unwrap();
         assert_eq!(got[0].id, cd, "{}", d.to);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_upload_resumes_at_the_registry_offset() {
+    use super::registry::V2Connection;
+    use super::resume::ResumeState;
+    let reg = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let (l0, l1) = (layer(4, 30000), layer(5, 400_000));
+    let (tar, _) = docker_1_10_archive(&l0, &l1);
+    let members = Arc::new(read(tar.clone()).unwrap());
+    let (_, imgs) = formats::images(&members).unwrap();
+    let big = imgs[0].blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    // An earlier run: opened a session, sent 150 000 bytes, then died.
+    let transport = local(reg.path());
+    let mut conn = V2Connection::open(&transport).await.unwrap();
+    let resume = ResumeState::in_dir(state.path());
+    let bytes = member_bytes(
+        &members,
+        match &big.data {
+            formats::BlobData::Member(p) => p,
+            formats::BlobData::Generated(_) => unreachable!("layers are archive members"),
+        },
+    );
+    let sent = 150_000usize;
+    let (rd, mut wr) = tokio::io::duplex(1 << 20);
+    {
+        use tokio::io::AsyncWriteExt;
+        wr.write_all(&bytes[..sent]).await.unwrap();
+    }
+    // The reader then stalls (`wr` stays open): the client is "killed" by
+    // dropping the upload mid-body, as a dying process would.
+    let upload = conn.upload_blob("team/app", None, &big.digest, big.size, rd, |loc| {
+        resume.save("team/app", &big.digest, loc)
+    });
+    let r = tokio::time::timeout(std::time::Duration::from_millis(800), upload).await;
+    assert!(r.is_err(), "the stalled upload cannot have finished");
+    drop(conn);
+    drop(wr);
+    let loc = resume
+        .saved("team/app", &big.digest)
+        .expect("the session was remembered");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut conn = V2Connection::open(&transport).await.unwrap();
+    assert_eq!(conn.upload_offset(&loc).await.unwrap(), Some(sent as u64));
+    // The next run sends only the rest.
+    let dest = push::select(&imgs, ImageRef::parse("team/app:1").as_ref()).unwrap();
+    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
+    push::push(
+        transport,
+        members,
+        &imgs,
+        &dest,
+        2,
+        progress.clone(),
+        Arc::new(resume.clone()),
+    )
+    .await
+    .unwrap();
+    let distinct: std::collections::BTreeMap<_, _> = imgs[0]
+        .blobs
+        .iter()
+        .map(|b| (b.digest.clone(), b.size))
+        .collect();
+    let others: u64 = distinct
+        .iter()
+        .filter(|(d, _)| **d != big.digest)
+        .map(|(_, s)| s)
+        .sum();
+    assert_eq!(
+        progress.bytes_transferred(),
+        others + big.size - sent as u64
+    );
+    assert_eq!(
+        resume.saved("team/app", &big.digest),
+        None,
+        "the finished session is forgotten"
+    );
 }
