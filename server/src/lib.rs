@@ -11,6 +11,7 @@
 //!   ends in [`registry::Registry::serve_connection`].
 //! * [`ssh`] — the russh server: public-key auth, the `docker-registry`
 //!   subsystem, and `registryget`/`registryput` exec requests.
+//! * [`hooks`] — post-push/post-delete hooks and webhooks, fed by audited events.
 //! * [`exec`] — `registryget PATH` / `registryput PATH` command handling,
 //!   shared by the SSH server and stdio mode.
 //! * [`http`] — plain HTTP on loopback for local tools and tests.
@@ -20,6 +21,7 @@
 pub mod access;
 pub mod audit;
 pub mod exec;
+pub mod hooks;
 pub mod http;
 pub mod keys;
 pub mod names;

@@ -110,6 +110,9 @@ struct HttpArgs {
     /// HTTP limits.
     #[command(flatten)]
     limits: berth_server::registry::HttpLimits,
+    /// Webhooks and chained endpoints.
+    #[command(flatten)]
+    roles: berth_server::registry::RoleArgs,
 }
 
 /// Opens a store that must already exist (fsck and gc never create one).
@@ -264,7 +267,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let store = Store::open(&args.root)
                 .with_context(|| format!("opening store {}", args.root.display()))?;
-            let registry = Registry::new(store, args.limits.config());
+            let registry = Registry::new(store, args.roles.apply(args.limits.config()));
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;

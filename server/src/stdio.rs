@@ -38,6 +38,9 @@ pub struct StdioArgs {
     /// HTTP limits.
     #[command(flatten)]
     pub limits: crate::registry::HttpLimits,
+    /// Webhooks and chained endpoints.
+    #[command(flatten)]
+    pub roles: crate::registry::RoleArgs,
 }
 
 /// What the SSH client asked for, from `SSH_ORIGINAL_COMMAND`.
@@ -101,7 +104,12 @@ pub async fn run(args: StdioArgs) -> Result<ExitCode> {
         Some(path) => crate::access::AccessControl::from_file(path)?,
         None => crate::access::AccessControl::open(&[]),
     };
-    let registry = Registry::with_access(store, args.limits.config(), access, args.audit.clone());
+    let registry = Registry::with_access(
+        store,
+        args.roles.apply(args.limits.config()),
+        access,
+        args.audit.clone(),
+    );
     let user = args
         .user
         .or_else(|| std::env::var("USER").ok())

@@ -7,6 +7,7 @@ mod client;
 mod fuzz;
 mod hostile;
 mod resume;
+mod roles;
 mod ssh;
 mod storage;
 mod v1;

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::access::AccessControl;
 use crate::audit::{AuditEvent, AuditLog};
+use crate::hooks::{Notifier, WebhookUrl};
 use crate::store::Store;
 pub use response::{BoxError, ReqBody, RespBody};
 
@@ -84,6 +85,8 @@ pub struct RegistryConfig {
     pub header_timeout: Duration,
     /// `X-Docker-Endpoints` values; empty means "the request's Host".
     pub endpoints: Vec<String>,
+    /// URLs every push and delete event is POSTed to (see [`crate::hooks`]).
+    pub webhooks: Vec<WebhookUrl>,
 }
 
 impl Default for RegistryConfig {
@@ -93,6 +96,32 @@ impl Default for RegistryConfig {
             max_header_bytes: 64 << 10,
             header_timeout: Duration::from_secs(30),
             endpoints: Vec::new(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// Registry roles, as command-line flags shared by every server mode:
+/// webhooks and chained endpoints (docs/roles.md).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RoleArgs {
+    /// POST every push and delete event (distribution's notification
+    /// envelope) to this `http://` URL; repeatable.
+    #[arg(long = "webhook", value_name = "URL", value_parser = WebhookUrl::parse)]
+    pub webhooks: Vec<WebhookUrl>,
+    /// Registry `HOST:PORT` listed in V1 `X-Docker-Endpoints` (servers sharing
+    /// this store); repeatable. Default: the request's Host.
+    #[arg(long = "endpoint", value_name = "HOST:PORT")]
+    pub endpoints: Vec<String>,
+}
+
+impl RoleArgs {
+    /// `config` with these roles.
+    pub fn apply(&self, config: RegistryConfig) -> RegistryConfig {
+        RegistryConfig {
+            endpoints: self.endpoints.clone(),
+            webhooks: self.webhooks.clone(),
+            ..config
         }
     }
 }
@@ -130,6 +159,7 @@ pub struct Registry {
     config: RegistryConfig,
     access: AccessControl,
     audit: Arc<AuditLog>,
+    notifier: Notifier,
 }
 
 impl Registry {
@@ -150,11 +180,13 @@ impl Registry {
         let audit = Arc::new(AuditLog::new(
             audit_path.unwrap_or_else(|| store.paths().berth_dir().join("audit.log")),
         ));
+        let notifier = Notifier::new(store.paths().berth_dir().join("hooks"), &config.webhooks);
         Arc::new(Registry {
             store,
             config,
             access,
             audit,
+            notifier,
         })
     }
 
@@ -163,11 +195,17 @@ impl Registry {
         &self.access
     }
 
-    /// Appends an audit line for a completed write or delete.
+    /// Appends an audit line for a completed write or delete, then hands a
+    /// push or delete to the hooks and webhooks (which run on their own).
     pub async fn audit(&self, who: &Identity, event: AuditEvent) {
-        let who = who.clone();
         let log = self.audit.clone();
-        blocking(move || log.record(&who, &event)).await;
+        let who = who.clone();
+        let (who, event) = blocking(move || {
+            log.record(&who, &event);
+            (who, event)
+        })
+        .await;
+        self.notifier.notify(&who, &event);
     }
 
     /// The store this service answers for.

@@ -1,0 +1,455 @@
+//! What happens after a push or a delete: post-push/post-delete hooks and
+//! webhooks, fed by the same events the audit log records.
+//!
+//! * **Hooks**, like git's: the executables `<root>/_berth/hooks/post-push`
+//!   and `<root>/_berth/hooks/post-delete` run once per pushed tag (V1: after
+//!   the tag PUT; V2: after a manifest PUT to a tag) and per deleted tag or
+//!   repository. The event is one JSON line on stdin, and in `BERTH_*`
+//!   environment variables. They run in a spawned task, so the response never
+//!   waits for them; one running longer than [`HOOK_TIMEOUT`] is killed; a
+//!   failure is logged and never undoes the push.
+//! * **Webhooks** (`--webhook URL`): the same event, wrapped in distribution's
+//!   notification envelope (`{"events":[...]}`, content type
+//!   [`ENVELOPE_MEDIA_TYPE`]), POSTed by one worker per URL with retries and
+//!   exponential backoff. Each URL has a bounded queue: when it is full the
+//!   oldest event is dropped (and logged), so a receiver that is down delays
+//!   and grows nothing. Plain `http://` only (no TLS client is linked in).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use crate::audit::AuditEvent;
+use crate::registry::Identity;
+
+/// How long a hook may run before it is killed.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Content type of a webhook POST (distribution's notification envelope).
+pub const ENVELOPE_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v1+json";
+
+/// `target.mediaType` of a V1 tag event (V2 events carry the manifest digest).
+const V1_IMAGE_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
+
+/// Events waiting per webhook URL; beyond this the oldest is dropped.
+pub const WEBHOOK_QUEUE: usize = 1000;
+
+/// Attempts per webhook event (the first try plus retries).
+const WEBHOOK_ATTEMPTS: u32 = 5;
+
+/// Delay before the first retry; doubled for each further one.
+const WEBHOOK_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Connect + request + response time allowed per webhook attempt.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether an event is a push or a delete, and so which hook it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A tag was set (V1 tag PUT, V2 manifest PUT to a tag).
+    Push,
+    /// A tag or a whole repository was deleted.
+    Delete,
+}
+
+impl Action {
+    /// The action of an audited operation, if it is one hooks see.
+    pub fn of(event: &AuditEvent) -> Option<Action> {
+        match event.op {
+            "tag.put" => Some(Action::Push),
+            "manifest.put" if event.tag.is_some() => Some(Action::Push),
+            "tag.delete" | "repository.delete" => Some(Action::Delete),
+            _ => None,
+        }
+    }
+
+    /// `push` / `delete`, as in distribution's events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Push => "push",
+            Action::Delete => "delete",
+        }
+    }
+
+    /// The hook file name.
+    pub fn hook_name(self) -> &'static str {
+        match self {
+            Action::Push => "post-push",
+            Action::Delete => "post-delete",
+        }
+    }
+}
+
+/// A webhook target: `http://host[:port][/path]`.
+#[derive(Debug, Clone)]
+pub struct WebhookUrl {
+    url: String,
+    authority: String,
+    host_port: String,
+    path: String,
+}
+
+impl WebhookUrl {
+    /// Parses and checks a `--webhook` value.
+    pub fn parse(url: &str) -> Result<WebhookUrl, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("webhook URL {url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "webhook URL {url:?}: https is not supported (no TLS client); use http, e.g. to a local relay"
+                ))
+            }
+            _ => return Err(format!("webhook URL {url:?}: must start with http://")),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("webhook URL {url:?}: no host"))?;
+        let host_port = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".to_string());
+        Ok(WebhookUrl {
+            url: url.to_string(),
+            authority: authority.to_string(),
+            host_port,
+            path,
+        })
+    }
+}
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Runs hooks and queues webhook deliveries for a registry's events.
+#[derive(Debug)]
+pub struct Notifier {
+    hooks_dir: PathBuf,
+    webhooks: Vec<Arc<Webhook>>,
+    /// Identifies this server process in events (`source.instanceID`).
+    instance: String,
+}
+
+impl Notifier {
+    /// Hooks from `hooks_dir`; events also POSTed to each webhook.
+    pub fn new(hooks_dir: PathBuf, webhooks: &[WebhookUrl]) -> Notifier {
+        Notifier {
+            hooks_dir,
+            webhooks: webhooks
+                .iter()
+                .map(|url| {
+                    Arc::new(Webhook {
+                        url: url.clone(),
+                        queue: Mutex::new(VecDeque::new()),
+                        ready: Notify::new(),
+                        worker: OnceLock::new(),
+                    })
+                })
+                .collect(),
+            instance: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    /// Hands an audited event to the hooks and webhooks, without waiting for
+    /// either. Operations hooks do not see are ignored.
+    pub fn notify(&self, who: &Identity, event: &AuditEvent) {
+        let Some(action) = Action::of(event) else {
+            return;
+        };
+        let body = self.event_json(action, who, event);
+        let hook = self.hooks_dir.join(action.hook_name());
+        if is_executable(&hook) {
+            let env = hook_env(who, event);
+            let body = body.clone();
+            tokio::spawn(run_hook(hook, body, env));
+        }
+        for webhook in &self.webhooks {
+            webhook.enqueue(body.clone());
+        }
+    }
+
+    /// One event in distribution's shape, with berth's own fields under `berth`.
+    fn event_json(&self, action: Action, who: &Identity, event: &AuditEvent) -> Value {
+        let now = SystemTime::now();
+        let mut target = serde_json::Map::new();
+        if event.op == "tag.put" {
+            target.insert("mediaType".into(), json!(V1_IMAGE_MEDIA_TYPE));
+        }
+        if let Some(d) = &event.digest {
+            target.insert("digest".into(), json!(d));
+        }
+        if let Some(r) = &event.repository {
+            target.insert("repository".into(), json!(r));
+        }
+        if let Some(t) = &event.tag {
+            target.insert("tag".into(), json!(t));
+        }
+        json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "timestamp": rfc3339(now),
+            "action": action.as_str(),
+            "target": target,
+            "request": {
+                "addr": who.client,
+                "method": if action == Action::Push { "PUT" } else { "DELETE" },
+            },
+            "actor": { "name": who.user },
+            "source": { "instanceID": self.instance },
+            "berth": {
+                "op": event.op,
+                "user": who.user,
+                "key": who.key_fingerprint,
+                "image": event.image,
+            },
+        })
+    }
+}
+
+/// Environment of a hook run.
+fn hook_env(who: &Identity, event: &AuditEvent) -> Vec<(&'static str, String)> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    vec![
+        ("BERTH_OP", event.op.to_string()),
+        ("BERTH_USER", who.user.clone()),
+        ("BERTH_KEY", opt(&who.key_fingerprint)),
+        ("BERTH_REPOSITORY", opt(&event.repository)),
+        ("BERTH_TAG", opt(&event.tag)),
+        ("BERTH_DIGEST", opt(&event.digest)),
+        ("BERTH_IMAGE", opt(&event.image)),
+    ]
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs one hook to completion (or [`HOOK_TIMEOUT`]), logging any failure.
+async fn run_hook(hook: PathBuf, event: Value, env: Vec<(&'static str, String)>) {
+    let mut line = serde_json::to_vec(&event).unwrap_or_default();
+    line.push(b'\n');
+    let mut cmd = tokio::process::Command::new(&hook);
+    cmd.envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = hook.parent() {
+        cmd.current_dir(dir);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(hook = %hook.display(), error = %e, "cannot start hook");
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that ignores its stdin closes the pipe early: not an error.
+        let _ = stdin.write_all(&line).await;
+    }
+    match tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            tracing::debug!(hook = %hook.display(), "hook ran");
+        }
+        Ok(Ok(out)) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            tracing::warn!(hook = %hook.display(), status = %out.status, stderr = %stderr.trim(), "hook failed (the operation stands)");
+        }
+        Ok(Err(e)) => {
+            tracing::error!(hook = %hook.display(), error = %e, "waiting for hook");
+        }
+        Err(_) => {
+            // Dropping the wait future killed the child (kill_on_drop).
+            tracing::warn!(hook = %hook.display(), timeout_s = HOOK_TIMEOUT.as_secs(), "hook timed out and was killed");
+        }
+    }
+}
+
+/// One webhook URL: its bounded queue and its delivery worker.
+#[derive(Debug)]
+struct Webhook {
+    url: WebhookUrl,
+    queue: Mutex<VecDeque<Value>>,
+    ready: Notify,
+    /// Set when the worker task is started (on the first event).
+    worker: OnceLock<()>,
+}
+
+impl Webhook {
+    fn enqueue(self: &Arc<Self>, event: Value) {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= WEBHOOK_QUEUE {
+                if let Some(old) = q.pop_front() {
+                    tracing::warn!(webhook = %self.url, dropped = %old["id"], "webhook queue full; dropped the oldest event");
+                }
+            }
+            q.push_back(event);
+        }
+        self.worker.get_or_init(|| {
+            let me = self.clone();
+            tokio::spawn(async move { me.deliver_forever().await });
+        });
+        self.ready.notify_one();
+    }
+
+    async fn deliver_forever(self: Arc<Self>) {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            let Some(event) = next else {
+                self.ready.notified().await;
+                continue;
+            };
+            let body =
+                Bytes::from(serde_json::to_vec(&json!({ "events": [event] })).unwrap_or_default());
+            let mut delay = WEBHOOK_BACKOFF;
+            for attempt in 1..=WEBHOOK_ATTEMPTS {
+                let result = tokio::time::timeout(WEBHOOK_TIMEOUT, self.post(body.clone())).await;
+                let error = match result {
+                    Ok(Ok(status)) if status.is_success() => break,
+                    Ok(Ok(status)) => format!("answered {status}"),
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("no answer within {WEBHOOK_TIMEOUT:?}"),
+                };
+                if attempt == WEBHOOK_ATTEMPTS {
+                    tracing::error!(webhook = %self.url, id = %event["id"], error = %error, "webhook delivery failed; event dropped");
+                    break;
+                }
+                tracing::warn!(webhook = %self.url, attempt, error = %error, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+
+    /// One POST on a fresh connection.
+    async fn post(&self, body: Bytes) -> Result<hyper::StatusCode, String> {
+        let stream = tokio::net::TcpStream::connect(&self.url.host_port)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", self.url.host_port))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::post(self.url.path.as_str())
+            .header(hyper::header::HOST, self.url.authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, ENVELOPE_MEDIA_TYPE)
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("berth/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        // Read (and discard) the answer so the receiver sees a clean exchange.
+        let _ = resp.into_body().collect().await;
+        Ok(status)
+    }
+}
+
+/// `2006-01-02T15:04:05Z` for a time (UTC, whole seconds).
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        let at = |s: u64| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_767_225_599), "2025-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn actions_of_ops() {
+        let ev = |op: &'static str, tag: Option<&str>| AuditEvent {
+            op,
+            tag: tag.map(str::to_string),
+            ..Default::default()
+        };
+        assert_eq!(Action::of(&ev("tag.put", Some("1"))), Some(Action::Push));
+        assert_eq!(
+            Action::of(&ev("manifest.put", Some("1"))),
+            Some(Action::Push)
+        );
+        assert_eq!(Action::of(&ev("manifest.put", None)), None);
+        assert_eq!(Action::of(&ev("blob.upload", None)), None);
+        assert_eq!(
+            Action::of(&ev("tag.delete", Some("1"))),
+            Some(Action::Delete)
+        );
+        assert_eq!(
+            Action::of(&ev("repository.delete", None)),
+            Some(Action::Delete)
+        );
+    }
+
+    #[test]
+    fn webhook_urls() {
+        let u = WebhookUrl::parse("http://127.0.0.1:9000/hook?x=1").unwrap();
+        assert_eq!(u.host_port, "127.0.0.1:9000");
+        assert_eq!(u.path, "/hook?x=1");
+        assert_eq!(
+            WebhookUrl::parse("http://example.org").unwrap().host_port,
+            "example.org:80"
+        );
+        assert!(WebhookUrl::parse("https://example.org/").is_err());
+        assert!(WebhookUrl::parse("ftp://example.org/").is_err());
+    }
+}

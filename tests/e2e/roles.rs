@@ -1,0 +1,296 @@
+//! Registry roles (issue 8): post-push/post-delete hooks, webhooks, chained
+//! endpoints and `berth sync`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use berth_tests::*;
+use serde_json::Value;
+
+/// `berth-server http` on `root` with extra flags.
+fn http_server(root: &Path, extra: &[&str]) -> HttpServer {
+    let mut cmd = Command::new(bin("berth-server"));
+    cmd.args([
+        "http",
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        "tester",
+        "--root",
+    ])
+    .arg(root)
+    .args(extra);
+    let (proc, line) = spawn_until_line(cmd, "http on", "berth-server http");
+    HttpServer {
+        proc,
+        addr: addr_in(&line),
+    }
+}
+
+/// Writes an executable shell script.
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A webhook receiver on loopback: answers 200 to every POST and sends
+/// (content type, body) down the channel.
+fn webhook_receiver() -> (SocketAddr, mpsc::Receiver<(String, Vec<u8>)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream.try_clone().unwrap());
+                let mut w = stream;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    let mut ctype = String::new();
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (k, v) = h.split_once(':').unwrap();
+                        match k.to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap(),
+                            "content-type" => ctype = v.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .unwrap();
+                    if tx.send((ctype, body)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Reads a JSON-lines file (missing: empty).
+fn json_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Waits until `f` holds (10 s at most).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// (repository, tag) of an event, for comparisons.
+fn target(e: &Value) -> (String, String) {
+    (
+        e["target"]["repository"].as_str().unwrap().to_string(),
+        e["target"]["tag"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn hooks_and_webhooks_see_one_event_per_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let hooks = root.join("_berth/hooks");
+    let pushes = dir.path().join("pushes.jsonl");
+    let deletes = dir.path().join("deletes.jsonl");
+    let env_log = dir.path().join("env.log");
+    script(
+        &hooks.join("post-push"),
+        &format!(
+            "cat >> '{}'\necho \"$BERTH_OP|$BERTH_USER|$BERTH_REPOSITORY|$BERTH_TAG|$BERTH_DIGEST|$BERTH_IMAGE\" >> '{}'",
+            pushes.display(),
+            env_log.display()
+        ),
+    );
+    script(
+        &hooks.join("post-delete"),
+        &format!("cat >> '{}'", deletes.display()),
+    );
+    let (hook_addr, received) = webhook_receiver();
+    let url = format!("http://{hook_addr}/events");
+    let server = http_server(
+        &root,
+        &[
+            "--webhook",
+            &url,
+            "--endpoint",
+            "reg1.example:5000",
+            "--endpoint",
+            "reg2.example:5000",
+        ],
+    );
+    let mut c = tcp_conn(server.addr);
+
+    // Chained endpoints are what V1 clients are sent to.
+    let r = c.request(
+        "PUT",
+        "/v1/repositories/team/chained/",
+        &[("X-Docker-Token", "true")],
+        ReqBody::Sized(b"[]"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-docker-endpoints"),
+        Some("reg1.example:5000, reg2.example:5000")
+    );
+
+    let layers = vec![random_bytes(20_000, 81)];
+    let d1 = v2_push(&mut c, "team/app", "1", &layers);
+    let d2 = v2_push(&mut c, "team/app", "2", &layers);
+    assert_eq!(d1, d2);
+    let img = V1Image::chain(82, 2, 10_000);
+    v1_push(&mut c, "team/old", "latest", &img);
+    let r = c.request("DELETE", "/v2/team/app/manifests/2", &[], ReqBody::None);
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    let mut hooked = Vec::new();
+    eventually("the webhook events", || {
+        while let Ok(e) = received.try_recv() {
+            hooked.push(e);
+        }
+        hooked.len() >= 4
+    });
+    eventually("the hook runs", || {
+        json_lines(&pushes).len() >= 3 && !json_lines(&deletes).is_empty()
+    });
+    // Nothing more arrives: exactly one event per tag.
+    std::thread::sleep(Duration::from_millis(700));
+    while let Ok(e) = received.try_recv() {
+        hooked.push(e);
+    }
+
+    let pushed = json_lines(&pushes);
+    let mut got: Vec<_> = pushed.iter().map(target).collect();
+    got.sort();
+    let want = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(r, t)| (r.to_string(), t.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        got,
+        want(&[("team/app", "1"), ("team/app", "2"), ("team/old", "latest")])
+    );
+    for e in &pushed {
+        assert_eq!(e["action"], "push");
+        assert_eq!(e["actor"]["name"], "tester");
+        if e["target"]["repository"] == "team/app" {
+            assert_eq!(e["target"]["digest"], d1.as_str());
+        } else {
+            assert_eq!(e["berth"]["image"], img.ids[1].as_str());
+        }
+    }
+    let deleted = json_lines(&deletes);
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["action"], "delete");
+    assert_eq!(target(&deleted[0]), ("team/app".into(), "2".into()));
+
+    let mut env_lines: Vec<String> = std::fs::read_to_string(&env_log)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    env_lines.sort();
+    // V2 events also name the V1 image the manifest was projected to.
+    assert_eq!(env_lines.len(), 3, "{env_lines:?}");
+    assert!(env_lines[0].starts_with(&format!("manifest.put|tester|team/app|1|{d1}|")));
+    assert!(env_lines[1].starts_with(&format!("manifest.put|tester|team/app|2|{d1}|")));
+    assert_eq!(
+        env_lines[2],
+        format!("tag.put|tester|team/old|latest||{}", img.ids[1])
+    );
+
+    assert_eq!(hooked.len(), 4, "one webhook event per push or delete");
+    let mut actions = Vec::new();
+    for (ctype, body) in &hooked {
+        assert_eq!(ctype, "application/vnd.docker.distribution.events.v1+json");
+        let envelope: Value = serde_json::from_slice(body).unwrap();
+        let events = envelope["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert!(e["id"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(e["timestamp"].as_str().is_some_and(|s| s.ends_with('Z')));
+        assert_eq!(e["actor"]["name"], "tester");
+        let (repo, tag) = target(e);
+        actions.push(format!("{} {repo}:{tag}", e["action"].as_str().unwrap()));
+    }
+    actions.sort();
+    assert_eq!(
+        actions,
+        vec![
+            "delete team/app:2",
+            "push team/app:1",
+            "push team/app:2",
+            "push team/old:latest"
+        ]
+    );
+}
+
+#[test]
+fn a_down_receiver_and_a_slow_hook_delay_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ran = dir.path().join("ran");
+    // A hook that takes far longer than any push may.
+    script(
+        &root.join("_berth/hooks/post-push"),
+        &format!("echo x >> '{}'\nexec sleep 20", ran.display()),
+    );
+    // One receiver accepts connections but never answers; another port refuses.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = free_port();
+    let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+    let refused_url = format!("http://127.0.0.1:{refused}/");
+    let server = http_server(
+        &root,
+        &["--webhook", &silent_url, "--webhook", &refused_url],
+    );
+    let mut c = tcp_conn(server.addr);
+    let layers = vec![random_bytes(10_000, 83)];
+    let start = Instant::now();
+    for tag in ["a", "b", "c", "d"] {
+        v2_push(&mut c, "team/slow", tag, &layers);
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "pushes took {elapsed:?} with a down webhook receiver and a slow hook"
+    );
+    eventually("the hooks to start", || {
+        std::fs::read_to_string(&ran)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            == 4
+    });
+    // The tags are there whatever the hooks and webhooks do.
+    let r = c.request("GET", "/v2/team/slow/tags/list", &[], ReqBody::None);
+    assert_eq!(r.json()["tags"], serde_json::json!(["a", "b", "c", "d"]));
+}
