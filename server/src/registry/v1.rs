@@ -93,6 +93,17 @@ pub async fn handle(
 
 type V1Result = Result<Response<RespBody>, Response<RespBody>>;
 
+/// Runs store work on the blocking pool and turns a store error into the V1
+/// answer: the one place handlers meet the store.
+async fn on_store<T, F>(reg: &Registry, f: F) -> Result<T, Response<RespBody>>
+where
+    F: FnOnce(crate::store::Store) -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    let store = reg.store().clone();
+    blocking(move || f(store)).await.map_err(store_error)
+}
+
 /// The V1 answer to a denied request: 401 (with `WWW-Authenticate: Token`)
 /// for keyless clients, 403 for authenticated ones.
 pub(crate) fn denied(d: Denied) -> Response<RespBody> {
@@ -275,15 +286,13 @@ fn cacheable(mut r: Response<RespBody>) -> Response<RespBody> {
 /// `GET /v1/images/<id>/json`: 200 verbatim, with `X-Docker-Size` and
 /// `X-Docker-Checksum-Payload`; 404 missing; 400 being uploaded.
 async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
-    let store = reg.store().clone();
-    let (json, size, sums) = blocking(move || {
+    let (json, size, sums) = on_store(reg, move |store| {
         let json = store.image_json(&id)?;
         let size = store.image_layer_size(&id)?;
         let sums = store.stored_checksums(&id)?;
         Ok::<_, StoreError>((json, size, sums))
     })
-    .await
-    .map_err(store_error)?;
+    .await?;
     let mut r = cacheable(response::json_bytes(StatusCode::OK, json));
     if let Some(size) = size {
         set_header(r.headers_mut(), "x-docker-size", &size.to_string());
@@ -299,11 +308,8 @@ async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
 /// `PUT /v1/images/<id>/json`: 200; 400 invalid/missing parent; 409 exists.
 async fn put_image_json(reg: &Registry, id: ImageId, body: ReqBody, who: &Identity) -> V1Result {
     let body = read_small_body(reg, body).await?;
-    let store = reg.store().clone();
     let id2 = id.clone();
-    blocking(move || store.put_image_json(&id2, &body))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.put_image_json(&id2, &body)).await?;
     tracing::info!(user = %who.user, image = %id, "image json stored");
     reg.audit(
         who,
@@ -319,10 +325,7 @@ async fn put_image_json(reg: &Registry, id: ImageId, body: ReqBody, who: &Identi
 
 /// `GET /v1/images/<id>/layer`: streamed, ranges honoured.
 async fn get_image_layer(reg: &Registry, id: ImageId, req: &Parts) -> V1Result {
-    let store = reg.store().clone();
-    let (file, size) = blocking(move || store.open_image_layer(&id))
-        .await
-        .map_err(store_error)?;
+    let (file, size) = on_store(reg, move |store| store.open_image_layer(&id)).await?;
     let head = req.method == Method::HEAD;
     let r = response::file_response(file, size, req.headers.get(header::RANGE), head)
         .await
@@ -352,10 +355,7 @@ async fn put_image_layer(reg: &Registry, id: ImageId, body: ReqBody, who: &Ident
 
 /// `GET /v1/images/<id>/ancestry`: the stored list, self first.
 async fn get_ancestry(reg: &Registry, id: ImageId) -> V1Result {
-    let store = reg.store().clone();
-    let bytes = blocking(move || store.image_ancestry(&id))
-        .await
-        .map_err(store_error)?;
+    let bytes = on_store(reg, move |store| store.image_ancestry(&id)).await?;
     Ok(cacheable(response::json_bytes(StatusCode::OK, bytes)))
 }
 
@@ -375,11 +375,8 @@ async fn put_checksum(reg: &Registry, id: ImageId, req: &Parts, who: &Identity) 
             "Missing Image's checksum",
         ));
     }
-    let store = reg.store().clone();
     let id2 = id.clone();
-    blocking(move || store.put_image_checksum(&id2, &payload))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.put_image_checksum(&id2, &payload)).await?;
     tracing::info!(user = %who.user, image = %id, "image published");
     reg.audit(
         who,
@@ -396,18 +393,12 @@ async fn put_checksum(reg: &Registry, id: ImageId, req: &Parts, who: &Identity) 
 // ---- tags -----------------------------------------------------------------
 
 async fn get_tags(reg: &Registry, repo: RepoName) -> V1Result {
-    let store = reg.store().clone();
-    let tags = blocking(move || store.list_tags(&repo))
-        .await
-        .map_err(store_error)?;
+    let tags = on_store(reg, move |store| store.list_tags(&repo)).await?;
     Ok(no_cache(response::json(StatusCode::OK, &json!(tags))))
 }
 
 async fn get_tag(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
-    let store = reg.store().clone();
-    let id = blocking(move || store.get_tag(&repo, &tag))
-        .await
-        .map_err(store_error)?;
+    let id = on_store(reg, move |store| store.get_tag(&repo, &tag)).await?;
     Ok(no_cache(response::json(
         StatusCode::OK,
         &json!(id.as_str()),
@@ -431,12 +422,9 @@ async fn put_tag(
     };
     let id = ImageId::parse(&id).map_err(|_| v1_error(StatusCode::NOT_FOUND, "Image not found"))?;
     require_image_readable_or_own(reg, who, &repo, &id).await?;
-    let store = reg.store().clone();
     let (r2, t2, i2) = (repo.clone(), tag.clone(), id.clone());
     let meta = serde_json::to_vec(&meta).unwrap_or_default();
-    blocking(move || store.put_tag(&r2, &t2, &i2, &meta))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.put_tag(&r2, &t2, &i2, &meta)).await?;
     tracing::info!(user = %who.user, repository = %repo, tag = %tag, image = %id, "tag set");
     reg.audit(
         who,
@@ -453,11 +441,8 @@ async fn put_tag(
 }
 
 async fn delete_tag(reg: &Registry, repo: RepoName, tag: Tag, who: &Identity) -> V1Result {
-    let store = reg.store().clone();
     let (r2, t2) = (repo.clone(), tag.clone());
-    blocking(move || store.delete_tag(&r2, &t2))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.delete_tag(&r2, &t2)).await?;
     tracing::info!(user = %who.user, repository = %repo, tag = %tag, "tag deleted");
     reg.audit(
         who,
@@ -479,13 +464,11 @@ fn default_tag_metadata() -> Value {
 }
 
 async fn get_tag_json(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
-    let store = reg.store().clone();
-    let meta = blocking(move || {
+    let meta = on_store(reg, move |store| {
         store.get_tag(&repo, &tag)?;
         Ok::<_, StoreError>(store.tag_json(&repo, &tag)?)
     })
-    .await
-    .map_err(store_error)?;
+    .await?;
     Ok(no_cache(match meta {
         Some(bytes) => response::json_bytes(StatusCode::OK, bytes),
         None => response::json(StatusCode::OK, &default_tag_metadata()),
@@ -493,15 +476,13 @@ async fn get_tag_json(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
 }
 
 async fn get_repo_json(reg: &Registry, repo: RepoName) -> V1Result {
-    let store = reg.store().clone();
-    let meta = blocking(move || {
+    let meta = on_store(reg, move |store| {
         if !store.repo_exists(&repo) {
             return Err(StoreError::NotFound("Repository not found".into()));
         }
         Ok(store.repo_json(&repo)?)
     })
-    .await
-    .map_err(store_error)?;
+    .await?;
     Ok(no_cache(match meta {
         Some(bytes) => response::json_bytes(StatusCode::OK, bytes),
         None => response::json(StatusCode::OK, &default_tag_metadata()),
@@ -590,11 +571,8 @@ async fn put_repository(
     } else {
         image_list(&body)?
     };
-    let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.merge_index_images(&r2, &items))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.merge_index_images(&r2, &items)).await?;
     tracing::info!(user = %who.user, repository = %repo, "repository index updated");
     reg.audit(
         who,
@@ -636,11 +614,8 @@ async fn put_repo_images(
     } else {
         image_list(&body)?
     };
-    let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.merge_index_images(&r2, &items))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.merge_index_images(&r2, &items)).await?;
     tracing::info!(user = %who.user, repository = %repo, "repository images recorded");
     reg.audit(
         who,
@@ -656,11 +631,8 @@ async fn put_repo_images(
 
 /// `GET /v1/repositories/<r>/images`: the index list (start of a pull).
 async fn get_repo_images(reg: &Registry, repo: RepoName, req: &Parts) -> V1Result {
-    let store = reg.store().clone();
     let r2 = repo.clone();
-    let items = blocking(move || store.index_images(&r2))
-        .await
-        .map_err(store_error)?;
+    let items = on_store(reg, move |store| store.index_images(&r2)).await?;
     let r = no_cache(response::json(StatusCode::OK, &Value::Array(items)));
     Ok(index_headers(r, reg, &repo, req, "read"))
 }
@@ -668,11 +640,8 @@ async fn get_repo_images(reg: &Registry, repo: RepoName, req: &Parts) -> V1Resul
 /// `DELETE /v1/repositories/<r>/` (and `.../tags`): removes every tag and the
 /// repository's records; images are kept for garbage collection.
 async fn delete_repository(reg: &Registry, repo: RepoName, who: &Identity) -> V1Result {
-    let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.delete_repository(&r2))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.delete_repository(&r2)).await?;
     tracing::info!(user = %who.user, repository = %repo, "repository deleted");
     reg.audit(
         who,
@@ -687,15 +656,13 @@ async fn delete_repository(reg: &Registry, repo: RepoName, who: &Identity) -> V1
 }
 
 async fn get_properties(reg: &Registry, repo: RepoName) -> V1Result {
-    let store = reg.store().clone();
-    let private = blocking(move || {
+    let private = on_store(reg, move |store| {
         if !store.repo_exists(&repo) {
             return Err(StoreError::NotFound("Repository not found".into()));
         }
         Ok(store.is_private(&repo))
     })
-    .await
-    .map_err(store_error)?;
+    .await?;
     let access = if private { "private" } else { "public" };
     Ok(no_cache(response::json(
         StatusCode::OK,
@@ -718,11 +685,8 @@ async fn put_properties(reg: &Registry, repo: RepoName, body: ReqBody, who: &Ide
             ))
         }
     };
-    let store = reg.store().clone();
     let r2 = repo.clone();
-    blocking(move || store.set_private(&r2, private))
-        .await
-        .map_err(store_error)?;
+    on_store(reg, move |store| store.set_private(&r2, private)).await?;
     tracing::info!(user = %who.user, repository = %repo, private, "repository properties set");
     reg.audit(
         who,
