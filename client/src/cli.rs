@@ -271,6 +271,8 @@ pub enum Command {
     Push(crate::archive::PushArgs),
     /// Pull an image into a `docker load` archive (file or stdout).
     Pull(crate::archive::PullArgs),
+    /// Copy repositories between two registries (only missing blobs; digests kept).
+    Sync(crate::sync::SyncArgs),
 }
 
 /// Runs one `berth` command.
@@ -281,6 +283,7 @@ pub async fn run(cmd: Command) -> Result<(), ClientError> {
         Command::Shim(a) => shim(a).await,
         Command::Push(a) => crate::archive::push_command(a).await,
         Command::Pull(a) => crate::archive::pull_command(a).await,
+        Command::Sync(a) => crate::sync::sync_command(a).await,
         Command::Ls(a) => {
             let t = a.ssh.transport(&a.registry)?;
             print_names(catalog::list(&t).await?, a.json).await
@@ -341,7 +344,7 @@ async fn print_names(names: Vec<String>, json: bool) -> Result<(), ClientError> 
     write_stdout(text.as_bytes()).await
 }
 
-async fn write_stdout(data: &[u8]) -> Result<(), ClientError> {
+pub(crate) async fn write_stdout(data: &[u8]) -> Result<(), ClientError> {
     let mut out = tokio::io::stdout();
     let io = |source| ClientError::Io {
         what: "writing to stdout".to_string(),

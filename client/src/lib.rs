@@ -11,6 +11,7 @@
 //!   ([`transport::ssh`]) or a spawned OpenSSH ([`transport::command`]).
 //! * [`http`] — an HTTP/1.1 client over one stream, bodies streamed.
 //! * [`catalog`] — `ls`, `tags`, `rm`, `search` over the V1 API.
+//! * [`sync`] — `berth sync`: copies repositories between two registries.
 //! * [`shim`] — loopback TCP connections piped to registry streams.
 //! * [`cli`] — the clap definitions and command bodies shared by the
 //!   `berth`, `registryget` and `registryput` binaries.
@@ -24,4 +25,5 @@ pub mod error;
 pub mod http;
 pub mod remote;
 pub mod shim;
+pub mod sync;
 pub mod transport;

@@ -294,3 +294,168 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
     let r = c.request("GET", "/v2/team/slow/tags/list", &[], ReqBody::None);
     assert_eq!(r.json()["tags"], serde_json::json!(["a", "b", "c", "d"]));
 }
+
+// ---- berth sync ------------------------------------------------------------------
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Every (repository, tag, manifest digest, manifest bytes) a store serves.
+fn manifests_of(root: &Path) -> Vec<(String, String, String, Vec<u8>)> {
+    let server = HttpServer::start(root);
+    let mut c = tcp_conn(server.addr);
+    let repos = c.request("GET", "/v2/_catalog", &[], ReqBody::None).json();
+    let mut out = Vec::new();
+    for repo in repos["repositories"].as_array().unwrap() {
+        let repo = repo.as_str().unwrap();
+        let tags = c
+            .request("GET", &format!("/v2/{repo}/tags/list"), &[], ReqBody::None)
+            .json();
+        for tag in tags["tags"].as_array().unwrap() {
+            let tag = tag.as_str().unwrap();
+            let r = c.request(
+                "GET",
+                &format!("/v2/{repo}/manifests/{tag}"),
+                &[("Accept", ACCEPT)],
+                ReqBody::None,
+            );
+            assert_eq!(r.status, 200, "{repo}:{tag}: {}", r.text());
+            let digest = r.header("docker-content-digest").unwrap().to_string();
+            assert_eq!(digest, format!("sha256:{}", sha256_hex(&r.body)));
+            out.push((repo.to_string(), tag.to_string(), digest, r.body));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs `berth sync --json` and returns its report.
+fn berth_sync(ssh_flags: &[String], src: &str, dst: &str, refs: &[&str]) -> Value {
+    let out = run_ok(
+        Command::new(bin("berth"))
+            .arg("sync")
+            .args(ssh_flags)
+            .arg("--json")
+            .args([src, dst])
+            .args(refs),
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn sync_between_ssh_and_directories_preserves_digests_and_sends_only_whats_missing() {
+    if !require_tool("ssh-keygen", "openssh-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    let c = dir.path().join("c");
+    let d = dir.path().join("d");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+
+    // Source content: two tags sharing a layer, a V1 image, and an index.
+    {
+        let server = HttpServer::start(&a);
+        let mut conn = tcp_conn(server.addr);
+        let shared = random_bytes(30_000, 91);
+        v2_push(&mut conn, "team/app", "1", std::slice::from_ref(&shared));
+        v2_push(
+            &mut conn,
+            "team/app",
+            "2",
+            &[shared, random_bytes(20_000, 92)],
+        );
+        let child = v2_push(&mut conn, "team/multi", "amd64", &[random_bytes(5_000, 93)]);
+        let child_size = conn
+            .request(
+                "GET",
+                &format!("/v2/team/multi/manifests/{child}"),
+                &[("Accept", ACCEPT)],
+                ReqBody::None,
+            )
+            .body
+            .len();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": child, "size": child_size,
+                "platform": {"architecture": "amd64", "os": "linux"}}],
+        }))
+        .unwrap();
+        let r = conn.request(
+            "PUT",
+            "/v2/team/multi/manifests/latest",
+            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+            ReqBody::Sized(&index),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        v1_push(&mut conn, "team/old", "v1", &V1Image::chain(94, 2, 8_000));
+    }
+    let source = manifests_of(&a);
+    assert_eq!(
+        source.len(),
+        5,
+        "{:?}",
+        source.iter().map(|m| (&m.0, &m.1)).collect::<Vec<_>>()
+    );
+
+    let key = ClientKey::generate(&state, "alice");
+    let authorized = state.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&key]);
+    let server = SshServer::start(&b, &authorized, &state, &[]);
+    let known_hosts = state.join("known_hosts");
+    std::fs::write(&known_hosts, format!("{}\n", server.known_hosts_line())).unwrap();
+    let flags = vec![
+        "--identity".to_string(),
+        key.private.display().to_string(),
+        "--known-hosts".to_string(),
+        known_hosts.display().to_string(),
+    ];
+    let ssh = format!("ssh://127.0.0.1:{}", server.port());
+    let (a_s, c_s, d_s) = (
+        a.display().to_string(),
+        c.display().to_string(),
+        d.display().to_string(),
+    );
+
+    // dir -> ssh
+    let first = berth_sync(&flags, &a_s, &ssh, &[]);
+    assert_eq!(first["tags"], 5);
+    assert_eq!(first["tags_unchanged"], 0);
+    assert!(first["blobs_sent"].as_u64().unwrap() >= 6, "{first}");
+    let before = snapshot(&b);
+    let again = berth_sync(&flags, &a_s, &ssh, &[]);
+    assert_eq!(again["tags_unchanged"], 5, "{again}");
+    assert_eq!(again["manifests_sent"], 0);
+    assert_eq!(again["blobs_sent"], 0);
+    assert_eq!(again["bytes_sent"], 0);
+    assert_eq!(
+        snapshot(&b),
+        before,
+        "a second sync changed the destination"
+    );
+
+    // ssh -> dir
+    let back = berth_sync(&flags, &ssh, &c_s, &[]);
+    assert_eq!(back["tags"], 5);
+    assert_eq!(berth_sync(&flags, &ssh, &c_s, &[])["blobs_sent"], 0);
+    drop(server);
+    assert_eq!(manifests_of(&b), source, "dir -> ssh changed a manifest");
+    assert_eq!(manifests_of(&c), source, "ssh -> dir changed a manifest");
+
+    // Named references: one tag, and one whole repository.
+    let some = berth_sync(&flags, &c_s, &d_s, &["team/app:2", "team/multi"]);
+    assert_eq!(some["tags"], 3, "{some}");
+    let got: Vec<_> = manifests_of(&d)
+        .into_iter()
+        .map(|(r, t, dg, _)| (r, t, dg))
+        .collect();
+    let want: Vec<_> = source
+        .iter()
+        .filter(|(r, t, _, _)| r == "team/multi" || (r == "team/app" && t == "2"))
+        .map(|(r, t, dg, _)| (r.clone(), t.clone(), dg.clone()))
+        .collect();
+    assert_eq!(got, want);
+}
