@@ -375,6 +375,11 @@ impl Policy {
         None
     }
 
+    /// Whether OpenSSH user certificates can authenticate at all.
+    pub fn has_cert_authorities(&self) -> bool {
+        !self.cert_authorities.is_empty()
+    }
+
     /// Whether any rule lets keyless clients read something.
     pub fn allows_anonymous(&self) -> bool {
         self.rules

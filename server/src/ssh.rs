@@ -82,15 +82,12 @@ pub struct ServeArgs {
     /// HTTP limits of every channel.
     #[command(flatten)]
     pub limits: HttpLimits,
-    /// Webhooks and chained endpoints.
-    #[command(flatten)]
-    pub roles: crate::registry::RoleArgs,
 }
 
 impl ServeArgs {
     /// The registry configuration these flags describe.
     pub fn registry_config(&self) -> RegistryConfig {
-        self.roles.apply(self.limits.config())
+        self.limits.config()
     }
 }
 
@@ -344,14 +341,23 @@ impl Handler for Conn {
         login: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        // Unknown keys are refused before the client signs anything.
-        Ok(
-            if self.shared.user_for_key(login, offer.public_key).is_some() {
-                Auth::Accept
-            } else {
-                Auth::reject()
-            },
-        )
+        // Unknown keys are refused before the client signs anything. russh
+        // also asks here for certificates (with the certificate's key, and
+        // nothing saying it is one), so when certificate authorities are
+        // configured the decision waits for the signed request
+        // (auth_publickey / auth_openssh_certificate).
+        let known = self.shared.user_for_key(login, offer.public_key).is_some();
+        let cas = self
+            .shared
+            .registry
+            .access()
+            .policy()
+            .has_cert_authorities();
+        Ok(if known || cas {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
     }
 
     async fn auth_publickey(

@@ -723,3 +723,86 @@ fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
         serde_json::json!([{"namespace": "public", "read": true, "write": false, "delete": false}])
     );
 }
+
+/// OpenSSH user certificates: a key the access file does not list gets in
+/// with a certificate signed by a configured CA, as the user its principal
+/// maps to; expired certificates, host certificates and unknown CAs do not.
+#[test]
+fn user_certificates_map_principals_to_users() {
+    let Some(w) = world() else { return };
+    let ca = ClientKey::generate(&w.state, "users-ca");
+    let mut text = std::fs::read_to_string(&w.access).unwrap();
+    text = text.replacen(
+        "[groups]",
+        &format!("[[cert_authority]]\nkey = \"{}\"\nprincipals = {{ \"deploy\" = \"writer\", \"*\" = \"@same\" }}\n\n[groups]", ca.public_line),
+        1,
+    );
+    std::fs::write(&w.access, text).unwrap();
+    let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
+    let sign = |key: &ClientKey, principal: &str, extra: &[&str]| {
+        let mut cmd = Command::new("ssh-keygen");
+        cmd.args(["-q", "-s"])
+            .arg(&ca.private)
+            .args(["-I", "test-cert", "-n", principal])
+            .args(extra);
+        cmd.arg(format!("{}.pub", key.private.display()));
+        run_ok(&mut cmd);
+        format!("{}-cert.pub", key.private.display())
+    };
+    let info_with = |key: &ClientKey, cert: &str| {
+        let mut cmd = ssh_command(&key.private, server.port());
+        cmd.args([
+            "-o",
+            &format!("CertificateFile={cert}"),
+            "registryget /_berth/info",
+        ]);
+        cmd.output().unwrap()
+    };
+    // The stranger's key is not in the file, but its certificate is.
+    let cert = sign(&w.stranger, "deploy", &["-V", "-5m:+1h"]);
+    let out = info_with(&w.stranger, &cert);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["user"], "writer");
+    // "*" = "@same": a principal naming a user maps to that user.
+    let cert = sign(&w.stranger, "reader", &["-V", "-5m:+1h"]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&info_with(&w.stranger, &cert).stdout).unwrap();
+    assert_eq!(v["user"], "reader");
+    // A principal naming nobody, an expired certificate, a host certificate: refused.
+    for (principal, extra) in [
+        ("nobody", vec!["-V", "-5m:+1h"]),
+        ("deploy", vec!["-V", "-2h:-1h"]),
+        ("deploy", vec!["-h"]),
+    ] {
+        let cert = sign(&w.stranger, principal, &extra);
+        let out = info_with(&w.stranger, &cert);
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "{principal} {extra:?} got a session"
+        );
+    }
+    // A certificate from a CA the file does not trust: refused.
+    let other_ca = ClientKey::generate(&w.state, "other-ca");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-s"])
+            .arg(&other_ca.private)
+            .args(["-I", "x", "-n", "deploy"])
+            .arg(format!("{}.pub", w.stranger.private.display())),
+    );
+    let out = info_with(
+        &w.stranger,
+        &format!("{}-cert.pub", w.stranger.private.display()),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(255),
+        "an untrusted CA's certificate got a session"
+    );
+}
