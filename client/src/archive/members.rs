@@ -499,14 +499,66 @@ fn resolve_symlink(input: &str, link: &str, target: &str) -> Result<String, Arch
     Ok(parts.join("/"))
 }
 
-/// Streaming sha256 of a hash over a writer.
-struct HashWriter {
-    sha: Sha256,
+/// Queue depth between the pass and its helper threads: memory per queue is
+/// at most this many chunks of about [`CHUNK`] bytes.
+const PIPE_DEPTH: usize = 4;
+
+fn thread_gone() -> io::Error {
+    io::Error::other("hashing thread ended early")
 }
 
-impl Write for HashWriter {
+/// sha256 of what is written, computed on a helper thread (issue 9: the
+/// decompressed bytes of a layer are hashed on another core than the one
+/// decompressing them). Bytes go over in chunks of about [`CHUNK`].
+struct HashThread {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+impl HashThread {
+    fn spawn() -> io::Result<HashThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+        let worker = std::thread::Builder::new()
+            .name("berth-hash".into())
+            .spawn(move || {
+                let mut sha = Sha256::new();
+                for chunk in rx {
+                    sha.update(&chunk);
+                }
+                sha
+            })?;
+        Ok(HashThread {
+            buf: Vec::with_capacity(CHUNK),
+            tx: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let tx = self.tx.as_ref().ok_or_else(thread_gone)?;
+        tx.send(chunk).map_err(|_| thread_gone())
+    }
+
+    fn finish(mut self) -> io::Result<Digest> {
+        self.send()?;
+        drop(self.tx.take());
+        let worker = self.worker.take().ok_or_else(thread_gone)?;
+        let sha = worker.join().map_err(|_| thread_gone())?;
+        Ok(Digest::from_sha256(&sha.finalize()))
+    }
+}
+
+impl Write for HashThread {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.sha.update(buf);
+        self.buf.extend_from_slice(buf);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -515,8 +567,72 @@ impl Write for HashWriter {
 }
 
 enum Decoder {
-    Gzip(Box<flate2::write::MultiGzDecoder<HashWriter>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, HashWriter>>),
+    Gzip(Box<flate2::write::MultiGzDecoder<HashThread>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, HashThread>>),
+}
+
+/// A member's decoder running on its own thread, fed copies of the stored
+/// bytes (issue 9: the pass was one thread doing sha256 of the stored
+/// bytes, inflate and sha256 of the inflated bytes one after the other;
+/// now the three run on different cores). Yields the sha256 of the
+/// decompressed bytes, or why they could not be decompressed.
+struct DecodeThread {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<Result<Digest, String>>>,
+}
+
+impl DecodeThread {
+    fn spawn(mut decoder: Decoder) -> io::Result<DecodeThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+        let worker = std::thread::Builder::new()
+            .name("berth-decode".into())
+            .spawn(move || {
+                let mut error = None;
+                // After an error keep draining, so the pass never blocks.
+                for chunk in rx {
+                    if error.is_none() {
+                        let r = match &mut decoder {
+                            Decoder::Gzip(d) => d.write_all(&chunk),
+                            Decoder::Zstd(d) => d.write_all(&chunk),
+                        };
+                        if let Err(e) = r {
+                            error = Some(format!("cannot decompress: {e}"));
+                        }
+                    }
+                }
+                if let Some(e) = error {
+                    return Err(e);
+                }
+                let sink = match decoder {
+                    Decoder::Gzip(d) => d.finish(),
+                    Decoder::Zstd(mut d) => d.flush().map(|()| d.into_inner()),
+                };
+                sink.and_then(HashThread::finish)
+                    .map_err(|e| format!("cannot decompress: {e}"))
+            })?;
+        Ok(DecodeThread {
+            tx: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        if let Some(tx) = &self.tx {
+            // The worker drains until the sender is dropped, so this only
+            // fails if it panicked; `finish` reports that.
+            let _ = tx.send(data.to_vec());
+        }
+    }
+
+    fn finish(mut self) -> Result<Digest, String> {
+        drop(self.tx.take());
+        match self.worker.take() {
+            Some(w) => w
+                .join()
+                .unwrap_or_else(|_| Err("cannot decompress: decoder thread failed".to_string())),
+            None => Err("cannot decompress: no decoder".to_string()),
+        }
+    }
 }
 
 /// sha256 of a member as stored, plus of its decompressed bytes when the
@@ -525,7 +641,7 @@ struct MemberHasher {
     raw: Sha256,
     head: Vec<u8>,
     compression: Option<Compression>,
-    decoder: Option<Decoder>,
+    decoder: Option<DecodeThread>,
     error: Option<String>,
 }
 
@@ -557,20 +673,21 @@ impl MemberHasher {
     fn start(&mut self, head: &[u8]) {
         let c = Compression::sniff(head);
         self.compression = Some(c);
-        let sink = HashWriter { sha: Sha256::new() };
-        self.decoder = match c {
-            Compression::Gzip => Some(Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
+        if !matches!(c, Compression::Gzip | Compression::Zstd) {
+            return;
+        }
+        let decoder = HashThread::spawn().and_then(|sink| match c {
+            Compression::Zstd => {
+                zstd::stream::write::Decoder::new(sink).map(|d| Decoder::Zstd(Box::new(d)))
+            }
+            _ => Ok(Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
                 sink,
             )))),
-            Compression::Zstd => match zstd::stream::write::Decoder::new(sink) {
-                Ok(d) => Some(Decoder::Zstd(Box::new(d))),
-                Err(e) => {
-                    self.error = Some(e.to_string());
-                    None
-                }
-            },
-            _ => None,
-        };
+        });
+        match decoder.and_then(DecodeThread::spawn) {
+            Ok(d) => self.decoder = Some(d),
+            Err(e) => self.error = Some(e.to_string()),
+        }
         self.feed(head);
     }
 
@@ -578,13 +695,8 @@ impl MemberHasher {
         if self.error.is_some() {
             return;
         }
-        let r = match self.decoder.as_mut() {
-            Some(Decoder::Gzip(d)) => d.write_all(data),
-            Some(Decoder::Zstd(d)) => d.write_all(data),
-            None => Ok(()),
-        };
-        if let Err(e) = r {
-            self.error = Some(format!("cannot decompress: {e}"));
+        if let Some(d) = self.decoder.as_mut() {
+            d.feed(data);
         }
     }
 
@@ -600,14 +712,7 @@ impl MemberHasher {
         } else {
             match self.decoder {
                 None => Ok(digest.clone()),
-                Some(Decoder::Gzip(d)) => d
-                    .finish()
-                    .map(|h| Digest::from_sha256(&h.sha.finalize()))
-                    .map_err(|e| format!("cannot decompress: {e}")),
-                Some(Decoder::Zstd(mut d)) => match d.flush() {
-                    Ok(()) => Ok(Digest::from_sha256(&d.into_inner().sha.finalize())),
-                    Err(e) => Err(format!("cannot decompress: {e}")),
-                },
+                Some(d) => d.finish(),
             }
         };
         (digest, compression, uncompressed)
