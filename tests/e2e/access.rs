@@ -107,8 +107,101 @@ fn anonymous_conn(port: u16) -> CommandConn {
     CommandConn::spawn(cmd)
 }
 
+/// An HTTP connection over either path a client can take: `ssh -s` to the
+/// subsystem, or TCP to a `berth shim` logged in as the same user.
+struct Session {
+    http: HttpConn<Box<dyn std::io::BufRead + Send>, Box<dyn std::io::Write + Send>>,
+    _procs: Vec<Proc>,
+}
+
+fn session(via: &str, who: &str, w: &World, port: u16, known: &std::path::Path) -> Session {
+    let key = match who {
+        "admin" => Some(&w.admin),
+        "writer" => Some(&w.writer),
+        "reader" => Some(&w.reader),
+        _ => None,
+    };
+    match via {
+        "ssh" => {
+            let mut cmd = match key {
+                Some(k) => ssh_command(&k.private, port),
+                None => {
+                    let mut c = Command::new("ssh");
+                    c.args([
+                        "-p",
+                        &port.to_string(),
+                        "-o",
+                        "PubkeyAuthentication=no",
+                        "-o",
+                        "StrictHostKeyChecking=no",
+                    ]);
+                    c.args([
+                        "-o",
+                        "UserKnownHostsFile=/dev/null",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "LogLevel=ERROR",
+                        "-F",
+                        "/dev/null",
+                    ]);
+                    c.arg("anonymous@127.0.0.1");
+                    c
+                }
+            };
+            cmd.args(["-s", "docker-registry"]);
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            let r: Box<dyn std::io::BufRead + Send> =
+                Box::new(std::io::BufReader::new(child.stdout.take().unwrap()));
+            let wr: Box<dyn std::io::Write + Send> = Box::new(child.stdin.take().unwrap());
+            Session {
+                http: HttpConn::new(r, wr),
+                _procs: vec![Proc {
+                    child,
+                    name: "ssh".into(),
+                }],
+            }
+        }
+        _ => {
+            let mut cmd = Command::new(bin("berth"));
+            cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
+                .arg(known)
+                .env_remove("SSH_AUTH_SOCK");
+            if let Some(k) = key {
+                cmd.arg("--identity").arg(&k.private);
+            }
+            let user = if key.is_some() { "root" } else { "anonymous" };
+            cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
+            let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+            let addr: std::net::SocketAddr = line
+                .split("http://")
+                .nth(1)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            let r: Box<dyn std::io::BufRead + Send> =
+                Box::new(std::io::BufReader::new(s.try_clone().unwrap()));
+            let wr: Box<dyn std::io::Write + Send> = Box::new(s);
+            Session {
+                http: HttpConn::new(r, wr),
+                _procs: vec![proc],
+            }
+        }
+    }
+}
+
+fn known_hosts_for(w: &World, server: &SshServer) -> std::path::PathBuf {
+    let known = w.state.join(format!("known_hosts-{}", server.port()));
+    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    known
+}
+
 #[test]
-fn access_matrix_over_ssh() {
+fn access_matrix_over_ssh_and_the_shim() {
     let Some(w) = world() else { return };
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
@@ -135,18 +228,18 @@ fn access_matrix_over_ssh() {
             _ => unreachable!(),
         }
     };
-    for who in ["writer", "reader", "anonymous"] {
-        let mut c = match who {
-            "writer" => conn_as(&w.writer, port),
-            "reader" => conn_as(&w.reader, port),
-            _ => anonymous_conn(port),
-        };
+    let known = known_hosts_for(&w, &server);
+    for (via, who) in ["ssh", "shim"]
+        .iter()
+        .flat_map(|v| ["writer", "reader", "anonymous"].map(move |u| (*v, u)))
+    {
+        let mut c = session(via, who, &w, port, &known);
         let deny = if who == "anonymous" { 401 } else { 403 };
         for (ns, img) in namespaces.iter().zip(&images) {
             let (read, write, delete) = expect(who, ns);
             let repo = format!("{ns}/app");
             let top = img.ids.last().unwrap();
-            let ctx = format!("{who} on {ns}");
+            let ctx = format!("{who} on {ns} via {via}");
             // reads
             let r = c.http.request(
                 "GET",
@@ -339,7 +432,7 @@ fn access_matrix_over_ssh() {
 }
 
 #[test]
-fn v2_access_matrix_over_ssh() {
+fn v2_access_matrix_over_ssh_and_the_shim() {
     let Some(w) = world() else { return };
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
@@ -378,16 +471,16 @@ fn v2_access_matrix_over_ssh() {
             _ => (false, false, false),
         }
     };
-    for who in ["writer", "reader", "anonymous"] {
-        let mut c = match who {
-            "writer" => conn_as(&w.writer, port),
-            "reader" => conn_as(&w.reader, port),
-            _ => anonymous_conn(port),
-        };
+    let known = known_hosts_for(&w, &server);
+    for (via, who) in ["ssh", "shim"]
+        .iter()
+        .flat_map(|v| ["writer", "reader", "anonymous"].map(move |u| (*v, u)))
+    {
+        let mut c = session(via, who, &w, port, &known);
         let deny = if who == "anonymous" { 401 } else { 403 };
         for (i, ns) in namespaces.iter().enumerate() {
             let (read, write, delete) = expect(who, ns);
-            let ctx = format!("{who} on {ns}");
+            let ctx = format!("{who} on {ns} via {via}");
             let repo = format!("{ns}/v2app");
             let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
             let r = c.http.request(
