@@ -16,6 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::transport::Transport;
 
+/// Copy buffer per direction of a shim connection.
+const SHIM_BUF: usize = 256 * 1024;
+
 /// Whether the shim may listen on `addr` without `--allow-remote`: anyone
 /// who can connect uses the registry with the shim owner's SSH identity.
 pub fn is_loopback(addr: &SocketAddr) -> bool {
@@ -53,7 +56,12 @@ async fn pipe(mut tcp: TcpStream, transport: &Transport) {
         }
     };
     let diagnostics = stream.diagnostics();
-    if let Err(e) = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await {
+    // 256 KiB copy buffers (issue 9): with the default 8 KiB every upload
+    // chunk became its own 8 KiB SSH packet and every download packet took
+    // eight writes; layers move in large slices instead.
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, SHIM_BUF, SHIM_BUF).await
+    {
         let said = crate::http::detail(&diagnostics).await;
         tracing::debug!("shim connection ended: {e}{said}");
     }
