@@ -82,12 +82,15 @@ pub struct ServeArgs {
     /// HTTP limits of every channel.
     #[command(flatten)]
     pub limits: HttpLimits,
+    /// Webhooks and chained endpoints.
+    #[command(flatten)]
+    pub roles: crate::registry::RoleArgs,
 }
 
 impl ServeArgs {
     /// The registry configuration these flags describe.
     pub fn registry_config(&self) -> RegistryConfig {
-        self.limits.config()
+        self.roles.apply(self.limits.config())
     }
 }
 
