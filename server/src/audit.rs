@@ -31,6 +31,34 @@ pub struct AuditEvent {
     pub image: Option<String>,
 }
 
+impl AuditEvent {
+    /// An event for operation `op`; add what it concerns with the setters.
+    pub fn new(op: &'static str) -> AuditEvent {
+        AuditEvent {
+            op,
+            ..Default::default()
+        }
+    }
+
+    /// The repository (`ns/repo`).
+    pub fn repository(mut self, repo: &crate::names::RepoName) -> AuditEvent {
+        self.repository = Some(repo.full());
+        self
+    }
+
+    /// The tag.
+    pub fn tag(mut self, tag: &crate::names::Tag) -> AuditEvent {
+        self.tag = Some(tag.to_string());
+        self
+    }
+
+    /// The V1 image id.
+    pub fn image(mut self, id: &crate::names::ImageId) -> AuditEvent {
+        self.image = Some(id.to_string());
+        self
+    }
+}
+
 /// An append-only JSON-lines audit file.
 #[derive(Debug)]
 pub struct AuditLog {

@@ -198,6 +198,15 @@ impl Registry {
     /// Appends an audit line for a completed write or delete, then hands a
     /// push or delete to the hooks and webhooks (which run on their own).
     pub async fn audit(&self, who: &Identity, event: AuditEvent) {
+        tracing::info!(
+            user = %who.user,
+            op = event.op,
+            repository = event.repository.as_deref().unwrap_or("-"),
+            tag = event.tag.as_deref().unwrap_or("-"),
+            image = event.image.as_deref().unwrap_or("-"),
+            digest = event.digest.as_deref().unwrap_or("-"),
+            "write"
+        );
         let log = self.audit.clone();
         let who = who.clone();
         let (who, event) = blocking(move || {

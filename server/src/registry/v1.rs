@@ -310,16 +310,8 @@ async fn put_image_json(reg: &Registry, id: ImageId, body: ReqBody, who: &Identi
     let body = read_small_body(reg, body).await?;
     let id2 = id.clone();
     on_store(reg, move |store| store.put_image_json(&id2, &body)).await?;
-    tracing::info!(user = %who.user, image = %id, "image json stored");
-    reg.audit(
-        who,
-        AuditEvent {
-            op: "image.json",
-            image: Some(id.to_string()),
-            ..Default::default()
-        },
-    )
-    .await;
+    reg.audit(who, AuditEvent::new("image.json").image(&id))
+        .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -340,16 +332,9 @@ async fn put_image_layer(reg: &Registry, id: ImageId, body: ReqBody, who: &Ident
         .put_image_layer(&id, body)
         .await
         .map_err(store_error)?;
-    tracing::info!(user = %who.user, image = %id, bytes = size, "image layer stored");
-    reg.audit(
-        who,
-        AuditEvent {
-            op: "image.layer",
-            image: Some(id.to_string()),
-            ..Default::default()
-        },
-    )
-    .await;
+    tracing::debug!(image = %id, bytes = size, "layer stored");
+    reg.audit(who, AuditEvent::new("image.layer").image(&id))
+        .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -377,16 +362,8 @@ async fn put_checksum(reg: &Registry, id: ImageId, req: &Parts, who: &Identity) 
     }
     let id2 = id.clone();
     on_store(reg, move |store| store.put_image_checksum(&id2, &payload)).await?;
-    tracing::info!(user = %who.user, image = %id, "image published");
-    reg.audit(
-        who,
-        AuditEvent {
-            op: "image.publish",
-            image: Some(id.to_string()),
-            ..Default::default()
-        },
-    )
-    .await;
+    reg.audit(who, AuditEvent::new("image.publish").image(&id))
+        .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -425,16 +402,12 @@ async fn put_tag(
     let (r2, t2, i2) = (repo.clone(), tag.clone(), id.clone());
     let meta = serde_json::to_vec(&meta).unwrap_or_default();
     on_store(reg, move |store| store.put_tag(&r2, &t2, &i2, &meta)).await?;
-    tracing::info!(user = %who.user, repository = %repo, tag = %tag, image = %id, "tag set");
     reg.audit(
         who,
-        AuditEvent {
-            op: "tag.put",
-            repository: Some(repo.full()),
-            tag: Some(tag.to_string()),
-            image: Some(id.to_string()),
-            ..Default::default()
-        },
+        AuditEvent::new("tag.put")
+            .repository(&repo)
+            .tag(&tag)
+            .image(&id),
     )
     .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
@@ -443,15 +416,9 @@ async fn put_tag(
 async fn delete_tag(reg: &Registry, repo: RepoName, tag: Tag, who: &Identity) -> V1Result {
     let (r2, t2) = (repo.clone(), tag.clone());
     on_store(reg, move |store| store.delete_tag(&r2, &t2)).await?;
-    tracing::info!(user = %who.user, repository = %repo, tag = %tag, "tag deleted");
     reg.audit(
         who,
-        AuditEvent {
-            op: "tag.delete",
-            repository: Some(repo.full()),
-            tag: Some(tag.to_string()),
-            ..Default::default()
-        },
+        AuditEvent::new("tag.delete").repository(&repo).tag(&tag),
     )
     .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
@@ -573,16 +540,8 @@ async fn put_repository(
     };
     let r2 = repo.clone();
     on_store(reg, move |store| store.merge_index_images(&r2, &items)).await?;
-    tracing::info!(user = %who.user, repository = %repo, "repository index updated");
-    reg.audit(
-        who,
-        AuditEvent {
-            op: "repository.put",
-            repository: Some(repo.full()),
-            ..Default::default()
-        },
-    )
-    .await;
+    reg.audit(who, AuditEvent::new("repository.put").repository(&repo))
+        .await;
     let (parts, _) = head.into_parts();
     let mut r = no_cache(response::json(StatusCode::OK, &json!("")));
     for (k, v) in parts.headers.iter() {
@@ -616,16 +575,8 @@ async fn put_repo_images(
     };
     let r2 = repo.clone();
     on_store(reg, move |store| store.merge_index_images(&r2, &items)).await?;
-    tracing::info!(user = %who.user, repository = %repo, "repository images recorded");
-    reg.audit(
-        who,
-        AuditEvent {
-            op: "repository.images",
-            repository: Some(repo.full()),
-            ..Default::default()
-        },
-    )
-    .await;
+    reg.audit(who, AuditEvent::new("repository.images").repository(&repo))
+        .await;
     Ok(r)
 }
 
@@ -642,16 +593,8 @@ async fn get_repo_images(reg: &Registry, repo: RepoName, req: &Parts) -> V1Resul
 async fn delete_repository(reg: &Registry, repo: RepoName, who: &Identity) -> V1Result {
     let r2 = repo.clone();
     on_store(reg, move |store| store.delete_repository(&r2)).await?;
-    tracing::info!(user = %who.user, repository = %repo, "repository deleted");
-    reg.audit(
-        who,
-        AuditEvent {
-            op: "repository.delete",
-            repository: Some(repo.full()),
-            ..Default::default()
-        },
-    )
-    .await;
+    reg.audit(who, AuditEvent::new("repository.delete").repository(&repo))
+        .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -687,14 +630,9 @@ async fn put_properties(reg: &Registry, repo: RepoName, body: ReqBody, who: &Ide
     };
     let r2 = repo.clone();
     on_store(reg, move |store| store.set_private(&r2, private)).await?;
-    tracing::info!(user = %who.user, repository = %repo, private, "repository properties set");
     reg.audit(
         who,
-        AuditEvent {
-            op: "repository.properties",
-            repository: Some(repo.full()),
-            ..Default::default()
-        },
+        AuditEvent::new("repository.properties").repository(&repo),
     )
     .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
