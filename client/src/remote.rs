@@ -19,6 +19,14 @@ pub enum Remote {
     Local(PathBuf),
     /// A host reached over SSH (`ssh://[user@]host[:port]`).
     Ssh(SshTarget),
+    /// A plain-HTTP V2 registry (`http://host:port`), e.g. distribution on
+    /// a trusted network, for `berth sync`. No TLS: https is refused.
+    Http {
+        /// Host name or address.
+        host: String,
+        /// TCP port (default 80).
+        port: u16,
+    },
 }
 
 /// Why a `REGISTRY` or jump-host string was refused.
@@ -28,7 +36,7 @@ pub enum RemoteError {
     #[error("empty registry address")]
     Empty,
     /// A URL scheme other than `ssh://` or `file://`.
-    #[error("unsupported scheme in {0:?}: use ssh://[user@]host[:port], file:///abs/dir or a directory path")]
+    #[error("unsupported scheme in {0:?}: use ssh://[user@]host[:port], file:///abs/dir, a directory path, or http://host:port (plain HTTP; https is not supported)")]
     Scheme(String),
     /// `file://` with a relative or missing path.
     #[error("{0:?}: file:// needs an absolute path (file:///abs/dir)")]
@@ -143,6 +151,21 @@ impl FromStr for Remote {
             }
             return SshTarget::parse(rest).map(Remote::Ssh);
         }
+        if let Some(rest) = s.strip_prefix("http://") {
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            if rest.is_empty() || rest.contains(['/', '@', ' ']) {
+                return Err(RemoteError::Host(s.to_string()));
+            }
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() => match p.parse::<u16>() {
+                    Ok(p) if p != 0 => (h, p),
+                    _ => return Err(RemoteError::Port(s.to_string())),
+                },
+                Some(_) => return Err(RemoteError::Host(s.to_string())),
+                None => (rest, 80),
+            };
+            return Ok(Remote::Http { host: host.to_string(), port });
+        }
         if let Some(rest) = s.strip_prefix("file://") {
             if !rest.starts_with('/') {
                 return Err(RemoteError::FilePath(s.to_string()));
@@ -163,6 +186,7 @@ impl fmt::Display for Remote {
         match self {
             Remote::Local(p) => write!(f, "{}", p.display()),
             Remote::Ssh(t) => write!(f, "ssh://{t}"),
+            Remote::Http { host, port } => write!(f, "http://{host}:{port}"),
         }
     }
 }
@@ -201,13 +225,18 @@ mod tests {
             ("file:///srv/reg", Remote::Local("/srv/reg".into())),
             ("./reg", Remote::Local("./reg".into())),
             ("/abs/reg", Remote::Local("/abs/reg".into())),
+            ("http://127.0.0.1:5000", Remote::Http { host: "127.0.0.1".into(), port: 5000 }),
+            ("http://reg.lan/", Remote::Http { host: "reg.lan".into(), port: 80 }),
         ];
         for (s, want) in cases {
             assert_eq!(&s.parse::<Remote>().unwrap(), want, "{s}");
         }
         for bad in [
             "",
-            "http://host",
+            "https://host",
+            "http://host/v2",
+            "http://host:0",
+            "http://u@host",
             "file://rel",
             "ssh://",
             "ssh://host:0",

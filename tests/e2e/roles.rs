@@ -459,3 +459,85 @@ fn sync_between_ssh_and_directories_preserves_digests_and_sends_only_whats_missi
         .collect();
     assert_eq!(got, want);
 }
+
+/// `berth sync` to and from a plain-HTTP V2 registry: distribution (Debian's
+/// `docker-registry`) on loopback. Digests survive both ways; a second sync
+/// sends nothing.
+#[test]
+fn sync_with_distribution_over_http_both_ways() {
+    if !require_tool("docker-registry", "docker-registry") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, c) = (dir.path().join("a"), dir.path().join("c"));
+    {
+        let server = HttpServer::start(&a);
+        let mut conn = tcp_conn(server.addr);
+        let shared = random_bytes(40_000, 95);
+        v2_push(&mut conn, "team/app", "1", std::slice::from_ref(&shared));
+        v2_push(
+            &mut conn,
+            "team/app",
+            "2",
+            &[shared, random_bytes(10_000, 96)],
+        );
+        v2_push(&mut conn, "tools", "latest", &[random_bytes(7_000, 97)]);
+    }
+    let source = manifests_of(&a);
+    assert_eq!(source.len(), 3);
+
+    let port = free_port();
+    let config = dir.path().join("distribution.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("distribution").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _distribution = Proc {
+        child,
+        name: "distribution".into(),
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr, Duration::from_secs(20));
+    let url = format!("http://127.0.0.1:{port}");
+    let (a_s, c_s) = (a.display().to_string(), c.display().to_string());
+
+    let first = berth_sync(&[], &a_s, &url, &[]);
+    assert_eq!(first["tags"], 3, "{first}");
+    assert!(first["blobs_sent"].as_u64().unwrap() >= 5, "{first}");
+    // distribution serves the very same manifests.
+    let mut d = tcp_conn(addr);
+    for (repo, tag, digest, body) in &source {
+        let r = d.request(
+            "GET",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Accept", ACCEPT)],
+            ReqBody::None,
+        );
+        assert_eq!(r.status, 200, "{repo}:{tag}: {}", r.text());
+        assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+        assert!(r.body == *body, "{repo}:{tag}: manifest bytes differ");
+    }
+    let again = berth_sync(&[], &a_s, &url, &[]);
+    assert_eq!(again["blobs_sent"], 0, "{again}");
+    assert_eq!(again["manifests_sent"], 0, "{again}");
+
+    let back = berth_sync(&[], &url, &c_s, &[]);
+    assert_eq!(back["tags"], 3, "{back}");
+    assert_eq!(
+        manifests_of(&c),
+        source,
+        "distribution -> dir changed a manifest"
+    );
+    assert_eq!(berth_sync(&[], &url, &c_s, &[])["blobs_sent"], 0);
+}

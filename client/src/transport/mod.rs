@@ -54,6 +54,14 @@ pub enum TransportError {
         /// Why it did not start.
         source: io::Error,
     },
+    /// A plain-HTTP registry could not be reached.
+    #[error("connecting to {address}: {source}")]
+    Connect {
+        /// `host:port`.
+        address: String,
+        /// Why.
+        source: io::Error,
+    },
     /// The user name for SSH logins could not be found.
     #[error("cannot tell the local user name; put user@ in the address")]
     NoUser,
@@ -193,6 +201,11 @@ pub enum Transport {
     Ssh(ssh::SshTransport),
     /// Spawned OpenSSH client.
     Command(command::CommandTransport),
+    /// Plain TCP to an HTTP V2 registry (`http://host:port`).
+    Tcp {
+        /// `host:port` to connect to.
+        address: String,
+    },
 }
 
 impl Transport {
@@ -201,6 +214,9 @@ impl Transport {
     pub fn new(remote: &Remote, options: ssh::SshOptions) -> Result<Transport, TransportError> {
         match remote {
             Remote::Local(path) => Ok(Transport::Local(local::LocalTransport::new(path)?)),
+            Remote::Http { host, port } => Ok(Transport::Tcp {
+                address: format!("{host}:{port}"),
+            }),
             Remote::Ssh(target) => match std::env::var(SSH_COMMAND_ENV) {
                 Ok(cmd) if !cmd.trim().is_empty() => Ok(Transport::Command(
                     command::CommandTransport::new(cmd, target.clone(), options),
@@ -219,6 +235,16 @@ impl Transport {
             Transport::Local(t) => Ok(t.open()),
             Transport::Ssh(t) => Ok(t.open().await?),
             Transport::Command(t) => t.open(),
+            Transport::Tcp { address } => {
+                let tcp = tokio::net::TcpStream::connect(address.as_str())
+                    .await
+                    .map_err(|source| TransportError::Connect {
+                        address: address.clone(),
+                        source,
+                    })?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Stream::new(tcp, Diagnostics::default()))
+            }
         }
     }
 
@@ -228,7 +254,7 @@ impl Transport {
     pub async fn prepare(&self) -> Result<(), TransportError> {
         match self {
             Transport::Ssh(t) => Ok(t.connect().await.map(|_| ())?),
-            Transport::Local(_) | Transport::Command(_) => Ok(()),
+            Transport::Local(_) | Transport::Command(_) | Transport::Tcp { .. } => Ok(()),
         }
     }
 }
