@@ -164,7 +164,10 @@ impl FromStr for Remote {
                 Some(_) => return Err(RemoteError::Host(s.to_string())),
                 None => (rest, 80),
             };
-            return Ok(Remote::Http { host: host.to_string(), port });
+            return Ok(Remote::Http {
+                host: host.to_string(),
+                port,
+            });
         }
         if let Some(rest) = s.strip_prefix("file://") {
             if !rest.starts_with('/') {
@@ -225,8 +228,20 @@ mod tests {
             ("file:///srv/reg", Remote::Local("/srv/reg".into())),
             ("./reg", Remote::Local("./reg".into())),
             ("/abs/reg", Remote::Local("/abs/reg".into())),
-            ("http://127.0.0.1:5000", Remote::Http { host: "127.0.0.1".into(), port: 5000 }),
-            ("http://reg.lan/", Remote::Http { host: "reg.lan".into(), port: 80 }),
+            (
+                "http://127.0.0.1:5000",
+                Remote::Http {
+                    host: "127.0.0.1".into(),
+                    port: 5000,
+                },
+            ),
+            (
+                "http://reg.lan/",
+                Remote::Http {
+                    host: "reg.lan".into(),
+                    port: 80,
+                },
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(&s.parse::<Remote>().unwrap(), want, "{s}");
