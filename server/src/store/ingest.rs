@@ -17,9 +17,9 @@ use super::atomic::TempFile;
 use crate::names::Digest;
 
 /// Frames queued between the network and the writer thread.
-const QUEUE_DEPTH: usize = 16;
+pub(crate) const QUEUE_DEPTH: usize = 16;
 /// Write buffer of the writer thread.
-const WRITE_BUFFER: usize = 1 << 20;
+pub(crate) const WRITE_BUFFER: usize = 1 << 20;
 
 /// What a finished ingest produced: the synced temp file and its hashes.
 #[derive(Debug)]
@@ -43,6 +43,29 @@ pub enum IngestError {
     /// Writing the temp file failed (disk full, I/O error).
     #[error("writing upload: {0}")]
     Io(#[from] io::Error),
+}
+
+/// Feeds a request body's data frames to a writer thread's queue until the
+/// body ends, the body fails (its error is returned), or the writer stops
+/// listening (its own error is reported by the writer). Closes the queue.
+pub(crate) async fn forward_body<B>(mut body: B, tx: mpsc::Sender<Bytes>) -> Option<String>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() && tx.send(data).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+    None
 }
 
 /// Streams `body` into `temp`, returning the hashes. With `prefix`, also
@@ -90,24 +113,7 @@ where
         })
     });
 
-    let mut body = body;
-    let mut body_error = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() && tx.send(data).await.is_err() {
-                        break; // writer failed; its error is reported below
-                    }
-                }
-            }
-            Err(e) => {
-                body_error = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    drop(tx);
+    let body_error = forward_body(body, tx).await;
     let result = writer
         .await
         .map_err(|e| IngestError::Io(io::Error::other(e.to_string())))?;

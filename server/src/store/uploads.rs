@@ -26,21 +26,16 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body::Body;
-use http_body_util::BodyExt;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::atomic::{sync_parent, FileLock, TempFile};
-use super::ingest::{ingest, IngestError};
+use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER};
 use super::Store;
 use crate::names::Digest;
 
 /// Sessions untouched this long are removed by the next sweep.
 pub const UPLOAD_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
-/// Frames queued between the network and the writer thread.
-const QUEUE_DEPTH: usize = 16;
-/// Write buffer of the writer thread.
-const WRITE_BUFFER: usize = 1 << 20;
 /// How long a request waits for another request still writing the same
 /// session (typically the server side of a connection that just dropped).
 const SESSION_LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -377,24 +372,7 @@ impl Store {
             file.sync_data()?;
             Ok((size, h))
         });
-        let mut body = body;
-        let mut body_error = None;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    if let Ok(chunk) = frame.into_data() {
-                        if !chunk.is_empty() && tx.send(chunk).await.is_err() {
-                            break; // writer failed; its error is reported below
-                        }
-                    }
-                }
-                Err(e) => {
-                    body_error = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        drop(tx);
+        let body_error = forward_body(body, tx).await;
         let result = writer
             .await
             .map_err(|e| io::Error::other(e.to_string()))
