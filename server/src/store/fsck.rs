@@ -752,28 +752,13 @@ fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use http_body_util::Full;
+    use crate::store::test_support::publish_v1_image as v1_image;
 
     fn opts(repair: bool) -> FsckOptions {
         FsckOptions {
             repair,
             grace: Duration::ZERO,
         }
-    }
-
-    async fn v1_image(store: &Store, id: &ImageId, parent: Option<&ImageId>, layer: &'static [u8]) {
-        let json = match parent {
-            Some(p) => format!(r#"{{"id":"{id}","parent":"{p}"}}"#),
-            None => format!(r#"{{"id":"{id}"}}"#),
-        };
-        store.put_image_json(id, json.as_bytes()).unwrap();
-        store
-            .put_image_layer(id, Full::new(Bytes::from_static(layer)))
-            .await
-            .unwrap();
-        let sums = store.stored_checksums(id).unwrap();
-        store.put_image_checksum(id, &sums[0]).unwrap();
     }
 
     fn problems_about(r: &FsckReport, needle: &str) -> usize {

@@ -502,6 +502,7 @@ mod tests {
     use super::*;
     use crate::names::{RepoName, Tag};
     use crate::store::fsck::{fsck, FsckOptions};
+    use crate::store::test_support::publish_v1_image as v1_image;
     use bytes::Bytes;
     use http_body_util::Full;
 
@@ -515,20 +516,6 @@ mod tests {
         for bad in ["", "m", "1w", "-1s", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
-    }
-
-    async fn v1_image(store: &Store, id: &ImageId, parent: Option<&ImageId>, layer: &'static [u8]) {
-        let json = match parent {
-            Some(p) => format!(r#"{{"id":"{id}","parent":"{p}"}}"#),
-            None => format!(r#"{{"id":"{id}"}}"#),
-        };
-        store.put_image_json(id, json.as_bytes()).unwrap();
-        store
-            .put_image_layer(id, Full::new(Bytes::from_static(layer)))
-            .await
-            .unwrap();
-        let sums = store.stored_checksums(id).unwrap();
-        store.put_image_checksum(id, &sums[0]).unwrap();
     }
 
     fn id(c: char) -> ImageId {

@@ -59,3 +59,33 @@ pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) => Err(e),
     }
 }
+
+/// Helpers shared by the store's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::Store;
+    use crate::names::ImageId;
+
+    /// Pushes and publishes a V1 image (json, layer, checksum) as a client would.
+    pub(crate) async fn publish_v1_image(
+        store: &Store,
+        id: &ImageId,
+        parent: Option<&ImageId>,
+        layer: &'static [u8],
+    ) {
+        let json = match parent {
+            Some(p) => format!(r#"{{"id":"{id}","parent":"{p}"}}"#),
+            None => format!(r#"{{"id":"{id}"}}"#),
+        };
+        store.put_image_json(id, json.as_bytes()).unwrap();
+        store
+            .put_image_layer(id, Full::new(Bytes::from_static(layer)))
+            .await
+            .unwrap();
+        let sums = store.stored_checksums(id).unwrap();
+        store.put_image_checksum(id, &sums[0]).unwrap();
+    }
+}

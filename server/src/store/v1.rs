@@ -521,6 +521,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_support::publish_v1_image as push;
     use http_body_util::Full;
 
     fn id(c: char) -> ImageId {
@@ -532,17 +533,6 @@ mod tests {
             Some(p) => format!(r#"{{"id":"{id}","parent":"{p}","created":"x"}}"#).into_bytes(),
             None => format!(r#"{{"id":"{id}"}}"#).into_bytes(),
         }
-    }
-
-    async fn push(store: &Store, i: &ImageId, parent: Option<&ImageId>, layer: &'static [u8]) {
-        let json = json_for(i, parent);
-        store.put_image_json(i, &json).unwrap();
-        store
-            .put_image_layer(i, Full::new(Bytes::from_static(layer)))
-            .await
-            .unwrap();
-        let sums = store.stored_checksums(i).unwrap();
-        store.put_image_checksum(i, &sums[0]).unwrap();
     }
 
     #[tokio::test]
