@@ -523,15 +523,15 @@ fn image_list(body: &[u8]) -> Result<Vec<Value>, Response<RespBody>> {
     }
 }
 
-/// `PUT /v1/repositories/<r>/`: records the announced images; 200 + index headers.
-async fn put_repository(
+/// Reads an announced image list (empty body = none) and merges it into the
+/// repository's index, auditing it as `op`. Shared by the two index PUTs.
+async fn merge_announced(
     reg: &Registry,
-    repo: RepoName,
-    req: &Parts,
+    repo: &RepoName,
     body: ReqBody,
     who: &Identity,
-) -> V1Result {
-    let head = index_headers(response::empty(StatusCode::OK), reg, &repo, req, "write");
+    op: &'static str,
+) -> Result<(), Response<RespBody>> {
     let body = read_small_body(reg, body).await?;
     let items = if body.iter().all(u8::is_ascii_whitespace) {
         vec![]
@@ -540,16 +540,21 @@ async fn put_repository(
     };
     let r2 = repo.clone();
     on_store(reg, move |store| store.merge_index_images(&r2, &items)).await?;
-    reg.audit(who, AuditEvent::new("repository.put").repository(&repo))
-        .await;
-    let (parts, _) = head.into_parts();
-    let mut r = no_cache(response::json(StatusCode::OK, &json!("")));
-    for (k, v) in parts.headers.iter() {
-        if k != header::CONTENT_LENGTH {
-            r.headers_mut().insert(k.clone(), v.clone());
-        }
-    }
-    Ok(r)
+    reg.audit(who, AuditEvent::new(op).repository(repo)).await;
+    Ok(())
+}
+
+/// `PUT /v1/repositories/<r>/`: records the announced images; 200 + index headers.
+async fn put_repository(
+    reg: &Registry,
+    repo: RepoName,
+    req: &Parts,
+    body: ReqBody,
+    who: &Identity,
+) -> V1Result {
+    merge_announced(reg, &repo, body, who, "repository.put").await?;
+    let r = no_cache(response::json(StatusCode::OK, &json!("")));
+    Ok(index_headers(r, reg, &repo, req, "write"))
 }
 
 /// `PUT /v1/repositories/<r>/images`: merges the pushed images; **204**.
@@ -560,24 +565,14 @@ async fn put_repo_images(
     body: ReqBody,
     who: &Identity,
 ) -> V1Result {
-    let r = index_headers(
+    merge_announced(reg, &repo, body, who, "repository.images").await?;
+    Ok(index_headers(
         response::empty(StatusCode::NO_CONTENT),
         reg,
         &repo,
         req,
         "write",
-    );
-    let body = read_small_body(reg, body).await?;
-    let items = if body.iter().all(u8::is_ascii_whitespace) {
-        vec![]
-    } else {
-        image_list(&body)?
-    };
-    let r2 = repo.clone();
-    on_store(reg, move |store| store.merge_index_images(&r2, &items)).await?;
-    reg.audit(who, AuditEvent::new("repository.images").repository(&repo))
-        .await;
-    Ok(r)
+    ))
 }
 
 /// `GET /v1/repositories/<r>/images`: the index list (start of a pull).
