@@ -131,22 +131,28 @@ impl V2Connection {
         }
     }
 
-    fn request(method: Method, path: &str) -> ::http::Result<::http::request::Builder> {
-        Ok(Request::builder().method(method).uri(path))
-    }
-
-    fn build(b: ::http::request::Builder, body: Body) -> Result<Request<Body>, String> {
-        b.body(body).map_err(|e| e.to_string())
+    /// Sends one request; `what` (method and path) names it in errors.
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Body,
+    ) -> Result<(String, Response<Incoming>), ClientError> {
+        let what = http::describe(&method, path);
+        let mut b = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            b = b.header(name, value);
+        }
+        let req = b.body(body).map_err(|e| protocol(&what, e.to_string()))?;
+        let resp = self.send(req).await?;
+        Ok((what, resp))
     }
 
     /// `HEAD /v2/<name>/blobs/<digest>`: whether the registry has the blob.
     pub async fn blob_exists(&mut self, name: &str, digest: &Digest) -> Result<bool, ClientError> {
         let path = format!("/v2/{name}/blobs/{digest}");
-        let what = http::describe(&Method::HEAD, &path);
-        let b = Self::request(Method::HEAD, &path).map_err(|e| protocol(&what, e.to_string()))?;
-        let resp = self
-            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
-            .await?;
+        let (what, resp) = self.call(Method::HEAD, &path, &[], http::empty()).await?;
         let status = resp.status();
         self.small_body(&what, resp).await?;
         match status {
@@ -180,12 +186,13 @@ impl V2Connection {
             Some(f) => format!("/v2/{name}/blobs/uploads/?mount={digest}&from={f}"),
             None => format!("/v2/{name}/blobs/uploads/?mount={digest}"),
         };
-        let what = http::describe(&Method::POST, &start);
-        let b = Self::request(Method::POST, &start)
-            .map_err(|e| protocol(&what, e.to_string()))?
-            .header(header::CONTENT_LENGTH, 0);
-        let resp = self
-            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+        let (what, resp) = self
+            .call(
+                Method::POST,
+                &start,
+                &[(header::CONTENT_LENGTH, 0.to_string())],
+                http::empty(),
+            )
             .await?;
         let status = resp.status();
         let mounted = resp
@@ -212,11 +219,7 @@ impl V2Connection {
     /// holds) from `GET <location>` → 204 `Range: 0-<last>`, `None` when the
     /// session is gone (expired, committed, or another registry).
     pub async fn upload_offset(&mut self, loc: &str) -> Result<Option<u64>, ClientError> {
-        let what = http::describe(&Method::GET, loc);
-        let b = Self::request(Method::GET, loc).map_err(|e| protocol(&what, e.to_string()))?;
-        let resp = self
-            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
-            .await?;
+        let (what, resp) = self.call(Method::GET, loc, &[], http::empty()).await?;
         let status = resp.status();
         let range = resp
             .headers()
@@ -263,23 +266,20 @@ impl V2Connection {
     ) -> Result<(), ClientError> {
         let mut loc = loc.to_string();
         if offset < size || size == 0 {
-            let what = http::describe(&Method::PATCH, &loc);
             let body = StreamBody::new(
                 ReaderStream::with_capacity(reader, CHUNK)
                     .map_ok(Frame::data)
                     .map_err(BoxError::from),
             )
             .boxed_unsync();
-            let mut b = Self::request(Method::PATCH, &loc)
-                .map_err(|e| protocol(&what, e.to_string()))?
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CONTENT_LENGTH, size - offset);
+            let mut headers = vec![
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (header::CONTENT_LENGTH, (size - offset).to_string()),
+            ];
             if offset > 0 {
-                b = b.header(header::CONTENT_RANGE, format!("{offset}-{}", size - 1));
+                headers.push((header::CONTENT_RANGE, format!("{offset}-{}", size - 1)));
             }
-            let resp = self
-                .send(Self::build(b, body).map_err(|e| protocol(&what, e))?)
-                .await?;
+            let (what, resp) = self.call(Method::PATCH, &loc, &headers, body).await?;
             let next = location(&resp).map_err(|e| protocol(&what, e));
             self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
                 .await?;
@@ -288,12 +288,13 @@ impl V2Connection {
 
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = format!("{loc}{sep}digest={digest}");
-        let what = http::describe(&Method::PUT, &put);
-        let b = Self::request(Method::PUT, &put)
-            .map_err(|e| protocol(&what, e.to_string()))?
-            .header(header::CONTENT_LENGTH, 0);
-        let resp = self
-            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+        let (what, resp) = self
+            .call(
+                Method::PUT,
+                &put,
+                &[(header::CONTENT_LENGTH, 0.to_string())],
+                http::empty(),
+            )
             .await?;
         let got = resp
             .headers()
@@ -322,13 +323,16 @@ impl V2Connection {
         digest: &Digest,
     ) -> Result<(), ClientError> {
         let path = format!("/v2/{name}/manifests/{reference}");
-        let what = http::describe(&Method::PUT, &path);
-        let b = Self::request(Method::PUT, &path)
-            .map_err(|e| protocol(&what, e.to_string()))?
-            .header(header::CONTENT_TYPE, media_type)
-            .header(header::CONTENT_LENGTH, bytes.len());
-        let resp = self
-            .send(Self::build(b, http::full(bytes.to_vec())).map_err(|e| protocol(&what, e))?)
+        let (what, resp) = self
+            .call(
+                Method::PUT,
+                &path,
+                &[
+                    (header::CONTENT_TYPE, media_type.to_string()),
+                    (header::CONTENT_LENGTH, bytes.len().to_string()),
+                ],
+                http::full(bytes.to_vec()),
+            )
             .await?;
         let got = resp
             .headers()
@@ -354,12 +358,13 @@ impl V2Connection {
         reference: &str,
     ) -> Result<FetchedManifest, ClientError> {
         let path = format!("/v2/{name}/manifests/{reference}");
-        let what = http::describe(&Method::GET, &path);
-        let b = Self::request(Method::GET, &path)
-            .map_err(|e| protocol(&what, e.to_string()))?
-            .header(header::ACCEPT, MANIFEST_ACCEPT);
-        let resp = self
-            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
+        let (what, resp) = self
+            .call(
+                Method::GET,
+                &path,
+                &[(header::ACCEPT, MANIFEST_ACCEPT.to_string())],
+                http::empty(),
+            )
             .await?;
         let status = resp.status();
         let media_type = resp
@@ -406,15 +411,12 @@ impl V2Connection {
         offset: u64,
     ) -> Result<Incoming, ClientError> {
         let path = format!("/v2/{name}/blobs/{digest}");
-        let what = http::describe(&Method::GET, &path);
-        let mut b =
-            Self::request(Method::GET, &path).map_err(|e| protocol(&what, e.to_string()))?;
-        if offset > 0 {
-            b = b.header(header::RANGE, format!("bytes={offset}-"));
-        }
-        let resp = self
-            .send(Self::build(b, http::empty()).map_err(|e| protocol(&what, e))?)
-            .await?;
+        let range = if offset > 0 {
+            vec![(header::RANGE, format!("bytes={offset}-"))]
+        } else {
+            vec![]
+        };
+        let (what, resp) = self.call(Method::GET, &path, &range, http::empty()).await?;
         let status = resp.status();
         match (status, offset) {
             (StatusCode::OK, 0) => Ok(resp.into_body()),
