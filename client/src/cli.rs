@@ -24,7 +24,7 @@ use crate::error::ClientError;
 use crate::http::{self, Body, HttpConnection};
 use crate::remote::{parse_jumps, Remote};
 use crate::transport::ssh::SshOptions;
-use crate::transport::Transport;
+use crate::transport::{NewTransport, Transport};
 
 /// Exit statuses, shown by every command's `--help`.
 pub const EXIT_CODES: &str = "\

@@ -1,11 +1,13 @@
 //! The client's error type above the transports: what failed, with the
 //! input that failed, and the exit status it maps to (documented in each
-//! command's `--help`).
+//! command's `--help`). Address, transport and HTTP failures are
+//! berth-transport's errors, wrapped here.
 
 use std::io;
 
 use http::StatusCode;
 
+use crate::http::HttpError;
 use crate::remote::RemoteError;
 use crate::transport::TransportError;
 
@@ -24,7 +26,8 @@ pub enum ClientError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// The HTTP exchange broke (connection lost, protocol error). `detail`
-    /// carries what the ssh command printed, if anything.
+    /// carries what the ssh command printed, if anything. The client's form
+    /// of [`HttpError::Exchange`], kept as fields so callers can match it.
     #[error("{what}: {source}{detail}")]
     Http {
         /// What was being done (`GET /v1/...`).
@@ -67,6 +70,25 @@ pub enum ClientError {
     /// Bad command-line input that clap could not catch.
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<HttpError> for ClientError {
+    /// Each HTTP failure becomes the variant with the same message.
+    fn from(e: HttpError) -> ClientError {
+        match e {
+            HttpError::Transport(e) => ClientError::Transport(e),
+            HttpError::Exchange {
+                what,
+                source,
+                detail,
+            } => ClientError::Http {
+                what,
+                source,
+                detail,
+            },
+            HttpError::Protocol { what, message } => ClientError::Protocol { what, message },
+        }
+    }
 }
 
 impl ClientError {

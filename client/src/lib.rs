@@ -4,12 +4,14 @@
 //!
 //! Layout (one layer per level, each calling only the one below):
 //!
-//! * [`remote`] — `REGISTRY` strings (`ssh://`, `file://`, a directory) and
-//!   jump hosts, parsed once.
-//! * [`transport`] — byte streams carrying HTTP/1.1 to the registry service:
-//!   in-process ([`transport::local`]), the built-in SSH client
-//!   ([`transport::ssh`]) or a spawned OpenSSH ([`transport::command`]).
-//! * [`http`] — an HTTP/1.1 client over one stream, bodies streamed.
+//! * [`remote`] — `REGISTRY` strings (`ssh://`, `http://`, `file://`, a
+//!   directory) and jump hosts, parsed once (berth-transport's, re-exported).
+//! * [`transport`] — byte streams carrying HTTP/1.1 to the registry service
+//!   (berth-transport's): in-process (berth-server's registry on a
+//!   directory), the built-in SSH client ([`transport::ssh`]), a spawned
+//!   OpenSSH ([`transport::command`]) or TCP.
+//! * [`http`] — an HTTP/1.1 client over one stream, bodies streamed
+//!   (berth-transport's, answering with [`error::ClientError`]).
 //! * [`catalog`] — `ls`, `tags`, `rm`, `search` over the V1 API.
 //! * [`sync`] — `berth sync`: copies repositories between two registries.
 //! * [`shim`] — loopback TCP connections piped to registry streams.
@@ -23,7 +25,8 @@ pub mod catalog;
 pub mod cli;
 pub mod error;
 pub mod http;
-pub mod remote;
 pub mod shim;
 pub mod sync;
 pub mod transport;
+
+pub use berth_transport::remote;

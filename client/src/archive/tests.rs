@@ -19,7 +19,7 @@ use super::reference::ImageRef;
 use super::resume::ResumeState;
 use crate::remote::Remote;
 use crate::transport::ssh::SshOptions;
-use crate::transport::Transport;
+use crate::transport::{NewTransport, Transport};
 
 /// A raw tar header; the path and link are written as given (no checks),
 /// so hostile archives can be built.

@@ -1,10 +1,12 @@
 //! The registry service: one value that answers the V1 (and V2) HTTP API on
 //! the store, whatever carries the bytes — an SSH channel, stdin/stdout under
-//! sshd, an in-memory duplex in the client's local mode, or a TCP socket.
+//! sshd, an in-memory duplex ([`in_process`], the client's local mode), or a
+//! TCP socket.
 //!
 //! Transports call [`Registry::serve_connection`] with a byte stream and the
 //! [`Identity`] SSH established; nothing else in the crate parses HTTP.
 
+pub mod in_process;
 pub mod info;
 pub mod response;
 pub mod route;

@@ -1,21 +1,23 @@
 //! Transports: each yields byte streams that carry HTTP/1.1 to the registry
 //! service, one stream per HTTP connection.
 //!
-//! * [`local`] — the registry service in-process on a mount point, over an
-//!   in-memory duplex.
+//! * [`InProcess`] — a registry service in this process (berth-server's, on
+//!   a mount point), over an in-memory duplex. The service is the caller's:
+//!   this crate only defines the trait, see [`Transport::for_remote`].
 //! * [`ssh`] — the native russh client: one shared SSH connection (through
 //!   jump hosts if asked), a `docker-registry` subsystem channel per stream.
 //! * [`command`] — a spawned OpenSSH client (`$BERTH_SSH_COMMAND -s host
 //!   docker-registry`) per stream, its stderr kept for error messages.
+//! * plain TCP to an HTTP registry (`http://host:port`).
 //!
 //! Transports carry bytes and know nothing about the registry API.
 
 pub mod command;
-pub mod local;
 pub mod ssh;
 
 use std::fmt;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +37,8 @@ pub const SSH_COMMAND_ENV: &str = "BERTH_SSH_COMMAND";
 /// Why a stream to the registry could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// The local store could not be opened.
+    /// The in-process registry on a mount point could not be opened (the
+    /// error of the `open_local` given to [`Transport::for_remote`]).
     #[error("opening the store at {path}: {message}")]
     Store {
         /// The mount point.
@@ -67,6 +70,16 @@ pub enum TransportError {
     NoUser,
 }
 
+/// A registry service running in this process, reached without a network.
+/// berth-server implements it for a mount point
+/// (`berth_server::registry::in_process`); it is a trait so that this crate,
+/// which berth-server depends on, need not know the server.
+pub trait InProcess: Send + Sync {
+    /// A new stream whose other end the service answers (on a task of its
+    /// own). Must be called inside a Tokio runtime.
+    fn open(&self) -> Stream;
+}
+
 /// Anything a stream can be built from.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -81,7 +94,7 @@ pub struct Diagnostics {
 }
 
 impl Default for Diagnostics {
-    /// A side channel with nothing to say (local and native SSH streams).
+    /// A side channel with nothing to say (in-process, TCP and native SSH streams).
     fn default() -> Self {
         Diagnostics {
             text: Arc::default(),
@@ -195,8 +208,9 @@ impl AsyncWrite for Stream {
 /// A registry reachable over one of the transports; cheap to share
 /// (`Arc`) between the shim's connections.
 pub enum Transport {
-    /// In-process service on a mount point.
-    Local(local::LocalTransport),
+    /// A registry service in this process (a mount point served by
+    /// berth-server's registry).
+    InProcess(Arc<dyn InProcess>),
     /// Built-in SSH client.
     Ssh(ssh::SshTransport),
     /// Spawned OpenSSH client.
@@ -209,11 +223,23 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Chooses the transport for `remote`: local for a directory; for SSH the
-    /// command in `$BERTH_SSH_COMMAND` when set, the built-in client otherwise.
-    pub fn new(remote: &Remote, options: ssh::SshOptions) -> Result<Transport, TransportError> {
+    /// Chooses the transport for `remote`: for SSH the command in
+    /// `$BERTH_SSH_COMMAND` when set, the built-in client otherwise; TCP for
+    /// `http://`; and for a directory ([`Remote::Local`]) whatever
+    /// `open_local` makes of it.
+    ///
+    /// `open_local` is a parameter because the in-process registry service
+    /// lives in berth-server, which depends on this crate and not the other
+    /// way round: the client and the server's mirror both pass
+    /// `berth_server::registry::in_process::open_local`. It is called only
+    /// for a directory.
+    pub fn for_remote(
+        remote: &Remote,
+        options: ssh::SshOptions,
+        open_local: impl FnOnce(&Path) -> Result<Arc<dyn InProcess>, TransportError>,
+    ) -> Result<Transport, TransportError> {
         match remote {
-            Remote::Local(path) => Ok(Transport::Local(local::LocalTransport::new(path)?)),
+            Remote::Local(path) => Ok(Transport::InProcess(open_local(path)?)),
             Remote::Http { host, port } => Ok(Transport::Tcp {
                 address: format!("{host}:{port}"),
             }),
@@ -232,7 +258,7 @@ impl Transport {
     /// Opens a new stream carrying one HTTP/1.1 connection.
     pub async fn open(&self) -> Result<Stream, TransportError> {
         match self {
-            Transport::Local(t) => Ok(t.open()),
+            Transport::InProcess(t) => Ok(t.open()),
             Transport::Ssh(t) => Ok(t.open().await?),
             Transport::Command(t) => t.open(),
             Transport::Tcp { address } => {
@@ -254,12 +280,13 @@ impl Transport {
     pub async fn prepare(&self) -> Result<(), TransportError> {
         match self {
             Transport::Ssh(t) => Ok(t.connect().await.map(|_| ())?),
-            Transport::Local(_) | Transport::Command(_) | Transport::Tcp { .. } => Ok(()),
+            Transport::InProcess(_) | Transport::Command(_) | Transport::Tcp { .. } => Ok(()),
         }
     }
 }
 
-/// The local user's login name, for SSH logins without `user@`.
+/// The local user's login name: for SSH logins without `user@`, and the
+/// name in-process requests are attributed to.
 pub fn local_user() -> Option<String> {
     for var in ["USER", "LOGNAME"] {
         if let Ok(u) = std::env::var(var) {
