@@ -123,9 +123,19 @@ impl Drop for Proc {
 
 /// Spawns a command and waits for a stdout line containing `marker`; returns
 /// the process and that line. stderr is inherited (shown by the test harness).
-pub fn spawn_until_line(mut cmd: Command, marker: &str, name: &str) -> (Proc, String) {
+pub fn spawn_until_line(cmd: Command, marker: &str, name: &str) -> (Proc, String) {
+    spawn_logging_until_line(cmd, marker, name, Stdio::inherit())
+}
+
+/// [`spawn_until_line`] with stderr sent to `stderr` (a log file a test reads).
+pub fn spawn_logging_until_line(
+    mut cmd: Command,
+    marker: &str,
+    name: &str,
+    stderr: Stdio,
+) -> (Proc, String) {
     cmd.stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .stdin(Stdio::null());
     let mut child = cmd
         .spawn()
@@ -379,12 +389,43 @@ impl SshServer {
         Self::launch(root, Some(authorized_keys), state_dir, listen, extra)
     }
 
+    /// [`SshServer::start`] with every request logged (debug level) to
+    /// `log`, so a test can count what reached this server.
+    pub fn start_logged(
+        root: &Path,
+        authorized_keys: &Path,
+        state_dir: &Path,
+        extra: &[&str],
+        log: &Path,
+    ) -> SshServer {
+        let file = std::fs::File::create(log).unwrap();
+        Self::launch_with(
+            root,
+            Some(authorized_keys),
+            state_dir,
+            "127.0.0.1:0",
+            extra,
+            Some(file),
+        )
+    }
+
     fn launch(
         root: &Path,
         authorized_keys: Option<&Path>,
         state_dir: &Path,
         listen: &str,
         extra: &[&str],
+    ) -> SshServer {
+        Self::launch_with(root, authorized_keys, state_dir, listen, extra, None)
+    }
+
+    fn launch_with(
+        root: &Path,
+        authorized_keys: Option<&Path>,
+        state_dir: &Path,
+        listen: &str,
+        extra: &[&str],
+        log: Option<std::fs::File>,
     ) -> SshServer {
         let host_key = state_dir.join("berth_host_key");
         let mut cmd = Command::new(bin("berth-server"));
@@ -394,7 +435,15 @@ impl SshServer {
         }
         cmd.arg("--host-key").arg(&host_key);
         cmd.args(extra);
-        let (proc, line) = spawn_until_line(cmd, "listening on", "berth-server serve");
+        let stderr = match log {
+            Some(file) => {
+                cmd.env("BERTH_LOG", "berth_server=debug");
+                Stdio::from(file)
+            }
+            None => Stdio::inherit(),
+        };
+        let (proc, line) =
+            spawn_logging_until_line(cmd, "listening on", "berth-server serve", stderr);
         let addr = addr_in(&line);
         SshServer {
             proc,

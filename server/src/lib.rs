@@ -24,6 +24,7 @@ pub mod exec;
 pub mod hooks;
 pub mod http;
 pub mod keys;
+pub mod mirror;
 pub mod names;
 pub mod registry;
 pub mod ssh;

@@ -267,7 +267,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let store = Store::open(&args.root)
                 .with_context(|| format!("opening store {}", args.root.display()))?;
-            let registry = Registry::new(store, args.roles.apply(args.limits.config()));
+            let config = args
+                .roles
+                .apply(args.limits.config())
+                .map_err(anyhow::Error::msg)?;
+            let registry = Registry::new(store, config);
+            berth_server::mirror::announce(&registry);
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;

@@ -89,8 +89,10 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The registry configuration these flags describe.
-    pub fn registry_config(&self) -> RegistryConfig {
-        self.roles.apply(self.limits.config())
+    pub fn registry_config(&self) -> anyhow::Result<RegistryConfig> {
+        self.roles
+            .apply(self.limits.config())
+            .map_err(anyhow::Error::msg)
     }
 }
 
@@ -200,7 +202,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(p) => format!("access file {}", p.display()),
         None => format!("keys from {}", authorized_path.display()),
     };
-    let registry = Registry::with_access(store, args.registry_config(), access, args.audit.clone());
+    let registry =
+        Registry::with_access(store, args.registry_config()?, access, args.audit.clone());
+    crate::mirror::announce(&registry);
     let shared = Arc::new(Shared {
         registry,
         authorized,

@@ -106,7 +106,9 @@ pub async fn run(args: StdioArgs) -> Result<ExitCode> {
     };
     let registry = Registry::with_access(
         store,
-        args.roles.apply(args.limits.config()),
+        args.roles
+            .apply(args.limits.config())
+            .map_err(anyhow::Error::msg)?,
         access,
         args.audit.clone(),
     );

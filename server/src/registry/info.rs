@@ -25,6 +25,23 @@ pub fn handle(reg: &Registry, who: &Identity) -> Response<RespBody> {
             "client": who.client,
             "access_file": reg.access().has_file(),
             "namespaces": namespaces,
+            "mirror": reg.mirror().map(mirror_info),
         }),
     )
+}
+
+/// The mirror role and its upstream traffic counters, for operators (and
+/// tests that must show a cached pull asks the upstream nothing).
+fn mirror_info(m: &crate::mirror::Mirror) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = m.stats();
+    json!({
+        "upstream": m.upstream_name(),
+        "ttl_seconds": m.ttl().as_secs(),
+        "read_only": m.refusal().is_some(),
+        "upstream_requests": s.requests.load(Relaxed),
+        "upstream_bytes": s.bytes.load(Relaxed),
+        "hits": s.hits.load(Relaxed),
+        "stale_served": s.stale_served.load(Relaxed),
+    })
 }

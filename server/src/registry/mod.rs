@@ -28,6 +28,8 @@ use tracing::Instrument;
 use crate::access::AccessControl;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::hooks::{Notifier, WebhookUrl};
+use crate::mirror::upstream::Upstream;
+use crate::mirror::{Mirror, MirrorArgs};
 use crate::store::Store;
 pub use response::{BoxError, ReqBody, RespBody};
 
@@ -89,6 +91,8 @@ pub struct RegistryConfig {
     pub endpoints: Vec<String>,
     /// URLs every push and delete event is POSTed to (see [`crate::hooks`]).
     pub webhooks: Vec<WebhookUrl>,
+    /// The upstream this registry mirrors, if it is a pull-through mirror.
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 impl Default for RegistryConfig {
@@ -99,12 +103,13 @@ impl Default for RegistryConfig {
             header_timeout: Duration::from_secs(30),
             endpoints: Vec::new(),
             webhooks: Vec::new(),
+            mirror: None,
         }
     }
 }
 
 /// Registry roles, as command-line flags shared by every server mode:
-/// webhooks and chained endpoints (docs/roles.md).
+/// webhooks, chained endpoints and the pull-through mirror (docs/roles.md).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RoleArgs {
     /// POST every push and delete event (distribution's notification
@@ -115,16 +120,28 @@ pub struct RoleArgs {
     /// this store); repeatable. Default: the request's Host.
     #[arg(long = "endpoint", value_name = "HOST:PORT")]
     pub endpoints: Vec<String>,
+    /// Pull-through mirror.
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
 }
 
 impl RoleArgs {
-    /// `config` with these roles.
-    pub fn apply(&self, config: RegistryConfig) -> RegistryConfig {
-        RegistryConfig {
+    /// `config` with these roles; fails on an unusable `--mirror-of`.
+    pub fn apply(&self, config: RegistryConfig) -> Result<RegistryConfig, String> {
+        let mirror = match &self.mirror.mirror_of {
+            Some(spec) => Some(Arc::new(Mirror::new(
+                Upstream::open(&self.mirror, spec)?,
+                self.mirror.ttl,
+                self.mirror.allow_push,
+            ))),
+            None => None,
+        };
+        Ok(RegistryConfig {
             endpoints: self.endpoints.clone(),
             webhooks: self.webhooks.clone(),
+            mirror,
             ..config
-        }
+        })
     }
 }
 
@@ -229,6 +246,11 @@ impl Registry {
         &self.config
     }
 
+    /// The mirror role, when this registry is a pull-through mirror.
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.config.mirror.as_deref()
+    }
+
     /// Serves HTTP/1.1 (keep-alive) on one byte stream until the peer closes it.
     pub async fn serve_connection<IO>(
         self: Arc<Self>,
@@ -307,6 +329,10 @@ impl Registry {
             return info::handle(self, who);
         }
         if let Some(route) = route::parse_v1(&path) {
+            if let Some(reason) = self.refused_write(req.method()) {
+                drain_small_body(req.into_body()).await;
+                return response::v1_error(StatusCode::FORBIDDEN, &reason);
+            }
             return match route {
                 Ok(route) => v1::handle(self, route, req, who).await,
                 Err(route::RouteError::InvalidImageId) => {
@@ -322,6 +348,17 @@ impl Registry {
             return v2::handle(self, route, req, who).await;
         }
         response::v1_error(StatusCode::NOT_FOUND, "Not found")
+    }
+}
+
+impl Registry {
+    /// Why a request with `method` is refused outright (a read-only
+    /// mirror), if it is.
+    pub(crate) fn refused_write(&self, method: &Method) -> Option<String> {
+        if method == Method::GET || method == Method::HEAD {
+            return None;
+        }
+        self.mirror().and_then(Mirror::refusal)
     }
 }
 

@@ -2,6 +2,7 @@
 //! together; 404 `NAME_UNKNOWN` for an unknown repository) and
 //! `GET /v2/_catalog` (V1 repositories plus V2-only ones), both sorted, with
 //! `n`/`last` paging and a `Link: <...>; rel="next"` header when more remain.
+//! On a pull-through mirror the tag list includes the upstream's tags.
 
 use http::request::Parts;
 use http::StatusCode;
@@ -51,6 +52,10 @@ pub fn page(
 pub async fn tags(reg: &Registry, name: &Name, req: &Parts) -> V2Result {
     let store = reg.store().clone();
     let repo = name.repo.clone();
+    let upstream = match reg.mirror() {
+        Some(m) => m.upstream_tags(&name.repo, &name.raw).await,
+        None => Vec::new(),
+    };
     let all = blocking(move || -> Result<Vec<String>, Vec<V2Error>> {
         let mut tags: Vec<String> = match store.list_tags(&repo) {
             Ok(t) => t.into_keys().collect(),
@@ -64,6 +69,7 @@ pub async fn tags(reg: &Registry, name: &Name, req: &Parts) -> V2Result {
                 .into_iter()
                 .map(|t| t.to_string()),
         );
+        tags.extend(upstream.iter().map(|t| t.to_string()));
         tags.sort();
         tags.dedup();
         Ok(tags)

@@ -64,6 +64,13 @@ async fn dispatch(
         super::drain_small_body(body).await;
         return Err(e);
     }
+    if let Some(reason) = reg.refused_write(m) {
+        super::drain_small_body(body).await;
+        return Err(vec![V2Error::new(ErrorCode::Denied, reason)]);
+    }
+    if read {
+        fill_from_mirror(reg, &route).await?;
+    }
     match route {
         Base if read => Ok(response::json(StatusCode::OK, &serde_json::json!({}))),
         Catalog if read => catalog::catalog(reg, &parts, who).await,
@@ -90,6 +97,42 @@ async fn dispatch(
             format!("{m} is not supported here"),
         )]),
     }
+}
+
+/// On a pull-through mirror, fetches what a read needs from the upstream
+/// into the store first; the handlers then answer from the store as usual.
+async fn fill_from_mirror(reg: &Registry, route: &V2Route) -> Result<(), Vec<V2Error>> {
+    use crate::mirror::MirrorError;
+    let Some(mirror) = reg.mirror() else {
+        return Ok(());
+    };
+    let store = reg.store();
+    let filled = match route {
+        V2Route::Manifest(name, routes::Reference::Tag(tag)) => {
+            mirror.ensure_tag(store, &name.repo, &name.raw, tag).await
+        }
+        V2Route::Manifest(name, routes::Reference::Digest(d)) => {
+            mirror
+                .ensure_manifest_digest(store, &name.repo, &name.raw, d)
+                .await
+        }
+        V2Route::Blob(name, d) => mirror.ensure_blob(store, &name.repo, &name.raw, d).await,
+        _ => Ok(()),
+    };
+    // A miss the upstream could not fill is a 404 of the resource's kind
+    // carrying the reason: Docker and skopeo show the message of 4xx
+    // answers only (a 5xx is reported as a bare status, and retried).
+    let code = match route {
+        V2Route::Blob(..) => ErrorCode::BlobUnknown,
+        _ => ErrorCode::ManifestUnknown,
+    };
+    filled.map_err(|e| match e {
+        MirrorError::Store(e) => vec![V2Error::internal(e)],
+        e @ (MirrorError::Unavailable { .. } | MirrorError::Corrupt { .. }) => {
+            tracing::warn!(error = %e, "mirror fetch failed");
+            vec![V2Error::new(code, e.to_string())]
+        }
+    })
 }
 
 /// Checks the caller's rights before a route runs: reads need read on the

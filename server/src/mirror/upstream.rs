@@ -1,0 +1,355 @@
+//! The mirror's V2 client: the few reads a pull-through mirror needs
+//! (manifest by tag or digest, blob HEAD and GET), sent over any berth
+//! transport, each on its own HTTP connection (an SSH channel on the one
+//! shared SSH connection, an in-process stream, or a TCP/TLS socket).
+//!
+//! Nothing fetched is trusted: manifests are hashed here, blobs are hashed
+//! by the store while they stream to disk, and a mismatch stores nothing.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use berth_transport::http::{empty, HttpConnection};
+use berth_transport::remote::Remote;
+use berth_transport::transport::{ssh::SshOptions, Transport};
+
+use crate::names::Digest;
+use crate::registry::v2::manifests::MAX_MANIFEST;
+use crate::store::media;
+use crate::store::uploads::UploadError;
+use crate::store::Store;
+
+/// How long one request may wait for the upstream's answer head; a hung
+/// upstream must not hang the mirror's clients for ever.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The `Accept` list for manifests: every type berth stores.
+const MANIFEST_TYPES: [&str; 4] = [
+    media::DOCKER_MANIFEST,
+    media::DOCKER_LIST,
+    media::OCI_MANIFEST,
+    media::OCI_INDEX,
+];
+
+/// Why the upstream could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection (refused, unreachable, SSH login failed, ...).
+    #[error("{0}")]
+    Connect(String),
+    /// The connection broke, or the answer did not come in time.
+    #[error("{0}")]
+    Broken(String),
+    /// The upstream answered with an error status.
+    #[error("{method} {path} answered {status}{message}")]
+    Status {
+        /// Request method.
+        method: Method,
+        /// Request path.
+        path: String,
+        /// Status received.
+        status: StatusCode,
+        /// The first error message of the body, if any (": ..." form).
+        message: String,
+    },
+    /// What arrived failed verification.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// A manifest fetched from the upstream, hashed here.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The exact bytes.
+    pub bytes: Bytes,
+    /// Their media type (from `Content-Type`, else the body's `mediaType`).
+    pub media_type: String,
+    /// sha256 of the bytes.
+    pub digest: Digest,
+    /// The `Docker-Content-Digest` the upstream claimed, if any.
+    pub claimed: Option<Digest>,
+}
+
+/// The upstream registry and the transport that reaches it.
+pub struct Upstream {
+    name: String,
+    transport: Transport,
+}
+
+impl Upstream {
+    /// An upstream reached over `transport`; `name` is how messages call it.
+    pub fn new(name: String, transport: Transport) -> Upstream {
+        Upstream { name, transport }
+    }
+
+    /// Parses `--mirror-of` and builds its transport: SSH with the given
+    /// keys and known_hosts, a directory served in-process, or HTTP(S).
+    pub fn open(args: &super::MirrorArgs, spec: &str) -> Result<Upstream, String> {
+        let remote: Remote = spec
+            .parse()
+            .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
+        let options = SshOptions {
+            identities: args.identities.clone(),
+            known_hosts: args.known_hosts.clone(),
+            ..SshOptions::default()
+        };
+        let transport =
+            Transport::for_remote(&remote, options, crate::registry::in_process::open_local)
+                .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
+        Ok(Upstream::new(spec.to_string(), transport))
+    }
+
+    /// The upstream as configured (for messages and `/_berth/info`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Connects ahead of the first request, so a bad address, host key or
+    /// login shows at start rather than at the first pull.
+    pub async fn prepare(&self) -> Result<(), UpstreamError> {
+        self.transport
+            .prepare()
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))
+    }
+
+    /// Sends one request on a fresh connection and returns the answer head.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<String>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut conn = HttpConnection::open(&self.transport)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(accept) = accept {
+            req = req.header(header::ACCEPT, accept);
+        }
+        let req = req
+            .body(empty())
+            .map_err(|e| UpstreamError::Broken(e.to_string()))?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, conn.send(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(UpstreamError::Broken(e.to_string())),
+            Err(_) => Err(UpstreamError::Broken(format!(
+                "no answer within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// `GET /v2/<name>/manifests/<reference>`; `None` when the upstream
+    /// does not know it.
+    pub async fn fetch_manifest(
+        &self,
+        name: &str,
+        reference: &str,
+    ) -> Result<Option<Fetched>, UpstreamError> {
+        let path = format!("/v2/{name}/manifests/{reference}");
+        let resp = self
+            .send(Method::GET, &path, Some(MANIFEST_TYPES.join(", ")))
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = success(resp, Method::GET, &path).await?;
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let claimed = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                Digest::parse(v).map_err(|e| {
+                    UpstreamError::Corrupt(format!("Docker-Content-Digest {v:?}: {e}"))
+                })
+            })
+            .transpose()?;
+        let bytes = read_capped(resp.into_body(), MAX_MANIFEST).await?;
+        let media_type = manifest_media_type(content_type.as_deref(), &bytes)?;
+        Ok(Some(Fetched {
+            digest: Digest::of_bytes(&bytes),
+            bytes,
+            media_type,
+            claimed,
+        }))
+    }
+
+    /// `GET /v2/<name>/tags/list` (first page, which is all of it unless
+    /// the upstream pages unasked); `None` for an unknown repository.
+    pub async fn tags(&self, name: &str) -> Result<Option<Vec<String>>, UpstreamError> {
+        let path = format!("/v2/{name}/tags/list");
+        let resp = self.send(Method::GET, &path, None).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = success(resp, Method::GET, &path).await?;
+        let body = read_capped(resp.into_body(), MAX_MANIFEST).await?;
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Corrupt(format!("the tag list is not JSON: {e}")))?;
+        Ok(Some(
+            value
+                .get("tags")
+                .and_then(|t| t.as_array())
+                .map(|tags| {
+                    tags.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// `HEAD /v2/<name>/blobs/<digest>`: whether the upstream holds it there.
+    pub async fn has_blob(&self, name: &str, digest: &Digest) -> Result<bool, UpstreamError> {
+        let path = format!("/v2/{name}/blobs/{digest}");
+        let resp = self.send(Method::HEAD, &path, None).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        success(resp, Method::HEAD, &path).await.map(|_| true)
+    }
+
+    /// `GET /v2/<name>/blobs/<digest>` streamed into the store's blob pool,
+    /// verified against `digest`. Returns the size, or `None` on a 404.
+    pub async fn fetch_blob(
+        &self,
+        name: &str,
+        digest: &Digest,
+        store: &Store,
+    ) -> Result<Option<u64>, UpstreamError> {
+        let path = format!("/v2/{name}/blobs/{digest}");
+        let resp = self.send(Method::GET, &path, None).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = success(resp, Method::GET, &path).await?;
+        match store.put_blob(resp.into_body(), digest).await {
+            Ok(size) => Ok(Some(size)),
+            Err(UploadError::DigestMismatch { actual, .. }) => Err(UpstreamError::Corrupt(
+                format!("its bytes hash to {actual}; nothing was stored"),
+            )),
+            Err(UploadError::Interrupted(e)) => Err(UpstreamError::Broken(format!(
+                "the blob download broke off: {e}"
+            ))),
+            Err(e) => Err(UpstreamError::Broken(format!("storing the blob: {e}"))),
+        }
+    }
+}
+
+/// Passes a 2xx answer through; turns anything else into an error that
+/// carries the upstream's own message.
+async fn success(
+    resp: Response<Incoming>,
+    method: Method,
+    path: &str,
+) -> Result<Response<Incoming>, UpstreamError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = read_capped(resp.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/errors/0/message")
+                .and_then(|m| m.as_str())
+                .map(|m| format!(": {m}"))
+        })
+        .unwrap_or_default();
+    Err(UpstreamError::Status {
+        method,
+        path: path.to_string(),
+        status,
+        message,
+    })
+}
+
+/// Reads a whole body of at most `limit` bytes.
+async fn read_capped(mut body: Incoming, limit: usize) -> Result<Bytes, UpstreamError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Broken(format!("reading the answer: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(UpstreamError::Corrupt(format!(
+                    "the answer is larger than {limit} bytes"
+                )));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// The media type of a fetched manifest: the `Content-Type` when it names a
+/// manifest type, else the body's `mediaType`; schema1 and unknown types
+/// are refused (berth does not store them).
+fn manifest_media_type(content_type: Option<&str>, bytes: &[u8]) -> Result<String, UpstreamError> {
+    if let Some(ct) = content_type.filter(|ct| media::manifest_kind(ct).is_some()) {
+        return Ok(ct.to_string());
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| UpstreamError::Corrupt(format!("the manifest is not JSON: {e}")))?;
+    match value.get("mediaType").and_then(|m| m.as_str()) {
+        Some(mt) if media::manifest_kind(mt).is_some() => Ok(mt.to_string()),
+        _ if value.get("manifests").is_some() => Ok(media::OCI_INDEX.to_string()),
+        _ if value.get("config").is_some()
+            && value.get("schemaVersion").and_then(|v| v.as_i64()) == Some(2) =>
+        {
+            Ok(media::OCI_MANIFEST.to_string())
+        }
+        _ => Err(UpstreamError::Corrupt(format!(
+            "unsupported manifest type {:?} (schema1 is not mirrored)",
+            content_type.unwrap_or("none")
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_type_comes_from_the_header_then_the_body() {
+        assert_eq!(
+            manifest_media_type(Some(media::DOCKER_MANIFEST), b"{}").unwrap(),
+            media::DOCKER_MANIFEST
+        );
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media::OCI_INDEX
+        );
+        assert_eq!(
+            manifest_media_type(Some("application/json"), body.as_bytes()).unwrap(),
+            media::OCI_INDEX
+        );
+        assert_eq!(
+            manifest_media_type(None, br#"{"schemaVersion":2,"config":{},"layers":[]}"#).unwrap(),
+            media::OCI_MANIFEST
+        );
+    }
+
+    #[test]
+    fn schema1_and_garbage_are_refused() {
+        assert!(manifest_media_type(Some(media::SCHEMA1), br#"{"schemaVersion":1}"#).is_err());
+        assert!(manifest_media_type(None, b"not json").is_err());
+    }
+}
