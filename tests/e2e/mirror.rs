@@ -314,6 +314,13 @@ fn mirror_revalidates_tags_after_the_ttl_and_stores_nothing_unverified() {
     );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(digest_of(&mut m), second, "not revalidated after the TTL");
+    // Its store names blobs it never fetched; fsck knows a mirror's store.
+    let out = run(Command::new(bin("berth-server"))
+        .args(["fsck", "--root"])
+        .arg(&mirror_root));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "fsck of a mirror's store: {said}");
+    assert!(said.contains("not fetched from the upstream yet"), "{said}");
     // The tag list shows what the upstream has, cached or not.
     v2_push(&mut up, "team/t", "2", &[random_bytes(1_000, 85)]);
     let r = m.request("GET", "/v2/team/t/tags/list", &[], ReqBody::None);

@@ -200,6 +200,11 @@ impl Registry {
             audit_path.unwrap_or_else(|| store.paths().berth_dir().join("audit.log")),
         ));
         let notifier = Notifier::new(store.paths().berth_dir().join("hooks"), &config.webhooks);
+        if let Some(mirror) = &config.mirror {
+            if let Err(e) = store.mark_mirror(mirror.upstream_name()) {
+                tracing::error!(error = %e, "recording the mirror role in the store");
+            }
+        }
         Arc::new(Registry {
             store,
             config,

@@ -594,6 +594,8 @@ fn check_v2(
 ) -> io::Result<()> {
     let p = store.paths();
     let v2 = p.berth_dir().join("v2");
+    // A mirror fetches blobs and child manifests when first asked for them.
+    let lazy = store.mirror_of()?.is_some();
     for (repo, dir) in repos_with(&v2, "_tags")? {
         for (name, path) in entries(&dir)? {
             if name.starts_with(TEMP_PREFIX) {
@@ -612,7 +614,7 @@ fn check_v2(
                     continue;
                 }
             };
-            check_manifest(store, &rec.digest, &path, 0, r)?;
+            check_manifest(store, &rec.digest, &path, 0, lazy, r)?;
         }
     }
     for (_, dir) in repos_with(&v2, "_blobs")? {
@@ -647,12 +649,15 @@ fn check_v2(
     Ok(())
 }
 
-/// A manifest (named by `from`) is stored and everything it names is present.
+/// A manifest (named by `from`) is stored and everything it names is
+/// present — on a mirror's store (`lazy`), what it names may also be not
+/// fetched yet, which is noted, not a problem.
 fn check_manifest(
     store: &Store,
     digest: &Digest,
     from: &Path,
     depth: usize,
+    lazy: bool,
     r: &mut FsckReport,
 ) -> io::Result<()> {
     let p = store.paths();
@@ -685,9 +690,16 @@ fn check_manifest(
         return Ok(());
     }
     for (d, child) in manifest_refs(&bytes) {
-        if child && depth < MAX_INDEX_DEPTH {
-            check_manifest(store, &d, &p.blob(digest), depth + 1, r)?;
-        } else if !p.blob(&d).exists() {
+        let fetched = p.blob(&d).exists();
+        if lazy && !fetched {
+            r.add(
+                Severity::Note,
+                &p.blob(digest),
+                format!("manifest {digest} names {d}, not fetched from the upstream yet"),
+            );
+        } else if child && depth < MAX_INDEX_DEPTH {
+            check_manifest(store, &d, &p.blob(digest), depth + 1, lazy, r)?;
+        } else if !fetched {
             r.add(
                 Severity::Problem,
                 &p.blob(digest),

@@ -49,6 +49,22 @@ impl Store {
     pub fn paths(&self) -> &Paths {
         &self.paths
     }
+
+    /// Records that this store backs a pull-through mirror of `upstream`,
+    /// so `fsck` expects blobs that were never asked for to be absent.
+    pub fn mark_mirror(&self, upstream: &str) -> io::Result<()> {
+        let marker = self.paths.mirror_marker();
+        if read_optional(&marker)?.as_deref() == Some(upstream.as_bytes()) {
+            return Ok(());
+        }
+        atomic::write_atomic(&marker, upstream.as_bytes())
+    }
+
+    /// The upstream this store mirrors, if it backs a mirror.
+    pub fn mirror_of(&self) -> io::Result<Option<String>> {
+        Ok(read_optional(&self.paths.mirror_marker())?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
 }
 
 /// Reads a file, mapping "missing" to `None`.

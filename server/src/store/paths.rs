@@ -133,6 +133,12 @@ impl Paths {
         self.root.join("_berth")
     }
 
+    /// `_berth/mirror-of`: the upstream, when this store backs a
+    /// pull-through mirror (whose manifests may name blobs not fetched yet).
+    pub fn mirror_marker(&self) -> PathBuf {
+        self.berth_dir().join("mirror-of")
+    }
+
     /// `_berth/blobs/sha256/`
     pub fn blobs_dir(&self) -> PathBuf {
         self.berth_dir().join("blobs").join("sha256")
