@@ -31,7 +31,9 @@ pub const EXIT_CODES: &str = "\
 Exit status: 0 success; 1 the registry answered with an error status (its message is on \
 stderr); 2 any other failure (usage, connection, SSH host key or login, local I/O).
 
-REGISTRY is ssh://[user@]host[:port], file:///abs/dir or a directory path. With \
+REGISTRY is ssh://[user@]host[:port], file:///abs/dir or a directory path; berth sync, \
+get, put and shim also take a V2 registry at http://host[:port] or https://host[:port] \
+(certificate checked against the system trust store, or SSL_CERT_FILE). With \
 BERTH_SSH_COMMAND set (e.g. \"ssh -F ~/.ssh/config\"), ssh:// registries are reached by \
 running `$BERTH_SSH_COMMAND -s [-p PORT] [user@]host docker-registry` instead of the \
 built-in SSH client.";

@@ -1,5 +1,6 @@
 //! `berth sync SRC DST [NAME[:TAG]...]`: copies repositories between two
-//! registries berth can reach (ssh://, a directory), over the V2 API.
+//! registries berth can reach (ssh://, a directory, http:// or https://),
+//! over the V2 API.
 //!
 //! Repositories come from `/v2/_catalog` (paged) and tags from
 //! `/v2/<name>/tags/list`, unless named. For each tag the source manifest is
@@ -35,7 +36,8 @@ pub struct SyncArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Registry to copy from: ssh://[user@]host[:port], file:///abs/dir or a directory.
+    /// Registry to copy from: ssh://[user@]host[:port], file:///abs/dir, a directory,
+    /// http://host[:port] or https://host[:port].
     pub src: String,
     /// Registry to copy to (same forms).
     pub dst: String,

@@ -460,18 +460,44 @@ fn sync_between_ssh_and_directories_preserves_digests_and_sends_only_whats_missi
     assert_eq!(got, want);
 }
 
-/// `berth sync` to and from a plain-HTTP V2 registry: distribution (Debian's
-/// `docker-registry`) on loopback. Digests survive both ways; a second sync
-/// sends nothing.
-#[test]
-fn sync_with_distribution_over_http_both_ways() {
-    if !require_tool("docker-registry", "docker-registry") {
-        return;
+/// Starts distribution (Debian's `docker-registry`) on a free loopback port
+/// with its storage under `dir`, serving HTTPS with `tls` = (certificate,
+/// key) when given.
+fn distribution(dir: &Path, tls: Option<(&Path, &Path)>) -> (Proc, SocketAddr) {
+    let port = free_port();
+    let config = dir.join("distribution.yml");
+    let mut yaml = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.join("distribution").display()
+    );
+    if let Some((cert, key)) = tls {
+        yaml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (a, c) = (dir.path().join("a"), dir.path().join("c"));
+    std::fs::write(&config, yaml).unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc {
+        child,
+        name: "distribution".into(),
+    };
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr, Duration::from_secs(20));
+    (proc, addr)
+}
+
+/// Three tags in two repositories on a new store at `root`; their manifests.
+fn seed_for_distribution(root: &Path) -> Vec<(String, String, String, Vec<u8>)> {
     {
-        let server = HttpServer::start(&a);
+        let server = HttpServer::start(root);
         let mut conn = tcp_conn(server.addr);
         let shared = random_bytes(40_000, 95);
         v2_push(&mut conn, "team/app", "1", std::slice::from_ref(&shared));
@@ -483,33 +509,25 @@ fn sync_with_distribution_over_http_both_ways() {
         );
         v2_push(&mut conn, "tools", "latest", &[random_bytes(7_000, 97)]);
     }
-    let source = manifests_of(&a);
+    let source = manifests_of(root);
     assert_eq!(source.len(), 3);
+    source
+}
 
-    let port = free_port();
-    let config = dir.path().join("distribution.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("distribution").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _distribution = Proc {
-        child,
-        name: "distribution".into(),
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for_port(addr, Duration::from_secs(20));
-    let url = format!("http://127.0.0.1:{port}");
+/// `berth sync` to and from a plain-HTTP V2 registry: distribution (Debian's
+/// `docker-registry`) on loopback. Digests survive both ways; a second sync
+/// sends nothing.
+#[test]
+fn sync_with_distribution_over_http_both_ways() {
+    if !require_tool("docker-registry", "docker-registry") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, c) = (dir.path().join("a"), dir.path().join("c"));
+    let source = seed_for_distribution(&a);
+
+    let (_distribution, addr) = distribution(dir.path(), None);
+    let url = format!("http://{addr}");
     let (a_s, c_s) = (a.display().to_string(), c.display().to_string());
 
     let first = berth_sync(&[], &a_s, &url, &[]);
@@ -540,4 +558,83 @@ fn sync_with_distribution_over_http_both_ways() {
         "distribution -> dir changed a manifest"
     );
     assert_eq!(berth_sync(&[], &url, &c_s, &[])["blobs_sent"], 0);
+}
+
+/// A certificate for `127.0.0.1` (self-signed, not a CA, so it can be its
+/// own trust anchor) and its key, written as `<name>.pem` / `<name>.key`.
+fn loopback_certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (cert, key)
+}
+
+/// `berth sync` to and from distribution serving HTTPS: the certificate is
+/// checked against `SSL_CERT_FILE` (the system trust store's override), and
+/// digests survive both ways. A certificate that is not trusted fails the
+/// command with exit status 2 and says what to do.
+#[test]
+fn sync_with_distribution_over_https_both_ways() {
+    if !require_tool("docker-registry", "docker-registry") || !require_tool("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (a, c) = (dir.path().join("a"), dir.path().join("c"));
+    let source = seed_for_distribution(&a);
+    let (cert, key) = loopback_certificate(dir.path(), "registry");
+    let (other, _) = loopback_certificate(dir.path(), "other");
+    let (_distribution, addr) = distribution(dir.path(), Some((&cert, &key)));
+    let url = format!("https://{addr}");
+    let (a_s, c_s) = (a.display().to_string(), c.display().to_string());
+    let sync = |trust: &Path, src: &str, dst: &str| -> Value {
+        let out = run_ok(
+            Command::new(bin("berth"))
+                .env("SSL_CERT_FILE", trust)
+                .args(["sync", "--json", src, dst]),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let first = sync(&cert, &a_s, &url);
+    assert_eq!(first["tags"], 3, "{first}");
+    assert!(first["blobs_sent"].as_u64().unwrap() >= 5, "{first}");
+    let again = sync(&cert, &a_s, &url);
+    assert_eq!(again["blobs_sent"], 0, "{again}");
+    assert_eq!(again["manifests_sent"], 0, "{again}");
+
+    let back = sync(&cert, &url, &c_s);
+    assert_eq!(back["tags"], 3, "{back}");
+    assert_eq!(
+        manifests_of(&c),
+        source,
+        "dir -> https -> dir changed a manifest"
+    );
+
+    // The same registry, its certificate not in the trust store.
+    let out = Command::new(bin("berth"))
+        .env("SSL_CERT_FILE", &other)
+        .args(["sync", &url, &c_s])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("TLS handshake with {addr}"))
+            && stderr.contains("not trusted here")
+            && stderr.contains("SSL_CERT_FILE"),
+        "{stderr}"
+    );
 }

@@ -1,5 +1,6 @@
 //! `REGISTRY` strings, parsed once into a [`Remote`]:
-//! `ssh://[user@]host[:port]`, `file:///abs/dir`, or a plain directory path.
+//! `ssh://[user@]host[:port]`, `http://host[:port]`, `https://host[:port]`,
+//! `file:///abs/dir`, or a plain directory path.
 //!
 //! Parsing only; nothing here connects or touches the file system. Jump hosts
 //! (`-J [user@]host[:port]`) share the same `[user@]host[:port]` syntax, so
@@ -20,11 +21,19 @@ pub enum Remote {
     /// A host reached over SSH (`ssh://[user@]host[:port]`).
     Ssh(SshTarget),
     /// A plain-HTTP V2 registry (`http://host:port`), e.g. distribution on
-    /// a trusted network, for `berth sync`. No TLS: https is refused.
+    /// a trusted network, for `berth sync`.
     Http {
         /// Host name or address.
         host: String,
         /// TCP port (default 80).
+        port: u16,
+    },
+    /// An HTTPS V2 registry (`https://host:port`): [`Remote::Http`] over
+    /// TLS, the certificate checked against the system trust store.
+    Https {
+        /// Host name or address; the certificate must name it.
+        host: String,
+        /// TCP port (default 443).
         port: u16,
     },
 }
@@ -35,8 +44,8 @@ pub enum RemoteError {
     /// The string is empty.
     #[error("empty registry address")]
     Empty,
-    /// A URL scheme other than `ssh://` or `file://`.
-    #[error("unsupported scheme in {0:?}: use ssh://[user@]host[:port], file:///abs/dir, a directory path, or http://host:port (plain HTTP; https is not supported)")]
+    /// A URL scheme other than `ssh://`, `http://`, `https://` or `file://`.
+    #[error("unsupported scheme in {0:?}: use ssh://[user@]host[:port], file:///abs/dir, a directory path, http://host:port or https://host:port")]
     Scheme(String),
     /// `file://` with a relative or missing path.
     #[error("{0:?}: file:// needs an absolute path (file:///abs/dir)")]
@@ -152,22 +161,12 @@ impl FromStr for Remote {
             return SshTarget::parse(rest).map(Remote::Ssh);
         }
         if let Some(rest) = s.strip_prefix("http://") {
-            let rest = rest.strip_suffix('/').unwrap_or(rest);
-            if rest.is_empty() || rest.contains(['/', '@', ' ']) {
-                return Err(RemoteError::Host(s.to_string()));
-            }
-            let (host, port) = match rest.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() => match p.parse::<u16>() {
-                    Ok(p) if p != 0 => (h, p),
-                    _ => return Err(RemoteError::Port(s.to_string())),
-                },
-                Some(_) => return Err(RemoteError::Host(s.to_string())),
-                None => (rest, 80),
-            };
-            return Ok(Remote::Http {
-                host: host.to_string(),
-                port,
-            });
+            let (host, port) = http_host(s, rest, 80)?;
+            return Ok(Remote::Http { host, port });
+        }
+        if let Some(rest) = s.strip_prefix("https://") {
+            let (host, port) = http_host(s, rest, 443)?;
+            return Ok(Remote::Https { host, port });
         }
         if let Some(rest) = s.strip_prefix("file://") {
             if !rest.starts_with('/') {
@@ -184,12 +183,30 @@ impl FromStr for Remote {
     }
 }
 
+/// The `host[:port][/]` after `http://` or `https://` of `s`.
+fn http_host(s: &str, rest: &str, default_port: u16) -> Result<(String, u16), RemoteError> {
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '@', ' ']) {
+        return Err(RemoteError::Host(s.to_string()));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => match p.parse::<u16>() {
+            Ok(p) if p != 0 => (h, p),
+            _ => return Err(RemoteError::Port(s.to_string())),
+        },
+        Some(_) => return Err(RemoteError::Host(s.to_string())),
+        None => (rest, default_port),
+    };
+    Ok((host.to_string(), port))
+}
+
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Remote::Local(p) => write!(f, "{}", p.display()),
             Remote::Ssh(t) => write!(f, "ssh://{t}"),
             Remote::Http { host, port } => write!(f, "http://{host}:{port}"),
+            Remote::Https { host, port } => write!(f, "https://{host}:{port}"),
         }
     }
 }
@@ -242,13 +259,29 @@ mod tests {
                     port: 80,
                 },
             ),
+            (
+                "https://reg.lan",
+                Remote::Https {
+                    host: "reg.lan".into(),
+                    port: 443,
+                },
+            ),
+            (
+                "https://127.0.0.1:5443/",
+                Remote::Https {
+                    host: "127.0.0.1".into(),
+                    port: 5443,
+                },
+            ),
         ];
         for (s, want) in cases {
             assert_eq!(&s.parse::<Remote>().unwrap(), want, "{s}");
         }
         for bad in [
             "",
-            "https://host",
+            "ftp://host",
+            "https://host/v2",
+            "https://host:0",
             "http://host/v2",
             "http://host:0",
             "http://u@host",

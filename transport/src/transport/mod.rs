@@ -8,12 +8,14 @@
 //!   jump hosts if asked), a `docker-registry` subsystem channel per stream.
 //! * [`command`] — a spawned OpenSSH client (`$BERTH_SSH_COMMAND -s host
 //!   docker-registry`) per stream, its stderr kept for error messages.
-//! * plain TCP to an HTTP registry (`http://host:port`).
+//! * plain TCP to an HTTP registry (`http://host:port`), and [`tls`] over
+//!   it for `https://host:port`.
 //!
 //! Transports carry bytes and know nothing about the registry API.
 
 pub mod command;
 pub mod ssh;
+pub mod tls;
 
 use std::fmt;
 use std::io;
@@ -57,13 +59,37 @@ pub enum TransportError {
         /// Why it did not start.
         source: io::Error,
     },
-    /// A plain-HTTP registry could not be reached.
+    /// An HTTP(S) registry could not be reached.
     #[error("connecting to {address}: {source}")]
     Connect {
         /// `host:port`.
         address: String,
         /// Why.
         source: io::Error,
+    },
+    /// The TLS handshake with an `https://` registry failed (a certificate
+    /// that is not trusted or names another host, no common protocol).
+    #[error("TLS handshake with {address}: {source}{hint}")]
+    Tls {
+        /// `host:port`.
+        address: String,
+        /// rustls's error, as tokio-rustls reports it.
+        source: io::Error,
+        /// What to do about it, or empty.
+        hint: String,
+    },
+    /// The host of an `https://` address cannot be checked against a
+    /// certificate.
+    #[error("{host:?} is neither a DNS name nor an IP address a TLS certificate can name")]
+    TlsName {
+        /// The host as written.
+        host: String,
+    },
+    /// TLS could not be set up (no trusted CA certificates).
+    #[error("setting up TLS: {message}")]
+    TlsSetup {
+        /// What is missing.
+        message: String,
     },
     /// The user name for SSH logins could not be found.
     #[error("cannot tell the local user name; put user@ in the address")]
@@ -220,12 +246,15 @@ pub enum Transport {
         /// `host:port` to connect to.
         address: String,
     },
+    /// TLS over TCP to an HTTPS V2 registry (`https://host:port`).
+    Tls(tls::TlsTransport),
 }
 
 impl Transport {
     /// Chooses the transport for `remote`: for SSH the command in
     /// `$BERTH_SSH_COMMAND` when set, the built-in client otherwise; TCP for
-    /// `http://`; and for a directory ([`Remote::Local`]) whatever
+    /// `http://`, TLS over TCP for `https://` (the trust store is loaded
+    /// here); and for a directory ([`Remote::Local`]) whatever
     /// `open_local` makes of it.
     ///
     /// `open_local` is a parameter because the in-process registry service
@@ -243,6 +272,9 @@ impl Transport {
             Remote::Http { host, port } => Ok(Transport::Tcp {
                 address: format!("{host}:{port}"),
             }),
+            Remote::Https { host, port } => {
+                Ok(Transport::Tls(tls::TlsTransport::new(host, *port)?))
+            }
             Remote::Ssh(target) => match std::env::var(SSH_COMMAND_ENV) {
                 Ok(cmd) if !cmd.trim().is_empty() => Ok(Transport::Command(
                     command::CommandTransport::new(cmd, target.clone(), options),
@@ -261,16 +293,11 @@ impl Transport {
             Transport::InProcess(t) => Ok(t.open()),
             Transport::Ssh(t) => Ok(t.open().await?),
             Transport::Command(t) => t.open(),
-            Transport::Tcp { address } => {
-                let tcp = tokio::net::TcpStream::connect(address.as_str())
-                    .await
-                    .map_err(|source| TransportError::Connect {
-                        address: address.clone(),
-                        source,
-                    })?;
-                let _ = tcp.set_nodelay(true);
-                Ok(Stream::new(tcp, Diagnostics::default()))
-            }
+            Transport::Tcp { address } => Ok(Stream::new(
+                connect_tcp(address).await?,
+                Diagnostics::default(),
+            )),
+            Transport::Tls(t) => t.open().await,
         }
     }
 
@@ -280,9 +307,25 @@ impl Transport {
     pub async fn prepare(&self) -> Result<(), TransportError> {
         match self {
             Transport::Ssh(t) => Ok(t.connect().await.map(|_| ())?),
-            Transport::InProcess(_) | Transport::Command(_) | Transport::Tcp { .. } => Ok(()),
+            Transport::InProcess(_)
+            | Transport::Command(_)
+            | Transport::Tcp { .. }
+            | Transport::Tls(_) => Ok(()),
         }
     }
+}
+
+/// A TCP connection to `address` (`host:port`) with Nagle off, for the
+/// HTTP(S) transports.
+async fn connect_tcp(address: &str) -> Result<tokio::net::TcpStream, TransportError> {
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|source| TransportError::Connect {
+            address: address.to_string(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 /// The local user's login name: for SSH logins without `user@`, and the
