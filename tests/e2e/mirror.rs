@@ -379,69 +379,91 @@ fn mirror_revalidates_tags_after_the_ttl_and_stores_nothing_unverified() {
     v2_push(&mut o, "team/local", "1", &[random_bytes(1_000, 87)]);
 }
 
-/// Distribution (Debian's `docker-registry`) as the upstream over HTTP.
+/// Distribution (Debian's `docker-registry`) as the upstream, over plain
+/// HTTP and over HTTPS (its certificate trusted through `SSL_CERT_FILE`).
 #[test]
-fn mirror_of_a_distribution_registry() {
-    if !require_tool("docker-registry", "docker-registry") {
+fn mirror_of_a_distribution_registry_over_http_and_https() {
+    if !require_tool("docker-registry", "docker-registry") || !require_tool("openssl", "openssl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = free_port();
-    let config = d.join("distribution.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            d.join("distribution").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut distribution = Proc {
-        child,
-        name: "distribution".into(),
-    };
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for_port(addr, Duration::from_secs(20));
-    let layer = random_bytes(300_000, 88);
-    let pushed = v2_push(
-        &mut tcp_conn(addr),
-        "team/dist",
-        "1",
-        std::slice::from_ref(&layer),
-    );
-
-    let mirror = http_mirror(&d.join("mirror"), &format!("http://{addr}"), &[]);
-    let mut m = tcp_conn(mirror.addr);
-    let r = m.request(
-        "GET",
-        "/v2/team/dist/manifests/1",
-        &[("Accept", "*/*")],
-        ReqBody::None,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("docker-content-digest"), Some(pushed.as_str()));
-    let blob = format!("/v2/team/dist/blobs/sha256:{}", sha256_hex(&layer));
-    assert!(m.request("GET", &blob, &[], ReqBody::None).body == layer);
-    distribution.kill();
-    let r = m.request("GET", &blob, &[], ReqBody::None);
-    assert!(
-        r.status == 200 && r.body == layer,
-        "cached blob lost: {}",
-        r.status
-    );
+    let (plain_dir, tls_dir) = (d.join("plain"), d.join("tls"));
+    std::fs::create_dir_all(&plain_dir).unwrap();
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let (cert, key) = crate::roles::loopback_certificate(d, "registry");
+    for (tls, upstream_dir) in [(false, &plain_dir), (true, &tls_dir)] {
+        let (mut distribution, addr) = crate::roles::distribution(
+            upstream_dir,
+            tls.then_some((cert.as_path(), key.as_path())),
+        );
+        let layer = random_bytes(300_000, 88);
+        let pushed = {
+            let server = HttpServer::start(&upstream_dir.join("seed"));
+            let digest = v2_push(
+                &mut tcp_conn(server.addr),
+                "team/dist",
+                "1",
+                std::slice::from_ref(&layer),
+            );
+            let scheme = if tls { "https" } else { "http" };
+            let out = run(Command::new(bin("berth"))
+                .args(["sync", &server.url(), &format!("{scheme}://{addr}")])
+                .env("SSL_CERT_FILE", &cert));
+            assert!(
+                out.status.success(),
+                "seeding distribution: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            digest
+        };
+        let upstream = format!("{}://{addr}", if tls { "https" } else { "http" });
+        let mirror = http_mirror_env(
+            &d.join(format!("mirror-{tls}")),
+            &upstream,
+            &[],
+            &[("SSL_CERT_FILE", &cert)],
+        );
+        let mut m = tcp_conn(mirror.addr);
+        let r = m.request(
+            "GET",
+            "/v2/team/dist/manifests/1",
+            &[("Accept", "*/*")],
+            ReqBody::None,
+        );
+        assert_eq!(r.status, 200, "{upstream}: {}", r.text());
+        assert_eq!(r.header("docker-content-digest"), Some(pushed.as_str()));
+        let blob = format!("/v2/team/dist/blobs/sha256:{}", sha256_hex(&layer));
+        assert!(
+            m.request("GET", &blob, &[], ReqBody::None).body == layer,
+            "{upstream}"
+        );
+        distribution.kill();
+        let r = m.request("GET", &blob, &[], ReqBody::None);
+        assert!(
+            r.status == 200 && r.body == layer,
+            "{upstream}: cached blob lost: {}",
+            r.status
+        );
+    }
 }
 
 /// `berth-server http --mirror-of UPSTREAM` on `root`.
 fn http_mirror(root: &Path, upstream: &str, extra: &[&str]) -> HttpServer {
+    http_mirror_env(root, upstream, extra, &[])
+}
+
+/// [`http_mirror`] with extra environment variables.
+fn http_mirror_env(
+    root: &Path,
+    upstream: &str,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> HttpServer {
     let mut cmd = Command::new(bin("berth-server"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.args(["http", "--listen", "127.0.0.1:0", "--root"])
         .arg(root)
         .args(["--mirror-of", upstream])

@@ -463,7 +463,7 @@ fn sync_between_ssh_and_directories_preserves_digests_and_sends_only_whats_missi
 /// Starts distribution (Debian's `docker-registry`) on a free loopback port
 /// with its storage under `dir`, serving HTTPS with `tls` = (certificate,
 /// key) when given.
-fn distribution(dir: &Path, tls: Option<(&Path, &Path)>) -> (Proc, SocketAddr) {
+pub(crate) fn distribution(dir: &Path, tls: Option<(&Path, &Path)>) -> (Proc, SocketAddr) {
     let port = free_port();
     let config = dir.join("distribution.yml");
     let mut yaml = format!(
@@ -562,7 +562,10 @@ fn sync_with_distribution_over_http_both_ways() {
 
 /// A certificate for `127.0.0.1` (self-signed, not a CA, so it can be its
 /// own trust anchor) and its key, written as `<name>.pem` / `<name>.key`.
-fn loopback_certificate(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn loopback_certificate(
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
