@@ -13,7 +13,7 @@
 //!   [`ENVELOPE_MEDIA_TYPE`]), POSTed by one worker per URL with retries and
 //!   exponential backoff. Each URL has a bounded queue: when it is full the
 //!   oldest event is dropped (and logged), so a receiver that is down delays
-//!   and grows nothing. Plain `http://` only (no TLS client is linked in).
+//!   and grows nothing. `http://` and `https://` (berth-transport's client).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -21,10 +21,11 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use berth_transport::http::{full, HttpConnection};
+use berth_transport::transport::{tls::TlsTransport, Transport};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
@@ -90,38 +91,52 @@ impl Action {
     }
 }
 
-/// A webhook target: `http://host[:port][/path]`.
-#[derive(Debug, Clone)]
+/// A webhook target: `http(s)://host[:port][/path]`, with the transport
+/// (TCP, or TLS checked against the system trust store) that reaches it.
+#[derive(Clone)]
 pub struct WebhookUrl {
     url: String,
     authority: String,
-    host_port: String,
     path: String,
+    transport: Arc<Transport>,
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WebhookUrl").field(&self.url).finish()
+    }
 }
 
 impl WebhookUrl {
-    /// Parses and checks a `--webhook` value.
+    /// Parses and checks a `--webhook` value; for `https://` the trust store
+    /// is loaded now, so a broken one shows at start.
     pub fn parse(url: &str) -> Result<WebhookUrl, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("webhook URL {url:?}: {e}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
                 return Err(format!(
-                    "webhook URL {url:?}: https is not supported (no TLS client); use http, e.g. to a local relay"
+                    "webhook URL {url:?}: must start with http:// or https://"
                 ))
             }
-            _ => return Err(format!("webhook URL {url:?}: must start with http://")),
-        }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("webhook URL {url:?}: no host"))?;
-        let host_port = format!(
-            "{}:{}",
-            authority.host(),
-            authority.port_u16().unwrap_or(80)
-        );
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let transport = if tls {
+            Transport::Tls(
+                TlsTransport::new(authority.host(), port)
+                    .map_err(|e| format!("webhook URL {url:?}: {e}"))?,
+            )
+        } else {
+            Transport::Tcp {
+                address: format!("{}:{port}", authority.host()),
+            }
+        };
         let path = uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
@@ -130,8 +145,8 @@ impl WebhookUrl {
         Ok(WebhookUrl {
             url: url.to_string(),
             authority: authority.to_string(),
-            host_port,
             path,
+            transport: Arc::new(transport),
         })
     }
 }
@@ -352,15 +367,9 @@ impl Webhook {
 
     /// One POST on a fresh connection.
     async fn post(&self, body: Bytes) -> Result<hyper::StatusCode, String> {
-        let stream = tokio::net::TcpStream::connect(&self.url.host_port)
-            .await
-            .map_err(|e| format!("connecting to {}: {e}", self.url.host_port))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let mut conn = HttpConnection::open(&self.url.transport)
             .await
             .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let req = Request::post(self.url.path.as_str())
             .header(hyper::header::HOST, self.url.authority.as_str())
             .header(hyper::header::CONTENT_TYPE, ENVELOPE_MEDIA_TYPE)
@@ -368,9 +377,9 @@ impl Webhook {
                 hyper::header::USER_AGENT,
                 concat!("berth/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Full::new(body))
+            .body(full(body))
             .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = conn.send(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
         // Read (and discard) the answer so the receiver sees a clean exchange.
         let _ = resp.into_body().collect().await;
@@ -443,13 +452,15 @@ mod tests {
     #[test]
     fn webhook_urls() {
         let u = WebhookUrl::parse("http://127.0.0.1:9000/hook?x=1").unwrap();
-        assert_eq!(u.host_port, "127.0.0.1:9000");
+        assert_eq!(u.authority, "127.0.0.1:9000");
         assert_eq!(u.path, "/hook?x=1");
-        assert_eq!(
-            WebhookUrl::parse("http://example.org").unwrap().host_port,
-            "example.org:80"
+        let plain = WebhookUrl::parse("http://example.org").unwrap();
+        assert!(
+            matches!(&*plain.transport, Transport::Tcp { address } if address == "example.org:80")
         );
-        assert!(WebhookUrl::parse("https://example.org/").is_err());
+        assert_eq!(plain.path, "/");
+        let tls = WebhookUrl::parse("https://example.org/").unwrap();
+        assert!(matches!(&*tls.transport, Transport::Tls(_)));
         assert!(WebhookUrl::parse("ftp://example.org/").is_err());
     }
 }

@@ -295,6 +295,52 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
     assert_eq!(r.json()["tags"], serde_json::json!(["a", "b", "c", "d"]));
 }
 
+/// A webhook receiver behind HTTPS (Python's `http.server` wrapped in TLS,
+/// its certificate trusted through `SSL_CERT_FILE`) gets each push event.
+#[test]
+fn webhooks_over_https() {
+    if !require_tool("python3", "python3") || !require_tool("openssl", "openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (cert, key) = loopback_certificate(d, "receiver");
+    let received = d.join("received");
+    let receiver = concat!(
+        "import http.server, ssl, sys\n",
+        "class H(http.server.BaseHTTPRequestHandler):\n",
+        "    def do_POST(self):\n",
+        "        body = self.rfile.read(int(self.headers['Content-Length']))\n",
+        "        with open(sys.argv[3], 'ab') as f: f.write(body + b'\\n')\n",
+        "        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()\n",
+        "    def log_message(self, *a): pass\n",
+        "srv = http.server.HTTPServer(('127.0.0.1', 0), H)\n",
+        "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n",
+        "srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n",
+        "print('receiving on 127.0.0.1:%d' % srv.server_address[1], flush=True)\n",
+        "srv.serve_forever()\n",
+    );
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", receiver])
+        .arg(&cert)
+        .arg(&key)
+        .arg(&received);
+    let (_receiver, line) = spawn_until_line(cmd, "receiving on", "https webhook receiver");
+    let url = format!("https://{}/events", addr_in(&line));
+    let mut cmd = Command::new(bin("berth-server"));
+    cmd.args(["http", "--listen", "127.0.0.1:0", "--root"])
+        .arg(d.join("store"))
+        .args(["--webhook", &url])
+        .env("SSL_CERT_FILE", &cert);
+    let (_server, line) = spawn_until_line(cmd, "http on", "berth-server http");
+    let mut c = tcp_conn(addr_in(&line));
+    v2_push(&mut c, "team/tls", "1", &[random_bytes(5_000, 98)]);
+    eventually("the https webhook", || json_lines(&received).len() == 1);
+    let event = &json_lines(&received)[0]["events"][0];
+    assert_eq!(target(event), ("team/tls".to_string(), "1".to_string()));
+    assert_eq!(event["action"], "push");
+}
+
 // ---- berth sync ------------------------------------------------------------------
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";

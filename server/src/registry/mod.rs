@@ -113,7 +113,7 @@ impl Default for RegistryConfig {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RoleArgs {
     /// POST every push and delete event (distribution's notification
-    /// envelope) to this `http://` URL; repeatable.
+    /// envelope) to this `http://` or `https://` URL; repeatable.
     #[arg(long = "webhook", value_name = "URL", value_parser = WebhookUrl::parse)]
     pub webhooks: Vec<WebhookUrl>,
     /// Registry `HOST:PORT` listed in V1 `X-Docker-Endpoints` (servers sharing
