@@ -31,6 +31,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use berth_server::names::Digest;
 use bytes::Bytes;
@@ -348,11 +349,18 @@ struct Ctx {
     /// Set once a blob failed: the other tasks stop at their next step
     /// (after recording any session they opened, so it can be cancelled).
     stop: Arc<AtomicBool>,
+    /// When the push began, for the phase timings logged at debug level
+    /// (`BERTH_LOG=berth=debug`).
+    started: Instant,
 }
 
 impl Ctx {
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    fn ms(&self) -> u128 {
+        self.started.elapsed().as_millis()
     }
 
     fn opened(&self, repo: &str, digest: &Digest, loc: &str) {
@@ -644,6 +652,7 @@ pub async fn push(
         resume,
         sessions: Arc::new(Mutex::new(HashMap::new())),
         stop: Arc::new(AtomicBool::new(false)),
+        started: Instant::now(),
     };
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
 
@@ -653,7 +662,13 @@ pub async fn push(
         let (ctx, job, limit) = (ctx.clone(), job.clone(), limit.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
+            let begun = ctx.ms();
             let staged = stage(&ctx, &job).await;
+            tracing::debug!(
+                blob = %job.blob.digest, size = job.blob.size, begun_ms = begun,
+                done_ms = ctx.ms(), result = ?staged.as_ref().map_err(|e| e.to_string()),
+                "blob staged"
+            );
             (job, staged)
         });
     }
@@ -688,6 +703,7 @@ pub async fn push(
         return Err(e);
     }
 
+    tracing::debug!(at_ms = ctx.ms(), "every blob passed its checks");
     // Step 4: every blob passed; commit them.
     staged.sort_by_key(|(j, _)| std::cmp::Reverse(j.blob.size));
     let mut tasks = JoinSet::new();
@@ -706,6 +722,7 @@ pub async fn push(
         }
     }
 
+    tracing::debug!(at_ms = ctx.ms(), "blobs committed");
     // Step 5: manifests.
     let mut conn = V2Connection::open(&transport).await?;
     let mut out = Vec::new();
@@ -732,6 +749,7 @@ pub async fn push(
             &m.digest,
         )
         .await?;
+        tracing::debug!(at_ms = ctx.ms(), reference = %d.to, "manifest pushed");
         progress.manifest(&d.to.to_string(), m.digest.as_str());
         out.push((d.to.clone(), m.digest.clone()));
     }
