@@ -14,11 +14,11 @@
 //! [`Digester`] is the same hashing without a blob to judge, used for the
 //! few members whose digests must be known before the push (`members.rs`).
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use berth_server::names::Digest;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
@@ -44,17 +44,12 @@ pub struct Hashes {
     pub uncompressed: Result<Digest, String>,
 }
 
-fn thread_gone() -> io::Error {
-    io::Error::other("hashing thread ended early")
-}
-
-/// sha256 of what is written, computed on a helper thread (issue 9: the
+/// sha256 of byte chunks, computed on a helper thread (issue 9: the
 /// decompressed bytes of a layer are hashed on another core than the one
-/// decompressing them). Bytes go over in chunks of about [`CHUNK`].
+/// decompressing them).
 struct HashThread {
-    buf: Vec<u8>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    worker: Option<std::thread::JoinHandle<Sha256>>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    worker: std::thread::JoinHandle<Digest>,
 }
 
 impl HashThread {
@@ -67,49 +62,77 @@ impl HashThread {
                 for chunk in rx {
                     sha.update(&chunk);
                 }
-                sha
+                Digest::from_sha256(&sha.finalize())
             })?;
-        Ok(HashThread {
-            buf: Vec::with_capacity(CHUNK),
-            tx: Some(tx),
-            worker: Some(worker),
-        })
+        Ok(HashThread { tx, worker })
     }
 
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        let tx = self.tx.as_ref().ok_or_else(thread_gone)?;
-        tx.send(chunk).map_err(|_| thread_gone())
+    fn send(&self, chunk: Vec<u8>) -> io::Result<()> {
+        self.tx
+            .send(chunk)
+            .map_err(|_| io::Error::other("hashing thread ended early"))
     }
 
-    fn finish(mut self) -> io::Result<Digest> {
-        self.send()?;
-        drop(self.tx.take());
-        let worker = self.worker.take().ok_or_else(thread_gone)?;
-        let sha = worker.join().map_err(|_| thread_gone())?;
-        Ok(Digest::from_sha256(&sha.finalize()))
+    fn finish(self) -> io::Result<Digest> {
+        drop(self.tx);
+        self.worker
+            .join()
+            .map_err(|_| io::Error::other("hashing thread failed"))
     }
 }
 
-impl Write for HashThread {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(buf);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+/// The chunks handed to a decoder thread, as a [`BufRead`] that ends when
+/// the sender is dropped. The decoders read straight from the chunks and
+/// decompress straight into the buffers sent on to the [`HashThread`]: no
+/// copy in between.
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
-enum Decoder {
-    Gzip(Box<flate2::write::MultiGzDecoder<HashThread>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, HashThread>>),
+impl BufRead for Chunks {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(chunk) => self.current = chunk,
+                Err(_) => break,
+            }
+        }
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.current.advance(n.min(self.current.len()));
+    }
+}
+
+/// Decompresses everything `input` yields, hashing the output on a
+/// [`HashThread`].
+fn inflate_and_hash(compression: Compression, input: Chunks) -> io::Result<Digest> {
+    let mut decoder: Box<dyn Read> = match compression {
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        _ => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+    };
+    let hasher = HashThread::spawn()?;
+    loop {
+        let mut out = Vec::with_capacity(CHUNK);
+        (&mut decoder).take(CHUNK as u64).read_to_end(&mut out)?;
+        if out.is_empty() {
+            break;
+        }
+        hasher.send(out)?;
+    }
+    hasher.finish()
 }
 
 /// A member's decoder running on its own thread, fed the chunks read
@@ -123,37 +146,17 @@ struct DecodeThread {
 
 impl DecodeThread {
     fn spawn(compression: Compression) -> io::Result<DecodeThread> {
-        let sink = HashThread::spawn()?;
-        let mut decoder = match compression {
-            Compression::Zstd => Decoder::Zstd(Box::new(zstd::stream::write::Decoder::new(sink)?)),
-            _ => Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink))),
-        };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(PIPE_DEPTH);
+        let input = Chunks {
+            rx,
+            current: Bytes::new(),
+        };
+        // On an error the thread ends and drops the receiver, so the
+        // reader's later sends fail at once instead of blocking.
         let worker = std::thread::Builder::new()
             .name("berth-decode".into())
             .spawn(move || {
-                let mut error = None;
-                // After an error keep draining, so the reader never blocks.
-                for chunk in rx {
-                    if error.is_none() {
-                        let r = match &mut decoder {
-                            Decoder::Gzip(d) => d.write_all(&chunk),
-                            Decoder::Zstd(d) => d.write_all(&chunk),
-                        };
-                        if let Err(e) = r {
-                            error = Some(format!("cannot decompress: {e}"));
-                        }
-                    }
-                }
-                if let Some(e) = error {
-                    return Err(e);
-                }
-                let sink = match decoder {
-                    Decoder::Gzip(d) => d.finish(),
-                    Decoder::Zstd(mut d) => d.flush().map(|()| d.into_inner()),
-                };
-                sink.and_then(HashThread::finish)
-                    .map_err(|e| format!("cannot decompress: {e}"))
+                inflate_and_hash(compression, input).map_err(|e| format!("cannot decompress: {e}"))
             })?;
         Ok(DecodeThread {
             tx: Some(tx),
@@ -163,8 +166,7 @@ impl DecodeThread {
 
     fn feed(&mut self, chunk: Bytes) {
         if let Some(tx) = &self.tx {
-            // The worker drains until the sender is dropped, so this only
-            // fails if it panicked; `finish` reports that.
+            // Fails only once the decoder gave up; `finish` says why.
             let _ = tx.send(chunk);
         }
     }
@@ -230,20 +232,12 @@ impl Digester {
     }
 }
 
-/// Reads up to [`CHUNK`] bytes (fewer only at the end).
+/// Reads up to [`CHUNK`] bytes (fewer only at the end), into a buffer that
+/// is not zeroed first (`read_to_end` reads files into spare capacity).
 pub fn read_chunk(r: &mut dyn Read) -> io::Result<Bytes> {
-    let mut buf = BytesMut::zeroed(CHUNK);
-    let mut n = 0;
-    while n < CHUNK {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(n);
-    Ok(buf.freeze())
+    let mut buf = Vec::with_capacity(CHUNK);
+    r.take(CHUNK as u64).read_to_end(&mut buf)?;
+    Ok(Bytes::from(buf))
 }
 
 /// Where the bytes read for a check go besides the hashes: an upload body,
@@ -379,4 +373,37 @@ fn judge(blob: &Blob, member: &str, h: &Hashes) -> Result<(), ArchiveError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn digest_of(compression: Compression, data: &[u8]) -> Hashes {
+        let mut d = Digester::new(compression);
+        for piece in data.chunks(1000) {
+            d.update(&Bytes::copy_from_slice(piece));
+        }
+        d.finish()
+    }
+
+    #[test]
+    fn decompressed_bytes_are_hashed_and_broken_streams_reported() {
+        let plain: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::stream::encode_all(&plain[..], 1).unwrap();
+        for (c, packed) in [(Compression::Gzip, &gz), (Compression::Zstd, &zst)] {
+            let h = digest_of(c, packed);
+            assert_eq!(h.digest, Digest::of_bytes(packed));
+            assert_eq!(h.uncompressed, Ok(Digest::of_bytes(&plain)), "{c:?}");
+            let cut = digest_of(c, &packed[..packed.len() / 2]);
+            let err = cut.uncompressed.unwrap_err();
+            assert!(err.starts_with("cannot decompress"), "{c:?}: {err}");
+        }
+        let h = digest_of(Compression::None, &plain);
+        assert_eq!(h.uncompressed, Ok(h.digest.clone()));
+    }
 }
