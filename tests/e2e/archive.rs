@@ -781,3 +781,112 @@ fn multi_image_and_compressed_archives_push_every_tag() {
         assert_eq!(inspect(tag), (img.id.clone(), img.layers.clone()));
     }
 }
+
+/// Writes two OCI archives with gzip layers: `good.tar` (layers A, B) and
+/// `bad.tar` (layers C, B, whose config claims C inflates to something
+/// else; C's blob digest is right, so only inflating it can tell).
+const OCI_PAIR: &str = r#"
+import gzip, hashlib, io, json, os, random, sys, tarfile
+out = sys.argv[1]
+def layer(seed, size):
+    b = io.BytesIO()
+    data = random.Random(seed).randbytes(size)
+    with tarfile.open(fileobj=b, mode="w") as t:
+        i = tarfile.TarInfo("data/%d.bin" % seed); i.size = len(data); i.mtime = 0
+        t.addfile(i, io.BytesIO(data))
+    return b.getvalue()
+def sha(b): return "sha256:" + hashlib.sha256(b).hexdigest()
+def archive(path, layers, diff_ids):
+    blobs = {}
+    def put(b):
+        blobs[sha(b)] = b
+        return {"digest": sha(b), "size": len(b)}
+    descs = [dict(mediaType="application/vnd.oci.image.layer.v1.tar+gzip", **put(l)) for l in layers]
+    cfg = put(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created_by": "e2e"} for _ in layers]}).encode())
+    man = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": dict(mediaType="application/vnd.oci.image.config.v1+json", **cfg), "layers": descs}).encode())
+    index = json.dumps({"schemaVersion": 2, "manifests": [dict(
+        mediaType="application/vnd.oci.image.manifest.v1+json", **man)]}).encode()
+    with tarfile.open(path, mode="w") as t:
+        for name, body in [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)] + \
+                [("blobs/sha256/" + d[7:], b) for d, b in blobs.items()]:
+            i = tarfile.TarInfo(name); i.size = len(body)
+            t.addfile(i, io.BytesIO(body))
+a, b, c = layer(1, 3 << 20), layer(2, 2 << 20), layer(3, 4 << 20)
+ga, gb, gc = (gzip.compress(x, 1, mtime=0) for x in (a, b, c))
+archive(os.path.join(out, "good.tar"), [ga, gb], [sha(a), sha(b)])
+archive(os.path.join(out, "bad.tar"), [gc, gb], [sha(a), sha(b)])
+print(sha(gc))
+"#;
+
+#[test]
+fn a_layer_failing_its_diff_id_during_an_ssh_upload_leaves_the_store_unchanged() {
+    if !require_tool("python3", "python3") || !require_tool("ssh-keygen", "openssh-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let key = ClientKey::generate(&state, "alice");
+    let authorized = state.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&key]);
+    let server = SshServer::start(&root, &authorized, &state, &[]);
+    let known = state.join("known_hosts");
+    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    let flags = vec![
+        "-i".to_string(),
+        key.private.display().to_string(),
+        "--known-hosts".to_string(),
+        known.display().to_string(),
+    ];
+    let registry = format!("ssh://root@127.0.0.1:{}", server.port());
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", OCI_PAIR])
+            .arg(dir.path()),
+    );
+    let bad_layer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (good, bad) = (dir.path().join("good.tar"), dir.path().join("bad.tar"));
+    run_ok(&mut berth(
+        "push",
+        &flags,
+        &registry,
+        &["team/good:1", "--input", good.to_str().unwrap(), "-q"],
+    ));
+    let before = snapshot(&root);
+
+    // Layer C is new to the registry, so it is sent into an upload session
+    // (with the unchanged config and layer B, which are present) before its
+    // inflated bytes are known not to match.
+    let out = berth(
+        "push",
+        &flags,
+        &registry,
+        &["team/bad:1", "--input", bad.to_str().unwrap(), "--json"],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("blobs/sha256/{}", &bad_layer[7..]))
+            && err.contains("does not match the image's diff_id"),
+        "{err}"
+    );
+    assert!(
+        events(&out).iter().all(|e| e["event"] != "manifest"),
+        "no manifest pushed"
+    );
+    // The session was cancelled: no blob, link, tag or session data left.
+    assert_eq!(snapshot(&root), before, "nothing published");
+    let out = berth("tags", &flags, &registry, &["team/bad"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains('1'),
+        "no tag team/bad:1"
+    );
+}

@@ -10,9 +10,15 @@
 //! which a schema2 manifest is synthesized from the stored layer files;
 //! (3) pre-1.10 per-layer directories + `repositories` (see `legacy.rs`).
 //!
-//! Every blob is checked against its digest and every layer against the
-//! config's `rootfs.diff_ids` here, before anything is sent: a refused
-//! archive publishes nothing.
+//! What can be checked cheaply is checked here, before any request:
+//! metadata (manifests, indexes, image configs) is read and hashed against
+//! its digest, blob sizes against their descriptors, layer counts against
+//! the configs' `rootfs.diff_ids`. The large blobs are not read here: each
+//! [`Blob`] carries the digest the archive claims for it and the [`Checks`]
+//! its bytes still owe, which `verify.rs` performs while the push reads the
+//! blob for its upload; nothing is committed in the registry before every
+//! blob of the push has passed (`push.rs`), so a refused archive still
+//! publishes nothing.
 //!
 //! Layers stored uncompressed (as every `docker save` stores them) are
 //! pushed as they are, with the uncompressed media type: the blob digest is
@@ -29,6 +35,7 @@ use super::error::ArchiveError;
 use super::legacy;
 use super::members::{Compression, Member, Members};
 use super::reference::ImageRef;
+use super::verify::Hashes;
 
 /// Which shape an archive had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,12 +71,46 @@ pub enum BlobData {
 /// A blob to push.
 #[derive(Debug, Clone)]
 pub struct Blob {
-    /// sha256 of the bytes.
+    /// sha256 of the bytes, as the archive claims it (checked when the
+    /// bytes are read for the push).
     pub digest: Digest,
     /// Byte length.
     pub size: u64,
     /// The bytes.
     pub data: BlobData,
+    /// What else the bytes of a member blob must satisfy.
+    pub checks: Checks,
+}
+
+/// What a member blob's bytes are checked against besides its digest,
+/// while they are read for the push (`verify.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// The digest was taken from the config's diff_id (an uncompressed
+    /// layer that the archive names by nothing else), so a mismatch is
+    /// reported as the diff_id mismatch it is.
+    pub digest_is_diff_id: bool,
+    /// sha256 of the decompressed bytes must equal each of these: the
+    /// `rootfs.diff_ids` entries of the configs listing this layer.
+    pub diff_ids: Vec<String>,
+    /// The member's compression: a gzip or zstd layer with diff_ids is
+    /// decompressed to check them.
+    pub compression: Compression,
+}
+
+impl Blob {
+    /// A member blob with only its digest to check.
+    fn member(digest: Digest, m: &Member) -> Blob {
+        Blob {
+            digest,
+            size: m.size,
+            data: BlobData::Member(m.path.clone()),
+            checks: Checks {
+                compression: m.compression,
+                ..Checks::default()
+            },
+        }
+    }
 }
 
 /// A manifest to push, byte-exact.
@@ -109,7 +150,8 @@ pub struct Image {
     pub id: Digest,
 }
 
-/// Recognizes the archive's shape and builds its images, verified.
+/// Recognizes the archive's shape and builds its images (metadata
+/// checked; blob bytes are checked by the push, `verify.rs`).
 pub fn images(members: &Members) -> Result<(Format, Vec<Image>), ArchiveError> {
     if members.contains("index.json") && members.contains("oci-layout") {
         let mut imgs = oci_images(members)?;
@@ -151,29 +193,37 @@ fn digest_field(v: &Value, member: &str, field: &str) -> Result<Digest, ArchiveE
     Digest::parse(s).map_err(|e| ArchiveError::metadata(member, e.to_string()))
 }
 
-/// Checks that a member's bytes hash to `digest`.
-fn check_digest(m: &Member, digest: &Digest) -> Result<(), ArchiveError> {
-    if &m.digest != digest {
+/// A metadata member's bytes, checked to hash to `digest`.
+fn read_verified(
+    members: &Members,
+    m: &Member,
+    digest: &Digest,
+    needed_by: &str,
+) -> Result<Vec<u8>, ArchiveError> {
+    let bytes = members.read_small(&m.path, needed_by)?;
+    let actual = Digest::of_bytes(&bytes);
+    if &actual != digest {
         return Err(ArchiveError::DigestMismatch {
             member: m.path.clone(),
             expected: digest.to_string(),
-            actual: m.digest.to_string(),
+            actual: actual.to_string(),
         });
     }
-    Ok(())
+    Ok(bytes)
 }
 
-/// Checks a layer member's decompressed content against a diff_id.
-pub fn check_diff_id(m: &Member, diff_id: &str) -> Result<(), ArchiveError> {
-    match &m.uncompressed {
+/// Checks a layer's decompressed content, hashed before the push, against
+/// a diff_id.
+pub fn check_diff_id(member: &str, h: &Hashes, diff_id: &str) -> Result<(), ArchiveError> {
+    match &h.uncompressed {
         Ok(d) if d.as_str() == diff_id => Ok(()),
         Ok(d) => Err(ArchiveError::DiffIdMismatch {
-            member: m.path.clone(),
+            member: member.to_string(),
             expected: diff_id.to_string(),
             actual: d.to_string(),
         }),
         Err(e) => Err(ArchiveError::DiffIdMismatch {
-            member: m.path.clone(),
+            member: member.to_string(),
             expected: diff_id.to_string(),
             actual: e.clone(),
         }),
@@ -199,7 +249,9 @@ fn blob_path(digest: &Digest) -> String {
     format!("blobs/sha256/{}", digest.hex())
 }
 
-/// A blob of the OCI layout, checked against its descriptor.
+/// A blob of the OCI layout, its size checked against its descriptor (its
+/// digest is checked when it is read: [`read_verified`] for metadata, the
+/// push for the rest).
 fn oci_blob(
     members: &Members,
     desc: &Value,
@@ -208,7 +260,6 @@ fn oci_blob(
     let digest = digest_field(desc, needed_by, "digest")?;
     let path = blob_path(&digest);
     let m = members.get(&path, needed_by)?;
-    check_digest(m, &digest)?;
     if let Some(size) = desc.get("size").and_then(Value::as_u64) {
         if size != m.size {
             return Err(ArchiveError::metadata(
@@ -217,14 +268,7 @@ fn oci_blob(
             ));
         }
     }
-    Ok((
-        Blob {
-            digest,
-            size: m.size,
-            data: BlobData::Member(path),
-        },
-        m.clone(),
-    ))
+    Ok((Blob::member(digest, m), m.clone()))
 }
 
 fn is_index(media_type: &str) -> bool {
@@ -235,13 +279,13 @@ fn is_image_config(media_type: &str) -> bool {
     media_type == media::DOCKER_CONFIG || media_type == media::OCI_CONFIG
 }
 
-/// An image manifest of the layout: its blobs (verified) and config digest.
+/// An image manifest of the layout (checked): its blobs and config digest.
 fn oci_manifest(
     members: &Members,
     desc: &Value,
 ) -> Result<(ManifestBytes, Vec<Blob>, Digest), ArchiveError> {
-    let (_, m) = oci_blob(members, desc, "index.json")?;
-    let bytes = members.read_small(&m.path, "index.json")?;
+    let (b, m) = oci_blob(members, desc, "index.json")?;
+    let bytes = read_verified(members, &m, &b.digest, "index.json")?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ArchiveError::metadata(&m.path, format!("invalid manifest JSON: {e}")))?;
     let media_type = desc
@@ -264,8 +308,11 @@ fn oci_manifest(
         .and_then(Value::as_str)
         .is_some_and(is_image_config);
     let ids = if image_config {
-        let cv: Value = serde_json::from_slice(&members.read_small(&cm.path, &m.path)?)
-            .map_err(|e| ArchiveError::metadata(&cm.path, format!("invalid config JSON: {e}")))?;
+        let cv: Value =
+            serde_json::from_slice(&read_verified(members, &cm, &config.digest, &m.path)?)
+                .map_err(|e| {
+                    ArchiveError::metadata(&cm.path, format!("invalid config JSON: {e}"))
+                })?;
         let ids = diff_ids(&cv, &cm.path)?;
         if ids.len() != layers.len() {
             return Err(ArchiveError::metadata(
@@ -282,9 +329,9 @@ fn oci_manifest(
         None
     };
     for (i, l) in layers.iter().enumerate() {
-        let (blob, lm) = oci_blob(members, l, &m.path)?;
+        let (mut blob, _) = oci_blob(members, l, &m.path)?;
         if let Some(id) = ids.as_ref().and_then(|ids| ids.get(i)) {
-            check_diff_id(&lm, id)?;
+            blob.checks.diff_ids.push(id.clone());
         }
         blobs.push(blob);
     }
@@ -367,8 +414,8 @@ fn oci_images(members: &Members) -> Result<Vec<Image>, ArchiveError> {
 /// pushed whole when every child is in the archive, otherwise the
 /// linux/amd64 child (or the only complete one) is pushed on its own.
 fn oci_index_image(members: &Members, desc: &Value) -> Result<Image, ArchiveError> {
-    let (_, m) = oci_blob(members, desc, "index.json")?;
-    let bytes = members.read_small(&m.path, "index.json")?;
+    let (b, m) = oci_blob(members, desc, "index.json")?;
+    let bytes = read_verified(members, &m, &b.digest, "index.json")?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ArchiveError::metadata(&m.path, format!("invalid index JSON: {e}")))?;
     let children = v
@@ -451,10 +498,10 @@ fn docker_manifest_names(
         let Some(config) = e.get("Config").and_then(Value::as_str) else {
             continue;
         };
-        let Ok(m) = members.get(config, "manifest.json") else {
+        let Ok(bytes) = members.read_small(config, "manifest.json") else {
             continue;
         };
-        out.insert(m.digest.clone(), repo_tags(e));
+        out.insert(Digest::of_bytes(&bytes), repo_tags(e));
     }
     Ok(out)
 }
@@ -537,20 +584,21 @@ fn docker_manifest_images(members: &Members) -> Result<Vec<Image>, ArchiveError>
             .and_then(Value::as_str)
             .ok_or_else(|| ArchiveError::metadata("manifest.json", "entry without Config"))?;
         let cm = members.get(config_path, "manifest.json Config")?;
+        let config_bytes = members.read_small(config_path, "manifest.json Config")?;
+        let config_digest = Digest::of_bytes(&config_bytes);
         // The config's name is its digest (`<hex>.json`, `blobs/sha256/<hex>`).
         let stem = config_path.rsplit('/').next().unwrap_or_default();
         let stem = stem.strip_suffix(".json").unwrap_or(stem);
         if stem.len() == 64
             && stem.bytes().all(|b| b.is_ascii_hexdigit())
-            && stem != cm.digest.hex()
+            && stem != config_digest.hex()
         {
             return Err(ArchiveError::DigestMismatch {
                 member: config_path.to_string(),
                 expected: format!("sha256:{stem}"),
-                actual: cm.digest.to_string(),
+                actual: config_digest.to_string(),
             });
         }
-        let config_bytes = members.read_small(config_path, "manifest.json Config")?;
         let cv: Value = serde_json::from_slice(&config_bytes).map_err(|e| {
             ArchiveError::metadata(config_path, format!("invalid config JSON: {e}"))
         })?;
@@ -576,22 +624,26 @@ fn docker_manifest_images(members: &Members) -> Result<Vec<Image>, ArchiveError>
         let mut layers = Vec::new();
         for (p, id) in layer_paths.iter().zip(&ids) {
             let lm = members.get(p, "manifest.json Layers")?;
-            check_diff_id(lm, id)?;
-            layers.push((
-                Blob {
-                    digest: lm.digest.clone(),
-                    size: lm.size,
-                    data: BlobData::Member(lm.path.clone()),
-                },
-                lm.compression,
-                lm.path.clone(),
-            ));
+            let claimed = Digest::parse(id).ok();
+            let blob = match claimed {
+                // An uncompressed layer (what `docker save` writes): its
+                // digest is its diff_id, checked while it is pushed.
+                Some(digest) if lm.compression == Compression::None => {
+                    let mut b = Blob::member(digest, lm);
+                    b.checks.digest_is_diff_id = true;
+                    b
+                }
+                // Otherwise its digest must be computed before the manifest
+                // can be made: hash (and decompress) it now.
+                _ => {
+                    let h = members.hashes(lm)?;
+                    check_diff_id(&lm.path, &h, id)?;
+                    Blob::member(h.digest, lm)
+                }
+            };
+            layers.push((blob, lm.compression, lm.path.clone()));
         }
-        let config = Blob {
-            digest: cm.digest.clone(),
-            size: cm.size,
-            data: BlobData::Member(cm.path.clone()),
-        };
+        let config = Blob::member(config_digest, cm);
         let manifest = synthesize_manifest(&config, &layers)?;
         let mut blobs = vec![config.clone()];
         blobs.extend(layers.into_iter().map(|(b, _, _)| b));

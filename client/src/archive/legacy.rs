@@ -7,7 +7,8 @@
 //! (moby `image/tarexport/load.go` `legacyLoadImage` and
 //! `image/v1/imagev1.go` `MakeConfigFromV1Config`): walk `parent` links to
 //! the root, take every `layer.tar` as a layer (diff_id = sha256 of its
-//! uncompressed bytes), build one history item per V1 image, and make the
+//! uncompressed bytes, computed before the push: unlike the other shapes,
+//! nothing in the archive states it), build one history item per V1 image, and make the
 //! config from the top image's json minus `id`, `parent`, `Size`,
 //! `parent_id`, `layer_id`, `throwaway`, plus `rootfs` and `history`,
 //! serialized as Go's `json.Marshal` does (sorted top-level keys, compact,
@@ -24,7 +25,7 @@ use berth_server::store::media;
 use serde_json::{json, Map, Value};
 
 use super::error::ArchiveError;
-use super::formats::{read_json, synthesize_manifest, Blob, BlobData, Image};
+use super::formats::{read_json, synthesize_manifest, Blob, BlobData, Checks, Image};
 use super::members::{Compression, Members};
 use super::reference::ImageRef;
 
@@ -116,13 +117,17 @@ fn image(members: &Members, top: &str) -> Result<Image, ArchiveError> {
                         .map_err(|e| ArchiveError::metadata(&path, e.to_string()))?,
                     size: media::EMPTY_GZIP_TAR.len() as u64,
                     data: BlobData::Generated(media::EMPTY_GZIP_TAR.to_vec()),
+                    checks: Checks::default(),
                 },
                 Compression::Gzip,
                 path.clone(),
             ));
             diff_ids.push(media::EMPTY_TAR_DIFF_ID.to_string());
         } else {
-            let diff_id = m
+            // The diff_ids go into the config this program makes, so the
+            // layers are hashed (and decompressed) before the push.
+            let h = members.hashes(m)?;
+            let diff_id = h
                 .uncompressed
                 .clone()
                 .map_err(|e| ArchiveError::DiffIdMismatch {
@@ -132,9 +137,13 @@ fn image(members: &Members, top: &str) -> Result<Image, ArchiveError> {
                 })?;
             layers.push((
                 Blob {
-                    digest: m.digest.clone(),
+                    digest: h.digest,
                     size: m.size,
                     data: BlobData::Member(m.path.clone()),
+                    checks: Checks {
+                        compression: m.compression,
+                        ..Checks::default()
+                    },
                 },
                 m.compression,
                 path.clone(),
@@ -151,6 +160,7 @@ fn image(members: &Members, top: &str) -> Result<Image, ArchiveError> {
         digest: Digest::of_bytes(&config_bytes),
         size: config_bytes.len() as u64,
         data: BlobData::Generated(config_bytes),
+        checks: Checks::default(),
     };
     let manifest = synthesize_manifest(&config, &layers)?;
     let mut blobs = vec![config.clone()];

@@ -1,20 +1,21 @@
-//! One pass over an input archive: every member is checked, hashed and made
+//! One pass over an input archive: every member is checked and made
 //! readable again later, whatever order the archive has.
 //!
 //! `docker save` writes `manifest.json`/`index.json` after the blobs, so a
 //! pipe cannot be pushed while it is read. What this module does about it
 //! depends on what the input allows (`v2-compat.md` §3.3, "spool members"):
 //!
-//! * a regular file holding a plain tar: nothing is copied; each member is
+//! * a regular file holding a plain tar: nothing is copied, and member data
+//!   is not even read (the pass seeks from header to header); each member is
 //!   remembered as an (offset, size) range of the input file;
 //! * a pipe, or a gzip/zstd-compressed outer tar: each regular member is
 //!   spooled to its own file in a private temporary directory (removed when
 //!   the [`Members`] value is dropped).
 //!
-//! In the same pass each member's sha256, its compression (sniffed from the
-//! magic bytes) and, for gzip/zstd members, the sha256 of its decompressed
-//! bytes are computed, so layer digests and diff_ids are known before a
-//! single byte goes to the registry.
+//! The pass only sniffs each member's compression from its first bytes. It
+//! does not hash: blob digests and diff_ids are checked while the blobs are
+//! read for the upload (`verify.rs`, issue 9), except for the few members
+//! whose digests must be known up front ([`Members::hashes`]).
 //!
 //! Security (the refusals of issue #5): absolute member paths, `..`
 //! components, symlinks or hard links resolving outside the archive,
@@ -25,18 +26,19 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
-
-use berth_server::names::Digest;
-use sha2::{Digest as _, Sha256};
+use std::sync::Mutex;
 
 use super::error::ArchiveError;
+use super::verify::{Digester, Hashes};
 
 /// Largest metadata member (manifest.json, index.json, configs) read into memory.
 pub const METADATA_LIMIT: u64 = 64 << 20;
 /// Link hops followed before a chain is declared a loop.
 const MAX_LINK_HOPS: usize = 16;
 /// Read size of the pass.
-const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = super::verify::CHUNK;
+/// Bytes sniffed at the start of each member for its compression.
+const HEAD: u64 = 6;
 
 /// Where the archive comes from.
 #[derive(Debug, Clone)]
@@ -66,9 +68,10 @@ impl Input {
 }
 
 /// Compression of a member or of the outer archive, from its magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     /// No known compression magic (a plain tar, JSON, ...).
+    #[default]
     None,
     /// `1f 8b`.
     Gzip,
@@ -104,7 +107,7 @@ enum Source {
     Range(u64),
 }
 
-/// One regular file of the archive, hashed.
+/// One regular file of the archive.
 #[derive(Debug, Clone)]
 pub struct Member {
     /// The normalized member path.
@@ -112,14 +115,8 @@ pub struct Member {
     source: Source,
     /// Byte length.
     pub size: u64,
-    /// sha256 of the bytes as stored: the blob digest.
-    pub digest: Digest,
     /// Compression sniffed from the first bytes.
     pub compression: Compression,
-    /// sha256 of the decompressed bytes (the diff_id of a layer); for an
-    /// uncompressed member the same as `digest`; `Err` says why the member
-    /// could not be decompressed.
-    pub uncompressed: Result<Digest, String>,
 }
 
 /// A member path: a file, or a link to another member path.
@@ -138,8 +135,19 @@ pub struct Members {
     /// The input file for [`Source::Range`] members.
     file: Option<PathBuf>,
     entries: HashMap<String, Entry>,
+    /// Digests computed by [`Members::hashes`], by member path.
+    hashed: Mutex<HashMap<String, Hashes>>,
     /// Spool directory, removed on drop.
     _spool: Option<tempfile::TempDir>,
+}
+
+/// What the pass keeps of each regular member's bytes.
+#[derive(Clone, Copy)]
+enum Keep<'a> {
+    /// A copy in this spool directory (pipes, compressed archives).
+    Spool(&'a Path),
+    /// Nothing: the member is a range of the input file, this long.
+    InPlace(u64),
 }
 
 impl Members {
@@ -181,16 +189,27 @@ impl Members {
             });
         }
         let outer = Compression::sniff(&head);
+        if let (Compression::None, Some(path)) = (outer, &seekable) {
+            // A plain tar in a regular file: seek from header to header.
+            drop(raw);
+            let what = |e| ArchiveError::io(format!("reading {input}"), e);
+            let file = File::open(path).map_err(what)?;
+            let len = file.metadata().map_err(what)?.len();
+            let mut members = Members::new(input, seekable.clone());
+            let mut archive = tar::Archive::new(file);
+            let entries = archive
+                .entries_with_seek()
+                .map_err(|e| classify(input, e))?;
+            members.scan(entries, Keep::InPlace(len))?;
+            return Ok(members);
+        }
         let chained = io::Cursor::new(head).chain(raw);
-        let (reader, file): (Box<dyn Read>, Option<PathBuf>) = match outer {
-            Compression::None => (Box::new(chained), seekable),
-            Compression::Gzip => (Box::new(flate2::read::MultiGzDecoder::new(chained)), None),
-            Compression::Zstd => (
-                Box::new(
-                    zstd::stream::read::Decoder::new(chained)
-                        .map_err(|e| ArchiveError::io(format!("reading {input}"), e))?,
-                ),
-                None,
+        let reader: Box<dyn Read> = match outer {
+            Compression::None => Box::new(chained),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(chained)
+                    .map_err(|e| ArchiveError::io(format!("reading {input}"), e))?,
             ),
             Compression::Other(kind) => {
                 return Err(ArchiveError::NotAnArchive {
@@ -199,33 +218,38 @@ impl Members {
                 })
             }
         };
-        let spool = match file {
-            Some(_) => None,
-            None => Some(
-                tempfile::Builder::new()
-                    .prefix("berth-push-")
-                    .tempdir()
-                    .map_err(|e| ArchiveError::io("creating a spool directory", e))?,
-            ),
-        };
-        let mut members = Members {
-            input: input.to_string(),
-            file,
-            entries: HashMap::new(),
-            _spool: None,
-        };
-        members.scan(reader, spool.as_ref().map(|d| d.path()))?;
-        members._spool = spool;
+        let spool = tempfile::Builder::new()
+            .prefix("berth-push-")
+            .tempdir()
+            .map_err(|e| ArchiveError::io("creating a spool directory", e))?;
+        let mut members = Members::new(input, None);
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive.entries().map_err(|e| classify(input, e))?;
+        members.scan(entries, Keep::Spool(spool.path()))?;
+        members._spool = Some(spool);
         Ok(members)
     }
 
-    fn scan(&mut self, reader: Box<dyn Read>, spool: Option<&Path>) -> Result<(), ArchiveError> {
+    fn new(input: &str, file: Option<PathBuf>) -> Members {
+        Members {
+            input: input.to_string(),
+            file,
+            entries: HashMap::new(),
+            hashed: Mutex::new(HashMap::new()),
+            _spool: None,
+        }
+    }
+
+    fn scan<R: Read>(
+        &mut self,
+        entries: tar::Entries<'_, R>,
+        keep: Keep<'_>,
+    ) -> Result<(), ArchiveError> {
         let input = self.input.clone();
         let bad = |e: io::Error| classify(&input, e);
-        let mut archive = tar::Archive::new(reader);
         let mut buf = vec![0u8; CHUNK];
         let mut count = 0usize;
-        for entry in archive.entries().map_err(bad)? {
+        for entry in entries {
             let mut entry = entry.map_err(bad)?;
             count += 1;
             let raw_path = entry.path_bytes().into_owned();
@@ -255,51 +279,59 @@ impl Members {
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let size = entry.header().size().map_err(bad)?;
-                    let offset = entry.raw_file_position();
-                    let (source, mut sink) = match spool {
-                        Some(dir) => {
+                    let truncated = |read: u64| ArchiveError::Truncated {
+                        input: input.clone(),
+                        detail: format!("member {shown:?} has {read} of its {size} bytes"),
+                    };
+                    let mut head = Vec::with_capacity(HEAD as usize);
+                    let source = match keep {
+                        Keep::InPlace(len) => {
+                            let offset = entry.raw_file_position();
+                            if offset.checked_add(size).is_none_or(|end| end > len) {
+                                return Err(truncated(len.saturating_sub(offset).min(size)));
+                            }
+                            (&mut entry)
+                                .take(HEAD)
+                                .read_to_end(&mut head)
+                                .map_err(bad)?;
+                            Source::Range(offset)
+                        }
+                        Keep::Spool(dir) => {
                             let p = dir.join(count.to_string());
                             let f = File::create(&p)
                                 .map_err(|e| ArchiveError::io("writing the spool", e))?;
-                            (Source::Spooled(p), Some(BufWriter::with_capacity(CHUNK, f)))
+                            let mut w = BufWriter::with_capacity(CHUNK, f);
+                            let mut read = 0u64;
+                            loop {
+                                let n = entry.read(&mut buf).map_err(bad)?;
+                                if n == 0 {
+                                    break;
+                                }
+                                let data = buf.get(..n).unwrap_or_default();
+                                if head.len() < HEAD as usize {
+                                    let want = (HEAD as usize - head.len()).min(n);
+                                    head.extend_from_slice(data.get(..want).unwrap_or_default());
+                                }
+                                read += n as u64;
+                                w.write_all(data)
+                                    .map_err(|e| ArchiveError::io("writing the spool", e))?;
+                            }
+                            if read != size {
+                                return Err(truncated(read));
+                            }
+                            w.into_inner().map_err(|e| {
+                                ArchiveError::io("writing the spool", e.into_error())
+                            })?;
+                            Source::Spooled(p)
                         }
-                        None => (Source::Range(offset), None),
                     };
-                    let mut hasher = MemberHasher::new();
-                    let mut read = 0u64;
-                    loop {
-                        let n = entry.read(&mut buf).map_err(bad)?;
-                        if n == 0 {
-                            break;
-                        }
-                        let data = buf.get(..n).unwrap_or_default();
-                        read += n as u64;
-                        hasher.update(data);
-                        if let Some(w) = sink.as_mut() {
-                            w.write_all(data)
-                                .map_err(|e| ArchiveError::io("writing the spool", e))?;
-                        }
-                    }
-                    if read != size {
-                        return Err(ArchiveError::Truncated {
-                            input: input.clone(),
-                            detail: format!("member {shown:?} has {read} of its {size} bytes"),
-                        });
-                    }
-                    if let Some(w) = sink {
-                        w.into_inner()
-                            .map_err(|e| ArchiveError::io("writing the spool", e.into_error()))?;
-                    }
-                    let (digest, compression, uncompressed) = hasher.finish();
                     self.entries.insert(
                         path.clone(),
                         Entry::File(Member {
                             path,
                             source,
                             size,
-                            digest,
-                            compression,
-                            uncompressed,
+                            compression: Compression::sniff(&head),
                         }),
                     );
                 }
@@ -395,14 +427,52 @@ impl Members {
         self.open(m)?
             .read_to_end(&mut out)
             .map_err(|e| ArchiveError::io(format!("reading {path}"), e))?;
-        if Digest::of_bytes(&out) != m.digest {
-            return Err(ArchiveError::io(
-                format!("reading {path}"),
-                io::Error::other("member changed since it was read (the input file was modified?)"),
-            ));
+        if out.len() as u64 != m.size {
+            return Err(changed(path, out.len() as u64, m.size));
         }
         Ok(out)
     }
+
+    /// The digests of a member, computed now by reading it whole (and
+    /// decompressing a gzip/zstd member): for the members whose digests the
+    /// archive does not state and which are needed before the push (layers
+    /// of pre-1.10 archives, compressed `layer.tar` files). Remembered, so
+    /// a member shared by several images is read once.
+    pub fn hashes(&self, m: &Member) -> Result<Hashes, ArchiveError> {
+        let cache = |h: &mut HashMap<String, Hashes>| h.get(&m.path).cloned();
+        if let Some(h) = self.hashed.lock().ok().as_deref_mut().and_then(cache) {
+            return Ok(h);
+        }
+        let mut r = self.open(m)?;
+        let mut digester = Digester::new(m.compression);
+        let mut read = 0u64;
+        loop {
+            let chunk = super::verify::read_chunk(&mut r)
+                .map_err(|e| ArchiveError::io(format!("reading {}", m.path), e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            read += chunk.len() as u64;
+            digester.update(&chunk);
+        }
+        if read != m.size {
+            return Err(changed(&m.path, read, m.size));
+        }
+        let h = digester.finish();
+        if let Ok(mut map) = self.hashed.lock() {
+            map.insert(m.path.clone(), h.clone());
+        }
+        Ok(h)
+    }
+}
+
+fn changed(path: &str, read: u64, size: u64) -> ArchiveError {
+    ArchiveError::io(
+        format!("reading {path}"),
+        io::Error::other(format!(
+            "read {read} of its {size} bytes (the input file was modified?)"
+        )),
+    )
 }
 
 /// Tells truncation apart from other tar errors.
@@ -497,226 +567,6 @@ fn resolve_symlink(input: &str, link: &str, target: &str) -> Result<String, Arch
         return Err(unsafe_path(input, link, "symlink to the archive root"));
     }
     Ok(parts.join("/"))
-}
-
-/// Queue depth between the pass and its helper threads: memory per queue is
-/// at most this many chunks of about [`CHUNK`] bytes.
-const PIPE_DEPTH: usize = 4;
-
-fn thread_gone() -> io::Error {
-    io::Error::other("hashing thread ended early")
-}
-
-/// sha256 of what is written, computed on a helper thread (issue 9: the
-/// decompressed bytes of a layer are hashed on another core than the one
-/// decompressing them). Bytes go over in chunks of about [`CHUNK`].
-struct HashThread {
-    buf: Vec<u8>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    worker: Option<std::thread::JoinHandle<Sha256>>,
-}
-
-impl HashThread {
-    fn spawn() -> io::Result<HashThread> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
-        let worker = std::thread::Builder::new()
-            .name("berth-hash".into())
-            .spawn(move || {
-                let mut sha = Sha256::new();
-                for chunk in rx {
-                    sha.update(&chunk);
-                }
-                sha
-            })?;
-        Ok(HashThread {
-            buf: Vec::with_capacity(CHUNK),
-            tx: Some(tx),
-            worker: Some(worker),
-        })
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        let tx = self.tx.as_ref().ok_or_else(thread_gone)?;
-        tx.send(chunk).map_err(|_| thread_gone())
-    }
-
-    fn finish(mut self) -> io::Result<Digest> {
-        self.send()?;
-        drop(self.tx.take());
-        let worker = self.worker.take().ok_or_else(thread_gone)?;
-        let sha = worker.join().map_err(|_| thread_gone())?;
-        Ok(Digest::from_sha256(&sha.finalize()))
-    }
-}
-
-impl Write for HashThread {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(buf);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-enum Decoder {
-    Gzip(Box<flate2::write::MultiGzDecoder<HashThread>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, HashThread>>),
-}
-
-/// A member's decoder running on its own thread, fed copies of the stored
-/// bytes (issue 9: the pass was one thread doing sha256 of the stored
-/// bytes, inflate and sha256 of the inflated bytes one after the other;
-/// now the three run on different cores). Yields the sha256 of the
-/// decompressed bytes, or why they could not be decompressed.
-struct DecodeThread {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    worker: Option<std::thread::JoinHandle<Result<Digest, String>>>,
-}
-
-impl DecodeThread {
-    fn spawn(mut decoder: Decoder) -> io::Result<DecodeThread> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
-        let worker = std::thread::Builder::new()
-            .name("berth-decode".into())
-            .spawn(move || {
-                let mut error = None;
-                // After an error keep draining, so the pass never blocks.
-                for chunk in rx {
-                    if error.is_none() {
-                        let r = match &mut decoder {
-                            Decoder::Gzip(d) => d.write_all(&chunk),
-                            Decoder::Zstd(d) => d.write_all(&chunk),
-                        };
-                        if let Err(e) = r {
-                            error = Some(format!("cannot decompress: {e}"));
-                        }
-                    }
-                }
-                if let Some(e) = error {
-                    return Err(e);
-                }
-                let sink = match decoder {
-                    Decoder::Gzip(d) => d.finish(),
-                    Decoder::Zstd(mut d) => d.flush().map(|()| d.into_inner()),
-                };
-                sink.and_then(HashThread::finish)
-                    .map_err(|e| format!("cannot decompress: {e}"))
-            })?;
-        Ok(DecodeThread {
-            tx: Some(tx),
-            worker: Some(worker),
-        })
-    }
-
-    fn feed(&mut self, data: &[u8]) {
-        if let Some(tx) = &self.tx {
-            // The worker drains until the sender is dropped, so this only
-            // fails if it panicked; `finish` reports that.
-            let _ = tx.send(data.to_vec());
-        }
-    }
-
-    fn finish(mut self) -> Result<Digest, String> {
-        drop(self.tx.take());
-        match self.worker.take() {
-            Some(w) => w
-                .join()
-                .unwrap_or_else(|_| Err("cannot decompress: decoder thread failed".to_string())),
-            None => Err("cannot decompress: no decoder".to_string()),
-        }
-    }
-}
-
-/// sha256 of a member as stored, plus of its decompressed bytes when the
-/// magic says gzip or zstd.
-struct MemberHasher {
-    raw: Sha256,
-    head: Vec<u8>,
-    compression: Option<Compression>,
-    decoder: Option<DecodeThread>,
-    error: Option<String>,
-}
-
-impl MemberHasher {
-    fn new() -> MemberHasher {
-        MemberHasher {
-            raw: Sha256::new(),
-            head: Vec::new(),
-            compression: None,
-            decoder: None,
-            error: None,
-        }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        self.raw.update(data);
-        if self.compression.is_none() {
-            self.head.extend_from_slice(data);
-            if self.head.len() < 6 {
-                return;
-            }
-            let head = std::mem::take(&mut self.head);
-            self.start(&head);
-            return;
-        }
-        self.feed(data);
-    }
-
-    fn start(&mut self, head: &[u8]) {
-        let c = Compression::sniff(head);
-        self.compression = Some(c);
-        if !matches!(c, Compression::Gzip | Compression::Zstd) {
-            return;
-        }
-        let decoder = HashThread::spawn().and_then(|sink| match c {
-            Compression::Zstd => {
-                zstd::stream::write::Decoder::new(sink).map(|d| Decoder::Zstd(Box::new(d)))
-            }
-            _ => Ok(Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(
-                sink,
-            )))),
-        });
-        match decoder.and_then(DecodeThread::spawn) {
-            Ok(d) => self.decoder = Some(d),
-            Err(e) => self.error = Some(e.to_string()),
-        }
-        self.feed(head);
-    }
-
-    fn feed(&mut self, data: &[u8]) {
-        if self.error.is_some() {
-            return;
-        }
-        if let Some(d) = self.decoder.as_mut() {
-            d.feed(data);
-        }
-    }
-
-    fn finish(mut self) -> (Digest, Compression, Result<Digest, String>) {
-        if self.compression.is_none() {
-            let head = std::mem::take(&mut self.head);
-            self.start(&head);
-        }
-        let digest = Digest::from_sha256(&self.raw.finalize());
-        let compression = self.compression.unwrap_or(Compression::None);
-        let uncompressed = if let Some(e) = self.error {
-            Err(e)
-        } else {
-            match self.decoder {
-                None => Ok(digest.clone()),
-                Some(d) => d.finish(),
-            }
-        };
-        (digest, compression, uncompressed)
-    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,13 @@
 //!
 //! Layout, one layer per level:
 //!
-//! * [`members`] — one checked, hashed pass over the input tar (plain,
-//!   gzip or zstd; file or pipe), spooling only when the input cannot be
-//!   re-read; path-escape and truncation refusals.
+//! * [`members`] — one checked pass over the input tar (plain, gzip or
+//!   zstd; file or pipe), spooling only when the input cannot be re-read;
+//!   path-escape and truncation refusals.
 //! * [`formats`] (+ [`legacy`]) — the archive shapes in the wild turned
-//!   into verified [`formats::Image`]s: exact manifest bytes and blobs.
+//!   into [`formats::Image`]s: exact manifest bytes (checked), and blobs
+//!   with the digests and diff_ids their bytes must match.
+//! * [`verify`] — those checks, run while each blob is read for the push.
 //! * [`reference`] — `name[:tag]` as archives and the command line spell it.
 //! * [`registry`] — the V2 calls (HEAD/GET blob, upload, manifest PUT/GET).
 //! * [`push`] / [`pull`] — the two operations; [`progress`] — bars, summary, JSON.
@@ -27,6 +29,7 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod resume;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,7 +126,9 @@ pub async fn push_archive(a: PushArgs) -> Result<(), ArchiveError> {
         .await
         .map_err(blocking_error)??;
     let destinations = push::select(&images, target.as_ref())?;
-    // Only now, with the archive verified, is the registry touched.
+    // Only now, with the archive's structure and metadata checked, is the
+    // registry touched; blobs are checked as they are uploaded, and nothing
+    // is committed before all of them passed (`push.rs`).
     let transport = Arc::new(a.ssh.transport(&a.registry)?);
     progress.event(serde_json::json!({
         "event": "archive", "format": format.as_str(), "images": images.len(),

@@ -1,32 +1,55 @@
-//! `berth push`: the verified [`Image`]s of an archive onto a registry over
-//! the V2 API.
+//! `berth push`: the [`Image`]s of an archive onto a registry over the V2
+//! API, verifying the blobs while they are uploaded (issue 9).
 //!
-//! Order of operations, so that a failure publishes nothing: the archive
-//! was fully read and verified before this module runs (`formats.rs`);
-//! then every distinct blob is checked with HEAD and only missing ones are
-//! uploaded (POST `?mount=` → one streamed PATCH → PUT `?digest=`; a blob
-//! the registry holds for another repository is mounted, not sent), several
-//! at once on their own connections; manifests are PUT last — index children by
-//! digest, then the manifest to each tag. A re-push of the same archive
-//! therefore sends no blob bytes.
+//! Order of operations, so that a bad archive publishes nothing:
+//!
+//! 1. Before this module runs, the archive's structure and metadata were
+//!    checked (`members.rs`, `formats.rs`): no request has been made yet.
+//! 2. **Stage** every distinct blob, `--jobs` at a time, largest first, each
+//!    on its own connection: `HEAD` it in the first repository. A blob the
+//!    repository has, or one berth says a mount would link
+//!    (`Berth-Blob-Mountable`), is only read and checked locally: nothing is
+//!    sent. Any other blob gets an upload session (`POST`, no mount: nothing
+//!    is linked yet), or continues one an interrupted run left
+//!    (`resume.rs`), and one streamed `PATCH` carries its bytes while the
+//!    same bytes are hashed, and for layers decompressed and hashed, on
+//!    other threads (`verify.rs`).
+//! 3. If any blob fails its checks, every session of the push is cancelled
+//!    (`DELETE`) and forgotten, and the push fails with that blob's error:
+//!    the registry keeps no blob, link, manifest or tag of the archive.
+//!    (A registry or transport failure keeps the sessions for a resume.)
+//! 4. Only once every blob has passed: **commit** them (`PUT ?digest=`, or
+//!    the deferred `POST ?mount=`), then make each visible in the other
+//!    repositories that need it (mounted from the first).
+//! 5. Manifests last: index children by digest, then the manifest to each tag.
+//!
+//! A re-push of the same archive therefore sends no blob bytes (it still
+//! reads the archive to check it, as every push does).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use berth_server::names::Digest;
-use tokio::io::{AsyncRead, AsyncSeekExt, ReadBuf};
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::error::ArchiveError;
-use super::formats::{Blob, BlobData, Image};
+use super::formats::{Blob, Image};
 use super::members::Members;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::registry::{Upload, V2Connection};
+use super::registry::{Presence, V2Connection};
 use super::resume::ResumeState;
+use super::verify::{self, Checked, Feed};
 use crate::error::ClientError;
+use crate::http::{Body, BoxError};
 use crate::transport::Transport;
 
 /// Default number of blobs uploaded at once (Docker's default is 5).
@@ -164,173 +187,419 @@ pub fn select(
     Ok(out)
 }
 
-/// Counts bytes read into the progress report.
-struct Counted<R> {
-    inner: R,
+/// Chunks queued between a blob's reading thread and its upload body.
+const UPLOAD_QUEUE: usize = 8;
+
+/// An upload body fed by a blob's reading thread ([`verify::check_blob`]),
+/// counting the bytes into the progress report. The receiver is shared so
+/// that [`send_checked`] can close it when the request ends early: the
+/// reading thread then stops instead of waiting on a full queue. If the
+/// thread stops first (a failed check or read, or the push is stopping),
+/// the body fails, so the request is abandoned rather than left waiting
+/// for the rest of its `Content-Length`.
+struct FeedBody {
+    rx: Arc<Mutex<mpsc::Receiver<Bytes>>>,
+    /// Bytes still due.
+    left: u64,
     progress: Arc<Progress>,
     digest: String,
-    sent: Arc<std::sync::atomic::AtomicU64>,
+    sent: Arc<AtomicU64>,
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > 0 {
-            self.progress.blob_bytes(&self.digest, n);
-            self.sent.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
-    }
-}
+impl futures_util::Stream for FeedBody {
+    type Item = Result<Frame<Bytes>, BoxError>;
 
-async fn blob_reader(
-    members: &Members,
-    blob: &Blob,
-    skip: u64,
-) -> Result<Box<dyn AsyncRead + Send + Unpin>, ArchiveError> {
-    match &blob.data {
-        BlobData::Generated(bytes) => {
-            let from = (skip as usize).min(bytes.len());
-            Ok(Box::new(std::io::Cursor::new(bytes[from..].to_vec())))
-        }
-        BlobData::Member(path) => {
-            let m = members.get(path, "a blob to push")?;
-            let (file, offset) = members.location(m).ok_or_else(|| ArchiveError::Missing {
-                member: path.clone(),
-                needed_by: "a blob to push".to_string(),
-            })?;
-            let what = || format!("reading {path} from {}", members.input());
-            let mut f = tokio::fs::File::open(&file)
-                .await
-                .map_err(|e| ArchiveError::io(what(), e))?;
-            let skip = skip.min(m.size);
-            f.seek(std::io::SeekFrom::Start(offset + skip))
-                .await
-                .map_err(|e| ArchiveError::io(what(), e))?;
-            Ok(Box::new(tokio::io::AsyncReadExt::take(f, m.size - skip)))
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = match self.rx.lock() {
+            Ok(mut rx) => rx.poll_recv(cx),
+            Err(_) => return Poll::Ready(Some(Err("upload queue poisoned".into()))),
+        };
+        match polled {
+            Poll::Ready(Some(chunk)) => {
+                let n = chunk.len() as u64;
+                self.left = self.left.saturating_sub(n);
+                self.progress.blob_bytes(&self.digest, n);
+                self.sent.fetch_add(n, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Poll::Ready(None) if self.left > 0 => {
+                self.left = 0;
+                Poll::Ready(Some(Err("the blob was not read to its end".into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-/// HEAD, then mount or upload if missing, in the first repository; then
-/// makes it visible in the other repositories that need it (berth links
-/// blobs per repository) by mounting it from the first.
-/// Continues an upload an earlier, interrupted run left in the registry:
-/// asks the session's offset and sends only the rest. `Ok(false)` when there
-/// is nothing to resume (no saved session, or the registry no longer has it).
-async fn resume_blob(
-    conn: &mut V2Connection,
-    members: &Members,
-    repo: &str,
+fn join_error(e: tokio::task::JoinError) -> ArchiveError {
+    ArchiveError::io(
+        "checking a blob",
+        std::io::Error::other(format!("checking thread failed: {e}")),
+    )
+}
+
+/// The error of a task that gave up because the push is failing anyway
+/// (never reported: the failure that stopped the push is).
+fn stopped() -> ArchiveError {
+    ArchiveError::io(
+        "pushing",
+        std::io::Error::new(std::io::ErrorKind::Interrupted, "stopped"),
+    )
+}
+
+/// Reads and checks a blob without sending it (the registry has it, or
+/// will link it).
+async fn check_only(
+    members: &Arc<Members>,
     blob: &Blob,
-    progress: &Arc<Progress>,
-    resume: &ResumeState,
-) -> Result<bool, ArchiveError> {
-    let Some(loc) = resume.saved(repo, &blob.digest) else {
-        return Ok(false);
-    };
-    let offset = match conn.upload_offset(&loc).await? {
-        Some(offset) if offset <= blob.size => offset,
-        _ => {
-            resume.forget(repo, &blob.digest);
-            return Ok(false);
-        }
-    };
-    progress.blob_start(blob.digest.as_str(), blob.size);
-    let reader = Counted {
-        inner: blob_reader(members, blob, offset).await?,
-        progress: progress.clone(),
-        digest: blob.digest.to_string(),
-        sent: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-    };
-    match conn
-        .resume_upload(&loc, offset, &blob.digest, blob.size, reader)
+    stop: &Arc<AtomicBool>,
+) -> Result<(), ArchiveError> {
+    let (m, b, s) = (members.clone(), blob.clone(), stop.clone());
+    match tokio::task::spawn_blocking(move || verify::check_blob(&m, &b, None, &s))
         .await
+        .map_err(join_error)??
     {
-        Ok(()) => {
-            resume.forget(repo, &blob.digest);
-            progress.blob_done(
-                blob.digest.as_str(),
-                blob.size,
-                &format!("resumed at {offset}"),
-            );
-            Ok(true)
-        }
-        // The session moved on (another client, a mismatch): start afresh.
-        Err(ClientError::Status { status, .. })
-            if status == ::http::StatusCode::NOT_FOUND
-                || status == ::http::StatusCode::RANGE_NOT_SATISFIABLE
-                || status == ::http::StatusCode::BAD_REQUEST =>
-        {
-            resume.forget(repo, &blob.digest);
-            progress.blob_rewind(blob.digest.as_str(), blob.size);
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
+        Checked::Passed => Ok(()),
+        Checked::Abandoned => Err(stopped()),
     }
 }
 
-async fn push_blob(
-    transport: Arc<Transport>,
-    members: Arc<Members>,
+/// Sends bytes `offset..` of `blob` into the session at `loc` (one PATCH)
+/// while the reading thread checks every byte of it, the ones before
+/// `offset` too. Returns the session's next location once both the PATCH
+/// and the checks succeeded; a failed check wins over a failed PATCH, since
+/// it explains it. `sent` counts the bytes that went out.
+async fn send_checked(
+    ctx: &Ctx,
+    conn: &mut V2Connection,
+    blob: &Blob,
+    loc: &str,
+    offset: u64,
+    sent: &Arc<AtomicU64>,
+) -> Result<String, ArchiveError> {
+    if offset >= blob.size && blob.size > 0 {
+        // The registry holds every byte already: check, commit later.
+        check_only(&ctx.members, blob, &ctx.stop).await?;
+        return Ok(loc.to_string());
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    let (m, b, s) = (ctx.members.clone(), blob.clone(), ctx.stop.clone());
+    let check = tokio::task::spawn_blocking(move || {
+        verify::check_blob(&m, &b, Some(Feed { from: offset, tx }), &s)
+    });
+    let body: Body = StreamBody::new(FeedBody {
+        rx: rx.clone(),
+        left: blob.size - offset,
+        progress: ctx.progress.clone(),
+        digest: blob.digest.to_string(),
+        sent: sent.clone(),
+    })
+    .boxed_unsync();
+    let patched = conn.patch_upload(loc, offset, blob.size, body).await;
+    // However the request ended, the reading thread must not wait for it.
+    if let Ok(mut rx) = rx.lock() {
+        rx.close();
+    }
+    let checked = check.await.map_err(join_error)?;
+    match (checked?, patched) {
+        (Checked::Abandoned, _) if ctx.stopping() => Err(stopped()),
+        (_, Err(e)) => Err(e.into()),
+        (Checked::Passed, Ok(next)) => Ok(next),
+        (Checked::Abandoned, Ok(_)) => Err(ArchiveError::io(
+            format!("uploading {}", blob.digest),
+            std::io::Error::other("the registry answered before the whole blob was sent"),
+        )),
+    }
+}
+
+/// Where a blob stands once staged (step 2 of the module doc).
+#[derive(Debug)]
+enum Staged {
+    /// The first repository has it: nothing to send or commit.
+    Present,
+    /// The registry holds it elsewhere: to be mounted once all blobs passed.
+    Mount,
+    /// Sent (`resumed_at`: partly, by an earlier run) into the session at
+    /// `loc`, not committed yet.
+    Session {
+        loc: String,
+        resumed_at: Option<u64>,
+    },
+}
+
+/// One distinct blob of the push and the repositories that need it (the
+/// first gets the upload, the others a mount from it).
+struct Job {
     repos: Vec<String>,
     blob: Blob,
+}
+
+/// What every task of a push shares.
+#[derive(Clone)]
+struct Ctx {
+    transport: Arc<Transport>,
+    members: Arc<Members>,
     progress: Arc<Progress>,
     resume: Arc<ResumeState>,
-) -> Result<(), ArchiveError> {
-    let mut conn = V2Connection::open(&transport).await?;
-    let Some((first, others)) = repos.split_first() else {
+    /// Open sessions of this push by blob digest (repository, location):
+    /// cancelled if the archive turns out bad.
+    sessions: Arc<Mutex<HashMap<Digest, (String, String)>>>,
+    /// Set once a blob failed: the other tasks stop at their next step
+    /// (after recording any session they opened, so it can be cancelled).
+    stop: Arc<AtomicBool>,
+    /// When the push began, for the phase timings logged at debug level
+    /// (`BERTH_LOG=berth=debug`).
+    started: Instant,
+}
+
+impl Ctx {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn ms(&self) -> u128 {
+        self.started.elapsed().as_millis()
+    }
+
+    fn opened(&self, repo: &str, digest: &Digest, loc: &str) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(digest.clone(), (repo.to_string(), loc.to_string()));
+        }
+    }
+
+    fn closed(&self, digest: &Digest) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(digest);
+        }
+    }
+
+    /// Cancels every session this push opened (best effort: the push is
+    /// failing already) and forgets them for resume.
+    async fn cancel_all(&self) {
+        let open: Vec<(Digest, (String, String))> = match self.sessions.lock() {
+            Ok(mut s) => s.drain().collect(),
+            Err(_) => return,
+        };
+        if open.is_empty() {
+            return;
+        }
+        let mut conn = match V2Connection::open(&self.transport).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot cancel the upload sessions: {e}");
+                return;
+            }
+        };
+        for (digest, (repo, loc)) in open {
+            self.resume.forget(&repo, &digest);
+            if let Err(e) = conn.cancel_upload(&loc).await {
+                tracing::warn!(session = %loc, "cancelling an upload session: {e}");
+            }
+        }
+    }
+}
+
+/// The session an interrupted run left for this blob and the registry's
+/// offset in it, if there is one to continue.
+async fn resumable(
+    conn: &mut V2Connection,
+    repo: &str,
+    blob: &Blob,
+    resume: &ResumeState,
+) -> Result<Option<(String, u64)>, ArchiveError> {
+    let Some(loc) = resume.saved(repo, &blob.digest) else {
+        return Ok(None);
+    };
+    match conn.upload_offset(&loc).await? {
+        Some(offset) if offset <= blob.size => Ok(Some((loc, offset))),
+        _ => {
+            resume.forget(repo, &blob.digest);
+            Ok(None)
+        }
+    }
+}
+
+/// Whether a failed resume means "start afresh" (the session moved on:
+/// another client, a mismatch) rather than a failure.
+fn session_gone(e: &ArchiveError) -> bool {
+    match e {
+        ArchiveError::Client(c) => matches!(
+            c.as_ref(),
+            ClientError::Status { status, .. }
+                if *status == ::http::StatusCode::NOT_FOUND
+                    || *status == ::http::StatusCode::RANGE_NOT_SATISFIABLE
+                    || *status == ::http::StatusCode::BAD_REQUEST
+        ),
+        _ => false,
+    }
+}
+
+/// Step 2 for one blob: HEAD, then check only, or send into a session
+/// (continuing a saved one when the registry still has it) while checking.
+async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
+    let blob = &job.blob;
+    let digest = blob.digest.as_str();
+    let Some(first) = job.repos.first() else {
+        return Ok(Staged::Present);
+    };
+    let mut conn = V2Connection::open(&ctx.transport).await?;
+    if ctx.stopping() {
+        return Err(stopped());
+    }
+    match conn.blob_presence(first, &blob.digest).await? {
+        Presence::Present => {
+            ctx.resume.forget(first, &blob.digest);
+            check_only(&ctx.members, blob, &ctx.stop).await?;
+            ctx.progress.blob_done(digest, blob.size, "skipped");
+            return Ok(Staged::Present);
+        }
+        Presence::Mountable => {
+            check_only(&ctx.members, blob, &ctx.stop).await?;
+            return Ok(Staged::Mount);
+        }
+        Presence::Absent => {}
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    if let Some((loc, offset)) = resumable(&mut conn, first, blob, &ctx.resume).await? {
+        ctx.opened(first, &blob.digest, &loc);
+        ctx.progress.blob_start(digest, blob.size);
+        let r = send_checked(ctx, &mut conn, blob, &loc, offset, &sent).await;
+        match r {
+            Ok(next) => {
+                ctx.opened(first, &blob.digest, &next);
+                return Ok(Staged::Session {
+                    loc: next,
+                    resumed_at: Some(offset),
+                });
+            }
+            Err(e) if session_gone(&e) => {
+                ctx.closed(&blob.digest);
+                ctx.resume.forget(first, &blob.digest);
+                ctx.progress
+                    .blob_rewind(digest, sent.swap(0, Ordering::Relaxed));
+                // The connection may be mid-request: start afresh on a new one.
+                conn = V2Connection::open(&ctx.transport).await?;
+            }
+            Err(e) => {
+                ctx.progress
+                    .blob_rewind(digest, sent.load(Ordering::Relaxed));
+                return Err(e);
+            }
+        }
+    } else {
+        ctx.progress.blob_start(digest, blob.size);
+    }
+    if ctx.stopping() {
+        return Err(stopped());
+    }
+    let loc = conn.start_upload(first).await?;
+    ctx.resume.save(first, &blob.digest, &loc);
+    ctx.opened(first, &blob.digest, &loc);
+    if ctx.stopping() {
+        return Err(stopped());
+    }
+    match send_checked(ctx, &mut conn, blob, &loc, 0, &sent).await {
+        Ok(next) => {
+            ctx.opened(first, &blob.digest, &next);
+            Ok(Staged::Session {
+                loc: next,
+                resumed_at: None,
+            })
+        }
+        Err(e) => {
+            ctx.progress
+                .blob_rewind(digest, sent.load(Ordering::Relaxed));
+            Err(e)
+        }
+    }
+}
+
+/// Uploads a blob the checks already passed for into `repo` now: mounted
+/// from `from` when the registry can, otherwise sent (and checked again
+/// while read, in case the input changed) and committed at once. With
+/// `announce`, a blob that has to be sent gets its own progress bar.
+async fn upload_now(
+    ctx: &Ctx,
+    conn: &mut V2Connection,
+    repo: &str,
+    from: Option<&str>,
+    blob: &Blob,
+    announce: bool,
+) -> Result<&'static str, ArchiveError> {
+    let Some(loc) = conn.mount_blob(repo, from, &blob.digest).await? else {
+        return Ok("mounted");
+    };
+    if announce {
+        ctx.progress.blob_start(blob.digest.as_str(), blob.size);
+    }
+    let sent = Arc::new(AtomicU64::new(0));
+    let next = match send_checked(ctx, conn, blob, &loc, 0, &sent).await {
+        Ok(next) => next,
+        Err(e) => {
+            ctx.progress
+                .blob_rewind(blob.digest.as_str(), sent.load(Ordering::Relaxed));
+            if verify::is_archive_fault(&e) {
+                if let Ok(mut c) = V2Connection::open(&ctx.transport).await {
+                    let _ = c.cancel_upload(&loc).await;
+                }
+            }
+            return Err(e);
+        }
+    };
+    conn.commit_upload(&next, &blob.digest).await?;
+    Ok("uploaded")
+}
+
+/// Step 4 for one blob: commit its session or mount it, then link it into
+/// the other repositories.
+async fn commit(ctx: &Ctx, job: &Job, staged: Staged) -> Result<(), ArchiveError> {
+    let blob = &job.blob;
+    let digest = blob.digest.as_str();
+    let Some((first, others)) = job.repos.split_first() else {
         return Ok(());
     };
-    if conn.blob_exists(first, &blob.digest).await? {
-        resume.forget(first, &blob.digest);
-        progress.blob_done(blob.digest.as_str(), blob.size, "skipped");
-    } else if resume_blob(&mut conn, &members, first, &blob, &progress, &resume).await? {
-    } else {
-        progress.blob_start(blob.digest.as_str(), blob.size);
-        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let reader = Counted {
-            inner: blob_reader(&members, &blob, 0).await?,
-            progress: progress.clone(),
-            digest: blob.digest.to_string(),
-            sent: sent.clone(),
-        };
-        let remember = |loc: &str| resume.save(first, &blob.digest, loc);
-        match conn
-            .upload_blob(first, None, &blob.digest, blob.size, reader, remember)
-            .await
-        {
-            Ok(Upload::Sent) => {
-                resume.forget(first, &blob.digest);
-                progress.blob_done(blob.digest.as_str(), blob.size, "uploaded")
+    if matches!(staged, Staged::Present) && others.is_empty() {
+        return Ok(());
+    }
+    let mut conn = V2Connection::open(&ctx.transport).await?;
+    match staged {
+        Staged::Present => {}
+        Staged::Mount => {
+            // The registry no longer holding it (collected since the HEAD)
+            // only costs sending it after all.
+            let action = upload_now(ctx, &mut conn, first, None, blob, true).await?;
+            ctx.progress.blob_done(digest, blob.size, action);
+        }
+        Staged::Session { loc, resumed_at } => {
+            if let Err(e) = conn.commit_upload(&loc, &blob.digest).await {
+                let e = ArchiveError::from(e);
+                if resumed_at.is_none() || !session_gone(&e) {
+                    return Err(e);
+                }
+                // A resumed session whose earlier bytes were not these: the
+                // registry refused (and dropped) it; send the blob whole.
+                ctx.resume.forget(first, &blob.digest);
+                ctx.closed(&blob.digest);
+                let done = blob.size.saturating_sub(resumed_at.unwrap_or(0));
+                ctx.progress.blob_rewind(digest, done);
+                conn = V2Connection::open(&ctx.transport).await?;
+                upload_now(ctx, &mut conn, first, None, blob, false).await?;
             }
-            Ok(Upload::Mounted) => progress.blob_done(blob.digest.as_str(), blob.size, "mounted"),
-            Err(e) => {
-                let n = sent.load(std::sync::atomic::Ordering::Relaxed);
-                progress.blob_rewind(blob.digest.as_str(), n);
-                return Err(e.into());
-            }
+            ctx.closed(&blob.digest);
+            ctx.resume.forget(first, &blob.digest);
+            let action = match resumed_at {
+                Some(offset) => format!("resumed at {offset}"),
+                None => "uploaded".to_string(),
+            };
+            ctx.progress.blob_done(digest, blob.size, &action);
         }
     }
     for repo in others {
-        if conn.blob_exists(repo, &blob.digest).await? {
-            continue;
+        if !conn.blob_exists(repo, &blob.digest).await? {
+            upload_now(ctx, &mut conn, repo, Some(first), blob, false).await?;
         }
-        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let reader = Counted {
-            inner: blob_reader(&members, &blob, 0).await?,
-            progress: progress.clone(),
-            digest: blob.digest.to_string(),
-            sent: sent.clone(),
-        };
-        conn.upload_blob(repo, Some(first), &blob.digest, blob.size, reader, |_| {})
-            .await?;
     }
     Ok(())
 }
@@ -347,53 +616,114 @@ pub async fn push(
     resume: Arc<ResumeState>,
 ) -> Result<Vec<(ImageRef, Digest)>, ArchiveError> {
     // Distinct blobs, each with the repositories that need it (uploaded
-    // once, under the first; mounted into the others).
-    let mut blobs: BTreeMap<Digest, (Vec<String>, Blob)> = BTreeMap::new();
+    // once, under the first; mounted into the others) and every check any
+    // image asks of it.
+    let mut blobs: BTreeMap<Digest, Job> = BTreeMap::new();
     for d in destinations {
         let img = images
             .get(d.image)
             .ok_or_else(|| ArchiveError::Selection("no such image".into()))?;
         for b in &img.blobs {
-            let (repos, _) = blobs
-                .entry(b.digest.clone())
-                .or_insert_with(|| (Vec::new(), b.clone()));
-            if !repos.contains(&d.to.name) {
-                repos.push(d.to.name.clone());
+            let job = blobs.entry(b.digest.clone()).or_insert_with(|| Job {
+                repos: Vec::new(),
+                blob: b.clone(),
+            });
+            if !job.repos.contains(&d.to.name) {
+                job.repos.push(d.to.name.clone());
+            }
+            for id in &b.checks.diff_ids {
+                if !job.blob.checks.diff_ids.contains(id) {
+                    job.blob.checks.diff_ids.push(id.clone());
+                }
             }
         }
     }
-    let total: u64 = blobs.values().map(|(_, b)| b.size).sum();
+    let total: u64 = blobs.values().map(|j| j.blob.size).sum();
     let what: Vec<String> = destinations.iter().map(|d| d.to.to_string()).collect();
     progress.start(&what.join(", "), blobs.len(), total);
+    // Largest first: the longest check (a big layer's inflate) starts at once.
+    let mut order: Vec<Arc<Job>> = blobs.into_values().map(Arc::new).collect();
+    order.sort_by_key(|j| std::cmp::Reverse(j.blob.size));
 
+    let ctx = Ctx {
+        transport: transport.clone(),
+        members,
+        progress: progress.clone(),
+        resume,
+        sessions: Arc::new(Mutex::new(HashMap::new())),
+        stop: Arc::new(AtomicBool::new(false)),
+        started: Instant::now(),
+    };
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+
+    // Step 2: stage every blob.
     let mut tasks = JoinSet::new();
-    for (_, (repos, blob)) in blobs {
-        let (t, m, p, l, r) = (
-            transport.clone(),
-            members.clone(),
-            progress.clone(),
-            limit.clone(),
-            resume.clone(),
-        );
+    for job in &order {
+        let (ctx, job, limit) = (ctx.clone(), job.clone(), limit.clone());
         tasks.spawn(async move {
-            let _permit = l.acquire_owned().await;
-            push_blob(t, m, repos, blob, p, r).await
+            let _permit = limit.acquire_owned().await;
+            let begun = ctx.ms();
+            let staged = stage(&ctx, &job).await;
+            tracing::debug!(
+                blob = %job.blob.digest, size = job.blob.size, begun_ms = begun,
+                done_ms = ctx.ms(), result = ?staged.as_ref().map_err(|e| e.to_string()),
+                "blob staged"
+            );
+            (job, staged)
+        });
+    }
+    // Every task runs to its end (stopping early once one failed), so that
+    // every session opened is known when they have to be cancelled.
+    let mut staged = Vec::new();
+    let mut failed: Option<ArchiveError> = None;
+    let mut bad_archive = false;
+    while let Some(done) = tasks.join_next().await {
+        let e = match done {
+            Ok((job, Ok(s))) => {
+                staged.push((job, s));
+                continue;
+            }
+            Ok((_, Err(e))) => e,
+            Err(e) => join_error(e),
+        };
+        if ctx.stopping()
+            && matches!(&e, ArchiveError::Io { source, .. } if source.kind() == std::io::ErrorKind::Interrupted)
+        {
+            continue;
+        }
+        bad_archive |= verify::is_archive_fault(&e);
+        ctx.stop.store(true, Ordering::Relaxed);
+        failed.get_or_insert(e);
+    }
+    // Step 3: a bad archive leaves nothing behind.
+    if let Some(e) = failed {
+        if bad_archive {
+            ctx.cancel_all().await;
+        }
+        return Err(e);
+    }
+
+    tracing::debug!(at_ms = ctx.ms(), "every blob passed its checks");
+    // Step 4: every blob passed; commit them.
+    staged.sort_by_key(|(j, _)| std::cmp::Reverse(j.blob.size));
+    let mut tasks = JoinSet::new();
+    for (job, s) in staged {
+        let (ctx, limit) = (ctx.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            commit(&ctx, &job, s).await
         });
     }
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(e) => {
-                return Err(ArchiveError::io(
-                    "uploading blobs",
-                    std::io::Error::other(e.to_string()),
-                ))
-            }
+            Err(e) => return Err(join_error(e)),
         }
     }
 
+    tracing::debug!(at_ms = ctx.ms(), "blobs committed");
+    // Step 5: manifests.
     let mut conn = V2Connection::open(&transport).await?;
     let mut out = Vec::new();
     for d in destinations {
@@ -419,6 +749,7 @@ pub async fn push(
             &m.digest,
         )
         .await?;
+        tracing::debug!(at_ms = ctx.ms(), reference = %d.to, "manifest pushed");
         progress.manifest(&d.to.to_string(), m.digest.as_str());
         out.push((d.to.clone(), m.digest.clone()));
     }

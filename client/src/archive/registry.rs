@@ -1,7 +1,8 @@
 //! The few Registry V2 calls push and pull need (`v2-compat.md` §1.4–1.6),
 //! over one [`HttpConnection`] each: HEAD/GET a blob (GET with `Range` to
-//! resume), POST → PATCH (streamed) → PUT `?digest=` to upload one, and
-//! PUT/GET a manifest.
+//! resume), POST → PATCH (streamed) → PUT `?digest=` to upload one (each
+//! step on its own too, for `push.rs`, which commits only verified blobs;
+//! DELETE to drop a session), and PUT/GET a manifest.
 //!
 //! Error statuses become [`ClientError::Status`] with the registry's
 //! message; answers that break the protocol (a 200 to a ranged GET, a
@@ -44,6 +45,21 @@ pub struct FetchedManifest {
     /// sha256 of the bytes (checked against the requested digest when
     /// fetched by digest).
     pub digest: Digest,
+}
+
+/// Header of berth's HEAD misses for blobs a mount would link
+/// (`server/src/registry/v2/blobs.rs`).
+pub const MOUNTABLE_HEADER: &str = "berth-blob-mountable";
+
+/// What `HEAD /v2/<name>/blobs/<digest>` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// The repository has the blob.
+    Present,
+    /// It has not, but the registry holds it and a `?mount=` would link it.
+    Mountable,
+    /// Neither, as far as the registry says.
+    Absent,
 }
 
 /// How a blob reached the registry.
@@ -151,13 +167,29 @@ impl V2Connection {
 
     /// `HEAD /v2/<name>/blobs/<digest>`: whether the registry has the blob.
     pub async fn blob_exists(&mut self, name: &str, digest: &Digest) -> Result<bool, ClientError> {
+        Ok(self.blob_presence(name, digest).await? == Presence::Present)
+    }
+
+    /// `HEAD /v2/<name>/blobs/<digest>`: whether the repository has the
+    /// blob, and if not, whether berth said a mount would link it
+    /// (`Berth-Blob-Mountable`).
+    pub async fn blob_presence(
+        &mut self,
+        name: &str,
+        digest: &Digest,
+    ) -> Result<Presence, ClientError> {
         let path = format!("/v2/{name}/blobs/{digest}");
         let (what, resp) = self.call(Method::HEAD, &path, &[], http::empty()).await?;
         let status = resp.status();
+        let mountable = resp
+            .headers()
+            .get(MOUNTABLE_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         self.small_body(&what, resp).await?;
         match status {
-            StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            StatusCode::OK => Ok(Presence::Present),
+            StatusCode::NOT_FOUND if mountable => Ok(Presence::Mountable),
+            StatusCode::NOT_FOUND => Ok(Presence::Absent),
             s => Err(status_error(&what, s, b"")),
         }
     }
@@ -182,37 +214,72 @@ impl V2Connection {
         reader: impl AsyncRead + Send + 'static,
         on_session: impl FnOnce(&str),
     ) -> Result<Upload, ClientError> {
+        let Some(loc) = self.mount_blob(name, from, digest).await? else {
+            return Ok(Upload::Mounted);
+        };
+        on_session(&loc);
+        self.finish_upload(&loc, 0, digest, size, reader).await?;
+        Ok(Upload::Sent)
+    }
+
+    /// `POST /v2/<name>/blobs/uploads/?mount=<digest>[&from=<repo>]`:
+    /// `None` when the registry linked the blob (201), else the location of
+    /// the upload session it opened instead (202).
+    pub async fn mount_blob(
+        &mut self,
+        name: &str,
+        from: Option<&str>,
+        digest: &Digest,
+    ) -> Result<Option<String>, ClientError> {
         let start = match from {
             Some(f) => format!("/v2/{name}/blobs/uploads/?mount={digest}&from={f}"),
             None => format!("/v2/{name}/blobs/uploads/?mount={digest}"),
         };
+        self.open_session(&start, Some(digest)).await
+    }
+
+    /// `POST /v2/<name>/blobs/uploads/`: a new upload session, without
+    /// asking for a mount (so nothing is linked before the bytes are
+    /// committed). Returns its location.
+    pub async fn start_upload(&mut self, name: &str) -> Result<String, ClientError> {
+        let start = format!("/v2/{name}/blobs/uploads/");
+        let what = http::describe(&Method::POST, &start);
+        self.open_session(&start, None)
+            .await?
+            .ok_or_else(|| protocol(&what, "201 to a POST that asked for no mount"))
+    }
+
+    /// POSTs `start`; `None` for a 201 mount of `mounting`.
+    async fn open_session(
+        &mut self,
+        start: &str,
+        mounting: Option<&Digest>,
+    ) -> Result<Option<String>, ClientError> {
         let (what, resp) = self
             .call(
                 Method::POST,
-                &start,
+                start,
                 &[(header::CONTENT_LENGTH, 0.to_string())],
                 http::empty(),
             )
             .await?;
         let status = resp.status();
-        let mounted = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            == Some(digest.as_str());
+        let mounted = mounting.is_some_and(|digest| {
+            resp.headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                == Some(digest.as_str())
+        });
         let loc = location(&resp).map_err(|e| protocol(&what, e));
         self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::CREATED])
             .await?;
         if status == StatusCode::CREATED {
             if mounted {
-                return Ok(Upload::Mounted);
+                return Ok(None);
             }
             return Err(protocol(&what, "201 to a mount without the blob's digest"));
         }
-        let loc = loc?;
-        on_session(&loc);
-        self.finish_upload(&loc, 0, digest, size, reader).await?;
-        Ok(Upload::Sent)
+        Ok(Some(loc?))
     }
 
     /// Where an upload session stands: `Some(offset)` (bytes the registry
@@ -272,20 +339,37 @@ impl V2Connection {
                     .map_err(BoxError::from),
             )
             .boxed_unsync();
-            let mut headers = vec![
-                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-                (header::CONTENT_LENGTH, (size - offset).to_string()),
-            ];
-            if offset > 0 {
-                headers.push((header::CONTENT_RANGE, format!("{offset}-{}", size - 1)));
-            }
-            let (what, resp) = self.call(Method::PATCH, &loc, &headers, body).await?;
-            let next = location(&resp).map_err(|e| protocol(&what, e));
-            self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
-                .await?;
-            loc = next?;
+            loc = self.patch_upload(&loc, offset, size, body).await?;
         }
+        self.commit_upload(&loc, digest).await
+    }
 
+    /// `PATCH <location>` with bytes `offset..size` of the blob (`body`
+    /// yields exactly those). Returns the session's next location.
+    pub async fn patch_upload(
+        &mut self,
+        loc: &str,
+        offset: u64,
+        size: u64,
+        body: Body,
+    ) -> Result<String, ClientError> {
+        let mut headers = vec![
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, (size - offset).to_string()),
+        ];
+        if offset > 0 {
+            headers.push((header::CONTENT_RANGE, format!("{offset}-{}", size - 1)));
+        }
+        let (what, resp) = self.call(Method::PATCH, loc, &headers, body).await?;
+        let next = location(&resp).map_err(|e| protocol(&what, e));
+        self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
+            .await?;
+        next
+    }
+
+    /// `PUT <location>?digest=<digest>`: the registry verifies the bytes it
+    /// holds and publishes the blob.
+    pub async fn commit_upload(&mut self, loc: &str, digest: &Digest) -> Result<(), ClientError> {
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = format!("{loc}{sep}digest={digest}");
         let (what, resp) = self
@@ -310,6 +394,29 @@ impl V2Connection {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Drops an upload session so the registry keeps none of its bytes:
+    /// `GET <location>` first (berth answers it only once a request still
+    /// writing the session, such as an abandoned PATCH, has finished), then
+    /// `DELETE <location>`. A session already gone is not an error.
+    pub async fn cancel_upload(&mut self, loc: &str) -> Result<(), ClientError> {
+        if self.upload_offset(loc).await?.is_none() {
+            return Ok(());
+        }
+        let (what, resp) = self.call(Method::DELETE, loc, &[], http::empty()).await?;
+        self.expect(
+            &what,
+            resp,
+            &[
+                StatusCode::NO_CONTENT,
+                StatusCode::ACCEPTED,
+                StatusCode::OK,
+                StatusCode::NOT_FOUND,
+            ],
+        )
+        .await?;
         Ok(())
     }
 

@@ -459,10 +459,48 @@ fn truncated_archives_are_refused() {
     assert!(refused(Vec::new()).contains("empty"));
 }
 
-#[test]
-fn corrupt_blobs_and_diff_id_mismatches_are_refused() {
+/// Every regular file a store holds (lock files aside), with its bytes:
+/// what a refused push must leave as it was.
+fn stored_files(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().ends_with(".lock") {
+                let name = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((name, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Pushes an archive the checks during the upload must refuse, to a fresh
+/// store; returns the message. Nothing may be left in the store.
+async fn refused_by_push(bytes: Vec<u8>) -> String {
+    let reg = tempfile::tempdir().unwrap();
+    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
+    let err = push_reporting(reg.path(), bytes, Some("team/app:1"), progress)
+        .await
+        .expect_err("the push must fail");
+    let left = stored_files(reg.path());
+    assert!(
+        left.is_empty(),
+        "{err}: the store kept {:?}",
+        left.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    err.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_blobs_and_diff_id_mismatches_are_refused() {
     let (l0, l1) = (layer(0, 3000), layer(1, 5000));
-    // A layer whose content differs from the config's diff_id.
+    // A layer whose content differs from the config's diff_id: found while
+    // the layer is uploaded.
     let (tar, _) = docker_1_10_archive(&l0, &l1);
     let mut bad = tar.clone();
     let pos = bad
@@ -470,9 +508,9 @@ fn corrupt_blobs_and_diff_id_mismatches_are_refused() {
         .position(|w| w == &pseudo_random(5000, 1)[100..116])
         .unwrap();
     bad[pos] ^= 0xff;
-    let msg = refused(bad);
+    let msg = refused_by_push(bad).await;
     assert!(msg.contains("diff_id"), "{msg}");
-    // A config whose bytes do not match its name.
+    // A config whose bytes do not match its name: refused before any request.
     let (tar, cd) = docker_1_10_archive(&l0, &l1);
     let mut bad = tar.clone();
     let needle = br#""architecture":"amd64""#;
@@ -483,7 +521,7 @@ fn corrupt_blobs_and_diff_id_mismatches_are_refused() {
         msg.contains(cd.hex()) && msg.contains("does not match"),
         "{msg}"
     );
-    // An OCI blob that does not hash to its file name.
+    // An OCI blob that does not hash to its file name: found while uploaded.
     let (tar, _, _) = docker_25_archive(&l0, &l1, (&l0, &l1));
     let mut bad = tar.clone();
     let pos = bad
@@ -491,7 +529,7 @@ fn corrupt_blobs_and_diff_id_mismatches_are_refused() {
         .position(|w| w == &pseudo_random(3000, 0)[10..26])
         .unwrap();
     bad[pos] ^= 1;
-    let msg = refused(bad);
+    let msg = refused_by_push(bad).await;
     assert!(msg.contains("does not match its digest"), "{msg}");
 }
 
@@ -504,21 +542,31 @@ async fn push_bytes(
     bytes: Vec<u8>,
     target: Option<&str>,
 ) -> Result<Arc<Progress>, ArchiveError> {
+    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
+    push_reporting(reg, bytes, target, progress.clone()).await?;
+    Ok(progress)
+}
+
+async fn push_reporting(
+    reg: &std::path::Path,
+    bytes: Vec<u8>,
+    target: Option<&str>,
+    progress: Arc<Progress>,
+) -> Result<(), ArchiveError> {
     let members = Arc::new(read(bytes)?);
     let (_, imgs) = formats::images(&members)?;
     let dest = push::select(&imgs, target.and_then(ImageRef::parse).as_ref())?;
-    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
     push::push(
         local(reg),
         members,
         &imgs,
         &dest,
         3,
-        progress.clone(),
+        progress,
         Arc::new(ResumeState::disabled()),
     )
     .await?;
-    Ok(progress)
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -597,13 +645,15 @@ async fn refused_archives_publish_nothing() {
         .position(|w| w == &pseudo_random(5000, 1)[100..116])
         .unwrap();
     bad[pos] ^= 0xff;
-    assert!(push_bytes(reg.path(), bad, Some("team/app:1"))
+    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
+    let err = push_reporting(reg.path(), bad, Some("team/app:1"), progress)
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(err.to_string().contains("diff_id"), "{err}");
     assert_eq!(
-        std::fs::read_dir(reg.path()).unwrap().count(),
-        0,
-        "registry untouched"
+        stored_files(reg.path()),
+        [],
+        "no blob, manifest, tag or upload session stored"
     );
     // Several images and an unknown name: refused before any request.
     let (tar2, _, _) = docker_25_archive(&l0, &l1, (&l0, &l1));
@@ -737,4 +787,67 @@ async fn an_interrupted_upload_resumes_at_the_registry_offset() {
         None,
         "the finished session is forgotten"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_layer_failing_its_diff_id_during_the_upload_leaves_the_store_unchanged() {
+    let reg = tempfile::tempdir().unwrap();
+    let (l0, l1) = (layer(0, 20000), layer(1, 30000));
+    let (good, _) = docker_1_10_archive(&l0, &l1);
+    push_bytes(reg.path(), good, Some("team/good:1"))
+        .await
+        .unwrap();
+    let before = stored_files(reg.path());
+    // New gzip layers (several chunks each); the config claims layer 0
+    // inflates to `l4`, but it inflates to `l2`. Its blob digest is right,
+    // so only the inflate during the upload can tell.
+    let (l2, l3, l4) = (layer(2, 900_000), layer(3, 700_000), layer(4, 1000));
+    let (g2, g3) = (gzip(&l2), gzip(&l3));
+    let (bad, _, _) = docker_25_archive(&l4, &l3, (&g2, &g3));
+    let progress = Arc::new(Progress::new(Mode::Quiet, "push", false));
+    let err = push_reporting(reg.path(), bad, Some("team/bad:1"), progress.clone())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("blobs/sha256/{}", sha(&g2).hex()))
+            && msg.contains("does not match the image's diff_id")
+            && msg.contains(sha(&l4).as_str())
+            && msg.contains(sha(&l2).as_str()),
+        "{msg}"
+    );
+    assert!(
+        progress.bytes_transferred() > 0,
+        "the other blobs were uploaded while the layer was checked"
+    );
+    // Their sessions were cancelled: no blob, link, manifest, tag or
+    // session data is left.
+    assert!(stored_files(reg.path()) == before, "the store changed");
+    // The same image with a right config pushes afterwards.
+    let (fixed, _, _) = docker_25_archive(&l2, &l3, (&g2, &g3));
+    push_bytes(reg.path(), fixed, Some("team/bad:1"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pushing_under_a_new_name_mounts_instead_of_sending() {
+    let reg = tempfile::tempdir().unwrap();
+    let (l0, l1) = (layer(5, 40000), layer(6, 60000));
+    let (tar, cd) = docker_1_10_archive(&l0, &l1);
+    let first = push_bytes(reg.path(), tar.clone(), None).await.unwrap();
+    assert!(first.bytes_transferred() >= (l0.len() + l1.len()) as u64);
+    let again = push_bytes(reg.path(), tar, Some("elsewhere/copy:9"))
+        .await
+        .unwrap();
+    assert_eq!(again.bytes_transferred(), 0, "every blob was mounted");
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("p.tar");
+    let r = ImageRef::parse("elsewhere/copy:9").unwrap();
+    let p = Progress::new(Mode::Quiet, "pull", false);
+    pull::pull(local(reg.path()), &r, &Output::File(file.clone()), &p)
+        .await
+        .unwrap();
+    let (_, got) = formats::images(&read(std::fs::read(&file).unwrap()).unwrap()).unwrap();
+    assert_eq!(got[0].id, cd);
 }

@@ -61,8 +61,9 @@ impl Store {
         {
             self.put_small_blob(&media::EMPTY_GZIP_TAR)?;
         }
-        for step in &steps {
-            self.write_projected_image(step)?;
+        let checksums = self.payload_checksums(&steps)?;
+        for (step, checksum) in steps.iter().zip(checksums) {
+            self.write_projected_image(step, checksum)?;
         }
         let top = steps
             .last()
@@ -87,8 +88,58 @@ impl Store {
         Ok(Some(top))
     }
 
-    /// Writes one V1 image as published, unless it already exists.
-    fn write_projected_image(&self, step: &V1Step) -> StoreResult<()> {
+    /// The payload checksums of the steps not yet published, computed from
+    /// their pool blobs (the V1 layer is a link to, or a copy of, that file)
+    /// on up to one thread per core: this reads and hashes every new layer,
+    /// and runs while the manifest PUT waits (issue 9).
+    fn payload_checksums(&self, steps: &[V1Step]) -> StoreResult<Vec<Option<Digest>>> {
+        let mut todo = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            if self.image_state(&step.id)? != ImageState::Published {
+                todo.push(i);
+            }
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(todo.len())
+            .max(1);
+        let mut out: Vec<Option<Digest>> = vec![None; steps.len()];
+        let results: Vec<io::Result<Vec<(usize, Digest)>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let mine: Vec<usize> = todo.iter().copied().skip(t).step_by(threads).collect();
+                    scope.spawn(move || {
+                        mine.into_iter()
+                            .map(|i| {
+                                let step = &steps[i];
+                                let layer = self.paths().blob(&step.blob);
+                                payload_checksum(&step.json, &layer).map(|d| (i, d))
+                            })
+                            .collect::<io::Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("checksum thread panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            for (i, d) in r? {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes one V1 image as published, unless it already exists;
+    /// `checksum` is its payload checksum when already computed.
+    fn write_projected_image(&self, step: &V1Step, checksum: Option<Digest>) -> StoreResult<()> {
         let p = self.paths();
         let id = &step.id;
         if self.image_state(id)? == ImageState::Published {
@@ -119,7 +170,10 @@ impl Store {
         self.link_blob_to(&step.blob, &p.image_layer(id))?;
         let ancestry = serde_json::to_vec(&ancestry).map_err(io::Error::other)?;
         write_atomic(&p.image_ancestry(id), &ancestry)?;
-        let checksum = payload_checksum(&step.json, &p.image_layer(id))?;
+        let checksum = match checksum {
+            Some(c) => c,
+            None => payload_checksum(&step.json, &p.image_layer(id))?,
+        };
         let checksum = serde_json::to_vec(&[checksum.as_str()]).map_err(io::Error::other)?;
         write_atomic(&p.image_checksum(id), &checksum)?;
         if let Some(diff_id) = &step.diff_id {

@@ -5,6 +5,13 @@
 //! A blob is visible in a repository once pushed, mounted or referenced there
 //! (so docker's cross-repository mount, "Mounted from", happens).
 //! `DELETE` is not offered (405 `UNSUPPORTED`, from the dispatcher).
+//!
+//! A HEAD that misses answers `Berth-Blob-Mountable: true` when the blob is
+//! in the pool and the caller could link it with a plain
+//! `POST .../uploads/?mount=<digest>` (no access file, not anonymous: the
+//! only case in which that mount needs no `from`, `uploads.rs`). It tells
+//! `berth push` that the blob need not be sent, without linking it before
+//! the archive is verified (issue 9); other clients ignore it.
 
 use http::header;
 use http::request::Parts;
@@ -13,29 +20,59 @@ use super::errors::{ErrorCode, V2Error};
 use super::routes::Name;
 use super::{with_digest, V2Result};
 use crate::names::Digest;
-use crate::registry::{blocking, response, Registry};
+use crate::registry::{blocking, response, Identity, Registry};
+
+/// Header of a HEAD miss for a blob the caller may mount (module doc).
+pub const MOUNTABLE_HEADER: &str = "berth-blob-mountable";
+
+/// What a blob lookup in one repository found.
+enum Found {
+    /// The blob is in the repository.
+    Here(std::fs::File, u64),
+    /// Not in the repository; `true` when the caller may mount it from the pool.
+    Missing(bool),
+}
 
 /// Streams a pool blob (or one range of it).
-pub async fn get(reg: &Registry, name: &Name, digest: Digest, req: &Parts) -> V2Result {
+pub async fn get(
+    reg: &Registry,
+    name: &Name,
+    digest: Digest,
+    req: &Parts,
+    who: &Identity,
+) -> V2Result {
     let store = reg.store().clone();
     let d = digest.clone();
     let repo = name.repo.clone();
+    let head = req.method == http::Method::HEAD;
+    // Exactly when `uploads::start` would mount without `from`.
+    let may_mount = head && !reg.access().has_file() && !who.is_anonymous();
     let found = blocking(move || -> std::io::Result<_> {
         if !store.blob_in_repo(&repo, &d)? {
-            return Ok(None);
+            return Ok(Found::Missing(may_mount && store.blob_size(&d)?.is_some()));
         }
-        store.open_blob(&d)
+        Ok(match store.open_blob(&d)? {
+            Some((file, size)) => Found::Here(file, size),
+            None => Found::Missing(false),
+        })
     })
     .await
     .map_err(|e| vec![V2Error::internal(e)])?;
-    let Some((file, size)) = found else {
-        return Err(vec![V2Error::new(
-            ErrorCode::BlobUnknown,
-            "blob unknown to registry",
-        )
-        .detail(serde_json::json!({ "digest": digest.as_str() }))]);
+    let (file, size) = match found {
+        Found::Here(file, size) => (file, size),
+        Found::Missing(true) => {
+            let mut r = response::empty(http::StatusCode::NOT_FOUND);
+            response::set_header(r.headers_mut(), MOUNTABLE_HEADER, "true");
+            return Ok(r);
+        }
+        Found::Missing(false) => {
+            return Err(vec![V2Error::new(
+                ErrorCode::BlobUnknown,
+                "blob unknown to registry",
+            )
+            .detail(serde_json::json!({ "digest": digest.as_str() }))]);
+        }
     };
-    let head = req.method == http::Method::HEAD;
     let r = response::file_response(file, size, req.headers.get(header::RANGE), head)
         .await
         .map_err(|e| vec![V2Error::internal(e)])?;

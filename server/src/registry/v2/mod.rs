@@ -80,7 +80,7 @@ async fn dispatch(
             manifests::put(reg, &name, r, &parts, body, who).await
         }
         Manifest(name, r) if m == Method::DELETE => manifests::delete(reg, &name, r, who).await,
-        Blob(name, d) if read => blobs::get(reg, &name, d, &parts).await,
+        Blob(name, d) if read => blobs::get(reg, &name, d, &parts, who).await,
         UploadStart(name) if m == Method::POST => {
             uploads::start(reg, &name, &parts, body, who).await
         }
