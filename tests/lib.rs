@@ -463,6 +463,46 @@ impl SshServer {
     }
 }
 
+/// `berth-server serve` on `root` with one fresh client key (`alice`) it
+/// accepts and a known_hosts file that trusts it, all under `state`: what
+/// most SSH tests start from.
+pub struct KeyedServer {
+    /// The server.
+    pub server: SshServer,
+    /// The client key.
+    pub key: ClientKey,
+    /// `ssh://root@127.0.0.1:PORT`.
+    pub registry: String,
+    /// `-i KEY --known-hosts FILE`, for berth commands.
+    pub flags: Vec<String>,
+}
+
+impl KeyedServer {
+    /// Starts it (`state` is created).
+    pub fn start(root: &Path, state: &Path, extra: &[&str]) -> KeyedServer {
+        std::fs::create_dir_all(state).unwrap();
+        let key = ClientKey::generate(state, "alice");
+        let authorized = state.join("authorized_keys");
+        ClientKey::authorized_keys(&authorized, &[&key]);
+        let server = SshServer::start(root, &authorized, state, extra);
+        let known = state.join("known_hosts");
+        std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+        let flags = vec![
+            "-i".to_string(),
+            key.private.display().to_string(),
+            "--known-hosts".to_string(),
+            known.display().to_string(),
+        ];
+        let registry = format!("ssh://root@127.0.0.1:{}", server.port());
+        KeyedServer {
+            server,
+            key,
+            registry,
+            flags,
+        }
+    }
+}
+
 /// `[127.0.0.1]:PORT <public key>` for a host key file.
 pub fn known_hosts_line(port: u16, host_key: &Path) -> String {
     let public = std::fs::read_to_string(format!("{}.pub", host_key.display())).unwrap();

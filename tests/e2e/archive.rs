@@ -295,21 +295,12 @@ fn docker_save_round_trips_over_ssh() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("reg");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let key = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&key]);
-    let server = SshServer::start(&root, &authorized, &state, &[]);
-    let known = state.join("known_hosts");
-    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
-    let flags = vec![
-        "-i".to_string(),
-        key.private.display().to_string(),
-        "--known-hosts".to_string(),
-        known.display().to_string(),
-    ];
-    let registry = format!("ssh://root@127.0.0.1:{}", server.port());
+    let KeyedServer {
+        server,
+        key,
+        registry,
+        flags,
+    } = KeyedServer::start(&root, &dir.path().join("state"), &[]);
     let img = Image::build(dir.path(), "ssh", 21);
     round_trip(&img, dir.path(), &registry, &flags, &root, "ssh");
 
@@ -828,21 +819,9 @@ fn a_layer_failing_its_diff_id_during_an_ssh_upload_leaves_the_store_unchanged()
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("reg");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let key = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&key]);
-    let server = SshServer::start(&root, &authorized, &state, &[]);
-    let known = state.join("known_hosts");
-    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
-    let flags = vec![
-        "-i".to_string(),
-        key.private.display().to_string(),
-        "--known-hosts".to_string(),
-        known.display().to_string(),
-    ];
-    let registry = format!("ssh://root@127.0.0.1:{}", server.port());
+    // Bound whole: the server lives until the end of the test.
+    let keyed = KeyedServer::start(&root, &dir.path().join("state"), &[]);
+    let (registry, flags) = (&keyed.registry, &keyed.flags);
     let out = run_ok(
         Command::new("python3")
             .args(["-c", OCI_PAIR])

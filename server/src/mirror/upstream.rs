@@ -163,13 +163,7 @@ impl Upstream {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
+            .map(media::essence);
         let claimed = resp
             .headers()
             .get("docker-content-digest")

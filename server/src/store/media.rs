@@ -49,6 +49,18 @@ pub enum ManifestKind {
     Index,
 }
 
+/// The media type of a `Content-Type` or `Accept` item without its
+/// parameters, lowercased (`application/json; charset=utf-8` →
+/// `application/json`), as media types are compared.
+pub fn essence(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// The kind of an acceptable manifest media type; `None` for anything else
 /// (schema1 included).
 pub fn manifest_kind(media_type: &str) -> Option<ManifestKind> {

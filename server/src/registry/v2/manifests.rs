@@ -74,13 +74,7 @@ fn accepted(req: &Parts) -> Vec<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(media::essence)
         .filter(|t| !t.is_empty())
         .collect()
 }
@@ -178,13 +172,7 @@ fn manifest_type(req: &Parts, value: &Value) -> Result<(String, ManifestKind), V
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(media::essence)
         .unwrap_or_default();
     let in_body = value
         .get("mediaType")
