@@ -821,7 +821,7 @@ fn a_layer_failing_its_diff_id_during_an_ssh_upload_leaves_the_store_unchanged()
     let root = dir.path().join("reg");
     // Bound whole: the server lives until the end of the test.
     let keyed = KeyedServer::start(&root, &dir.path().join("state"), &[]);
-    let (registry, flags) = (&keyed.registry, &keyed.flags);
+    let (registry, flags) = (keyed.registry.clone(), keyed.flags.clone());
     let out = run_ok(
         Command::new("python3")
             .args(["-c", OCI_PAIR])
