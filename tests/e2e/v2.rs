@@ -241,11 +241,18 @@ fn v1_image_checked(addr: SocketAddr, root: &Path, id: &str) -> Vec<u8> {
     let mut payload = json.body.clone();
     payload.push(b'\n');
     payload.extend_from_slice(&layer.body);
+    let want = format!("sha256:{}", sha256_hex(&payload));
+    // A projected image's checksum is computed at its first V1 read (the
+    // json GET above) and recorded for the next ones.
+    assert_eq!(
+        json.header("x-docker-checksum-payload"),
+        Some(want.as_str())
+    );
     let stored: Vec<String> = serde_json::from_slice(
         &std::fs::read(root.join(format!("images/{id}/_checksum"))).unwrap(),
     )
     .unwrap();
-    assert_eq!(stored, vec![format!("sha256:{}", sha256_hex(&payload))]);
+    assert_eq!(stored, vec![want]);
     assert!(!root.join(format!("images/{id}/_inprogress")).exists());
     layer.body
 }

@@ -289,7 +289,7 @@ async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
     let (json, size, sums) = on_store(reg, move |store| {
         let json = store.image_json(&id)?;
         let size = store.image_layer_size(&id)?;
-        let sums = store.stored_checksums(&id)?;
+        let sums = store.payload_checksums(&id)?;
         Ok::<_, StoreError>((json, size, sums))
     })
     .await?;

@@ -1,24 +1,26 @@
 //! V2 → V1 at manifest PUT (`v2-compat.md` §2.6): writes the V1 images of a
 //! pushed image manifest (json, layer = hard link to the pool blob,
-//! ancestry, payload checksum, published) and points the V1 tag at the top.
+//! ancestry, published) and points the V1 tag at the top. The payload
+//! checksum is not computed here: the first V1 read records it
+//! ([`Store::payload_checksums`]), so a V2 push does not read and hash every
+//! new layer a second time (issue 9).
 //!
 //! V1 json is first-writer-wins: an id that already exists is left alone
 //! (its bytes are fixed, and its payload checksum covers them). Artifacts
 //! (non-image configs) and layers V1 clients cannot read are not projected.
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 use super::atomic::{remove_durable, write_atomic, FileLock};
 use super::manifests::LayerInfo;
 use super::translate::{self, V1Step};
 use super::v1::ImageState;
 use super::{media, Store, StoreError, StoreResult};
-use crate::names::{Digest, ImageId, RepoName, Tag};
+use crate::names::{ImageId, RepoName, Tag};
 
 /// `_inprogress` content while a projection writes an image (a V1 client's
 /// upload writes `true`): tells a crashed projection's leftover from a live
@@ -61,9 +63,8 @@ impl Store {
         {
             self.put_small_blob(&media::EMPTY_GZIP_TAR)?;
         }
-        let checksums = self.payload_checksums(&steps)?;
-        for (step, checksum) in steps.iter().zip(checksums) {
-            self.write_projected_image(step, checksum)?;
+        for step in &steps {
+            self.write_projected_image(step)?;
         }
         let top = steps
             .last()
@@ -88,58 +89,9 @@ impl Store {
         Ok(Some(top))
     }
 
-    /// The payload checksums of the steps not yet published, computed from
-    /// their pool blobs (the V1 layer is a link to, or a copy of, that file)
-    /// on up to one thread per core: this reads and hashes every new layer,
-    /// and runs while the manifest PUT waits (issue 9).
-    fn payload_checksums(&self, steps: &[V1Step]) -> StoreResult<Vec<Option<Digest>>> {
-        let mut todo = Vec::new();
-        for (i, step) in steps.iter().enumerate() {
-            if self.image_state(&step.id)? != ImageState::Published {
-                todo.push(i);
-            }
-        }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(todo.len())
-            .max(1);
-        let mut out: Vec<Option<Digest>> = vec![None; steps.len()];
-        let results: Vec<io::Result<Vec<(usize, Digest)>>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads)
-                .map(|t| {
-                    let mine: Vec<usize> = todo.iter().copied().skip(t).step_by(threads).collect();
-                    scope.spawn(move || {
-                        mine.into_iter()
-                            .map(|i| {
-                                let step = &steps[i];
-                                let layer = self.paths().blob(&step.blob);
-                                payload_checksum(&step.json, &layer).map(|d| (i, d))
-                            })
-                            .collect::<io::Result<Vec<_>>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| {
-                    w.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("checksum thread panicked")))
-                })
-                .collect()
-        });
-        for r in results {
-            for (i, d) in r? {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(d);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Writes one V1 image as published, unless it already exists;
-    /// `checksum` is its payload checksum when already computed.
-    fn write_projected_image(&self, step: &V1Step, checksum: Option<Digest>) -> StoreResult<()> {
+    /// Writes one V1 image as published, unless it already exists. Its
+    /// `_checksum` is left for the first V1 read to record.
+    fn write_projected_image(&self, step: &V1Step) -> StoreResult<()> {
         let p = self.paths();
         let id = &step.id;
         if self.image_state(id)? == ImageState::Published {
@@ -170,12 +122,6 @@ impl Store {
         self.link_blob_to(&step.blob, &p.image_layer(id))?;
         let ancestry = serde_json::to_vec(&ancestry).map_err(io::Error::other)?;
         write_atomic(&p.image_ancestry(id), &ancestry)?;
-        let checksum = match checksum {
-            Some(c) => c,
-            None => payload_checksum(&step.json, &p.image_layer(id))?,
-        };
-        let checksum = serde_json::to_vec(&[checksum.as_str()]).map_err(io::Error::other)?;
-        write_atomic(&p.image_checksum(id), &checksum)?;
         if let Some(diff_id) = &step.diff_id {
             let info = LayerInfo {
                 blob: step.blob.clone(),
@@ -190,26 +136,11 @@ impl Store {
     }
 }
 
-/// The V1 payload checksum `sha256(json + "\n" + layer)`, streaming the layer.
-fn payload_checksum(json: &[u8], layer: &std::path::Path) -> io::Result<Digest> {
-    let mut h = Sha256::new();
-    h.update(json);
-    h.update(b"\n");
-    let mut f = File::open(layer)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(Digest::from_sha256(&h.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::Digest;
+    use std::io::Read;
 
     #[test]
     fn projects_published_v1_images() {
@@ -244,10 +175,12 @@ mod tests {
         let mut payload = store.image_json(&root).unwrap();
         payload.push(b'\n');
         payload.extend_from_slice(&layer);
-        assert_eq!(
-            store.stored_checksums(&root).unwrap(),
-            vec![Digest::of_bytes(&payload).to_string()]
-        );
+        // The payload checksum is recorded by the first V1 read, not by
+        // the projection.
+        assert!(store.stored_checksums(&root).unwrap().is_empty());
+        let want = vec![Digest::of_bytes(&payload).to_string()];
+        assert_eq!(store.payload_checksums(&root).unwrap(), want);
+        assert_eq!(store.stored_checksums(&root).unwrap(), want);
         // top is the empty step: the empty gzip tar.
         let (_, len) = store.open_image_layer(&top).unwrap();
         assert_eq!(len, 32);

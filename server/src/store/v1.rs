@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::atomic::{remove_durable, write_atomic, FileLock, TempFile, TEMP_PREFIX};
 use super::ingest::ingest;
 use super::{read_optional, Store, StoreError, StoreResult};
-use crate::names::{ImageId, RepoName, Tag};
+use crate::names::{Digest, ImageId, RepoName, Tag};
 
 /// Longest ancestry chain accepted (deeper chains are almost certainly abuse).
 pub const MAX_ANCESTRY: usize = 1024;
@@ -194,6 +194,32 @@ impl Store {
         }
         remove_durable(&p.image_inprogress(id))?;
         Ok(())
+    }
+
+    /// The payload checksums of a published image, for V1 readers (the
+    /// `X-Docker-Checksum-Payload` of its json). An image projected from a
+    /// V2 push has none recorded yet: the first read computes
+    /// `sha256(json + "\n" + layer)` under the image lock and records it in
+    /// `_checksum`, so V2-only registries never pay for it (issue 9).
+    pub fn payload_checksums(&self, id: &ImageId) -> StoreResult<Vec<String>> {
+        let sums = self.stored_checksums(id)?;
+        if !sums.is_empty() {
+            return Ok(sums);
+        }
+        self.require_published(id)?;
+        let p = self.paths();
+        let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+        // Another reader may have recorded it while this one waited.
+        let sums = self.stored_checksums(id)?;
+        if !sums.is_empty() {
+            return Ok(sums);
+        }
+        self.require_published(id)?;
+        let json = fs::read(p.image_json(id))?;
+        let sum = payload_checksum(&json, &p.image_layer(id))?;
+        let record = serde_json::to_vec(&[sum.as_str()]).map_err(io::Error::other)?;
+        write_atomic(&p.image_checksum(id), &record)?;
+        Ok(vec![sum.to_string()])
     }
 
     /// The payload checksums recorded for an image (`_checksum`).
@@ -516,6 +542,25 @@ impl Store {
         out.sort();
         Ok(out)
     }
+}
+
+/// The V1 payload checksum `sha256(json + "\n" + layer)`, streaming the layer.
+fn payload_checksum(json: &[u8], layer: &std::path::Path) -> io::Result<Digest> {
+    use io::Read as _;
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(json);
+    h.update(b"\n");
+    let mut f = File::open(layer)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Digest::from_sha256(&h.finalize()))
 }
 
 #[cfg(test)]
