@@ -267,9 +267,11 @@ async fn check_only(
 
 /// Sends bytes `offset..` of `blob` into the session at `loc` (one PATCH)
 /// while the reading thread checks every byte of it, the ones before
-/// `offset` too. Returns the session's next location once both the PATCH
-/// and the checks succeeded; a failed check wins over a failed PATCH, since
-/// it explains it. `sent` counts the bytes that went out.
+/// `offset` too. A registry that reports the session's digest on the PATCH
+/// answer checks the blob digest for us; the reading thread then only
+/// checks diff_ids. Returns the session's next location once both the
+/// PATCH and the checks succeeded; a failed check wins over a failed PATCH,
+/// since it explains it. `sent` counts the bytes that went out.
 async fn send_checked(
     ctx: &Ctx,
     conn: &mut V2Connection,
@@ -286,8 +288,14 @@ async fn send_checked(
     let (tx, rx) = mpsc::channel::<Bytes>(UPLOAD_QUEUE);
     let rx = Arc::new(Mutex::new(rx));
     let (m, b, s) = (ctx.members.clone(), blob.clone(), ctx.stop.clone());
+    let registry_hashes = conn.reports_upload_digest();
     let check = tokio::task::spawn_blocking(move || {
-        verify::check_blob(&m, &b, Some(Feed { from: offset, tx }), &s)
+        let feed = Feed {
+            from: offset,
+            tx,
+            registry_hashes,
+        };
+        verify::check_blob(&m, &b, Some(feed), &s)
     });
     let body: Body = StreamBody::new(FeedBody {
         rx: rx.clone(),
@@ -306,7 +314,19 @@ async fn send_checked(
     match (checked?, patched) {
         (Checked::Abandoned, _) if ctx.stopping() => Err(stopped()),
         (_, Err(e)) => Err(e.into()),
-        (Checked::Passed, Ok(next)) => Ok(next),
+        (Checked::Passed, Ok(patched)) if registry_hashes => match &patched.digest {
+            Some(reported) => {
+                verify::check_reported_digest(blob, reported)?;
+                Ok(patched.next)
+            }
+            None => Err(ArchiveError::io(
+                format!("uploading {}", blob.digest),
+                std::io::Error::other(
+                    "the registry did not report the digest of the bytes it received",
+                ),
+            )),
+        },
+        (Checked::Passed, Ok(patched)) => Ok(patched.next),
         (Checked::Abandoned, Ok(_)) => Err(ArchiveError::io(
             format!("uploading {}", blob.digest),
             std::io::Error::other("the registry answered before the whole blob was sent"),

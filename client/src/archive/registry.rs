@@ -74,6 +74,27 @@ pub enum Upload {
 /// One HTTP connection to the registry, used for V2 calls.
 pub struct V2Connection {
     conn: HttpConnection,
+    /// The registry answered a session POST with `Berth-Upload-Digest`: its
+    /// PATCH answers report the sha256 of what the session holds.
+    reports_upload_digest: bool,
+}
+
+/// What a PATCH of a session answered.
+#[derive(Debug, Clone)]
+pub struct Patched {
+    /// The session's next location.
+    pub next: String,
+    /// sha256 of every byte the session now holds, from a registry that
+    /// reports it (`Berth-Upload-Digest`, berth only).
+    pub digest: Option<Digest>,
+}
+
+/// The `Berth-Upload-Digest` of a session answer, when it holds a digest.
+fn upload_digest(resp: &Response<Incoming>) -> Option<Digest> {
+    resp.headers()
+        .get(berth_server::registry::v2::uploads::UPLOAD_DIGEST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Digest::parse(v).ok())
 }
 
 fn status_error(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
@@ -120,6 +141,7 @@ impl V2Connection {
     pub async fn open(transport: &Transport) -> Result<V2Connection, ClientError> {
         Ok(V2Connection {
             conn: HttpConnection::open(transport).await?,
+            reports_upload_digest: false,
         })
     }
 
@@ -264,6 +286,9 @@ impl V2Connection {
             )
             .await?;
         let status = resp.status();
+        if status == StatusCode::ACCEPTED && upload_digest(&resp).is_some() {
+            self.reports_upload_digest = true;
+        }
         let mounted = mounting.is_some_and(|digest| {
             resp.headers()
                 .get("docker-content-digest")
@@ -339,7 +364,7 @@ impl V2Connection {
                     .map_err(BoxError::from),
             )
             .boxed_unsync();
-            loc = self.patch_upload(&loc, offset, size, body).await?;
+            loc = self.patch_upload(&loc, offset, size, body).await?.next;
         }
         self.commit_upload(&loc, digest).await
     }
@@ -352,7 +377,7 @@ impl V2Connection {
         offset: u64,
         size: u64,
         body: Body,
-    ) -> Result<String, ClientError> {
+    ) -> Result<Patched, ClientError> {
         let mut headers = vec![
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (header::CONTENT_LENGTH, (size - offset).to_string()),
@@ -362,9 +387,20 @@ impl V2Connection {
         }
         let (what, resp) = self.call(Method::PATCH, loc, &headers, body).await?;
         let next = location(&resp).map_err(|e| protocol(&what, e));
+        let digest = upload_digest(&resp);
         self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
             .await?;
-        next
+        Ok(Patched {
+            next: next?,
+            digest,
+        })
+    }
+
+    /// Whether this registry's PATCH answers report the sha256 of the
+    /// session (learnt from a session POST on this connection): then
+    /// `berth push` checks that instead of hashing the bytes it sends.
+    pub fn reports_upload_digest(&self) -> bool {
+        self.reports_upload_digest
     }
 
     /// `PUT <location>?digest=<digest>`: the registry verifies the bytes it

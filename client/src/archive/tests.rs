@@ -851,3 +851,42 @@ async fn pushing_under_a_new_name_mounts_instead_of_sending() {
     let (_, got) = formats::images(&read(std::fs::read(&file).unwrap()).unwrap()).unwrap();
     assert_eq!(got[0].id, cd);
 }
+
+/// A berth registry reports the sha256 of what a session holds on every
+/// PATCH answer (`Berth-Upload-Digest`), from the first byte on, so
+/// `berth push` can check the blob digest without hashing it again; a
+/// blob whose reported digest is not the archive's is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_reports_the_session_digest() {
+    use super::registry::V2Connection;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    let reg = tempfile::tempdir().unwrap();
+    let transport = local(reg.path());
+    let mut conn = V2Connection::open(&transport).await.unwrap();
+    assert!(!conn.reports_upload_digest(), "not known before a session");
+    let loc = conn.start_upload("team/app").await.unwrap();
+    assert!(conn.reports_upload_digest());
+    let body = |b: &'static [u8]| {
+        Full::new(Bytes::from_static(b))
+            .map_err(|e| match e {})
+            .boxed_unsync()
+    };
+    let first = conn
+        .patch_upload(&loc, 0, 6, body(b"hello "))
+        .await
+        .unwrap();
+    assert_eq!(first.digest, Some(Digest::of_bytes(b"hello ")));
+    let second = conn
+        .patch_upload(&first.next, 6, 11, body(b"world"))
+        .await
+        .unwrap();
+    assert_eq!(second.digest, Some(Digest::of_bytes(b"hello world")));
+
+    let (l0, l1) = (layer(0, 3000), layer(1, 5000));
+    let (_, imgs) = formats::images(&read(docker_1_10_archive(&l0, &l1).0).unwrap()).unwrap();
+    let blob = &imgs[0].blobs[0];
+    super::verify::check_reported_digest(blob, &blob.digest).unwrap();
+    let err = super::verify::check_reported_digest(blob, &Digest::of_bytes(b"other")).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+}

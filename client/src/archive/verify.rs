@@ -182,21 +182,17 @@ impl DecodeThread {
     }
 }
 
-/// [`Hashes`] of bytes fed in chunks: sha256 on the caller's thread, plus
-/// decompression and sha256 of the decompressed bytes on two helper
-/// threads when `decompress` is gzip or zstd.
-pub struct Digester {
-    raw: Sha256,
+/// The sha256 of a member's decompressed bytes (its diff_id), computed
+/// from chunks of its stored bytes: decompression and hashing run on two
+/// helper threads when the member is gzip or zstd.
+struct DiffIdHasher {
     decoder: Option<DecodeThread>,
     error: Option<String>,
 }
 
-impl Digester {
-    /// Starts hashing; decompresses too for [`Compression::Gzip`] and
-    /// [`Compression::Zstd`] (anything else counts as uncompressed).
-    pub fn new(decompress: Compression) -> Digester {
-        let mut d = Digester {
-            raw: Sha256::new(),
+impl DiffIdHasher {
+    fn new(decompress: Compression) -> DiffIdHasher {
+        let mut d = DiffIdHasher {
             decoder: None,
             error: None,
         };
@@ -209,22 +205,51 @@ impl Digester {
         d
     }
 
-    /// Hashes (and decompresses) the next chunk.
-    pub fn update(&mut self, chunk: &Bytes) {
-        self.raw.update(chunk);
+    fn feed(&mut self, chunk: &Bytes) {
         if let Some(d) = self.decoder.as_mut() {
             d.feed(chunk.clone());
         }
     }
 
+    /// The diff_id once every chunk was fed; `stored` (the digest of the
+    /// bytes as stored) is the diff_id of an uncompressed member.
+    fn finish(self, stored: Digest) -> Result<Digest, String> {
+        match (self.error, self.decoder) {
+            (Some(e), _) => Err(e),
+            (None, Some(d)) => d.finish(),
+            (None, None) => Ok(stored),
+        }
+    }
+}
+
+/// [`Hashes`] of bytes fed in chunks: sha256 on the caller's thread, plus
+/// decompression and sha256 of the decompressed bytes on two helper
+/// threads when `decompress` is gzip or zstd.
+pub struct Digester {
+    raw: Sha256,
+    diff_id: DiffIdHasher,
+}
+
+impl Digester {
+    /// Starts hashing; decompresses too for [`Compression::Gzip`] and
+    /// [`Compression::Zstd`] (anything else counts as uncompressed).
+    pub fn new(decompress: Compression) -> Digester {
+        Digester {
+            raw: Sha256::new(),
+            diff_id: DiffIdHasher::new(decompress),
+        }
+    }
+
+    /// Hashes (and decompresses) the next chunk.
+    pub fn update(&mut self, chunk: &Bytes) {
+        self.raw.update(chunk);
+        self.diff_id.feed(chunk);
+    }
+
     /// Both digests, once every chunk was fed.
     pub fn finish(self) -> Hashes {
         let digest = Digest::from_sha256(&self.raw.finalize());
-        let uncompressed = match (self.error, self.decoder) {
-            (Some(e), _) => Err(e),
-            (None, Some(d)) => d.finish(),
-            (None, None) => Ok(digest.clone()),
-        };
+        let uncompressed = self.diff_id.finish(digest.clone());
         Hashes {
             digest,
             uncompressed,
@@ -247,6 +272,11 @@ pub struct Feed {
     pub from: u64,
     /// The upload body's queue.
     pub tx: mpsc::Sender<Bytes>,
+    /// The registry reports the sha256 of the session (berth's
+    /// `Berth-Upload-Digest`): the blob digest is then checked against that
+    /// report ([`check_reported_digest`]) instead of hashed here too
+    /// (issue 9: one sha256 pass over every pushed byte less).
+    pub registry_hashes: bool,
 }
 
 /// How a check ended without finding anything wrong.
@@ -299,7 +329,11 @@ pub fn check_blob(
     } else {
         blob.checks.compression
     };
-    let mut digester = Digester::new(decompress);
+    let mut raw = match &feed {
+        Some(f) if f.registry_hashes => None,
+        _ => Some(Sha256::new()),
+    };
+    let mut diff_id = DiffIdHasher::new(decompress);
     let mut pos = 0u64;
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -310,7 +344,10 @@ pub fn check_blob(
             break;
         }
         let n = chunk.len() as u64;
-        digester.update(&chunk);
+        if let Some(h) = raw.as_mut() {
+            h.update(&chunk);
+        }
+        diff_id.feed(&chunk);
         if let Some(f) = &feed {
             if pos + n > f.from {
                 let skip = f.from.saturating_sub(pos) as usize;
@@ -330,31 +367,58 @@ pub fn check_blob(
             )),
         ));
     }
-    judge(blob, path, &digester.finish())?;
+    let digest = raw.map(|h| Digest::from_sha256(&h.finalize()));
+    if let Some(d) = &digest {
+        check_digest(blob, path, d)?;
+    }
+    // Not hashed here, the stored bytes count as what the archive claims:
+    // the registry's report of them is checked against that claim.
+    let uncompressed = diff_id.finish(digest.unwrap_or_else(|| blob.digest.clone()));
+    check_diff_ids(blob, path, &uncompressed)?;
     Ok(Checked::Passed)
 }
 
-/// Compares a member blob's hashes with what the archive claims: its digest
-/// first, then the diff_ids of the configs that list it.
-fn judge(blob: &Blob, member: &str, h: &Hashes) -> Result<(), ArchiveError> {
-    if h.digest != blob.digest {
-        let (expected, actual) = (blob.digest.to_string(), h.digest.to_string());
-        return Err(if blob.checks.digest_is_diff_id {
-            ArchiveError::DiffIdMismatch {
-                member: member.to_string(),
-                expected,
-                actual,
-            }
-        } else {
-            ArchiveError::DigestMismatch {
-                member: member.to_string(),
-                expected,
-                actual,
-            }
-        });
+/// Checks the digest a registry reported for the session a blob was sent
+/// into (`Feed::registry_hashes`) against what the archive claims.
+pub fn check_reported_digest(blob: &Blob, reported: &Digest) -> Result<(), ArchiveError> {
+    let member = match &blob.data {
+        BlobData::Member(path) => path.as_str(),
+        BlobData::Generated(_) => "a generated blob",
+    };
+    check_digest(blob, member, reported)
+}
+
+/// Compares the digest of a member blob's stored bytes with what the
+/// archive claims.
+fn check_digest(blob: &Blob, member: &str, actual: &Digest) -> Result<(), ArchiveError> {
+    if *actual == blob.digest {
+        return Ok(());
     }
+    let (expected, actual) = (blob.digest.to_string(), actual.to_string());
+    Err(if blob.checks.digest_is_diff_id {
+        ArchiveError::DiffIdMismatch {
+            member: member.to_string(),
+            expected,
+            actual,
+        }
+    } else {
+        ArchiveError::DigestMismatch {
+            member: member.to_string(),
+            expected,
+            actual,
+        }
+    })
+}
+
+/// Compares a member blob's decompressed digest with the diff_ids of the
+/// configs that list it.
+fn check_diff_ids(
+    blob: &Blob,
+    member: &str,
+    uncompressed: &Result<Digest, String>,
+) -> Result<(), ArchiveError> {
     for id in &blob.checks.diff_ids {
-        match &h.uncompressed {
+        match uncompressed {
             Ok(d) if d.as_str() == id => {}
             Ok(d) => {
                 return Err(ArchiveError::DiffIdMismatch {

@@ -190,22 +190,26 @@ impl Store {
     }
 
     /// Appends a request body to a session (PATCH). With `start`, the chunk
-    /// must begin at the current offset. Returns the new offset. On any
-    /// failure the data file is cut back to where it was.
+    /// must begin at the current offset. Returns the new offset and the
+    /// sha256 of everything the session holds (the running hash, so
+    /// reporting it costs nothing: a client can check it instead of hashing
+    /// the bytes it sent itself). On any failure the data file is cut back
+    /// to where it was.
     pub async fn append_upload<B>(
         &self,
         id: &UploadId,
         body: B,
         start: Option<u64>,
-    ) -> Result<u64, UploadError>
+    ) -> Result<(u64, Digest), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
         let (offset, hasher, lock) = self.append_inner(id, body, start).await?;
+        let digest = Digest::from_sha256(&hasher.clone().finalize());
         cache_put(&self.paths().upload_data(id), offset, hasher);
         drop(lock);
-        Ok(offset)
+        Ok((offset, digest))
     }
 
     /// Closes a session (PUT `?digest=`): appends `body` (possibly empty),
@@ -432,7 +436,7 @@ mod tests {
                 .append_upload(&id, body(b"hello "), Some(0))
                 .await
                 .unwrap(),
-            6
+            (6, Digest::of_bytes(b"hello "))
         );
         assert!(matches!(
             store.append_upload(&id, body(b"x"), Some(3)).await,
@@ -477,11 +481,14 @@ mod tests {
         ));
         assert_eq!(store.upload_offset(&id).unwrap(), Some(12));
         cache_forget(&store.paths().upload_data(&id));
-        store
+        // The reported digest covers the session's bytes from the first one,
+        // rehashed here since no process cached them.
+        let (offset, so_far) = store
             .append_upload(&id, body(b"second half"), Some(12))
             .await
             .unwrap();
         let want = Digest::of_bytes(b"first half, second half");
+        assert_eq!((offset, &so_far), (23, &want));
         assert_eq!(
             store.finish_upload(&id, body(b""), &want).await.unwrap(),
             23

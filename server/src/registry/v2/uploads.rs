@@ -5,7 +5,7 @@
 //!   pool is global), else a session (202); `?digest=<d>` with a body → 201
 //!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch.
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
-//!   pushed size from it). Without `Content-Range` the body is streamed as is;
+//!   pushed size from it) + `Berth-Upload-Digest` (see [`UPLOAD_DIGEST_HEADER`]). Without `Content-Range` the body is streamed as is;
 //!   with `Content-Range: a-b` the chunk must start at the offset (416
 //!   `RANGE_INVALID`) and match `Content-Length` (400 `SIZE_INVALID`).
 //! * `PUT <location>?digest=<d>` (body optional) → 201 + `Docker-Content-Digest`;
@@ -32,18 +32,29 @@ fn blob_location(name: &Name, d: &Digest) -> String {
     format!("/v2/{}/blobs/{}", name.raw, d)
 }
 
-/// The 202/204 answer describing a session at `offset`.
+/// berth's extension header on the POST and PATCH answers of a session:
+/// the sha256 of every byte the session holds. `berth push` checks it
+/// against the archive's digest instead of hashing what it sends a second
+/// time (issue 9); other clients ignore it.
+pub const UPLOAD_DIGEST_HEADER: &str = "berth-upload-digest";
+
+/// The 202/204 answer describing a session at `offset`; `digest` (of the
+/// bytes it holds) when known.
 fn session_answer(
     status: StatusCode,
     name: &Name,
     id: &UploadId,
     offset: u64,
+    digest: Option<&Digest>,
 ) -> Response<RespBody> {
     let mut r = located(status, &upload_location(name, id));
     let h = r.headers_mut();
     response::set_header(h, "docker-upload-uuid", id.as_str());
     // distribution's form: `0-0` for an empty session, else `0-<last byte>`.
     response::set_header(h, "range", &format!("0-{}", offset.saturating_sub(1)));
+    if let Some(d) = digest {
+        response::set_header(h, UPLOAD_DIGEST_HEADER, d.as_str());
+    }
     r
 }
 
@@ -134,7 +145,14 @@ pub async fn start(
     }
     drop(body);
     let id = blocking(move || store.start_upload()).await.v2()?;
-    Ok(session_answer(StatusCode::ACCEPTED, name, &id, 0))
+    let empty = Digest::of_bytes(b"");
+    Ok(session_answer(
+        StatusCode::ACCEPTED,
+        name,
+        &id,
+        0,
+        Some(&empty),
+    ))
 }
 
 /// Parses `Content-Range: <start>-<end>` (also tolerating a `bytes ` prefix).
@@ -187,12 +205,18 @@ pub async fn patch(
             )]);
         }
     }
-    let offset = reg
+    let (offset, digest) = reg
         .store()
         .append_upload(&id, body, range.map(|(a, _)| a))
         .await
         .v2()?;
-    Ok(session_answer(StatusCode::ACCEPTED, name, &id, offset))
+    Ok(session_answer(
+        StatusCode::ACCEPTED,
+        name,
+        &id,
+        offset,
+        Some(&digest),
+    ))
 }
 
 /// `PUT <location>?digest=<d>`
@@ -252,7 +276,13 @@ pub async fn status(reg: &Registry, name: &Name, id: UploadId) -> V2Result {
     let store = reg.store().clone();
     let i = id.clone();
     match blocking(move || store.upload_offset(&i)).await.v2()? {
-        Some(offset) => Ok(session_answer(StatusCode::NO_CONTENT, name, &id, offset)),
+        Some(offset) => Ok(session_answer(
+            StatusCode::NO_CONTENT,
+            name,
+            &id,
+            offset,
+            None,
+        )),
         None => Err(vec![V2Error::new(
             ErrorCode::BlobUploadUnknown,
             "upload session unknown",
