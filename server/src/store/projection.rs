@@ -179,6 +179,20 @@ mod tests {
         // the projection.
         assert!(store.stored_checksums(&root).unwrap().is_empty());
         let want = vec![Digest::of_bytes(&payload).to_string()];
+        // The top image: a store where recording fails (here its lock file
+        // cannot be opened) still answers, and records nothing.
+        let top_lock = dir.path().join(format!("images/{top}/.lock"));
+        let _ = std::fs::remove_file(&top_lock);
+        std::fs::create_dir(&top_lock).unwrap();
+        let mut top_payload = store.image_json(&top).unwrap();
+        top_payload.push(b'\n');
+        top_payload.extend_from_slice(&media::EMPTY_GZIP_TAR);
+        assert_eq!(
+            store.payload_checksums(&top).unwrap(),
+            vec![Digest::of_bytes(&top_payload).to_string()]
+        );
+        assert!(store.stored_checksums(&top).unwrap().is_empty());
+        std::fs::remove_dir(&top_lock).unwrap();
         assert_eq!(store.payload_checksums(&root).unwrap(), want);
         assert_eq!(store.stored_checksums(&root).unwrap(), want);
         // top is the empty step: the empty gzip tar.

@@ -208,7 +208,9 @@ impl Store {
         }
         self.require_published(id)?;
         let p = self.paths();
-        let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+        // Recording is a cache: a store this process may only read (or an
+        // image gc is removing) still gets its checksum computed.
+        let lock = FileLock::exclusive(&p.image_dir(id).join(".lock"));
         // Another reader may have recorded it while this one waited.
         let sums = self.stored_checksums(id)?;
         if !sums.is_empty() {
@@ -217,8 +219,13 @@ impl Store {
         self.require_published(id)?;
         let json = fs::read(p.image_json(id))?;
         let sum = payload_checksum(&json, &p.image_layer(id))?;
-        let record = serde_json::to_vec(&[sum.as_str()]).map_err(io::Error::other)?;
-        write_atomic(&p.image_checksum(id), &record)?;
+        let recorded = lock.and_then(|_lock| {
+            let record = serde_json::to_vec(&[sum.as_str()]).map_err(io::Error::other)?;
+            write_atomic(&p.image_checksum(id), &record)
+        });
+        if let Err(e) = recorded {
+            tracing::warn!(image = %id, error = %e, "V1 payload checksum computed but not recorded: the next V1 read computes it again");
+        }
         Ok(vec![sum.to_string()])
     }
 
