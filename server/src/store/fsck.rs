@@ -18,18 +18,17 @@
 //! other processes push: a younger leftover may belong to a live request.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use super::atomic::{remove_durable, FileLock, TEMP_PREFIX};
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
-use super::Store;
+use super::{hash_file, Store};
 use crate::names::{Digest, ImageId, RepoName, Tag};
 
 /// Deepest nesting of repository names walked (matches the store's listings).
@@ -254,21 +253,6 @@ pub(crate) fn json_parent(json: &Value) -> Result<Option<ImageId>, String> {
 pub(crate) fn read_ancestry(store: &Store, id: &ImageId) -> Option<Vec<String>> {
     let raw = fs::read(store.paths().image_ancestry(id)).ok()?;
     serde_json::from_slice(&raw).ok()
-}
-
-/// sha256 of a file, streamed, optionally after a prefix.
-fn hash_file(path: &Path, prefix: &[u8]) -> io::Result<Digest> {
-    let mut h = Sha256::new();
-    h.update(prefix);
-    let mut f = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(Digest::from_sha256(&h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 /// Every `.tmp-*` file under `dir` (not descending into upload sessions,
@@ -547,12 +531,15 @@ fn check_published_image(
         r.add(Severity::Problem, &layer, "published image has no layer");
         return Ok(());
     }
+    let sums = store.stored_checksums(id)?;
+    if sums.is_empty() {
+        // Projected from a V2 push: the first V1 read records it.
+        return Ok(());
+    }
     let mut prefix = json_raw.to_vec();
     prefix.push(b'\n');
     let payload = hash_file(&layer, &prefix)?;
-    let sums = store.stored_checksums(id)?;
-    // None recorded: projected from a V2 push, the first V1 read records it.
-    if !sums.is_empty() && !sums.iter().any(|s| s == payload.as_str()) {
+    if !sums.iter().any(|s| s == payload.as_str()) {
         r.add(
             Severity::Problem,
             &p.image_checksum(id),

@@ -21,7 +21,7 @@
 //! a collected image is harmless: pulls go by tag and ancestry).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ use super::fsck::{
     temp_files, v1_tags,
 };
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
-use super::Store;
+use super::{hash_file, Store};
 use crate::names::{Digest, ImageId};
 
 /// Default grace period: nothing younger is collected.
@@ -210,7 +210,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
                 m.blobs.insert(d.clone());
             } else if let Ok(Some(info)) = store.v1_layer_info(&id) {
                 m.blobs.insert(info.blob);
-            } else if let Ok(d) = hash_file(&p.image_layer(&id)) {
+            } else if let Ok(d) = hash_file(&p.image_layer(&id), b"") {
                 m.blobs.insert(d); // no hard links on this filesystem
             }
         }
@@ -241,20 +241,6 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         }
     }
     Ok(m)
-}
-
-fn hash_file(path: &Path) -> io::Result<Digest> {
-    use sha2::{Digest as _, Sha256};
-    let mut h = Sha256::new();
-    let mut f = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(Digest::from_sha256(&h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 /// Marks that are refreshed when they get old, so every deletion is decided

@@ -22,8 +22,10 @@ pub mod uploads;
 pub mod v1;
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
+
+use crate::names::Digest;
 
 pub use error::{StoreError, StoreResult};
 pub use paths::Paths;
@@ -77,6 +79,24 @@ pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Helpers shared by the store's unit tests.
+/// sha256 of `prefix` followed by a file's bytes, streamed: blob
+/// verification (`prefix` empty) and the V1 payload checksum
+/// (`json + "\n"` before the layer) in fsck, gc and V1 reads.
+pub(crate) fn hash_file(path: &Path, prefix: &[u8]) -> io::Result<Digest> {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    h.update(prefix);
+    let mut f = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(Digest::from_sha256(&h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use bytes::Bytes;

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::atomic::{remove_durable, write_atomic, FileLock, TempFile, TEMP_PREFIX};
 use super::ingest::ingest;
-use super::{read_optional, Store, StoreError, StoreResult};
-use crate::names::{Digest, ImageId, RepoName, Tag};
+use super::{hash_file, read_optional, Store, StoreError, StoreResult};
+use crate::names::{ImageId, RepoName, Tag};
 
 /// Longest ancestry chain accepted (deeper chains are almost certainly abuse).
 pub const MAX_ANCESTRY: usize = 1024;
@@ -217,8 +217,9 @@ impl Store {
             return Ok(sums);
         }
         self.require_published(id)?;
-        let json = fs::read(p.image_json(id))?;
-        let sum = payload_checksum(&json, &p.image_layer(id))?;
+        let mut prefix = fs::read(p.image_json(id))?;
+        prefix.push(b'\n');
+        let sum = hash_file(&p.image_layer(id), &prefix)?;
         let recorded = lock.and_then(|_lock| {
             let record = serde_json::to_vec(&[sum.as_str()]).map_err(io::Error::other)?;
             write_atomic(&p.image_checksum(id), &record)
@@ -549,25 +550,6 @@ impl Store {
         out.sort();
         Ok(out)
     }
-}
-
-/// The V1 payload checksum `sha256(json + "\n" + layer)`, streaming the layer.
-fn payload_checksum(json: &[u8], layer: &std::path::Path) -> io::Result<Digest> {
-    use io::Read as _;
-    use sha2::{Digest as _, Sha256};
-    let mut h = Sha256::new();
-    h.update(json);
-    h.update(b"\n");
-    let mut f = File::open(layer)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(Digest::from_sha256(&h.finalize()))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //!   pool is global), else a session (202); `?digest=<d>` with a body → 201
 //!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch.
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
-//!   pushed size from it) + `Berth-Upload-Digest` (see [`UPLOAD_DIGEST_HEADER`]). Without `Content-Range` the body is streamed as is;
+//!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]).
+//!   Without `Content-Range` the body is streamed as is;
 //!   with `Content-Range: a-b` the chunk must start at the offset (416
 //!   `RANGE_INVALID`) and match `Content-Length` (400 `SIZE_INVALID`).
 //! * `PUT <location>?digest=<d>` (body optional) → 201 + `Docker-Content-Digest`;
