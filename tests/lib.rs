@@ -677,6 +677,32 @@ impl<R: BufRead, W: Write> HttpConn<R, W> {
         headers: &[(&str, &str)],
         body: ReqBody<'_>,
     ) -> HttpResponse {
+        self.try_request(method, path, headers, body)
+            .expect("connection closed while sending a request or reading a response")
+    }
+
+    /// [`HttpConn::request`] that answers `None` when the peer closes the
+    /// connection instead of answering (the caller reconnects).
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ReqBody<'_>,
+    ) -> Option<HttpResponse> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.send_and_read(method, path, headers, body)
+        }))
+        .ok()
+    }
+
+    fn send_and_read(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ReqBody<'_>,
+    ) -> HttpResponse {
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: docker/1.9.1 go/go1.4.3 kernel/4.0 os/linux arch/amd64\r\n");
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -1064,4 +1090,87 @@ pub fn v2_push<R: BufRead, W: Write>(
     let digest = format!("sha256:{}", sha256_hex(&manifest));
     assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
     digest
+}
+
+/// A keep-alive HTTP connection to a registry over either path a client can
+/// take: `"ssh"` runs OpenSSH `ssh -s docker-registry`, `"shim"` starts a
+/// `berth shim` logged in with the same key and connects to it over TCP.
+/// `key: None` logs in as `anonymous` (SSH `none` authentication).
+pub struct RegistrySession {
+    /// The HTTP connection.
+    pub http: HttpConn<Box<dyn BufRead + Send>, Box<dyn Write + Send>>,
+    _procs: Vec<Proc>,
+}
+
+impl RegistrySession {
+    /// Opens a session to `berth-server serve` on `port`; `known` is a
+    /// known_hosts file that trusts the server (used by the shim).
+    pub fn open(via: &str, key: Option<&Path>, port: u16, known: &Path) -> RegistrySession {
+        match via {
+            "ssh" => {
+                let mut cmd = match key {
+                    Some(k) => ssh_command(k, port),
+                    None => anonymous_ssh_command(port),
+                };
+                cmd.args(["-s", "docker-registry"]);
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+                let mut child = cmd.spawn().unwrap();
+                let r: Box<dyn BufRead + Send> =
+                    Box::new(BufReader::new(child.stdout.take().unwrap()));
+                let w: Box<dyn Write + Send> = Box::new(child.stdin.take().unwrap());
+                RegistrySession {
+                    http: HttpConn::new(r, w),
+                    _procs: vec![Proc {
+                        child,
+                        name: "ssh".into(),
+                    }],
+                }
+            }
+            "shim" => {
+                let mut cmd = Command::new(bin("berth"));
+                cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
+                    .arg(known)
+                    .env_remove("SSH_AUTH_SOCK");
+                if let Some(k) = key {
+                    cmd.arg("--identity").arg(k);
+                }
+                let user = if key.is_some() { "root" } else { "anonymous" };
+                cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
+                let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+                let addr: SocketAddr = line
+                    .split("http://")
+                    .nth(1)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                let r: Box<dyn BufRead + Send> = Box::new(BufReader::new(s.try_clone().unwrap()));
+                let w: Box<dyn Write + Send> = Box::new(s);
+                RegistrySession {
+                    http: HttpConn::new(r, w),
+                    _procs: vec![proc],
+                }
+            }
+            other => panic!("unknown transport {other}"),
+        }
+    }
+}
+
+/// OpenSSH `ssh` logging in as `anonymous` without a key, on `port`.
+pub fn anonymous_ssh_command(port: u16) -> Command {
+    let mut c = Command::new("ssh");
+    c.args(["-p", &port.to_string()]);
+    for o in [
+        "PubkeyAuthentication=no",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "LogLevel=ERROR",
+    ] {
+        c.args(["-o", o]);
+    }
+    c.args(["-F", "/dev/null", "anonymous@127.0.0.1"]);
+    c
 }

@@ -84,114 +84,19 @@ fn conn_as(key: &ClientKey, port: u16) -> CommandConn {
 }
 
 fn anonymous_conn(port: u16) -> CommandConn {
-    let mut cmd = Command::new("ssh");
-    cmd.args([
-        "-p",
-        &port.to_string(),
-        "-o",
-        "PubkeyAuthentication=no",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "LogLevel=ERROR",
-        "-F",
-        "/dev/null",
-        "anonymous@127.0.0.1",
-        "-s",
-        "docker-registry",
-    ]);
+    let mut cmd = anonymous_ssh_command(port);
+    cmd.args(["-s", "docker-registry"]);
     CommandConn::spawn(cmd)
 }
 
-/// An HTTP connection over either path a client can take: `ssh -s` to the
-/// subsystem, or TCP to a `berth shim` logged in as the same user.
-struct Session {
-    http: HttpConn<Box<dyn std::io::BufRead + Send>, Box<dyn std::io::Write + Send>>,
-    _procs: Vec<Proc>,
-}
-
-fn session(via: &str, who: &str, w: &World, port: u16, known: &std::path::Path) -> Session {
+fn session(via: &str, who: &str, w: &World, port: u16, known: &std::path::Path) -> RegistrySession {
     let key = match who {
-        "admin" => Some(&w.admin),
-        "writer" => Some(&w.writer),
-        "reader" => Some(&w.reader),
+        "admin" => Some(w.admin.private.as_path()),
+        "writer" => Some(w.writer.private.as_path()),
+        "reader" => Some(w.reader.private.as_path()),
         _ => None,
     };
-    match via {
-        "ssh" => {
-            let mut cmd = match key {
-                Some(k) => ssh_command(&k.private, port),
-                None => {
-                    let mut c = Command::new("ssh");
-                    c.args([
-                        "-p",
-                        &port.to_string(),
-                        "-o",
-                        "PubkeyAuthentication=no",
-                        "-o",
-                        "StrictHostKeyChecking=no",
-                    ]);
-                    c.args([
-                        "-o",
-                        "UserKnownHostsFile=/dev/null",
-                        "-o",
-                        "BatchMode=yes",
-                        "-o",
-                        "LogLevel=ERROR",
-                        "-F",
-                        "/dev/null",
-                    ]);
-                    c.arg("anonymous@127.0.0.1");
-                    c
-                }
-            };
-            cmd.args(["-s", "docker-registry"]);
-            cmd.stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped());
-            let mut child = cmd.spawn().unwrap();
-            let r: Box<dyn std::io::BufRead + Send> =
-                Box::new(std::io::BufReader::new(child.stdout.take().unwrap()));
-            let wr: Box<dyn std::io::Write + Send> = Box::new(child.stdin.take().unwrap());
-            Session {
-                http: HttpConn::new(r, wr),
-                _procs: vec![Proc {
-                    child,
-                    name: "ssh".into(),
-                }],
-            }
-        }
-        _ => {
-            let mut cmd = Command::new(bin("berth"));
-            cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
-                .arg(known)
-                .env_remove("SSH_AUTH_SOCK");
-            if let Some(k) = key {
-                cmd.arg("--identity").arg(&k.private);
-            }
-            let user = if key.is_some() { "root" } else { "anonymous" };
-            cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
-            let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
-            let addr: std::net::SocketAddr = line
-                .split("http://")
-                .nth(1)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            let s = std::net::TcpStream::connect(addr).unwrap();
-            let r: Box<dyn std::io::BufRead + Send> =
-                Box::new(std::io::BufReader::new(s.try_clone().unwrap()));
-            let wr: Box<dyn std::io::Write + Send> = Box::new(s);
-            Session {
-                http: HttpConn::new(r, wr),
-                _procs: vec![proc],
-            }
-        }
-    }
+    RegistrySession::open(via, key, port, known)
 }
 
 fn known_hosts_for(w: &World, server: &SshServer) -> std::path::PathBuf {

@@ -3,6 +3,7 @@
 
 mod access;
 mod archive;
+mod authz;
 mod client;
 mod fuzz;
 mod hostile;

@@ -1,0 +1,354 @@
+//! The authorization matrix, written as a table: V1 and V2 routes × caller ×
+//! transport → expected status. Where `access.rs` checks each namespace from
+//! inside, this table aims every route at *someone else's* objects from the
+//! caller's own namespace too — the ways a key could read what its rules do
+//! not grant (issue 14): a foreign blob or manifest by digest, a manifest
+//! naming foreign blobs, a foreign upload session, a V1 id announced in one's
+//! own index, a V1 id overwritten with other content.
+//!
+//! The world: `alice` owns `private/` (read, write, delete) and may write
+//! `public/`; `bob` may read `private/`; `mallory` owns `evil/`; `public/` is
+//! readable by `@anonymous` and `@all`; `stranger` has a key the server does
+//! not know. Alice pushes a V2 image to `private/app:1`, a V1 image to
+//! `private/v1app:latest` and opens an upload session in `private/app`. Then
+//! every caller runs every row in order, over `ssh -s docker-registry` and
+//! through `berth shim`.
+
+use berth_tests::*;
+
+/// The callers, in the order of each row's expected statuses.
+const CALLERS: [&str; 4] = ["alice", "bob", "mallory", "anonymous"];
+
+/// What a row sends as its body.
+#[derive(Clone, Copy, Debug)]
+enum Body {
+    None,
+    /// An OCI manifest naming alice's config and layer.
+    StealManifest,
+    /// The same manifest shape naming digests that exist nowhere.
+    UnknownManifest,
+    /// Bytes for an upload PATCH.
+    Bytes,
+    /// A V1 index list announcing alice's top V1 image.
+    AnnounceTop,
+    /// A V1 tag pointing at alice's top V1 image.
+    TagTop,
+    /// Image json for alice's base V1 id with other content.
+    OtherJson,
+}
+
+/// The table. Placeholders: `{L}` alice's layer digest, `{C}` her config
+/// digest, `{M}` her manifest digest, `{U}` her open upload session, `{I0}`
+/// and `{I1}` her V1 base and top image ids, `{W}` the caller's name.
+/// Statuses: alice, bob, mallory, anonymous.
+#[rustfmt::skip]
+const MATRIX: &[(&str, Body, [u16; 4])] = &[
+    // ---- V2, alice's own repository
+    ("GET /v2/",                                          Body::None, [200, 200, 200, 200]),
+    ("GET /v2/private/app/manifests/1",                   Body::None, [200, 200, 403, 401]),
+    ("HEAD /v2/private/app/manifests/{M}",                Body::None, [200, 200, 403, 401]),
+    ("GET /v2/private/app/blobs/{L}",                     Body::None, [200, 200, 403, 401]),
+    ("HEAD /v2/private/app/blobs/{C}",                    Body::None, [200, 200, 403, 401]),
+    ("GET /v2/private/app/tags/list",                     Body::None, [200, 200, 403, 401]),
+    ("POST /v2/private/app/blobs/uploads/",               Body::None, [202, 403, 403, 401]),
+    ("GET /v2/private/app/blobs/uploads/{U}",             Body::None, [204, 403, 403, 401]),
+    // ---- V2, alice's objects by digest through other repositories
+    ("GET /v2/evil/x/manifests/{M}",                      Body::None, [403, 403, 404, 401]),
+    ("HEAD /v2/evil/x/manifests/{M}",                     Body::None, [403, 403, 404, 401]),
+    ("GET /v2/evil/x/blobs/{L}",                          Body::None, [403, 403, 404, 401]),
+    ("HEAD /v2/evil/x/blobs/{C}",                         Body::None, [403, 403, 404, 401]),
+    ("GET /v2/public/x/manifests/{M}",                    Body::None, [404, 404, 404, 404]),
+    ("GET /v2/public/x/blobs/{L}",                        Body::None, [404, 404, 404, 404]),
+    ("PUT /v2/public/{W}/manifests/steal",                Body::StealManifest, [400, 403, 403, 401]),
+    // ---- V2, linking alice's blobs into another repository
+    ("PUT /v2/evil/x/manifests/steal",                    Body::StealManifest, [403, 403, 400, 401]),
+    ("PUT /v2/evil/x/manifests/unknown",                  Body::UnknownManifest, [403, 403, 400, 401]),
+    ("GET /v2/evil/x/blobs/{L}",                          Body::None, [403, 403, 404, 401]),
+    ("GET /v2/evil/x/manifests/steal",                    Body::None, [403, 403, 404, 401]),
+    ("POST /v2/evil/x/blobs/uploads/?mount={L}&from=private/app", Body::None, [403, 403, 403, 401]),
+    // ---- V2, alice's upload session through other repositories
+    ("PATCH /v2/evil/x/blobs/uploads/{U}",                Body::Bytes, [403, 403, 404, 401]),
+    ("GET /v2/evil/x/blobs/uploads/{U}",                  Body::None, [403, 403, 404, 401]),
+    ("PUT /v2/evil/x/blobs/uploads/{U}?digest={L}",       Body::None, [403, 403, 404, 401]),
+    ("DELETE /v2/evil/x/blobs/uploads/{U}",               Body::None, [403, 403, 404, 401]),
+    ("PATCH /v2/public/{W}/blobs/uploads/{U}",            Body::Bytes, [404, 403, 403, 401]),
+    ("GET /v2/private/app/blobs/uploads/{U}",             Body::None, [204, 403, 403, 401]),
+    // ---- V1, alice's repository and images
+    ("GET /v1/repositories/private/v1app/tags",           Body::None, [200, 200, 403, 401]),
+    ("GET /v1/repositories/private/v1app/images",         Body::None, [200, 200, 403, 401]),
+    ("GET /v1/repositories/private/app/tags",             Body::None, [200, 200, 403, 401]),
+    ("GET /v1/images/{I1}/json",                          Body::None, [200, 200, 404, 404]),
+    ("GET /v1/images/{I1}/layer",                         Body::None, [200, 200, 404, 404]),
+    ("GET /v1/images/{I1}/ancestry",                      Body::None, [200, 200, 404, 404]),
+    // ---- V1, announcing alice's image in one's own index grants nothing
+    ("PUT /v1/repositories/evil/grab/images",             Body::AnnounceTop, [403, 403, 204, 401]),
+    ("GET /v1/images/{I1}/json",                          Body::None, [200, 200, 404, 404]),
+    ("GET /v1/images/{I1}/layer",                         Body::None, [200, 200, 404, 404]),
+    ("PUT /v1/repositories/evil/grab/tags/t",             Body::TagTop, [403, 403, 404, 401]),
+    ("GET /v1/repositories/evil/grab/tags",               Body::None, [403, 403, 200, 401]),
+    // ---- V1, an existing id is never replaced by other content
+    ("PUT /v1/images/{I0}/json",                          Body::OtherJson, [409, 403, 409, 401]),
+    ("GET /v1/images/{I0}/json",                          Body::None, [200, 200, 404, 404]),
+];
+
+/// Alice's objects the placeholders stand for.
+struct Fixture {
+    layer: String,
+    config: String,
+    manifest: String,
+    upload: String,
+    v1: V1Image,
+}
+
+impl Fixture {
+    fn path(&self, template: &str, who: &str) -> String {
+        template
+            .replace("{L}", &self.layer)
+            .replace("{C}", &self.config)
+            .replace("{M}", &self.manifest)
+            .replace("{U}", &self.upload)
+            .replace("{I0}", &self.v1.ids[0])
+            .replace("{I1}", self.v1.ids.last().unwrap())
+            .replace("{W}", who)
+    }
+
+    fn body(&self, body: Body) -> Option<Vec<u8>> {
+        let manifest = |config: &str, layer: &str| {
+            serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": config, "size": 10},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": layer, "size": 10}],
+            }))
+            .unwrap()
+        };
+        let nowhere = |seed: u64| format!("sha256:{}", sha256_hex(&random_bytes(64, seed)));
+        match body {
+            Body::None => None,
+            Body::StealManifest => Some(manifest(&self.config, &self.layer)),
+            Body::UnknownManifest => Some(manifest(&nowhere(9001), &nowhere(9002))),
+            Body::Bytes => Some(b"mallory was here".to_vec()),
+            Body::AnnounceTop => {
+                Some(format!("[{{\"id\":\"{}\"}}]", self.v1.ids.last().unwrap()).into_bytes())
+            }
+            Body::TagTop => Some(format!("\"{}\"", self.v1.ids.last().unwrap()).into_bytes()),
+            Body::OtherJson => Some(
+                format!("{{\"id\":\"{}\",\"comment\":\"planted\"}}", self.v1.ids[0]).into_bytes(),
+            ),
+        }
+    }
+}
+
+fn access_file(alice: &ClientKey, bob: &ClientKey, mallory: &ClientKey) -> String {
+    format!(
+        r#"
+[users]
+alice = ["{}"]
+bob = ["{}"]
+mallory = ["{}"]
+
+[[rule]]
+namespace = "private"
+read = ["alice", "bob"]
+write = ["alice"]
+delete = ["alice"]
+
+[[rule]]
+namespace = "evil"
+read = ["mallory"]
+write = ["mallory"]
+delete = ["mallory"]
+
+[[rule]]
+namespace = "public"
+read = ["@anonymous", "@all"]
+write = ["alice"]
+"#,
+        alice.public_line, bob.public_line, mallory.public_line
+    )
+}
+
+#[test]
+fn authorization_matrix_over_ssh_and_the_shim() {
+    if !require_tool("ssh", "openssh-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let alice = ClientKey::generate(&state, "alice");
+    let bob = ClientKey::generate(&state, "bob");
+    let mallory = ClientKey::generate(&state, "mallory");
+    let stranger = ClientKey::generate(&state, "stranger");
+    let access = state.join("access.toml");
+    std::fs::write(&access, access_file(&alice, &bob, &mallory)).unwrap();
+    let server = SshServer::start_with_access(&root, &access, &state, &[]);
+    let port = server.port();
+    let known = state.join("known_hosts");
+    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+
+    // Alice's objects.
+    let fixture = {
+        let mut c = RegistrySession::open("ssh", Some(&alice.private), port, &known);
+        let layer = random_bytes(4000, 1401);
+        let manifest = v2_push(&mut c.http, "private/app", "1", &[layer.clone()]);
+        let r = c.http.request(
+            "GET",
+            &format!("/v2/private/app/manifests/{manifest}"),
+            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+            ReqBody::None,
+        );
+        let config = r.json()["config"]["digest"].as_str().unwrap().to_string();
+        let v1 = V1Image::chain(1402, 2, 3000);
+        v1_push(&mut c.http, "private/v1app", "latest", &v1);
+        let r = c
+            .http
+            .request("POST", "/v2/private/app/blobs/uploads/", &[], ReqBody::None);
+        assert_eq!(r.status, 202, "{}", r.text());
+        let upload = r.header("docker-upload-uuid").unwrap().to_string();
+        Fixture {
+            layer: format!("sha256:{}", sha256_hex(&layer)),
+            config,
+            manifest,
+            upload,
+            v1,
+        }
+    };
+
+    let mut failures = Vec::new();
+    for via in ["ssh", "shim"] {
+        for (col, who) in CALLERS.iter().enumerate() {
+            let key = match *who {
+                "alice" => Some(alice.private.as_path()),
+                "bob" => Some(bob.private.as_path()),
+                "mallory" => Some(mallory.private.as_path()),
+                _ => None,
+            };
+            let mut c = RegistrySession::open(via, key, port, &known);
+            let mut answers: Vec<(String, HttpResponse)> = Vec::new();
+            for (route, body, expect) in MATRIX {
+                let (method, template) = route.split_once(' ').unwrap();
+                let path = fixture.path(template, who);
+                let bytes = fixture.body(*body);
+                let headers: &[(&str, &str)] = match body {
+                    Body::StealManifest | Body::UnknownManifest => {
+                        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")]
+                    }
+                    Body::Bytes => &[("Content-Type", "application/octet-stream")],
+                    _ => &[],
+                };
+                let send = |c: &mut RegistrySession| {
+                    c.http.try_request(
+                        method,
+                        &path,
+                        headers,
+                        match &bytes {
+                            Some(b) => ReqBody::Sized(b),
+                            None => ReqBody::None,
+                        },
+                    )
+                };
+                // A server may close a connection after answering a request
+                // whose body it did not read (HTTP/1.1 allows it); a real
+                // client then reconnects, and so does this one, once.
+                let r = send(&mut c)
+                    .or_else(|| {
+                        c = RegistrySession::open(via, key, port, &known);
+                        send(&mut c)
+                    })
+                    .unwrap_or_else(|| HttpResponse {
+                        status: 0,
+                        headers: Vec::new(),
+                        body: b"(connection closed without an answer)".to_vec(),
+                    });
+                if r.status != expect[col] {
+                    failures.push(format!(
+                        "{via:5} {who:9} {route:55} expected {} got {} {}",
+                        expect[col],
+                        r.status,
+                        r.text().chars().take(120).collect::<String>()
+                    ));
+                }
+                answers.push((route.to_string(), r));
+            }
+            // A manifest naming someone else's blobs is answered exactly like
+            // one naming digests that exist nowhere: no existence oracle.
+            let body_of = |route: &str| {
+                answers
+                    .iter()
+                    .find(|(r, _)| r == route)
+                    .map(|(_, a)| (a.status, a.text()))
+                    .unwrap()
+            };
+            let steal = body_of("PUT /v2/evil/x/manifests/steal");
+            let unknown = body_of("PUT /v2/evil/x/manifests/unknown");
+            let scrub = |s: &str| {
+                s.replace(&fixture.config, "C")
+                    .replace(&fixture.layer, "L")
+                    .replace(
+                        &format!("sha256:{}", sha256_hex(&random_bytes(64, 9001))),
+                        "C",
+                    )
+                    .replace(
+                        &format!("sha256:{}", sha256_hex(&random_bytes(64, 9002))),
+                        "L",
+                    )
+            };
+            if steal.0 != unknown.0 || scrub(&steal.1) != scrub(&unknown.1) {
+                failures.push(format!(
+                    "{via:5} {who:9} steal and unknown manifests answer differently: {steal:?} vs {unknown:?}"
+                ));
+            }
+        }
+        // A key the server does not know gets no session at all.
+        let stranger_ok = match via {
+            "ssh" => {
+                let out = ssh_command(&stranger.private, port)
+                    .arg("registryget /v1/_ping")
+                    .output()
+                    .unwrap();
+                out.status.code() == Some(255)
+            }
+            _ => {
+                let mut cmd = std::process::Command::new(bin("berth"));
+                cmd.args(["ls", "--known-hosts"])
+                    .arg(&known)
+                    .arg("--identity")
+                    .arg(&stranger.private)
+                    .env_remove("SSH_AUTH_SOCK")
+                    .arg(format!("ssh://root@127.0.0.1:{port}"));
+                !cmd.output().unwrap().status.success()
+            }
+        };
+        if !stranger_ok {
+            failures.push(format!("{via}: the stranger's key got a session"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cells of the authorization matrix are wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // Alice's bytes appear in no repository but hers.
+    let mut c = RegistrySession::open("ssh", Some(&alice.private), port, &known);
+    let r = c.http.request("GET", "/v2/_catalog", &[], ReqBody::None);
+    let repos: Vec<String> = r.json()["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    for repo in repos.iter().filter(|r| !r.starts_with("private/")) {
+        for d in [&fixture.layer, &fixture.config, &fixture.manifest] {
+            let r = c
+                .http
+                .request("HEAD", &format!("/v2/{repo}/blobs/{d}"), &[], ReqBody::None);
+            assert_ne!(r.status, 200, "{d} is readable in {repo}");
+        }
+    }
+}
