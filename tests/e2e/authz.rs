@@ -194,7 +194,12 @@ fn authorization_matrix_over_ssh_and_the_shim() {
     let fixture = {
         let mut c = RegistrySession::open("ssh", Some(&alice.private), port, &known);
         let layer = random_bytes(4000, 1401);
-        let manifest = v2_push(&mut c.http, "private/app", "1", std::slice::from_ref(&layer));
+        let manifest = v2_push(
+            &mut c.http,
+            "private/app",
+            "1",
+            std::slice::from_ref(&layer),
+        );
         let r = c.http.request(
             "GET",
             &format!("/v2/private/app/manifests/{manifest}"),
