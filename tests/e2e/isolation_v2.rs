@@ -161,7 +161,12 @@ fn stealing_blobs_through_a_manifest_put_is_refused_like_an_unknown_digest() {
     let port = server.port();
     let mut alice = subsystem(Some(&w.alice), port);
     let secret = random_bytes(5000, 1401);
-    let alice_manifest = v2_push(&mut alice.http, "private/app", "1", &[secret.clone()]);
+    let alice_manifest = v2_push(
+        &mut alice.http,
+        "private/app",
+        "1",
+        std::slice::from_ref(&secret),
+    );
     let (config, layers) = parts_of(&mut alice.http, "private/app", &alice_manifest);
     let layer = layers[0]["digest"].as_str().unwrap().to_string();
 
@@ -440,7 +445,7 @@ fn the_mirror_links_only_what_the_upstream_gave_for_the_repository() {
     {
         let up = HttpServer::start(&upstream);
         let mut c = tcp_conn(up.addr);
-        one = v2_push(&mut c, "team/one", "1", &[a.clone()]);
+        one = v2_push(&mut c, "team/one", "1", std::slice::from_ref(&a));
         v2_push(&mut c, "team/two", "1", &[b.clone(), a.clone()]);
     }
     let a_hex = sha256_hex(&a);
