@@ -11,6 +11,9 @@
 //!   was opened in — also through a second server process on the store.
 //! * A pull-through mirror links a blob into a repository only when the
 //!   upstream gave it for that repository.
+//! * On a store written before (links without records), `fsck` names the
+//!   links the old manifest PUT leaked and `--repair` removes them, keeping
+//!   the links real pushes made.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -485,4 +488,114 @@ fn the_mirror_links_only_what_the_upstream_gave_for_the_repository() {
     // Nor does a manifest stored for team/one answer by digest in team/two.
     assert_eq!(manifest(&mut m.http, "team/two", &one), 404);
     assert_eq!(manifest(&mut m.http, "team/one", &one), 200);
+}
+
+/// A repository's link directory.
+fn links_dir(root: &Path, repo: &str) -> PathBuf {
+    root.join("_berth/v2").join(repo).join("_blobs")
+}
+
+/// Empties a repository's link files, keeping their times: what berth wrote
+/// for the same pushes before links said why.
+fn strip_records(root: &Path, repo: &str) {
+    for entry in std::fs::read_dir(links_dir(root, repo)).unwrap() {
+        let path = entry.unwrap().path();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_modified(modified).unwrap();
+    }
+}
+
+/// Writes empty link files in this order, as the old manifest PUT did:
+/// the manifest's own link, then those of everything it named.
+fn leak_links(root: &Path, repo: &str, digests: &[&str]) {
+    let dir = links_dir(root, repo);
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in digests {
+        std::fs::write(dir.join(d.strip_prefix("sha256:").unwrap()), b"").unwrap();
+    }
+}
+
+fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(bin("berth-server"))
+        .arg("fsck")
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.code().unwrap(), text)
+}
+
+#[test]
+fn fsck_repair_removes_what_the_old_manifest_put_leaked() {
+    let Some(w) = world() else { return };
+    let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
+    let mut alice = subsystem(Some(&w.alice), server.port());
+    let secret = random_bytes(5000, 1407);
+    let manifest = v2_push(
+        &mut alice.http,
+        "private/app",
+        "1",
+        std::slice::from_ref(&secret),
+    );
+    let (config, layers) = parts_of(&mut alice.http, "private/app", &manifest);
+    let (config, layer) = (
+        config["digest"].as_str().unwrap().to_string(),
+        layers[0]["digest"].as_str().unwrap().to_string(),
+    );
+    // The store as the old code left it: alice's links of this push without
+    // records, and mallory's steal of the same manifest in evil/x (the
+    // manifest linked, then everything it named).
+    strip_records(&w.root, "private/app");
+    leak_links(&w.root, "evil/x", &[&manifest, &config, &layer]);
+    let tags = w.root.join("_berth/v2/evil/x/_tags");
+    std::fs::create_dir_all(&tags).unwrap();
+    std::fs::write(
+        tags.join("steal"),
+        json!({"digest": manifest, "v1": null}).to_string(),
+    )
+    .unwrap();
+    let mut mallory = subsystem(Some(&w.mallory), server.port());
+    let steal = |c: &mut Conn| {
+        c.request(
+            "GET",
+            &format!("/v2/evil/x/blobs/{layer}"),
+            &[],
+            ReqBody::None,
+        )
+        .status
+    };
+    assert_eq!(
+        steal(&mut mallory.http),
+        200,
+        "the leaked link before repair"
+    );
+
+    let (code, report) = fsck(&w.root, &[]);
+    assert_eq!(code, 1, "{report}");
+    let leaks: Vec<&str> = report.lines().filter(|l| l.contains("issue 14")).collect();
+    assert_eq!(leaks.len(), 2, "config and layer of evil/x: {report}");
+    assert!(leaks.iter().all(|l| l.contains("evil/x")), "{report}");
+    let (_, report) = fsck(&w.root, &["--repair", "--grace", "0s"]);
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("repaired")).count(),
+        2,
+        "{report}"
+    );
+    assert!(report.contains("is not visible in evil/x"), "{report}");
+    assert_eq!(
+        steal(&mut mallory.http),
+        404,
+        "the leaked link after repair"
+    );
+    // alice's own legacy links were earned and kept.
+    let r = alice.http.request(
+        "GET",
+        &format!("/v2/private/app/blobs/{layer}"),
+        &[],
+        ReqBody::None,
+    );
+    assert_eq!((r.status, r.body == secret), (200, true));
 }
