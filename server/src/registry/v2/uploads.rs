@@ -1,8 +1,10 @@
 //! Blob uploads (`v2-compat.md` §1.5):
 //!
 //! * `POST /v2/<name>/blobs/uploads/` → 202 + `Location`, `Docker-Upload-UUID`,
-//!   `Range: 0-0`; `?mount=<d>&from=<repo>` → 201 when the blob exists (the
-//!   pool is global), else a session (202); `?digest=<d>` with a body → 201
+//!   `Range: 0-0`; `?mount=<d>&from=<repo>` → 201 when the caller may read
+//!   `<repo>` and the blob is linked there (without an access file: when the
+//!   pool has it, every key may read everything then), else a session (202);
+//!   `?digest=<d>` with a body → 201
 //!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch.
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
 //!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]).
