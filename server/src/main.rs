@@ -44,7 +44,9 @@ struct FsckArgs {
     #[arg(long, default_value = "./berth-data")]
     root: PathBuf,
     /// Remove provably garbage leftovers (stale temp files, expired upload
-    /// sessions, image directories without json, links to missing blobs).
+    /// sessions, image directories without json, links to missing blobs)
+    /// and per-repository links the repository never earned (docs/storage.md,
+    /// "Upgrading a store").
     #[arg(long)]
     repair: bool,
     /// Leftovers younger than this may belong to a running request and are kept (`30m`, `2h`, `0s`).

@@ -738,14 +738,31 @@ fn uploads_ranges_mounts_and_listings() {
         (r.status, r.codes()),
         (404, vec!["NAME_UNKNOWN".to_string()])
     );
+    // A manifest may name only blobs its repository holds (issue 14): d
+    // has the layer (mounted above) but not the config until it is mounted.
+    let put_d = || {
+        request(
+            addr,
+            "PUT",
+            "/v2/d/manifests/1",
+            &[("Content-Type", mt)],
+            &manifest,
+        )
+    };
+    let r = put_d();
+    assert_eq!(
+        (r.status, r.codes()),
+        (400, vec!["MANIFEST_BLOB_UNKNOWN".to_string()])
+    );
     let r = request(
         addr,
-        "PUT",
-        "/v2/d/manifests/1",
-        &[("Content-Type", mt)],
-        &manifest,
+        "POST",
+        &format!("/v2/d/blobs/uploads/?mount={cd}&from=c"),
+        &[],
+        b"",
     );
     assert_eq!(r.status, 201);
+    assert_eq!(put_d().status, 201);
     let r = get(addr, "/v2/_catalog?n=1");
     assert_eq!(r.json()["repositories"], json!(["library/c"]));
     assert_eq!(

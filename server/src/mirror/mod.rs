@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::names::{Digest, RepoName, Tag};
 use crate::registry::blocking;
-use crate::store::manifests::TagRecord;
+use crate::store::manifests::{LinkVia, TagRecord};
 use crate::store::{Store, StoreError};
 use upstream::{Fetched, Upstream, UpstreamError};
 
@@ -252,7 +252,7 @@ impl Mirror {
                 match found {
                     Ok(true) => {
                         let (s, r, d) = (store.clone(), repo.clone(), digest.clone());
-                        blocking(move || s.link_blob_to_repo(&r, &d)).await?;
+                        blocking(move || s.link_blob_to_repo(&r, &d, &LinkVia::Mirror)).await?;
                         tracing::info!(repository = %repo, blob = %digest, "mirrored blob");
                         Ok(())
                     }
@@ -263,7 +263,10 @@ impl Mirror {
             .await
     }
 
-    /// Makes manifest `digest` readable if the upstream has it in `repo`.
+    /// Makes manifest `digest` readable in `repo` if the upstream has it
+    /// there. A copy stored for another repository does not count: the
+    /// upstream is asked for this one (manifests are small), so a digest
+    /// answers only where the upstream gives it (issue 14).
     pub async fn ensure_manifest_digest(
         &self,
         store: &Store,
@@ -271,14 +274,14 @@ impl Mirror {
         remote_name: &str,
         digest: &Digest,
     ) -> Result<(), MirrorError> {
-        if stored_manifest(store, digest).await? {
+        if manifest_in_repo(store, repo, digest).await? {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
         let what = format!("manifest {digest}");
         self.inflight
-            .once(format!("manifest {digest}"), async {
-                if stored_manifest(store, digest).await? {
+            .once(format!("manifest {} {digest}", repo.full()), async {
+                if manifest_in_repo(store, repo, digest).await? {
                     return Ok(());
                 }
                 let fetched = match self
@@ -461,14 +464,19 @@ async fn in_repo(store: &Store, repo: &RepoName, digest: &Digest) -> std::io::Re
     blocking(move || s.blob_in_repo(&r, &d)).await
 }
 
-async fn stored_manifest(store: &Store, digest: &Digest) -> std::io::Result<bool> {
-    let (s, d) = (store.clone(), digest.clone());
-    blocking(move || s.manifest(&d).map(|m| m.is_some())).await
+async fn manifest_in_repo(
+    store: &Store,
+    repo: &RepoName,
+    digest: &Digest,
+) -> std::io::Result<bool> {
+    let (s, r, d) = (store.clone(), repo.clone(), digest.clone());
+    blocking(move || s.manifest_in_repo(&r, &d).map(|m| m.is_some())).await
 }
 
-/// Stores a fetched manifest, links it to `repo` and points `tag` at it.
-/// Mirrored tags are V2-only: their blobs arrive lazily, so there is
-/// nothing to project to V1 yet.
+/// Stores a fetched manifest, links it (and only it: each blob it names is
+/// linked when the upstream gives it for `repo`, [`Mirror::ensure_blob`])
+/// to `repo` and points `tag` at it. Mirrored tags are V2-only: their blobs
+/// arrive lazily, so there is nothing to project to V1 yet.
 async fn store_manifest(
     store: &Store,
     repo: &RepoName,
@@ -483,7 +491,7 @@ async fn store_manifest(
     );
     blocking(move || {
         s.put_manifest(&bytes, &media_type)?;
-        s.link_manifest_to_repo(&r, &digest)?;
+        s.link_blob_to_repo(&r, &digest, &LinkVia::Mirror)?;
         if let Some(tag) = t {
             // A V1 tag of the same name (a local push, with
             // --mirror-allow-push) would now name another image.

@@ -7,14 +7,19 @@
 //! `_checksum` equal to `sha256(json + "\n" + layer)`; every V1 tag names a
 //! published image; every V2 tag names a stored manifest whose blobs (config,
 //! layers, index children, recursively) are in the pool; every per-repository
-//! blob link, manifest record and derived record points into the pool.
+//! blob link, manifest record and derived record points into the pool;
+//! every blob link says why it exists or, for links written before links
+//! did, was earned by its repository (`store::earned`: not made by the
+//! manifest-PUT leak of issue 14); every V2 tag's blobs are visible in its
+//! repository.
 //!
 //! What it leaves alone: crash leftovers are *not* problems (they are what the
 //! contract allows a killed writer to leave): `.tmp-*` files, upload sessions,
 //! image directories that never got their json, images still in progress.
 //! `--repair` removes only the provably garbage ones (older than the grace, or
-//! expired sessions) plus per-repository links to blobs that are gone; it
-//! never touches an object anything references. It is safe to run while
+//! expired sessions) plus per-repository links to blobs that are gone and
+//! unearned links; it never touches an object anything legitimately
+//! references. It is safe to run while
 //! other processes push: a younger leftover may belong to a live request.
 
 use std::collections::HashSet;
@@ -27,6 +32,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::atomic::{remove_durable, FileLock, TEMP_PREFIX};
+use super::earned::{self, Link};
+use super::manifests::LinkRecord;
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
 use super::{hash_file, Store};
 use crate::names::{Digest, ImageId, RepoName, Tag};
@@ -329,7 +336,15 @@ fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::R
             continue;
         };
         if idle <= UPLOAD_MAX_IDLE {
-            r.add(Severity::Note, &path, "open upload session");
+            let note = match store.upload_owner(&id) {
+                Ok(Some(_)) => "open upload session",
+                // Opened before sessions were bound to their owner (issue 14).
+                Ok(None) => {
+                    "open upload session with no owner record (refused under an access file)"
+                }
+                Err(_) => "open upload session whose owner record does not parse (refused)",
+            };
+            r.add(Severity::Note, &path, note);
         } else if opts.repair {
             store.cancel_upload(&id)?;
             r.add(Severity::Repaired, &path, "expired upload session removed");
@@ -584,6 +599,8 @@ fn check_v2(
     let v2 = p.berth_dir().join("v2");
     // A mirror fetches blobs and child manifests when first asked for them.
     let lazy = store.mirror_of()?.is_some();
+    // Links first, so that what a repair removes shows in the tag checks.
+    check_links(store, opts, pool, r)?;
     for (repo, dir) in repos_with(&v2, "_tags")? {
         for (name, path) in entries(&dir)? {
             if name.starts_with(TEMP_PREFIX) {
@@ -603,9 +620,28 @@ fn check_v2(
                 }
             };
             check_manifest(store, &rec.digest, &path, 0, lazy, r)?;
+            if !lazy {
+                check_tag_visibility(store, &repo, &path, &rec.digest, r)?;
+            }
         }
     }
-    for (_, dir) in repos_with(&v2, "_blobs")? {
+    Ok(())
+}
+
+/// Per-repository blob links: each points into the pool, says why it
+/// exists, and was earned by the repository (`store::earned`, issue 14).
+/// `--repair` removes links to missing blobs and unearned links, once
+/// older than the grace.
+fn check_links(
+    store: &Store,
+    opts: &FsckOptions,
+    pool: &HashSet<Digest>,
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let p = store.paths();
+    let derived = earned::derived_manifests(store)?;
+    for (repo, dir) in repos_with(&p.berth_dir().join("v2"), "_blobs")? {
+        let mut links = Vec::new();
         for (name, path) in entries(&dir)? {
             if name.starts_with(TEMP_PREFIX) {
                 continue;
@@ -618,7 +654,25 @@ fn check_v2(
                 );
                 continue;
             };
+            let raw = match fs::read(&path) {
+                Ok(raw) => raw,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gc removed it
+                Err(e) => return Err(e),
+            };
+            let record = LinkRecord::parse(&raw);
+            if let LinkRecord::Corrupt(e) = &record {
+                r.add(
+                    Severity::Problem,
+                    &path,
+                    format!("link record does not parse: {e}"),
+                );
+            }
             if pool.contains(&d) || p.blob(&d).exists() {
+                links.push(Link {
+                    digest: d,
+                    path,
+                    record,
+                });
                 continue;
             }
             let old = age(&path)?.is_some_and(|a| a >= opts.grace);
@@ -632,6 +686,54 @@ fn check_v2(
                     format!("repository links blob {d}, which is not in the pool"),
                 );
             }
+        }
+        for u in earned::unearned(store, &links, &derived)? {
+            let link = &links[u.link];
+            let what = format!(
+                "{} links blob {} only because manifest {} named it: no upload or mount \
+                 brought it here (the manifest-PUT leak of issue 14)",
+                repo.full(),
+                link.digest,
+                u.manifest
+            );
+            let old = age(&link.path)?.is_some_and(|a| a >= opts.grace);
+            if opts.repair && old {
+                remove_durable(&link.path)?;
+                r.add(Severity::Repaired, &link.path, format!("{what}; removed"));
+            } else {
+                r.add(Severity::Problem, &link.path, what);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A V2 tag's manifest names only blobs (and child manifests) visible in
+/// the tag's repository; otherwise a pull of the tag fails half-way (what
+/// repairing unearned links leaves behind a manifest pushed through the
+/// leak: re-push the image or delete the tag). Not on a mirror's store,
+/// which links each blob when it is first asked for.
+fn check_tag_visibility(
+    store: &Store,
+    repo: &RepoName,
+    tag_path: &Path,
+    digest: &Digest,
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let Some((_, bytes)) = store.manifest(digest)? else {
+        return Ok(()); // reported by check_manifest
+    };
+    for (d, _) in manifest_refs(&bytes) {
+        if store.blob_size(&d)?.is_some() && !store.blob_in_repo(repo, &d)? {
+            r.add(
+                Severity::Problem,
+                tag_path,
+                format!(
+                    "tag names manifest {digest}, whose blob {d} is not visible in {}: \
+                     re-push the image or delete the tag",
+                    repo.full()
+                ),
+            );
         }
     }
     Ok(())
@@ -796,7 +898,11 @@ mod tests {
         store
             .set_v2_tag(&repo, &Tag::parse("v2").unwrap(), &rec)
             .unwrap();
-        store.link_manifest_to_repo(&repo, &md).unwrap();
+        for d in [&cfg, &md] {
+            store
+                .link_blob_to_repo(&repo, d, &super::super::manifests::LinkVia::Manifest)
+                .unwrap();
+        }
 
         let r = fsck(&store, &opts(false)).unwrap();
         assert_eq!(r.problems(), 0, "{:#?}", r.findings);
@@ -834,6 +940,67 @@ mod tests {
         assert_eq!(problems_about(&r, "not published"), 1, "{:#?}", r.findings);
         assert_eq!(problems_about(&r, "ancestry lists"), 0);
         assert_eq!(problems_about(&r, "ancestry does not continue"), 1);
+    }
+
+    /// Issue 14: a store written before links said why, where evil/x got
+    /// alice's layer by naming it in a manifest. fsck names the link,
+    /// `--repair` removes it, and then the tag that used it is reported.
+    #[test]
+    fn unearned_legacy_links_are_reported_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cfg = store.put_small_blob(b"{}").unwrap();
+        let layer = store.put_small_blob(b"alice's layer").unwrap();
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+        );
+        let md = store
+            .put_manifest(m.as_bytes(), super::super::media::OCI_MANIFEST)
+            .unwrap();
+        let evil = RepoName::parse("evil/x").unwrap();
+        let p = store.paths().clone();
+        // The old manifest PUT: the manifest's link, then those of what it named.
+        let base = SystemTime::now() - Duration::from_secs(7200);
+        for (i, d) in [&cfg, &md, &layer].into_iter().enumerate() {
+            let link = p.v2_blob_link(&evil, d);
+            fs::create_dir_all(link.parent().unwrap()).unwrap();
+            fs::write(&link, b"").unwrap();
+            // cfg was uploaded by mallory herself, before the manifest.
+            let at = base + Duration::from_secs(i as u64);
+            fs::File::options()
+                .write(true)
+                .open(&link)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+        let tag = Tag::parse("steal").unwrap();
+        let rec = super::super::manifests::TagRecord {
+            digest: md.clone(),
+            v1: None,
+        };
+        store.set_v2_tag(&evil, &tag, &rec).unwrap();
+
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(problems_about(&r, "issue 14"), 1, "{:#?}", r.findings);
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.path == p.v2_blob_link(&evil, &layer)));
+        let r = fsck(&store, &opts(true)).unwrap();
+        assert_eq!(r.count(Severity::Repaired), 1, "{:#?}", r.findings);
+        assert!(!p.v2_blob_link(&evil, &layer).exists());
+        assert!(p.v2_blob_link(&evil, &cfg).exists() && p.v2_blob_link(&evil, &md).exists());
+        assert!(
+            store.blob_size(&layer).unwrap().is_some(),
+            "the pool keeps alice's blob"
+        );
+        assert_eq!(
+            problems_about(&r, "is not visible in evil/x"),
+            1,
+            "{:#?}",
+            r.findings
+        );
     }
 
     #[tokio::test]

@@ -510,6 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn collects_only_unreferenced_and_old() {
+        use crate::store::manifests::LinkVia;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (a, b, c) = (id('a'), id('b'), id('c'));
@@ -540,7 +541,14 @@ mod tests {
                 },
             )
             .unwrap();
-        store.link_blob_to_repo(&repo, &orphan).unwrap();
+        for (d, via) in [
+            (&cfg, LinkVia::Upload),
+            (&layer, LinkVia::Upload),
+            (&md, LinkVia::Manifest),
+            (&orphan, LinkVia::Upload),
+        ] {
+            store.link_blob_to_repo(&repo, d, &via).unwrap();
+        }
 
         // Everything is young: a 1h grace keeps it all.
         let keep = gc(

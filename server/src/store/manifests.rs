@@ -59,6 +59,55 @@ pub struct LayerInfo {
     pub media_type: String,
 }
 
+/// Why a blob is visible in a repository, recorded in its link file
+/// (`_berth/v2/<repo>/_blobs/<hex>`) so that `fsck` can tell links a
+/// repository earned from those the manifest-PUT leak of issue 14 made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "lowercase")]
+pub enum LinkVia {
+    /// Uploaded into the repository (a closed session or a monolithic POST).
+    Upload,
+    /// Mounted with `?mount=` (`from`: the source repository, when given).
+    Mount {
+        /// The repository it was mounted from (`None`: a from-less mount,
+        /// allowed only without an access file).
+        from: Option<String>,
+    },
+    /// A manifest pushed here whose references were all linked here.
+    Manifest,
+    /// Part of the V2 form generated for a V1 image tagged here.
+    Derived {
+        /// The V1 top image id.
+        image: String,
+    },
+    /// Given by a pull-through mirror's upstream for this repository.
+    Mirror,
+}
+
+/// What a link file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkRecord {
+    /// Written by this version: why the blob is here.
+    Via(LinkVia),
+    /// Empty: written before links recorded why (judged by `fsck`).
+    Legacy,
+    /// Anything else.
+    Corrupt(String),
+}
+
+impl LinkRecord {
+    /// Reads a link file's bytes.
+    pub fn parse(raw: &[u8]) -> LinkRecord {
+        if raw.is_empty() {
+            return LinkRecord::Legacy;
+        }
+        match serde_json::from_slice(raw) {
+            Ok(via) => LinkRecord::Via(via),
+            Err(e) => LinkRecord::Corrupt(e.to_string()),
+        }
+    }
+}
+
 /// Digests in records are plain strings, re-validated on read.
 mod text {
     use crate::names::Digest;
@@ -152,53 +201,75 @@ impl Store {
         self.paths().v2_repo_dir(repo).is_dir()
     }
 
-    /// Whether a pool blob is visible in a repository (pushed, mounted or
-    /// referenced there); the pool itself is shared.
+    /// Whether a pool blob is visible in a repository (uploaded, mounted,
+    /// pushed as a manifest, derived or mirrored there, see [`LinkVia`]);
+    /// the pool itself is shared and never answers reads on its own.
     pub fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
         Ok(self.paths().v2_blob_link(repo, digest).exists() && self.blob_size(digest)?.is_some())
     }
 
-    /// Makes a pool blob visible in a repository (idempotent).
-    pub fn link_blob_to_repo(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
+    /// Makes a pool blob visible in a repository, recording why. An existing
+    /// link keeps what it says (first writer wins), legacy ones included:
+    /// re-pushing what a leaked link allows must not make it look earned to
+    /// `fsck` (`store::earned`).
+    pub fn link_blob_to_repo(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        via: &LinkVia,
+    ) -> io::Result<()> {
         let link = self.paths().v2_blob_link(repo, digest);
-        if !link.exists() {
-            write_atomic(&link, b"")?;
+        if link.exists() {
+            return Ok(());
         }
-        Ok(())
+        write_atomic(&link, &serde_json::to_vec(via).map_err(io::Error::other)?)
     }
 
-    /// Makes a manifest and everything it references visible in a repository.
-    pub fn link_manifest_to_repo(&self, repo: &RepoName, digest: &Digest) -> io::Result<()> {
-        self.link_blob_to_repo(repo, digest)?;
-        let Some((_, bytes)) = self.manifest(digest)? else {
-            return Ok(());
+    /// Why a blob is linked in a repository: `None` when it is not,
+    /// [`LinkRecord::Legacy`] for a link written before links said why.
+    pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> io::Result<Option<LinkRecord>> {
+        Ok(read_optional(&self.paths().v2_blob_link(repo, digest))?
+            .map(|raw| LinkRecord::parse(&raw)))
+    }
+
+    /// A manifest as seen from one repository: only one linked there
+    /// (manifests by digest are repository-scoped like every blob).
+    pub fn manifest_in_repo(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> io::Result<Option<(String, Vec<u8>)>> {
+        if !self.blob_in_repo(repo, digest)? {
+            return Ok(None);
+        }
+        self.manifest(digest)
+    }
+
+    /// Makes the V2 form generated for V1 image `top` (manifest, config and
+    /// layers) visible in a repository whose V1 tag names `top`.
+    pub fn link_derived_to_repo(
+        &self,
+        repo: &RepoName,
+        top: &ImageId,
+        record: &DerivedRecord,
+    ) -> io::Result<()> {
+        let via = LinkVia::Derived {
+            image: top.to_string(),
         };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let refs = value
-            .get("config")
-            .into_iter()
-            .chain(
-                value
-                    .get("layers")
-                    .and_then(|l| l.as_array())
-                    .into_iter()
-                    .flatten(),
-            )
-            .chain(
-                value
-                    .get("manifests")
-                    .and_then(|l| l.as_array())
-                    .into_iter()
-                    .flatten(),
-            );
-        for r in refs {
-            if let Some(Ok(d)) = r.get("digest").and_then(|d| d.as_str()).map(Digest::parse) {
-                if self.blob_size(&d)?.is_some() {
-                    self.link_blob_to_repo(repo, &d)?;
-                }
+        let Some((_, bytes)) = self.manifest(&record.manifest)? else {
+            return Err(io::Error::other(format!(
+                "derived manifest {} of {top} is missing",
+                record.manifest
+            )));
+        };
+        // References first: the manifest becomes readable only when its
+        // blobs are.
+        for (d, _) in super::fsck::manifest_refs(&bytes) {
+            if self.blob_size(&d)?.is_some() {
+                self.link_blob_to_repo(repo, &d, &via)?;
             }
         }
-        Ok(())
+        self.link_blob_to_repo(repo, &record.manifest, &via)
     }
 
     /// The V2 tag record, if the tag was pushed through V2 and still owns it.

@@ -9,6 +9,7 @@
 pub mod atomic;
 pub mod blobs;
 pub mod derive;
+pub mod earned;
 pub mod error;
 pub mod fsck;
 pub mod gc;

@@ -16,8 +16,9 @@
 //!   _berth/blobs/sha256/<hex>        content-addressed pool: layers, configs, manifests
 //!   _berth/uploads/<uuid>/data       V2 upload session: the bytes so far (offset = file size)
 //!   _berth/uploads/<uuid>/.lock      fcntl lock held while a request appends to or closes it
+//!   _berth/uploads/<uuid>/owner      {"repository", "user"} the session is bound to
 //!   _berth/v2/<ns>/<repo>/_tags/<t>  V2 tag -> manifest digest (see store::manifests)
-//!   _berth/v2/<ns>/<repo>/_blobs/<hex>  marker: the pool blob is visible in this repository
+//!   _berth/v2/<ns>/<repo>/_blobs/<hex>  the pool blob is visible in this repository, and why
 //!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
@@ -179,6 +180,12 @@ impl Paths {
         self.upload_dir(id).join(".lock")
     }
 
+    /// `_berth/uploads/<uuid>/owner`: the repository and user a session
+    /// is bound to (only they may continue it, issue 14).
+    pub fn upload_owner(&self, id: &UploadId) -> PathBuf {
+        self.upload_dir(id).join("owner")
+    }
+
     /// `_berth/v2/<ns>/<repo>/_tags/`: V2 tag records (`_` cannot start a
     /// name component, so this never collides with a nested repository).
     pub fn v2_tags_dir(&self, repo: &RepoName) -> PathBuf {
@@ -263,6 +270,10 @@ mod tests {
             (
                 p.upload_lock(&up),
                 format!("/r/_berth/uploads/{}/.lock", up.as_str()),
+            ),
+            (
+                p.upload_owner(&up),
+                format!("/r/_berth/uploads/{}/owner", up.as_str()),
             ),
             (
                 p.manifest_record(&d),

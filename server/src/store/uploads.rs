@@ -400,6 +400,39 @@ impl Store {
     }
 }
 
+/// Who opened an upload session and for which repository (issue 14),
+/// recorded in the session directory so that every server process on the
+/// store answers the session to them, through that repository, only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadOwner {
+    /// The repository's full name (`library/foo` for `foo`).
+    pub repository: String,
+    /// The user who opened the session.
+    pub user: String,
+}
+
+impl Store {
+    /// Binds a session just started (its id not yet given to anyone) to
+    /// its owner; the session is removed if the record cannot be written.
+    pub fn bind_upload(&self, id: &UploadId, owner: &UploadOwner) -> io::Result<()> {
+        let bytes = serde_json::to_vec(owner).map_err(io::Error::other)?;
+        super::atomic::write_atomic(&self.paths().upload_owner(id), &bytes).inspect_err(|_| {
+            let _ = self.cancel_upload(id);
+        })
+    }
+
+    /// The owner a session is bound to; `None` for an unknown session or
+    /// one opened before sessions were bound (no record).
+    pub fn upload_owner(&self, id: &UploadId) -> io::Result<Option<UploadOwner>> {
+        match super::read_optional(&self.paths().upload_owner(id))? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| io::Error::other(format!("corrupt upload owner record: {e}"))),
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

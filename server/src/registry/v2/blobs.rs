@@ -2,8 +2,10 @@
 //! 200 with `Content-Length`, `Docker-Content-Digest`, `Accept-Ranges`;
 //! 206 for a single range; 416 past the end; 404 `BLOB_UNKNOWN` on a miss
 //! (no body on HEAD). Manifests are pool blobs too, so they are served here.
-//! A blob is visible in a repository once pushed, mounted or referenced there
-//! (so docker's cross-repository mount, "Mounted from", happens).
+//! A blob is visible in a repository once linked there: uploaded, mounted
+//! (docker's cross-repository mount, "Mounted from"), pushed as a manifest,
+//! derived from a V1 tag of the repository, or mirrored for it. Naming a
+//! blob in a manifest links nothing (issue 14, `manifests.rs`).
 //! `DELETE` is not offered (405 `UNSUPPORTED`, from the dispatcher).
 //!
 //! A HEAD that misses answers `Berth-Blob-Mountable: true` when the blob is
@@ -11,7 +13,10 @@
 //! `POST .../uploads/?mount=<digest>` (no access file, not anonymous: the
 //! only case in which that mount needs no `from`, `uploads.rs`). It tells
 //! `berth push` that the blob need not be sent, without linking it before
-//! the archive is verified (issue 9); other clients ignore it.
+//! the archive is verified (issue 9); other clients ignore it. It is never
+//! given under an access file or to anonymous callers, where it would tell
+//! which digests other namespaces hold: there a miss is the same 404
+//! whether or not the pool has the blob.
 
 use http::header;
 use http::request::Parts;

@@ -3,12 +3,17 @@
 //! * GET/HEAD: 200 with the exact stored bytes, `Content-Type` = the stored
 //!   media type, `Content-Length`, `Docker-Content-Digest`. A tag pushed
 //!   through V1 only is answered with its generated schema2 manifest
-//!   (§2.5, generated once). An OCI object asked for by a client that accepts
+//!   (§2.5, generated once). By digest, only a manifest linked in this
+//!   repository answers (pushed, derived from its V1 tag, mirrored for it):
+//!   others are 404 `MANIFEST_UNKNOWN` whatever the store holds elsewhere
+//!   (issue 14). An OCI object asked for by a client that accepts
 //!   no OCI type (and no `*/*`) gets 404 `MANIFEST_UNKNOWN` (distribution's rule).
 //!   Miss: 404 `MANIFEST_UNKNOWN`, or `NAME_UNKNOWN` for an unknown repository.
 //! * PUT: 201 + `Location` + `Docker-Content-Digest`. Body capped at 4 MiB
-//!   (413), schema1 and unparseable bodies 400 `MANIFEST_INVALID`, each missing
-//!   blob / child 400 `MANIFEST_BLOB_UNKNOWN`, digest reference ≠ sha256(body)
+//!   (413), schema1 and unparseable bodies 400 `MANIFEST_INVALID`, each blob /
+//!   child not linked in this repository 400 `MANIFEST_BLOB_UNKNOWN` (the same
+//!   answer whether or not the digest exists elsewhere; upload or mount it
+//!   first), digest reference ≠ sha256(body)
 //!   400 `DIGEST_INVALID`. A tag PUT projects the image (or the index's default
 //!   platform child) to V1 (§2.6); artifacts stay V2-only.
 //! * DELETE by tag: 202, removes the tag (V2 and V1); by digest: 405.
@@ -24,7 +29,7 @@ use super::routes::{Name, Reference};
 use super::{located, with_digest, V2Result};
 use crate::names::{Digest, ImageId, RepoName, Tag};
 use crate::registry::{blocking, response, Identity, Registry, ReqBody};
-use crate::store::manifests::TagRecord;
+use crate::store::manifests::{LinkVia, TagRecord};
 use crate::store::media::{self, ManifestKind};
 use crate::store::{translate, Store, StoreError};
 
@@ -53,7 +58,7 @@ fn resolve_tag(store: &Store, repo: &RepoName, tag: &Tag) -> Result<Option<Diges
     };
     match store.derive_from_v1(&top) {
         Ok(rec) => {
-            store.link_manifest_to_repo(repo, &rec.manifest).v2()?;
+            store.link_derived_to_repo(repo, &top, &rec).v2()?;
             Ok(Some(rec.manifest))
         }
         Err(StoreError::Io(e)) => Err(vec![V2Error::internal(e)]),
@@ -65,6 +70,29 @@ fn resolve_tag(store: &Store, repo: &RepoName, tag: &Tag) -> Result<Option<Diges
             )])
         }
     }
+}
+
+/// Whether `digest` is the V2 form already generated for a V1 image a tag
+/// of this repository names (pulled by digest before any V2 read of the
+/// tag linked it); links it if so. Nothing is generated here.
+fn derived_here(store: &Store, repo: &RepoName, digest: &Digest) -> Result<bool, Vec<V2Error>> {
+    let tags = match store.list_tags(repo) {
+        Ok(tags) => tags,
+        Err(StoreError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(vec![e.into()]),
+    };
+    for id in tags.values() {
+        let Ok(top) = ImageId::parse(id) else {
+            continue;
+        };
+        if let Some(rec) = store.derived(&top).v2()? {
+            if rec.manifest == *digest {
+                store.link_derived_to_repo(repo, &top, &rec).v2()?;
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// The media types a request's `Accept` headers list (parameters stripped).
@@ -86,12 +114,19 @@ pub async fn get(reg: &Registry, name: &Name, reference: Reference, req: &Parts)
     let r = reference.clone();
     let found = blocking(move || -> Result<_, Vec<V2Error>> {
         let digest = match &r {
-            Reference::Digest(d) => Some(d.clone()),
+            Reference::Digest(d) => {
+                let here = match store.manifest_in_repo(&repo, d).v2()? {
+                    None if derived_here(&store, &repo, d)? => store.manifest(d).v2()?,
+                    found => found,
+                };
+                return Ok(Ok((d.clone(), here)));
+            }
             Reference::Tag(t) => resolve_tag(&store, &repo, t)?,
         };
         let Some(digest) = digest else {
             return Ok(Err(repo_known(&store, &repo).v2()?));
         };
+        // A tag record is the repository's own: what it names is readable.
         Ok(Ok((digest.clone(), store.manifest(&digest).v2()?)))
     })
     .await?;
@@ -210,9 +245,13 @@ fn manifest_type(req: &Parts, value: &Value) -> Result<(String, ManifestKind), V
     Ok((chosen, kind))
 }
 
-/// Every digest a manifest references, checked to exist (blobs and children).
+/// Every digest a manifest references (blobs and children) that is not
+/// linked in the repository it is pushed to. Whether the digest exists in
+/// another repository is never looked at: the answer must not tell
+/// (issue 14), and a repository may only name what it already holds.
 fn missing_references(
     store: &Store,
+    repo: &RepoName,
     value: &Value,
     kind: ManifestKind,
 ) -> Result<Vec<V2Error>, Vec<V2Error>> {
@@ -234,7 +273,7 @@ fn missing_references(
     };
     let mut missing = Vec::new();
     for d in refs {
-        if store.blob_size(&d).v2()?.is_none() {
+        if !store.blob_in_repo(repo, &d).v2()? {
             missing.push(
                 V2Error::new(ErrorCode::ManifestBlobUnknown, "blob unknown to registry")
                     .detail(json!({ "digest": d.as_str() })),
@@ -323,12 +362,14 @@ pub async fn put(
         Reference::Digest(_) => None,
     };
     let v1 = blocking(move || -> Result<Option<ImageId>, Vec<V2Error>> {
-        let missing = missing_references(&store, &value, kind)?;
+        let missing = missing_references(&store, &repo, &value, kind)?;
         if !missing.is_empty() {
             return Err(missing);
         }
         store.put_manifest(&bytes, &media_type).v2()?;
-        store.link_manifest_to_repo(&repo, &d).v2()?;
+        store
+            .link_blob_to_repo(&repo, &d, &LinkVia::Manifest)
+            .v2()?;
         let Reference::Tag(tag) = &reference else {
             return Ok(None);
         };

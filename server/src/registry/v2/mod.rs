@@ -3,10 +3,13 @@
 //! `catalog`), routing in `routes`, error bodies in `errors`.
 //!
 //! Every V2 answer carries `Docker-Distribution-API-Version: registry/2.0`
-//! (§1.2), added here once. Blobs live in one global pool (stored once), and
-//! each repository records which of them it holds, so a blob HEAD in another
-//! repository misses until a mount links it; manifests are found by digest
-//! store-wide, tags per repository.
+//! (§1.2), added here once. Blobs and manifests live in one global pool
+//! (stored once), and each repository records which of them it holds and
+//! why (distribution's linked blob store): a blob or a manifest by digest is
+//! readable only in a repository it is linked in — uploaded, mounted, pushed
+//! as a manifest whose references were all linked there, derived from a V1
+//! tag there, or fetched by the mirror for it (issue 14). Tags are per
+//! repository.
 
 pub mod blobs;
 pub mod catalog;
@@ -85,13 +88,13 @@ async fn dispatch(
             uploads::start(reg, &name, &parts, body, who).await
         }
         Upload(name, id) if m == Method::PATCH => {
-            uploads::patch(reg, &name, id, &parts, body).await
+            uploads::patch(reg, &name, id, &parts, body, who).await
         }
         Upload(name, id) if m == Method::PUT => {
             uploads::close(reg, &name, id, &parts, body, who).await
         }
-        Upload(name, id) if read => uploads::status(reg, &name, id).await,
-        Upload(_, id) if m == Method::DELETE => uploads::cancel(reg, id).await,
+        Upload(name, id) if read => uploads::status(reg, &name, id, who).await,
+        Upload(name, id) if m == Method::DELETE => uploads::cancel(reg, &name, id, who).await,
         _ => Err(vec![V2Error::new(
             ErrorCode::Unsupported,
             format!("{m} is not supported here"),

@@ -1,8 +1,10 @@
 //! Blob uploads (`v2-compat.md` §1.5):
 //!
 //! * `POST /v2/<name>/blobs/uploads/` → 202 + `Location`, `Docker-Upload-UUID`,
-//!   `Range: 0-0`; `?mount=<d>&from=<repo>` → 201 when the blob exists (the
-//!   pool is global), else a session (202); `?digest=<d>` with a body → 201
+//!   `Range: 0-0`; `?mount=<d>&from=<repo>` → 201 when the caller may read
+//!   `<repo>` and the blob is linked there (without an access file: when the
+//!   pool has it, every key may read everything then), else a session (202);
+//!   `?digest=<d>` with a body → 201
 //!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch.
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
 //!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]).
@@ -13,6 +15,19 @@
 //!   400 `DIGEST_INVALID` (session dropped) on mismatch or a missing digest.
 //! * `GET <location>` → 204 + `Range`; `DELETE <location>` → 204.
 //! * Unknown session: 404 `BLOB_UPLOAD_UNKNOWN`.
+//!
+//! A session is bound to the repository and the user that opened it
+//! ([`UploadOwner`], recorded in the session, so every server process on
+//! the store knows it). Anyone else, and the owner through another
+//! repository, gets the unknown-session answer for GET/PATCH/PUT/DELETE
+//! (issue 14). Sessions opened before this binding existed carry no owner:
+//! they are refused while an access file is in force and continue as
+//! before without one (every key may then write everywhere anyway).
+//!
+//! Every blob a session or mount makes visible is linked into the
+//! repository with the reason ([`LinkVia`]); a mount needs read on `from`
+//! and, under an access file (or for anonymous callers), the blob linked
+//! in `from`.
 
 use http::request::Parts;
 use http::{header, Response, StatusCode};
@@ -22,7 +37,8 @@ use super::routes::{query_param, Name};
 use super::{located, with_digest, V2Result};
 use crate::names::Digest;
 use crate::registry::{blocking, response, Identity, Registry, ReqBody, RespBody};
-use crate::store::uploads::UploadId;
+use crate::store::manifests::LinkVia;
+use crate::store::uploads::{UploadId, UploadOwner};
 use crate::store::Store;
 
 fn upload_location(name: &Name, id: &UploadId) -> String {
@@ -71,7 +87,48 @@ fn digest_param(req: &Parts, key: &str) -> Result<Option<Digest>, Vec<V2Error>> 
 /// Makes a just-uploaded blob visible in the repository it was pushed to.
 async fn link(store: &Store, name: &Name, digest: &Digest) -> Result<(), Vec<V2Error>> {
     let (s, r, d) = (store.clone(), name.repo.clone(), digest.clone());
-    blocking(move || s.link_blob_to_repo(&r, &d)).await.v2()
+    blocking(move || s.link_blob_to_repo(&r, &d, &LinkVia::Upload))
+        .await
+        .v2()
+}
+
+fn unknown_session() -> Vec<V2Error> {
+    vec![V2Error::new(
+        ErrorCode::BlobUploadUnknown,
+        "upload session unknown",
+    )]
+}
+
+/// The owner record a session started by `who` in `name` gets.
+fn owner_of(name: &Name, who: &Identity) -> UploadOwner {
+    UploadOwner {
+        repository: name.repo.full(),
+        user: who.user.clone(),
+    }
+}
+
+/// Lets a request on session `id` through only for its owner, in the
+/// repository it was opened in; everyone else sees an unknown session
+/// (module doc). A session that does not exist passes: the operation
+/// itself answers that it is unknown.
+async fn check_owner(
+    reg: &Registry,
+    name: &Name,
+    id: &UploadId,
+    who: &Identity,
+) -> Result<(), Vec<V2Error>> {
+    let (s, i) = (reg.store().clone(), id.clone());
+    let allowed = match blocking(move || s.upload_owner(&i)).await.v2()? {
+        Some(owner) => owner == owner_of(name, who),
+        None => !reg.access().has_file(),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        tracing::info!(user = %who.user, repository = %name.repo, upload = id.as_str(),
+            "upload session refused: not the caller's, or not in this repository");
+        Err(unknown_session())
+    }
 }
 
 /// `POST /v2/<name>/blobs/uploads/`
@@ -103,6 +160,9 @@ pub async fn start(
         let s = store.clone();
         let d = mount.clone();
         let repo = name.repo.clone();
+        let via = LinkVia::Mount {
+            from: from.as_ref().map(|f| f.full()),
+        };
         let from = from.clone();
         let mounted = blocking(move || -> std::io::Result<bool> {
             if s.blob_size(&d)?.is_none() {
@@ -114,7 +174,7 @@ pub async fn start(
                     _ => return Ok(false),
                 }
             }
-            s.link_blob_to_repo(&repo, &d)?;
+            s.link_blob_to_repo(&repo, &d, &via)?;
             Ok(true)
         });
         if mounted.await.v2()? {
@@ -145,7 +205,14 @@ pub async fn start(
         ));
     }
     drop(body);
-    let id = blocking(move || store.start_upload()).await.v2()?;
+    let owner = owner_of(name, who);
+    let id = blocking(move || -> std::io::Result<UploadId> {
+        let id = store.start_upload()?;
+        store.bind_upload(&id, &owner)?;
+        Ok(id)
+    })
+    .await
+    .v2()?;
     let empty = Digest::of_bytes(b"");
     Ok(session_answer(
         StatusCode::ACCEPTED,
@@ -196,7 +263,9 @@ pub async fn patch(
     id: UploadId,
     req: &Parts,
     body: ReqBody,
+    who: &Identity,
 ) -> V2Result {
+    check_owner(reg, name, &id, who).await?;
     let range = content_range(req)?;
     if let (Some((a, b)), Some(len)) = (range, content_length(req)) {
         if len != b - a + 1 {
@@ -229,14 +298,12 @@ pub async fn close(
     body: ReqBody,
     who: &Identity,
 ) -> V2Result {
+    check_owner(reg, name, &id, who).await?;
     let store = reg.store().clone();
     let s = store.clone();
     let i = id.clone();
     if blocking(move || s.upload_offset(&i)).await.v2()?.is_none() {
-        return Err(vec![V2Error::new(
-            ErrorCode::BlobUploadUnknown,
-            "upload session unknown",
-        )]);
+        return Err(unknown_session());
     }
     let digest = match digest_param(req, "digest") {
         Ok(Some(d)) => d,
@@ -273,7 +340,8 @@ pub async fn close(
 }
 
 /// `GET <location>`
-pub async fn status(reg: &Registry, name: &Name, id: UploadId) -> V2Result {
+pub async fn status(reg: &Registry, name: &Name, id: UploadId, who: &Identity) -> V2Result {
+    check_owner(reg, name, &id, who).await?;
     let store = reg.store().clone();
     let i = id.clone();
     match blocking(move || store.upload_offset(&i)).await.v2()? {
@@ -284,22 +352,17 @@ pub async fn status(reg: &Registry, name: &Name, id: UploadId) -> V2Result {
             offset,
             None,
         )),
-        None => Err(vec![V2Error::new(
-            ErrorCode::BlobUploadUnknown,
-            "upload session unknown",
-        )]),
+        None => Err(unknown_session()),
     }
 }
 
-/// `DELETE <location>`
-pub async fn cancel(reg: &Registry, id: UploadId) -> V2Result {
+/// `DELETE <location>`: only the owner, through the session's repository.
+pub async fn cancel(reg: &Registry, name: &Name, id: UploadId, who: &Identity) -> V2Result {
+    check_owner(reg, name, &id, who).await?;
     let store = reg.store().clone();
     if blocking(move || store.cancel_upload(&id)).await.v2()? {
         Ok(response::empty(StatusCode::NO_CONTENT))
     } else {
-        Err(vec![V2Error::new(
-            ErrorCode::BlobUploadUnknown,
-            "upload session unknown",
-        )])
+        Err(unknown_session())
     }
 }
