@@ -7,6 +7,7 @@
 //!   images/<id>/ancestry             ["<id>", "<parent>", ..., "<root>"]
 //!   images/<id>/_checksum            ["sha256:<payload checksum>"]
 //!   images/<id>/_inprogress          marker: present until the checksum PUT publishes the image
+//!   images/<id>/_possession          users who uploaded its exact bytes; upload steps per user
 //!   repositories/<ns>/<repo>/tag_<t>         bare image id
 //!   repositories/<ns>/<repo>/tag<t>_json     tag metadata (no `_` after `tag`, as in the reference)
 //!   repositories/<ns>/<repo>/json            metadata of `latest`
@@ -82,6 +83,11 @@ impl Paths {
     /// `images/<id>/_inprogress`
     pub fn image_inprogress(&self, id: &ImageId) -> PathBuf {
         self.image_dir(id).join("_inprogress")
+    }
+
+    /// `images/<id>/_possession`: who proved they hold the image's bytes.
+    pub fn image_possession(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join("_possession")
     }
 
     /// `repositories/`
@@ -270,6 +276,10 @@ mod tests {
             ),
             (p.derived(&id), format!("/r/_berth/derived/{id}")),
             (p.v1_layer_info(&id), format!("/r/_berth/v1layers/{id}")),
+            (
+                p.image_possession(&id),
+                format!("/r/images/{id}/_possession"),
+            ),
         ];
         for (got, want) in rows {
             assert_eq!(got, PathBuf::from(want));
