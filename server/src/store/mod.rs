@@ -21,6 +21,7 @@ pub mod projection;
 pub mod translate;
 pub mod uploads;
 pub mod v1;
+pub mod v1ids;
 
 use std::fs;
 use std::io::{self, Read};

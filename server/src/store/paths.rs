@@ -22,6 +22,8 @@
 //!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
+//!   _berth/v1ids/key                 secret that keys the V1 ids given to squatted projections
+//!   _berth/v1ids/<hex>               V1 id given to a projected step whose own id was squatted
 //! ```
 //!
 //! Every argument is a validated name type from [`crate::names`], so nothing
@@ -216,6 +218,22 @@ impl Paths {
     pub fn v1_layer_info(&self, id: &ImageId) -> PathBuf {
         self.berth_dir().join("v1layers").join(id.as_str())
     }
+
+    /// `_berth/v1ids/`: V1 ids of projected steps whose own id was squatted.
+    pub fn v1_ids_dir(&self) -> PathBuf {
+        self.berth_dir().join("v1ids")
+    }
+
+    /// `_berth/v1ids/key`: the store's secret for those ids (first writer wins).
+    pub fn v1_ids_key(&self) -> PathBuf {
+        self.v1_ids_dir().join("key")
+    }
+
+    /// `_berth/v1ids/<hex>`: the id chosen for one squatted step (`hex` hashes
+    /// the step's schema1 json and layer digest).
+    pub fn v1_id_alias(&self, key: &Digest) -> PathBuf {
+        self.v1_ids_dir().join(key.hex())
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +298,8 @@ mod tests {
                 p.image_possession(&id),
                 format!("/r/images/{id}/_possession"),
             ),
+            (p.v1_ids_key(), "/r/_berth/v1ids/key".into()),
+            (p.v1_id_alias(&d), format!("/r/_berth/v1ids/{}", d.hex())),
         ];
         for (got, want) in rows {
             assert_eq!(got, PathBuf::from(want));
