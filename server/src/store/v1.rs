@@ -3,7 +3,10 @@
 //! repositories (tags, tag metadata, the index image list).
 //!
 //! An image is *published* when its `json` exists and `_inprogress` does not.
-//! Until then every read answers "being uploaded" and json/layer may be re-put.
+//! Until then every read answers "being uploaded" and json/layer may be re-put
+//! by the user who PUT the json last. Once published it is never written
+//! again: identical bytes re-uploaded are a proof of possession
+//! (`store::possession`, issue 14), other bytes a conflict.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
