@@ -17,6 +17,9 @@ use berth_tests::*;
 
 struct World {
     _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    state: std::path::PathBuf,
+    access: std::path::PathBuf,
     server: SshServer,
     alice: ClientKey,
     mallory: ClientKey,
@@ -70,6 +73,9 @@ delete = ["bob"]
     let server = SshServer::start_with_access(&root, &access, &state, &[]);
     Some(World {
         _dir: dir,
+        root,
+        state,
+        access,
         server,
         alice,
         mallory,
@@ -267,8 +273,11 @@ fn plant_then_push_over_v2_keeps_alices_layers() {
     for id in &ancestry {
         assert_eq!(layer_of(&mut m.http, id).0, 404, "mallory reads {id}");
     }
-    // A second push of the same image (say from another process after a
-    // restart) lands on the same V1 ids.
+    // After a restart (a new process on the store), a second push of the
+    // same image lands on the same V1 ids.
+    let mut w = w;
+    w.server.proc.kill();
+    w.server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let mut a = conn_as(&w.alice, &w);
     v2_push(&mut a.http, "private/app", "again", &[base, app]);
     assert_eq!(v1_ancestry(&mut a.http, "private/app", "again"), ancestry);

@@ -150,7 +150,7 @@ fn id_of(seed: &[u8]) -> ImageId {
 /// Writes `bytes` at `dest` unless a file is there; returns what `dest`
 /// holds afterwards. The file is complete before it gets its name (temp +
 /// fsync + `link(2)`, which fails on an existing name, so the first writer
-/// wins, also over NFS).
+/// wins, also over NFS; where links are unsupported, a rename).
 fn first_writer_wins(dest: &Path, bytes: &[u8]) -> io::Result<Vec<u8>> {
     if let Some(existing) = read_optional(dest)? {
         return Ok(existing);
@@ -167,7 +167,12 @@ fn first_writer_wins(dest: &Path, bytes: &[u8]) -> io::Result<Vec<u8>> {
             Ok(bytes.to_vec())
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::read(dest),
-        Err(e) => Err(e),
+        // No hard links here: rename (a racing writer may then win last;
+        // whatever `dest` holds afterwards is the answer for everyone).
+        Err(_) => {
+            temp.commit(dest)?;
+            fs::read(dest)
+        }
     }
 }
 
