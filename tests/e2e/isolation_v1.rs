@@ -11,7 +11,8 @@
 //! * announcing an id in one's own index (or naming it as a parent) grants
 //!   no read and no tag;
 //! * proof of possession: a user who uploads identical json and layer bytes
-//!   may tag the image; one who only knows the json or has other bytes may not.
+//!   may tag the image; one who only knows the json or has other bytes may not;
+//! * an upload in progress cannot be finished by another user.
 
 use berth_tests::*;
 
@@ -466,4 +467,70 @@ fn proof_of_possession_lets_a_second_user_tag() {
     // Alice's image was never rewritten: her pull still verifies.
     let mut a = conn_as(&w.alice, &w);
     v1_pull_and_verify(&mut a.http, "private/app", "latest", &img);
+}
+
+/// Mallory tries to finish alice's upload in progress with her own layer
+/// (or her checksum): an upload belongs to whoever PUT its json last, so
+/// every step she sends is refused and alice's image is published with
+/// alice's bytes, readable by alice only.
+#[test]
+fn an_upload_in_progress_cannot_be_finished_by_another_user() {
+    let Some(w) = world() else { return };
+    let img = V1Image::chain(1410, 1, 9_000);
+    let id = &img.ids[0];
+    let evil = random_bytes(9_000, 1411);
+    let mut a = conn_as(&w.alice, &w);
+    let r = a.http.request(
+        "PUT",
+        &format!("/v1/images/{id}/json"),
+        &[],
+        ReqBody::Sized(&img.jsons[0]),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut m = conn_as(&w.mallory, &w);
+    let r = m.http.request(
+        "PUT",
+        &format!("/v1/images/{id}/layer"),
+        &[],
+        ReqBody::Chunked(&evil, 4096),
+    );
+    assert_eq!(r.status, 409, "mallory's layer: {}", r.text());
+    assert!(r.text().contains("another client"), "{}", r.text());
+    let r = a.http.request(
+        "PUT",
+        &format!("/v1/images/{id}/layer"),
+        &[],
+        ReqBody::Chunked(&img.layers[0], 4096),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = m.http.request(
+        "PUT",
+        &format!("/v1/images/{id}/checksum"),
+        &[("X-Docker-Checksum-Payload", &img.payload_checksum(0))],
+        ReqBody::None,
+    );
+    assert_eq!(
+        r.status,
+        409,
+        "mallory publishes alice's upload: {}",
+        r.text()
+    );
+    let r = a.http.request(
+        "PUT",
+        &format!("/v1/images/{id}/checksum"),
+        &[("X-Docker-Checksum-Payload", &img.payload_checksum(0))],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (status, body) = layer_of(&mut a.http, id);
+    assert_eq!(status, 200);
+    assert!(body == img.layers[0], "alice's image lost her layer");
+    assert_eq!(layer_of(&mut m.http, id).0, 404, "mallory reads it");
+    let r = a.http.request(
+        "PUT",
+        "/v1/repositories/private/app/tags/latest",
+        &[],
+        ReqBody::Sized(format!("\"{id}\"").as_bytes()),
+    );
+    assert_eq!(r.status, 200, "alice tags her upload: {}", r.text());
 }

@@ -344,6 +344,13 @@ async fn get_image_layer(reg: &Registry, id: ImageId, req: &Parts) -> V1Result {
 
 /// `PUT /v1/images/<id>/layer`: chunked or sized body streamed to a temp file.
 async fn put_image_layer(reg: &Registry, id: ImageId, body: ReqBody, who: &Identity) -> V1Result {
+    // Refused before any byte is read: drain a small body so the
+    // connection stays usable and the client reads the answer.
+    let (id2, user) = (id.clone(), who.user.clone());
+    if let Err(e) = on_store(reg, move |store| store.layer_put_state(&id2, &user)).await {
+        super::drain_small_body(body).await;
+        return Err(e);
+    }
     let size = reg
         .store()
         .put_image_layer(&id, body, &who.user)

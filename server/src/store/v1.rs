@@ -221,13 +221,8 @@ impl Store {
         B::Error: std::fmt::Display,
     {
         let p = self.paths().clone();
-        match self.image_state(id)? {
-            ImageState::Missing => return Err(StoreError::NotFound("Image not found".into())),
-            ImageState::Published => return self.prove_layer(id, body, user).await,
-            ImageState::InProgress => {}
-        }
-        if self.possession(id)?.step(user).is_none() {
-            return Err(uploaded_by_another(id));
+        if self.layer_put_state(id, user)? == ImageState::Published {
+            return self.prove_layer(id, body, user).await;
         }
         let mut prefix = fs::read(p.image_json(id))?;
         prefix.push(b'\n');
@@ -256,6 +251,21 @@ impl Store {
         .await
     }
 
+    /// Whether `user` may PUT the image's layer now (before any byte is
+    /// read, so a refused request's body can be drained): the image is in
+    /// progress with `user` as its uploader, or published with `user`'s
+    /// proof of possession under way. Returns that state.
+    pub fn layer_put_state(&self, id: &ImageId, user: &str) -> StoreResult<ImageState> {
+        let state = self.image_state(id)?;
+        let step = self.possession(id)?.step(user);
+        match (state, step) {
+            (ImageState::Missing, _) => Err(StoreError::NotFound("Image not found".into())),
+            (ImageState::Published, None) => Err(StoreError::Exists),
+            (ImageState::InProgress, None) => Err(uploaded_by_another(id)),
+            (state, Some(_)) => Ok(state),
+        }
+    }
+
     /// The layer PUT of a proof of possession: the bytes are hashed with the
     /// stored json and compared with the image's payload checksum; the
     /// temp file is always dropped, the image never touched.
@@ -264,9 +274,6 @@ impl Store {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        if self.possession(id)?.step(user).is_none() {
-            return Err(StoreError::Exists);
-        }
         let (store, id2) = (self.clone(), id.clone());
         let expected = blocking(move || store.payload_checksums(&id2)).await?;
         let p = self.paths().clone();
