@@ -9,8 +9,8 @@
 //! a random secret of the store (`_berth/v1ids/key`), so nobody can squat
 //! that id in advance, and the step key hashes the step's schema1 json and
 //! layer digest. The choice is recorded in `_berth/v1ids/<step key>` (first
-//! writer wins), so restarts and other processes on the store give the
-//! same answer. Nothing here speaks HTTP or decides access.
+//! writer wins) and looked up first, so restarts and other processes on the
+//! store give the same answer, also once the squatting image is gone. Nothing here speaks HTTP or decides access.
 
 use std::fs;
 use std::io::{self, Write};
@@ -38,15 +38,17 @@ impl Store {
         candidate: V1Step,
         rebuild: Rebuild<'_>,
     ) -> StoreResult<V1Step> {
-        if self.holds_step(&candidate)? {
-            return Ok(candidate);
-        }
+        // A recorded choice comes first, so the answer stays the same even
+        // after the squatting image is gone (collected, say).
         let key = step_key(&candidate);
         if let Some(id) = self.recorded_alias(&key)? {
             let step = rebuild(id);
             if self.holds_step(&step)? {
                 return Ok(step);
             }
+        }
+        if self.holds_step(&candidate)? {
+            return Ok(candidate);
         }
         let secret = self.v1_ids_secret()?;
         for n in 0..MAX_ALIASES {
@@ -231,9 +233,11 @@ mod tests {
         let mut got = Vec::new();
         io::Read::read_to_end(&mut f, &mut got).unwrap();
         assert_eq!(got, b"squatter's bytes");
-        // Recorded: a new key (another store's) does not move the answer,
-        // and a second projection lands on the same ids.
+        assert_eq!(fs::read_dir(store.paths().v1_ids_dir()).unwrap().count(), 2);
+        // Recorded: neither a new key nor the squatter's image going away
+        // moves the answer; a second projection lands on the same ids.
         fs::write(store.paths().v1_ids_key(), "another key").unwrap();
+        fs::remove_dir_all(store.paths().image_dir(&predicted)).unwrap();
         let again = store
             .project_to_v1(&repo, &Tag::parse("2").unwrap(), &manifest)
             .unwrap()
