@@ -217,10 +217,58 @@ fn layer_of(c: &mut Conn, id: &str) -> (u16, Vec<u8>) {
     (r.status, r.body)
 }
 
+/// Checks alice's V1 view of `repo:tag` after mallory planted `predicted`
+/// with `evil`: the ancestry avoids the planted id, alice reads exactly her
+/// `layers` (root first), each json carries its own id, mallory reads none
+/// of it and her planted image is unchanged. Returns the ancestry.
+fn assert_alices_v1_view(
+    w: &World,
+    repo: &str,
+    tag: &str,
+    layers: &[&[u8]],
+    predicted: &str,
+    evil: &[u8],
+) -> Vec<String> {
+    let mut a = conn_as(&w.alice, w);
+    let ancestry = v1_ancestry(&mut a.http, repo, tag);
+    assert_eq!(ancestry.len(), layers.len(), "{ancestry:?}");
+    assert!(
+        !ancestry.iter().any(|id| id == predicted),
+        "alice's V1 image is built on mallory's planted id {predicted}: {ancestry:?}"
+    );
+    for (id, want) in ancestry.iter().rev().zip(layers) {
+        let (status, body) = layer_of(&mut a.http, id);
+        assert_eq!(status, 200, "alice reads her layer {id}");
+        assert!(body == *want, "alice's layer {id} is not her bytes");
+        assert!(body != evil, "mallory's bytes served as {id}");
+        let r = a
+            .http
+            .request("GET", &format!("/v1/images/{id}/json"), &[], ReqBody::None);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["id"], serde_json::json!(id));
+    }
+    let mut m = conn_as(&w.mallory, w);
+    let (status, body) = layer_of(&mut m.http, predicted);
+    assert_eq!(status, 200);
+    assert!(body == evil, "the planted image changed");
+    for id in &ancestry {
+        assert_eq!(layer_of(&mut m.http, id).0, 404, "mallory reads {id}");
+    }
+    ancestry
+}
+
+/// Mallory uploads `evil` under `predicted` (a root image with her json).
+fn plant_predicted(w: &World, predicted: &str, evil: &[u8]) {
+    let json = format!(r#"{{"id":"{predicted}","created":"2014-01-01T00:00:00Z"}}"#);
+    let mut m = conn_as(&w.mallory, w);
+    plant(&mut m.http, predicted, json.as_bytes(), evil);
+}
+
 /// Mallory plants the V1 id that alice's V2 base layer will be given
-/// (`sha256(hex(blob) + " ")`, schema1-builder), then alice pushes over V2.
-/// Alice's V1 view of her own image must serve her bytes and nowhere
-/// mallory's; mallory's planted image stays as she uploaded it.
+/// (`sha256(hex(blob) + " ")`, schema1-builder), then alice pushes over V2
+/// (raw HTTP over `ssh -s`, as curl would). Alice's V1 view of her own
+/// image must serve her bytes and nowhere mallory's; mallory's planted
+/// image stays as she uploaded it.
 #[test]
 fn plant_then_push_over_v2_keeps_alices_layers() {
     let Some(w) = world() else { return };
@@ -228,11 +276,7 @@ fn plant_then_push_over_v2_keeps_alices_layers() {
     let app = random_bytes(20_000, 1402);
     let evil = random_bytes(40_000, 1403);
     let predicted = sha256_hex(format!("{} ", sha256_hex(&base)).as_bytes());
-    let planted_json = format!(r#"{{"id":"{predicted}","created":"2014-01-01T00:00:00Z"}}"#);
-    {
-        let mut m = conn_as(&w.mallory, &w);
-        plant(&mut m.http, &predicted, planted_json.as_bytes(), &evil);
-    }
+    plant_predicted(&w, &predicted, &evil);
     let mut a = conn_as(&w.alice, &w);
     v2_push(
         &mut a.http,
@@ -240,40 +284,14 @@ fn plant_then_push_over_v2_keeps_alices_layers() {
         "latest",
         &[base.clone(), app.clone()],
     );
-    let ancestry = v1_ancestry(&mut a.http, "private/app", "latest");
-    assert_eq!(ancestry.len(), 2, "{ancestry:?}");
-    assert!(
-        !ancestry.contains(&predicted),
-        "alice's V1 image is built on mallory's planted id {predicted}: {ancestry:?}"
+    let ancestry = assert_alices_v1_view(
+        &w,
+        "private/app",
+        "latest",
+        &[&base, &app],
+        &predicted,
+        &evil,
     );
-    let layers: Vec<Vec<u8>> = ancestry
-        .iter()
-        .rev()
-        .map(|id| {
-            let (status, body) = layer_of(&mut a.http, id);
-            assert_eq!(status, 200, "alice reads her layer {id}");
-            body
-        })
-        .collect();
-    assert!(layers[0] == base, "alice's base layer is not her bytes");
-    assert!(layers[1] == app, "alice's app layer is not her bytes");
-    assert!(layers.iter().all(|l| *l != evil), "mallory's bytes served");
-    // The projected images carry their own ids in their json.
-    for id in &ancestry {
-        let r = a
-            .http
-            .request("GET", &format!("/v1/images/{id}/json"), &[], ReqBody::None);
-        assert_eq!(r.status, 200);
-        assert_eq!(r.json()["id"], serde_json::json!(id));
-    }
-    // Mallory's image is untouched, and still hers alone.
-    let mut m = conn_as(&w.mallory, &w);
-    let (status, body) = layer_of(&mut m.http, &predicted);
-    assert_eq!(status, 200);
-    assert!(body == evil, "the planted image changed");
-    for id in &ancestry {
-        assert_eq!(layer_of(&mut m.http, id).0, 404, "mallory reads {id}");
-    }
     // After a restart (a new process on the store), a second push of the
     // same image lands on the same V1 ids.
     let mut w = w;
@@ -282,6 +300,108 @@ fn plant_then_push_over_v2_keeps_alices_layers() {
     let mut a = conn_as(&w.alice, &w);
     v2_push(&mut a.http, "private/app", "again", &[base, app]);
     assert_eq!(v1_ancestry(&mut a.http, "private/app", "again"), ancestry);
+}
+
+/// Writes an OCI layout at `dir` holding one image tagged `tag` with two
+/// gzip layers (a tar of one file each); returns the two layer blobs.
+fn oci_layout(dir: &std::path::Path, tag: &str, files: [&[u8]; 2]) -> [Vec<u8>; 2] {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let h = sha256_hex(data);
+        std::fs::write(blobs.join(&h), data).unwrap();
+        format!("sha256:{h}")
+    };
+    let mut tars = Vec::new();
+    let mut gzs = Vec::new();
+    for (i, data) in files.iter().enumerate() {
+        let src = dir.join(format!("src{i}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join(format!("file{i}")), data).unwrap();
+        let tar = run_ok(
+            std::process::Command::new("tar")
+                .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
+                .arg(&src)
+                .args(["-cf", "-", "."]),
+        )
+        .stdout;
+        let tar_path = dir.join(format!("layer{i}.tar"));
+        std::fs::write(&tar_path, &tar).unwrap();
+        let gz = run_ok(
+            std::process::Command::new("gzip")
+                .args(["-n", "-c"])
+                .arg(&tar_path),
+        )
+        .stdout;
+        tars.push(tar);
+        gzs.push(gz);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": tars.iter().map(|t| format!("sha256:{}", sha256_hex(t))).collect::<Vec<_>>()},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "ADD base /"},
+                    {"created": "2024-01-02T00:00:00Z", "created_by": "ADD app /"}],
+    }))
+    .unwrap();
+    let layers: Vec<serde_json::Value> = gzs
+        .iter()
+        .map(|gz| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(gz), "size": gz.len()}))
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": put(&config), "size": config.len()},
+        "layers": layers,
+    }))
+    .unwrap();
+    let digest = put(&manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
+        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let [base, app] = <[Vec<u8>; 2]>::try_from(gzs).unwrap();
+    [base, app]
+}
+
+/// The same attack with a real V2 client: skopeo pushes alice's image
+/// through a `berth shim` logged in with her key.
+#[test]
+fn plant_then_skopeo_push_keeps_alices_layers() {
+    let Some(w) = world() else { return };
+    for (tool, package) in [("skopeo", "skopeo"), ("tar", "tar"), ("gzip", "gzip")] {
+        if !require_tool(tool, package) {
+            return;
+        }
+    }
+    let layout = w.state.join("layout");
+    let [base, app] = oci_layout(
+        &layout,
+        "1",
+        [&random_bytes(30_000, 1412), &random_bytes(10_000, 1413)],
+    );
+    let evil = random_bytes(30_000, 1414);
+    let predicted = sha256_hex(format!("{} ", sha256_hex(&base)).as_bytes());
+    plant_predicted(&w, &predicted, &evil);
+    let known = w.state.join("known_hosts");
+    std::fs::write(&known, format!("{}\n", w.server.known_hosts_line())).unwrap();
+    let mut cmd = std::process::Command::new(bin("berth"));
+    cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
+        .arg(&known)
+        .arg("--identity")
+        .arg(&w.alice.private)
+        .env_remove("SSH_AUTH_SOCK")
+        .arg(format!("ssh://root@127.0.0.1:{}", w.server.port()));
+    let (_shim, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+    let addr = line.split("http://").nth(1).unwrap().trim().to_string();
+    run_ok(std::process::Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:1", layout.display()),
+        &format!("docker://{addr}/private/app:sk"),
+    ]));
+    assert_alices_v1_view(&w, "private/app", "sk", &[&base, &app], &predicted, &evil);
 }
 
 /// Mallory plants the base id of alice's V1 chain with other bytes; alice's
