@@ -24,6 +24,7 @@ use super::{blocking, Identity, Registry};
 use crate::access::{Action, Denied};
 use crate::audit::AuditEvent;
 use crate::names::{ImageId, RepoName, Tag};
+use crate::store::v1::{image_json_parent, ChecksumPut, ImageState};
 use crate::store::StoreError;
 
 /// `X-Docker-Registry-Version` sent on ping.
@@ -117,9 +118,10 @@ pub(crate) fn denied(d: Denied) -> Response<RespBody> {
 }
 
 /// Checks the caller's rights for a route before anything else happens.
-/// Images carry no repository in V1 URLs: reading one needs read access to a
-/// repository that references it; writing one needs write access somewhere
-/// (the tag PUT then ties it to a repository, checked there).
+/// Images carry no repository in V1 URLs: reading one needs a readable
+/// repository whose tags reference it, or proof of possession
+/// ([`image_readable`]); writing one needs write access somewhere (the tag
+/// PUT then ties it to a repository, checked there).
 async fn authorize(
     reg: &Registry,
     route: &V1Route,
@@ -163,51 +165,47 @@ async fn authorize(
     }
 }
 
-/// For a tag PUT: the image must be readable by the caller, or announced in
-/// this repository's own index list (an image the caller is pushing here).
-async fn require_image_readable_or_own(
-    reg: &Registry,
-    who: &Identity,
-    repo: &RepoName,
-    id: &ImageId,
-) -> Result<(), Response<RespBody>> {
-    let store = reg.store().clone();
-    let (r2, i2) = (repo.clone(), id.clone());
-    if blocking(move || store.repository_references(&r2, &i2)).await {
-        return Ok(());
-    }
-    require_image_readable(reg, who, id).await
-}
-
-/// Fails unless `who` may read some repository that references image `id`
-/// (a tag's ancestry or the repository's index list).
+/// Fails unless `who` may read image `id` (see [`image_readable`]). The
+/// answer is the one a missing image gets: nothing about what exists leaks.
 pub(crate) async fn require_image_readable(
     reg: &Registry,
     who: &Identity,
     id: &ImageId,
 ) -> Result<(), Response<RespBody>> {
+    if image_readable(reg, who, id).await {
+        Ok(())
+    } else {
+        Err(v1_error(StatusCode::NOT_FOUND, "Image not found"))
+    }
+}
+
+/// Whether `who` may read V1 image `id` (issue 14): V1 ids are global, so
+/// an image is readable through a repository the caller may read whose
+/// tags reference it (the tagged image or an ancestor, which includes the
+/// V1 view of a V2 push), or when the caller proved possession by
+/// uploading its exact json and layer bytes (`store::possession`).
+/// Announcing an id in an index list grants nothing. Without an access
+/// file every key reads everything.
+async fn image_readable(reg: &Registry, who: &Identity, id: &ImageId) -> bool {
     let access = reg.access();
     if !access.has_file() && !who.is_anonymous() {
-        return Ok(()); // no access file: every key reads everything
+        return true;
     }
     let policy = access.policy();
     let subject = who.subject().map(str::to_string);
     let store = reg.store().clone();
-    let id2 = id.clone();
-    let readable = blocking(move || {
+    let id = id.clone();
+    blocking(move || {
+        if subject.as_deref().is_some_and(|u| store.has_proven(&id, u)) {
+            return true;
+        }
         let repos = store.list_repositories().unwrap_or_default();
         repos
             .iter()
             .filter(|r| policy.allows(subject.as_deref(), r.namespace(), Action::Read))
-            .any(|r| store.repository_references(r, &id2))
+            .any(|r| store.repository_references(r, &id))
     })
-    .await;
-    if readable {
-        Ok(())
-    } else {
-        // Same answer as a missing image: do not reveal what exists.
-        Err(v1_error(StatusCode::NOT_FOUND, "Image not found"))
-    }
+    .await
 }
 
 /// Maps a store error to the V1 answer; server faults are logged, not sent.
@@ -305,11 +303,30 @@ async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
     Ok(r)
 }
 
-/// `PUT /v1/images/<id>/json`: 200; 400 invalid/missing parent; 409 exists.
+/// `PUT /v1/images/<id>/json`: 200; 400 invalid / missing (or unreadable)
+/// parent; 409 `Image already exists` when the caller can read it (a Docker
+/// client then skips the image), 409 with another message when it exists
+/// with other bytes. Identical bytes of an image the caller cannot read
+/// answer 200: the caller goes on to prove possession (layer, checksum).
 async fn put_image_json(reg: &Registry, id: ImageId, body: ReqBody, who: &Identity) -> V1Result {
     let body = read_small_body(reg, body).await?;
+    let parent = image_json_parent(&id, &body).map_err(store_error)?;
+    if let Some(parent) = &parent {
+        // A child would put its parent in the ancestry of the caller's tags.
+        if !image_readable(reg, who, parent).await {
+            return Err(v1_error(
+                StatusCode::BAD_REQUEST,
+                "Image depends on a non existing parent",
+            ));
+        }
+    }
     let id2 = id.clone();
-    on_store(reg, move |store| store.put_image_json(&id2, &body)).await?;
+    let published = on_store(reg, move |store| Ok(store.image_state(&id2)?)).await?;
+    if published == ImageState::Published && image_readable(reg, who, &id).await {
+        return Err(store_error(StoreError::Exists));
+    }
+    let (id2, user) = (id.clone(), who.user.clone());
+    on_store(reg, move |store| store.put_image_json(&id2, &body, &user)).await?;
     reg.audit(who, AuditEvent::new("image.json").image(&id))
         .await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
@@ -327,9 +344,16 @@ async fn get_image_layer(reg: &Registry, id: ImageId, req: &Parts) -> V1Result {
 
 /// `PUT /v1/images/<id>/layer`: chunked or sized body streamed to a temp file.
 async fn put_image_layer(reg: &Registry, id: ImageId, body: ReqBody, who: &Identity) -> V1Result {
+    // Refused before any byte is read: drain a small body so the
+    // connection stays usable and the client reads the answer.
+    let (id2, user) = (id.clone(), who.user.clone());
+    if let Err(e) = on_store(reg, move |store| store.layer_put_state(&id2, &user)).await {
+        super::drain_small_body(body).await;
+        return Err(e);
+    }
     let size = reg
         .store()
-        .put_image_layer(&id, body)
+        .put_image_layer(&id, body, &who.user)
         .await
         .map_err(store_error)?;
     tracing::debug!(image = %id, bytes = size, "layer stored");
@@ -345,7 +369,8 @@ async fn get_ancestry(reg: &Registry, id: ImageId) -> V1Result {
 }
 
 /// `PUT /v1/images/<id>/checksum`: 412 without the payload header, 400 empty
-/// or mismatching, 404 no json, 409 not in progress; 200 publishes.
+/// or mismatching, 404 no json, 409 not in progress (nor the end of the
+/// caller's proof of possession); 200 publishes, or completes that proof.
 async fn put_checksum(reg: &Registry, id: ImageId, req: &Parts, who: &Identity) -> V1Result {
     let Some(value) = req.headers.get("x-docker-checksum-payload") else {
         return Err(v1_error(
@@ -360,10 +385,16 @@ async fn put_checksum(reg: &Registry, id: ImageId, req: &Parts, who: &Identity) 
             "Missing Image's checksum",
         ));
     }
-    let id2 = id.clone();
-    on_store(reg, move |store| store.put_image_checksum(&id2, &payload)).await?;
-    reg.audit(who, AuditEvent::new("image.publish").image(&id))
-        .await;
+    let (id2, user) = (id.clone(), who.user.clone());
+    let done = on_store(reg, move |store| {
+        store.put_image_checksum(&id2, &payload, &user)
+    })
+    .await?;
+    let op = match done {
+        ChecksumPut::Published => "image.publish",
+        ChecksumPut::Proven => "image.possession",
+    };
+    reg.audit(who, AuditEvent::new(op).image(&id)).await;
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
@@ -382,7 +413,8 @@ async fn get_tag(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
     )))
 }
 
-/// `PUT .../tags/<tag>` with body `"<id>"`: 200; 400 invalid data; 404 no image.
+/// `PUT .../tags/<tag>` with body `"<id>"`: 200; 400 invalid data; 404 no
+/// image, or one the caller may not read (announcing it grants nothing).
 async fn put_tag(
     reg: &Registry,
     repo: RepoName,
@@ -398,7 +430,7 @@ async fn put_tag(
         _ => return Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data")),
     };
     let id = ImageId::parse(&id).map_err(|_| v1_error(StatusCode::NOT_FOUND, "Image not found"))?;
-    require_image_readable_or_own(reg, who, &repo, &id).await?;
+    require_image_readable(reg, who, &id).await?;
     let (r2, t2, i2) = (repo.clone(), tag.clone(), id.clone());
     let meta = serde_json::to_vec(&meta).unwrap_or_default();
     on_store(reg, move |store| store.put_tag(&r2, &t2, &i2, &meta)).await?;

@@ -174,13 +174,13 @@ mod tests {
     }
 
     async fn v1_push(store: &Store, id: &ImageId, json: String, layer: Vec<u8>) {
-        store.put_image_json(id, json.as_bytes()).unwrap();
+        store.put_image_json(id, json.as_bytes(), "test").unwrap();
         store
-            .put_image_layer(id, Full::new(Bytes::from(layer)))
+            .put_image_layer(id, Full::new(Bytes::from(layer)), "test")
             .await
             .unwrap();
         let sums = store.stored_checksums(id).unwrap();
-        store.put_image_checksum(id, &sums[0]).unwrap();
+        store.put_image_checksum(id, &sums[0], "test").unwrap();
     }
 
     #[tokio::test]

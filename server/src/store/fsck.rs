@@ -932,7 +932,7 @@ mod tests {
         // A tag naming an unpublished image; an ancestry that lies.
         let c = ImageId::parse(&"c".repeat(64)).unwrap();
         store
-            .put_image_json(&c, format!(r#"{{"id":"{c}"}}"#).as_bytes())
+            .put_image_json(&c, format!(r#"{{"id":"{c}"}}"#).as_bytes(), "test")
             .unwrap();
         fs::write(p.tag(&repo, &Tag::parse("2").unwrap()), c.as_str()).unwrap();
         fs::write(p.image_ancestry(&b), format!(r#"["{b}"]"#)).unwrap();

@@ -629,7 +629,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let a = id('a');
         store
-            .put_image_json(&a, format!(r#"{{"id":"{a}"}}"#).as_bytes())
+            .put_image_json(&a, format!(r#"{{"id":"{a}"}}"#).as_bytes(), "test")
             .unwrap();
         let session = store.start_upload().unwrap();
         store

@@ -17,10 +17,12 @@ pub mod ingest;
 pub mod manifests;
 pub mod media;
 pub mod paths;
+pub mod possession;
 pub mod projection;
 pub mod translate;
 pub mod uploads;
 pub mod v1;
+pub mod v1ids;
 
 use std::fs;
 use std::io::{self, Read};
@@ -117,12 +119,12 @@ pub(crate) mod test_support {
             Some(p) => format!(r#"{{"id":"{id}","parent":"{p}"}}"#),
             None => format!(r#"{{"id":"{id}"}}"#),
         };
-        store.put_image_json(id, json.as_bytes()).unwrap();
+        store.put_image_json(id, json.as_bytes(), "test").unwrap();
         store
-            .put_image_layer(id, Full::new(Bytes::from_static(layer)))
+            .put_image_layer(id, Full::new(Bytes::from_static(layer)), "test")
             .await
             .unwrap();
         let sums = store.stored_checksums(id).unwrap();
-        store.put_image_checksum(id, &sums[0]).unwrap();
+        store.put_image_checksum(id, &sums[0], "test").unwrap();
     }
 }

@@ -7,6 +7,7 @@
 //!   images/<id>/ancestry             ["<id>", "<parent>", ..., "<root>"]
 //!   images/<id>/_checksum            ["sha256:<payload checksum>"]
 //!   images/<id>/_inprogress          marker: present until the checksum PUT publishes the image
+//!   images/<id>/_possession          users who uploaded its exact bytes; upload steps per user
 //!   repositories/<ns>/<repo>/tag_<t>         bare image id
 //!   repositories/<ns>/<repo>/tag<t>_json     tag metadata (no `_` after `tag`, as in the reference)
 //!   repositories/<ns>/<repo>/json            metadata of `latest`
@@ -22,6 +23,8 @@
 //!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
+//!   _berth/v1ids/key                 secret that keys the V1 ids given to squatted projections
+//!   _berth/v1ids/<hex>               V1 id given to a projected step whose own id was squatted
 //! ```
 //!
 //! Every argument is a validated name type from [`crate::names`], so nothing
@@ -83,6 +86,11 @@ impl Paths {
     /// `images/<id>/_inprogress`
     pub fn image_inprogress(&self, id: &ImageId) -> PathBuf {
         self.image_dir(id).join("_inprogress")
+    }
+
+    /// `images/<id>/_possession`: who proved they hold the image's bytes.
+    pub fn image_possession(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join("_possession")
     }
 
     /// `repositories/`
@@ -217,6 +225,22 @@ impl Paths {
     pub fn v1_layer_info(&self, id: &ImageId) -> PathBuf {
         self.berth_dir().join("v1layers").join(id.as_str())
     }
+
+    /// `_berth/v1ids/`: V1 ids of projected steps whose own id was squatted.
+    pub fn v1_ids_dir(&self) -> PathBuf {
+        self.berth_dir().join("v1ids")
+    }
+
+    /// `_berth/v1ids/key`: the store's secret for those ids (first writer wins).
+    pub fn v1_ids_key(&self) -> PathBuf {
+        self.v1_ids_dir().join("key")
+    }
+
+    /// `_berth/v1ids/<hex>`: the id chosen for one squatted step (`hex` hashes
+    /// the step's schema1 json and layer digest).
+    pub fn v1_id_alias(&self, key: &Digest) -> PathBuf {
+        self.v1_ids_dir().join(key.hex())
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +305,12 @@ mod tests {
             ),
             (p.derived(&id), format!("/r/_berth/derived/{id}")),
             (p.v1_layer_info(&id), format!("/r/_berth/v1layers/{id}")),
+            (
+                p.image_possession(&id),
+                format!("/r/images/{id}/_possession"),
+            ),
+            (p.v1_ids_key(), "/r/_berth/v1ids/key".into()),
+            (p.v1_id_alias(&d), format!("/r/_berth/v1ids/{}", d.hex())),
         ];
         for (got, want) in rows {
             assert_eq!(got, PathBuf::from(want));

@@ -5,9 +5,11 @@
 //! ([`Store::payload_checksums`]), so a V2 push does not read and hash every
 //! new layer a second time (issue 9).
 //!
-//! V1 json is first-writer-wins: an id that already exists is left alone
-//! (its bytes are fixed, and its payload checksum covers them). Artifacts
-//! (non-image configs) and layers V1 clients cannot read are not projected.
+//! An existing V1 image is reused only when it holds exactly the step's json
+//! and layer; any other image under a step's schema1-builder id (a squatted
+//! id, issue 14) is left alone and the step gets another id
+//! (`store::v1ids`). Artifacts (non-image configs) and layers V1 clients
+//! cannot read are not projected.
 
 use std::fs;
 use std::io;
@@ -17,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::atomic::{remove_durable, write_atomic, FileLock};
 use super::manifests::LayerInfo;
-use super::translate::{self, V1Step};
+use super::translate::{self, Projection, V1Step};
 use super::v1::ImageState;
 use super::{media, Store, StoreError, StoreResult};
 use crate::names::{ImageId, RepoName, Tag};
@@ -25,7 +27,7 @@ use crate::names::{ImageId, RepoName, Tag};
 /// `_inprogress` content while a projection writes an image (a V1 client's
 /// upload writes `true`): tells a crashed projection's leftover from a live
 /// V1 upload.
-const PROJECTING: &[u8] = b"projection";
+pub(crate) const PROJECTING: &[u8] = b"projection";
 
 impl Store {
     /// Projects an image manifest (already stored, blobs checked) to V1 and
@@ -50,22 +52,23 @@ impl Store {
             return Ok(None);
         }
         let config_bytes = fs::read(self.paths().blob(&config.digest))?;
-        let steps = match translate::project(&config_bytes, &layers) {
-            Ok(s) => s,
+        let plan = match Projection::plan(&config_bytes, &layers) {
+            Ok(plan) => plan,
             Err(e) => {
                 tracing::info!(error = %e, "not projected to V1");
                 return Ok(None);
             }
         };
-        if steps
-            .iter()
-            .any(|s| s.blob.as_str() == media::EMPTY_GZIP_TAR_DIGEST)
-        {
+        if plan.uses_empty_layer() {
             self.put_small_blob(&media::EMPTY_GZIP_TAR)?;
         }
-        for step in &steps {
-            self.write_projected_image(step)?;
-        }
+        // Parents first: each step's id (store::v1ids) and ancestry build on
+        // the image written for the step before it.
+        let steps = plan.steps(|candidate, rebuild| {
+            let step = self.settle_projected_id(candidate, rebuild)?;
+            self.write_projected_image(&step)?;
+            Ok::<_, StoreError>(step)
+        })?;
         let top = steps
             .last()
             .expect("project returns at least one step")
@@ -89,18 +92,23 @@ impl Store {
         Ok(Some(top))
     }
 
-    /// Writes one V1 image as published, unless it already exists. Its
-    /// `_checksum` is left for the first V1 read to record.
+    /// Writes one V1 image as published, unless it already exists with
+    /// exactly these bytes (an image with other bytes is never reused or
+    /// replaced: [`Store::settle_projected_id`] chose an id without one).
+    /// Its `_checksum` is left for the first V1 read to record.
     fn write_projected_image(&self, step: &V1Step) -> StoreResult<()> {
         let p = self.paths();
         let id = &step.id;
-        if self.image_state(id)? == ImageState::Published {
-            return Ok(());
-        }
         fs::create_dir_all(p.image_dir(id))?;
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         match self.image_state(id)? {
-            ImageState::Published => return Ok(()),
+            ImageState::Published if self.holds_step(step)? => return Ok(()),
+            // Published by a V1 client since the id was settled.
+            ImageState::Published => {
+                return Err(StoreError::Conflict(format!(
+                    "V1 image {id} was uploaded with other content during this push; push again"
+                )))
+            }
             // A projection writes the whole image under this lock, so a
             // marker it left means that writer died midway (#7): redo it.
             ImageState::InProgress

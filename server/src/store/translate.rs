@@ -142,77 +142,160 @@ fn to_sorted_bytes(map: Map<String, Value>) -> Vec<u8> {
 /// the schema1-builder ids (§2.3). Falls back to one V1 image per layer with
 /// synthesized history when the history does not match the layers.
 pub fn project(config_bytes: &[u8], layers: &[Descriptor]) -> Result<Vec<V1Step>, TranslateError> {
-    let config: Value =
-        serde_json::from_slice(config_bytes).map_err(|e| invalid(format!("config: {e}")))?;
-    let obj = config
-        .as_object()
-        .ok_or_else(|| invalid("config is not an object"))?;
-    let diff_ids: Vec<Option<Digest>> = obj
-        .get("rootfs")
-        .and_then(|r| r.get("diff_ids"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .map(|v| v.as_str().and_then(|s| Digest::parse(s).ok()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut history: Vec<Value> = obj
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let is_empty = |h: &Value| h.get("empty_layer").and_then(Value::as_bool) == Some(true);
-    let non_empty = history.iter().filter(|h| !is_empty(h)).count();
-    if history.is_empty() || non_empty != layers.len() {
-        let created = obj.get("created").cloned().unwrap_or(Value::Null);
-        history = layers
-            .iter()
-            .map(|_| json!({ "created": created }))
+    let plan = Projection::plan(config_bytes, layers)?;
+    plan.steps(|step, _| Ok::<_, std::convert::Infallible>(step))
+        .map_err(|never| match never {})
+}
+
+/// Builds the json of a step under a given id (the id is part of the json).
+pub type Rebuild<'a> = &'a dyn Fn(ImageId) -> V1Step;
+
+/// One history entry of a projected image and the layer it stands for.
+#[derive(Debug, Clone)]
+struct Recipe {
+    history: Value,
+    empty: bool,
+    blob: Digest,
+    size: u64,
+    media_type: String,
+    diff_id: Option<Digest>,
+}
+
+/// A V2 image ready to be projected to V1: everything but the ids, which
+/// are settled one step at a time (a child's id and json name its parent's).
+#[derive(Debug, Clone)]
+pub struct Projection {
+    config: Map<String, Value>,
+    config_bytes: Vec<u8>,
+    recipes: Vec<Recipe>,
+}
+
+impl Projection {
+    /// Checks that the config can be projected and lines history up with
+    /// the layers (falling back to one V1 image per layer).
+    pub fn plan(config_bytes: &[u8], layers: &[Descriptor]) -> Result<Projection, TranslateError> {
+        let config: Value =
+            serde_json::from_slice(config_bytes).map_err(|e| invalid(format!("config: {e}")))?;
+        let obj = config
+            .as_object()
+            .ok_or_else(|| invalid("config is not an object"))?;
+        let diff_ids: Vec<Option<Digest>> = obj
+            .get("rootfs")
+            .and_then(|r| r.get("diff_ids"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().and_then(|s| Digest::parse(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut history: Vec<Value> = obj
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let is_empty = |h: &Value| h.get("empty_layer").and_then(Value::as_bool) == Some(true);
+        let non_empty = history.iter().filter(|h| !is_empty(h)).count();
+        if history.is_empty() || non_empty != layers.len() {
+            let created = obj.get("created").cloned().unwrap_or(Value::Null);
+            history = layers
+                .iter()
+                .map(|_| json!({ "created": created }))
+                .collect();
+        }
+        if history.is_empty() {
+            return Err(invalid("image has neither layers nor history"));
+        }
+        let empty_blob = Digest::parse(media::EMPTY_GZIP_TAR_DIGEST).expect("constant digest");
+        let empty_diff = Digest::parse(media::EMPTY_TAR_DIFF_ID).expect("constant digest");
+        let mut layer_index = 0;
+        let recipes = history
+            .into_iter()
+            .map(|h| {
+                let empty = is_empty(&h);
+                let (blob, size, media_type, diff_id) = if empty {
+                    (
+                        empty_blob.clone(),
+                        media::EMPTY_GZIP_TAR.len() as u64,
+                        media::DOCKER_LAYER_GZIP.to_string(),
+                        Some(empty_diff.clone()),
+                    )
+                } else {
+                    let l = &layers[layer_index];
+                    let diff = diff_ids.get(layer_index).cloned().flatten();
+                    layer_index += 1;
+                    (l.digest.clone(), l.size, l.media_type.clone(), diff)
+                };
+                Recipe {
+                    history: h,
+                    empty,
+                    blob,
+                    size,
+                    media_type,
+                    diff_id,
+                }
+            })
             .collect();
+        Ok(Projection {
+            config: obj.clone(),
+            config_bytes: config_bytes.to_vec(),
+            recipes,
+        })
     }
-    if history.is_empty() {
-        return Err(invalid("image has neither layers nor history"));
+
+    /// Whether a step stands for an empty layer (its blob is the empty gzip tar).
+    pub fn uses_empty_layer(&self) -> bool {
+        self.recipes.iter().any(|r| r.empty)
     }
-    let empty_blob = Digest::parse(media::EMPTY_GZIP_TAR_DIGEST).expect("constant digest");
-    let empty_diff = Digest::parse(media::EMPTY_TAR_DIFF_ID).expect("constant digest");
-    let mut steps = Vec::with_capacity(history.len());
-    let mut parent: Option<ImageId> = None;
-    let mut layer_index = 0;
-    let last = history.len() - 1;
-    for (i, h) in history.iter().enumerate() {
-        let empty = is_empty(h);
-        let (blob, size, media_type, diff_id) = if empty {
-            (
-                empty_blob.clone(),
-                media::EMPTY_GZIP_TAR.len() as u64,
-                media::DOCKER_LAYER_GZIP.to_string(),
-                Some(empty_diff.clone()),
-            )
-        } else {
-            let l = &layers[layer_index];
-            let diff = diff_ids.get(layer_index).cloned().flatten();
-            layer_index += 1;
-            (l.digest.clone(), l.size, l.media_type.clone(), diff)
-        };
-        let parent_text = parent.as_ref().map(ImageId::as_str).unwrap_or("");
-        let (id, json) = if i == last {
+
+    /// The V1 steps, oldest first. Each step is offered to `settle` with
+    /// its schema1-builder id; `settle` returns it, or the same step under
+    /// another id (built with the [`Rebuild`] it is given), and the next
+    /// step's id and `parent` follow from what it returned.
+    pub fn steps<E>(
+        &self,
+        mut settle: impl FnMut(V1Step, Rebuild<'_>) -> Result<V1Step, E>,
+    ) -> Result<Vec<V1Step>, E> {
+        let mut steps: Vec<V1Step> = Vec::with_capacity(self.recipes.len());
+        for i in 0..self.recipes.len() {
+            let parent = steps.last().map(|s| s.id.clone());
+            let rebuild = |id: ImageId| self.build(i, id, parent.clone());
+            let candidate = rebuild(self.schema1_id(i, parent.as_ref()));
+            steps.push(settle(candidate, &rebuild)?);
+        }
+        Ok(steps)
+    }
+
+    /// The schema1-builder id of step `i` under `parent` (§2.3).
+    fn schema1_id(&self, i: usize, parent: Option<&ImageId>) -> ImageId {
+        let blob = &self.recipes[i].blob;
+        let parent_text = parent.map(ImageId::as_str).unwrap_or("");
+        if i == self.recipes.len() - 1 {
             let mut seed = format!("{} {} ", blob.hex(), parent_text).into_bytes();
-            seed.extend_from_slice(config_bytes);
-            let id = sha_hex(&seed);
-            let mut m = obj.clone();
+            seed.extend_from_slice(&self.config_bytes);
+            sha_hex(&seed)
+        } else {
+            sha_hex(format!("{} {}", blob.hex(), parent_text).as_bytes())
+        }
+    }
+
+    /// Step `i` with the given id and parent.
+    fn build(&self, i: usize, id: ImageId, parent: Option<ImageId>) -> V1Step {
+        let r = &self.recipes[i];
+        let h = &r.history;
+        let json = if i == self.recipes.len() - 1 {
+            let mut m = self.config.clone();
             m.remove("rootfs");
             m.remove("history");
             m.insert("id".into(), json!(id.as_str()));
             if let Some(p) = &parent {
                 m.insert("parent".into(), json!(p.as_str()));
             }
-            if empty {
+            if r.empty {
                 m.insert("throwaway".into(), json!(true));
             }
-            (id, to_sorted_bytes(m))
+            to_sorted_bytes(m)
         } else {
-            let id = sha_hex(format!("{} {}", blob.hex(), parent_text).as_bytes());
             // Field order of distribution's v1Compatibility struct.
             let mut m = Map::new();
             m.insert("id".into(), json!(id.as_str()));
@@ -235,26 +318,21 @@ pub fn project(config_bytes: &[u8], layers: &[Descriptor]) -> Result<Vec<V1Step>
             if let Some(v) = h.get("author").filter(|v| v.as_str() != Some("")) {
                 m.insert("author".into(), v.clone());
             }
-            if empty {
+            if r.empty {
                 m.insert("throwaway".into(), json!(true));
             }
-            (
-                id,
-                serde_json::to_vec(&Value::Object(m)).expect("serialises"),
-            )
+            serde_json::to_vec(&Value::Object(m)).expect("serialises")
         };
-        steps.push(V1Step {
-            id: id.clone(),
-            parent: parent.clone(),
-            blob,
-            size,
-            media_type,
-            diff_id,
+        V1Step {
+            id,
+            parent,
+            blob: r.blob.clone(),
+            size: r.size,
+            media_type: r.media_type.clone(),
+            diff_id: r.diff_id.clone(),
             json,
-        });
-        parent = Some(id);
+        }
     }
-    Ok(steps)
 }
 
 /// One V1 image on the way to V2: its json and, unless it adds no files, its layer.
@@ -410,7 +488,30 @@ mod tests {
         assert!(top.get("rootfs").is_none() && top.get("history").is_none());
         assert_eq!(top["os"], "linux");
         // Deterministic.
-        assert_eq!(project(config, &[l0]).unwrap(), steps);
+        assert_eq!(project(config, std::slice::from_ref(&l0)).unwrap(), steps);
+        // Settling the root under another id carries that id into the
+        // root's json and the child's parent, id and json.
+        let other = sha_hex(b"other");
+        let plan = Projection::plan(config, &[l0]).unwrap();
+        let moved = plan
+            .steps(|step, rebuild| {
+                Ok::<_, ()>(if step.parent.is_none() {
+                    rebuild(other.clone())
+                } else {
+                    step
+                })
+            })
+            .unwrap();
+        assert_eq!(moved[0].id, other);
+        let j: Value = serde_json::from_slice(&moved[0].json).unwrap();
+        assert_eq!(j["id"], json!(other.as_str()));
+        assert_eq!(moved[0].blob, steps[0].blob);
+        assert_eq!(moved[1].parent.as_ref(), Some(&other));
+        let mut seed = format!("{} {} ", &media::EMPTY_GZIP_TAR_DIGEST[7..], other).into_bytes();
+        seed.extend_from_slice(config);
+        assert_eq!(moved[1].id, sha_hex(&seed));
+        let top: Value = serde_json::from_slice(&moved[1].json).unwrap();
+        assert_eq!(top["parent"], json!(other.as_str()));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! repositories (tags, tag metadata, the index image list).
 //!
 //! An image is *published* when its `json` exists and `_inprogress` does not.
-//! Until then every read answers "being uploaded" and json/layer may be re-put.
+//! Until then every read answers "being uploaded" and json/layer may be re-put
+//! by the user who PUT the json last. Once published it is never written
+//! again: identical bytes re-uploaded are a proof of possession
+//! (`store::possession`, issue 14), other bytes a conflict.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -15,6 +18,7 @@ use serde_json::Value;
 
 use super::atomic::{remove_durable, write_atomic, FileLock, TempFile, TEMP_PREFIX};
 use super::ingest::ingest;
+use super::possession::UploadStep;
 use super::{hash_file, read_optional, Store, StoreError, StoreResult};
 use crate::names::{ImageId, RepoName, Tag};
 
@@ -30,6 +34,83 @@ pub enum ImageState {
     InProgress,
     /// Fully uploaded and verified.
     Published,
+}
+
+/// What a json PUT did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonPut {
+    /// Stored: a new (or unfinished) image is being uploaded.
+    Started,
+    /// The image is published with these very bytes: the caller's proof of
+    /// possession has started (the stored image is not touched).
+    Proving,
+}
+
+/// What a checksum PUT did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumPut {
+    /// The upload is complete: the image is published.
+    Published,
+    /// The caller re-uploaded a published image's exact bytes.
+    Proven,
+}
+
+/// The `parent` a V1 image json names, after checking that the json is an
+/// object whose `id` is `id` (the first checks of a json PUT; callers check
+/// access to the parent before storing anything).
+pub fn image_json_parent(id: &ImageId, body: &[u8]) -> StoreResult<Option<ImageId>> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| StoreError::Invalid(format!("Invalid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| StoreError::Invalid("Invalid JSON: not an object".into()))?;
+    let json_id = match obj.get("id") {
+        Some(Value::String(s)) => s,
+        Some(_) => {
+            return Err(StoreError::Invalid(
+                "Invalid JSON: id is not a string".into(),
+            ))
+        }
+        None => return Err(StoreError::Invalid("Missing key `id' in JSON".into())),
+    };
+    if json_id != id.as_str() {
+        return Err(StoreError::Invalid("JSON data contains invalid id".into()));
+    }
+    let parent = match obj.get("parent") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(
+            ImageId::parse(s).map_err(|_| StoreError::Invalid("Invalid parent image id".into()))?,
+        ),
+        Some(_) => return Err(StoreError::Invalid("Invalid parent image id".into())),
+    };
+    if parent.as_ref() == Some(id) {
+        return Err(StoreError::Invalid("Image cannot be its own parent".into()));
+    }
+    Ok(parent)
+}
+
+/// The answer to bytes that differ from a published image's.
+fn different_content(id: &ImageId, what: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "Image {id} already exists with different content ({what}); it is not replaced"
+    ))
+}
+
+/// The answer to a step of an upload another client (or user) started.
+fn uploaded_by_another(id: &ImageId) -> StoreError {
+    StoreError::Conflict(format!(
+        "Image {id} is being uploaded by another client: PUT its json first"
+    ))
+}
+
+/// Runs store work on the blocking pool from an async upload.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e.to_string())))?
 }
 
 impl Store {
@@ -54,40 +135,24 @@ impl Store {
         }
     }
 
-    /// `PUT /v1/images/<id>/json`: validates and stores the json verbatim,
-    /// derives `ancestry` from `parent`, and marks the image in progress.
-    pub fn put_image_json(&self, id: &ImageId, body: &[u8]) -> StoreResult<()> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| StoreError::Invalid(format!("Invalid JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| StoreError::Invalid("Invalid JSON: not an object".into()))?;
-        let json_id = match obj.get("id") {
-            Some(Value::String(s)) => s,
-            Some(_) => {
-                return Err(StoreError::Invalid(
-                    "Invalid JSON: id is not a string".into(),
-                ))
-            }
-            None => return Err(StoreError::Invalid("Missing key `id' in JSON".into())),
-        };
-        if json_id != id.as_str() {
-            return Err(StoreError::Invalid("JSON data contains invalid id".into()));
+    /// `PUT /v1/images/<id>/json` by `user`: validates the json and, for a
+    /// new or unfinished image, stores it verbatim, derives `ancestry` from
+    /// `parent` and marks the image in progress (this user's upload; anyone
+    /// else's unfinished steps no longer count).
+    ///
+    /// A published image is never replaced: identical bytes start `user`'s
+    /// proof of possession ([`JsonPut::Proving`]), other bytes are a
+    /// [`StoreError::Conflict`] (a Docker 1.x client stops on it, where
+    /// "Image already exists" would make it skip the image).
+    pub fn put_image_json(&self, id: &ImageId, body: &[u8], user: &str) -> StoreResult<JsonPut> {
+        let parent = image_json_parent(id, body)?;
+        let p = self.paths();
+        if self.image_state(id)? == ImageState::Published {
+            let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+            return self.claim_identical_json(id, body, user);
         }
-        let parent = match obj.get("parent") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => Some(
-                ImageId::parse(s)
-                    .map_err(|_| StoreError::Invalid("Invalid parent image id".into()))?,
-            ),
-            Some(_) => return Err(StoreError::Invalid("Invalid parent image id".into())),
-        };
         let mut ancestry = vec![id.as_str().to_string()];
         if let Some(parent) = &parent {
-            if parent == id {
-                return Err(StoreError::Invalid("Image cannot be its own parent".into()));
-            }
             match self.image_state(parent)? {
                 ImageState::Missing => {
                     return Err(StoreError::Invalid(
@@ -115,49 +180,67 @@ impl Store {
             }
         }
 
-        let p = self.paths();
         fs::create_dir_all(p.image_dir(id))?;
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         if self.image_state(id)? == ImageState::Published {
-            return Err(StoreError::Exists);
+            return self.claim_identical_json(id, body, user);
         }
         // Marker first: from here until the checksum PUT, readers see "in progress".
         write_atomic(&p.image_inprogress(id), b"true")?;
         remove_durable(&p.image_checksum(id))?;
+        let mut record = self.possession(id)?;
+        record.steps = [(user.to_string(), UploadStep::Json)].into();
+        self.write_possession(id, &record)?;
         write_atomic(&p.image_json(id), body)?;
         let ancestry = serde_json::to_vec(&ancestry).map_err(io::Error::other)?;
         write_atomic(&p.image_ancestry(id), &ancestry)?;
-        Ok(())
+        Ok(JsonPut::Started)
     }
 
-    /// `PUT /v1/images/<id>/layer`: streams the layer into a temp file while
-    /// computing the payload checksum `sha256(json + "\n" + layer)`, then
-    /// publishes it to `layer` (and the blob pool) and writes `_checksum`.
-    /// Returns the number of bytes stored.
-    pub async fn put_image_layer<B>(&self, id: &ImageId, body: B) -> StoreResult<u64>
+    /// A json PUT on a published image (image lock held): identical bytes
+    /// are `user`'s first step of a proof of possession, others a conflict.
+    fn claim_identical_json(&self, id: &ImageId, body: &[u8], user: &str) -> StoreResult<JsonPut> {
+        if fs::read(self.paths().image_json(id))? != body {
+            return Err(different_content(id, "json"));
+        }
+        let mut record = self.possession(id)?;
+        record.steps.insert(user.to_string(), UploadStep::Json);
+        self.write_possession(id, &record)?;
+        Ok(JsonPut::Proving)
+    }
+
+    /// `PUT /v1/images/<id>/layer` by `user`: streams the layer into a temp
+    /// file while computing the payload checksum `sha256(json + "\n" +
+    /// layer)`, then publishes it to `layer` (and the blob pool) and writes
+    /// `_checksum`. Needs `user`'s json PUT first. On a published image the
+    /// bytes are only compared (a proof of possession) and never stored.
+    /// Returns the number of bytes received.
+    pub async fn put_image_layer<B>(&self, id: &ImageId, body: B, user: &str) -> StoreResult<u64>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
         let p = self.paths().clone();
-        let json = match self.image_state(id)? {
-            ImageState::Missing => return Err(StoreError::NotFound("Image not found".into())),
-            ImageState::Published => return Err(StoreError::Exists),
-            ImageState::InProgress => fs::read(p.image_json(id))?,
-        };
-        let mut prefix = json;
+        if self.layer_put_state(id, user)? == ImageState::Published {
+            return self.prove_layer(id, body, user).await;
+        }
+        let mut prefix = fs::read(p.image_json(id))?;
         prefix.push(b'\n');
         let temp = TempFile::new_in(&p.image_dir(id), "layer")?;
         let done = ingest(body, temp, Some(prefix), None).await?;
-        let store = self.clone();
-        let id = id.clone();
-        tokio::task::spawn_blocking(move || -> StoreResult<u64> {
+        let (store, id, user) = (self.clone(), id.clone(), user.to_string());
+        blocking(move || {
             let p = store.paths();
             let _lock = FileLock::exclusive(&p.image_dir(&id).join(".lock"))?;
             if store.image_state(&id)? != ImageState::InProgress {
                 return Err(StoreError::Conflict(
                     "Image was published or removed during the upload".into(),
                 ));
+            }
+            // Only the uploader has a step (a json PUT by anyone else resets
+            // the steps and removes `_checksum`), so `_checksum` is theirs.
+            if store.possession(&id)?.step(&user).is_none() {
+                return Err(uploaded_by_another(&id));
             }
             store.commit_linked(done.temp, &done.digest, &p.image_layer(&id))?;
             let payload = done.prefixed.expect("prefix was given");
@@ -166,15 +249,92 @@ impl Store {
             Ok(done.size)
         })
         .await
-        .map_err(|e| StoreError::Io(io::Error::other(e.to_string())))?
     }
 
-    /// `PUT /v1/images/<id>/checksum`: publishes the image when `payload`
-    /// (`sha256:<hex>`) equals the checksum computed during the layer upload.
-    pub fn put_image_checksum(&self, id: &ImageId, payload: &str) -> StoreResult<()> {
+    /// Whether `user` may PUT the image's layer now (before any byte is
+    /// read, so a refused request's body can be drained): the image is in
+    /// progress with `user` as its uploader, or published with `user`'s
+    /// proof of possession under way. Returns that state.
+    pub fn layer_put_state(&self, id: &ImageId, user: &str) -> StoreResult<ImageState> {
+        let state = self.image_state(id)?;
+        let step = self.possession(id)?.step(user);
+        match (state, step) {
+            (ImageState::Missing, _) => Err(StoreError::NotFound("Image not found".into())),
+            (ImageState::Published, None) => Err(StoreError::Exists),
+            (ImageState::InProgress, None) => Err(uploaded_by_another(id)),
+            (state, Some(_)) => Ok(state),
+        }
+    }
+
+    /// The layer PUT of a proof of possession: the bytes are hashed with the
+    /// stored json and compared with the image's payload checksum; the
+    /// temp file is always dropped, the image never touched.
+    async fn prove_layer<B>(&self, id: &ImageId, body: B, user: &str) -> StoreResult<u64>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (store, id2) = (self.clone(), id.clone());
+        let expected = blocking(move || store.payload_checksums(&id2)).await?;
+        let p = self.paths().clone();
+        let mut prefix = fs::read(p.image_json(id))?;
+        prefix.push(b'\n');
+        let temp = TempFile::new_in(&p.image_dir(id), "proof")?;
+        let done = ingest(body, temp, Some(prefix), None).await?;
+        let (store, id, user) = (self.clone(), id.clone(), user.to_string());
+        blocking(move || {
+            let _lock = FileLock::exclusive(&store.paths().image_dir(&id).join(".lock"))?;
+            let mut record = store.possession(&id)?;
+            if record.step(&user).is_none() {
+                return Err(StoreError::Exists);
+            }
+            let payload = done.prefixed.expect("prefix was given");
+            if expected.iter().any(|s| s == payload.as_str()) {
+                record.steps.insert(user, UploadStep::Layer);
+                store.write_possession(&id, &record)?;
+                Ok(done.size)
+            } else {
+                record.steps.remove(&user);
+                store.write_possession(&id, &record)?;
+                Err(different_content(&id, "layer"))
+            }
+        })
+        .await
+    }
+
+    /// `PUT /v1/images/<id>/checksum` by `user`: publishes the image when
+    /// `payload` (`sha256:<hex>`) equals the checksum computed during
+    /// `user`'s layer upload, and records `user` as holding it. On a
+    /// published image it completes `user`'s proof of possession instead.
+    pub fn put_image_checksum(
+        &self,
+        id: &ImageId,
+        payload: &str,
+        user: &str,
+    ) -> StoreResult<ChecksumPut> {
         let p = self.paths();
-        if !p.image_json(id).exists() {
-            return Err(StoreError::NotFound("Image not found".into()));
+        let offered: Vec<&str> = payload.split(',').map(str::trim).collect();
+        let matches = |stored: &[String]| offered.iter().any(|c| stored.iter().any(|s| s == c));
+        match self.image_state(id)? {
+            ImageState::Missing => return Err(StoreError::NotFound("Image not found".into())),
+            ImageState::Published => {
+                let stored = self.payload_checksums(id)?;
+                let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+                let mut record = self.possession(id)?;
+                if record.step(user) != Some(UploadStep::Layer) {
+                    return Err(StoreError::Conflict(
+                        "Cannot set this image checksum".into(),
+                    ));
+                }
+                if !matches(&stored) {
+                    return Err(StoreError::Invalid("Checksum mismatch".into()));
+                }
+                record.steps.remove(user);
+                record.proven.insert(user.to_string());
+                self.write_possession(id, &record)?;
+                return Ok(ChecksumPut::Proven);
+            }
+            ImageState::InProgress => {}
         }
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         if !p.image_inprogress(id).exists() {
@@ -188,12 +348,19 @@ impl Store {
                 "Image layer not uploaded yet: PUT the layer before its checksum".into(),
             ));
         }
-        let offered: Vec<&str> = payload.split(',').map(str::trim).collect();
-        if !offered.iter().any(|c| stored.iter().any(|s| s == c)) {
+        let mut record = self.possession(id)?;
+        if record.step(user).is_none() {
+            return Err(uploaded_by_another(id));
+        }
+        if !matches(&stored) {
             return Err(StoreError::Invalid("Checksum mismatch".into()));
         }
+        // The uploader holds the image from the moment it is published.
+        record.steps.clear();
+        record.proven.insert(user.to_string());
+        self.write_possession(id, &record)?;
         remove_durable(&p.image_inprogress(id))?;
-        Ok(())
+        Ok(ChecksumPut::Published)
     }
 
     /// The payload checksums of a published image, for V1 readers (the
@@ -468,32 +635,20 @@ impl Store {
             .collect())
     }
 
-    /// Whether a repository references an image: a tag's ancestry contains it,
-    /// or the repository's index list announces it.
+    /// Whether a repository references an image through one of its tags:
+    /// the tagged image or one of its ancestors. The index list does not
+    /// count: announcing an id there grants nothing (issue 14).
     pub fn repository_references(&self, repo: &RepoName, id: &ImageId) -> bool {
-        if let Ok(tags) = self.list_tags(repo) {
-            for top in tags.values() {
-                if top == id.as_str() {
-                    return true;
-                }
-                if let Ok(top) = ImageId::parse(top) {
-                    if self
-                        .read_ancestry(&top)
+        let Ok(tags) = self.list_tags(repo) else {
+            return false;
+        };
+        tags.values().any(|top| {
+            top == id.as_str()
+                || ImageId::parse(top).is_ok_and(|top| {
+                    self.read_ancestry(&top)
                         .is_ok_and(|a| a.iter().any(|x| x == id.as_str()))
-                    {
-                        return true;
-                    }
-                }
-            }
-        }
-        if let Ok(Some(raw)) = read_optional(&self.paths().index_images(repo)) {
-            if let Ok(items) = serde_json::from_slice::<Vec<Value>>(&raw) {
-                return items
-                    .iter()
-                    .any(|i| i.get("id").and_then(Value::as_str) == Some(id.as_str()));
-            }
-        }
-        false
+                })
+        })
     }
 
     /// Sets or clears the `_private` flag.
@@ -574,20 +729,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let a = id('a');
+        let layer = |b: &'static [u8]| Full::new(Bytes::from_static(b));
         assert!(matches!(
-            store
-                .put_image_layer(&a, Full::new(Bytes::from_static(b"x")))
-                .await,
+            store.put_image_layer(&a, layer(b"x"), "u").await,
             Err(StoreError::NotFound(_))
         ));
-        store.put_image_json(&a, &json_for(&a, None)).unwrap();
+        assert_eq!(
+            store.put_image_json(&a, &json_for(&a, None), "u").unwrap(),
+            JsonPut::Started
+        );
         assert!(matches!(store.image_json(&a), Err(StoreError::InProgress)));
         assert!(matches!(
-            store.put_image_checksum(&a, "sha256:00"),
+            store.put_image_checksum(&a, "sha256:00", "u"),
             Err(StoreError::Invalid(_))
         ));
+        // Another user cannot continue this upload.
+        assert!(matches!(
+            store.put_image_layer(&a, layer(b"other"), "v").await,
+            Err(StoreError::Conflict(_))
+        ));
         store
-            .put_image_layer(&a, Full::new(Bytes::from_static(b"layer")))
+            .put_image_layer(&a, layer(b"layer"), "u")
             .await
             .unwrap();
         // payload checksum = sha256(json + "\n" + layer)
@@ -599,18 +761,98 @@ mod tests {
             vec![expect.to_string()]
         );
         assert!(matches!(
-            store.put_image_checksum(&a, "sha256:00"),
+            store.put_image_checksum(&a, "sha256:00", "u"),
             Err(StoreError::Invalid(_))
         ));
-        store.put_image_checksum(&a, expect.as_str()).unwrap();
-        assert_eq!(store.image_json(&a).unwrap(), json_for(&a, None));
         assert!(matches!(
-            store.put_image_json(&a, &json_for(&a, None)),
-            Err(StoreError::Exists)
+            store.put_image_checksum(&a, expect.as_str(), "v"),
+            Err(StoreError::Conflict(_))
         ));
+        assert_eq!(
+            store.put_image_checksum(&a, expect.as_str(), "u").unwrap(),
+            ChecksumPut::Published
+        );
+        assert_eq!(store.image_json(&a).unwrap(), json_for(&a, None));
+        assert!(store.has_proven(&a, "u") && !store.has_proven(&a, "v"));
         // the layer is a hard link into the blob pool
         let blob = crate::names::Digest::of_bytes(b"layer");
         assert_eq!(store.blob_size(&blob).unwrap(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn published_images_are_never_replaced_and_identical_bytes_prove_possession() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = id('a');
+        push(&store, &a, None, b"layer").await;
+        let layer = |b: &'static [u8]| Full::new(Bytes::from_static(b));
+        let before = crate::store::fsck::fsck(
+            &store,
+            &crate::store::fsck::FsckOptions {
+                repair: false,
+                grace: std::time::Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        // Other json: refused with a message a Docker client will not skip.
+        let other = format!(r#"{{"id":"{a}","created":"x"}}"#);
+        let err = store.put_image_json(&a, other.as_bytes(), "v").unwrap_err();
+        assert!(err.to_string().contains("different content"), "{err}");
+        // A layer or checksum without the json step: "already exists".
+        assert!(matches!(
+            store.put_image_layer(&a, layer(b"layer"), "v").await,
+            Err(StoreError::Exists)
+        ));
+        // Identical json, other layer: refused, the step is forgotten.
+        assert_eq!(
+            store.put_image_json(&a, &json_for(&a, None), "v").unwrap(),
+            JsonPut::Proving
+        );
+        let err = store
+            .put_image_layer(&a, layer(b"forged"), "v")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("different content"), "{err}");
+        assert_eq!(store.possession(&a).unwrap().step("v"), None);
+        // Identical json and layer, then the checksum: proven.
+        store.put_image_json(&a, &json_for(&a, None), "v").unwrap();
+        store
+            .put_image_layer(&a, layer(b"layer"), "v")
+            .await
+            .unwrap();
+        let sum = store.stored_checksums(&a).unwrap().remove(0);
+        assert_eq!(
+            store.put_image_checksum(&a, &sum, "v").unwrap(),
+            ChecksumPut::Proven
+        );
+        assert!(store.has_proven(&a, "v"));
+        let mut layer_bytes = Vec::new();
+        std::io::Read::read_to_end(&mut store.open_image_layer(&a).unwrap().0, &mut layer_bytes)
+            .unwrap();
+        assert_eq!(layer_bytes, b"layer");
+        // Nothing of the proof is left behind as a problem or a temp file.
+        let after = crate::store::fsck::fsck(
+            &store,
+            &crate::store::fsck::FsckOptions {
+                repair: false,
+                grace: std::time::Duration::from_secs(3600),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            before.findings.len(),
+            after.findings.len(),
+            "{:?}",
+            after.findings
+        );
+        let names: Vec<String> = fs::read_dir(store.paths().image_dir(&a))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(TEMP_PREFIX)),
+            "{names:?}"
+        );
     }
 
     #[tokio::test]
@@ -620,7 +862,7 @@ mod tests {
         let (a, b) = (id('a'), id('b'));
         push(&store, &a, None, b"one").await;
         assert!(matches!(
-            store.put_image_json(&id('c'), &json_for(&id('c'), Some(&id('d')))),
+            store.put_image_json(&id('c'), &json_for(&id('c'), Some(&id('d'))), "u"),
             Err(StoreError::Invalid(_))
         ));
         push(&store, &b, Some(&a), b"two").await;
