@@ -85,7 +85,7 @@ const MATRIX: &[(&str, Body, [u16; 4])] = &[
     ("GET /v1/images/{I1}/json",                          Body::None, [200, 200, 404, 404]),
     ("GET /v1/images/{I1}/layer",                         Body::None, [200, 200, 404, 404]),
     ("PUT /v1/repositories/evil/grab/tags/t",             Body::TagTop, [403, 403, 404, 401]),
-    ("GET /v1/repositories/evil/grab/tags",               Body::None, [403, 403, 200, 401]),
+    ("GET /v1/repositories/evil/grab/tags",               Body::None, [403, 403, 404, 401]),
     // ---- V1, an existing id is never replaced by other content
     ("PUT /v1/images/{I0}/json",                          Body::OtherJson, [409, 403, 409, 401]),
     ("GET /v1/images/{I0}/json",                          Body::None, [200, 200, 404, 404]),
