@@ -16,6 +16,8 @@ use anyhow::{Context, Result};
 use russh::keys::ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey};
 use russh::keys::Algorithm;
 
+pub mod certificate;
+
 /// Loads the host key at `path`, generating an Ed25519 key there (mode 0600,
 /// plus a `.pub`) if the file does not exist. Returns the key and whether it
 /// was generated.
