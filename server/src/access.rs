@@ -166,6 +166,8 @@ struct CertAuthority {
 /// A parsed access file.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// No access file: every authenticated user counts as known.
+    open: bool,
     users: BTreeMap<String, Vec<PublicKey>>,
     groups: BTreeMap<String, BTreeSet<String>>,
     cert_authorities: Vec<CertAuthority>,
@@ -318,6 +320,7 @@ impl Policy {
             });
         }
         Ok(Policy {
+            open: false,
             users,
             groups,
             cert_authorities,
@@ -343,6 +346,7 @@ impl Policy {
             });
         }
         Policy {
+            open: true,
             users: BTreeMap::new(),
             groups: BTreeMap::new(),
             cert_authorities: vec![],
@@ -402,7 +406,13 @@ impl Policy {
             .any(|r| r.read.contains(&Principal::Anonymous))
     }
 
+    /// Whether rule entry `p` names `user`. With an access file only users
+    /// it lists are anyone: a connection whose user a reload removed gets
+    /// nothing, even from `@all`, while it is being closed.
     fn names(&self, p: &Principal, user: Option<&str>) -> bool {
+        if user.is_some_and(|me| !self.open && !self.users.contains_key(me)) {
+            return false;
+        }
         match (p, user) {
             (Principal::Anonymous, None) => true,
             (Principal::All, Some(_)) => true,
@@ -747,6 +757,10 @@ write = ["writer"]
         assert!(p.writes_somewhere(Some("writer")));
         assert!(!p.writes_somewhere(Some("reader")));
         assert!(!p.writes_somewhere(None));
+        // A user the file does not list (removed by a reload) gets nothing.
+        assert!(!p.allows(Some("mallory"), "public", Action::Read));
+        assert!(!p.allows(Some("mallory"), "team-a", Action::Read));
+        assert!(Policy::open(&[]).allows(Some("anyone"), "x", Action::Delete));
     }
 
     #[test]
