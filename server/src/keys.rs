@@ -197,12 +197,14 @@ impl AuthorizedKeysFile {
         self.modified = modified;
     }
 
-    /// Re-reads the file if its modification time changed.
-    pub fn refresh(&mut self) {
+    /// Re-reads the file if its modification time changed; returns whether it did.
+    pub fn refresh(&mut self) -> bool {
         let modified = fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         if modified != self.modified {
             self.reload();
+            return true;
         }
+        false
     }
 
     /// The entry for `key`, compared by key data (not comment).

@@ -178,13 +178,12 @@ impl Shared {
     ) -> Result<String, String> {
         match credential {
             Credential::Key(key) => match &self.authorized {
-                Some(file) => {
-                    let mut keys = file.lock().unwrap_or_else(|e| e.into_inner());
-                    keys.refresh();
-                    keys.find(key)
-                        .map(|_| login.to_string())
-                        .ok_or_else(|| "key not in authorized_keys".to_string())
-                }
+                Some(file) => file
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .find(key)
+                    .map(|_| login.to_string())
+                    .ok_or_else(|| "key not in authorized_keys".to_string()),
                 None => policy
                     .user_for_key(key)
                     .map(str::to_string)
@@ -205,8 +204,23 @@ impl Shared {
         }
     }
 
-    /// Closes the connections `policy` (a reloaded access file) no longer
-    /// lets in as the user they logged in as.
+    /// The policy to decide with now: re-reads a changed access file (its
+    /// reload hook runs [`Shared::revoke`]) or a changed authorized_keys
+    /// file (revoking here), so a connection the change shuts out is
+    /// closed before anything is decided under the new keys.
+    fn current_policy(&self) -> Arc<Policy> {
+        let policy = self.registry.access().policy();
+        if let Some(file) = &self.authorized {
+            let changed = file.lock().unwrap_or_else(|e| e.into_inner()).refresh();
+            if changed {
+                self.revoke(&policy);
+            }
+        }
+        policy
+    }
+
+    /// Closes the connections `policy` (a reloaded access file) or the
+    /// current authorized_keys no longer let in as the user they logged in as.
     fn revoke(&self, policy: &Policy) {
         self.sessions.revoke(|l| {
             self.resolve(&l.login, l.peer.ip(), &l.credential, policy)
@@ -273,7 +287,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ),
         sessions: Arc::new(Sessions::default()),
     });
-    watch_access_file(&shared);
+    watch_key_files(&shared);
     let config = Arc::new(ssh_config(host_key, Duration::from_secs(args.idle_timeout)));
     let listener = TcpListener::bind(args.listen)
         .await
@@ -352,27 +366,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
 }
 
-/// Re-reads the access file every second (a reload runs [`Shared::revoke`]
-/// before the new rules are used), so a removed key loses its open
-/// connections even when no request arrives to trigger the reload.
-fn watch_access_file(shared: &Arc<Shared>) {
-    let access = shared.registry.access();
-    if !access.has_file() {
-        return;
-    }
+/// Re-reads the key files every second ([`Shared::current_policy`]), so a
+/// removed key loses its open connections even when no request or login
+/// arrives to notice the change.
+fn watch_key_files(shared: &Arc<Shared>) {
     let weak = Arc::downgrade(shared);
-    access.on_reload(Box::new(move |policy| {
+    shared.registry.access().on_reload(Box::new(move |policy| {
         if let Some(shared) = weak.upgrade() {
             shared.revoke(policy);
         }
     }));
-    let registry = shared.registry.clone();
+    let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            registry.access().policy();
+            match weak.upgrade() {
+                Some(shared) => drop(shared.current_policy()),
+                None => return,
+            }
         }
     });
 }
@@ -490,7 +503,7 @@ impl Handler for Conn {
         if !self.login_name_ok(login) {
             return Ok(Auth::reject());
         }
-        let policy = self.shared.registry.access().policy();
+        let policy = self.shared.current_policy();
         let credential = Credential::Key(offer.public_key.clone());
         let known = self
             .shared
@@ -683,7 +696,7 @@ impl Conn {
         if !self.login_name_ok(login) {
             return None;
         }
-        let policy = self.shared.registry.access().policy();
+        let policy = self.shared.current_policy();
         let user = match self
             .shared
             .resolve(login, self.peer.ip(), &credential, &policy)
@@ -739,10 +752,10 @@ impl Conn {
     }
 
     /// Whether this connection may still open channels and start requests:
-    /// re-reads a changed access file first, so a reload that revokes it
+    /// re-reads changed key files first, so a reload that revokes it
     /// happens before the answer.
     fn still_allowed(&self) -> bool {
-        self.shared.registry.access().policy();
+        self.shared.current_policy();
         self.session
             .as_ref()
             .is_some_and(|(_, registered)| !registered.is_revoked())

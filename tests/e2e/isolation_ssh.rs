@@ -331,8 +331,7 @@ fn a_removed_user_loses_her_open_connection_on_reload() {
             "mallory ran an exec after her removal: {exec:?}"
         );
     });
-    server.wait_for_log("mallory");
-    let line = server.wait_for_log("revoked");
+    let line = server.wait_for_log("access revoked");
     assert!(line.contains("mallory"), "{line}");
     // A fresh login with her key is refused.
     let out = ssh_command(&mallory.private, server.addr.port())
@@ -632,4 +631,44 @@ fn login_names_cannot_forge_log_lines() {
         text.contains("login name"),
         "the refusal is not logged:\n{text}"
     );
+}
+
+/// Without an access file the same holds for authorized_keys: a key
+/// removed from it loses its open connection.
+#[test]
+fn a_key_removed_from_authorized_keys_loses_its_open_connection() {
+    if !require_tool("ssh-keygen", "openssh-client") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let alice = ClientKey::generate(&state, "alice");
+    let mallory = ClientKey::generate(&state, "mallory");
+    let authorized = state.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&alice, &mallory]);
+    let server = LoggedServer::start(
+        &dir.path().join("store"),
+        &state,
+        ["--authorized-keys", authorized.to_str().unwrap()],
+        &[],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (h, ok) = native_login(server.addr, "mallory", &mallory.private).await;
+        assert!(ok);
+        let mut open = open_subsystem(&h).await.unwrap();
+        assert!(get(&mut open, "/v1/_ping").await.is_ok());
+        ClientKey::authorized_keys(&authorized, &[&alice]);
+        let line = server.wait_for_log("access revoked");
+        assert!(line.contains("mallory"), "{line}");
+        let after = get(&mut open, "/v1/_ping").await;
+        assert!(
+            after.is_err(),
+            "mallory's open channel still answers: {after:?}"
+        );
+        assert!(exec_get(&h, "/v1/_ping").await.is_err());
+        let (_, ok) = native_login(server.addr, "alice", &alice.private).await;
+        assert!(ok, "alice lost access");
+    });
 }

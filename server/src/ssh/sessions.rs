@@ -1,14 +1,16 @@
 //! The logged-in connections of one server, and what each logged in with,
-//! so an access-file reload can close the ones it no longer lets in
-//! (issue 14 item 7).
+//! so a reload of the access file (or of authorized_keys) can close the
+//! ones it no longer lets in (issue 14 item 7).
 //!
 //! Why close rather than re-check each request: a check per request leaves
 //! a channel's request already in flight (a long layer upload) running as
 //! the removed user. Cutting the socket stops everything the connection
 //! carries at once: channels in flight, new channels, exec requests. The
 //! cut happens inside the reload itself ([`crate::access::AccessControl::on_reload`]),
-//! before the new rules become visible, and the server re-reads the file
+//! before the new rules become visible, and the server re-reads the files
 //! every second, so a removed key stops working within about a second.
+//! Meanwhile a user the access file no longer lists is granted nothing
+//! (`access::Policy`), not even `@all`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -101,7 +103,7 @@ impl Sessions {
                 user = %e.login.user,
                 peer = %e.login.peer,
                 now = now.as_deref().unwrap_or("nobody"),
-                "access revoked by the access file; connection closed"
+                "access revoked by a key file reload; connection closed"
             );
         }
         cut
