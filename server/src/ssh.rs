@@ -89,8 +89,8 @@ pub struct ServeArgs {
     /// holds the most, so a flood cannot keep real users out.
     #[arg(long, default_value_t = 64)]
     pub max_startups: usize,
-    /// Most connections still logging in from one client address; more are
-    /// closed at once (sshd's PerSourceMaxStartups).
+    /// Most connections still logging in from one source (an IPv4 address
+    /// or an IPv6 /64); more are closed at once (sshd's PerSourceMaxStartups).
     #[arg(long, default_value_t = 10)]
     pub max_startups_per_source: usize,
     /// Seconds a connection may take to log in before it is closed (sshd's

@@ -4,8 +4,9 @@
 //! Connections that have not logged in yet ("startups") and logged-in ones
 //! are counted apart, so clients that never log in cannot starve users:
 //!
-//! * at most `--max-startups-per-source` startups per client address: more
-//!   are closed at once;
+//! * at most `--max-startups-per-source` startups per source: more are
+//!   closed at once (a source is an IPv4 address or an IPv6 /64, since one
+//!   IPv6 host usually owns a whole /64; sshd's `PerSourceNetBlockSize`);
 //! * at most `--max-startups` startups in all: when full, the newcomer takes
 //!   the slot of the oldest startup of the address holding the most slots
 //!   (so a flood, even from many addresses, cannot keep a real client out:
@@ -108,7 +109,7 @@ impl Gate {
     /// (cutting) another startup if the table is full. The slot is held
     /// until the [`Startup`] is dropped (at login or when the connection ends).
     pub fn admit(self: &Arc<Self>, addr: IpAddr, cutter: Cutter) -> Result<Startup, Refusal> {
-        let addr = addr.to_canonical();
+        let addr = source(addr);
         let mut t = self.startups.lock().unwrap_or_else(|e| e.into_inner());
         if self.max_startups == 0 {
             return Err(Refusal::NoStartups);
@@ -138,6 +139,15 @@ impl Gate {
     /// rest of the connection.
     pub fn log_in(&self) -> Option<OwnedSemaphorePermit> {
         self.logged_in.clone().try_acquire_owned().ok()
+    }
+}
+
+/// The source a client address counts against: the IPv4 address (also when
+/// seen as an IPv4-mapped IPv6 address), or the IPv6 /64 it is in.
+fn source(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -212,6 +222,16 @@ mod tests {
         held.clear();
         let t = gate.startups.lock().unwrap();
         assert!(t.waiting.is_empty() && t.per_addr.is_empty());
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(source(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(source(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(source(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(source(ip("2001:db8:1:2:ffff::9")), ip("2001:db8:1:2::"));
+        assert_ne!(source(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
     }
 
     #[test]
