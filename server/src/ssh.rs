@@ -85,12 +85,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
     /// Most connections still logging in (sshd's MaxStartups). When full, a
-    /// new connection displaces the oldest waiting one of the address that
+    /// new connection displaces the oldest waiting one of the source that
     /// holds the most, so a flood cannot keep real users out.
     #[arg(long, default_value_t = 64)]
     pub max_startups: usize,
     /// Most connections still logging in from one source (an IPv4 address
-    /// or an IPv6 /64); more are closed at once (sshd's PerSourceMaxStartups).
+    /// or an IPv6 /64; sshd's PerSourceMaxStartups). When a source is at it,
+    /// its new connection displaces its oldest waiting one.
     #[arg(long, default_value_t = 10)]
     pub max_startups_per_source: usize,
     /// Seconds a connection may take to log in before it is closed (sshd's
@@ -311,13 +312,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
                 continue;
             }
         };
-        let startup = match shared.gate.admit(peer.ip(), cutter.clone()) {
-            Ok(startup) => startup,
-            Err(refusal) => {
-                // Debug only: a flood must not flood the log too.
-                tracing::debug!(parent: &span, ?refusal, "connection refused before login");
-                continue;
-            }
+        let Some(startup) = shared.gate.admit(peer.ip(), cutter.clone()) else {
+            tracing::debug!(parent: &span, "--max-startups or --max-startups-per-source is 0; closing");
+            continue;
         };
         let (logged_in, login_seen) = oneshot::channel();
         let handler = Conn {

@@ -4,16 +4,21 @@
 //! Connections that have not logged in yet ("startups") and logged-in ones
 //! are counted apart, so clients that never log in cannot starve users:
 //!
-//! * at most `--max-startups-per-source` startups per source: more are
-//!   closed at once (a source is an IPv4 address or an IPv6 /64, since one
-//!   IPv6 host usually owns a whole /64; sshd's `PerSourceNetBlockSize`);
+//! * at most `--max-startups-per-source` startups per source (an IPv4
+//!   address or an IPv6 /64, since one IPv6 host usually owns a whole /64;
+//!   sshd's `PerSourceNetBlockSize`): when a source is at its cap, its
+//!   newcomer takes the slot of that source's oldest startup;
 //! * at most `--max-startups` startups in all: when full, the newcomer takes
-//!   the slot of the oldest startup of the address holding the most slots
-//!   (so a flood, even from many addresses, cannot keep a real client out:
-//!   it only ever displaces itself first);
+//!   the slot of the oldest startup of the source holding the most slots;
 //! * every startup is cut at `--login-grace-time` (the connection task
 //!   enforces it with the [`Cutter`]);
 //! * at most `--max-connections` logged-in connections ([`Gate::log_in`]).
+//!
+//! Displacing rather than refusing (what sshd does) means connections that
+//! sit there without logging in, the flood of the issue, never keep a real
+//! client out, whatever address they come from: a newcomer always gets a
+//! slot, and the biggest flood loses its oldest first. Only a flood that
+//! keeps reconnecting faster than a login takes can still get in the way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Shutdown};
@@ -73,25 +78,19 @@ impl Startups {
         Some(cutter)
     }
 
-    /// The startup to displace when the table is full: the oldest of the
-    /// address holding the most slots.
-    fn victim(&self) -> Option<u64> {
-        let most = self.per_addr.values().max()?;
+    /// The oldest startup of `source`.
+    fn oldest_of(&self, source: IpAddr) -> Option<u64> {
         self.waiting
             .iter()
-            .find(|(_, (addr, _))| self.per_addr.get(addr) == Some(most))
+            .find(|(_, (s, _))| *s == source)
             .map(|(id, _)| *id)
     }
-}
 
-/// Why a new connection was closed without being served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Its address already has `--max-startups-per-source` connections
-    /// waiting to log in.
-    TooManyFromAddress,
-    /// `--max-startups` is 0.
-    NoStartups,
+    /// The oldest startup of the source holding the most slots.
+    fn oldest_of_busiest(&self) -> Option<u64> {
+        let (busiest, _) = self.per_addr.iter().max_by_key(|(_, n)| **n)?;
+        self.oldest_of(*busiest)
+    }
 }
 
 impl Gate {
@@ -106,30 +105,32 @@ impl Gate {
     }
 
     /// Admits a new, not yet logged-in connection from `addr`, displacing
-    /// (cutting) another startup if the table is full. The slot is held
-    /// until the [`Startup`] is dropped (at login or when the connection ends).
-    pub fn admit(self: &Arc<Self>, addr: IpAddr, cutter: Cutter) -> Result<Startup, Refusal> {
+    /// (cutting) the startup the module doc names when a cap is reached;
+    /// `None` only when a cap is 0. The slot is held until the [`Startup`]
+    /// is dropped (at login or when the connection ends).
+    pub fn admit(self: &Arc<Self>, addr: IpAddr, cutter: Cutter) -> Option<Startup> {
+        if self.max_startups == 0 || self.per_source == 0 {
+            return None;
+        }
         let addr = source(addr);
         let mut t = self.startups.lock().unwrap_or_else(|e| e.into_inner());
-        if self.max_startups == 0 {
-            return Err(Refusal::NoStartups);
-        }
-        if t.per_addr.get(&addr).copied().unwrap_or(0) >= self.per_source {
-            return Err(Refusal::TooManyFromAddress);
-        }
-        if t.waiting.len() >= self.max_startups {
-            if let Some(victim) = t.victim() {
-                if let Some(cutter) = t.remove(victim) {
-                    tracing::debug!(%addr, "startups full; cutting the oldest waiting connection of the busiest address");
-                    cutter.cut();
-                }
-            }
+        let victim = if t.per_addr.get(&addr).copied().unwrap_or(0) >= self.per_source {
+            t.oldest_of(addr)
+        } else if t.waiting.len() >= self.max_startups {
+            t.oldest_of_busiest()
+        } else {
+            None
+        };
+        if let Some(cutter) = victim.and_then(|id| t.remove(id)) {
+            // Debug only: a flood must not flood the log too.
+            tracing::debug!(source = %addr, "startup caps reached; cutting a waiting connection");
+            cutter.cut();
         }
         let id = t.next;
         t.next += 1;
         t.waiting.insert(id, (addr, cutter));
         *t.per_addr.entry(addr).or_insert(0) += 1;
-        Ok(Startup {
+        Some(Startup {
             gate: self.clone(),
             id,
         })
@@ -179,6 +180,13 @@ mod tests {
         (cutter, client)
     }
 
+    /// Whether the peer already closed (no waiting: for "not cut" checks,
+    /// after a later cut of another connection proved the gate acted).
+    fn is_cut_now(client: &mut tokio::net::TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        !matches!(client.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     async fn is_cut(client: &mut tokio::net::TcpStream) -> bool {
         use tokio::io::AsyncReadExt;
         let mut b = [0u8; 1];
@@ -189,39 +197,48 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn per_source_cap_refuses_and_a_full_table_displaces_the_busiest_address() {
+    async fn a_full_source_or_table_displaces_its_oldest_waiting_connection() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gate = Gate::new(4, 3, 10);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let c: IpAddr = "::ffff:10.0.0.3".parse().unwrap();
         let mut held = Vec::new();
-        let mut clients = Vec::new();
-        for _ in 0..3 {
+        let mut a_clients = Vec::new();
+        for _ in 0..4 {
             let (cut, client) = conn(&listener).await;
             held.push(gate.admit(a, cut).unwrap());
-            clients.push(client);
+            a_clients.push(client);
         }
-        let (cut, _client) = conn(&listener).await;
-        assert_eq!(gate.admit(a, cut).unwrap_err(), Refusal::TooManyFromAddress);
-        let (cut, _b_client) = conn(&listener).await;
+        // a's fourth displaced a's first (per-source cap 3).
+        assert!(is_cut(&mut a_clients[0]).await, "a's oldest was not cut");
+        let (cut, mut b_client) = conn(&listener).await;
         held.push(gate.admit(b, cut).unwrap());
-        // Full (4): c displaces a's oldest, never b's only one.
+        // Full (4): c displaces a's oldest remaining, never b's only one.
         let (cut, _c_client) = conn(&listener).await;
         held.push(gate.admit(c, cut).unwrap());
-        assert!(is_cut(&mut clients[0]).await, "a's oldest was not cut");
+        assert!(
+            is_cut(&mut a_clients[1]).await,
+            "the busiest source's oldest was not cut"
+        );
         {
             let t = gate.startups.lock().unwrap();
             assert_eq!(t.waiting.len(), 4);
             assert_eq!(t.per_addr[&a], 2);
+            assert_eq!(t.per_addr[&b], 1);
             assert_eq!(t.per_addr[&"10.0.0.3".parse::<IpAddr>().unwrap()], 1);
         }
-        // Dropping the displaced startup's guard later changes nothing.
+        assert!(!is_cut_now(&mut b_client), "b's only connection was cut");
+        // Dropping a displaced startup's guard later changes nothing.
         drop(held.remove(0));
         assert_eq!(gate.startups.lock().unwrap().waiting.len(), 4);
         held.clear();
-        let t = gate.startups.lock().unwrap();
-        assert!(t.waiting.is_empty() && t.per_addr.is_empty());
+        {
+            let t = gate.startups.lock().unwrap();
+            assert!(t.waiting.is_empty() && t.per_addr.is_empty());
+        }
+        let (cut, _) = conn(&listener).await;
+        assert!(Gate::new(0, 3, 1).admit(a, cut).is_none());
     }
 
     #[test]
