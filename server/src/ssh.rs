@@ -714,12 +714,6 @@ impl Conn {
             );
             return None;
         };
-        tracing::info!(
-            login,
-            user,
-            key = key_fingerprint.as_deref().unwrap_or("-"),
-            "authenticated"
-        );
         let who = if matches!(credential, Credential::Anonymous) {
             Identity::anonymous(Some(self.peer.to_string()))
         } else {
@@ -732,13 +726,31 @@ impl Conn {
         let entry = Login {
             login: login.to_string(),
             peer: self.peer,
-            credential,
-            user,
+            credential: credential.clone(),
+            user: user.clone(),
         };
         let registered = self
             .shared
             .sessions
             .register(self.conn, entry, self.cutter.clone());
+        // A reload between the check above and the registration did not
+        // see this connection; from here on every reload does. So check
+        // once more against whatever is current now.
+        let now = self.shared.current_policy();
+        if self
+            .shared
+            .resolve(login, self.peer.ip(), &credential, &now)
+            != Ok(user)
+        {
+            tracing::info!(login, "key files changed during the login; login refused");
+            return None;
+        }
+        tracing::info!(
+            login,
+            user = %who.user,
+            key = who.key_fingerprint.as_deref().unwrap_or("-"),
+            "authenticated"
+        );
         self.session = Some((permit, registered));
         self.startup = None;
         if let Some(tx) = self.logged_in.take() {
