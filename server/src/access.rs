@@ -48,6 +48,21 @@ use crate::registry::Identity;
 /// first (OpenSSH always does) is never silently downgraded.
 pub const ANONYMOUS_LOGIN: &str = "anonymous";
 
+/// Longest SSH login name accepted.
+pub const MAX_LOGIN_LEN: usize = 64;
+
+/// Whether an SSH login name is acceptable: 1 to [`MAX_LOGIN_LEN`] bytes of
+/// `A-Z a-z 0-9 . _ @ -`. Clients can send any bytes as a login name, and
+/// without an access file it becomes the user every request is logged and
+/// audited under, so anything else is refused at authentication.
+pub fn valid_login(login: &str) -> bool {
+    !login.is_empty()
+        && login.len() <= MAX_LOGIN_LEN
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
 /// What a request wants to do to a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
@@ -151,6 +166,8 @@ struct CertAuthority {
 /// A parsed access file.
 #[derive(Debug, Clone)]
 pub struct Policy {
+    /// No access file: every authenticated user counts as known.
+    open: bool,
     users: BTreeMap<String, Vec<PublicKey>>,
     groups: BTreeMap<String, BTreeSet<String>>,
     cert_authorities: Vec<CertAuthority>,
@@ -303,6 +320,7 @@ impl Policy {
             });
         }
         Ok(Policy {
+            open: false,
             users,
             groups,
             cert_authorities,
@@ -328,6 +346,7 @@ impl Policy {
             });
         }
         Policy {
+            open: true,
             users: BTreeMap::new(),
             groups: BTreeMap::new(),
             cert_authorities: vec![],
@@ -387,7 +406,13 @@ impl Policy {
             .any(|r| r.read.contains(&Principal::Anonymous))
     }
 
+    /// Whether rule entry `p` names `user`. With an access file only users
+    /// it lists are anyone: a connection whose user a reload removed gets
+    /// nothing, even from `@all`, while it is being closed.
     fn names(&self, p: &Principal, user: Option<&str>) -> bool {
+        if user.is_some_and(|me| !self.open && !self.users.contains_key(me)) {
+            return false;
+        }
         match (p, user) {
             (Principal::Anonymous, None) => true,
             (Principal::All, Some(_)) => true,
@@ -496,10 +521,22 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     pi == p.len()
 }
 
+/// Called with the new policy each time the access file is re-read, before
+/// any request can see it (see [`AccessControl::on_reload`]).
+pub type ReloadHook = Box<dyn Fn(&Policy) + Send + Sync>;
+
 /// The live access policy: an open policy, or a file re-read when it changes.
-#[derive(Debug)]
 pub struct AccessControl {
     source: Source,
+    hooks: Mutex<Vec<ReloadHook>>,
+}
+
+impl std::fmt::Debug for AccessControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessControl")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -516,6 +553,7 @@ impl AccessControl {
     pub fn open(anonymous_read: &[String]) -> AccessControl {
         AccessControl {
             source: Source::Open(Arc::new(Policy::open(anonymous_read))),
+            hooks: Mutex::new(Vec::new()),
         }
     }
 
@@ -527,12 +565,25 @@ impl AccessControl {
                 path: path.to_path_buf(),
                 state: Mutex::new((modified, Arc::new(policy))),
             },
+            hooks: Mutex::new(Vec::new()),
         })
     }
 
     /// Whether keys come from the access file (else from authorized_keys).
     pub fn has_file(&self) -> bool {
         matches!(self.source, Source::File { .. })
+    }
+
+    /// Runs `hook` on every successful re-read of the access file, with the
+    /// new policy, while the reload still holds the policy lock: nothing can
+    /// use the new rules before every hook has returned. The SSH server uses
+    /// it to close the connections of users the new file no longer lets in.
+    /// A hook must not call [`AccessControl::policy`] (it would deadlock).
+    pub fn on_reload(&self, hook: ReloadHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     /// The current policy, re-reading the file if it changed. A file that
@@ -546,6 +597,10 @@ impl AccessControl {
                 if modified != st.0 {
                     match load(path) {
                         Ok((m, p)) => {
+                            for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter()
+                            {
+                                hook(&p);
+                            }
                             tracing::info!(path = %path.display(), "access file reloaded");
                             *st = (m, Arc::new(p));
                         }
@@ -642,6 +697,31 @@ write = ["writer"]
     }
 
     #[test]
+    fn login_names() {
+        for ok in [
+            "alice",
+            "ci.bot@build-1",
+            "anonymous",
+            "A_B-9",
+            &"x".repeat(64),
+        ] {
+            assert!(valid_login(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a\nb",
+            "a\x1b[2J",
+            "é",
+            "a/b",
+            "a:b",
+            &"x".repeat(65),
+        ] {
+            assert!(!valid_login(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn globs() {
         assert!(glob_match("*", "anything"));
         assert!(glob_match("team-*", "team-a"));
@@ -677,6 +757,10 @@ write = ["writer"]
         assert!(p.writes_somewhere(Some("writer")));
         assert!(!p.writes_somewhere(Some("reader")));
         assert!(!p.writes_somewhere(None));
+        // A user the file does not list (removed by a reload) gets nothing.
+        assert!(!p.allows(Some("mallory"), "public", Action::Read));
+        assert!(!p.allows(Some("mallory"), "team-a", Action::Read));
+        assert!(Policy::open(&[]).allows(Some("anyone"), "x", Action::Delete));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use anyhow::{Context, Result};
 use russh::keys::ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey};
 use russh::keys::Algorithm;
 
+pub mod certificate;
+
 /// Loads the host key at `path`, generating an Ed25519 key there (mode 0600,
 /// plus a `.pub`) if the file does not exist. Returns the key and whether it
 /// was generated.
@@ -195,12 +197,14 @@ impl AuthorizedKeysFile {
         self.modified = modified;
     }
 
-    /// Re-reads the file if its modification time changed.
-    pub fn refresh(&mut self) {
+    /// Re-reads the file if its modification time changed; returns whether it did.
+    pub fn refresh(&mut self) -> bool {
         let modified = fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         if modified != self.modified {
             self.reload();
+            return true;
         }
+        false
     }
 
     /// The entry for `key`, compared by key data (not comment).

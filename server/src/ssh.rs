@@ -6,10 +6,17 @@
 //! refused. The [`Handler`] only authenticates and routes: each channel gets
 //! its own task that owns the channel and does all I/O (`russh.md` §2.3, §6.1).
 //! Tuned per `russh.md` §0/§5: AES-GCM first, nodelay, 16 MiB windows.
+//!
+//! Before any of that, [`admission`] decides whether a connection gets a
+//! slot (pre-login limits and the login grace time), and [`sessions`] lets
+//! an access-file reload close connections it no longer lets in.
+
+mod admission;
+mod sessions;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,14 +32,17 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure, MethodKind, MethodSet, Preferred};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::Instrument;
 
-use crate::access::{AccessControl, ANONYMOUS_LOGIN};
+use crate::access::{valid_login, AccessControl, Policy, ANONYMOUS_LOGIN};
 use crate::exec::{self, ExecCommand};
+use crate::keys::certificate::check_critical_options;
 use crate::keys::{self, AuthorizedKeysFile};
 use crate::registry::{BoxError, HttpLimits, Identity, Registry, RegistryConfig, ReqBody};
 use crate::store::Store;
+use admission::{Cutter, Gate, Startup};
+use sessions::{Credential, Login, Registered, Sessions};
 
 /// The subsystem name carrying HTTP/1.1.
 pub const SUBSYSTEM: &str = "docker-registry";
@@ -70,9 +80,24 @@ pub struct ServeArgs {
     /// Audit log file (one JSON line per write or delete). Default: <root>/_berth/audit.log.
     #[arg(long)]
     pub audit: Option<PathBuf>,
-    /// Most simultaneous SSH connections; more are closed at once.
+    /// Most simultaneous logged-in SSH connections; a login beyond them is
+    /// refused. Connections still logging in count apart (--max-startups).
     #[arg(long, default_value_t = 256)]
     pub max_connections: usize,
+    /// Most connections still logging in (sshd's MaxStartups). When full, a
+    /// new connection displaces the oldest waiting one of the source that
+    /// holds the most, so a flood cannot keep real users out.
+    #[arg(long, default_value_t = 64)]
+    pub max_startups: usize,
+    /// Most connections still logging in from one source (an IPv4 address
+    /// or an IPv6 /64; sshd's PerSourceMaxStartups). When a source is at it,
+    /// its new connection displaces its oldest waiting one.
+    #[arg(long, default_value_t = 10)]
+    pub max_startups_per_source: usize,
+    /// Seconds a connection may take to log in before it is closed (sshd's
+    /// LoginGraceTime).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_grace_time: u64,
     /// Most open channels per connection; more are refused.
     #[arg(long, default_value_t = 64)]
     pub max_channels: usize,
@@ -136,25 +161,72 @@ struct Shared {
     /// Keys from authorized_keys; `None` when an access file names the keys.
     authorized: Option<Mutex<AuthorizedKeysFile>>,
     max_channels: usize,
+    /// Connection slots before and after login.
+    gate: Arc<Gate>,
+    /// Logged-in connections, for access-file reloads.
+    sessions: Arc<Sessions>,
 }
 
 impl Shared {
-    /// The user a key authenticates as: from the access file, or (without
-    /// one) the SSH login name when the key is in authorized_keys.
-    fn user_for_key(&self, login: &str, key: &PublicKey) -> Option<String> {
-        match &self.authorized {
-            Some(file) => {
-                let mut keys = file.lock().unwrap_or_else(|e| e.into_inner());
-                keys.refresh();
-                keys.find(key).map(|_| login.to_string())
+    /// The user a credential logs in as under `policy`, or why it may not:
+    /// the one rule for both the login and every access-file reload.
+    fn resolve(
+        &self,
+        login: &str,
+        peer: IpAddr,
+        credential: &Credential,
+        policy: &Policy,
+    ) -> Result<String, String> {
+        match credential {
+            Credential::Key(key) => match &self.authorized {
+                Some(file) => file
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .find(key)
+                    .map(|_| login.to_string())
+                    .ok_or_else(|| "key not in authorized_keys".to_string()),
+                None => policy
+                    .user_for_key(key)
+                    .map(str::to_string)
+                    .ok_or_else(|| "key not in the access file".to_string()),
+            },
+            Credential::Certificate(cert) => {
+                let user = policy.user_for_certificate(cert).ok_or_else(|| {
+                    "certificate not valid now, not from a configured CA, or no principal maps to a user"
+                        .to_string()
+                })?;
+                check_critical_options(cert, peer)?;
+                Ok(user)
             }
-            None => self
-                .registry
-                .access()
-                .policy()
-                .user_for_key(key)
-                .map(str::to_string),
+            Credential::Anonymous if login == ANONYMOUS_LOGIN && policy.allows_anonymous() => {
+                Ok(ANONYMOUS_LOGIN.to_string())
+            }
+            Credential::Anonymous => Err("no anonymous access".to_string()),
         }
+    }
+
+    /// The policy to decide with now: re-reads a changed access file (its
+    /// reload hook runs [`Shared::revoke`]) or a changed authorized_keys
+    /// file (revoking here), so a connection the change shuts out is
+    /// closed before anything is decided under the new keys.
+    fn current_policy(&self) -> Arc<Policy> {
+        let policy = self.registry.access().policy();
+        if let Some(file) = &self.authorized {
+            let changed = file.lock().unwrap_or_else(|e| e.into_inner()).refresh();
+            if changed {
+                self.revoke(&policy);
+            }
+        }
+        policy
+    }
+
+    /// Closes the connections `policy` (a reloaded access file) or the
+    /// current authorized_keys no longer let in as the user they logged in as.
+    fn revoke(&self, policy: &Policy) {
+        self.sessions.revoke(|l| {
+            self.resolve(&l.login, l.peer.ip(), &l.credential, policy)
+                .ok()
+        });
     }
 }
 
@@ -209,7 +281,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         registry,
         authorized,
         max_channels: args.max_channels,
+        gate: Gate::new(
+            args.max_startups,
+            args.max_startups_per_source,
+            args.max_connections,
+        ),
+        sessions: Arc::new(Sessions::default()),
     });
+    watch_key_files(&shared);
     let config = Arc::new(ssh_config(host_key, Duration::from_secs(args.idle_timeout)));
     let listener = TcpListener::bind(args.listen)
         .await
@@ -219,17 +298,25 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "berth-server: listening on {addr} (root {}, host key {host_fp}, {keys_from})",
         args.root.display(),
     );
-    let connections = Arc::new(Semaphore::new(args.max_connections));
+    let grace = Duration::from_secs(args.login_grace_time);
     let ids = AtomicU64::new(1);
     loop {
         let (stream, peer) = listener.accept().await?;
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many connections; closing");
-            drop(stream);
+        let conn = ids.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("conn", id = conn, %peer);
+        let _ = stream.set_nodelay(true);
+        let (stream, cutter) = match Cutter::new(stream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(parent: &span, error = %e, "cannot set up the connection");
+                continue;
+            }
+        };
+        let Some(startup) = shared.gate.admit(peer.ip(), cutter.clone()) else {
+            tracing::debug!(parent: &span, "--max-startups or --max-startups-per-source is 0; closing");
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let conn = ids.fetch_add(1, Ordering::Relaxed);
+        let (logged_in, login_seen) = oneshot::channel();
         let handler = Conn {
             shared: shared.clone(),
             peer,
@@ -238,24 +325,66 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             pending: HashMap::new(),
             open: Arc::new(AtomicUsize::new(0)),
             warned_channel_limit: false,
+            startup: Some(startup),
+            logged_in: Some(logged_in),
+            session: None,
+            cutter: cutter.clone(),
+            warned_login_name: false,
         };
         let config = config.clone();
-        let span = tracing::info_span!("conn", id = conn, %peer);
         tokio::spawn(
             async move {
-                match russh::server::run_stream(config, stream, handler).await {
-                    Ok(session) => {
-                        if let Err(e) = session.await {
-                            tracing::debug!(error = %e, "connection ended");
+                let session = async move {
+                    match russh::server::run_stream(config, stream, handler).await {
+                        Ok(session) => {
+                            if let Err(e) = session.await {
+                                tracing::debug!(error = %e, "connection ended");
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                    }
+                };
+                tokio::pin!(session);
+                tokio::select! {
+                    () = &mut session => return,
+                    seen = tokio::time::timeout(grace, login_seen) => {
+                        // Err: the grace time is over; Ok(Err): the session
+                        // ended without a login (it finishes below).
+                        if seen.is_err() {
+                            tracing::info!(seconds = grace.as_secs(), "no login within the login grace time; closing");
+                            cutter.cut();
                         }
                     }
-                    Err(e) => tracing::debug!(error = %e, "handshake failed"),
                 }
-                drop(permit);
+                session.await;
             }
             .instrument(span),
         );
     }
+}
+
+/// Re-reads the key files every second ([`Shared::current_policy`]), so a
+/// removed key loses its open connections even when no request or login
+/// arrives to notice the change.
+fn watch_key_files(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    shared.registry.access().on_reload(Box::new(move |policy| {
+        if let Some(shared) = weak.upgrade() {
+            shared.revoke(policy);
+        }
+    }));
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(shared) => drop(shared.current_policy()),
+                None => return,
+            }
+        }
+    });
 }
 
 /// One SSH connection: authenticates, then routes channel requests to tasks.
@@ -270,6 +399,16 @@ struct Conn {
     open: Arc<AtomicUsize>,
     /// Whether the channel-limit warning was already logged.
     warned_channel_limit: bool,
+    /// Until login: the connection's slot among those logging in.
+    startup: Option<Startup>,
+    /// Until login: tells the connection task to stop the grace timer.
+    logged_in: Option<oneshot::Sender<()>>,
+    /// After login: the logged-in slot and the entry reloads check.
+    session: Option<(OwnedSemaphorePermit, Registered)>,
+    /// Closes this connection from outside the session.
+    cutter: Cutter,
+    /// Whether a refused login name was already logged.
+    warned_login_name: bool,
 }
 
 /// Decrements a connection's open-channel count when a channel task ends.
@@ -294,6 +433,9 @@ impl Conn {
         session: &mut Session,
         job: Job,
     ) -> Result<(), anyhow::Error> {
+        if !self.still_allowed() {
+            return self.refuse(id, session);
+        }
         let Some(channel) = self.pending.remove(&id) else {
             session.channel_failure(id)?;
             return Ok(());
@@ -332,10 +474,12 @@ impl Handler for Conn {
     async fn auth_none(&mut self, login: &str) -> Result<Auth, Self::Error> {
         // OpenSSH always probes `none` first: only the `anonymous` login may
         // succeed with it, so a client with keys is never downgraded.
-        if login == ANONYMOUS_LOGIN && self.shared.registry.access().policy().allows_anonymous() {
-            tracing::info!("anonymous client");
-            self.who = Some(Identity::anonymous(Some(self.peer.to_string())));
-            return Ok(Auth::Accept);
+        if login == ANONYMOUS_LOGIN {
+            if let Some(auth) = self.log_in(login, Credential::Anonymous, None) {
+                return Ok(auth);
+            }
+        } else {
+            self.login_name_ok(login);
         }
         Ok(Auth::Reject {
             proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
@@ -353,14 +497,16 @@ impl Handler for Conn {
         // nothing saying it is one), so when certificate authorities are
         // configured the decision waits for the signed request
         // (auth_publickey / auth_openssh_certificate).
-        let known = self.shared.user_for_key(login, offer.public_key).is_some();
-        let cas = self
+        if !self.login_name_ok(login) {
+            return Ok(Auth::reject());
+        }
+        let policy = self.shared.current_policy();
+        let credential = Credential::Key(offer.public_key.clone());
+        let known = self
             .shared
-            .registry
-            .access()
-            .policy()
-            .has_cert_authorities();
-        Ok(if known || cas {
+            .resolve(login, self.peer.ip(), &credential, &policy)
+            .is_ok();
+        Ok(if known || policy.has_cert_authorities() {
             Auth::Accept
         } else {
             Auth::reject()
@@ -373,17 +519,10 @@ impl Handler for Conn {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         let fp = keys::fingerprint(key.public_key);
-        let Some(user) = self.shared.user_for_key(login, key.public_key) else {
-            tracing::info!(login, key = %fp, "public key refused");
-            return Ok(Auth::reject());
-        };
-        tracing::info!(login, user, key = %fp, "authenticated");
-        self.who = Some(Identity {
-            user,
-            key_fingerprint: Some(fp),
-            client: Some(self.peer.to_string()),
-        });
-        Ok(Auth::Accept)
+        let credential = Credential::Key(key.public_key.clone());
+        Ok(self
+            .log_in(login, credential, Some(fp))
+            .unwrap_or_else(Auth::reject))
     }
 
     async fn auth_openssh_certificate(
@@ -392,25 +531,14 @@ impl Handler for Conn {
         cert: &Certificate,
     ) -> Result<Auth, Self::Error> {
         // russh checked the signature by the certificate's key; the CA
-        // signature, validity, type and principals are checked here.
+        // signature, validity, type, principals and critical options are
+        // checked in Shared::resolve.
         let fp = keys::fingerprint(&PublicKey::from(cert.public_key().clone()));
-        let Some(user) = self
-            .shared
-            .registry
-            .access()
-            .policy()
-            .user_for_certificate(cert)
-        else {
-            tracing::info!(login, key = %fp, "certificate refused");
-            return Ok(Auth::reject());
-        };
-        tracing::info!(login, user, key = %fp, key_id = cert.key_id(), "authenticated by certificate");
-        self.who = Some(Identity {
-            user,
-            key_fingerprint: Some(fp),
-            client: Some(self.peer.to_string()),
-        });
-        Ok(Auth::Accept)
+        tracing::info!(login, key = %fp, key_id = cert.key_id(), "certificate offered");
+        let credential = Credential::Certificate(Box::new(cert.clone()));
+        Ok(self
+            .log_in(login, credential, Some(fp))
+            .unwrap_or_else(Auth::reject))
     }
 
     async fn channel_open_session(
@@ -419,6 +547,12 @@ impl Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.still_allowed() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         if self.open.load(Ordering::Relaxed) >= self.shared.max_channels {
             if !self.warned_channel_limit {
                 // Once per connection: a flood must not flood the log too.
@@ -446,7 +580,7 @@ impl Handler for Conn {
         if name == SUBSYSTEM {
             self.start(id, session, Job::Http)
         } else {
-            tracing::info!(name, "unknown subsystem refused");
+            tracing::info!(name = ?name, "unknown subsystem refused");
             self.refuse(id, session)
         }
     }
@@ -465,7 +599,7 @@ impl Handler for Conn {
             Ok(Some(cmd)) => self.start(id, session, Job::Exec(cmd)),
             Err(msg) => self.start(id, session, Job::Usage(msg)),
             Ok(None) => {
-                tracing::info!(command = %line, "exec refused");
+                tracing::info!(command = ?line, "exec refused");
                 self.refuse(id, session)
             }
         }
@@ -532,6 +666,110 @@ impl Handler for Conn {
 }
 
 impl Conn {
+    /// Checks the login name ([`valid_login`]); a refused one is logged
+    /// once per connection, escaped.
+    fn login_name_ok(&mut self, login: &str) -> bool {
+        if valid_login(login) {
+            return true;
+        }
+        if !self.warned_login_name {
+            tracing::info!(
+                login = ?login,
+                "login name refused: only A-Z a-z 0-9 . _ @ - and at most 64 characters"
+            );
+            self.warned_login_name = true;
+        }
+        false
+    }
+
+    /// Logs the connection in if `credential` maps to a user for `login`
+    /// and a logged-in slot is free; `None` means reject.
+    fn log_in(
+        &mut self,
+        login: &str,
+        credential: Credential,
+        key_fingerprint: Option<String>,
+    ) -> Option<Auth> {
+        if !self.login_name_ok(login) {
+            return None;
+        }
+        let policy = self.shared.current_policy();
+        let user = match self
+            .shared
+            .resolve(login, self.peer.ip(), &credential, &policy)
+        {
+            Ok(user) => user,
+            Err(why) => {
+                if !matches!(credential, Credential::Anonymous) {
+                    tracing::info!(login, key = key_fingerprint.as_deref().unwrap_or("-"), reason = %why, "login refused");
+                }
+                return None;
+            }
+        };
+        let Some(permit) = self.shared.gate.log_in() else {
+            tracing::warn!(
+                login,
+                user,
+                "too many logged-in connections (--max-connections); login refused"
+            );
+            return None;
+        };
+        let who = if matches!(credential, Credential::Anonymous) {
+            Identity::anonymous(Some(self.peer.to_string()))
+        } else {
+            Identity {
+                user: user.clone(),
+                key_fingerprint,
+                client: Some(self.peer.to_string()),
+            }
+        };
+        let entry = Login {
+            login: login.to_string(),
+            peer: self.peer,
+            credential: credential.clone(),
+            user: user.clone(),
+        };
+        let registered = self
+            .shared
+            .sessions
+            .register(self.conn, entry, self.cutter.clone());
+        // A reload between the check above and the registration did not
+        // see this connection; from here on every reload does. So check
+        // once more against whatever is current now.
+        let now = self.shared.current_policy();
+        if self
+            .shared
+            .resolve(login, self.peer.ip(), &credential, &now)
+            != Ok(user)
+        {
+            tracing::info!(login, "key files changed during the login; login refused");
+            return None;
+        }
+        tracing::info!(
+            login,
+            user = %who.user,
+            key = who.key_fingerprint.as_deref().unwrap_or("-"),
+            "authenticated"
+        );
+        self.session = Some((permit, registered));
+        self.startup = None;
+        if let Some(tx) = self.logged_in.take() {
+            let _ = tx.send(());
+        }
+        self.who = Some(who);
+        Some(Auth::Accept)
+    }
+
+    /// Whether this connection may still open channels and start requests:
+    /// re-reads changed key files first, so a reload that revokes it
+    /// happens before the answer.
+    fn still_allowed(&self) -> bool {
+        self.shared.current_policy();
+        self.session
+            .as_ref()
+            .is_some_and(|(_, registered)| !registered.is_revoked())
+    }
+
     /// Refuses a request and drops the channel (an unread channel would stall
     /// the connection after `channel_buffer_size` messages, `russh.md` §6.2).
     fn refuse(&mut self, id: ChannelId, session: &mut Session) -> Result<(), anyhow::Error> {
@@ -584,7 +822,7 @@ async fn run_exec_channel(
     cmd: ExecCommand,
 ) {
     let (rd, wr) = channel.split();
-    tracing::info!(method = %cmd.method, path = %cmd.path, "exec");
+    tracing::info!(method = %cmd.method, path = ?cmd.path, "exec");
     let code = exec::run(
         registry,
         cmd,

@@ -95,6 +95,23 @@ pub struct RegistryConfig {
     pub mirror: Option<Arc<Mirror>>,
 }
 
+/// Largest JSON request body accepted from anonymous (keyless) clients,
+/// whatever `--max-json-body` says: anyone can open channels, so the
+/// memory one of them can make the server hold stays small.
+pub const ANONYMOUS_JSON_BODY: usize = 64 << 10;
+
+impl RegistryConfig {
+    /// The largest JSON request body `who` may send: `max_json_body`, or
+    /// at most [`ANONYMOUS_JSON_BODY`] for anonymous clients.
+    pub fn json_body_limit(&self, who: &Identity) -> usize {
+        if who.is_anonymous() {
+            self.max_json_body.min(ANONYMOUS_JSON_BODY)
+        } else {
+            self.max_json_body
+        }
+    }
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {

@@ -81,7 +81,7 @@ pub async fn handle(
         (RepoProperties(repo), _, &Method::PUT) => put_properties(reg, repo, body, who).await,
         (Users, true, _) => Ok(response::json(StatusCode::OK, &json!("OK"))),
         // Tells 1.0–1.10 clients to continue with the GET that logs in.
-        (Users, _, &Method::POST) => create_user(reg, body).await,
+        (Users, _, &Method::POST) => create_user(reg, body, who).await,
         (User(_), _, &Method::PUT) => Ok(response::empty(StatusCode::NO_CONTENT)),
         (Search, true, _) => search(reg, req, who).await,
         _ => Err(v1_error(
@@ -231,12 +231,25 @@ fn store_error(e: StoreError) -> Response<RespBody> {
     }
 }
 
-/// Reads a small JSON request body, refusing anything over the configured cap.
+/// Reads a small JSON request body, refusing anything over the caller's cap
+/// ([`super::RegistryConfig::json_body_limit`]): a declared length over it
+/// is answered 413 before a byte of the body is read, a streamed body as
+/// soon as it passes the cap.
 pub(crate) async fn read_small_body(
     reg: &Registry,
+    who: &Identity,
     mut body: ReqBody,
 ) -> Result<Bytes, Response<RespBody>> {
-    let limit = reg.config().max_json_body;
+    let limit = reg.config().json_body_limit(who);
+    let too_large = || {
+        v1_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("Request body larger than {limit} bytes"),
+        )
+    };
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large());
+    }
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -247,10 +260,7 @@ pub(crate) async fn read_small_body(
         })?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
-                return Err(v1_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("Request body larger than {limit} bytes"),
-                ));
+                return Err(too_large());
             }
             buf.extend_from_slice(&data);
         }
@@ -309,7 +319,7 @@ async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
 /// with other bytes. Identical bytes of an image the caller cannot read
 /// answer 200: the caller goes on to prove possession (layer, checksum).
 async fn put_image_json(reg: &Registry, id: ImageId, body: ReqBody, who: &Identity) -> V1Result {
-    let body = read_small_body(reg, body).await?;
+    let body = read_small_body(reg, who, body).await?;
     let parent = image_json_parent(&id, &body).map_err(store_error)?;
     if let Some(parent) = &parent {
         // A child would put its parent in the ancestry of the caller's tags.
@@ -424,7 +434,7 @@ async fn put_tag(
     who: &Identity,
 ) -> V1Result {
     let meta = tag_metadata(req.headers.get(header::USER_AGENT));
-    let body = read_small_body(reg, body).await?;
+    let body = read_small_body(reg, who, body).await?;
     let id = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::String(s)) => s,
         _ => return Err(v1_error(StatusCode::BAD_REQUEST, "Invalid data")),
@@ -564,7 +574,7 @@ async fn merge_announced(
     who: &Identity,
     op: &'static str,
 ) -> Result<(), Response<RespBody>> {
-    let body = read_small_body(reg, body).await?;
+    let body = read_small_body(reg, who, body).await?;
     let items = if body.iter().all(u8::is_ascii_whitespace) {
         vec![]
     } else {
@@ -641,7 +651,7 @@ async fn get_properties(reg: &Registry, repo: RepoName) -> V1Result {
 }
 
 async fn put_properties(reg: &Registry, repo: RepoName, body: ReqBody, who: &Identity) -> V1Result {
-    let body = read_small_body(reg, body).await?;
+    let body = read_small_body(reg, who, body).await?;
     let private = match serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("access").cloned())
@@ -668,8 +678,8 @@ async fn put_properties(reg: &Registry, repo: RepoName, body: ReqBody, who: &Ide
 /// `POST /v1/users/`: accounts are SSH keys, so nothing is created; the
 /// reference's "already exists" answer tells 1.0–1.10 clients to continue
 /// with the `GET /v1/users/` that logs in (`v1-protocol.md` §3.2).
-async fn create_user(reg: &Registry, body: ReqBody) -> V1Result {
-    let body = read_small_body(reg, body).await?;
+async fn create_user(reg: &Registry, body: ReqBody, who: &Identity) -> V1Result {
+    let body = read_small_body(reg, who, body).await?;
     if serde_json::from_slice::<Value>(&body).is_err() {
         return Err(v1_error(StatusCode::BAD_REQUEST, "Error Decoding JSON"));
     }
