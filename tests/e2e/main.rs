@@ -6,6 +6,7 @@ mod archive;
 mod client;
 mod fuzz;
 mod hostile;
+mod isolation_ops;
 mod mirror;
 mod resume;
 mod roles;
