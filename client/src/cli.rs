@@ -35,8 +35,8 @@ REGISTRY is ssh://[user@]host[:port], file:///abs/dir or a directory path; berth
 get, put and shim also take a V2 registry at http://host[:port] or https://host[:port] \
 (certificate checked against the system trust store, or SSL_CERT_FILE). With \
 BERTH_SSH_COMMAND set (e.g. \"ssh -F ~/.ssh/config\"), ssh:// registries are reached by \
-running `$BERTH_SSH_COMMAND -s [-p PORT] [user@]host docker-registry` instead of the \
-built-in SSH client.";
+running `$BERTH_SSH_COMMAND -s [-p PORT] -- [user@]host docker-registry` instead of the \
+built-in SSH client; a host or user starting with '-' is refused.";
 
 /// Read size for streamed request bodies.
 const CHUNK: usize = 256 * 1024;
