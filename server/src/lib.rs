@@ -18,6 +18,7 @@
 //! * [`stdio`] — one connection on stdin/stdout for stock sshd.
 //! * [`keys`] — host key generation/loading and authorized_keys parsing.
 //! * [`logsafe`] — escaping of client-controlled text in logs and audit output.
+//! * [`strict`] — StrictModes-style owner/mode checks of hooks and the host key.
 
 pub mod access;
 pub mod audit;
@@ -32,3 +33,4 @@ pub mod registry;
 pub mod ssh;
 pub mod stdio;
 pub mod store;
+pub mod strict;

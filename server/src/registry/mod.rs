@@ -14,6 +14,7 @@ pub mod v1;
 pub mod v2;
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,9 @@ pub struct RegistryConfig {
     pub endpoints: Vec<String>,
     /// URLs every push and delete event is POSTed to (see [`crate::hooks`]).
     pub webhooks: Vec<WebhookUrl>,
+    /// Directory of post-push/post-delete hooks (`--hooks-dir`); `None`
+    /// (the default, and always in the client's local mode) runs none.
+    pub hooks_dir: Option<PathBuf>,
     /// The upstream this registry mirrors, if it is a pull-through mirror.
     pub mirror: Option<Arc<Mirror>>,
 }
@@ -103,6 +107,7 @@ impl Default for RegistryConfig {
             header_timeout: Duration::from_secs(30),
             endpoints: Vec::new(),
             webhooks: Vec::new(),
+            hooks_dir: None,
             mirror: None,
         }
     }
@@ -116,6 +121,13 @@ pub struct RoleArgs {
     /// envelope) to this `http://` or `https://` URL; repeatable.
     #[arg(long = "webhook", value_name = "URL", value_parser = WebhookUrl::parse)]
     pub webhooks: Vec<WebhookUrl>,
+    /// Run the executables `post-push` and `post-delete` of this directory
+    /// after each push and delete. The directory and each hook must be owned
+    /// by the server's user or root and not group- or world-writable (a hook
+    /// that is not is refused and logged). Default: no hooks; hooks in the
+    /// store (`_berth/hooks/`) are never run.
+    #[arg(long = "hooks-dir", value_name = "DIR")]
+    pub hooks_dir: Option<PathBuf>,
     /// Registry `HOST:PORT` listed in V1 `X-Docker-Endpoints` (servers sharing
     /// this store); repeatable. Default: the request's Host.
     #[arg(long = "endpoint", value_name = "HOST:PORT")]
@@ -128,6 +140,9 @@ pub struct RoleArgs {
 impl RoleArgs {
     /// `config` with these roles; fails on an unusable `--mirror-of`.
     pub fn apply(&self, config: RegistryConfig) -> Result<RegistryConfig, String> {
+        if let Some(dir) = &self.hooks_dir {
+            crate::hooks::check_hooks_dir(dir)?;
+        }
         let mirror = match &self.mirror.mirror_of {
             Some(spec) => Some(Arc::new(Mirror::new(
                 Upstream::open(&self.mirror, spec)?,
@@ -139,6 +154,7 @@ impl RoleArgs {
         Ok(RegistryConfig {
             endpoints: self.endpoints.clone(),
             webhooks: self.webhooks.clone(),
+            hooks_dir: self.hooks_dir.clone(),
             mirror,
             ..config
         })
@@ -199,7 +215,7 @@ impl Registry {
         let audit = Arc::new(AuditLog::new(
             audit_path.unwrap_or_else(|| store.paths().berth_dir().join("audit.log")),
         ));
-        let notifier = Notifier::new(store.paths().berth_dir().join("hooks"), &config.webhooks);
+        let notifier = Notifier::new(config.hooks_dir.clone(), &config.webhooks);
         if let Some(mirror) = &config.mirror {
             if let Err(e) = store.mark_mirror(mirror.upstream_name()) {
                 tracing::error!(error = %e, "recording the mirror role in the store");
