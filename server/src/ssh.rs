@@ -47,7 +47,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: SocketAddr,
     /// Host key (OpenSSH format); generated (Ed25519, mode 0600) if missing.
-    /// Default: <root>/_berth/ssh_host_ed25519_key.
+    /// Must be owned by the server's user with no group/other access.
+    /// Default: $XDG_CONFIG_HOME/berth/ssh_host_ed25519_key (~/.config/berth/...).
     #[arg(long)]
     pub host_key: Option<PathBuf>,
     /// Keys allowed to read and write everything (when there is no --access
@@ -162,10 +163,7 @@ impl Shared {
 pub async fn run(args: ServeArgs) -> Result<()> {
     let store = Store::open(&args.root)
         .with_context(|| format!("opening store {}", args.root.display()))?;
-    let host_key_path = args
-        .host_key
-        .clone()
-        .unwrap_or_else(|| store.paths().berth_dir().join("ssh_host_ed25519_key"));
+    let host_key_path = keys::host_key_path(args.host_key.as_deref(), store.paths())?;
     let (host_key, generated) = keys::load_or_generate_host_key(&host_key_path)?;
     let host_fp = keys::fingerprint(host_key.public_key());
     if generated {
