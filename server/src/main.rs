@@ -28,6 +28,9 @@ enum Command {
     Stdio(berth_server::stdio::StdioArgs),
     /// Serve plain HTTP on a loopback address, without authentication (local tools and tests).
     Http(HttpArgs),
+    /// Create a store directory: private (0750/0640), or shared with the
+    /// root's group (`--group-shared`: 2770/0660).
+    Init(InitArgs),
     /// Query the audit log: who pushed or deleted what, when.
     Audit(AuditArgs),
     /// Check a store: blob digests, V1 checksums and ancestry, tags and manifest references.
@@ -70,6 +73,19 @@ struct GcArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Flags of `berth-server init`.
+#[derive(clap::Args, Debug)]
+struct InitArgs {
+    /// The store directory (created if missing).
+    #[arg(long, default_value = "./berth-data")]
+    root: PathBuf,
+    /// Share the store with the group of its root directory (team mounts):
+    /// the root becomes 2770 (setgid), so directories below are created 2770
+    /// and files 0660. Set the group first (`chgrp team DIR`) or after.
+    #[arg(long)]
+    group_shared: bool,
 }
 
 /// Flags of `berth-server audit`.
@@ -166,6 +182,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stdio(args) => berth_server::stdio::run(args).await,
+        Command::Init(args) => {
+            let result = if args.group_shared {
+                Store::create_group_shared(&args.root)
+            } else {
+                Store::open(&args.root)
+            };
+            result.with_context(|| format!("creating store {}", args.root.display()))?;
+            println!(
+                "berth-server: store {} ready ({})",
+                args.root.display(),
+                if args.group_shared {
+                    "group-shared: directories 2770, files 0660"
+                } else {
+                    "private: directories 0750, files 0640"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(args) => {
             let path = args.audit.clone().unwrap_or_else(|| {
                 berth_server::store::Paths::new(&args.root)

@@ -97,7 +97,7 @@ impl Store {
         if self.image_state(id)? == ImageState::Published {
             return Ok(());
         }
-        fs::create_dir_all(p.image_dir(id))?;
+        super::atomic::create_dirs(p.image_dir(id))?;
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         match self.image_state(id)? {
             ImageState::Published => return Ok(()),
