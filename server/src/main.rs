@@ -213,7 +213,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 if args.json {
                     println!("{e}");
                 } else {
-                    let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+                    // Every field may come from a client (the login name
+                    // above all): escaped, so it cannot forge a line or
+                    // drive the terminal.
+                    let s = |k: &str| {
+                        berth_server::logsafe::escape(
+                            e.get(k).and_then(|v| v.as_str()).unwrap_or("-"),
+                        )
+                    };
                     let what = [s("repository"), s("tag"), s("digest"), s("image")]
                         .into_iter()
                         .filter(|v| v != "-")

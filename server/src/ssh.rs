@@ -301,7 +301,7 @@ impl Conn {
         let who = self.identity();
         let slot = ChannelSlot(self.open.clone());
         let span =
-            tracing::info_span!("channel", conn = self.conn, channel = %id, user = %who.user);
+            tracing::info_span!("channel", conn = self.conn, channel = %id, user = %who.log_user());
         tokio::spawn(
             async move {
                 let _slot = slot;
@@ -463,7 +463,7 @@ impl Handler for Conn {
             Ok(Some(cmd)) => self.start(id, session, Job::Exec(cmd)),
             Err(msg) => self.start(id, session, Job::Usage(msg)),
             Ok(None) => {
-                tracing::info!(command = %line, "exec refused");
+                tracing::info!(command = %crate::logsafe::Escaped(&line), "exec refused");
                 self.refuse(id, session)
             }
         }
@@ -582,7 +582,7 @@ async fn run_exec_channel(
     cmd: ExecCommand,
 ) {
     let (rd, wr) = channel.split();
-    tracing::info!(method = %cmd.method, path = %cmd.path, "exec");
+    tracing::info!(method = %cmd.method, path = %crate::logsafe::Escaped(&cmd.path), "exec");
     let code = exec::run(
         registry,
         cmd,

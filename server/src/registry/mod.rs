@@ -64,6 +64,12 @@ impl Identity {
         }
     }
 
+    /// The user name for log lines: login names come from clients, so
+    /// control characters are escaped ([`crate::logsafe`]).
+    pub fn log_user(&self) -> crate::logsafe::Escaped<'_> {
+        crate::logsafe::Escaped(&self.user)
+    }
+
     /// Whether this is a keyless client (see [`Identity::anonymous`]).
     pub fn is_anonymous(&self) -> bool {
         self.user == crate::access::ANONYMOUS_LOGIN && self.key_fingerprint.is_none()
@@ -78,6 +84,10 @@ impl Identity {
         }
     }
 }
+
+/// A check of each request's headers before it is dispatched: `Some`
+/// answers the request with that response instead.
+pub type RequestGuard = dyn Fn(&http::HeaderMap) -> Option<Response<RespBody>> + Send + Sync;
 
 /// Tunables of the registry service.
 #[derive(Debug, Clone)]
@@ -239,7 +249,7 @@ impl Registry {
     /// push or delete to the hooks and webhooks (which run on their own).
     pub async fn audit(&self, who: &Identity, event: AuditEvent) {
         tracing::info!(
-            user = %who.user,
+            user = %who.log_user(),
             op = event.op,
             repository = event.repository.as_deref().unwrap_or("-"),
             tag = event.tag.as_deref().unwrap_or("-"),
@@ -281,12 +291,31 @@ impl Registry {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        self.serve_connection_guarded(io, who, None).await
+    }
+
+    /// [`Registry::serve_connection`] where `guard`, when given, sees each
+    /// request's headers first and may answer it instead (the loopback
+    /// listener's Host/Origin check, [`crate::http`]).
+    pub async fn serve_connection_guarded<IO>(
+        self: Arc<Self>,
+        io: IO,
+        who: Identity,
+        guard: Option<Arc<RequestGuard>>,
+    ) -> Result<(), hyper::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let who = Arc::new(who);
         let registry = self.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let registry = registry.clone();
             let who = who.clone();
+            let refused = guard.as_ref().and_then(|g| g(req.headers()));
             async move {
+                if let Some(resp) = refused {
+                    return Ok::<_, Infallible>(resp);
+                }
                 let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
                 Ok::<_, Infallible>(registry.handle(req, &who).await)
             }
@@ -306,7 +335,12 @@ impl Registry {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let span = tracing::info_span!("request", %method, %path, user = %who.user);
+        let span = tracing::info_span!(
+            "request",
+            %method,
+            path = %crate::logsafe::Escaped(&path),
+            user = %who.log_user()
+        );
         async move {
             let mut resp = self.dispatch(req, who).await;
             if method == Method::HEAD {
