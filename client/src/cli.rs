@@ -160,7 +160,9 @@ pub struct ShimArgs {
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
     /// Allow a non-loopback listen address: anyone who can connect then
-    /// uses the registry with your SSH identity.
+    /// uses the registry with your SSH identity. (On loopback, a request
+    /// with a non-loopback Host or a foreign Origin is refused: DNS
+    /// rebinding; with a non-loopback address that check is off.)
     #[arg(long)]
     pub allow_remote: bool,
 }

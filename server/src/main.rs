@@ -26,7 +26,8 @@ enum Command {
     Serve(berth_server::ssh::ServeArgs),
     /// Serve one HTTP/1.1 connection on stdin/stdout (for sshd `Subsystem` or a forced command).
     Stdio(berth_server::stdio::StdioArgs),
-    /// Serve plain HTTP on a loopback address, without authentication (local tools and tests).
+    /// Serve plain HTTP on a loopback address, without authentication (local tools and tests);
+    /// a non-loopback Host (421) or a foreign Origin (403) is refused.
     Http(HttpArgs),
     /// Create a store directory: private (0750/0640), or shared with the
     /// root's group (`--group-shared`: 2770/0660).
@@ -121,6 +122,7 @@ struct HttpArgs {
     #[arg(long, default_value = "http")]
     user: String,
     /// Allow a non-loopback listen address (there is no authentication!).
+    /// The loopback Host/Origin check is then off.
     #[arg(long)]
     allow_remote: bool,
     /// HTTP limits.

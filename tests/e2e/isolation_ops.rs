@@ -104,27 +104,42 @@ fn a_hook_planted_in_the_store_never_runs_on_a_v2_push() {
 }
 
 /// StrictModes for `--hooks-dir`: a hook (or directory) that is group- or
-/// world-writable, or owned by another user, is refused with a log line.
+/// world-writable, or owned by another user, is refused with a log line; a
+/// directory that is loose already at start stops the server.
 #[test]
 fn loose_or_foreign_hooks_in_the_hooks_dir_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, u32, u32, Option<u32>); 3] = [
-        ("group-writable hook", 0o755, 0o775, None),
-        ("world-writable directory", 0o777, 0o755, None),
-        ("hook owned by another user", 0o755, 0o755, Some(65534)),
-    ];
     let running_as_root = Command::new("id")
         .arg("-u")
         .output()
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
+
+    // At start: a world-writable directory.
+    let loose = dir_with_mode(&dir.path().join("loose"), 0o777);
+    let mut cmd = Command::new(bin("berth-server"));
+    cmd.args(["http", "--listen", "127.0.0.1:0", "--root"])
+        .arg(dir.path().join("store-loose"))
+        .arg("--hooks-dir")
+        .arg(&loose);
+    let out = run_until_exit(cmd).expect("the server started with a world-writable --hooks-dir");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("0777") && err.contains("chmod go-w"), "{err}");
+
+    // At run time: (what, directory mode after start, hook mode, hook owner).
+    let cases: [(&str, u32, u32, Option<u32>); 3] = [
+        ("group-writable hook", 0o755, 0o775, None),
+        ("directory made world-writable", 0o777, 0o755, None),
+        ("hook owned by another user", 0o755, 0o755, Some(65534)),
+    ];
     for (i, (what, dir_mode, hook_mode, owner)) in cases.into_iter().enumerate() {
         if owner.is_some() && !running_as_root {
             eprintln!("!!!!! SKIPPING {what}: needs root to chown !!!!!");
             continue;
         }
         let root = dir.path().join(format!("store-{i}"));
-        let hooks = dir_with_mode(&dir.path().join(format!("hooks-{i}")), dir_mode);
+        let hooks = dir_with_mode(&dir.path().join(format!("hooks-{i}")), 0o755);
         let marker = dir.path().join(format!("ran-{i}"));
         let hook = hooks.join("post-push");
         script(&hook, &format!("touch '{}'", marker.display()), hook_mode);
@@ -133,6 +148,7 @@ fn loose_or_foreign_hooks_in_the_hooks_dir_are_refused() {
         }
         let log = dir.path().join(format!("server-{i}.log"));
         let server = logged_http(&root, &["--hooks-dir", hooks.to_str().unwrap()], &log);
+        dir_with_mode(&hooks, dir_mode);
         push_one(&server, "team/app", "1", 10 + i as u64);
         eventually(&format!("the refusal of the {what}"), WAIT, || {
             read(&log).contains("hook refused")
