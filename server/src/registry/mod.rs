@@ -150,9 +150,18 @@ pub struct RoleArgs {
 impl RoleArgs {
     /// `config` with these roles; fails on an unusable `--mirror-of`.
     pub fn apply(&self, config: RegistryConfig) -> Result<RegistryConfig, String> {
-        if let Some(dir) = &self.hooks_dir {
-            crate::hooks::check_hooks_dir(dir)?;
-        }
+        // Absolute, so a hook started with the hooks directory as its working
+        // directory is still found by its path.
+        let hooks_dir = match &self.hooks_dir {
+            Some(dir) => {
+                crate::hooks::check_hooks_dir(dir)?;
+                Some(
+                    std::fs::canonicalize(dir)
+                        .map_err(|e| format!("--hooks-dir {}: {e}", dir.display()))?,
+                )
+            }
+            None => None,
+        };
         let mirror = match &self.mirror.mirror_of {
             Some(spec) => Some(Arc::new(Mirror::new(
                 Upstream::open(&self.mirror, spec)?,
@@ -164,7 +173,7 @@ impl RoleArgs {
         Ok(RegistryConfig {
             endpoints: self.endpoints.clone(),
             webhooks: self.webhooks.clone(),
-            hooks_dir: self.hooks_dir.clone(),
+            hooks_dir,
             mirror,
             ..config
         })
