@@ -106,8 +106,12 @@ pub fn create_file(path: &Path) -> io::Result<File> {
 /// Opens `path` with `options`, creating it first (`O_EXCL`, the store's
 /// file mode) when it is missing: lock files and the audit log.
 fn open_or_create(path: &Path, options: &OpenOptions) -> io::Result<File> {
-    match create_with(path, options) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path),
+    // Usually the file exists: one open. A lost creation race opens the winner's.
+    match options.open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match create_with(path, options) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path),
+            other => other,
+        },
         other => other,
     }
 }
