@@ -148,7 +148,8 @@ pub struct RoleArgs {
 }
 
 impl RoleArgs {
-    /// `config` with these roles; fails on an unusable `--mirror-of`.
+    /// `config` with these roles; fails on an unusable `--mirror-of` or an
+    /// untrusted `--hooks-dir`.
     pub fn apply(&self, config: RegistryConfig) -> Result<RegistryConfig, String> {
         // Absolute, so a hook started with the hooks directory as its working
         // directory is still found by its path.
