@@ -123,8 +123,8 @@ pub fn loopback_refusal(
             return Some((
                 StatusCode::MISDIRECTED_REQUEST,
                 format!(
-                    "berth: refusing Host {:?}: this loopback listener answers only localhost, 127.0.0.0/8 and [::1] (a web page may be reaching it through DNS rebinding)",
-                    crate::logsafe::escape(host)
+                    "berth: refusing Host \"{}\": this loopback listener answers only localhost, 127.0.0.0/8 and [::1] (a web page may be reaching it through DNS rebinding)",
+                    crate::logsafe::Escaped(host)
                 ),
             ));
         }
@@ -146,9 +146,8 @@ pub fn loopback_refusal(
             return Some((
                 StatusCode::FORBIDDEN,
                 format!(
-                    "berth: refusing a browser request from Origin {:?}: only pages of this listener (http://127.0.0.1:{}) may call it",
-                    crate::logsafe::escape(origin),
-                    listen.port()
+                    "berth: refusing a browser request from Origin \"{}\": only pages of this listener (http://{listen}) may call it",
+                    crate::logsafe::Escaped(origin)
                 ),
             ));
         }
