@@ -99,6 +99,15 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     panic!("nothing listening on {addr} after {timeout:?}");
 }
 
+/// Waits until `f` holds, polling; panics naming `what` after `timeout`.
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     /// The running child.
@@ -198,6 +207,25 @@ impl HttpServer {
         ])
         .arg(root);
         let (proc, line) = spawn_until_line(cmd, "http on", "berth-server http");
+        let addr = addr_in(&line);
+        HttpServer { proc, addr }
+    }
+
+    /// `berth-server http` on `root` with `extra` flags, its stderr (the
+    /// server log) sent to `stderr`.
+    pub fn start_with(root: &Path, extra: &[&str], stderr: Stdio) -> HttpServer {
+        let mut cmd = Command::new(bin("berth-server"));
+        cmd.args([
+            "http",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "tester",
+            "--root",
+        ])
+        .arg(root)
+        .args(extra);
+        let (proc, line) = spawn_logging_until_line(cmd, "http on", "berth-server http", stderr);
         let addr = addr_in(&line);
         HttpServer { proc, addr }
     }

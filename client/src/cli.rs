@@ -35,8 +35,8 @@ REGISTRY is ssh://[user@]host[:port], file:///abs/dir or a directory path; berth
 get, put and shim also take a V2 registry at http://host[:port] or https://host[:port] \
 (certificate checked against the system trust store, or SSL_CERT_FILE). With \
 BERTH_SSH_COMMAND set (e.g. \"ssh -F ~/.ssh/config\"), ssh:// registries are reached by \
-running `$BERTH_SSH_COMMAND -s [-p PORT] [user@]host docker-registry` instead of the \
-built-in SSH client.";
+running `$BERTH_SSH_COMMAND -s [-p PORT] -- [user@]host docker-registry` instead of the \
+built-in SSH client; a host or user starting with '-' is refused.";
 
 /// Read size for streamed request bodies.
 const CHUNK: usize = 256 * 1024;
@@ -160,7 +160,9 @@ pub struct ShimArgs {
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
     /// Allow a non-loopback listen address: anyone who can connect then
-    /// uses the registry with your SSH identity.
+    /// uses the registry with your SSH identity. (On loopback, a request
+    /// with a non-loopback Host or a foreign Origin is refused: DNS
+    /// rebinding; with a non-loopback address that check is off.)
     #[arg(long)]
     pub allow_remote: bool,
 }

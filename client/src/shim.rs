@@ -6,12 +6,19 @@
 //! `X-Docker-Endpoints` so that follow-up calls come to the shim again.
 //!
 //! It does not parse HTTP, except to answer `502 Bad Gateway` (a V1 error
-//! body) when no stream to the registry can be opened.
+//! body) when no stream to the registry can be opened, and, on a loopback
+//! address, to check the first request head of each connection with
+//! berth-server's loopback rule (`berth_server::http::loopback_refusal`): a
+//! `Host` that is not a loopback name (DNS rebinding) answers 421, an
+//! `Origin` other than the shim itself 403. Later requests on the same
+//! connection are piped unread: a browser keeps one Host per connection,
+//! and its first request from a foreign page is refused, which closes it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::transport::Transport;
@@ -19,42 +26,104 @@ use crate::transport::Transport;
 /// Copy buffer per direction of a shim connection.
 const SHIM_BUF: usize = 256 * 1024;
 
+/// Largest first request head read for the loopback check.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// How long a new connection may take to send its first request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Whether the shim may listen on `addr` without `--allow-remote`: anyone
 /// who can connect uses the registry with the shim owner's SSH identity.
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-/// Accepts connections forever, each served in its own task.
+/// Accepts connections forever, each served in its own task. On a loopback
+/// address each connection's first request head is checked first.
 pub async fn serve(listener: TcpListener, transport: Arc<Transport>) -> std::io::Result<()> {
+    let listen = listener.local_addr()?;
+    let check = is_loopback(&listen).then_some(listen);
     loop {
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let transport = transport.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "shim connection");
-            pipe(tcp, &transport).await;
+            pipe(tcp, &transport, check).await;
         });
     }
 }
 
-/// Pipes one TCP connection to one registry stream until either side closes.
-async fn pipe(mut tcp: TcpStream, transport: &Transport) {
+/// Answers `status` with a V1 error body and closes the connection.
+async fn answer(tcp: &mut TcpStream, status: http::StatusCode, message: &str) {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tcp.write_all(answer.as_bytes()).await;
+    let _ = tcp.shutdown().await;
+}
+
+/// Reads until the end of the first request head (or [`MAX_HEAD`] bytes, or
+/// the end of the stream); returns every byte read, to be forwarded.
+async fn read_first_head(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 8192];
+    while buf.len() < MAX_HEAD {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(buf)
+}
+
+/// Pipes one TCP connection to one registry stream until either side
+/// closes; with `check` (the loopback listen address) the first request head
+/// must pass the loopback Host/Origin rule.
+async fn pipe(mut tcp: TcpStream, transport: &Transport, check: Option<SocketAddr>) {
+    let mut first = Vec::new();
+    if let Some(listen) = check {
+        first = match tokio::time::timeout(HEAD_TIMEOUT, read_first_head(&mut tcp)).await {
+            Ok(Ok(head)) => head,
+            Ok(Err(e)) => {
+                tracing::debug!("shim connection ended before a request: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no request head within {HEAD_TIMEOUT:?}; closing");
+                return;
+            }
+        };
+        if let Some((status, message)) =
+            berth_server::http::loopback_refusal_of_head(&first, listen)
+        {
+            tracing::warn!("refused: {message}");
+            answer(&mut tcp, status, &message).await;
+            return;
+        }
+    }
     let mut stream = match transport.open().await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("cannot reach the registry: {e}");
-            let body = serde_json::json!({ "error": format!("berth shim: cannot reach the registry: {e}") })
-                .to_string();
-            let answer = format!(
-                "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tcp.write_all(answer.as_bytes()).await;
-            let _ = tcp.shutdown().await;
+            let message = format!("berth shim: cannot reach the registry: {e}");
+            answer(&mut tcp, http::StatusCode::BAD_GATEWAY, &message).await;
             return;
         }
     };
+    if !first.is_empty() {
+        if let Err(e) = stream.write_all(&first).await {
+            tracing::debug!("shim connection ended: {e}");
+            return;
+        }
+    }
     let diagnostics = stream.diagnostics();
     // 256 KiB copy buffers (issue 9): with the default 8 KiB every upload
     // chunk became its own 8 KiB SSH packet and every download packet took

@@ -628,7 +628,7 @@ impl AccessControl {
                 action.name()
             ),
         };
-        tracing::info!(user = %who.user, namespace, action = action.name(), "denied");
+        tracing::info!(user = %who.log_user(), namespace, action = action.name(), "denied");
         Err(Denied {
             reason,
             anonymous: user.is_none(),

@@ -4,8 +4,9 @@
 //! `O_APPEND` in a single `write`, under an in-process mutex and an `fcntl`
 //! lock so several servers on one shared store interleave whole lines. A
 //! failure to log is reported in the server log and never fails the request.
+//! The file is created with the store's file mode (0640, or 0660 in a
+//! group-shared store; `store::atomic::Sharing`).
 
-use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -104,13 +105,10 @@ impl AuditLog {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let result = (|| -> std::io::Result<()> {
             if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::store::atomic::create_dirs(dir)?;
             }
             let _lock = FileLock::exclusive(&self.path.with_extension("log.lock"))?;
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            let mut f = crate::store::atomic::open_append(&self.path)?;
             f.write_all(&bytes)?;
             f.sync_data()
         })();

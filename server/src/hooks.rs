@@ -1,13 +1,19 @@
 //! What happens after a push or a delete: post-push/post-delete hooks and
 //! webhooks, fed by the same events the audit log records.
 //!
-//! * **Hooks**, like git's: the executables `<root>/_berth/hooks/post-push`
-//!   and `<root>/_berth/hooks/post-delete` run once per pushed tag (V1: after
-//!   the tag PUT; V2: after a manifest PUT to a tag) and per deleted tag or
-//!   repository. The event is one JSON line on stdin, and in `BERTH_*`
-//!   environment variables. They run in a spawned task, so the response never
-//!   waits for them; one running longer than [`HOOK_TIMEOUT`] is killed; a
-//!   failure is logged and never undoes the push.
+//! * **Hooks**, like git's: the executables `post-push` and `post-delete` in
+//!   the operator's `--hooks-dir DIR` (none by default) run once per pushed
+//!   tag (V1: after the tag PUT; V2: after a manifest PUT to a tag) and per
+//!   deleted tag or repository. The event is one JSON line on stdin, and in
+//!   `BERTH_*` environment variables. They run in a spawned task, so the
+//!   response never waits for them; one running longer than [`HOOK_TIMEOUT`]
+//!   is killed; a failure is logged and never undoes the push.
+//!
+//!   The store is data, never code: whoever can write the store must not
+//!   gain the server's account, so `_berth/hooks/` in the store is never
+//!   executed, and a hook runs only when it and its directory pass
+//!   [`crate::strict::check_trusted`] (owned by the server's user or root,
+//!   not group- or world-writable), checked before every run.
 //! * **Webhooks** (`--webhook URL`): the same event, wrapped in distribution's
 //!   notification envelope (`{"events":[...]}`, content type
 //!   [`ENVELOPE_MEDIA_TYPE`]), POSTed by one worker per URL with retries and
@@ -16,7 +22,7 @@
 //!   and grows nothing. `http://` and `https://` (berth-transport's client).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -157,18 +163,52 @@ impl std::fmt::Display for WebhookUrl {
     }
 }
 
+/// Checks a `--hooks-dir` value at start: an existing directory that passes
+/// [`crate::strict::check_trusted`].
+pub fn check_hooks_dir(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("--hooks-dir {}: not a directory", dir.display()));
+    }
+    crate::strict::check_trusted(dir).map_err(|e| format!("--hooks-dir: {e}"))
+}
+
+/// The hook to run for `name` in `dir`: `Ok(None)` when there is none (or it
+/// is not executable), `Err` with the reason when it exists but is not
+/// trusted (the resolved file, its directory and `dir` itself are checked).
+fn trusted_hook(dir: &Path, name: &str) -> Result<Option<PathBuf>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let Ok(real) = std::fs::canonicalize(&path) else {
+        return Ok(None);
+    };
+    let Ok(meta) = std::fs::metadata(&real) else {
+        return Ok(None);
+    };
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Ok(None);
+    }
+    crate::strict::check_trusted(dir)?;
+    if let Some(parent) = real.parent() {
+        crate::strict::check_trusted(parent)?;
+    }
+    crate::strict::check_trusted(&real)?;
+    Ok(Some(path))
+}
+
 /// Runs hooks and queues webhook deliveries for a registry's events.
 #[derive(Debug)]
 pub struct Notifier {
-    hooks_dir: PathBuf,
+    /// `--hooks-dir`; `None` runs no hook.
+    hooks_dir: Option<PathBuf>,
     webhooks: Vec<Arc<Webhook>>,
     /// Identifies this server process in events (`source.instanceID`).
     instance: String,
 }
 
 impl Notifier {
-    /// Hooks from `hooks_dir`; events also POSTed to each webhook.
-    pub fn new(hooks_dir: PathBuf, webhooks: &[WebhookUrl]) -> Notifier {
+    /// Hooks from `hooks_dir` (none when `None`); events also POSTed to
+    /// each webhook.
+    pub fn new(hooks_dir: Option<PathBuf>, webhooks: &[WebhookUrl]) -> Notifier {
         Notifier {
             hooks_dir,
             webhooks: webhooks
@@ -193,11 +233,18 @@ impl Notifier {
             return;
         };
         let body = self.event_json(action, who, event);
-        let hook = self.hooks_dir.join(action.hook_name());
-        if is_executable(&hook) {
-            let env = hook_env(who, event);
-            let body = body.clone();
-            tokio::spawn(run_hook(hook, body, env));
+        if let Some(dir) = &self.hooks_dir {
+            match trusted_hook(dir, action.hook_name()) {
+                Ok(Some(hook)) => {
+                    let env = hook_env(who, event);
+                    tokio::spawn(run_hook(hook, body.clone(), env));
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    let hook = dir.join(action.hook_name());
+                    tracing::warn!(hook = %hook.display(), %reason, "hook refused (not run)");
+                }
+            }
         }
         for webhook in &self.webhooks {
             webhook.enqueue(body.clone());
@@ -253,13 +300,6 @@ fn hook_env(who: &Identity, event: &AuditEvent) -> Vec<(&'static str, String)> {
         ("BERTH_DIGEST", opt(&event.digest)),
         ("BERTH_IMAGE", opt(&event.image)),
     ]
-}
-
-fn is_executable(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// Runs one hook to completion (or [`HOOK_TIMEOUT`]), logging any failure.
@@ -447,6 +487,38 @@ mod tests {
             Action::of(&ev("repository.delete", None)),
             Some(Action::Delete)
         );
+    }
+
+    #[test]
+    fn only_trusted_hooks_are_found() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = dir.path().join("hooks");
+        std::fs::create_dir(&hooks).unwrap();
+        mode(&hooks, 0o755);
+        assert_eq!(trusted_hook(&hooks, "post-push"), Ok(None));
+        let hook = hooks.join("post-push");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        mode(&hook, 0o644);
+        assert_eq!(
+            trusted_hook(&hooks, "post-push"),
+            Ok(None),
+            "not executable"
+        );
+        mode(&hook, 0o755);
+        assert_eq!(trusted_hook(&hooks, "post-push"), Ok(Some(hook.clone())));
+        mode(&hook, 0o775);
+        assert!(trusted_hook(&hooks, "post-push").is_err());
+        mode(&hook, 0o755);
+        mode(&hooks, 0o777);
+        assert!(trusted_hook(&hooks, "post-push").is_err());
+        assert!(check_hooks_dir(&hooks).is_err());
+        mode(&hooks, 0o700);
+        assert!(check_hooks_dir(&hooks).is_ok());
+        assert!(check_hooks_dir(&hook).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! SSH keys on the server side: the host key (generated on first start,
-//! OpenSSH format, mode 0600) and a lenient `authorized_keys` parser.
+//! OpenSSH format, mode 0600, outside the store; refused unless private to
+//! the server's user) and a lenient `authorized_keys` parser.
 //!
 //! russh has no authorized_keys parser and `ssh_key::AuthorizedKeys` fails on
 //! quoted options with spaces and on any bad line (`russh.md` §2.6), so we
@@ -18,17 +19,77 @@ use russh::keys::Algorithm;
 
 pub mod certificate;
 
+/// File name of the default host key.
+pub const HOST_KEY_NAME: &str = "ssh_host_ed25519_key";
+
+/// Where `serve` keeps its host key without `--host-key`:
+/// `$XDG_CONFIG_HOME/berth/`, else `~/.config/berth/`, of the server's
+/// account — never the store, which other accounts may be able to write.
+pub fn default_host_key_path() -> Result<PathBuf> {
+    let config = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let home = std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .context("neither XDG_CONFIG_HOME nor HOME is set; pass --host-key FILE")?;
+            PathBuf::from(home).join(".config")
+        }
+    };
+    Ok(config.join("berth").join(HOST_KEY_NAME))
+}
+
+/// The host key file `serve` uses: `explicit` (`--host-key`) or the
+/// default. Without `--host-key`, a key left at the old default inside the
+/// store (`<root>/_berth/ssh_host_ed25519_key`) is never used: the server
+/// refuses to start and says how to move it, unless the new default exists.
+pub fn host_key_path(explicit: Option<&Path>, store: &crate::store::Paths) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let path = default_host_key_path()?;
+    let old = store.berth_dir().join(HOST_KEY_NAME);
+    if old.exists() {
+        if path.exists() {
+            eprintln!(
+                "berth-server: warning: ignoring {} inside the store (the host key is {}); delete it",
+                old.display(),
+                path.display()
+            );
+        } else {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            anyhow::bail!(
+                "host key {old} is inside the store, where whoever can write the store can replace it; \
+                 it is no longer read from there. To keep this key, move it: \
+                 mkdir -p -m 700 {dir} && mv {old} {old}.pub {dir}/ \
+                 (or pass --host-key FILE; delete it to have a new key generated)",
+                old = old.display(),
+                dir = dir.display()
+            );
+        }
+    }
+    Ok(path)
+}
+
 /// Loads the host key at `path`, generating an Ed25519 key there (mode 0600,
-/// plus a `.pub`) if the file does not exist. Returns the key and whether it
-/// was generated.
+/// plus a `.pub`, missing directories created 0700) if the file does not
+/// exist. An existing key must be the server user's and private to it
+/// ([`crate::strict::check_private`]). Returns the key and whether it was
+/// generated.
 pub fn load_or_generate_host_key(path: &Path) -> Result<(PrivateKey, bool)> {
     if path.exists() {
+        crate::strict::check_private(path)
+            .map_err(|e| anyhow::anyhow!("refusing host key: {e}"))?;
         let key = russh::keys::load_secret_key(path, None)
             .with_context(|| format!("loading host key {}", path.display()))?;
         return Ok((key, false));
     }
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let key = PrivateKey::random(&mut russh::keys::key::safe_rng(), Algorithm::Ed25519)
         .context("generating host key")?;
@@ -262,5 +323,36 @@ mod tests {
         let (k2, made) = load_or_generate_host_key(&p).unwrap();
         assert!(!made);
         assert_eq!(fingerprint(k1.public_key()), fingerprint(k2.public_key()));
+        assert_eq!(
+            fs::metadata(p.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_generate_host_key(&p).unwrap_err().to_string();
+        assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_key_in_the_store_is_refused_without_host_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Paths::new(dir.path().join("store"));
+        let explicit = dir.path().join("k");
+        assert_eq!(host_key_path(Some(&explicit), &store).unwrap(), explicit);
+        fs::create_dir_all(store.berth_dir()).unwrap();
+        fs::write(store.berth_dir().join(HOST_KEY_NAME), "x").unwrap();
+        // The environment is the process's: only check what does not depend on it.
+        if let Ok(default) = default_host_key_path() {
+            if !default.exists() {
+                let err = host_key_path(None, &store).unwrap_err().to_string();
+                assert!(
+                    err.contains("inside the store") && err.contains("mv "),
+                    "{err}"
+                );
+            }
+        }
     }
 }

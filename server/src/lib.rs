@@ -17,6 +17,8 @@
 //! * [`http`] — plain HTTP on loopback for local tools and tests.
 //! * [`stdio`] — one connection on stdin/stdout for stock sshd.
 //! * [`keys`] — host key generation/loading and authorized_keys parsing.
+//! * [`logsafe`] — escaping of client-controlled text in logs and audit output.
+//! * [`strict`] — StrictModes-style owner/mode checks of hooks and the host key.
 
 pub mod access;
 pub mod audit;
@@ -24,9 +26,11 @@ pub mod exec;
 pub mod hooks;
 pub mod http;
 pub mod keys;
+pub mod logsafe;
 pub mod mirror;
 pub mod names;
 pub mod registry;
 pub mod ssh;
 pub mod stdio;
 pub mod store;
+pub mod strict;

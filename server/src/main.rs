@@ -26,8 +26,12 @@ enum Command {
     Serve(berth_server::ssh::ServeArgs),
     /// Serve one HTTP/1.1 connection on stdin/stdout (for sshd `Subsystem` or a forced command).
     Stdio(berth_server::stdio::StdioArgs),
-    /// Serve plain HTTP on a loopback address, without authentication (local tools and tests).
+    /// Serve plain HTTP on a loopback address, without authentication (local tools and tests);
+    /// a non-loopback Host (421) or a foreign Origin (403) is refused.
     Http(HttpArgs),
+    /// Create a store directory: private (0750/0640), or shared with the
+    /// root's group (`--group-shared`: 2770/0660).
+    Init(InitArgs),
     /// Query the audit log: who pushed or deleted what, when.
     Audit(AuditArgs),
     /// Check a store: blob digests, V1 checksums and ancestry, tags and manifest references.
@@ -74,6 +78,19 @@ struct GcArgs {
     json: bool,
 }
 
+/// Flags of `berth-server init`.
+#[derive(clap::Args, Debug)]
+struct InitArgs {
+    /// The store directory (created if missing).
+    #[arg(long, default_value = "./berth-data")]
+    root: PathBuf,
+    /// Share the store with the group of its root directory (team mounts):
+    /// the root becomes 2770 (setgid), so directories below are created 2770
+    /// and files 0660. Set the group first (`chgrp team DIR`) or after.
+    #[arg(long)]
+    group_shared: bool,
+}
+
 /// Flags of `berth-server audit`.
 #[derive(clap::Args, Debug)]
 struct AuditArgs {
@@ -107,6 +124,7 @@ struct HttpArgs {
     #[arg(long, default_value = "http")]
     user: String,
     /// Allow a non-loopback listen address (there is no authentication!).
+    /// The loopback Host/Origin check is then off.
     #[arg(long)]
     allow_remote: bool,
     /// HTTP limits.
@@ -168,6 +186,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stdio(args) => berth_server::stdio::run(args).await,
+        Command::Init(args) => {
+            let result = if args.group_shared {
+                Store::create_group_shared(&args.root)
+            } else {
+                Store::open(&args.root)
+            };
+            result.with_context(|| format!("creating store {}", args.root.display()))?;
+            println!(
+                "berth-server: store {} ready ({})",
+                args.root.display(),
+                if args.group_shared {
+                    "group-shared: directories 2770, files 0660"
+                } else {
+                    "private: directories 0750, files 0640"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(args) => {
             let path = args.audit.clone().unwrap_or_else(|| {
                 berth_server::store::Paths::new(&args.root)
@@ -181,7 +217,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 if args.json {
                     println!("{e}");
                 } else {
-                    let s = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+                    // Every field may come from a client (the login name
+                    // above all): escaped, so it cannot forge a line or
+                    // drive the terminal.
+                    let s = |k: &str| {
+                        berth_server::logsafe::escape(
+                            e.get(k).and_then(|v| v.as_str()).unwrap_or("-"),
+                        )
+                    };
                     let what = [s("repository"), s("tag"), s("digest"), s("image")]
                         .into_iter()
                         .filter(|v| v != "-")

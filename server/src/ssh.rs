@@ -57,7 +57,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:2222")]
     pub listen: SocketAddr,
     /// Host key (OpenSSH format); generated (Ed25519, mode 0600) if missing.
-    /// Default: <root>/_berth/ssh_host_ed25519_key.
+    /// Must be owned by the server's user with no group/other access.
+    /// Default: $XDG_CONFIG_HOME/berth/ssh_host_ed25519_key (~/.config/berth/...).
     #[arg(long)]
     pub host_key: Option<PathBuf>,
     /// Keys allowed to read and write everything (when there is no --access
@@ -234,10 +235,7 @@ impl Shared {
 pub async fn run(args: ServeArgs) -> Result<()> {
     let store = Store::open(&args.root)
         .with_context(|| format!("opening store {}", args.root.display()))?;
-    let host_key_path = args
-        .host_key
-        .clone()
-        .unwrap_or_else(|| store.paths().berth_dir().join("ssh_host_ed25519_key"));
+    let host_key_path = keys::host_key_path(args.host_key.as_deref(), store.paths())?;
     let (host_key, generated) = keys::load_or_generate_host_key(&host_key_path)?;
     let host_fp = keys::fingerprint(host_key.public_key());
     if generated {
@@ -445,7 +443,7 @@ impl Conn {
         let who = self.identity();
         let slot = ChannelSlot(self.open.clone());
         let span =
-            tracing::info_span!("channel", conn = self.conn, channel = %id, user = %who.user);
+            tracing::info_span!("channel", conn = self.conn, channel = %id, user = %who.log_user());
         tokio::spawn(
             async move {
                 let _slot = slot;
@@ -599,7 +597,7 @@ impl Handler for Conn {
             Ok(Some(cmd)) => self.start(id, session, Job::Exec(cmd)),
             Err(msg) => self.start(id, session, Job::Usage(msg)),
             Ok(None) => {
-                tracing::info!(command = ?line, "exec refused");
+                tracing::info!(command = %crate::logsafe::Escaped(&line), "exec refused");
                 self.refuse(id, session)
             }
         }
@@ -822,7 +820,7 @@ async fn run_exec_channel(
     cmd: ExecCommand,
 ) {
     let (rd, wr) = channel.split();
-    tracing::info!(method = %cmd.method, path = ?cmd.path, "exec");
+    tracing::info!(method = %cmd.method, path = %crate::logsafe::Escaped(&cmd.path), "exec");
     let code = exec::run(
         registry,
         cmd,

@@ -36,7 +36,7 @@ fn raw(addr: SocketAddr, bytes: &[u8]) -> u16 {
 
 fn req(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut v = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -176,45 +176,45 @@ fn hostile_http_requests_are_refused_and_change_nothing() {
         ),
     );
     add("v2 manifest deep", {
-        let mut v = format!("PUT /v2/team/app/manifests/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", deep.len()).into_bytes();
+        let mut v = format!("PUT /v2/team/app/manifests/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", deep.len()).into_bytes();
         v.extend_from_slice(deep.as_bytes());
         v
     });
     // raw protocol abuse
     add(
         "NUL in request line",
-        b"GET /v1/_ping\0 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /v1/_ping\0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
     );
     add(
         "control chars in path",
-        b"GET /v1/\x07\x08 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /v1/\x07\x08 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".to_vec(),
     );
     add(
         "garbage request",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n".to_vec(),
     );
     add("unknown method", req("BREW", "/v1/_ping", b""));
-    add("bad chunk size", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n").into_bytes());
-    add("overflowing chunk size", b"PUT /v2/team/app/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nabc\r\n".to_vec());
-    add("chunked + content-length", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").into_bytes());
-    add("truncated chunked layer", format!("PUT /v1/images/{a}/layer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc").into_bytes());
+    add("bad chunk size", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n").into_bytes());
+    add("overflowing chunk size", b"PUT /v2/team/app/blobs/uploads/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nabc\r\n".to_vec());
+    add("chunked + content-length", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").into_bytes());
+    add("truncated chunked layer", format!("PUT /v1/images/{a}/layer HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc").into_bytes());
     add(
         "huge head",
         format!(
-            "GET /v1/_ping HTTP/1.1\r\nHost: x\r\nX-A: {}\r\n\r\n",
+            "GET /v1/_ping HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: {}\r\n\r\n",
             "a".repeat(200 * 1024)
         )
         .into_bytes(),
     );
     add("too many headers", {
-        let mut h = String::from("GET /v1/_ping HTTP/1.1\r\nHost: x\r\n");
+        let mut h = String::from("GET /v1/_ping HTTP/1.1\r\nHost: 127.0.0.1\r\n");
         for i in 0..5000 {
             h.push_str(&format!("X-{i}: y\r\n"));
         }
         h.push_str("\r\n");
         h.into_bytes()
     });
-    add("absurd content-length", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n").into_bytes());
+    add("absurd content-length", format!("PUT /v1/images/{fresh}/json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 99999999999999999999999\r\n\r\n").into_bytes());
 
     assert!(cases.len() >= 60, "only {} hostile cases", cases.len());
     for (name, bytes) in &cases {
@@ -290,7 +290,7 @@ fn slowloris_clients_are_cut_off_and_others_are_served() {
     let addr = addr_in(&line);
     let mut slow: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
     for s in &mut slow {
-        s.write_all(b"GET /v1/_ping HTTP/1.1\r\nHost: x\r\n")
+        s.write_all(b"GET /v1/_ping HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     }
@@ -419,7 +419,7 @@ fn garbage_and_channel_floods_on_the_ssh_port_are_survived() {
         let mut stream = ch.into_stream();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         stream
-            .write_all(b"GET /v1/_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .write_all(b"GET /v1/_ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         let mut out = Vec::new();

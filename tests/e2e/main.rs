@@ -7,6 +7,7 @@ mod authz;
 mod client;
 mod fuzz;
 mod hostile;
+mod isolation_ops;
 mod isolation_ssh;
 mod isolation_v1;
 mod isolation_v2;

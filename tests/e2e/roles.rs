@@ -1,4 +1,4 @@
-//! Registry roles (issue 8): post-push/post-delete hooks, webhooks, chained
+//! Registry roles (issue 8): post-push/post-delete hooks (`--hooks-dir`), webhooks, chained
 //! endpoints and `berth sync`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -117,7 +117,7 @@ fn target(e: &Value) -> (String, String) {
 fn hooks_and_webhooks_see_one_event_per_tag() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let hooks = root.join("_berth/hooks");
+    let hooks = dir.path().join("hooks");
     let pushes = dir.path().join("pushes.jsonl");
     let deletes = dir.path().join("deletes.jsonl");
     let env_log = dir.path().join("env.log");
@@ -138,6 +138,8 @@ fn hooks_and_webhooks_see_one_event_per_tag() {
     let server = http_server(
         &root,
         &[
+            "--hooks-dir",
+            hooks.to_str().unwrap(),
             "--webhook",
             &url,
             "--endpoint",
@@ -259,8 +261,9 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
     let root = dir.path().join("store");
     let ran = dir.path().join("ran");
     // A hook that takes far longer than any push may.
+    let hooks = dir.path().join("hooks");
     script(
-        &root.join("_berth/hooks/post-push"),
+        &hooks.join("post-push"),
         &format!("echo x >> '{}'\nexec sleep 20", ran.display()),
     );
     // One receiver accepts connections but never answers; another port refuses.
@@ -270,7 +273,14 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
     let refused_url = format!("http://127.0.0.1:{refused}/");
     let server = http_server(
         &root,
-        &["--webhook", &silent_url, "--webhook", &refused_url],
+        &[
+            "--hooks-dir",
+            hooks.to_str().unwrap(),
+            "--webhook",
+            &silent_url,
+            "--webhook",
+            &refused_url,
+        ],
     );
     let mut c = tcp_conn(server.addr);
     let layers = vec![random_bytes(10_000, 83)];

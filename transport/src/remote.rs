@@ -59,6 +59,10 @@ pub enum RemoteError {
     /// `ssh://host/path`: the subsystem has no path component.
     #[error("{0:?}: ssh:// registries take no path (the server decides its root)")]
     SshPath(String),
+    /// A host or login name starting with `-`, which `ssh` (under
+    /// `BERTH_SSH_COMMAND`) would read as an option (`-oProxyCommand=...`).
+    #[error("{0:?}: a host or user name may not start with '-' (ssh would read it as an option)")]
+    Dash(String),
 }
 
 /// One SSH endpoint: the registry host or a jump host.
@@ -97,6 +101,9 @@ impl SshTarget {
                 None => (hostport, None),
             }
         };
+        if host.starts_with('-') || user.as_deref().is_some_and(|u| u.starts_with('-')) {
+            return Err(RemoteError::Dash(s.to_string()));
+        }
         if host.is_empty() || host.contains(['/', ' ', '@']) {
             return Err(RemoteError::Host(s.to_string()));
         }
@@ -310,5 +317,27 @@ mod tests {
         let names: Vec<String> = j.iter().map(|t| t.to_string()).collect();
         assert_eq!(names, ["a", "b@c:2", "d"]);
         assert!(parse_jumps(&["a,:x".into()]).is_err());
+        assert_eq!(
+            parse_jumps(&["ok,-oProxyCommand=x".into()]),
+            Err(RemoteError::Dash("-oProxyCommand=x".into()))
+        );
+    }
+
+    /// Issue 14 item 13: a host or user that `ssh` would take for an option
+    /// is refused when the string is parsed, before anything is spawned.
+    #[test]
+    fn dash_hosts_and_users_are_refused() {
+        for bad in [
+            "ssh://-oProxyCommand=touch${IFS}x",
+            "ssh://-oProxyCommand=x@host",
+            "ssh://u@-host:2222",
+            "ssh://[-x]:22",
+        ] {
+            assert!(
+                matches!(bad.parse::<Remote>(), Err(RemoteError::Dash(_))),
+                "{bad}"
+            );
+        }
+        assert!("ssh://a-b@host-1".parse::<Remote>().is_ok());
     }
 }

@@ -14,6 +14,7 @@ pub mod v1;
 pub mod v2;
 
 use std::convert::Infallible;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,12 @@ impl Identity {
         }
     }
 
+    /// The user name for log lines: login names come from clients, so
+    /// control characters are escaped ([`crate::logsafe`]).
+    pub fn log_user(&self) -> crate::logsafe::Escaped<'_> {
+        crate::logsafe::Escaped(&self.user)
+    }
+
     /// Whether this is a keyless client (see [`Identity::anonymous`]).
     pub fn is_anonymous(&self) -> bool {
         self.user == crate::access::ANONYMOUS_LOGIN && self.key_fingerprint.is_none()
@@ -78,6 +85,10 @@ impl Identity {
     }
 }
 
+/// A check of each request's headers before it is dispatched: `Some`
+/// answers the request with that response instead.
+pub type RequestGuard = dyn Fn(&http::HeaderMap) -> Option<Response<RespBody>> + Send + Sync;
+
 /// Tunables of the registry service.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -91,6 +102,9 @@ pub struct RegistryConfig {
     pub endpoints: Vec<String>,
     /// URLs every push and delete event is POSTed to (see [`crate::hooks`]).
     pub webhooks: Vec<WebhookUrl>,
+    /// Directory of post-push/post-delete hooks (`--hooks-dir`); `None`
+    /// (the default, and always in the client's local mode) runs none.
+    pub hooks_dir: Option<PathBuf>,
     /// The upstream this registry mirrors, if it is a pull-through mirror.
     pub mirror: Option<Arc<Mirror>>,
 }
@@ -120,6 +134,7 @@ impl Default for RegistryConfig {
             header_timeout: Duration::from_secs(30),
             endpoints: Vec::new(),
             webhooks: Vec::new(),
+            hooks_dir: None,
             mirror: None,
         }
     }
@@ -133,6 +148,13 @@ pub struct RoleArgs {
     /// envelope) to this `http://` or `https://` URL; repeatable.
     #[arg(long = "webhook", value_name = "URL", value_parser = WebhookUrl::parse)]
     pub webhooks: Vec<WebhookUrl>,
+    /// Run the executables `post-push` and `post-delete` of this directory
+    /// after each push and delete. The directory and each hook must be owned
+    /// by the server's user or root and not group- or world-writable (a hook
+    /// that is not is refused and logged). Default: no hooks; hooks in the
+    /// store (`_berth/hooks/`) are never run.
+    #[arg(long = "hooks-dir", value_name = "DIR")]
+    pub hooks_dir: Option<PathBuf>,
     /// Registry `HOST:PORT` listed in V1 `X-Docker-Endpoints` (servers sharing
     /// this store); repeatable. Default: the request's Host.
     #[arg(long = "endpoint", value_name = "HOST:PORT")]
@@ -143,8 +165,21 @@ pub struct RoleArgs {
 }
 
 impl RoleArgs {
-    /// `config` with these roles; fails on an unusable `--mirror-of`.
+    /// `config` with these roles; fails on an unusable `--mirror-of` or an
+    /// untrusted `--hooks-dir`.
     pub fn apply(&self, config: RegistryConfig) -> Result<RegistryConfig, String> {
+        // Absolute, so a hook started with the hooks directory as its working
+        // directory is still found by its path.
+        let hooks_dir = match &self.hooks_dir {
+            Some(dir) => {
+                crate::hooks::check_hooks_dir(dir)?;
+                Some(
+                    std::fs::canonicalize(dir)
+                        .map_err(|e| format!("--hooks-dir {}: {e}", dir.display()))?,
+                )
+            }
+            None => None,
+        };
         let mirror = match &self.mirror.mirror_of {
             Some(spec) => Some(Arc::new(Mirror::new(
                 Upstream::open(&self.mirror, spec)?,
@@ -156,6 +191,7 @@ impl RoleArgs {
         Ok(RegistryConfig {
             endpoints: self.endpoints.clone(),
             webhooks: self.webhooks.clone(),
+            hooks_dir,
             mirror,
             ..config
         })
@@ -216,7 +252,7 @@ impl Registry {
         let audit = Arc::new(AuditLog::new(
             audit_path.unwrap_or_else(|| store.paths().berth_dir().join("audit.log")),
         ));
-        let notifier = Notifier::new(store.paths().berth_dir().join("hooks"), &config.webhooks);
+        let notifier = Notifier::new(config.hooks_dir.clone(), &config.webhooks);
         if let Some(mirror) = &config.mirror {
             if let Err(e) = store.mark_mirror(mirror.upstream_name()) {
                 tracing::error!(error = %e, "recording the mirror role in the store");
@@ -240,7 +276,7 @@ impl Registry {
     /// push or delete to the hooks and webhooks (which run on their own).
     pub async fn audit(&self, who: &Identity, event: AuditEvent) {
         tracing::info!(
-            user = %who.user,
+            user = %who.log_user(),
             op = event.op,
             repository = event.repository.as_deref().unwrap_or("-"),
             tag = event.tag.as_deref().unwrap_or("-"),
@@ -282,12 +318,31 @@ impl Registry {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        self.serve_connection_guarded(io, who, None).await
+    }
+
+    /// [`Registry::serve_connection`] where `guard`, when given, sees each
+    /// request's headers first and may answer it instead (the loopback
+    /// listener's Host/Origin check, [`crate::http`]).
+    pub async fn serve_connection_guarded<IO>(
+        self: Arc<Self>,
+        io: IO,
+        who: Identity,
+        guard: Option<Arc<RequestGuard>>,
+    ) -> Result<(), hyper::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let who = Arc::new(who);
         let registry = self.clone();
         let svc = service_fn(move |req: Request<Incoming>| {
             let registry = registry.clone();
             let who = who.clone();
+            let refused = guard.as_ref().and_then(|g| g(req.headers()));
             async move {
+                if let Some(resp) = refused {
+                    return Ok::<_, Infallible>(resp);
+                }
                 let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
                 Ok::<_, Infallible>(registry.handle(req, &who).await)
             }
@@ -307,7 +362,12 @@ impl Registry {
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let span = tracing::info_span!("request", %method, %path, user = %who.user);
+        let span = tracing::info_span!(
+            "request",
+            %method,
+            path = %crate::logsafe::Escaped(&path),
+            user = %who.log_user()
+        );
         async move {
             let mut resp = self.dispatch(req, who).await;
             if method == Method::HEAD {

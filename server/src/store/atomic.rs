@@ -6,6 +6,12 @@
 //! partial one. A process killed mid-write leaves at most a `.tmp-*` file,
 //! which is never read and which `fsck --repair` / `gc` remove. Locks use
 //! `fcntl(F_SETLKW)` because `flock` does not lock over NFS.
+//!
+//! This module also owns the permission bits of everything the store creates
+//! ([`Sharing`]): directories 0750 and files 0640, so other local accounts
+//! read nothing, or 2770/0660 in a group-shared store (a setgid root, made by
+//! `berth-server init --group-shared`). Modes are set with `fchmod`/`chmod`
+//! after creation, so the process umask neither widens nor narrows them.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -17,6 +23,116 @@ use std::time::{Duration, Instant};
 
 /// Prefix of every temporary file; listings and lookups skip such names.
 pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Who may read and write what the store creates, decided by the directory
+/// it is created in: a directory with the setgid bit belongs to a
+/// group-shared store (new directories inherit the bit and the group, so one
+/// `chmod 2770` of the root decides for the whole tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Owner read/write, group read, others nothing (0750 / 0640).
+    Private,
+    /// Owner and group read/write, others nothing (2770 / 0660).
+    Group,
+}
+
+impl Sharing {
+    /// The sharing of files and directories created in `dir` (which exists).
+    pub fn of_dir(dir: &Path) -> io::Result<Sharing> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir)?.permissions().mode();
+        Ok(if mode & 0o2000 != 0 {
+            Sharing::Group
+        } else {
+            Sharing::Private
+        })
+    }
+
+    /// Mode of a new directory.
+    pub fn dir_mode(self) -> u32 {
+        match self {
+            Sharing::Private => 0o750,
+            Sharing::Group => 0o2770,
+        }
+    }
+
+    /// Mode of a new file.
+    pub fn file_mode(self) -> u32 {
+        match self {
+            Sharing::Private => 0o640,
+            Sharing::Group => 0o660,
+        }
+    }
+}
+
+/// `create_dir_all` with the store's directory mode: each directory this
+/// call creates gets [`Sharing::dir_mode`] of the nearest existing ancestor.
+pub fn create_dirs(dir: impl AsRef<Path>) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = dir.as_ref();
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = vec![dir];
+    let mut existing = dir.parent();
+    while let Some(d) = existing {
+        if d.as_os_str().is_empty() {
+            existing = Some(Path::new("."));
+            break;
+        }
+        if d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        existing = d.parent();
+    }
+    let sharing = Sharing::of_dir(existing.unwrap_or(Path::new("/")))?;
+    for d in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(sharing.dir_mode()).create(d) {
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(sharing.dir_mode()))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path`, which must not exist (`O_EXCL`), with the store's file
+/// mode for its directory; opened for writing.
+pub fn create_file(path: &Path) -> io::Result<File> {
+    create_with(path, OpenOptions::new().write(true))
+}
+
+/// Opens `path` with `options`, creating it first (`O_EXCL`, the store's
+/// file mode) when it is missing: lock files and the audit log.
+fn open_or_create(path: &Path, options: &OpenOptions) -> io::Result<File> {
+    // Usually the file exists: one open. A lost creation race opens the winner's.
+    match options.open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match create_with(path, options) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => options.open(path),
+            other => other,
+        },
+        other => other,
+    }
+}
+
+/// Opens `path` for appending, creating it (with the store's file mode) if
+/// missing: the audit log.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    open_or_create(path, OpenOptions::new().append(true))
+}
+
+fn create_with(path: &Path, options: &OpenOptions) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mode = Sharing::of_dir(dir)?.file_mode();
+    let file = options.clone().create_new(true).mode(mode).open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    Ok(file)
+}
 
 /// A file being written next to its final name; deleted on drop unless it was
 /// committed (renamed or linked into place).
@@ -30,11 +146,11 @@ pub struct TempFile {
 impl TempFile {
     /// Creates `<dir>/.tmp-<label>-<random>` with `create_new`, creating `dir` if needed.
     pub fn new_in(dir: &Path, label: &str) -> io::Result<TempFile> {
-        fs::create_dir_all(dir)?;
+        create_dirs(dir)?;
         loop {
             let name = format!("{TEMP_PREFIX}{label}-{:016x}", rand::random::<u64>());
             let path = dir.join(name);
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            match create_file(&path) {
                 Ok(file) => {
                     return Ok(TempFile {
                         path,
@@ -149,7 +265,7 @@ impl FileLock {
     /// Waits for the exclusive lock on `path` (created, with its directory, if missing).
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            create_dirs(dir)?;
         }
         Self::acquire(path, None)?.ok_or_else(|| io::Error::other("lock wait ended"))
     }
@@ -188,12 +304,7 @@ impl FileLock {
             file: None,
             path: key,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_or_create(path, OpenOptions::new().read(true).write(true))?;
         // SAFETY: an all-zero `flock` struct is a valid value; fields set below.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as _;
@@ -269,6 +380,32 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"two");
         assert!(remove_durable(&dest).unwrap());
         assert!(!remove_durable(&dest).unwrap());
+    }
+
+    #[test]
+    fn modes_follow_the_directory_not_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("p");
+        write_atomic(&private.join("a/b/f"), b"x").unwrap();
+        drop(FileLock::exclusive(&private.join("a/.lock")).unwrap());
+        assert_eq!(mode(&private), 0o750);
+        assert_eq!(mode(&private.join("a/b")), 0o750);
+        assert_eq!(mode(&private.join("a/b/f")), 0o640);
+        assert_eq!(mode(&private.join("a/.lock")), 0o640);
+        let shared = dir.path().join("s");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o2770)).unwrap();
+        write_atomic(&shared.join("a/f"), b"x").unwrap();
+        let mut log = open_append(&shared.join("a/log")).unwrap();
+        log.write_all(b"line\n").unwrap();
+        assert_eq!(mode(&shared.join("a")), 0o2770);
+        assert_eq!(mode(&shared.join("a/f")), 0o660);
+        assert_eq!(mode(&shared.join("a/log")), 0o660);
+        // Existing files keep their mode; appends go to the end.
+        drop(open_append(&shared.join("a/log")).unwrap());
+        assert_eq!(fs::read(shared.join("a/log")).unwrap(), b"line\n");
     }
 
     #[test]

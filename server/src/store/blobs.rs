@@ -39,7 +39,7 @@ impl Store {
     /// Returns `false` when the blob was already there (the temp is dropped).
     pub fn commit_blob(&self, temp: TempFile, digest: &Digest) -> io::Result<bool> {
         let dest = self.paths().blob(digest);
-        fs::create_dir_all(self.paths().blobs_dir())?;
+        super::atomic::create_dirs(self.paths().blobs_dir())?;
         if dest.exists() {
             return Ok(false);
         }
@@ -61,7 +61,7 @@ impl Store {
     /// sharing one copy of the bytes (a hard link) whenever possible.
     pub fn commit_linked(&self, temp: TempFile, digest: &Digest, dest: &Path) -> io::Result<()> {
         let blob = self.paths().blob(digest);
-        fs::create_dir_all(self.paths().blobs_dir())?;
+        super::atomic::create_dirs(self.paths().blobs_dir())?;
         match fs::hard_link(temp.path(), &blob) {
             Ok(()) => {
                 sync_parent(&blob)?;
@@ -90,7 +90,7 @@ impl Store {
         let dir = dest
             .parent()
             .ok_or_else(|| io::Error::other("destination has no parent"))?;
-        fs::create_dir_all(dir)?;
+        super::atomic::create_dirs(dir)?;
         let tmp = TempFile::new_in(dir, "link")?;
         let tmp_path = tmp.path().to_path_buf();
         fs::remove_file(&tmp_path)?;

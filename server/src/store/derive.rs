@@ -144,7 +144,7 @@ impl Store {
         if self.blob_size(&info.blob)?.is_none() {
             // The V1 layer predates the pool (or links were impossible): add it.
             let dest = self.paths().blob(&info.blob);
-            fs::create_dir_all(self.paths().blobs_dir())?;
+            super::atomic::create_dirs(self.paths().blobs_dir())?;
             match fs::hard_link(&layer, &dest) {
                 Ok(()) => sync_parent(&dest)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

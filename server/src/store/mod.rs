@@ -40,14 +40,34 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`. A root that other
+    /// accounts may read or enter is logged as a warning (docs/storage.md
+    /// says what to chmod).
     pub fn open(root: &Path) -> io::Result<Store> {
         let paths = Paths::new(root);
-        fs::create_dir_all(paths.images_dir())?;
-        fs::create_dir_all(paths.repositories_dir())?;
-        fs::create_dir_all(paths.blobs_dir())?;
-        fs::create_dir_all(paths.uploads_dir())?;
+        if let Ok(meta) = fs::metadata(root) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o007 != 0 {
+                tracing::warn!(root = %root.display(), mode = %format!("{mode:04o}"), "other accounts can read this store; chmod o-rwx it (docs/storage.md, File modes)");
+            }
+        }
+        atomic::create_dirs(paths.images_dir())?;
+        atomic::create_dirs(paths.repositories_dir())?;
+        atomic::create_dirs(paths.blobs_dir())?;
+        atomic::create_dirs(paths.uploads_dir())?;
         Ok(Store { paths })
+    }
+
+    /// Creates (or converts the root of) a group-shared store: the root
+    /// becomes 2770 (setgid, so every directory below inherits its group and
+    /// the bit, and [`atomic::Sharing`] makes new files 0660). Existing
+    /// contents keep their modes (docs/storage.md has the commands).
+    pub fn create_group_shared(root: &Path) -> io::Result<Store> {
+        use std::os::unix::fs::PermissionsExt;
+        atomic::create_dirs(root)?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o2770))?;
+        Store::open(root)
     }
 
     /// The path builder of this store.

@@ -99,7 +99,7 @@ impl Store {
     fn write_projected_image(&self, step: &V1Step) -> StoreResult<()> {
         let p = self.paths();
         let id = &step.id;
-        fs::create_dir_all(p.image_dir(id))?;
+        super::atomic::create_dirs(p.image_dir(id))?;
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         match self.image_state(id)? {
             ImageState::Published if self.holds_step(step)? => return Ok(()),

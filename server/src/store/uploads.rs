@@ -155,8 +155,8 @@ impl Store {
         }
         let id = UploadId::new();
         let p = self.paths();
-        fs::create_dir_all(p.upload_dir(&id))?;
-        File::create(p.upload_data(&id))?;
+        super::atomic::create_dirs(p.upload_dir(&id))?;
+        super::atomic::create_file(&p.upload_data(&id))?;
         sync_parent(&p.upload_dir(&id))?;
         Ok(id)
     }
@@ -241,7 +241,7 @@ impl Store {
             }
             let data = p.upload_data(&id);
             let blob = p.blob(&expected);
-            fs::create_dir_all(p.blobs_dir())?;
+            super::atomic::create_dirs(p.blobs_dir())?;
             match fs::hard_link(&data, &blob) {
                 Ok(()) => sync_parent(&blob)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

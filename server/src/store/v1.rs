@@ -180,7 +180,7 @@ impl Store {
             }
         }
 
-        fs::create_dir_all(p.image_dir(id))?;
+        super::atomic::create_dirs(p.image_dir(id))?;
         let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
         if self.image_state(id)? == ImageState::Published {
             return self.claim_identical_json(id, body, user);
@@ -512,7 +512,7 @@ impl Store {
     ) -> StoreResult<()> {
         self.require_published(id)?;
         let p = self.paths();
-        fs::create_dir_all(p.repo_dir(repo))?;
+        super::atomic::create_dirs(p.repo_dir(repo))?;
         write_atomic(&p.tag_json(repo, tag), meta)?;
         write_atomic(&p.tag(repo, tag), id.as_str().as_bytes())?;
         if tag.as_str() == "latest" {
@@ -577,7 +577,7 @@ impl Store {
     /// entry per id, entries carrying a checksum win (the reference's merge).
     pub fn merge_index_images(&self, repo: &RepoName, new: &[Value]) -> StoreResult<()> {
         let p = self.paths();
-        fs::create_dir_all(p.repo_dir(repo))?;
+        super::atomic::create_dirs(p.repo_dir(repo))?;
         let _lock = FileLock::exclusive(&p.repo_lock(repo))?;
         let mut merged: Vec<Value> = match read_optional(&p.index_images(repo))? {
             Some(raw) => serde_json::from_slice(&raw).unwrap_or_default(),
@@ -655,7 +655,7 @@ impl Store {
     pub fn set_private(&self, repo: &RepoName, private: bool) -> StoreResult<()> {
         let p = self.paths();
         if private {
-            fs::create_dir_all(p.repo_dir(repo))?;
+            super::atomic::create_dirs(p.repo_dir(repo))?;
             write_atomic(&p.private_flag(repo), b"")?;
         } else {
             remove_durable(&p.private_flag(repo))?;

@@ -1,6 +1,6 @@
 //! OpenSSH instead of the built-in client: when `BERTH_SSH_COMMAND` is set
 //! (the `GIT_SSH_COMMAND` convention), every stream is a spawned
-//! `$BERTH_SSH_COMMAND -s [-p PORT] [user@]host docker-registry`, so
+//! `$BERTH_SSH_COMMAND -s [-p PORT] -- [user@]host docker-registry`, so
 //! `~/.ssh/config`, ControlMaster, ProxyJump, certificates and agents all
 //! work as they do for `ssh` itself.
 //!
@@ -68,6 +68,9 @@ impl CommandTransport {
         } else {
             self.target.host.clone()
         };
+        // `--` ends ssh's options: whatever the destination looks like, it
+        // is a destination (`remote` also refuses hosts starting with `-`).
+        args.push("--".to_string());
         args.push(match &self.target.user {
             Some(u) => format!("{u}@{host}"),
             None => host,
@@ -170,11 +173,11 @@ mod tests {
         // No port, no user: left to ~/.ssh/config.
         assert_eq!(
             args("registry", SshOptions::default()),
-            ["-s", "registry", SUBSYSTEM]
+            ["-s", "--", "registry", SUBSYSTEM]
         );
         assert_eq!(
             args("bob@[::1]:2222", SshOptions::default()),
-            ["-s", "-p", "2222", "bob@[::1]", SUBSYSTEM]
+            ["-s", "-p", "2222", "--", "bob@[::1]", SUBSYSTEM]
         );
     }
 
@@ -198,6 +201,7 @@ mod tests {
                 "UserKnownHostsFile=/k/known",
                 "-o",
                 "StrictHostKeyChecking=accept-new",
+                "--",
                 "h",
                 SUBSYSTEM
             ]

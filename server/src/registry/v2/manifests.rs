@@ -382,7 +382,7 @@ pub async fn put(
         Ok(top)
     })
     .await?;
-    tracing::info!(user = %who.user, repository = %name.repo, manifest = %digest, v1_top = ?v1.as_ref().map(ImageId::as_str), "manifest pushed");
+    tracing::info!(user = %who.log_user(), repository = %name.repo, manifest = %digest, v1_top = ?v1.as_ref().map(ImageId::as_str), "manifest pushed");
     reg.audit(
         who,
         crate::audit::AuditEvent {
@@ -427,7 +427,7 @@ pub async fn delete(reg: &Registry, name: &Name, reference: Reference, who: &Ide
     if !removed {
         return Err(unknown_manifest(tag.as_str()));
     }
-    tracing::info!(user = %who.user, repository = %name.repo, %tag, "tag deleted (V2)");
+    tracing::info!(user = %who.log_user(), repository = %name.repo, %tag, "tag deleted (V2)");
     reg.audit(
         who,
         crate::audit::AuditEvent {

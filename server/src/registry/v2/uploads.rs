@@ -178,7 +178,7 @@ pub async fn start(
             Ok(true)
         });
         if mounted.await.v2()? {
-            tracing::info!(user = %who.user, repository = %name.repo, blob = %mount, "blob mounted");
+            tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %mount, "blob mounted");
             return Ok(with_digest(
                 located(StatusCode::CREATED, &blob_location(name, &mount)),
                 &mount,
@@ -188,7 +188,7 @@ pub async fn start(
     if let Some(digest) = digest_param(req, "digest")? {
         let size = store.put_blob(body, &digest).await.v2()?;
         link(&store, name, &digest).await?;
-        tracing::info!(user = %who.user, repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
+        tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
         reg.audit(
             who,
             crate::audit::AuditEvent {
@@ -322,7 +322,7 @@ pub async fn close(
     };
     let size = store.finish_upload(&id, body, &digest).await.v2()?;
     link(&store, name, &digest).await?;
-    tracing::info!(user = %who.user, repository = %name.repo, blob = %digest, size, "blob uploaded");
+    tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded");
     reg.audit(
         who,
         crate::audit::AuditEvent {
