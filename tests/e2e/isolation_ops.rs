@@ -400,24 +400,43 @@ fn control_characters_from_clients_are_escaped_in_logs_and_audit() {
     std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
 
     const FORGED: &str = "1999-01-01T00:00:00Z  INFO forged: authenticated user=root";
-    // A write by a login name with a newline and an ESC sequence.
+    // A login name with a newline and an ESC sequence is refused at
+    // authentication (docs/access.md, "Login names"); its refusal is logged
+    // escaped.
     let login = format!("evil\n{FORGED}\u{1b}[2J");
     let registry = format!("ssh://{login}@127.0.0.1:{}", server.port());
     let body = dir.path().join("body");
     std::fs::write(&body, "[]").unwrap();
-    let out = run_ok(
-        Command::new(bin("registryput"))
-            .arg("--identity")
-            .arg(&key.private)
-            .arg("--known-hosts")
-            .arg(&known)
-            .arg(&registry)
-            .arg("/v1/repositories/team/app/")
-            .arg(&body)
-            .env_remove("SSH_AUTH_SOCK")
-            .env_remove("BERTH_SSH_COMMAND"),
+    let out = Command::new(bin("registryput"))
+        .arg("--identity")
+        .arg(&key.private)
+        .arg("--known-hosts")
+        .arg(&known)
+        .arg(&registry)
+        .arg("/v1/repositories/team/app/")
+        .arg(&body)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("BERTH_SSH_COMMAND")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a login name with a newline got in");
+    // Names that reach the audit log from elsewhere (`stdio --user` is
+    // whatever sshd's `%u` or the forced command says) are escaped when
+    // the audit is printed: a write through stdio under such a name.
+    let request = b"PUT /v1/repositories/team/app/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]";
+    let out = run_with_input(
+        Command::new(bin("berth-server"))
+            .args(["stdio", "--root"])
+            .arg(&root)
+            .arg("--user")
+            .arg(&login),
+        request,
     );
-    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // An exec command line with the same payload.
     let exec = format!("sh -c id\n{FORGED}\u{1b}[2J");
     let _ = ssh_command(&key.private, server.port())
@@ -425,8 +444,9 @@ fn control_characters_from_clients_are_escaped_in_logs_and_audit() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    eventually("the refused exec in the log", WAIT, || {
-        read(&log).contains("exec refused")
+    eventually("the refused exec and login in the log", WAIT, || {
+        let text = read(&log);
+        text.contains("exec refused") && text.contains("evil\\n1999-01-01")
     });
 
     let text = read(&log);
