@@ -1202,3 +1202,130 @@ pub fn anonymous_ssh_command(port: u16) -> Command {
     c.args(["-F", "/dev/null", "anonymous@127.0.0.1"]);
     c
 }
+
+/// The tenants of one registry, the world of the isolation tests (issue 14):
+/// `alice` owns `private/` and may write `public/`; `carol` may read
+/// `private/`; `bob` owns `bob/`; `mallory` owns `evil/`; `public/` is
+/// readable by `@anonymous` and `@all`, `team/` by `@all`. Keys, the access
+/// file and the host key live under `state`, the store at `root`.
+pub struct Tenants {
+    /// Owns every file below.
+    pub dir: tempfile::TempDir,
+    /// The store.
+    pub root: PathBuf,
+    /// Keys, the access file, known_hosts files.
+    pub state: PathBuf,
+    /// The access file.
+    pub access: PathBuf,
+    /// Owner of `private/`.
+    pub alice: ClientKey,
+    /// Owner of `bob/`.
+    pub bob: ClientKey,
+    /// Reader of `private/`.
+    pub carol: ClientKey,
+    /// Owner of `evil/`, the attacker.
+    pub mallory: ClientKey,
+}
+
+impl Tenants {
+    /// Keys and access file, or `None` (a loud skip outside CI) without
+    /// OpenSSH.
+    pub fn new() -> Option<Tenants> {
+        if !require_tool("ssh", "openssh-client") || !require_tool("ssh-keygen", "openssh-client") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let [alice, bob, carol, mallory] =
+            ["alice", "bob", "carol", "mallory"].map(|n| ClientKey::generate(&state, n));
+        let access = state.join("access.toml");
+        std::fs::write(
+            &access,
+            format!(
+                r#"
+[users]
+alice = ["{}"]
+bob = ["{}"]
+carol = ["{}"]
+mallory = ["{}"]
+
+[[rule]]
+namespace = "private"
+read = ["alice", "carol"]
+write = ["alice"]
+delete = ["alice"]
+
+[[rule]]
+namespace = "bob"
+read = ["bob"]
+write = ["bob"]
+delete = ["bob"]
+
+[[rule]]
+namespace = "evil"
+read = ["mallory"]
+write = ["mallory"]
+delete = ["mallory"]
+
+[[rule]]
+namespace = "public"
+read = ["@anonymous", "@all"]
+write = ["alice"]
+
+[[rule]]
+namespace = "team"
+read = ["@all"]
+"#,
+                alice.public_line, bob.public_line, carol.public_line, mallory.public_line
+            ),
+        )
+        .unwrap();
+        Some(Tenants {
+            dir,
+            root,
+            state,
+            access,
+            alice,
+            bob,
+            carol,
+            mallory,
+        })
+    }
+
+    /// `berth-server serve --access` on the store.
+    pub fn start(&self) -> SshServer {
+        SshServer::start_with_access(&self.root, &self.access, &self.state, &[])
+    }
+
+    /// The key of a tenant by name; `None` for `"anonymous"`.
+    pub fn key(&self, who: &str) -> Option<&ClientKey> {
+        match who {
+            "alice" => Some(&self.alice),
+            "bob" => Some(&self.bob),
+            "carol" => Some(&self.carol),
+            "mallory" => Some(&self.mallory),
+            "anonymous" => None,
+            other => panic!("no tenant {other}"),
+        }
+    }
+
+    /// A known_hosts file trusting `server`.
+    pub fn known_hosts(&self, server: &SshServer) -> PathBuf {
+        let known = self.state.join(format!("known_hosts-{}", server.port()));
+        std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+        known
+    }
+}
+
+/// An HTTP connection to the `docker-registry` subsystem of the server on
+/// `port` through OpenSSH, as `key`'s holder or anonymously (`None`).
+pub fn subsystem_conn(key: Option<&ClientKey>, port: u16) -> CommandConn {
+    let mut cmd = match key {
+        Some(k) => ssh_command(&k.private, port),
+        None => anonymous_ssh_command(port),
+    };
+    cmd.args(["-s", "docker-registry"]);
+    CommandConn::spawn(cmd)
+}

@@ -77,18 +77,6 @@ delete = ["admin"]
     })
 }
 
-fn conn_as(key: &ClientKey, port: u16) -> CommandConn {
-    let mut cmd = ssh_command(&key.private, port);
-    cmd.args(["-s", "docker-registry"]);
-    CommandConn::spawn(cmd)
-}
-
-fn anonymous_conn(port: u16) -> CommandConn {
-    let mut cmd = anonymous_ssh_command(port);
-    cmd.args(["-s", "docker-registry"]);
-    CommandConn::spawn(cmd)
-}
-
 fn session(via: &str, who: &str, w: &World, port: u16, known: &std::path::Path) -> RegistrySession {
     let key = match who {
         "admin" => Some(w.admin.private.as_path()),
@@ -113,7 +101,7 @@ fn access_matrix_over_ssh_and_the_shim() {
     let images: Vec<V1Image> = (0..3).map(|i| V1Image::chain(40 + i, 2, 2000)).collect();
     let namespaces = ["private", "team", "public"];
     {
-        let mut admin = conn_as(&w.admin, port);
+        let mut admin = subsystem_conn(Some(&w.admin), port);
         for (ns, img) in namespaces.iter().zip(&images) {
             v1_push(&mut admin.http, &format!("{ns}/app"), "latest", img);
         }
@@ -292,7 +280,7 @@ fn access_matrix_over_ssh_and_the_shim() {
     }
 
     // The admin may delete; the stranger gets no session at all.
-    let mut admin = conn_as(&w.admin, port);
+    let mut admin = subsystem_conn(Some(&w.admin), port);
     let r = admin.http.request(
         "DELETE",
         "/v1/repositories/private/app/tags/latest",
@@ -345,7 +333,7 @@ fn v2_access_matrix_over_ssh_and_the_shim() {
     let mut digests = Vec::new();
     let mut layer_digests = Vec::new();
     {
-        let mut admin = conn_as(&w.admin, port);
+        let mut admin = subsystem_conn(Some(&w.admin), port);
         for (i, ns) in namespaces.iter().enumerate() {
             let layer = random_bytes(3000, 700 + i as u64);
             layer_digests.push(format!("sha256:{}", sha256_hex(&layer)));
@@ -485,7 +473,7 @@ fn v2_access_matrix_over_ssh_and_the_shim() {
         assert_eq!(names, want, "{who}: catalog");
     }
     // The writer may push to team through V2; it is audited.
-    let mut c = conn_as(&w.writer, port);
+    let mut c = subsystem_conn(Some(&w.writer), port);
     let d = v2_push(&mut c.http, "team/v2app", "writer", &[random_bytes(100, 9)]);
     let out = run_ok(
         Command::new(bin("berth-server"))
@@ -509,11 +497,11 @@ fn anonymous_read_without_an_access_file() {
     );
     let img = V1Image::chain(50, 1, 100);
     {
-        let mut admin = conn_as(&w.admin, server.port());
+        let mut admin = subsystem_conn(Some(&w.admin), server.port());
         v1_push(&mut admin.http, "pubstuff/app", "latest", &img);
         v1_push(&mut admin.http, "secret/app", "latest", &img);
     }
-    let mut anon = anonymous_conn(server.port());
+    let mut anon = subsystem_conn(None, server.port());
     let r = anon.http.request(
         "GET",
         "/v1/repositories/pubstuff/app/tags",
@@ -544,7 +532,7 @@ fn anonymous_read_without_an_access_file() {
     );
     assert_eq!(r.status, 401);
     // A key holder logging in under another name is not downgraded to anonymous.
-    let mut admin = conn_as(&w.admin, server.port());
+    let mut admin = subsystem_conn(Some(&w.admin), server.port());
     let r = admin
         .http
         .request("GET", "/_berth/info", &[], ReqBody::None);
@@ -580,7 +568,7 @@ fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
     {
-        let mut admin = conn_as(&w.admin, port);
+        let mut admin = subsystem_conn(Some(&w.admin), port);
         v2_push(
             &mut admin.http,
             "public/app",

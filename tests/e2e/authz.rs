@@ -6,10 +6,10 @@
 //! naming foreign blobs, a foreign upload session, a V1 id announced in one's
 //! own index, a V1 id overwritten with other content.
 //!
-//! The world: `alice` owns `private/` (read, write, delete) and may write
-//! `public/`; `bob` may read `private/`; `mallory` owns `evil/`; `public/` is
-//! readable by `@anonymous` and `@all`; `stranger` has a key the server does
-//! not know. Alice pushes a V2 image to `private/app:1`, a V1 image to
+//! The world is `Tenants` (`tests/lib.rs`): `alice` owns `private/` (read,
+//! write, delete) and may write `public/`; `carol` may read `private/`;
+//! `mallory` owns `evil/`; `public/` is readable by `@anonymous` and `@all`;
+//! `stranger` has a key the server does not know. Alice pushes a V2 image to `private/app:1`, a V1 image to
 //! `private/v1app:latest` and opens an upload session in `private/app`. Then
 //! every caller runs every row in order, over `ssh -s docker-registry` and
 //! through `berth shim`.
@@ -17,7 +17,7 @@
 use berth_tests::*;
 
 /// The callers, in the order of each row's expected statuses.
-const CALLERS: [&str; 4] = ["alice", "bob", "mallory", "anonymous"];
+const CALLERS: [&str; 4] = ["alice", "carol", "mallory", "anonymous"];
 
 /// What a row sends as its body.
 #[derive(Clone, Copy, Debug)]
@@ -40,7 +40,7 @@ enum Body {
 /// The table. Placeholders: `{L}` alice's layer digest, `{C}` her config
 /// digest, `{M}` her manifest digest, `{U}` her open upload session, `{I0}`
 /// and `{I1}` her V1 base and top image ids, `{W}` the caller's name.
-/// Statuses: alice, bob, mallory, anonymous.
+/// Statuses: alice, carol, mallory, anonymous.
 #[rustfmt::skip]
 const MATRIX: &[(&str, Body, [u16; 4])] = &[
     // ---- V2, alice's own repository
@@ -141,54 +141,14 @@ impl Fixture {
     }
 }
 
-fn access_file(alice: &ClientKey, bob: &ClientKey, mallory: &ClientKey) -> String {
-    format!(
-        r#"
-[users]
-alice = ["{}"]
-bob = ["{}"]
-mallory = ["{}"]
-
-[[rule]]
-namespace = "private"
-read = ["alice", "bob"]
-write = ["alice"]
-delete = ["alice"]
-
-[[rule]]
-namespace = "evil"
-read = ["mallory"]
-write = ["mallory"]
-delete = ["mallory"]
-
-[[rule]]
-namespace = "public"
-read = ["@anonymous", "@all"]
-write = ["alice"]
-"#,
-        alice.public_line, bob.public_line, mallory.public_line
-    )
-}
-
 #[test]
 fn authorization_matrix_over_ssh_and_the_shim() {
-    if !require_tool("ssh", "openssh-client") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let bob = ClientKey::generate(&state, "bob");
-    let mallory = ClientKey::generate(&state, "mallory");
-    let stranger = ClientKey::generate(&state, "stranger");
-    let access = state.join("access.toml");
-    std::fs::write(&access, access_file(&alice, &bob, &mallory)).unwrap();
-    let server = SshServer::start_with_access(&root, &access, &state, &[]);
+    let Some(t) = Tenants::new() else { return };
+    let stranger = ClientKey::generate(&t.state, "stranger");
+    let server = t.start();
     let port = server.port();
-    let known = state.join("known_hosts");
-    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    let known = t.known_hosts(&server);
+    let alice = &t.alice;
 
     // Alice's objects.
     let fixture = {
@@ -226,12 +186,7 @@ fn authorization_matrix_over_ssh_and_the_shim() {
     let mut failures = Vec::new();
     for via in ["ssh", "shim"] {
         for (col, who) in CALLERS.iter().enumerate() {
-            let key = match *who {
-                "alice" => Some(alice.private.as_path()),
-                "bob" => Some(bob.private.as_path()),
-                "mallory" => Some(mallory.private.as_path()),
-                _ => None,
-            };
+            let key = t.key(who).map(|k| k.private.as_path());
             let mut c = RegistrySession::open(via, key, port, &known);
             let mut answers: Vec<(String, HttpResponse)> = Vec::new();
             for (route, body, expect) in MATRIX {

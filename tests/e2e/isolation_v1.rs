@@ -16,78 +16,28 @@
 
 use berth_tests::*;
 
+/// The tenants (`tests/lib.rs`: alice owns `private/`, mallory `evil/`,
+/// bob `bob/`) and their server.
 struct World {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    state: std::path::PathBuf,
-    access: std::path::PathBuf,
+    tenants: Tenants,
     server: SshServer,
-    alice: ClientKey,
-    mallory: ClientKey,
-    bob: ClientKey,
 }
 
-/// alice owns `private/`, mallory may write `evil/`, bob may write `bob/`.
-fn world() -> Option<World> {
-    if !require_tool("ssh", "openssh-client") || !require_tool("ssh-keygen", "openssh-client") {
-        return None;
+impl std::ops::Deref for World {
+    type Target = Tenants;
+    fn deref(&self) -> &Tenants {
+        &self.tenants
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let mallory = ClientKey::generate(&state, "mallory");
-    let bob = ClientKey::generate(&state, "bob");
-    let access = state.join("access.toml");
-    std::fs::write(
-        &access,
-        format!(
-            r#"
-[users]
-alice = ["{}"]
-mallory = ["{}"]
-bob = ["{}"]
+}
 
-[[rule]]
-namespace = "private"
-read = ["alice"]
-write = ["alice"]
-delete = ["alice"]
-
-[[rule]]
-namespace = "evil"
-read = ["mallory"]
-write = ["mallory"]
-delete = ["mallory"]
-
-[[rule]]
-namespace = "bob"
-read = ["bob"]
-write = ["bob"]
-delete = ["bob"]
-"#,
-            alice.public_line, mallory.public_line, bob.public_line
-        ),
-    )
-    .unwrap();
-    let server = SshServer::start_with_access(&root, &access, &state, &[]);
-    Some(World {
-        _dir: dir,
-        root,
-        state,
-        access,
-        server,
-        alice,
-        mallory,
-        bob,
-    })
+fn world() -> Option<World> {
+    let tenants = Tenants::new()?;
+    let server = tenants.start();
+    Some(World { tenants, server })
 }
 
 fn conn_as(key: &ClientKey, w: &World) -> CommandConn {
-    let mut cmd = ssh_command(&key.private, w.server.port());
-    cmd.args(["-s", "docker-registry"]);
-    CommandConn::spawn(cmd)
+    subsystem_conn(Some(key), w.server.port())
 }
 
 type Conn = HttpConn<std::io::BufReader<std::process::ChildStdout>, std::process::ChildStdin>;

@@ -24,88 +24,6 @@ use serde_json::{json, Value};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// A store, an access file and the keys of alice and mallory.
-struct World {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
-    access: PathBuf,
-    alice: ClientKey,
-    mallory: ClientKey,
-}
-
-fn world() -> Option<World> {
-    if !require_tool("ssh", "openssh-client") || !require_tool("ssh-keygen", "openssh-client") {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let mallory = ClientKey::generate(&state, "mallory");
-    let access = state.join("access.toml");
-    std::fs::write(
-        &access,
-        format!(
-            r#"
-[users]
-alice = ["{}"]
-mallory = ["{}"]
-
-[[rule]]
-namespace = "private"
-read = ["alice"]
-write = ["alice"]
-delete = ["alice"]
-
-[[rule]]
-namespace = "evil"
-read = ["mallory"]
-write = ["mallory"]
-
-[[rule]]
-namespace = "public"
-read = ["@anonymous", "@all"]
-write = ["alice"]
-
-[[rule]]
-namespace = "team"
-read = ["@all"]
-"#,
-            alice.public_line, mallory.public_line
-        ),
-    )
-    .unwrap();
-    Some(World {
-        _dir: dir,
-        root,
-        state,
-        access,
-        alice,
-        mallory,
-    })
-}
-
-/// An HTTP connection to the `docker-registry` subsystem as a key holder,
-/// or anonymously (`None`).
-fn subsystem(key: Option<&ClientKey>, port: u16) -> CommandConn {
-    let mut cmd = match key {
-        Some(k) => ssh_command(&k.private, port),
-        None => {
-            let mut c = Command::new("ssh");
-            c.args(["-p", &port.to_string(), "-o", "PubkeyAuthentication=no"])
-                .args(["-o", "StrictHostKeyChecking=no"])
-                .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"])
-                .args(["-o", "LogLevel=ERROR", "-F", "/dev/null"])
-                .arg("anonymous@127.0.0.1");
-            c
-        }
-    };
-    cmd.args(["-s", "docker-registry"]);
-    CommandConn::spawn(cmd)
-}
-
 type Conn = HttpConn<std::io::BufReader<std::process::ChildStdout>, std::process::ChildStdin>;
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -159,10 +77,10 @@ fn without_digests(body: &str, digests: &[&str]) -> String {
 
 #[test]
 fn stealing_blobs_through_a_manifest_put_is_refused_like_an_unknown_digest() {
-    let Some(w) = world() else { return };
+    let Some(w) = Tenants::new() else { return };
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
-    let mut alice = subsystem(Some(&w.alice), port);
+    let mut alice = subsystem_conn(Some(&w.alice), port);
     let secret = random_bytes(5000, 1401);
     let alice_manifest = v2_push(
         &mut alice.http,
@@ -173,7 +91,7 @@ fn stealing_blobs_through_a_manifest_put_is_refused_like_an_unknown_digest() {
     let (config, layers) = parts_of(&mut alice.http, "private/app", &alice_manifest);
     let layer = layers[0]["digest"].as_str().unwrap().to_string();
 
-    let mut mallory = subsystem(Some(&w.mallory), port);
+    let mut mallory = subsystem_conn(Some(&w.mallory), port);
     // The attack: a manifest in evil/ naming alice's config and layer.
     let steal = manifest_naming(&config, &layers);
     let r = put_manifest(&mut mallory.http, "evil/x", "steal", OCI_MANIFEST, &steal);
@@ -257,10 +175,10 @@ fn stealing_blobs_through_a_manifest_put_is_refused_like_an_unknown_digest() {
 
 #[test]
 fn manifests_by_digest_answer_only_where_they_were_pushed() {
-    let Some(w) = world() else { return };
+    let Some(w) = Tenants::new() else { return };
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
-    let mut alice = subsystem(Some(&w.alice), port);
+    let mut alice = subsystem_conn(Some(&w.alice), port);
     let private = v2_push(
         &mut alice.http,
         "private/app",
@@ -282,14 +200,14 @@ fn manifests_by_digest_answer_only_where_they_were_pushed() {
     );
     // The attacks: by digest through a repository of one's own, and
     // anonymously through the public namespace.
-    let mut mallory = subsystem(Some(&w.mallory), port);
+    let mut mallory = subsystem_conn(Some(&w.mallory), port);
     for method in ["GET", "HEAD"] {
         let r = get(&mut mallory.http, method, "evil/anything", &private);
         assert_eq!(r.status, 404, "{method} alice's manifest through evil/");
     }
     let r = get(&mut mallory.http, "GET", "evil/anything", &private);
     assert_eq!(r.json()["errors"][0]["code"], "MANIFEST_UNKNOWN");
-    let mut anonymous = subsystem(None, port);
+    let mut anonymous = subsystem_conn(None, port);
     for method in ["GET", "HEAD"] {
         let r = get(&mut anonymous.http, method, "public/anything", &private);
         assert_eq!(r.status, 404, "anonymous {method} through public/");
@@ -330,12 +248,12 @@ fn manifests_by_digest_answer_only_where_they_were_pushed() {
 
 #[test]
 fn upload_sessions_answer_only_their_opener_in_their_repository() {
-    let Some(w) = world() else { return };
+    let Some(w) = Tenants::new() else { return };
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
     let data = random_bytes(20_000, 1404);
     let digest = digest_of(&data);
-    let mut alice = subsystem(Some(&w.alice), port);
+    let mut alice = subsystem_conn(Some(&w.alice), port);
     let r = alice
         .http
         .request("POST", "/v2/private/app/blobs/uploads/", &[], ReqBody::None);
@@ -352,7 +270,7 @@ fn upload_sessions_answer_only_their_opener_in_their_repository() {
 
     // The attacks: mallory with the UUID through her own repository, and
     // alice's own session through another of her repositories.
-    let mut mallory = subsystem(Some(&w.mallory), port);
+    let mut mallory = subsystem_conn(Some(&w.mallory), port);
     let foreign = [
         (
             &mut mallory.http,
@@ -396,7 +314,7 @@ fn upload_sessions_answer_only_their_opener_in_their_repository() {
     let state2 = w.state.join("second");
     std::fs::create_dir_all(&state2).unwrap();
     let second = SshServer::start_with_access(&w.root, &w.access, &state2, &[]);
-    let mut again = subsystem(Some(&w.alice), second.port());
+    let mut again = subsystem_conn(Some(&w.alice), second.port());
     let r = again.http.request("GET", &loc, &[], ReqBody::None);
     assert_eq!((r.status, r.header("range")), (204, Some("0-9999")));
     let r = again.http.request(
@@ -426,7 +344,7 @@ fn upload_sessions_answer_only_their_opener_in_their_repository() {
 }
 
 /// `berth-server serve --mirror-of UPSTREAM --access FILE` on `root`.
-fn ssh_mirror(w: &World, root: &Path, upstream: &Path) -> SshServer {
+fn ssh_mirror(w: &Tenants, root: &Path, upstream: &Path) -> SshServer {
     let state = w.state.join("mirror");
     std::fs::create_dir_all(&state).unwrap();
     SshServer::start_with_access(
@@ -439,7 +357,7 @@ fn ssh_mirror(w: &World, root: &Path, upstream: &Path) -> SshServer {
 
 #[test]
 fn the_mirror_links_only_what_the_upstream_gave_for_the_repository() {
-    let Some(w) = world() else { return };
+    let Some(w) = Tenants::new() else { return };
     // The upstream: team/one holds layer A; team/two holds layers B and A,
     // but then loses A (its link is removed, as `fsck --repair` would).
     let upstream = w.state.join("upstream");
@@ -456,7 +374,7 @@ fn the_mirror_links_only_what_the_upstream_gave_for_the_repository() {
 
     let mirror_root = w.state.join("mirror-store");
     let mirror = ssh_mirror(&w, &mirror_root, &upstream);
-    let mut m = subsystem(Some(&w.mallory), mirror.port());
+    let mut m = subsystem_conn(Some(&w.mallory), mirror.port());
     let blob = |c: &mut Conn, repo: &str, hex: &str| {
         c.request(
             "GET",
@@ -530,9 +448,9 @@ fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
 
 #[test]
 fn fsck_repair_removes_what_the_old_manifest_put_leaked() {
-    let Some(w) = world() else { return };
+    let Some(w) = Tenants::new() else { return };
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
-    let mut alice = subsystem(Some(&w.alice), server.port());
+    let mut alice = subsystem_conn(Some(&w.alice), server.port());
     let secret = random_bytes(5000, 1407);
     let manifest = v2_push(
         &mut alice.http,
@@ -557,7 +475,7 @@ fn fsck_repair_removes_what_the_old_manifest_put_leaked() {
         json!({"digest": manifest, "v1": null}).to_string(),
     )
     .unwrap();
-    let mut mallory = subsystem(Some(&w.mallory), server.port());
+    let mut mallory = subsystem_conn(Some(&w.mallory), server.port());
     let steal = |c: &mut Conn| {
         c.request(
             "GET",

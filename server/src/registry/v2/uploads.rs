@@ -265,16 +265,28 @@ pub async fn patch(
     body: ReqBody,
     who: &Identity,
 ) -> V2Result {
-    check_owner(reg, name, &id, who).await?;
-    let range = content_range(req)?;
-    if let (Some((a, b)), Some(len)) = (range, content_length(req)) {
-        if len != b - a + 1 {
-            return Err(vec![V2Error::new(
-                ErrorCode::SizeInvalid,
-                format!("Content-Length {len} does not match Content-Range {a}-{b}"),
-            )]);
+    let checked = async {
+        check_owner(reg, name, &id, who).await?;
+        let range = content_range(req)?;
+        if let (Some((a, b)), Some(len)) = (range, content_length(req)) {
+            if len != b - a + 1 {
+                return Err(vec![V2Error::new(
+                    ErrorCode::SizeInvalid,
+                    format!("Content-Length {len} does not match Content-Range {a}-{b}"),
+                )]);
+            }
         }
-    }
+        Ok(range)
+    };
+    // A refusal leaves the body unread: drain a small one so the
+    // connection stays usable (hyper closes it otherwise).
+    let range = match checked.await {
+        Ok(range) => range,
+        Err(e) => {
+            crate::registry::drain_small_body(body).await;
+            return Err(e);
+        }
+    };
     let (offset, digest) = reg
         .store()
         .append_upload(&id, body, range.map(|(a, _)| a))
@@ -298,25 +310,33 @@ pub async fn close(
     body: ReqBody,
     who: &Identity,
 ) -> V2Result {
-    check_owner(reg, name, &id, who).await?;
     let store = reg.store().clone();
-    let s = store.clone();
-    let i = id.clone();
-    if blocking(move || s.upload_offset(&i)).await.v2()?.is_none() {
-        return Err(unknown_session());
-    }
-    let digest = match digest_param(req, "digest") {
-        Ok(Some(d)) => d,
-        Ok(None) => {
-            return Err(vec![V2Error::new(
+    let checked = async {
+        check_owner(reg, name, &id, who).await?;
+        let s = store.clone();
+        let i = id.clone();
+        if blocking(move || s.upload_offset(&i)).await.v2()?.is_none() {
+            return Err(unknown_session());
+        }
+        match digest_param(req, "digest") {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(vec![V2Error::new(
                 ErrorCode::DigestInvalid,
                 "the closing PUT needs ?digest=",
-            )])
+            )]),
+            Err(e) => {
+                let s = store.clone();
+                let i = id.clone();
+                let _ = blocking(move || s.cancel_upload(&i)).await;
+                Err(e)
+            }
         }
+    };
+    // As in `patch`: a refusal drains a small unread body.
+    let digest = match checked.await {
+        Ok(d) => d,
         Err(e) => {
-            let s = store.clone();
-            let i = id.clone();
-            let _ = blocking(move || s.cancel_upload(&i)).await;
+            crate::registry::drain_small_body(body).await;
             return Err(e);
         }
     };
