@@ -9,6 +9,7 @@ mod hostile;
 mod mirror;
 mod resume;
 mod roles;
+mod sharedfs;
 mod ssh;
 mod storage;
 mod v1;

@@ -1,0 +1,401 @@
+//! Issue 15: integrity of one store shared by several `berth-server serve`
+//! front ends, driven by real `berth push` / `berth pull` processes.
+//!
+//! The scenario runner here takes the store *per front end* (one root path
+//! per server), so the same rounds run on a local directory (every server on
+//! the same path, the tests below) and on a GlusterFS volume mounted several
+//! times (`gluster.rs`, one mount per server, as separate hosts would).
+//! Every round ends with `berth-server fsck` clean and every successful push
+//! pulled back through every server, each layer byte-identical to the
+//! archive's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_tests::*;
+
+/// Images per set: pushes cycle through them.
+pub const IMAGES: usize = 4;
+
+/// One generated `docker save` archive and the sha256 of each layer tar, in
+/// manifest order.
+pub struct Archive {
+    /// The archive file.
+    pub path: PathBuf,
+    /// sha256 hex of each layer member.
+    pub layers: Vec<String>,
+}
+
+/// Writes [`IMAGES`] archives sharing layers: every image has the same base
+/// layer, pairs share a middle layer, each has a layer of its own (sizes in
+/// MiB so uploads overlap in time). `seed` varies every byte.
+pub fn make_archives(dir: &Path, seed: u64, mib: usize) -> Vec<Archive> {
+    let script = r#"
+import hashlib, io, json, random, sys, tarfile
+out_dir, seed, mib, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def layer(tag, size):
+    rnd = random.Random(f"{seed}-{tag}")
+    data = rnd.randbytes(size)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        info = tarfile.TarInfo(f"{tag}.bin"); info.size = len(data); info.mtime = 0
+        t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+base = layer("base", mib << 20)
+for i in range(n):
+    layers = [base, layer(f"mid{i // 2}", (mib << 20) // 2), layer(f"own{i}", (mib << 20) // 3 + i)]
+    diffs = ["sha256:" + hashlib.sha256(l).hexdigest() for l in layers]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": diffs},
+                         "history": [{"created_by": f"sharedfs {seed} {i}"}]}).encode()
+    ch = hashlib.sha256(config).hexdigest()
+    names = [f"l{j}/layer.tar" for j in range(len(layers))]
+    manifest = json.dumps([{"Config": ch + ".json", "RepoTags": [f"team/app{i}:src"], "Layers": names}]).encode()
+    path = f"{out_dir}/image{i}.tar"
+    with tarfile.open(path, mode="w") as t:
+        for name, body in [(ch + ".json", config)] + list(zip(names, layers)) + [("manifest.json", manifest)]:
+            info = tarfile.TarInfo(name); info.size = len(body)
+            t.addfile(info, io.BytesIO(body))
+    print(path, " ".join(d[7:] for d in diffs))
+"#;
+    let o = run_ok(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(dir)
+            .arg(seed.to_string())
+            .arg(mib.to_string())
+            .arg(IMAGES.to_string()),
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            Archive {
+                path: PathBuf::from(w.next().unwrap()),
+                layers: w.map(str::to_string).collect(),
+            }
+        })
+        .collect()
+}
+
+/// sha256 hex of each layer of a `docker load` archive, in manifest order.
+pub fn archive_layers(archive: &Path) -> Vec<String> {
+    let script = r#"
+import hashlib, json, sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    m = json.load(t.extractfile("manifest.json"))[0]
+    for name in m["Layers"]:
+        print(hashlib.sha256(t.extractfile(name).read()).hexdigest())
+"#;
+    let o = run_ok(Command::new("python3").args(["-c", script]).arg(archive));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Front ends of one store: `serve` processes, one per root path given
+/// (the same path for a local directory, one mount point per "host" on a
+/// shared filesystem), one host key for all of them (as behind one DNS
+/// name), and client keys for `users` users.
+pub struct Fleet {
+    /// The servers (`None` once killed).
+    pub servers: Vec<Option<SshServer>>,
+    /// Each server's root.
+    pub roots: Vec<PathBuf>,
+    /// One key per user.
+    pub keys: Vec<ClientKey>,
+    /// known_hosts trusting every server.
+    pub known: PathBuf,
+    authorized: PathBuf,
+    state: PathBuf,
+}
+
+impl Fleet {
+    /// Starts one server per root; keys and host key live under `state`.
+    pub fn start(roots: &[PathBuf], state: &Path, users: usize) -> Fleet {
+        std::fs::create_dir_all(state).unwrap();
+        let keys: Vec<ClientKey> = (0..users.max(1))
+            .map(|u| ClientKey::generate(state, &format!("user{u}")))
+            .collect();
+        let authorized = state.join("authorized_keys");
+        ClientKey::authorized_keys(&authorized, &keys.iter().collect::<Vec<_>>());
+        let mut fleet = Fleet {
+            servers: Vec::new(),
+            roots: roots.to_vec(),
+            keys,
+            known: state.join("known_hosts"),
+            authorized,
+            state: state.to_path_buf(),
+        };
+        for i in 0..roots.len() {
+            let s = fleet.launch(i);
+            fleet.servers.push(Some(s));
+        }
+        fleet.write_known_hosts();
+        fleet
+    }
+
+    fn launch(&self, i: usize) -> SshServer {
+        SshServer::start(&self.roots[i], &self.authorized, &self.state, &[])
+    }
+
+    fn write_known_hosts(&self) {
+        let lines: String = self
+            .servers
+            .iter()
+            .flatten()
+            .map(|s| format!("{}\n", s.known_hosts_line()))
+            .collect();
+        std::fs::write(&self.known, lines).unwrap();
+    }
+
+    /// SIGKILLs server `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut s) = self.servers[i].take() {
+            s.proc.kill();
+        }
+    }
+
+    /// Starts server `i` again (after [`Fleet::kill`]).
+    pub fn restart(&mut self, i: usize) {
+        let s = self.launch(i);
+        self.servers[i] = Some(s);
+        self.write_known_hosts();
+    }
+
+    /// `ssh://` address of server `i`.
+    pub fn registry(&self, i: usize) -> String {
+        let s = self.servers[i].as_ref().expect("server is running");
+        format!("ssh://root@127.0.0.1:{}", s.port())
+    }
+
+    /// Indexes of the running servers.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.servers.len())
+            .filter(|i| self.servers[*i].is_some())
+            .collect()
+    }
+
+    /// `berth SUB -q` as user `user` (their key) with client state in `home`.
+    pub fn berth(&self, sub: &str, user: usize, home: &Path) -> Command {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.env("HOME", home)
+            .env_remove("BERTH_STATE_DIR")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("SSH_AUTH_SOCK")
+            .args([sub, "-q", "--identity"])
+            .arg(&self.keys[user % self.keys.len()].private)
+            .arg("--known-hosts")
+            .arg(&self.known);
+        cmd
+    }
+
+    /// Starts `berth push` of `archive` to `dest` through server `server`.
+    pub fn spawn_push(
+        &self,
+        server: usize,
+        user: usize,
+        home: &Path,
+        archive: &Path,
+        dest: &str,
+    ) -> Child {
+        self.berth("push", user, home)
+            .arg("--input")
+            .arg(archive)
+            .arg(self.registry(server))
+            .arg(dest)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning berth push")
+    }
+
+    /// `berth pull` of `dest` through server `server` into `out`.
+    pub fn pull(&self, server: usize, home: &Path, dest: &str, out: &Path) -> Output {
+        self.berth("pull", 0, home)
+            .arg("--output")
+            .arg(out)
+            .arg(self.registry(server))
+            .arg(dest)
+            .output()
+            .expect("running berth pull")
+    }
+}
+
+/// How pushers share client state: one HOME for all (one user account) or
+/// one HOME and key per user.
+#[derive(Clone, Copy, Debug)]
+pub enum Homes {
+    /// Every push runs with the same HOME and key.
+    One,
+    /// Push `k` runs as user `k % n` with that user's HOME.
+    PerUser(usize),
+}
+
+/// What a round of pushes produced.
+#[derive(Default, Debug)]
+pub struct Round {
+    /// `(destination, archive index)` of each push that succeeded.
+    pub ok: Vec<(String, usize)>,
+    /// `(destination, berth's message)` of each push that failed.
+    pub failed: Vec<(String, String)>,
+    /// Wall time of the round.
+    pub elapsed: Duration,
+}
+
+/// The HOME of push `k` under `homes`.
+pub fn home_of(base: &Path, homes: Homes, k: usize) -> (usize, PathBuf) {
+    match homes {
+        Homes::One => (0, base.join("home0")),
+        Homes::PerUser(n) => (k % n, base.join(format!("home{}", k % n))),
+    }
+}
+
+/// Starts `pushes` concurrent `berth push` runs (archive `k % IMAGES`,
+/// round-robin over the running servers) and waits for them all.
+pub fn push_round(
+    fleet: &Fleet,
+    archives: &[Archive],
+    homes_dir: &Path,
+    homes: Homes,
+    round: usize,
+    pushes: usize,
+) -> Round {
+    let started = Instant::now();
+    let running = fleet.running();
+    let children: Vec<(String, usize, Child)> = (0..pushes)
+        .map(|k| {
+            let (user, home) = home_of(homes_dir, homes, k);
+            std::fs::create_dir_all(&home).unwrap();
+            let image = k % archives.len();
+            let dest = format!("team/app{image}:r{round}k{k}");
+            let server = running[k % running.len()];
+            let child = fleet.spawn_push(server, user, &home, &archives[image].path, &dest);
+            (dest, image, child)
+        })
+        .collect();
+    let mut round_out = Round::default();
+    for (dest, image, child) in children {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            round_out.ok.push((dest, image));
+        } else {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            round_out.failed.push((dest, msg));
+        }
+    }
+    round_out.elapsed = started.elapsed();
+    round_out
+}
+
+/// Every successful push pulled through every running server, each layer
+/// byte-identical to its archive's.
+pub fn verify_round(fleet: &Fleet, archives: &[Archive], work: &Path, round: &Round) {
+    let home = work.join("pull-home");
+    std::fs::create_dir_all(&home).unwrap();
+    for (dest, image) in &round.ok {
+        for server in fleet.running() {
+            let out = work.join(format!("pulled-{server}.tar"));
+            let o = fleet.pull(server, &home, dest, &out);
+            assert!(
+                o.status.success(),
+                "pull of {dest} through server {server}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert_eq!(
+                archive_layers(&out),
+                archives[*image].layers,
+                "{dest} through server {server}: layers differ from the archive"
+            );
+        }
+    }
+}
+
+/// Runs `berth-server fsck --root ROOT` with `extra`; (exit code, output).
+pub fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(bin("berth-server"))
+        .arg("fsck")
+        .arg("--root")
+        .arg(root)
+        .args(extra)
+        .output()
+        .expect("running fsck");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Runs rounds of `pushes` concurrent pushes; after each, fsck must be clean
+/// and every successful push must pull back intact. Returns the rounds.
+pub fn run_rounds(
+    fleet: &Fleet,
+    archives: &[Archive],
+    work: &Path,
+    homes: Homes,
+    rounds: usize,
+    pushes: usize,
+) -> Vec<Round> {
+    let mut all = Vec::new();
+    for r in 0..rounds {
+        let round = push_round(fleet, archives, work, homes, r, pushes);
+        eprintln!(
+            "sharedfs round {r} ({homes:?}): {} ok, {} failed, {:?}",
+            round.ok.len(),
+            round.failed.len(),
+            round.elapsed
+        );
+        for (dest, msg) in &round.failed {
+            eprintln!("  {dest}: {msg}");
+        }
+        let (code, text) = fsck(&fleet.roots[0], &[]);
+        assert_eq!(code, 0, "fsck after round {r}:\n{text}");
+        verify_round(fleet, archives, work, &round);
+        all.push(round);
+    }
+    all
+}
+
+/// Sums failures over rounds and asserts there were none.
+pub fn assert_no_failures(rounds: &[Round]) {
+    let failed: Vec<&(String, String)> = rounds.iter().flat_map(|r| &r.failed).collect();
+    assert!(failed.is_empty(), "{} pushes failed: {failed:#?}", failed.len());
+}
+
+fn tools_present() -> bool {
+    require_tool("python3", "python3") && require_tool("ssh-keygen", "openssh-client")
+}
+
+/// The issue's reproduction on a local directory: 16 concurrent `berth
+/// push` runs by one user account (one HOME) through two servers on one
+/// store, 4 images sharing layers, 2 rounds.
+#[test]
+fn one_home_pushing_through_two_servers_on_a_local_dir() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let archives = make_archives(dir.path(), 15, 4);
+    let fleet = Fleet::start(&[root.clone(), root.clone()], &dir.path().join("keys"), 1);
+    let rounds = run_rounds(&fleet, &archives, dir.path(), Homes::One, 2, 16);
+    assert_no_failures(&rounds);
+}
+
+/// The same with four users, each with their own HOME and key.
+#[test]
+fn several_users_pushing_through_two_servers_on_a_local_dir() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let archives = make_archives(dir.path(), 16, 4);
+    let fleet = Fleet::start(&[root.clone(), root.clone()], &dir.path().join("keys"), 4);
+    let rounds = run_rounds(&fleet, &archives, dir.path(), Homes::PerUser(4), 2, 16);
+    assert_no_failures(&rounds);
+}
