@@ -363,7 +363,11 @@ pub fn run_rounds(
 /// Sums failures over rounds and asserts there were none.
 pub fn assert_no_failures(rounds: &[Round]) {
     let failed: Vec<&(String, String)> = rounds.iter().flat_map(|r| &r.failed).collect();
-    assert!(failed.is_empty(), "{} pushes failed: {failed:#?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} pushes failed: {failed:#?}",
+        failed.len()
+    );
 }
 
 fn tools_present() -> bool {
