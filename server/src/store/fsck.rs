@@ -9,6 +9,12 @@
 //! layers, index children, recursively) are in the pool; every per-repository
 //! blob link, manifest record and derived record points into the pool.
 //!
+//! What it repairs when asked: a pool blob whose content does not hash to
+//! its name, and a V1 image whose layer does not match its `_checksum`, are
+//! problems; `--repair` moves them into `_berth/quarantine/`
+//! (`store::quarantine`), so HEAD stops answering them and the next push
+//! uploads them again.
+//!
 //! What it leaves alone: crash leftovers are *not* problems (they are what the
 //! contract allows a killed writer to leave): `.tmp-*` files, upload sessions,
 //! image directories that never got their json, images still in progress.
@@ -27,6 +33,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::atomic::{remove_durable, FileLock, TEMP_PREFIX};
+use super::quarantine::quarantine;
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
 use super::{hash_file, Store};
 use crate::names::{Digest, ImageId, RepoName, Tag};
@@ -285,8 +292,16 @@ pub fn fsck(store: &Store, opts: &FsckOptions) -> io::Result<FsckReport> {
     let mut r = FsckReport::default();
     check_temps(store, opts, &mut r)?;
     check_uploads(store, opts, &mut r)?;
-    let pool = check_pool(store, &mut r)?;
+    let pool = check_pool(store, opts, &mut r)?;
     check_images(store, opts, &mut r)?;
+    let held = super::quarantine::quarantined(store)?;
+    if held > 0 {
+        r.add(
+            Severity::Note,
+            &store.paths().quarantine_dir(),
+            format!("{held} quarantined objects (moved out by an earlier repair; safe to delete)"),
+        );
+    }
     check_v1_tags(store, &mut r)?;
     check_v2(store, opts, &pool, &mut r)?;
     check_records(store, &pool, &mut r)?;
@@ -315,7 +330,10 @@ fn check_temps(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Res
 fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
     for (name, path) in entries(&store.paths().uploads_dir())? {
         if name.starts_with(TEMP_PREFIX) {
-            continue; // judged by check_temps
+            if path.is_dir() {
+                closed_session_leftover(opts, &path, r)?;
+            }
+            continue; // files: judged by check_temps
         }
         let Some(id) = UploadId::parse(&name) else {
             r.add(
@@ -340,8 +358,34 @@ fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::R
     Ok(())
 }
 
-/// Hashes every pool blob; returns the digests present.
-fn check_pool(store: &Store, r: &mut FsckReport) -> io::Result<HashSet<Digest>> {
+/// A session closed or cancelled by a process that died between renaming it
+/// out of the way and deleting it (`.tmp-gone-<id>/`): unreachable by name.
+fn closed_session_leftover(opts: &FsckOptions, path: &Path, r: &mut FsckReport) -> io::Result<()> {
+    let Some(a) = dir_age(path)? else {
+        return Ok(());
+    };
+    if a < opts.grace {
+        r.add(Severity::Note, path, "upload session being removed");
+    } else if opts.repair {
+        fs::remove_dir_all(path)?;
+        r.add(
+            Severity::Repaired,
+            path,
+            "removed upload session leftover deleted",
+        );
+    } else {
+        r.add(Severity::Leftover, path, "removed upload session leftover");
+    }
+    Ok(())
+}
+
+/// Hashes every pool blob; returns the digests present (a quarantined one
+/// is not).
+fn check_pool(
+    store: &Store,
+    opts: &FsckOptions,
+    r: &mut FsckReport,
+) -> io::Result<HashSet<Digest>> {
     let mut present = HashSet::new();
     for (name, path) in entries(&store.paths().blobs_dir())? {
         if name.starts_with(TEMP_PREFIX) {
@@ -362,11 +406,17 @@ fn check_pool(store: &Store, r: &mut FsckReport) -> io::Result<HashSet<Digest>> 
         };
         r.blobs += 1;
         if actual != d {
-            r.add(
-                Severity::Problem,
-                &path,
-                format!("blob content hashes to {actual}, not to its name"),
-            );
+            let why = format!("blob content hashes to {actual}, not to its name");
+            r.add(Severity::Problem, &path, &why);
+            if opts.repair {
+                let to = quarantine(store, &path, &why)?;
+                r.add(
+                    Severity::Repaired,
+                    &path,
+                    format!("moved to {} (the next push uploads it again)", to.display()),
+                );
+                continue;
+            }
         }
         present.insert(d);
     }
@@ -402,7 +452,17 @@ fn check_images(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Re
             );
             continue;
         }
-        check_published_image(store, &id, &json_raw, r)?;
+        if !check_published_image(store, &id, &json_raw, r)? && opts.repair {
+            let to = quarantine(store, &dir, "layer does not match the payload checksum")?;
+            r.add(
+                Severity::Repaired,
+                &dir,
+                format!(
+                    "image whose layer does not match its _checksum moved to {}",
+                    to.display()
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -442,12 +502,15 @@ fn no_json_dir(
     Ok(())
 }
 
+/// Checks a published V1 image; `Ok(false)` only when its layer does not
+/// match its recorded payload checksum (content not matching its name:
+/// `--repair` quarantines the image).
 fn check_published_image(
     store: &Store,
     id: &ImageId,
     json_raw: &[u8],
     r: &mut FsckReport,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let p = store.paths();
     let json_path = p.image_json(id);
     let json: Value = match serde_json::from_slice(json_raw) {
@@ -458,7 +521,7 @@ fn check_published_image(
                 &json_path,
                 format!("json does not parse: {e}"),
             );
-            return Ok(());
+            return Ok(true);
         }
     };
     if json.get("id").and_then(Value::as_str) != Some(id.as_str()) {
@@ -529,12 +592,12 @@ fn check_published_image(
     let layer = p.image_layer(id);
     if !layer.exists() {
         r.add(Severity::Problem, &layer, "published image has no layer");
-        return Ok(());
+        return Ok(true);
     }
     let sums = store.stored_checksums(id)?;
     if sums.is_empty() {
         // Projected from a V2 push: the first V1 read records it.
-        return Ok(());
+        return Ok(true);
     }
     let mut prefix = json_raw.to_vec();
     prefix.push(b'\n');
@@ -545,8 +608,9 @@ fn check_published_image(
             &p.image_checksum(id),
             format!("_checksum does not contain the payload checksum {payload}"),
         );
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
 }
 
 fn check_v1_tags(store: &Store, r: &mut FsckReport) -> io::Result<()> {
@@ -874,5 +938,55 @@ mod tests {
         assert_eq!(store.upload_offset(&session).unwrap(), Some(0));
         let r = fsck(&store, &opts(false)).unwrap();
         assert_eq!(r.problems() + r.count(Severity::Leftover), 0);
+    }
+
+    /// Issue 15 attack: a pool blob (and a V1 layer) whose content does not
+    /// match its name is answered as present by HEAD, so every later push
+    /// skips it. `--repair` must move it out so the next push uploads it.
+    #[tokio::test]
+    async fn repair_quarantines_content_that_does_not_match_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ImageId::parse(&"a".repeat(64)).unwrap();
+        v1_image(&store, &a, None, b"v1 base layer").await;
+        let d2 = store.put_small_blob(b"layer two").unwrap();
+        let p = store.paths().clone();
+        // Same length, other bytes: what a second writer left behind.
+        fs::write(p.blob(&d2), b"LAYER TWO").unwrap();
+        fs::write(p.image_layer(&a), b"V1 BASE LAYER").unwrap(); // shares the pool inode
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(problems_about(&r, "hashes to"), 2, "{:#?}", r.findings);
+        assert_eq!(
+            problems_about(&r, "payload checksum"),
+            1,
+            "{:#?}",
+            r.findings
+        );
+        assert!(
+            store.blob_size(&d2).unwrap().is_some(),
+            "without --repair nothing moves"
+        );
+
+        let r = fsck(&store, &opts(true)).unwrap();
+        assert_eq!(r.count(Severity::Repaired), 3, "{:#?}", r.findings);
+        assert_eq!(
+            store.blob_size(&d2).unwrap(),
+            None,
+            "HEAD still answers the corrupt blob"
+        );
+        assert!(
+            !p.image_json(&a).exists(),
+            "the corrupt V1 image is still readable"
+        );
+        let held = fs::read_dir(dir.path().join("_berth/quarantine"))
+            .unwrap()
+            .count();
+        assert_eq!(held, 3, "the bad objects are kept for inspection");
+
+        // The next push uploads the blob again; the store is clean after.
+        assert_eq!(store.put_small_blob(b"layer two").unwrap(), d2);
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(r.problems(), 0, "{:#?}", r.findings);
+        assert!(r.findings.iter().any(|f| f.message.contains("quarantined")));
     }
 }

@@ -17,6 +17,7 @@ pub mod manifests;
 pub mod media;
 pub mod paths;
 pub mod projection;
+pub mod quarantine;
 pub mod transient;
 pub mod translate;
 pub mod uploads;
