@@ -5,6 +5,7 @@ mod access;
 mod archive;
 mod client;
 mod fuzz;
+mod gluster;
 mod hostile;
 mod mirror;
 mod resume;
