@@ -102,7 +102,6 @@ pub struct Volume {
     bricks: Vec<PathBuf>,
     /// The FUSE mount points.
     pub mounts: Vec<PathBuf>,
-    host: String,
 }
 
 impl Volume {
@@ -123,7 +122,6 @@ impl Volume {
             dir: dir.to_path_buf(),
             bricks: bricks.clone(),
             mounts: Vec::new(),
-            host: host.to_string(),
         };
         let spec: Vec<String> = bricks
             .iter()
@@ -161,23 +159,13 @@ impl Volume {
         self.mounts.iter().map(|m| m.join("store")).collect()
     }
 
-    /// The pid of brick `i`'s server process (`gluster volume status`).
+    /// The pid of brick `i`'s server process (`gluster volume status --xml`).
     fn brick_pid(&self, i: usize) -> Option<u32> {
-        let want = format!("{}:{}", self.host, self.bricks[i].display());
-        let status = gluster_ok(&["volume", "status", &self.name]);
-        // "Brick host:/path   49152  0  Y  1234" (the name may wrap onto its own line).
-        let mut lines = status.lines().peekable();
-        while let Some(line) = lines.next() {
-            if !line.contains(&want) {
-                continue;
-            }
-            let mut fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 4 {
-                fields = lines.next()?.split_whitespace().collect();
-            }
-            return fields.last()?.parse().ok();
-        }
-        None
+        let path = format!("<path>{}</path>", self.bricks[i].display());
+        let status = gluster_ok(&["volume", "status", &self.name, "--xml"]);
+        let node = status.split("<node>").find(|n| n.contains(&path))?;
+        let pid = node.split("<pid>").nth(1)?.split("</pid>").next()?;
+        pid.trim().parse().ok()
     }
 
     /// SIGKILLs brick `i` (a disk or server going away).
