@@ -240,13 +240,21 @@ fn volume_dir(tag: &str) -> (tempfile::TempDir, PathBuf) {
 fn gluster_concurrent_pushes_through_two_mounts() {
     let Some(host) = gluster_host() else { return };
     let (work, vdir) = volume_dir("concurrent");
-    let vol = Volume::create(&host, &vdir, 2, &[]);
+    // `BERTH_GLUSTER_OPTIONS=k=v,k=v` (the soak's cache measurements).
+    let options = std::env::var("BERTH_GLUSTER_OPTIONS").unwrap_or_default();
+    let options: Vec<(&str, &str)> = options
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    eprintln!("gluster volume options: {options:?}");
+    let vol = Volume::create(&host, &vdir, 2, &options);
     let archives = sharedfs::make_archives(work.path(), 151, 4, IMAGES);
     let fleet = Fleet::start(&vol.roots(), &work.path().join("keys"), 4);
-    let rounds = sharedfs::run_rounds(&fleet, &archives, work.path(), Homes::One, 2, 16);
+    let n = sharedfs::rounds();
+    let rounds = sharedfs::run_rounds(&fleet, &archives, work.path(), Homes::One, n, 16);
     sharedfs::assert_no_failures(&rounds);
     let archives = sharedfs::make_archives(&work.path().join("users"), 152, 4, IMAGES);
-    let rounds = sharedfs::run_rounds(&fleet, &archives, work.path(), Homes::PerUser(4), 2, 16);
+    let rounds = sharedfs::run_rounds(&fleet, &archives, work.path(), Homes::PerUser(4), n, 16);
     sharedfs::assert_no_failures(&rounds);
 }
 

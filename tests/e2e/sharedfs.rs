@@ -371,6 +371,15 @@ pub fn assert_no_failures(rounds: &[Round]) {
     );
 }
 
+/// Rounds of the concurrency scenarios: 2 in the suite, more for a soak
+/// (`BERTH_SHAREDFS_ROUNDS`, set by `bench/soak-sharedfs`).
+pub fn rounds() -> usize {
+    std::env::var("BERTH_SHAREDFS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+}
+
 fn tools_present() -> bool {
     require_tool("python3", "python3") && require_tool("ssh-keygen", "openssh-client")
 }
@@ -387,7 +396,7 @@ fn one_home_pushing_through_two_servers_on_a_local_dir() {
     let root = dir.path().join("store");
     let archives = make_archives(dir.path(), 15, 4, IMAGES);
     let fleet = Fleet::start(&[root.clone(), root.clone()], &dir.path().join("keys"), 1);
-    let rounds = run_rounds(&fleet, &archives, dir.path(), Homes::One, 2, 16);
+    let rounds = run_rounds(&fleet, &archives, dir.path(), Homes::One, rounds(), 16);
     assert_no_failures(&rounds);
 }
 
@@ -401,7 +410,14 @@ fn several_users_pushing_through_two_servers_on_a_local_dir() {
     let root = dir.path().join("store");
     let archives = make_archives(dir.path(), 16, 4, IMAGES);
     let fleet = Fleet::start(&[root.clone(), root.clone()], &dir.path().join("keys"), 4);
-    let rounds = run_rounds(&fleet, &archives, dir.path(), Homes::PerUser(4), 2, 16);
+    let rounds = run_rounds(
+        &fleet,
+        &archives,
+        dir.path(),
+        Homes::PerUser(4),
+        rounds(),
+        16,
+    );
     assert_no_failures(&rounds);
 }
 
