@@ -453,12 +453,12 @@ fn check_images(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Re
             continue;
         }
         if !check_published_image(store, &id, &json_raw, r)? && opts.repair {
-            let to = quarantine(store, &dir, "layer does not match the payload checksum")?;
+            let to = quarantine(store, &dir, "layer content does not match its checksum")?;
             r.add(
                 Severity::Repaired,
                 &dir,
                 format!(
-                    "image whose layer does not match its _checksum moved to {}",
+                    "image whose layer does not match its checksum moved to {}",
                     to.display()
                 ),
             );
@@ -503,8 +503,8 @@ fn no_json_dir(
 }
 
 /// Checks a published V1 image; `Ok(false)` only when its layer does not
-/// match its recorded payload checksum (content not matching its name:
-/// `--repair` quarantines the image).
+/// match its recorded payload checksum or blob digest (content not matching
+/// its name: `--repair` quarantines the image).
 fn check_published_image(
     store: &Store,
     id: &ImageId,
@@ -596,8 +596,8 @@ fn check_published_image(
     }
     let sums = store.stored_checksums(id)?;
     if sums.is_empty() {
-        // Projected from a V2 push: the first V1 read records it.
-        return Ok(true);
+        // Projected from a V2 push: the first V1 read records the checksum.
+        return projected_layer_matches(store, id, &layer, r);
     }
     let mut prefix = json_raw.to_vec();
     prefix.push(b'\n');
@@ -611,6 +611,44 @@ fn check_published_image(
         return Ok(false);
     }
     Ok(true)
+}
+
+/// A V1 layer without `_checksum` (projected from a V2 push) against the
+/// blob digest recorded for it: sharing its inode with that pool blob means
+/// the pool check already hashed it; otherwise (the pool blob was
+/// quarantined or never linked) it is hashed here. `Ok(false)` on mismatch.
+fn projected_layer_matches(
+    store: &Store,
+    id: &ImageId,
+    layer: &Path,
+    r: &mut FsckReport,
+) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(info) = store.v1_layer_info(id)? else {
+        return Ok(true);
+    };
+    let same_inode = |a: &fs::Metadata, b: &fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    if let (Ok(l), Ok(b)) = (
+        fs::metadata(layer),
+        fs::metadata(store.paths().blob(&info.blob)),
+    ) {
+        if same_inode(&l, &b) {
+            return Ok(true);
+        }
+    }
+    let actual = hash_file(layer, b"")?;
+    if actual == info.blob {
+        return Ok(true);
+    }
+    r.add(
+        Severity::Problem,
+        layer,
+        format!(
+            "layer content hashes to {actual}, not to its recorded blob {}",
+            info.blob
+        ),
+    );
+    Ok(false)
 }
 
 fn check_v1_tags(store: &Store, r: &mut FsckReport) -> io::Result<()> {
@@ -988,5 +1026,36 @@ mod tests {
         let r = fsck(&store, &opts(false)).unwrap();
         assert_eq!(r.problems(), 0, "{:#?}", r.findings);
         assert!(r.findings.iter().any(|f| f.message.contains("quarantined")));
+    }
+
+    /// A V1 layer projected from a V2 push has no `_checksum`: when its pool
+    /// blob is quarantined, the V1 image sharing those bytes goes too.
+    #[tokio::test]
+    async fn repair_quarantines_a_projected_v1_layer_with_its_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ImageId::parse(&"a".repeat(64)).unwrap();
+        v1_image(&store, &a, None, b"projected layer").await;
+        let p = store.paths().clone();
+        fs::remove_file(p.image_checksum(&a)).unwrap(); // as a projection leaves it
+        let blob = Digest::of_bytes(b"projected layer");
+        let info = super::super::manifests::LayerInfo {
+            blob: blob.clone(),
+            size: 15,
+            diff_id: blob.clone(),
+            media_type: super::super::media::DOCKER_LAYER_TAR.to_string(),
+        };
+        store.set_v1_layer_info(&a, &info).unwrap();
+        assert_eq!(fsck(&store, &opts(false)).unwrap().problems(), 0);
+
+        fs::write(p.blob(&blob), b"PROJECTED LAYER").unwrap(); // the shared inode
+        let r = fsck(&store, &opts(true)).unwrap();
+        assert_eq!(problems_about(&r, "hashes to"), 2, "{:#?}", r.findings);
+        assert_eq!(r.count(Severity::Repaired), 2, "{:#?}", r.findings);
+        assert!(
+            !p.image_json(&a).exists(),
+            "the V1 image still serves the bad bytes"
+        );
+        assert_eq!(store.blob_size(&blob).unwrap(), None);
     }
 }
