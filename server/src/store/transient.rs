@@ -5,11 +5,13 @@
 //!
 //! A GlusterFS or NFS client answers `ESTALE` when a file handle it cached
 //! was replaced on another host, `EIO`/`ENOTCONN` while a brick or server is
-//! away, `ENOLCK` when the lock manager cannot be reached, and `EINTR` when a
-//! lock wait is interrupted. The registry answers what survives the retry
-//! with 503 and `Retry-After` (`registry::v2::errors`), never with a silent
-//! 500, and nothing half-written is ever published (every publishing step is
-//! a link or rename of a verified file).
+//! away, `ENOLCK` when the lock manager cannot be reached, `EINTR` when a
+//! lock wait is interrupted, and `EROFS` while a replicated volume has lost
+//! its quorum (GlusterFS turns it read-only until the brick is back). The
+//! registry answers what survives the retry with 503 and `Retry-After`
+//! (`registry::v2::errors`), never with a silent 500, and nothing
+//! half-written is ever published (every publishing step is a link or
+//! rename of a verified file).
 
 use std::io;
 use std::time::Duration;
@@ -29,6 +31,7 @@ pub fn is_transient(e: &io::Error) -> bool {
             | Some(libc::ENOTCONN)
             | Some(libc::ENOLCK)
             | Some(libc::EINTR)
+            | Some(libc::EROFS)
     )
 }
 
