@@ -600,3 +600,105 @@ fn gc_while_pushing_on_a_local_dir() {
     let root = dir.path().join("store");
     gc_while_pushing(&[root.clone(), root], dir.path());
 }
+
+/// Issue 15: storage that turns briefly unwritable in the middle of a push
+/// (here a read-only bind mount, as a GlusterFS volume without quorum does:
+/// `EROFS`) is answered 503 + `Retry-After` naming the storage error, not a
+/// silent 500; `berth push` waits and succeeds once it is writable again,
+/// and the store is clean. Needs root (bind mounts).
+#[test]
+fn push_rides_out_storage_that_is_briefly_read_only() {
+    if !tools_present() || !require_tool("mount", "mount") {
+        return;
+    }
+    if euid() != 0 {
+        assert!(!in_ci(), "this test needs root (bind mounts)");
+        eprintln!("SKIPPED: not root, cannot bind-mount the store read-only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("store");
+    let front = dir.path().join("front");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&front).unwrap();
+    let mount = |args: &[&str]| {
+        let ok = Command::new("mount").args(args).status().unwrap();
+        assert!(ok.success(), "mount {args:?}");
+    };
+    mount(&["--bind", real.to_str().unwrap(), front.to_str().unwrap()]);
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(front.clone());
+    // The server writes its store once at start: let it, then freeze it.
+    let archives = make_archives(&dir.path().join("img"), 91, 1, 1);
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = ClientKey::generate(&keys, "user0");
+    let authorized = keys.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&key]);
+    let log = dir.path().join("server.log");
+    let server = SshServer::start_logged(&front, &authorized, &keys, &[], &log);
+    let known = keys.join("known_hosts");
+    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    mount(&["-o", "remount,bind,ro", front.to_str().unwrap()]);
+
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut push = Command::new(bin("berth"))
+        .env("HOME", &home)
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["push", "-q", "--identity"])
+        .arg(&key.private)
+        .arg("--known-hosts")
+        .arg(&known)
+        .arg("--input")
+        .arg(&archives[0].path)
+        .arg(format!("ssh://root@127.0.0.1:{}", server.port()))
+        .arg("team/ro:1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The event: the server answered a request 503 for the read-only store.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("transient storage error") {
+            assert!(
+                text.contains("Read-only file system"),
+                "the 503 does not name the storage error"
+            );
+            break;
+        }
+        assert!(
+            push.try_wait().unwrap().is_none(),
+            "the push ended before the storage was writable again"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no request reached the read-only store"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    mount(&["-o", "remount,bind,rw", front.to_str().unwrap()]);
+    let out = push.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, text) = fsck(&real, &[]);
+    assert_eq!(code, 0, "{text}");
+}
+
+/// The effective user id (`id -u`).
+fn euid() -> u32 {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(u32::MAX)
+}
