@@ -48,9 +48,12 @@ struct FsckArgs {
     #[arg(long, default_value = "./berth-data")]
     root: PathBuf,
     /// Remove provably garbage leftovers (stale temp files, expired upload
-    /// sessions, image directories without json, links to missing blobs)
-    /// and per-repository links the repository never earned (docs/storage.md,
-    /// "Upgrading a store").
+    /// sessions, image directories without json, links to missing blobs),
+    /// remove per-repository links the repository never earned
+    /// (docs/storage.md, "Upgrading a store"), and move objects whose
+    /// content does not match their name (pool blobs, V1 images failing
+    /// their checksum) to `_berth/quarantine/`, so the next push uploads
+    /// them again.
     #[arg(long)]
     repair: bool,
     /// Leftovers younger than this may belong to a running request and are kept (`30m`, `2h`, `0s`).

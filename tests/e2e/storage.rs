@@ -1089,3 +1089,75 @@ fn full_disk_fails_pushes_cleanly_and_keeps_serving_reads() {
     v1_verify(addr, &after).unwrap();
     drop(server);
 }
+
+/// Issue 15 attack: while one request streams into an upload session
+/// through server A, a second writer of the same session through server B
+/// must be refused at once (416 with the session's `Range`), not queued
+/// behind the first and then appended after it; the first completes and
+/// the blob publishes intact.
+#[test]
+fn a_second_writer_of_one_session_is_refused_across_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let a = HttpServer::start(&root);
+    let b = HttpServer::start(&root);
+    let blob = random_bytes(2 << 20, 1515);
+    let digest = format!("sha256:{}", sha256_hex(&blob));
+    let r = req(a.addr, "POST", "/v2/one/writer/blobs/uploads/", &[], b"").unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+    let id = loc.rsplit('/').next().unwrap().to_string();
+
+    // Writer 1 through A: header and 1.5 MiB of its 2 MiB, then it pauses.
+    let mut first = connect(a.addr).unwrap();
+    let h = head(
+        "PATCH",
+        &loc,
+        &[("Content-Type", "application/octet-stream")],
+        blob.len() as u64,
+    );
+    first.write_all(h.as_bytes()).unwrap();
+    let split = 3 << 19;
+    first.write_all(&blob[..split]).unwrap();
+    // The event: A's writer has put bytes on disk (it holds the session).
+    let data = root.join("_berth/uploads").join(&id).join("data");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "writer 1 never wrote");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    // Writer 2 through B, same session, no Content-Range (as docker sends).
+    let started = Instant::now();
+    let second = req(
+        b.addr,
+        "PATCH",
+        &loc,
+        &[("Content-Type", "application/octet-stream")],
+        &blob,
+    )
+    .unwrap();
+    eprintln!(
+        "second writer answered {} in {:?}",
+        second.status,
+        started.elapsed()
+    );
+    assert_eq!(second.status, 416, "{}", second.text());
+    assert!(second.text().contains("busy"), "{}", second.text());
+    assert!(second.header("range").is_some(), "416 without Range");
+
+    // Writer 1 finishes; the session holds exactly its bytes.
+    first.write_all(&blob[split..]).unwrap();
+    let r = read_resp(&mut first, false).unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        r.header("range"),
+        Some(format!("0-{}", blob.len() - 1).as_str())
+    );
+    let r = req(b.addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"").unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = get(a.addr, &format!("/v2/one/writer/blobs/{digest}")).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == blob, "the published blob differs");
+    assert_fsck_clean(&root);
+}

@@ -100,6 +100,19 @@ pub enum ArchiveError {
         /// sha256 of the decompressed layer (or why it could not be decompressed).
         actual: String,
     },
+    /// The registry's upload session does not hold the blob's bytes
+    /// although the archive's do hash right (checked again locally): the
+    /// session was changed on the registry's side (another writer, its
+    /// storage), not by this archive (issue 15).
+    #[error("{member}: the registry's upload session for {digest} holds content with sha256 {reported}; the archive's bytes are fine (checked again here): the session was changed on the registry's side, not by this archive; push again")]
+    SessionMismatch {
+        /// The member path.
+        member: String,
+        /// The blob's digest (the archive's bytes hash to it).
+        digest: String,
+        /// What the registry reported for its session.
+        reported: String,
+    },
     /// The command line named images the archive does not hold, or too
     /// little to decide what to push.
     #[error("{0}")]

@@ -315,10 +315,17 @@ async fn send_checked(
         (Checked::Abandoned, _) if ctx.stopping() => Err(stopped()),
         (_, Err(e)) => Err(e.into()),
         (Checked::Passed, Ok(patched)) if registry_hashes => match &patched.digest {
-            Some(reported) => {
-                verify::check_reported_digest(blob, reported)?;
-                Ok(patched.next)
-            }
+            Some(reported) => match verify::check_reported_digest(blob, reported) {
+                Ok(()) => Ok(patched.next),
+                Err(mismatch) => {
+                    let (m, b, r) = (ctx.members.clone(), blob.clone(), reported.clone());
+                    Err(tokio::task::spawn_blocking(move || {
+                        verify::blame_reported_mismatch(&m, &b, &r, mismatch)
+                    })
+                    .await
+                    .map_err(join_error)?)
+                }
+            },
             None => Err(ArchiveError::io(
                 format!("uploading {}", blob.digest),
                 std::io::Error::other(
@@ -442,9 +449,11 @@ async fn resumable(
 }
 
 /// Whether a failed resume means "start afresh" (the session moved on:
-/// another client, a mismatch) rather than a failure.
+/// another client, a mismatch, busy with another writer, changed on the
+/// registry's side) rather than a failure.
 fn session_gone(e: &ArchiveError) -> bool {
     match e {
+        ArchiveError::SessionMismatch { .. } => true,
         ArchiveError::Client(c) => matches!(
             c.as_ref(),
             ClientError::Status { status, .. }
@@ -531,6 +540,14 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
         Err(e) => {
             ctx.progress
                 .blob_rewind(digest, sent.load(Ordering::Relaxed));
+            if matches!(e, ArchiveError::SessionMismatch { .. }) {
+                // Useless to resume: drop it here and on the registry.
+                ctx.closed(&blob.digest);
+                ctx.resume.forget(first, &blob.digest);
+                if let Ok(mut c) = V2Connection::open(&ctx.transport).await {
+                    let _ = c.cancel_upload(&loc).await;
+                }
+            }
             Err(e)
         }
     }

@@ -23,6 +23,22 @@ use crate::error::ClientError;
 use crate::http::{self, Body, BoxError, HttpConnection};
 use crate::transport::Transport;
 
+/// Retries of a request answered 503 (storage briefly unavailable).
+pub const UNAVAILABLE_RETRIES: u32 = 5;
+/// Longest `Retry-After` honoured; the default when the answer has none.
+const RETRY_AFTER_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+const RETRY_AFTER_DEFAULT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The wait a 503 asks for (`Retry-After: <seconds>`), bounded.
+fn retry_after<B>(resp: &Response<B>) -> std::time::Duration {
+    resp.headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| std::time::Duration::from_secs(s).min(RETRY_AFTER_MAX))
+        .unwrap_or(RETRY_AFTER_DEFAULT)
+}
+
 /// Every manifest type a pull accepts, sent as one `Accept` list.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -187,6 +203,37 @@ impl V2Connection {
         Ok((what, resp))
     }
 
+    /// [`V2Connection::call`] for a request with a small, known body: a 503
+    /// (the registry's storage briefly unavailable, e.g. a shared
+    /// filesystem's brick away; issue 15) is retried after its
+    /// `Retry-After`, up to [`UNAVAILABLE_RETRIES`] times. Such a 503 means
+    /// nothing was changed, so sending the request again is safe.
+    async fn call_retrying(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(header::HeaderName, String)],
+        bytes: Bytes,
+    ) -> Result<(String, Response<Incoming>), ClientError> {
+        let mut attempt = 0;
+        loop {
+            let body = if bytes.is_empty() {
+                http::empty()
+            } else {
+                http::full(bytes.clone())
+            };
+            let (what, resp) = self.call(method.clone(), path, headers, body).await?;
+            if resp.status() != StatusCode::SERVICE_UNAVAILABLE || attempt >= UNAVAILABLE_RETRIES {
+                return Ok((what, resp));
+            }
+            let wait = retry_after(&resp);
+            self.small_body(&what, resp).await?;
+            tracing::warn!(request = %what, wait_s = wait.as_secs(), "registry storage temporarily unavailable (503), retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
     /// `HEAD /v2/<name>/blobs/<digest>`: whether the registry has the blob.
     pub async fn blob_exists(&mut self, name: &str, digest: &Digest) -> Result<bool, ClientError> {
         Ok(self.blob_presence(name, digest).await? == Presence::Present)
@@ -201,7 +248,9 @@ impl V2Connection {
         digest: &Digest,
     ) -> Result<Presence, ClientError> {
         let path = format!("/v2/{name}/blobs/{digest}");
-        let (what, resp) = self.call(Method::HEAD, &path, &[], http::empty()).await?;
+        let (what, resp) = self
+            .call_retrying(Method::HEAD, &path, &[], Bytes::new())
+            .await?;
         let status = resp.status();
         let mountable = resp
             .headers()
@@ -278,11 +327,11 @@ impl V2Connection {
         mounting: Option<&Digest>,
     ) -> Result<Option<String>, ClientError> {
         let (what, resp) = self
-            .call(
+            .call_retrying(
                 Method::POST,
                 start,
                 &[(header::CONTENT_LENGTH, 0.to_string())],
-                http::empty(),
+                Bytes::new(),
             )
             .await?;
         let status = resp.status();
@@ -311,7 +360,9 @@ impl V2Connection {
     /// holds) from `GET <location>` → 204 `Range: 0-<last>`, `None` when the
     /// session is gone (expired, committed, or another registry).
     pub async fn upload_offset(&mut self, loc: &str) -> Result<Option<u64>, ClientError> {
-        let (what, resp) = self.call(Method::GET, loc, &[], http::empty()).await?;
+        let (what, resp) = self
+            .call_retrying(Method::GET, loc, &[], Bytes::new())
+            .await?;
         let status = resp.status();
         let range = resp
             .headers()
@@ -409,11 +460,11 @@ impl V2Connection {
         let sep = if loc.contains('?') { '&' } else { '?' };
         let put = format!("{loc}{sep}digest={digest}");
         let (what, resp) = self
-            .call(
+            .call_retrying(
                 Method::PUT,
                 &put,
                 &[(header::CONTENT_LENGTH, 0.to_string())],
-                http::empty(),
+                Bytes::new(),
             )
             .await?;
         let got = resp
@@ -467,14 +518,14 @@ impl V2Connection {
     ) -> Result<(), ClientError> {
         let path = format!("/v2/{name}/manifests/{reference}");
         let (what, resp) = self
-            .call(
+            .call_retrying(
                 Method::PUT,
                 &path,
                 &[
                     (header::CONTENT_TYPE, media_type.to_string()),
                     (header::CONTENT_LENGTH, bytes.len().to_string()),
                 ],
-                http::full(bytes.to_vec()),
+                Bytes::copy_from_slice(bytes),
             )
             .await?;
         let got = resp
@@ -593,5 +644,28 @@ impl V2Connection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_and_bounded() {
+        let with = |v: Option<&str>| {
+            let mut b = Response::builder().status(StatusCode::SERVICE_UNAVAILABLE);
+            if let Some(v) = v {
+                b = b.header(header::RETRY_AFTER, v);
+            }
+            retry_after(&b.body(()).unwrap())
+        };
+        assert_eq!(with(Some("2")), std::time::Duration::from_secs(2));
+        assert_eq!(with(Some("3600")), RETRY_AFTER_MAX);
+        assert_eq!(
+            with(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            RETRY_AFTER_DEFAULT
+        );
+        assert_eq!(with(None), RETRY_AFTER_DEFAULT);
     }
 }

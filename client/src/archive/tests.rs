@@ -17,6 +17,7 @@ use super::pull::{self, Output};
 use super::push;
 use super::reference::ImageRef;
 use super::resume::ResumeState;
+use super::verify;
 use crate::remote::Remote;
 use crate::transport::ssh::SshOptions;
 use crate::transport::{NewTransport, Transport};
@@ -766,10 +767,15 @@ async fn an_interrupted_upload_resumes_at_the_registry_offset() {
         &dest,
         2,
         progress.clone(),
-        Arc::new(resume.clone()),
+        // A new run: this one's claim on the entry ends first.
+        Arc::new({
+            drop(resume);
+            ResumeState::in_dir(state.path())
+        }),
     )
     .await
     .unwrap();
+    let resume = ResumeState::in_dir(state.path());
     let distinct: std::collections::BTreeMap<_, _> = imgs[0]
         .blobs
         .iter()
@@ -891,4 +897,33 @@ async fn the_registry_reports_the_session_digest() {
     super::verify::check_reported_digest(blob, &blob.digest).unwrap();
     let err = super::verify::check_reported_digest(blob, &Digest::of_bytes(b"other")).unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+/// Issue 15: when the registry reports a session digest that does not match,
+/// the message blames the registry's session if the archive's bytes are
+/// fine (they were blamed before: "layer content does not match the
+/// image's diff_id" for a good archive), and the archive if they are not.
+#[test]
+fn a_wrong_session_report_blames_the_session_only_when_the_archive_is_fine() {
+    let (l0, l1) = (layer(6, 20000), layer(7, 30000));
+    let (tar, _) = docker_1_10_archive(&l0, &l1);
+    let members = read(tar).unwrap();
+    let (_, imgs) = formats::images(&members).unwrap();
+    let blob = imgs[0].blobs.iter().max_by_key(|b| b.size).unwrap().clone();
+    let bogus = sha(b"what another writer left in the session");
+    let mismatch = verify::check_reported_digest(&blob, &bogus).unwrap_err();
+    let e = verify::blame_reported_mismatch(&members, &blob, &bogus, mismatch);
+    assert!(
+        matches!(e, ArchiveError::SessionMismatch { .. }),
+        "a fine archive was blamed: {e}"
+    );
+    assert!(e.to_string().contains("registry's side"), "{e}");
+    assert!(!verify::is_archive_fault(&e));
+
+    // The same report for an archive whose layer is corrupt blames the archive.
+    let mut corrupt = blob.clone();
+    corrupt.digest = sha(b"a digest the member does not have");
+    let mismatch = verify::check_reported_digest(&corrupt, &bogus).unwrap_err();
+    let e = verify::blame_reported_mismatch(&members, &corrupt, &bogus, mismatch);
+    assert!(verify::is_archive_fault(&e), "{e}");
 }

@@ -293,7 +293,10 @@ pub enum Checked {
 /// session of the push is cancelled) rather than the registry's or the
 /// transport's (sessions are kept for a later resume).
 pub fn is_archive_fault(e: &ArchiveError) -> bool {
-    !matches!(e, ArchiveError::Client(_))
+    !matches!(
+        e,
+        ArchiveError::Client(_) | ArchiveError::SessionMismatch { .. }
+    )
 }
 
 /// Reads a blob's bytes once (blocking: run it off the async runtime),
@@ -376,6 +379,30 @@ pub fn check_blob(
     let uncompressed = diff_id.finish(digest.unwrap_or_else(|| blob.digest.clone()));
     check_diff_ids(blob, path, &uncompressed)?;
     Ok(Checked::Passed)
+}
+
+/// Decides whose fault a failed [`check_reported_digest`] is (blocking:
+/// reads the blob again, only on this failure path). The archive's bytes
+/// hashing right mean the registry's session holds something else:
+/// [`ArchiveError::SessionMismatch`]; otherwise the archive's own error.
+pub fn blame_reported_mismatch(
+    members: &Members,
+    blob: &Blob,
+    reported: &Digest,
+    mismatch: ArchiveError,
+) -> ArchiveError {
+    let BlobData::Member(path) = &blob.data else {
+        return mismatch;
+    };
+    match check_blob(members, blob, None, &AtomicBool::new(false)) {
+        Ok(Checked::Passed) => ArchiveError::SessionMismatch {
+            member: path.clone(),
+            digest: blob.digest.to_string(),
+            reported: reported.to_string(),
+        },
+        Ok(Checked::Abandoned) => mismatch,
+        Err(archive_fault) => archive_fault,
+    }
 }
 
 /// Checks the digest a registry reported for the session a blob was sent

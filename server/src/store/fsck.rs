@@ -13,6 +13,12 @@
 //! manifest-PUT leak of issue 14); every V2 tag's blobs are visible in its
 //! repository.
 //!
+//! What it repairs when asked: a pool blob whose content does not hash to
+//! its name, and a V1 image whose layer does not match its `_checksum`, are
+//! problems; `--repair` moves them into `_berth/quarantine/`
+//! (`store::quarantine`), so HEAD stops answering them and the next push
+//! uploads them again.
+//!
 //! What it leaves alone: crash leftovers are *not* problems (they are what the
 //! contract allows a killed writer to leave): `.tmp-*` files, upload sessions,
 //! image directories that never got their json, images still in progress.
@@ -34,6 +40,7 @@ use serde_json::Value;
 use super::atomic::{remove_durable, FileLock, TEMP_PREFIX};
 use super::earned::{self, Link};
 use super::manifests::LinkRecord;
+use super::quarantine::quarantine;
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
 use super::{hash_file, Store};
 use crate::names::{Digest, ImageId, RepoName, Tag};
@@ -292,8 +299,16 @@ pub fn fsck(store: &Store, opts: &FsckOptions) -> io::Result<FsckReport> {
     let mut r = FsckReport::default();
     check_temps(store, opts, &mut r)?;
     check_uploads(store, opts, &mut r)?;
-    let pool = check_pool(store, &mut r)?;
+    let pool = check_pool(store, opts, &mut r)?;
     check_images(store, opts, &mut r)?;
+    let held = super::quarantine::quarantined(store)?;
+    if held > 0 {
+        r.add(
+            Severity::Note,
+            &store.paths().quarantine_dir(),
+            format!("{held} quarantined objects (moved out by an earlier repair; safe to delete)"),
+        );
+    }
     check_v1_tags(store, &mut r)?;
     check_v2(store, opts, &pool, &mut r)?;
     check_records(store, &pool, &mut r)?;
@@ -322,7 +337,10 @@ fn check_temps(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Res
 fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
     for (name, path) in entries(&store.paths().uploads_dir())? {
         if name.starts_with(TEMP_PREFIX) {
-            continue; // judged by check_temps
+            if path.is_dir() {
+                closed_session_leftover(opts, &path, r)?;
+            }
+            continue; // files: judged by check_temps
         }
         let Some(id) = UploadId::parse(&name) else {
             r.add(
@@ -355,8 +373,34 @@ fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::R
     Ok(())
 }
 
-/// Hashes every pool blob; returns the digests present.
-fn check_pool(store: &Store, r: &mut FsckReport) -> io::Result<HashSet<Digest>> {
+/// A session closed or cancelled by a process that died between renaming it
+/// out of the way and deleting it (`.tmp-gone-<id>/`): unreachable by name.
+fn closed_session_leftover(opts: &FsckOptions, path: &Path, r: &mut FsckReport) -> io::Result<()> {
+    let Some(a) = dir_age(path)? else {
+        return Ok(());
+    };
+    if a < opts.grace {
+        r.add(Severity::Note, path, "upload session being removed");
+    } else if opts.repair {
+        fs::remove_dir_all(path)?;
+        r.add(
+            Severity::Repaired,
+            path,
+            "removed upload session leftover deleted",
+        );
+    } else {
+        r.add(Severity::Leftover, path, "removed upload session leftover");
+    }
+    Ok(())
+}
+
+/// Hashes every pool blob; returns the digests present (a quarantined one
+/// is not).
+fn check_pool(
+    store: &Store,
+    opts: &FsckOptions,
+    r: &mut FsckReport,
+) -> io::Result<HashSet<Digest>> {
     let mut present = HashSet::new();
     for (name, path) in entries(&store.paths().blobs_dir())? {
         if name.starts_with(TEMP_PREFIX) {
@@ -377,11 +421,17 @@ fn check_pool(store: &Store, r: &mut FsckReport) -> io::Result<HashSet<Digest>> 
         };
         r.blobs += 1;
         if actual != d {
-            r.add(
-                Severity::Problem,
-                &path,
-                format!("blob content hashes to {actual}, not to its name"),
-            );
+            let why = format!("blob content hashes to {actual}, not to its name");
+            r.add(Severity::Problem, &path, &why);
+            if opts.repair {
+                let to = quarantine(store, &path, &why)?;
+                r.add(
+                    Severity::Repaired,
+                    &path,
+                    format!("moved to {} (the next push uploads it again)", to.display()),
+                );
+                continue;
+            }
         }
         present.insert(d);
     }
@@ -417,7 +467,17 @@ fn check_images(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Re
             );
             continue;
         }
-        check_published_image(store, &id, &json_raw, r)?;
+        if !check_published_image(store, &id, &json_raw, r)? && opts.repair {
+            let to = quarantine(store, &dir, "layer content does not match its checksum")?;
+            r.add(
+                Severity::Repaired,
+                &dir,
+                format!(
+                    "image whose layer does not match its checksum moved to {}",
+                    to.display()
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -457,12 +517,15 @@ fn no_json_dir(
     Ok(())
 }
 
+/// Checks a published V1 image; `Ok(false)` only when its layer does not
+/// match its recorded payload checksum or blob digest (content not matching
+/// its name: `--repair` quarantines the image).
 fn check_published_image(
     store: &Store,
     id: &ImageId,
     json_raw: &[u8],
     r: &mut FsckReport,
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let p = store.paths();
     let json_path = p.image_json(id);
     let json: Value = match serde_json::from_slice(json_raw) {
@@ -473,7 +536,7 @@ fn check_published_image(
                 &json_path,
                 format!("json does not parse: {e}"),
             );
-            return Ok(());
+            return Ok(true);
         }
     };
     if json.get("id").and_then(Value::as_str) != Some(id.as_str()) {
@@ -544,12 +607,12 @@ fn check_published_image(
     let layer = p.image_layer(id);
     if !layer.exists() {
         r.add(Severity::Problem, &layer, "published image has no layer");
-        return Ok(());
+        return Ok(true);
     }
     let sums = store.stored_checksums(id)?;
     if sums.is_empty() {
-        // Projected from a V2 push: the first V1 read records it.
-        return Ok(());
+        // Projected from a V2 push: the first V1 read records the checksum.
+        return projected_layer_matches(store, id, &layer, r);
     }
     let mut prefix = json_raw.to_vec();
     prefix.push(b'\n');
@@ -560,8 +623,47 @@ fn check_published_image(
             &p.image_checksum(id),
             format!("_checksum does not contain the payload checksum {payload}"),
         );
+        return Ok(false);
     }
-    Ok(())
+    Ok(true)
+}
+
+/// A V1 layer without `_checksum` (projected from a V2 push) against the
+/// blob digest recorded for it: sharing its inode with that pool blob means
+/// the pool check already hashed it; otherwise (the pool blob was
+/// quarantined or never linked) it is hashed here. `Ok(false)` on mismatch.
+fn projected_layer_matches(
+    store: &Store,
+    id: &ImageId,
+    layer: &Path,
+    r: &mut FsckReport,
+) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(info) = store.v1_layer_info(id)? else {
+        return Ok(true);
+    };
+    let same_inode = |a: &fs::Metadata, b: &fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    if let (Ok(l), Ok(b)) = (
+        fs::metadata(layer),
+        fs::metadata(store.paths().blob(&info.blob)),
+    ) {
+        if same_inode(&l, &b) {
+            return Ok(true);
+        }
+    }
+    let actual = hash_file(layer, b"")?;
+    if actual == info.blob {
+        return Ok(true);
+    }
+    r.add(
+        Severity::Problem,
+        layer,
+        format!(
+            "layer content hashes to {actual}, not to its recorded blob {}",
+            info.blob
+        ),
+    );
+    Ok(false)
 }
 
 fn check_v1_tags(store: &Store, r: &mut FsckReport) -> io::Result<()> {
@@ -1041,5 +1143,86 @@ mod tests {
         assert_eq!(store.upload_offset(&session).unwrap(), Some(0));
         let r = fsck(&store, &opts(false)).unwrap();
         assert_eq!(r.problems() + r.count(Severity::Leftover), 0);
+    }
+
+    /// Issue 15 attack: a pool blob (and a V1 layer) whose content does not
+    /// match its name is answered as present by HEAD, so every later push
+    /// skips it. `--repair` must move it out so the next push uploads it.
+    #[tokio::test]
+    async fn repair_quarantines_content_that_does_not_match_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ImageId::parse(&"a".repeat(64)).unwrap();
+        v1_image(&store, &a, None, b"v1 base layer").await;
+        let d2 = store.put_small_blob(b"layer two").unwrap();
+        let p = store.paths().clone();
+        // Same length, other bytes: what a second writer left behind.
+        fs::write(p.blob(&d2), b"LAYER TWO").unwrap();
+        fs::write(p.image_layer(&a), b"V1 BASE LAYER").unwrap(); // shares the pool inode
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(problems_about(&r, "hashes to"), 2, "{:#?}", r.findings);
+        assert_eq!(
+            problems_about(&r, "payload checksum"),
+            1,
+            "{:#?}",
+            r.findings
+        );
+        assert!(
+            store.blob_size(&d2).unwrap().is_some(),
+            "without --repair nothing moves"
+        );
+
+        let r = fsck(&store, &opts(true)).unwrap();
+        assert_eq!(r.count(Severity::Repaired), 3, "{:#?}", r.findings);
+        assert_eq!(
+            store.blob_size(&d2).unwrap(),
+            None,
+            "HEAD still answers the corrupt blob"
+        );
+        assert!(
+            !p.image_json(&a).exists(),
+            "the corrupt V1 image is still readable"
+        );
+        let held = fs::read_dir(dir.path().join("_berth/quarantine"))
+            .unwrap()
+            .count();
+        assert_eq!(held, 3, "the bad objects are kept for inspection");
+
+        // The next push uploads the blob again; the store is clean after.
+        assert_eq!(store.put_small_blob(b"layer two").unwrap(), d2);
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(r.problems(), 0, "{:#?}", r.findings);
+        assert!(r.findings.iter().any(|f| f.message.contains("quarantined")));
+    }
+
+    /// A V1 layer projected from a V2 push has no `_checksum`: when its pool
+    /// blob is quarantined, the V1 image sharing those bytes goes too.
+    #[tokio::test]
+    async fn repair_quarantines_a_projected_v1_layer_with_its_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ImageId::parse(&"a".repeat(64)).unwrap();
+        v1_image(&store, &a, None, b"projected layer").await;
+        let p = store.paths().clone();
+        fs::remove_file(p.image_checksum(&a)).unwrap(); // as a projection leaves it
+        let blob = Digest::of_bytes(b"projected layer");
+        let info = super::super::manifests::LayerInfo {
+            blob: blob.clone(),
+            size: 15,
+            diff_id: blob.clone(),
+            media_type: super::super::media::DOCKER_LAYER_TAR.to_string(),
+        };
+        store.set_v1_layer_info(&a, &info).unwrap();
+        assert_eq!(fsck(&store, &opts(false)).unwrap().problems(), 0);
+
+        fs::write(p.blob(&blob), b"PROJECTED LAYER").unwrap(); // the shared inode
+        let r = fsck(&store, &opts(true)).unwrap();
+        assert_eq!(problems_about(&r, "hashes to"), 2, "{:#?}", r.findings);
+        assert_eq!(r.count(Severity::Repaired), 2, "{:#?}", r.findings);
+        assert!(
+            !p.image_json(&a).exists(),
+            "the V1 image still serves the bad bytes"
+        );
+        assert_eq!(store.blob_size(&blob).unwrap(), None);
     }
 }

@@ -19,6 +19,8 @@ pub mod media;
 pub mod paths;
 pub mod possession;
 pub mod projection;
+pub mod quarantine;
+pub mod transient;
 pub mod translate;
 pub mod uploads;
 pub mod v1;

@@ -148,6 +148,12 @@ impl Paths {
         self.berth_dir().join("mirror-of")
     }
 
+    /// `_berth/quarantine/`: objects `fsck --repair` moved out of the store
+    /// because their content does not match their name (issue 15).
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.berth_dir().join("quarantine")
+    }
+
     /// `_berth/blobs/sha256/`
     pub fn blobs_dir(&self) -> PathBuf {
         self.berth_dir().join("blobs").join("sha256")

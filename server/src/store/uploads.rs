@@ -16,6 +16,16 @@
 //! the close of one session are serialised by an `fcntl` lock on
 //! `<session>/.lock`, and the offset is read under it, so a late writer of a
 //! dropped connection can never interleave with the client's resumed PATCH.
+//!
+//! One writer per session (issue 15): a PATCH or closing PUT holds the lock
+//! for its whole duration, and a second writer arriving meanwhile — through
+//! this process or any other on the store, on any host — is refused at once
+//! ([`UploadError::Busy`], 416 with the current `Range`) instead of queueing
+//! behind it and appending after it. Closing publishes only what it verified:
+//! the digest is checked by hashing the session file itself under the lock
+//! ([`verify_session_file`]), the very inode that is then linked into the
+//! pool, so bytes another writer or the storage slipped in are never
+//! published under the name.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -31,6 +41,7 @@ use tokio::sync::mpsc;
 
 use super::atomic::{sync_parent, FileLock, TempFile};
 use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER};
+use super::transient::{is_transient, retry};
 use super::Store;
 use crate::names::Digest;
 
@@ -84,6 +95,24 @@ pub enum UploadError {
         /// Where the chunk claimed to start.
         start: u64,
     },
+    /// Another request is writing the session right now (one writer per
+    /// session): retry from `offset` once `GET <location>` answers.
+    #[error("upload session busy: another request is writing it (one writer per session); it holds {offset} bytes so far")]
+    Busy {
+        /// Bytes the session held when the request was refused.
+        offset: u64,
+    },
+    /// The session's file on disk does not hash to the digest although the
+    /// bytes this request streamed did: something else wrote into it (a
+    /// second writer the locks did not stop, or the storage). Nothing was
+    /// published and the session was dropped.
+    #[error("upload session corrupted on the registry's storage: its data hashes to {on_disk}, not {expected} (changed by another writer or by the storage, not by the client); nothing was published, start a new upload")]
+    SessionCorrupt {
+        /// The digest the client named (and its bytes had).
+        expected: Digest,
+        /// What the session file hashes to.
+        on_disk: Digest,
+    },
     /// The uploaded bytes do not hash to the digest given at close.
     #[error("digest mismatch: expected {expected}, uploaded content has {actual}")]
     DigestMismatch {
@@ -105,6 +134,16 @@ impl From<IngestError> for UploadError {
         match e {
             IngestError::Body(m) => UploadError::Interrupted(m),
             IngestError::Io(e) => UploadError::Io(e),
+        }
+    }
+}
+
+/// For callers that only speak `io::Error` (fsck, gc): the message survives.
+impl From<UploadError> for io::Error {
+    fn from(e: UploadError) -> io::Error {
+        match e {
+            UploadError::Io(e) => e,
+            other => io::Error::other(other.to_string()),
         }
     }
 }
@@ -147,6 +186,28 @@ fn rehash(path: &Path, len: u64) -> io::Result<Sha256> {
     }
 }
 
+/// Checks, under the session lock, that the session file itself — the
+/// inode about to be linked into the pool — holds `size` bytes hashing to
+/// `expected`: the streamed hash covered the bytes this process wrote and
+/// read, which on a shared filesystem need not be the bytes on disk.
+fn verify_session_file(data: &Path, size: u64, expected: &Digest) -> Result<(), UploadError> {
+    let on_disk = retry("verifying an upload session", || {
+        super::hash_file(data, b"")
+    })?;
+    let len = fs::metadata(data)?.len();
+    if &on_disk == expected && len == size {
+        return Ok(());
+    }
+    tracing::error!(
+        session = %data.display(), %expected, %on_disk, len, size,
+        "upload session data differs from the bytes streamed into it; not published"
+    );
+    Err(UploadError::SessionCorrupt {
+        expected: expected.clone(),
+        on_disk,
+    })
+}
+
 impl Store {
     /// Starts a session (after sweeping expired ones) and returns its id.
     pub fn start_upload(&self) -> io::Result<UploadId> {
@@ -178,15 +239,60 @@ impl Store {
         }
     }
 
-    /// Removes a session; `false` if it did not exist.
-    pub fn cancel_upload(&self, id: &UploadId) -> io::Result<bool> {
+    /// Removes a session (DELETE), waiting (a bounded time) for a request
+    /// still writing it; `false` if it did not exist. A session still busy
+    /// after the wait is [`UploadError::Busy`].
+    pub fn cancel_upload(&self, id: &UploadId) -> Result<bool, UploadError> {
+        let lock =
+            match FileLock::exclusive_within(&self.paths().upload_lock(id), SESSION_LOCK_WAIT) {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    return Err(UploadError::Busy {
+                        offset: self.unlocked_size(id),
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+        let removed = self.remove_session(id)?;
+        drop(lock);
+        Ok(removed)
+    }
+
+    /// Removes a session whose lock the caller holds: first renamed out of
+    /// the way (`.tmp-gone-<id>`, a single atomic step after which no one
+    /// can open its lock or data by name), then deleted. `false` if it did
+    /// not exist.
+    fn remove_session(&self, id: &UploadId) -> io::Result<bool> {
         let p = self.paths();
         cache_forget(&p.upload_data(id));
-        match fs::remove_dir_all(p.upload_dir(id)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
+        let gone = p.uploads_dir().join(format!(
+            "{}gone-{}",
+            super::atomic::TEMP_PREFIX,
+            id.as_str()
+        ));
+        match fs::rename(p.upload_dir(id), &gone) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
         }
+        match fs::remove_dir_all(&gone) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            // Unreachable by name already; fsck/gc remove stale temp entries.
+            Err(e) => {
+                tracing::warn!(error = %e, path = %gone.display(), "removing a closed upload session");
+                Ok(true)
+            }
+        }
+    }
+
+    /// The session's size read without its lock (for a busy answer: the
+    /// writer may still be adding to it).
+    fn unlocked_size(&self, id: &UploadId) -> u64 {
+        fs::metadata(self.paths().upload_data(id))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 
     /// Appends a request body to a session (PATCH). With `start`, the chunk
@@ -236,22 +342,29 @@ impl Store {
             let _lock = lock;
             let p = store.paths();
             if actual != expected {
-                store.cancel_upload(&id)?;
+                store.remove_session(&id)?;
                 return Err(UploadError::DigestMismatch { expected, actual });
             }
             let data = p.upload_data(&id);
+            if let Err(e) = verify_session_file(&data, size, &expected) {
+                store.remove_session(&id)?;
+                return Err(e);
+            }
             let blob = p.blob(&expected);
             super::atomic::create_dirs(p.blobs_dir())?;
-            match fs::hard_link(&data, &blob) {
+            match retry("linking an upload into the pool", || {
+                fs::hard_link(&data, &blob)
+            }) {
                 Ok(()) => sync_parent(&blob)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if is_transient(&e) => return Err(e.into()),
                 // No hard links on this filesystem: move the data instead.
                 Err(_) => {
                     fs::rename(&data, &blob)?;
                     sync_parent(&blob)?;
                 }
             }
-            store.cancel_upload(&id)?;
+            store.remove_session(&id)?;
             Ok(size)
         })
         .await
@@ -304,7 +417,13 @@ impl Store {
                 .and_then(|m| m.modified());
             let Ok(touched) = touched else { continue };
             if now.duration_since(touched).unwrap_or_default() > max_idle {
-                self.cancel_upload(&id)?;
+                // A session someone is writing right now is not idle.
+                let Some(_lock) =
+                    FileLock::exclusive_within(&self.paths().upload_lock(&id), Duration::ZERO)?
+                else {
+                    continue;
+                };
+                self.remove_session(&id)?;
                 tracing::info!(upload = %id.as_str(), "expired upload session removed");
                 removed += 1;
             }
@@ -327,18 +446,21 @@ impl Store {
     {
         let data = self.paths().upload_data(id);
         let lock_path = self.paths().upload_lock(id);
+        // One writer per session: never wait behind another writer (and
+        // then append after it); refuse at once.
         let lock = tokio::task::spawn_blocking(move || {
-            FileLock::exclusive_within(&lock_path, SESSION_LOCK_WAIT)
+            retry("locking an upload session", || {
+                FileLock::exclusive_within(&lock_path, Duration::ZERO)
+            })
         })
         .await
         .map_err(|e| io::Error::other(e.to_string()))?;
         let lock = match lock {
             Ok(Some(l)) => l,
             Ok(None) => {
-                return Err(UploadError::Io(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "upload session busy: another request is still writing it",
-                )))
+                return Err(UploadError::Busy {
+                    offset: self.unlocked_size(id),
+                })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(UploadError::Unknown),
             Err(e) => return Err(e.into()),
@@ -567,5 +689,109 @@ mod tests {
         ));
         assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap(), 4);
         assert_eq!(store.blob_size(&d).unwrap(), Some(4));
+    }
+
+    /// Issue 15 attack: a second writer arriving while the first streams
+    /// into the session must be refused, not queued to append after it
+    /// (that made `blob ‖ blob` out of two pushes of one blob).
+    #[tokio::test]
+    async fn a_second_writer_is_refused_while_the_first_writes() {
+        use http_body::Frame;
+        use http_body_util::StreamBody;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+        let first = {
+            let (store, id) = (store.clone(), id.clone());
+            let body = StreamBody::new(tokio_stream_from(rx));
+            tokio::spawn(async move { store.append_upload(&id, body, None).await })
+        };
+        tx.send(Ok(Frame::data(Bytes::from_static(b"first "))))
+            .await
+            .unwrap();
+        // Wait for the event: the first writer took its frame, so it holds
+        // the session (the lock is taken before the body is read).
+        let data = store.paths().upload_data(&id);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while tx.capacity() < tx.max_capacity() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "first writer never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut second = {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move { store.append_upload(&id, body(b"second"), None).await })
+        };
+        // The second writer must be answered while the first still holds the
+        // session. Today's code queued it (up to 30 s) and, once the first
+        // finished, let it append: give it a generous 20 s to answer, then
+        // finish the first and see whether it appends.
+        let answer_by = std::time::Instant::now() + Duration::from_secs(20);
+        let second_result = loop {
+            if second.is_finished() {
+                break Some((&mut second).await.unwrap());
+            }
+            if std::time::Instant::now() > answer_by {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        tx.send(Ok(Frame::data(Bytes::from_static(b"done"))))
+            .await
+            .unwrap();
+        drop(tx);
+        let (offset, _) = first.await.unwrap().unwrap();
+        assert_eq!(offset, 10);
+        let second_result = match second_result {
+            Some(r) => r,
+            None => second.await.unwrap(),
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&fs::read(&data).unwrap()),
+            "first done",
+            "the second writer appended after the first"
+        );
+        assert!(
+            second_result.is_err(),
+            "second writer was let in: {second_result:?}"
+        );
+    }
+
+    /// Issue 15 attack: the close must verify the bytes that become the blob
+    /// (the session file), not only the bytes it streamed: data changed
+    /// behind the lock (a writer on a host whose lock was lost, the
+    /// storage) is never published under the name.
+    #[tokio::test]
+    async fn close_verifies_the_session_file_not_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        store
+            .append_upload(&id, body(b"good bytes"), None)
+            .await
+            .unwrap();
+        // Another writer, bypassing this process, rewrites the data.
+        fs::write(store.paths().upload_data(&id), b"evil bytes").unwrap();
+        let want = Digest::of_bytes(b"good bytes");
+        let r = store.finish_upload(&id, body(b""), &want).await;
+        assert!(
+            r.is_err(),
+            "a session whose file changed was published: {r:?}"
+        );
+        assert_eq!(store.blob_size(&want).unwrap(), None);
+        assert_eq!(
+            store.upload_offset(&id).unwrap(),
+            None,
+            "the bad session is dropped"
+        );
+    }
+
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Unpin {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
 }

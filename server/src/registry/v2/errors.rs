@@ -50,6 +50,10 @@ pub enum ErrorCode {
     Denied,
     /// A server fault; details go to the log, not to the client.
     Unknown,
+    /// The storage is briefly unavailable (a shared filesystem's `ESTALE`,
+    /// `EIO` from a brick going away, a lock manager out of reach): 503 with
+    /// `Retry-After`, nothing was changed.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -75,6 +79,7 @@ impl ErrorCode {
             Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
             Denied => ("DENIED", StatusCode::FORBIDDEN),
             Unknown => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
+            Unavailable => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 }
@@ -111,12 +116,28 @@ impl V2Error {
         tracing::error!(error = %e, "V2 request failed");
         V2Error::new(ErrorCode::Unknown, "internal storage error")
     }
+
+    /// A filesystem error: a transient one (`store::transient`) becomes 503
+    /// `UNAVAILABLE` naming the storage error, anything else [`V2Error::internal`].
+    pub fn storage(e: std::io::Error) -> V2Error {
+        if crate::store::transient::is_transient_chain(&e) {
+            tracing::warn!(error = %e, "V2 request failed on a transient storage error");
+            return V2Error::new(
+                ErrorCode::Unavailable,
+                format!("storage temporarily unavailable ({e}); nothing was changed, retry"),
+            );
+        }
+        V2Error::internal(e)
+    }
 }
+
+/// Seconds a client is asked to wait after a 503 (`Retry-After`).
+pub const RETRY_AFTER_SECS: u32 = 2;
 
 impl From<StoreError> for V2Error {
     fn from(e: StoreError) -> V2Error {
         match e {
-            StoreError::Io(e) => V2Error::internal(e),
+            StoreError::Io(e) => V2Error::storage(e),
             other => V2Error::new(ErrorCode::Unknown, other.to_string()),
         }
     }
@@ -124,7 +145,7 @@ impl From<StoreError> for V2Error {
 
 impl From<std::io::Error> for V2Error {
     fn from(e: std::io::Error) -> V2Error {
-        V2Error::internal(e)
+        V2Error::storage(e)
     }
 }
 
@@ -144,7 +165,12 @@ impl From<UploadError> for V2Error {
             UploadError::Interrupted(_) => {
                 V2Error::new(ErrorCode::BlobUploadInvalid, e.to_string())
             }
-            UploadError::Io(e) => V2Error::internal(e),
+            UploadError::Busy { offset } => V2Error::new(ErrorCode::RangeInvalid, e.to_string())
+                .detail(json!({ "offset": offset })),
+            UploadError::SessionCorrupt { .. } => {
+                V2Error::new(ErrorCode::BlobUploadInvalid, e.to_string())
+            }
+            UploadError::Io(e) => V2Error::storage(e),
         }
     }
 }
@@ -173,6 +199,13 @@ pub fn render(errors: &[V2Error]) -> Response<RespBody> {
         .map(|e| json!({ "code": e.code.wire().0, "message": e.message, "detail": e.detail }))
         .collect();
     let mut r = response::json(status, &json!({ "errors": list }));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response::set_header(
+            r.headers_mut(),
+            "retry-after",
+            &RETRY_AFTER_SECS.to_string(),
+        );
+    }
     if status == StatusCode::UNAUTHORIZED {
         response::set_header(
             r.headers_mut(),
@@ -204,6 +237,20 @@ mod tests {
         assert_eq!(v["errors"][0]["detail"]["digest"], "sha256:aa");
     }
 
+    /// Issue 15: a shared filesystem's ESTALE is "retry later", not a silent 500.
+    #[tokio::test]
+    async fn transient_storage_errors_answer_503_with_retry_after() {
+        let stale = std::io::Error::from_raw_os_error(libc::ESTALE);
+        let e = V2Error::from(StoreError::Io(stale));
+        assert_eq!(e.code, ErrorCode::Unavailable);
+        assert!(e.message.contains("Stale file handle"), "{}", e.message);
+        let r = render(&[e]);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()["retry-after"], "2");
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(V2Error::from(full).code, ErrorCode::Unknown);
+    }
+
     #[test]
     fn statuses() {
         for (code, wire, status) in [
@@ -219,6 +266,7 @@ mod tests {
             (ErrorCode::TagInvalid, "TAG_INVALID", 400),
             (ErrorCode::Unsupported, "UNSUPPORTED", 405),
             (ErrorCode::Unknown, "UNKNOWN", 500),
+            (ErrorCode::Unavailable, "UNAVAILABLE", 503),
         ] {
             assert_eq!(code.wire(), (wire, StatusCode::from_u16(status).unwrap()));
         }

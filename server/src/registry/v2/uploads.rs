@@ -28,6 +28,13 @@
 //! repository with the reason ([`LinkVia`]); a mount needs read on `from`
 //! and, under an access file (or for anonymous callers), the blob linked
 //! in `from`.
+//!
+//! * One writer per session (issue 15): a PATCH or PUT while another request
+//!   writes the session → 416 `RANGE_INVALID` "upload session busy" with the
+//!   session's current `Range` (never queued behind it); a session whose file
+//!   changed under the close → 400 `BLOB_UPLOAD_INVALID`, nothing published.
+//!   A transient storage error (ESTALE, EIO, ENOLCK) → 503 `UNAVAILABLE` with
+//!   `Retry-After` (`errors.rs`).
 
 use http::request::Parts;
 use http::{header, Response, StatusCode};
@@ -38,7 +45,7 @@ use super::{located, with_digest, V2Result};
 use crate::names::Digest;
 use crate::registry::{blocking, response, Identity, Registry, ReqBody, RespBody};
 use crate::store::manifests::LinkVia;
-use crate::store::uploads::{UploadId, UploadOwner};
+use crate::store::uploads::{UploadError, UploadId, UploadOwner};
 use crate::store::Store;
 
 fn upload_location(name: &Name, id: &UploadId) -> String {
@@ -73,6 +80,21 @@ fn session_answer(
         response::set_header(h, UPLOAD_DIGEST_HEADER, d.as_str());
     }
     r
+}
+
+/// A write refused because another request holds the session: the V2 error
+/// (416) with the session's `Range` and `Location`, as for an out-of-order
+/// chunk, so the client can ask `GET <location>` and go on from there.
+fn refused(name: &Name, id: &UploadId, e: UploadError) -> V2Result {
+    let UploadError::Busy { offset } = e else {
+        return Err(vec![e.into()]);
+    };
+    let mut r = super::errors::render(&[UploadError::Busy { offset }.into()]);
+    let h = r.headers_mut();
+    response::set_header(h, "location", &upload_location(name, id));
+    response::set_header(h, "docker-upload-uuid", id.as_str());
+    response::set_header(h, "range", &format!("0-{}", offset.saturating_sub(1)));
+    Ok(r)
 }
 
 fn digest_param(req: &Parts, key: &str) -> Result<Option<Digest>, Vec<V2Error>> {
@@ -287,11 +309,14 @@ pub async fn patch(
             return Err(e);
         }
     };
-    let (offset, digest) = reg
+    let (offset, digest) = match reg
         .store()
         .append_upload(&id, body, range.map(|(a, _)| a))
         .await
-        .v2()?;
+    {
+        Ok(done) => done,
+        Err(e) => return refused(name, &id, e),
+    };
     Ok(session_answer(
         StatusCode::ACCEPTED,
         name,
@@ -340,7 +365,10 @@ pub async fn close(
             return Err(e);
         }
     };
-    let size = store.finish_upload(&id, body, &digest).await.v2()?;
+    let size = match store.finish_upload(&id, body, &digest).await {
+        Ok(size) => size,
+        Err(e) => return refused(name, &id, e),
+    };
     link(&store, name, &digest).await?;
     tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded");
     reg.audit(
