@@ -267,6 +267,18 @@ fn gluster_kill_mid_push_then_resume_through_the_other_mount() {
     sharedfs::kill_mid_push_then_resume_elsewhere(&vol.roots(), work.path());
 }
 
+/// docker and skopeo at once through shims of servers on two mounts.
+#[test]
+fn gluster_docker_and_skopeo_through_shims_on_two_mounts() {
+    let Some(host) = gluster_host() else { return };
+    if !require_docker() || !require_tool("skopeo", "skopeo") {
+        return;
+    }
+    let (work, vdir) = volume_dir("shims");
+    let vol = Volume::create(&host, &vdir, 2, &[]);
+    sharedfs::docker_and_skopeo_through_two_shims(&vol.roots(), work.path());
+}
+
 /// gc on a third mount while pushes go on through two others.
 #[test]
 fn gluster_gc_on_another_mount_while_pushing() {

@@ -213,6 +213,23 @@ impl Fleet {
             .expect("spawning berth push")
     }
 
+    /// `berth shim` as user 0 to server `server`: the process and the
+    /// loopback address docker, podman and skopeo talk to.
+    pub fn shim(&self, server: usize, home: &Path) -> (Proc, std::net::SocketAddr) {
+        let mut cmd = self.berth("shim", 0, home);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .arg(self.registry(server));
+        let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .expect("shim address")
+            .trim()
+            .parse()
+            .expect("shim address");
+        (proc, addr)
+    }
+
     /// `berth pull` of `dest` through server `server` into `out`.
     pub fn pull(&self, server: usize, home: &Path, dest: &str, out: &Path) -> Output {
         self.berth("pull", 0, home)
@@ -419,6 +436,70 @@ fn several_users_pushing_through_two_servers_on_a_local_dir() {
         16,
     );
     assert_no_failures(&rounds);
+}
+
+/// docker and skopeo push at the same time through `berth shim`s of two
+/// different servers on one store (the two images share their base layer),
+/// then each image is pulled back with skopeo through the *other* server's
+/// shim, every layer byte-identical to its archive's; fsck clean.
+pub fn docker_and_skopeo_through_two_shims(roots: &[PathBuf], work: &Path) {
+    let fleet = Fleet::start(roots, &work.join("keys"), 1);
+    let archives = make_archives(&work.join("images"), 161, 4, 2);
+    let home = work.join("shim-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let shims: Vec<_> = (0..2).map(|i| fleet.shim(i % roots.len(), &home)).collect();
+    let docker = |args: &[&str]| -> String {
+        String::from_utf8_lossy(&run_ok(Command::new("docker").args(args)).stdout).into_owned()
+    };
+    let tag = format!("berth-sharedfs-{}:src", std::process::id());
+    let loaded = docker(&["load", "-i", &archives[0].path.display().to_string()]);
+    assert!(loaded.contains("team/app0:src"), "{loaded}");
+    docker(&["tag", "team/app0:src", &tag]);
+    let docker_ref = format!("{}/team/docked:1", shims[0].1);
+    docker(&["tag", &tag, &docker_ref]);
+    let skopeo_ref = format!("docker://{}/team/skopeoed:1", shims[1].1);
+    std::thread::scope(|s| {
+        let pushing = s.spawn(|| run_ok(Command::new("docker").args(["push", &docker_ref])));
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("docker-archive:{}", archives[1].path.display()),
+            &skopeo_ref,
+        ]));
+        pushing.join().unwrap();
+    });
+    for r in ["team/app0:src", tag.as_str(), docker_ref.as_str()] {
+        let _ = Command::new("docker").args(["rmi", "-f", r]).output();
+    }
+    // Each image back through the other server's shim.
+    for (name, via, image) in [("docked", 1, 0), ("skopeoed", 0, 1)] {
+        let out = work.join(format!("{name}-back.tar"));
+        let _ = std::fs::remove_file(&out);
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/team/{name}:1", shims[via].1),
+            &format!("docker-archive:{}", out.display()),
+        ]));
+        assert_eq!(
+            archive_layers(&out),
+            archives[image].layers,
+            "{name} pulled through the other server: layers differ from the archive"
+        );
+    }
+    let (code, text) = fsck(&roots[0], &[]);
+    assert_eq!(code, 0, "fsck after the shim pushes:\n{text}");
+}
+
+/// [`docker_and_skopeo_through_two_shims`] on a local directory.
+#[test]
+fn docker_and_skopeo_through_shims_of_two_servers_on_a_local_dir() {
+    if !tools_present() || !require_docker() || !require_tool("skopeo", "skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    docker_and_skopeo_through_two_shims(&[root.clone(), root], dir.path());
 }
 
 /// Bytes held by the store's open upload sessions (the largest one).
