@@ -221,6 +221,21 @@ fn store_error(e: StoreError) -> Response<RespBody> {
         StoreError::Interrupted(m) => {
             v1_error(StatusCode::BAD_REQUEST, &format!("Upload interrupted: {m}"))
         }
+        // As in V2 (`v2::errors::V2Error::storage`): a shared filesystem
+        // briefly away is "try again", never a silent 500.
+        StoreError::Io(e) if crate::store::transient::is_transient_chain(&e) => {
+            tracing::warn!(error = %e, "V1 request failed on a transient storage error");
+            let mut r = v1_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("Storage temporarily unavailable ({e}); nothing was changed, retry"),
+            );
+            response::set_header(
+                r.headers_mut(),
+                "retry-after",
+                &super::v2::errors::RETRY_AFTER_SECS.to_string(),
+            );
+            r
+        }
         StoreError::Io(e) => {
             tracing::error!(error = %e, "storage failure");
             v1_error(
@@ -790,5 +805,26 @@ mod tests {
         let m = tag_metadata(Some(&ua));
         assert_eq!(m["docker_version"], "1.3.0");
         assert_eq!(m["arch"], "amd64");
+    }
+
+    #[test]
+    fn transient_storage_errors_answer_503_with_retry_after() {
+        for errno in [libc::ESTALE, libc::EIO, libc::ENOLCK, libc::EROFS] {
+            let r = store_error(StoreError::Io(std::io::Error::from_raw_os_error(errno)));
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "errno {errno}");
+            assert_eq!(
+                r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+                Some(
+                    super::super::v2::errors::RETRY_AFTER_SECS
+                        .to_string()
+                        .as_str()
+                )
+            );
+        }
+        let r = store_error(StoreError::Io(std::io::Error::from_raw_os_error(
+            libc::ENOSPC,
+        )));
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.headers().get("retry-after").is_none());
     }
 }
