@@ -25,6 +25,25 @@ struct LoggedServer {
     log: PathBuf,
 }
 
+/// A store with one user, alice (in `--authorized-keys`), served by a
+/// [`LoggedServer`] with `extra` flags: (the temp dir holding it all, her
+/// key, the server).
+fn alice_only(extra: &[&str]) -> (tempfile::TempDir, ClientKey, LoggedServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let alice = ClientKey::generate(&state, "alice");
+    let authorized = state.join("authorized_keys");
+    ClientKey::authorized_keys(&authorized, &[&alice]);
+    let server = LoggedServer::start(
+        &dir.path().join("store"),
+        &state,
+        ["--authorized-keys", authorized.to_str().unwrap()],
+        extra,
+    );
+    (dir, alice, server)
+}
+
 impl LoggedServer {
     /// Starts on `root` with `keys` = `--access FILE` or `--authorized-keys FILE`.
     fn start(root: &Path, state: &Path, keys: [&str; 2], extra: &[&str]) -> LoggedServer {
@@ -421,19 +440,8 @@ fn a_pre_auth_flood_does_not_lock_out_a_real_login() {
     if !require_tool("ssh", "openssh-client") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&alice]);
     let grace = Duration::from_secs(8);
-    let server = LoggedServer::start(
-        &dir.path().join("store"),
-        &state,
-        ["--authorized-keys", authorized.to_str().unwrap()],
-        &["--login-grace-time", "8"],
-    );
+    let (_dir, alice, server) = alice_only(&["--login-grace-time", "8"]);
     let port = server.addr.port();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let flood_start = Instant::now();
@@ -486,18 +494,7 @@ fn anonymous_big_json_bodies_are_refused_before_buffering() {
     if !require_tool("ssh", "openssh-client") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&alice]);
-    let server = LoggedServer::start(
-        &dir.path().join("store"),
-        &state,
-        ["--authorized-keys", authorized.to_str().unwrap()],
-        &["--anonymous-read", "public"],
-    );
+    let (_dir, alice, server) = alice_only(&["--anonymous-read", "public"]);
     let anonymous = || {
         let mut cmd = Command::new("ssh");
         cmd.args([
@@ -595,18 +592,7 @@ fn login_names_cannot_forge_log_lines() {
     if !require_tool("ssh-keygen", "openssh-client") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&alice]);
-    let server = LoggedServer::start(
-        &dir.path().join("store"),
-        &state,
-        ["--authorized-keys", authorized.to_str().unwrap()],
-        &[],
-    );
+    let (_dir, alice, server) = alice_only(&[]);
     const FORGED: &str = "2026-12-01T00:00:00.000000Z  INFO berth-server: FORGED admin logged in";
     let evil = format!("alice\n{FORGED}\n\x1b[2J\x1b[31mred");
     let rt = tokio::runtime::Runtime::new().unwrap();
