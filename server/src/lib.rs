@@ -10,13 +10,18 @@
 //! * [`registry`] — the HTTP service (V1 and V2 APIs) over the store; every transport
 //!   ends in [`registry::Registry::serve_connection`].
 //! * [`ssh`] — the russh server: public-key auth, the `docker-registry`
-//!   subsystem, and `registryget`/`registryput` exec requests.
+//!   subsystem, and `registryget`/`registryput` exec requests; pre-login
+//!   limits (`ssh::admission`) and reloads closing connections
+//!   (`ssh::sessions`).
 //! * [`hooks`] — post-push/post-delete hooks and webhooks, fed by audited events.
+//! * [`mirror`] — the pull-through mirror (`serve --mirror-of`): fetches what
+//!   a V2 read misses from the upstream, verified, before the handler runs.
 //! * [`exec`] — `registryget PATH` / `registryput PATH` command handling,
 //!   shared by the SSH server and stdio mode.
 //! * [`http`] — plain HTTP on loopback for local tools and tests.
 //! * [`stdio`] — one connection on stdin/stdout for stock sshd.
-//! * [`keys`] — host key generation/loading and authorized_keys parsing.
+//! * [`keys`] — host key location, generation and loading, authorized_keys
+//!   parsing, user certificates' critical options.
 //! * [`logsafe`] — escaping of client-controlled text in logs and audit output.
 //! * [`strict`] — StrictModes-style owner/mode checks of hooks and the host key.
 
