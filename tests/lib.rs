@@ -196,19 +196,7 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts `berth-server http --root ROOT --listen 127.0.0.1:0`.
     pub fn start(root: &Path) -> HttpServer {
-        let mut cmd = Command::new(bin("berth-server"));
-        cmd.args([
-            "http",
-            "--listen",
-            "127.0.0.1:0",
-            "--user",
-            "tester",
-            "--root",
-        ])
-        .arg(root);
-        let (proc, line) = spawn_until_line(cmd, "http on", "berth-server http");
-        let addr = addr_in(&line);
-        HttpServer { proc, addr }
+        Self::start_with(root, &[], Stdio::inherit())
     }
 
     /// `berth-server http` on `root` with `extra` flags, its stderr (the

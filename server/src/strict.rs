@@ -22,42 +22,44 @@ pub fn server_uid() -> u32 {
 /// `path` (a file or directory, symlinks followed) is owned by the server's
 /// user or root and neither group- nor world-writable.
 pub fn check_trusted(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let uid = meta.uid();
-    if uid != server_uid() && uid != 0 {
-        return Err(format!(
-            "{} is owned by uid {uid}, not by the server's user (uid {}) or root",
-            path.display(),
-            server_uid()
-        ));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(format!(
-            "{} has mode {mode:04o}: group or others may write it (chmod go-w {})",
-            path.display(),
-            path.display()
-        ));
-    }
-    Ok(())
+    check(
+        path,
+        true,
+        0o022,
+        "group or others may write it",
+        "chmod go-w",
+    )
 }
 
 /// `path` is owned by the server's user and gives group and others no
 /// access (a private key).
 pub fn check_private(path: &Path) -> Result<(), String> {
+    check(
+        path,
+        false,
+        0o077,
+        "group and others must have no access",
+        "chmod 600",
+    )
+}
+
+/// The one owner-and-mode rule both checks apply: owned by the server's
+/// user (or root, when `root_ok`), none of the `forbidden` mode bits set.
+fn check(path: &Path, root_ok: bool, forbidden: u32, why: &str, fix: &str) -> Result<(), String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let uid = meta.uid();
-    if uid != server_uid() {
+    if uid != server_uid() && !(root_ok && uid == 0) {
+        let or_root = if root_ok { " or root" } else { "" };
         return Err(format!(
-            "{} is owned by uid {uid}, not by the server's user (uid {})",
+            "{} is owned by uid {uid}, not by the server's user (uid {}){or_root}",
             path.display(),
             server_uid()
         ));
     }
     let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
+    if mode & forbidden != 0 {
         return Err(format!(
-            "{} has mode {mode:04o}: group and others must have no access (chmod 600 {})",
+            "{} has mode {mode:04o}: {why} ({fix} {})",
             path.display(),
             path.display()
         ));

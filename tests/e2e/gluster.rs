@@ -50,11 +50,9 @@ fn ensure_glusterd() {
         .status()
         .expect("starting glusterd");
     assert!(started.success(), "glusterd failed to start");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !gluster(&["peer", "status"]).status.success() {
-        assert!(Instant::now() < deadline, "glusterd does not answer");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually("glusterd to answer", Duration::from_secs(120), || {
+        gluster(&["peer", "status"]).status.success()
+    });
 }
 
 /// This host's name when it resolves to loopback (brick addresses).

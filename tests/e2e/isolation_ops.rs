@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use berth_tests::*;
 
 /// Generous deadline for events the tests wait for.
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(120);
 
 /// Writes a shell script with `mode`.
 fn script(path: &Path, body: &str, mode: u32) {

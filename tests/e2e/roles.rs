@@ -11,24 +11,13 @@ use std::time::{Duration, Instant};
 use berth_tests::*;
 use serde_json::Value;
 
+/// How long an expected event (a hook run, a webhook delivery) may take
+/// to show up: a bound on a hang, not a guess of the time it takes.
+const EVENT_WAIT: Duration = Duration::from_secs(120);
+
 /// `berth-server http` on `root` with extra flags.
 fn http_server(root: &Path, extra: &[&str]) -> HttpServer {
-    let mut cmd = Command::new(bin("berth-server"));
-    cmd.args([
-        "http",
-        "--listen",
-        "127.0.0.1:0",
-        "--user",
-        "tester",
-        "--root",
-    ])
-    .arg(root)
-    .args(extra);
-    let (proc, line) = spawn_until_line(cmd, "http on", "berth-server http");
-    HttpServer {
-        proc,
-        addr: addr_in(&line),
-    }
+    HttpServer::start_with(root, extra, std::process::Stdio::inherit())
 }
 
 /// Writes an executable shell script.
@@ -94,15 +83,6 @@ fn json_lines(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// Waits until `f` holds (10 s at most).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// (repository, tag) of an event, for comparisons.
@@ -173,13 +153,13 @@ fn hooks_and_webhooks_see_one_event_per_tag() {
     assert_eq!(r.status, 202, "{}", r.text());
 
     let mut hooked = Vec::new();
-    eventually("the webhook events", || {
+    eventually("the webhook events", EVENT_WAIT, || {
         while let Ok(e) = received.try_recv() {
             hooked.push(e);
         }
         hooked.len() >= 4
     });
-    eventually("the hook runs", || {
+    eventually("the hook runs", EVENT_WAIT, || {
         json_lines(&pushes).len() >= 3 && !json_lines(&deletes).is_empty()
     });
     // Nothing more arrives: exactly one event per tag.
@@ -293,7 +273,7 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
         elapsed < Duration::from_secs(5),
         "pushes took {elapsed:?} with a down webhook receiver and a slow hook"
     );
-    eventually("the hooks to start", || {
+    eventually("the hooks to start", EVENT_WAIT, || {
         std::fs::read_to_string(&ran)
             .unwrap_or_default()
             .lines()
@@ -345,7 +325,9 @@ fn webhooks_over_https() {
     let (_server, line) = spawn_until_line(cmd, "http on", "berth-server http");
     let mut c = tcp_conn(addr_in(&line));
     v2_push(&mut c, "team/tls", "1", &[random_bytes(5_000, 98)]);
-    eventually("the https webhook", || json_lines(&received).len() == 1);
+    eventually("the https webhook", EVENT_WAIT, || {
+        json_lines(&received).len() == 1
+    });
     let event = &json_lines(&received)[0]["events"][0];
     assert_eq!(target(event), ("team/tls".to_string(), "1".to_string()));
     assert_eq!(event["action"], "push");

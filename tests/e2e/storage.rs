@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_tests::{bin, random_bytes, sha256_hex, HttpServer};
+use berth_tests::{bin, eventually, random_bytes, sha256_hex, HttpServer};
 
 // ---- a small HTTP client that reports failures as values ----------------------
 
@@ -1121,11 +1121,9 @@ fn a_second_writer_of_one_session_is_refused_across_servers() {
     first.write_all(&blob[..split]).unwrap();
     // The event: A's writer has put bytes on disk (it holds the session).
     let data = root.join("_berth/uploads").join(&id).join("data");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0) == 0 {
-        assert!(Instant::now() < deadline, "writer 1 never wrote");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("writer 1 to write", Duration::from_secs(120), || {
+        std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0) > 0
+    });
 
     // Writer 2 through B, same session, no Content-Range (as docker sends).
     let started = Instant::now();
