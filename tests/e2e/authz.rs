@@ -89,6 +89,18 @@ const MATRIX: &[(&str, Body, [u16; 4])] = &[
     // ---- V1, an existing id is never replaced by other content
     ("PUT /v1/images/{I0}/json",                          Body::OtherJson, [409, 403, 409, 401]),
     ("GET /v1/images/{I0}/json",                          Body::None, [200, 200, 404, 404]),
+    ("PUT /v1/images/{I0}/layer",                         Body::Bytes, [409, 403, 409, 401]),
+    // ---- the remaining routes, each by every caller
+    ("GET /v2/_catalog",                                  Body::None, [200, 200, 200, 200]),
+    ("GET /v1/search?q=app",                              Body::None, [200, 200, 200, 200]),
+    ("GET /_berth/info",                                  Body::None, [200, 200, 200, 200]),
+    ("GET /v1/repositories/private/v1app/tags/latest",    Body::None, [200, 200, 403, 401]),
+    ("GET /v1/repositories/private/v1app/tags/latest/json", Body::None, [200, 200, 403, 401]),
+    ("GET /v1/repositories/private/v1app/json",           Body::None, [200, 200, 403, 401]),
+    ("POST /v2/evil/x/blobs/uploads/?digest={L}",         Body::Bytes, [403, 403, 400, 401]),
+    ("DELETE /v2/private/app/manifests/gone",             Body::None, [404, 403, 403, 401]),
+    ("DELETE /v1/repositories/private/v1app/tags/gone",   Body::None, [404, 403, 403, 401]),
+    ("DELETE /v1/repositories/private/nothing-here/",     Body::None, [404, 403, 403, 401]),
 ];
 
 /// Alice's objects the placeholders stand for.
