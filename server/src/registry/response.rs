@@ -94,7 +94,8 @@ pub enum RangeRequest {
 }
 
 /// Resolves a `Range` header against `size` (RFC 9110 §14). Multi-range and
-/// malformed headers are ignored (a full 200 answer is always allowed).
+/// malformed headers are ignored (a full 200 answer is always allowed); an
+/// inverted range (`500-0`) is unsatisfiable.
 /// An end past the last byte is clamped (docker asks for `end = size`).
 pub fn parse_range(header: Option<&HeaderValue>, size: u64) -> RangeRequest {
     let Some(spec) = header.and_then(|h| h.to_str().ok()) else {
@@ -136,7 +137,9 @@ pub fn parse_range(header: Option<&HeaderValue>, size: u64) -> RangeRequest {
         b.parse().unwrap_or(u64::MAX)
     };
     if end < start {
-        return RangeRequest::Full; // syntactically invalid: ignore
+        // No byte satisfies it: 416, as the OCI conformance suite expects
+        // (RFC 9110 also lets a server ignore it; a 416 tells the client).
+        return RangeRequest::Unsatisfiable;
     }
     if start >= size {
         return RangeRequest::Unsatisfiable;
@@ -226,7 +229,7 @@ mod tests {
         assert_eq!(rng("bytes=-3", 10), Partial { start: 7, end: 9 });
         assert_eq!(rng("bytes=10-", 10), Unsatisfiable);
         assert_eq!(rng("bytes=0-", 0), Unsatisfiable);
-        assert_eq!(rng("bytes=4-2", 10), Full);
+        assert_eq!(rng("bytes=4-2", 10), Unsatisfiable);
         assert_eq!(rng("bytes=0-1,3-4", 10), Full);
         assert_eq!(rng("items=0-1", 10), Full);
         assert_eq!(rng("bytes=a-b", 10), Full);

@@ -174,6 +174,43 @@ pub(crate) fn pool_digest(name: &str) -> Option<Digest> {
     Digest::parse(&format!("sha256:{name}")).ok()
 }
 
+/// One referrer record (`store::referrers`) found on disk.
+pub(crate) struct ReferrerRecordFile {
+    /// The repository it belongs to.
+    pub repo: RepoName,
+    /// The subject directory's digest.
+    pub subject: Digest,
+    /// The referrer the file is named after.
+    pub referrer: Digest,
+    /// The record file.
+    pub path: PathBuf,
+}
+
+/// Every referrer record of every repository (temp files and names that are
+/// not digests skipped: `fsck` reports those through its own walk).
+pub(crate) fn referrer_records(store: &Store) -> io::Result<Vec<ReferrerRecordFile>> {
+    let v2 = store.paths().berth_dir().join("v2");
+    let mut out = Vec::new();
+    for (repo, root) in repos_with(&v2, "_referrers")? {
+        for (subject_name, subject_dir) in entries(&root)? {
+            let Some(subject) = pool_digest(&subject_name) else {
+                continue;
+            };
+            for (name, path) in entries(&subject_dir)? {
+                if let Some(referrer) = pool_digest(&name) {
+                    out.push(ReferrerRecordFile {
+                        repo: repo.clone(),
+                        subject: subject.clone(),
+                        referrer,
+                        path,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Repositories under `base` that have a directory named `marker` (`_tags`,
 /// `_blobs`), with that directory's path.
 pub(crate) fn repos_with(base: &Path, marker: &str) -> io::Result<Vec<(RepoName, PathBuf)>> {
@@ -221,8 +258,11 @@ pub(crate) fn read_tag_file(path: &Path) -> io::Result<Option<ImageId>> {
     }
 }
 
-/// Blobs a manifest or index names: config, layers, index children (with
-/// whether each is a child manifest). Unparseable input names nothing.
+/// Blobs a manifest or index names that the registry holds: config, layers
+/// (non-distributable ones excepted: their bytes live at their `urls`),
+/// index children (with whether each is a child manifest). The `subject` is
+/// not a reference: a referrer does not keep its subject alive (the subject
+/// keeps its referrers, `gc`). Unparseable input names nothing.
 pub(crate) fn manifest_refs(bytes: &[u8]) -> Vec<(Digest, bool)> {
     let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
         return vec![];
@@ -239,6 +279,10 @@ pub(crate) fn manifest_refs(bytes: &[u8]) -> Vec<(Digest, bool)> {
         out.push((d, false));
     }
     for l in list("layers") {
+        let media_type = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
+        if super::media::is_nondistributable(media_type) {
+            continue; // fetched from its `urls`, never stored here
+        }
         if let Some(Ok(d)) = digest(&l) {
             out.push((d, false));
         }
@@ -703,6 +747,7 @@ fn check_v2(
     let lazy = store.mirror_of()?.is_some();
     // Links first, so that what a repair removes shows in the tag checks.
     check_links(store, opts, pool, r)?;
+    check_referrers(store, opts, r)?;
     for (repo, dir) in repos_with(&v2, "_tags")? {
         for (name, path) in entries(&dir)? {
             if name.starts_with(TEMP_PREFIX) {
@@ -725,6 +770,69 @@ fn check_v2(
             if !lazy {
                 check_tag_visibility(store, &repo, &path, &rec.digest, r)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Referrer records (`store::referrers`): each names a manifest that is
+/// still linked in its repository, whose `subject` is the record's subject
+/// and whose descriptor is what the record says. A record whose manifest is
+/// no longer linked is a leftover (`--repair` removes it once older than the
+/// grace; the referrers API already ignores it); any other mismatch is a
+/// problem (re-pushing the referrer rewrites its record).
+fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
+    use super::referrers::{describe, subject_of, ReferrerDescriptor};
+    for rec in referrer_records(store)? {
+        let Some(raw) = super::read_optional(&rec.path)? else {
+            continue; // deleted meanwhile
+        };
+        let desc: ReferrerDescriptor = match serde_json::from_slice(&raw) {
+            Ok(d) => d,
+            Err(e) => {
+                r.add(Severity::Problem, &rec.path, format!("unreadable referrer record: {e}"));
+                continue;
+            }
+        };
+        if desc.digest != rec.referrer {
+            r.add(
+                Severity::Problem,
+                &rec.path,
+                format!("referrer record names {}, not the file's {}", desc.digest, rec.referrer),
+            );
+            continue;
+        }
+        let linked = store.manifest_in_repo(&rec.repo, &rec.referrer)?;
+        let Some((media_type, bytes)) = linked else {
+            let old = age(&rec.path)?.is_some_and(|a| a >= opts.grace);
+            if opts.repair && old {
+                remove_durable(&rec.path)?;
+                r.add(Severity::Repaired, &rec.path, "record of a referrer no longer in its repository removed");
+            } else if old {
+                r.add(Severity::Leftover, &rec.path, "record of a referrer no longer in its repository");
+            } else {
+                r.add(Severity::Note, &rec.path, "record of a referrer being pushed or deleted");
+            }
+            continue;
+        };
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        match subject_of(&value) {
+            Ok(Some(s)) if s == rec.subject => {}
+            _ => {
+                r.add(
+                    Severity::Problem,
+                    &rec.path,
+                    format!("manifest {} does not name subject {}", rec.referrer, rec.subject),
+                );
+                continue;
+            }
+        }
+        if describe(&value, &media_type, &rec.referrer, bytes.len() as u64) != desc {
+            r.add(
+                Severity::Problem,
+                &rec.path,
+                format!("referrer record of {} does not describe its manifest", rec.referrer),
+            );
         }
     }
     Ok(())

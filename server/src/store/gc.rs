@@ -3,7 +3,8 @@
 //!
 //! Mark: every V1 tag (its ancestry chain, each image's layer blob, records
 //! derived from it) and every V2 tag (its manifest, index children, configs,
-//! layers) is a root; so is everything younger than the grace (a push in
+//! layers) is a root, and so is every referrer (`store::referrers`) still
+//! linked where it was pushed whose subject is marked; so is everything younger than the grace (a push in
 //! flight has written objects no tag names yet) and every V1 image still in
 //! progress. Young objects mark what they reference, so a manifest pushed a
 //! second ago keeps its old layers alive before its tag exists.
@@ -31,8 +32,8 @@ use serde::Serialize;
 
 use super::atomic::{remove_durable, sync_parent, FileLock};
 use super::fsck::{
-    age, dir_age, entries, manifest_refs, pool_digest, read_ancestry, read_tag_file, repos_with,
-    temp_files, v1_tags,
+    age, dir_age, entries, manifest_refs, pool_digest, read_ancestry, read_tag_file,
+    referrer_records, repos_with, temp_files, v1_tags,
 };
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
 use super::{hash_file, Store};
@@ -220,9 +221,37 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         }
     }
 
-    // V2 graphs.
+    // V2 graphs, then the referrers of what is live (a signature of a live
+    // image, an attestation of that signature...) until nothing is added.
     let mut seen = HashSet::new();
-    while let Some(d) = manifest_roots.pop() {
+    mark_manifests(p, &mut m, &mut seen, manifest_roots);
+    let records = referrer_records(store)?;
+    loop {
+        let mut more = Vec::new();
+        for rec in &records {
+            if m.blobs.contains(&rec.subject)
+                && !seen.contains(&rec.referrer)
+                && store.blob_in_repo(&rec.repo, &rec.referrer)?
+            {
+                more.push(rec.referrer.clone());
+            }
+        }
+        if more.is_empty() {
+            break;
+        }
+        mark_manifests(p, &mut m, &mut seen, more);
+    }
+    Ok(m)
+}
+
+/// Marks manifests and everything they reference, children included.
+fn mark_manifests(
+    p: &super::paths::Paths,
+    m: &mut Marks,
+    seen: &mut HashSet<Digest>,
+    mut roots: Vec<Digest>,
+) {
+    while let Some(d) = roots.pop() {
         if !seen.insert(d.clone()) {
             continue;
         }
@@ -234,13 +263,12 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         };
         for (r, child) in manifest_refs(&bytes) {
             if child {
-                manifest_roots.push(r);
+                roots.push(r);
             } else {
                 m.blobs.insert(r);
             }
         }
     }
-    Ok(m)
 }
 
 /// Marks that are refreshed when they get old, so every deletion is decided
@@ -360,6 +388,14 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             if dry || remove_durable(&path)? {
                 r.links += 1;
             }
+        }
+    }
+    for rec in referrer_records(store)? {
+        if fresh.get()?.blobs.contains(&rec.referrer) || !old(&rec.path, grace)? {
+            continue;
+        }
+        if dry || remove_durable(&rec.path)? {
+            r.records += 1;
         }
     }
     for (name, path) in entries(&p.berth_dir().join("manifests"))? {

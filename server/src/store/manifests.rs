@@ -109,7 +109,7 @@ impl LinkRecord {
 }
 
 /// Digests in records are plain strings, re-validated on read.
-mod text {
+pub(crate) mod text {
     use crate::names::Digest;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -223,6 +223,74 @@ impl Store {
             return Ok(());
         }
         write_atomic(&link, &serde_json::to_vec(via).map_err(io::Error::other)?)
+    }
+
+    /// Removes a blob's link from one repository (V2 blob DELETE); whether
+    /// there was one. The pool copy stays until `gc` finds it unreferenced.
+    pub fn unlink_blob_from_repo(&self, repo: &RepoName, digest: &Digest) -> io::Result<bool> {
+        remove_durable(&self.paths().v2_blob_link(repo, digest))
+    }
+
+    /// Deletes a manifest from one repository (V2 manifest DELETE by
+    /// digest): every tag naming it (V2 records and the V1 tags projected
+    /// from them or derived to it), its referrer record, then its link, in
+    /// that order, so a crash midway leaves at worst a manifest that is
+    /// still readable and can be deleted again. `None` when the manifest is
+    /// not in the repository; else the tags removed.
+    pub fn delete_manifest_from_repo(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<Tag>>, super::StoreError> {
+        use super::StoreError;
+        let Some((_, bytes)) = self.manifest_in_repo(repo, digest)? else {
+            return Ok(None);
+        };
+        let mut removed = Vec::new();
+        for tag in self.list_v2_tags(repo)? {
+            let Some(rec) = self.v2_tag(repo, &tag)? else {
+                continue;
+            };
+            if rec.digest != *digest {
+                continue;
+            }
+            // The V1 tag projected with it goes too (its hook drops the V2
+            // record); a V1 tag that moved on since is left alone.
+            if rec.v1.is_some() && self.get_tag(repo, &tag).ok() == rec.v1 {
+                match self.delete_tag(repo, &tag) {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            remove_durable(&self.paths().v2_tag(repo, &tag))?;
+            removed.push(tag);
+        }
+        let v1_tags = match self.list_tags(repo) {
+            Ok(tags) => tags,
+            Err(StoreError::NotFound(_)) => Default::default(),
+            Err(e) => return Err(e),
+        };
+        for (tag, id) in v1_tags {
+            let (Ok(tag), Ok(top)) = (Tag::parse(&tag), ImageId::parse(&id)) else {
+                continue;
+            };
+            if self.derived(&top)?.is_some_and(|d| d.manifest == *digest) {
+                match self.delete_tag(repo, &tag) {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                if !removed.contains(&tag) {
+                    removed.push(tag);
+                }
+            }
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if let Ok(Some(subject)) = super::referrers::subject_of(&value) {
+            self.drop_referrer(repo, &subject, digest)?;
+        }
+        self.unlink_blob_from_repo(repo, digest)?;
+        removed.sort();
+        Ok(Some(removed))
     }
 
     /// Why a blob is linked in a repository: `None` when it is not,

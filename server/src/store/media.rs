@@ -90,6 +90,20 @@ pub fn is_v1_readable_layer(media_type: &str) -> bool {
     )
 }
 
+/// Prefix of the OCI non-distributable layer types (deprecated by image-spec
+/// 1.1, still pushed by Windows base images).
+pub const OCI_NONDISTRIBUTABLE_PREFIX: &str = "application/vnd.oci.image.layer.nondistributable.";
+/// Docker's foreign layer type (Windows base layers fetched from `urls`).
+pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+
+/// Whether a layer type is non-distributable: its bytes are fetched from
+/// the descriptor's `urls`, not the registry, so a manifest may name it
+/// without the blob ever being pushed (distribution-spec, "Pushing
+/// Manifests"); nothing about it is linked, served or kept by berth.
+pub fn is_nondistributable(media_type: &str) -> bool {
+    media_type.starts_with(OCI_NONDISTRIBUTABLE_PREFIX) || media_type == DOCKER_FOREIGN_LAYER
+}
+
 /// Compression of stored layer bytes, sniffed from their magic (§2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {

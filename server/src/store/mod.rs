@@ -20,6 +20,7 @@ pub mod paths;
 pub mod possession;
 pub mod projection;
 pub mod quarantine;
+pub mod referrers;
 pub mod transient;
 pub mod translate;
 pub mod uploads;

@@ -20,6 +20,8 @@
 //!   _berth/uploads/<uuid>/owner      {"repository", "user"} the session is bound to
 //!   _berth/v2/<ns>/<repo>/_tags/<t>  V2 tag -> manifest digest (see store::manifests)
 //!   _berth/v2/<ns>/<repo>/_blobs/<hex>  the pool blob is visible in this repository, and why
+//!   _berth/v2/<ns>/<repo>/_referrers/<subject hex>/<hex>  descriptor of a manifest pushed
+//!                                    here whose `subject` is that digest (the referrers API)
 //!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
@@ -215,6 +217,23 @@ impl Paths {
     /// repository (what V2 blob HEAD/GET see; a cross-repository mount adds one).
     pub fn v2_blob_link(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
         self.v2_repo_dir(repo).join("_blobs").join(digest.hex())
+    }
+
+    /// `_berth/v2/<ns>/<repo>/_referrers/`: every subject with referrers here.
+    pub fn v2_referrers_root(&self, repo: &RepoName) -> PathBuf {
+        self.v2_repo_dir(repo).join("_referrers")
+    }
+
+    /// `_berth/v2/<ns>/<repo>/_referrers/<subject hex>/`: the referrers of
+    /// one subject in one repository (the subject need not exist).
+    pub fn v2_referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
+        self.v2_referrers_root(repo).join(subject.hex())
+    }
+
+    /// `_berth/v2/<ns>/<repo>/_referrers/<subject hex>/<hex>`: the descriptor
+    /// of referrer `referrer`, as the referrers index lists it.
+    pub fn v2_referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> PathBuf {
+        self.v2_referrers_dir(repo, subject).join(referrer.hex())
     }
 
     /// `_berth/manifests/<hex>`: the media type a manifest was pushed with.

@@ -6,7 +6,11 @@
 //! (docker's cross-repository mount, "Mounted from"), pushed as a manifest,
 //! derived from a V1 tag of the repository, or mirrored for it. Naming a
 //! blob in a manifest links nothing (issue 14, `manifests.rs`).
-//! `DELETE` is not offered (405 `UNSUPPORTED`, from the dispatcher).
+//! `DELETE` (delete right) unlinks the blob from this repository only: 202,
+//! 404 `BLOB_UNKNOWN` when it is not linked here; the pool copy goes when
+//! `gc` finds nothing else referencing it. A digest that is a manifest here
+//! answers 405 `UNSUPPORTED` naming the manifest route, which also removes
+//! its tags and referrer record.
 //!
 //! A HEAD that misses answers `Berth-Blob-Mountable: true` when the blob is
 //! in the pool and the caller could link it with a plain
@@ -26,6 +30,7 @@ use super::routes::Name;
 use super::{with_digest, V2Result};
 use crate::names::Digest;
 use crate::registry::{blocking, response, Identity, Registry};
+use crate::store::StoreError;
 
 /// Header of a HEAD miss for a blob the caller may mount (module doc).
 pub const MOUNTABLE_HEADER: &str = "berth-blob-mountable";
@@ -82,4 +87,63 @@ pub async fn get(
         .await
         .map_err(|e| vec![V2Error::internal(e)])?;
     Ok(with_digest(r, &digest))
+}
+
+/// What a blob DELETE found.
+enum Unlink {
+    /// Not linked here (or unlinked by a concurrent DELETE).
+    NotHere,
+    /// A manifest: deleted through the manifest route.
+    IsManifest,
+    /// Unlinked.
+    Done,
+}
+
+/// `DELETE blobs/<digest>`: unlinks the blob from the repository.
+pub async fn delete(reg: &Registry, name: &Name, digest: Digest, who: &Identity) -> V2Result {
+    let store = reg.store().clone();
+    let repo = name.repo.clone();
+    let d = digest.clone();
+    let outcome = blocking(move || -> Result<Unlink, StoreError> {
+        if !store.blob_in_repo(&repo, &d)? {
+            return Ok(Unlink::NotHere);
+        }
+        if store.manifest(&d)?.is_some() {
+            return Ok(Unlink::IsManifest);
+        }
+        Ok(match store.unlink_blob_from_repo(&repo, &d)? {
+            true => Unlink::Done,
+            false => Unlink::NotHere,
+        })
+    })
+    .await
+    .map_err(|e| vec![e.into()])?;
+    match outcome {
+        Unlink::NotHere => Err(vec![V2Error::new(
+            ErrorCode::BlobUnknown,
+            "blob unknown to registry",
+        )
+        .detail(serde_json::json!({ "digest": digest.as_str() }))]),
+        Unlink::IsManifest => Err(vec![V2Error::new(
+            ErrorCode::Unsupported,
+            format!(
+                "{digest} is a manifest in this repository: DELETE /v2/{}/manifests/{digest}",
+                name.raw
+            ),
+        )]),
+        Unlink::Done => {
+            tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, "blob unlinked (V2)");
+            reg.audit(
+                who,
+                crate::audit::AuditEvent {
+                    op: "blob.delete",
+                    repository: Some(name.repo.full()),
+                    digest: Some(digest.to_string()),
+                    ..Default::default()
+                },
+            )
+            .await;
+            Ok(response::empty(http::StatusCode::ACCEPTED))
+        }
+    }
 }

@@ -13,10 +13,18 @@
 //!   (413), schema1 and unparseable bodies 400 `MANIFEST_INVALID`, each blob /
 //!   child not linked in this repository 400 `MANIFEST_BLOB_UNKNOWN` (the same
 //!   answer whether or not the digest exists elsewhere; upload or mount it
-//!   first), digest reference ≠ sha256(body)
+//!   first; non-distributable layers are the exception: they are fetched
+//!   from their `urls`, never pushed), digest reference ≠ sha256(body)
 //!   400 `DIGEST_INVALID`. A tag PUT projects the image (or the index's default
-//!   platform child) to V1 (§2.6); artifacts stay V2-only.
-//! * DELETE by tag: 202, removes the tag (V2 and V1); by digest: 405.
+//!   platform child) to V1 (§2.6); artifacts stay V2-only. A PUT by digest
+//!   may name tags as `?tag=` parameters (each answered in `OCI-Tag`). A
+//!   manifest with `subject` is recorded as a referrer of it in this
+//!   repository (`store::referrers`; the subject need not exist) and the
+//!   answer carries `OCI-Subject`.
+//! * DELETE by tag: 202, removes the tag (V2 and V1). By digest: 202,
+//!   removes the manifest from this repository with every tag naming it
+//!   (and the V1 tags projected from or derived to it) and its referrer
+//!   record; 404 `MANIFEST_UNKNOWN` when it is not here.
 
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
@@ -25,12 +33,13 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
 use super::errors::{ErrorCode, OrV2, V2Error};
-use super::routes::{Name, Reference};
+use super::routes::{query_params, Name, Reference};
 use super::{located, with_digest, V2Result};
 use crate::names::{Digest, ImageId, RepoName, Tag};
 use crate::registry::{blocking, response, Identity, Registry, ReqBody};
 use crate::store::manifests::{LinkVia, TagRecord};
 use crate::store::media::{self, ManifestKind};
+use crate::store::referrers;
 use crate::store::{translate, Store, StoreError};
 
 /// Largest manifest accepted (the spec suggests at least 4 MB).
@@ -261,8 +270,11 @@ fn missing_references(
     let refs: Vec<Digest> = match kind {
         ManifestKind::Image => {
             let (config, layers) = translate::image_parts(value).map_err(invalid)?;
+            let stored = layers
+                .into_iter()
+                .filter(|l| !media::is_nondistributable(&l.media_type));
             std::iter::once(config.digest)
-                .chain(layers.into_iter().map(|l| l.digest))
+                .chain(stored.map(|l| l.digest))
                 .collect()
         }
         ManifestKind::Index => translate::index_children(value)
@@ -322,6 +334,33 @@ fn project(
     projected
 }
 
+/// Most tags one manifest PUT may name with `?tag=` (the spec asks for at
+/// least 10).
+const MAX_TAG_PARAMS: usize = 100;
+
+/// The tags a manifest PUT writes: its tag reference, or the `?tag=`
+/// parameters of a PUT by digest (all validated before anything is stored).
+fn tags_to_write(reference: &Reference, req: &Parts) -> Result<Vec<Tag>, Vec<V2Error>> {
+    let params = query_params(req.uri.query(), "tag");
+    if params.len() > MAX_TAG_PARAMS {
+        return Err(vec![V2Error::new(
+            ErrorCode::TagInvalid,
+            format!("at most {MAX_TAG_PARAMS} tag parameters per request"),
+        )]);
+    }
+    let mut tags = match reference {
+        Reference::Tag(t) => vec![t.clone()],
+        Reference::Digest(_) => vec![],
+    };
+    for p in params {
+        let tag = Tag::parse(&p).map_err(|e| vec![V2Error::new(ErrorCode::TagInvalid, e.to_string())])?;
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
+}
+
 /// `PUT manifests/<ref>`
 pub async fn put(
     reg: &Registry,
@@ -331,6 +370,13 @@ pub async fn put(
     body: ReqBody,
     who: &Identity,
 ) -> V2Result {
+    let tags = match tags_to_write(&reference, req) {
+        Ok(tags) => tags,
+        Err(e) => {
+            crate::registry::drain_small_body(body).await;
+            return Err(e);
+        }
+    };
     let bytes = read_manifest_body(req, body).await?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         vec![V2Error::new(
@@ -345,6 +391,8 @@ pub async fn put(
         )]);
     }
     let (media_type, kind) = manifest_type(req, &value)?;
+    let subject = referrers::subject_of(&value)
+        .map_err(|e| vec![V2Error::new(ErrorCode::ManifestInvalid, e.to_string())])?;
     let digest = Digest::of_bytes(&bytes);
     if let Reference::Digest(d) = &reference {
         if *d != digest {
@@ -357,11 +405,9 @@ pub async fn put(
     let store = reg.store().clone();
     let repo = name.repo.clone();
     let d = digest.clone();
-    let audited_tag = match &reference {
-        Reference::Tag(t) => Some(t.to_string()),
-        Reference::Digest(_) => None,
-    };
-    let v1 = blocking(move || -> Result<Option<ImageId>, Vec<V2Error>> {
+    let s = subject.clone();
+    let written_tags = tags.clone();
+    let tops = blocking(move || -> Result<Vec<Option<ImageId>>, Vec<V2Error>> {
         let missing = missing_references(&store, &repo, &value, kind)?;
         if !missing.is_empty() {
             return Err(missing);
@@ -370,45 +416,67 @@ pub async fn put(
         store
             .link_blob_to_repo(&repo, &d, &LinkVia::Manifest)
             .v2()?;
-        let Reference::Tag(tag) = &reference else {
-            return Ok(None);
-        };
-        let top = project(&store, &repo, tag, &value, kind);
-        let record = TagRecord {
-            digest: d,
-            v1: top.clone(),
-        };
-        store.set_v2_tag(&repo, tag, &record).v2()?;
-        Ok(top)
+        if let Some(subject) = &s {
+            let desc = referrers::describe(&value, &media_type, &d, bytes.len() as u64);
+            store.record_referrer(&repo, subject, &desc).v2()?;
+        }
+        let mut tops = Vec::with_capacity(written_tags.len());
+        for tag in &written_tags {
+            let top = project(&store, &repo, tag, &value, kind);
+            let record = TagRecord {
+                digest: d.clone(),
+                v1: top.clone(),
+            };
+            store.set_v2_tag(&repo, tag, &record).v2()?;
+            tops.push(top);
+        }
+        Ok(tops)
     })
     .await?;
-    tracing::info!(user = %who.log_user(), repository = %name.repo, manifest = %digest, v1_top = ?v1.as_ref().map(ImageId::as_str), "manifest pushed");
-    reg.audit(
-        who,
-        crate::audit::AuditEvent {
-            op: "manifest.put",
-            repository: Some(name.repo.full()),
-            tag: audited_tag,
-            digest: Some(digest.to_string()),
-            image: v1.as_ref().map(|i| i.to_string()),
-        },
-    )
-    .await;
+    tracing::info!(user = %who.log_user(), repository = %name.repo, manifest = %digest, tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), subject = ?subject.as_ref().map(Digest::as_str), "manifest pushed");
+    let events: Vec<(Option<String>, Option<String>)> = if tags.is_empty() {
+        vec![(None, None)]
+    } else {
+        tags.iter()
+            .zip(&tops)
+            .map(|(t, top)| (Some(t.to_string()), top.as_ref().map(|i| i.to_string())))
+            .collect()
+    };
+    for (tag, image) in events {
+        reg.audit(
+            who,
+            crate::audit::AuditEvent {
+                op: "manifest.put",
+                repository: Some(name.repo.full()),
+                tag,
+                digest: Some(digest.to_string()),
+                image,
+            },
+        )
+        .await;
+    }
     let location = format!("/v2/{}/manifests/{}", name.raw, digest);
-    Ok(with_digest(
-        located(StatusCode::CREATED, &location),
-        &digest,
-    ))
+    let mut r = with_digest(located(StatusCode::CREATED, &location), &digest);
+    if let Some(subject) = &subject {
+        response::set_header(r.headers_mut(), "oci-subject", subject.as_str());
+    }
+    if matches!(reference, Reference::Digest(_)) && !tags.is_empty() {
+        let list = tags.iter().map(Tag::as_str).collect::<Vec<_>>().join(", ");
+        response::set_header(r.headers_mut(), "oci-tag", &list);
+    }
+    Ok(r)
 }
 
-/// `DELETE manifests/<ref>`: tags only.
+/// `DELETE manifests/<ref>`: a tag, or a manifest by digest.
 pub async fn delete(reg: &Registry, name: &Name, reference: Reference, who: &Identity) -> V2Result {
-    let Reference::Tag(tag) = reference else {
-        return Err(vec![V2Error::new(
-            ErrorCode::Unsupported,
-            "deleting manifests by digest is not supported; delete the tag",
-        )]);
-    };
+    match reference {
+        Reference::Tag(tag) => delete_tag(reg, name, tag, who).await,
+        Reference::Digest(digest) => delete_manifest(reg, name, digest, who).await,
+    }
+}
+
+/// Deletes one tag (V2 and V1).
+async fn delete_tag(reg: &Registry, name: &Name, tag: Tag, who: &Identity) -> V2Result {
     let store = reg.store().clone();
     let repo = name.repo.clone();
     let t = tag.clone();
@@ -438,5 +506,52 @@ pub async fn delete(reg: &Registry, name: &Name, reference: Reference, who: &Ide
         },
     )
     .await;
+    Ok(response::empty(StatusCode::ACCEPTED))
+}
+
+/// Deletes a manifest from the repository, with its tags and referrer record
+/// (`Store::delete_manifest_from_repo`).
+async fn delete_manifest(reg: &Registry, name: &Name, digest: Digest, who: &Identity) -> V2Result {
+    let store = reg.store().clone();
+    let repo = name.repo.clone();
+    let d = digest.clone();
+    let removed = blocking(move || -> Result<Option<Vec<Tag>>, Vec<V2Error>> {
+        // A V1 tag's generated manifest is in the repository even before a
+        // V2 read linked it.
+        if !store.blob_in_repo(&repo, &d).v2()? {
+            derived_here(&store, &repo, &d)?;
+        }
+        store
+            .delete_manifest_from_repo(&repo, &d)
+            .map_err(|e| vec![e.into()])
+    })
+    .await?;
+    let Some(tags) = removed else {
+        return Err(unknown_manifest(digest.as_str()));
+    };
+    tracing::info!(user = %who.log_user(), repository = %name.repo, manifest = %digest, tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), "manifest deleted (V2)");
+    reg.audit(
+        who,
+        crate::audit::AuditEvent {
+            op: "manifest.delete",
+            repository: Some(name.repo.full()),
+            digest: Some(digest.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    for tag in tags {
+        reg.audit(
+            who,
+            crate::audit::AuditEvent {
+                op: "tag.delete",
+                repository: Some(name.repo.full()),
+                tag: Some(tag.to_string()),
+                digest: Some(digest.to_string()),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
     Ok(response::empty(StatusCode::ACCEPTED))
 }

@@ -15,6 +15,7 @@ pub mod blobs;
 pub mod catalog;
 pub mod errors;
 pub mod manifests;
+pub mod referrers;
 pub mod routes;
 pub mod uploads;
 
@@ -42,6 +43,13 @@ pub async fn handle(
 ) -> Response<RespBody> {
     let result = match route {
         Ok(route) => dispatch(reg, route, req, who).await,
+        // A reference that is neither a tag nor a digest names no manifest:
+        // reads and deletes answer 404 as for any manifest that is not
+        // there (the spec's codes); a PUT keeps 400 TAG_INVALID.
+        Err(e) if e.code == ErrorCode::TagInvalid && req.method() != Method::PUT => {
+            Err(vec![V2Error::new(ErrorCode::ManifestUnknown, "manifest unknown")
+                .detail(serde_json::json!({ "reason": e.message }))])
+        }
         Err(e) => Err(vec![e]),
     };
     let mut resp = match result {
@@ -84,6 +92,8 @@ async fn dispatch(
         }
         Manifest(name, r) if m == Method::DELETE => manifests::delete(reg, &name, r, who).await,
         Blob(name, d) if read => blobs::get(reg, &name, d, &parts, who).await,
+        Blob(name, d) if m == Method::DELETE => blobs::delete(reg, &name, d, who).await,
+        Referrers(name, d) if read => referrers::list(reg, &name, &d, &parts).await,
         UploadStart(name) if m == Method::POST => {
             uploads::start(reg, &name, &parts, body, who).await
         }
@@ -139,8 +149,8 @@ async fn fill_from_mirror(reg: &Registry, route: &V2Route) -> Result<(), Vec<V2E
 }
 
 /// Checks the caller's rights before a route runs: reads need read on the
-/// repository's namespace, uploads and manifest PUTs write, manifest DELETE
-/// delete. The catalog is filtered instead (see `catalog`), and a mount's
+/// repository's namespace (the referrers list included), uploads and
+/// manifest PUTs write, manifest and blob DELETE delete. The catalog is filtered instead (see `catalog`), and a mount's
 /// `from` repository is checked where the mount happens.
 fn authorize(
     reg: &Registry,
@@ -153,9 +163,10 @@ fn authorize(
     let read = m == Method::GET || m == Method::HEAD;
     let (name, action) = match route {
         Base | Catalog => return Ok(()),
-        Tags(n) | Blob(n, _) => (n, Action::Read),
-        Manifest(n, _) if read => (n, Action::Read),
-        Manifest(n, _) if m == Method::DELETE => (n, Action::Delete),
+        Tags(n) | Referrers(n, _) => (n, Action::Read),
+        Manifest(n, _) | Blob(n, _) if read => (n, Action::Read),
+        Manifest(n, _) | Blob(n, _) if m == Method::DELETE => (n, Action::Delete),
+        Blob(n, _) => (n, Action::Read), // other methods answer 405-like UNSUPPORTED
         Manifest(n, _) | UploadStart(n) | Upload(n, _) => (n, Action::Write),
     };
     reg.access()

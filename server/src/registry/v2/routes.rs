@@ -45,6 +45,8 @@ pub enum V2Route {
     UploadStart(Name),
     /// `/v2/<name>/blobs/uploads/<uuid>`
     Upload(Name, UploadId),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(Name, Digest),
 }
 
 /// Parses a request path. `None` when the path is not under `/v2`.
@@ -100,6 +102,9 @@ fn parse_rest(rest: &str) -> Result<V2Route, V2Error> {
         };
         return Ok(V2Route::Manifest(name, reference));
     }
+    if n >= 3 && segs[n - 2] == "referrers" {
+        return Ok(V2Route::Referrers(name(&head(2))?, digest(segs[n - 1])?));
+    }
     if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
         let name = name(&head(3))?;
         if segs[n - 1].is_empty() {
@@ -150,6 +155,20 @@ pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(k) == key).then(|| percent_decode(v))
     })
+}
+
+/// Every value of a repeated query parameter (`?tag=a&tag=b`), decoded.
+pub fn query_params(query: Option<&str>, key: &str) -> Vec<String> {
+    let Some(query) = query else {
+        return vec![];
+    };
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k) == key).then(|| percent_decode(v))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -203,6 +222,20 @@ mod tests {
             ok(&format!("/v2/ns/foo/blobs/uploads/{}", id.as_str())),
             V2Route::Upload(n("ns/foo"), id.clone())
         );
+        assert_eq!(
+            ok(&format!("/v2/ns/foo/referrers/{d}")),
+            V2Route::Referrers(n("ns/foo"), d.clone())
+        );
+        // A repository called "referrers" still has manifests.
+        assert_eq!(
+            ok("/v2/ns/referrers/manifests/1"),
+            V2Route::Manifest(n("ns/referrers"), Reference::Tag(Tag::parse("1").unwrap()))
+        );
+        assert_eq!(
+            query_params(Some("tag=a&n=1&tag=b%2Ec&tag"), "tag"),
+            vec!["a", "b.c", ""]
+        );
+        assert!(query_params(None, "tag").is_empty());
     }
 
     #[test]
@@ -220,6 +253,7 @@ mod tests {
             ErrorCode::DigestInvalid
         );
         assert_eq!(err("/v2/foo/blobs/sha256:ZZ"), ErrorCode::DigestInvalid);
+        assert_eq!(err("/v2/foo/referrers/latest"), ErrorCode::DigestInvalid);
         assert_eq!(
             err("/v2/foo/blobs/uploads/../../etc"),
             ErrorCode::RouteUnknown
