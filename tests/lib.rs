@@ -1143,23 +1143,7 @@ impl RegistrySession {
                 }
             }
             "shim" => {
-                let mut cmd = Command::new(bin("berth"));
-                cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
-                    .arg(known)
-                    .env_remove("SSH_AUTH_SOCK");
-                if let Some(k) = key {
-                    cmd.arg("--identity").arg(k);
-                }
-                let user = if key.is_some() { "root" } else { "anonymous" };
-                cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
-                let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
-                let addr: SocketAddr = line
-                    .split("http://")
-                    .nth(1)
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap();
+                let Shim { proc, addr } = Shim::start(key, port, known);
                 let s = std::net::TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                 let r: Box<dyn BufRead + Send> = Box::new(BufReader::new(s.try_clone().unwrap()));
@@ -1171,6 +1155,42 @@ impl RegistrySession {
             }
             other => panic!("unknown transport {other}"),
         }
+    }
+}
+
+/// `berth shim` on an ephemeral loopback port, logged in to the
+/// `berth-server serve` on `port` with `key` (`None`: as `anonymous`),
+/// trusting the host keys in `known`.
+pub struct Shim {
+    /// The shim process.
+    pub proc: Proc,
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub addr: SocketAddr,
+}
+
+impl Shim {
+    /// Starts it and waits for its "serving" line.
+    pub fn start(key: Option<&Path>, port: u16, known: &Path) -> Shim {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
+            .arg(known)
+            .env_remove("SSH_AUTH_SOCK");
+        if let Some(k) = key {
+            cmd.arg("--identity").arg(k);
+        }
+        let user = if key.is_some() { "root" } else { "anonymous" };
+        cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
+        let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+        let addr: SocketAddr = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Shim { proc, addr }
     }
 }
 
@@ -1316,4 +1336,50 @@ pub fn subsystem_conn(key: Option<&ClientKey>, port: u16) -> CommandConn {
     };
     cmd.args(["-s", "docker-registry"]);
     CommandConn::spawn(cmd)
+}
+
+/// The upstream OCI distribution-spec conformance suite's runner
+/// (`shared/conformance/run` beside the checkout, or `BERTH_OCI_CONFORMANCE`).
+/// Missing under CI: panic; locally: a loud skip.
+pub fn conformance_runner() -> Option<PathBuf> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = std::env::var_os("BERTH_OCI_CONFORMANCE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            workspace.join("../shared/conformance/run"),
+            PathBuf::from("/work/shared/conformance/run"),
+        ]);
+    for c in candidates {
+        if c.is_file() {
+            return Some(c);
+        }
+    }
+    if in_ci() {
+        panic!("the OCI conformance runner is missing: set BERTH_OCI_CONFORMANCE or provide ../shared/conformance/run");
+    }
+    eprintln!("\n!!!!! SKIPPING: the OCI conformance runner (../shared/conformance/run) is not here; set BERTH_OCI_CONFORMANCE !!!!!\n");
+    None
+}
+
+/// Runs the conformance suite against `host:port` with every workflow and
+/// optional API on (upload cancel and `?tag=` parameters included; sparse
+/// manifests stay off: berth refuses manifests naming blobs the repository
+/// does not hold, issue 14). Writes its reports to `out` and returns the
+/// exit status and the summary it printed.
+pub fn run_conformance(runner: &Path, host: &str, out: &Path) -> (bool, String) {
+    let result = Command::new(runner)
+        .arg(host)
+        .arg(out)
+        .env("OCI_API_BLOBS_UPLOAD_CANCEL", "true")
+        .env("OCI_API_MANIFESTS_TAG_PARAM", "true")
+        .env("OCI_DATA_SPARSE", "false")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (result.status.success(), text)
 }

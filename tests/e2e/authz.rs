@@ -39,7 +39,8 @@ enum Body {
 
 /// The table. Placeholders: `{L}` alice's layer digest, `{C}` her config
 /// digest, `{M}` her manifest digest, `{U}` her open upload session, `{I0}`
-/// and `{I1}` her V1 base and top image ids, `{W}` the caller's name.
+/// and `{I1}` her V1 base and top image ids, `{W}` the caller's name, `{N}`
+/// a digest that exists nowhere.
 /// Statuses: alice, carol, mallory, anonymous.
 #[rustfmt::skip]
 const MATRIX: &[(&str, Body, [u16; 4])] = &[
@@ -99,6 +100,13 @@ const MATRIX: &[(&str, Body, [u16; 4])] = &[
     ("GET /v1/repositories/private/v1app/json",           Body::None, [200, 200, 403, 401]),
     ("POST /v2/evil/x/blobs/uploads/?digest={L}",         Body::Bytes, [403, 403, 400, 401]),
     ("DELETE /v2/private/app/manifests/gone",             Body::None, [404, 403, 403, 401]),
+    ("DELETE /v2/private/app/manifests/{N}",              Body::None, [404, 403, 403, 401]),
+    ("DELETE /v2/private/app/blobs/{N}",                  Body::None, [404, 403, 403, 401]),
+    ("DELETE /v2/evil/x/manifests/{M}",                   Body::None, [403, 403, 404, 401]),
+    ("DELETE /v2/evil/x/blobs/{L}",                       Body::None, [403, 403, 404, 401]),
+    ("GET /v2/private/app/referrers/{M}",                 Body::None, [200, 200, 403, 401]),
+    ("GET /v2/evil/x/referrers/{M}",                      Body::None, [403, 403, 200, 401]),
+    ("GET /v2/private/app/manifests/-not-a-tag",          Body::None, [404, 404, 404, 404]),
     ("DELETE /v1/repositories/private/v1app/tags/gone",   Body::None, [404, 403, 403, 401]),
     ("DELETE /v1/repositories/private/nothing-here/",     Body::None, [404, 403, 403, 401]),
 ];
@@ -122,6 +130,10 @@ impl Fixture {
             .replace("{I0}", &self.v1.ids[0])
             .replace("{I1}", self.v1.ids.last().unwrap())
             .replace("{W}", who)
+            .replace(
+                "{N}",
+                &format!("sha256:{}", sha256_hex(&random_bytes(64, 9003))),
+            )
     }
 
     fn body(&self, body: Body) -> Option<Vec<u8>> {

@@ -782,10 +782,14 @@ fn uploads_ranges_mounts_and_listings() {
         .json()
         .get("multi")
         .is_none());
+    // A blob DELETE unlinks it from this repository only.
+    let r = request(addr, "DELETE", &format!("/v2/c/blobs/{digest}"), &[], b"");
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(get(addr, &format!("/v2/c/blobs/{digest}")).status, 404);
     let r = request(addr, "DELETE", &format!("/v2/c/blobs/{digest}"), &[], b"");
     assert_eq!(
         (r.status, r.codes()),
-        (405, vec!["UNSUPPORTED".to_string()])
+        (404, vec!["BLOB_UNKNOWN".to_string()])
     );
 }
 

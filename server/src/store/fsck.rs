@@ -790,7 +790,11 @@ fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io:
         let desc: ReferrerDescriptor = match serde_json::from_slice(&raw) {
             Ok(d) => d,
             Err(e) => {
-                r.add(Severity::Problem, &rec.path, format!("unreadable referrer record: {e}"));
+                r.add(
+                    Severity::Problem,
+                    &rec.path,
+                    format!("unreadable referrer record: {e}"),
+                );
                 continue;
             }
         };
@@ -798,7 +802,10 @@ fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io:
             r.add(
                 Severity::Problem,
                 &rec.path,
-                format!("referrer record names {}, not the file's {}", desc.digest, rec.referrer),
+                format!(
+                    "referrer record names {}, not the file's {}",
+                    desc.digest, rec.referrer
+                ),
             );
             continue;
         }
@@ -807,11 +814,23 @@ fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io:
             let old = age(&rec.path)?.is_some_and(|a| a >= opts.grace);
             if opts.repair && old {
                 remove_durable(&rec.path)?;
-                r.add(Severity::Repaired, &rec.path, "record of a referrer no longer in its repository removed");
+                r.add(
+                    Severity::Repaired,
+                    &rec.path,
+                    "record of a referrer no longer in its repository removed",
+                );
             } else if old {
-                r.add(Severity::Leftover, &rec.path, "record of a referrer no longer in its repository");
+                r.add(
+                    Severity::Leftover,
+                    &rec.path,
+                    "record of a referrer no longer in its repository",
+                );
             } else {
-                r.add(Severity::Note, &rec.path, "record of a referrer being pushed or deleted");
+                r.add(
+                    Severity::Note,
+                    &rec.path,
+                    "record of a referrer being pushed or deleted",
+                );
             }
             continue;
         };
@@ -822,7 +841,10 @@ fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io:
                 r.add(
                     Severity::Problem,
                     &rec.path,
-                    format!("manifest {} does not name subject {}", rec.referrer, rec.subject),
+                    format!(
+                        "manifest {} does not name subject {}",
+                        rec.referrer, rec.subject
+                    ),
                 );
                 continue;
             }
@@ -831,7 +853,10 @@ fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io:
             r.add(
                 Severity::Problem,
                 &rec.path,
-                format!("referrer record of {} does not describe its manifest", rec.referrer),
+                format!(
+                    "referrer record of {} does not describe its manifest",
+                    rec.referrer
+                ),
             );
         }
     }

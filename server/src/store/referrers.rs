@@ -73,7 +73,12 @@ pub fn subject_of(manifest: &Value) -> Result<Option<Digest>, SubjectError> {
 }
 
 /// The descriptor the referrers index lists for a pushed manifest.
-pub fn describe(manifest: &Value, media_type: &str, digest: &Digest, size: u64) -> ReferrerDescriptor {
+pub fn describe(
+    manifest: &Value,
+    media_type: &str,
+    digest: &Digest,
+    size: u64,
+) -> ReferrerDescriptor {
     let text_of = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     let artifact_type = text_of(manifest.get("artifactType"))
         .filter(|t| !t.is_empty())
@@ -178,7 +183,10 @@ mod tests {
         });
         assert_eq!(subject_of(&m).unwrap(), Some(s.clone()));
         let d = describe(&m, media::OCI_MANIFEST, &s, 7);
-        assert_eq!(d.artifact_type.as_deref(), Some("application/vnd.example.sig"));
+        assert_eq!(
+            d.artifact_type.as_deref(),
+            Some("application/vnd.example.sig")
+        );
         assert_eq!(d.annotations.unwrap()["a"], "b");
         // artifactType wins over the config's media type; empty annotations are left out.
         let m = json!({"artifactType": "x/y", "config": {"mediaType": "c/d"}, "annotations": {}});
@@ -205,7 +213,9 @@ mod tests {
         store.record_referrer(&repo, &subject, &desc).unwrap();
         // Recorded but not linked: not listed.
         assert!(store.referrers(&repo, &subject).unwrap().is_empty());
-        store.link_blob_to_repo(&repo, &d, &LinkVia::Manifest).unwrap();
+        store
+            .link_blob_to_repo(&repo, &d, &LinkVia::Manifest)
+            .unwrap();
         assert_eq!(store.referrers(&repo, &subject).unwrap(), vec![desc]);
         assert!(store.referrers(&other, &subject).unwrap().is_empty());
         assert!(store.drop_referrer(&repo, &subject, &d).unwrap());

@@ -353,7 +353,8 @@ fn tags_to_write(reference: &Reference, req: &Parts) -> Result<Vec<Tag>, Vec<V2E
         Reference::Digest(_) => vec![],
     };
     for p in params {
-        let tag = Tag::parse(&p).map_err(|e| vec![V2Error::new(ErrorCode::TagInvalid, e.to_string())])?;
+        let tag =
+            Tag::parse(&p).map_err(|e| vec![V2Error::new(ErrorCode::TagInvalid, e.to_string())])?;
         if !tags.contains(&tag) {
             tags.push(tag);
         }

@@ -47,8 +47,11 @@ pub async fn handle(
         // reads and deletes answer 404 as for any manifest that is not
         // there (the spec's codes); a PUT keeps 400 TAG_INVALID.
         Err(e) if e.code == ErrorCode::TagInvalid && req.method() != Method::PUT => {
-            Err(vec![V2Error::new(ErrorCode::ManifestUnknown, "manifest unknown")
-                .detail(serde_json::json!({ "reason": e.message }))])
+            Err(vec![V2Error::new(
+                ErrorCode::ManifestUnknown,
+                "manifest unknown",
+            )
+            .detail(serde_json::json!({ "reason": e.message }))])
         }
         Err(e) => Err(vec![e]),
     };

@@ -35,7 +35,10 @@ struct Query {
 fn parse_query(req: &Parts) -> Result<Query, Vec<V2Error>> {
     let q = req.uri.query();
     let bad = |what: &str, v: &str| {
-        vec![V2Error::new(ErrorCode::Unsupported, format!("invalid {what}={v}"))]
+        vec![V2Error::new(
+            ErrorCode::Unsupported,
+            format!("invalid {what}={v}"),
+        )]
     };
     let n = match query_param(q, "n").filter(|s| !s.is_empty()) {
         None => PAGE,

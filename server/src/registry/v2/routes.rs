@@ -264,7 +264,7 @@ mod tests {
             ErrorCode::BlobUploadUnknown
         );
         assert_eq!(err("/v2/foo"), ErrorCode::RouteUnknown);
-        assert_eq!(err("/v2/foo/referrers/x"), ErrorCode::RouteUnknown);
+        assert_eq!(err("/v2/foo/referrers/x"), ErrorCode::DigestInvalid);
     }
 
     #[test]
