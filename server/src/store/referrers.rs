@@ -123,28 +123,37 @@ impl Store {
         remove_durable(&self.paths().v2_referrer(repo, subject, referrer))
     }
 
-    /// The referrers of `subject` in `repo` whose manifests are still linked
-    /// there, sorted by digest (a stable order for pagination). A record that
-    /// cannot be read is skipped with a warning (`fsck` reports it).
-    pub fn referrers(
+    /// One page of the referrers of `subject` in `repo`, in digest order:
+    /// those after `after` whose manifests are still linked there and whose
+    /// artifactType is `filter` (if given), at most `max_entries` and, past
+    /// the first, at most `max_bytes` of records. Records are read one at a
+    /// time, so memory stays bounded however many there are or however large
+    /// their annotations. Returns the page and whether more follow. A record
+    /// that cannot be read is skipped with a warning (`fsck` reports it).
+    pub fn referrers_page(
         &self,
         repo: &RepoName,
         subject: &Digest,
-    ) -> io::Result<Vec<ReferrerDescriptor>> {
+        page: &ReferrersPage<'_>,
+    ) -> io::Result<(Vec<ReferrerDescriptor>, bool)> {
         let dir = self.paths().v2_referrers_dir(repo, subject);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((vec![], false)),
             Err(e) => return Err(e),
         };
-        let mut out = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TEMP_PREFIX) {
-                continue;
+            if !name.starts_with(TEMP_PREFIX) {
+                names.push((entry.path(), name));
             }
-            let Some(raw) = read_optional(&entry.path())? else {
+        }
+        let mut candidates: Vec<(Digest, std::path::PathBuf)> = Vec::new();
+        for (path, name) in names {
+            // The file name is the referrer's digest; its record says so too.
+            let Some(raw) = read_optional(&path)? else {
                 continue; // deleted while listing
             };
             let desc: ReferrerDescriptor = match serde_json::from_slice(&raw) {
@@ -154,13 +163,75 @@ impl Store {
                     continue;
                 }
             };
-            if self.blob_in_repo(repo, &desc.digest)? {
-                out.push(desc);
+            if page
+                .after
+                .is_some_and(|a| desc.digest.as_str() <= a.as_str())
+            {
+                continue;
             }
+            if page
+                .artifact_type
+                .is_some_and(|t| desc.artifact_type.as_deref() != Some(t))
+            {
+                continue;
+            }
+            candidates.push((desc.digest, path));
         }
-        out.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
-        Ok(out)
+        candidates.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (i, (digest, path)) in candidates.iter().enumerate() {
+            if !self.blob_in_repo(repo, digest)? {
+                continue;
+            }
+            let Some(raw) = read_optional(path)? else {
+                continue;
+            };
+            let Ok(desc) = serde_json::from_slice::<ReferrerDescriptor>(&raw) else {
+                continue;
+            };
+            if out.len() == page.max_entries
+                || (!out.is_empty() && bytes + raw.len() > page.max_bytes)
+            {
+                let more = candidates[i..]
+                    .iter()
+                    .any(|(d, _)| self.blob_in_repo(repo, d).unwrap_or(true));
+                return Ok((out, more));
+            }
+            bytes += raw.len();
+            out.push(desc);
+        }
+        Ok((out, false))
     }
+
+    /// Every referrer of `subject` in `repo` still linked there, in digest
+    /// order (for tests and tools; the API pages with [`Store::referrers_page`]).
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> io::Result<Vec<ReferrerDescriptor>> {
+        let all = ReferrersPage {
+            after: None,
+            artifact_type: None,
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        Ok(self.referrers_page(repo, subject, &all)?.0)
+    }
+}
+
+/// Which page of a referrers list to read ([`Store::referrers_page`]).
+#[derive(Debug, Clone)]
+pub struct ReferrersPage<'a> {
+    /// Start after this digest (the previous page's last).
+    pub after: Option<&'a Digest>,
+    /// Only referrers with this artifactType.
+    pub artifact_type: Option<&'a str>,
+    /// At most this many entries.
+    pub max_entries: usize,
+    /// At most this many bytes of records, past the first entry.
+    pub max_bytes: usize,
 }
 
 #[cfg(test)]
@@ -221,5 +292,86 @@ mod tests {
         assert!(store.drop_referrer(&repo, &subject, &d).unwrap());
         assert!(store.referrers(&repo, &subject).unwrap().is_empty());
         assert!(!store.drop_referrer(&repo, &subject, &d).unwrap());
+    }
+
+    #[test]
+    fn pages_are_bounded_by_count_and_bytes_and_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/app").unwrap();
+        let subject = Digest::of_bytes(b"subject");
+        let mut all = Vec::new();
+        for i in 0..5 {
+            let kind = if i % 2 == 0 { "sig" } else { "sbom" };
+            let note = "n".repeat(if i == 2 { 10_000 } else { 10 });
+            let body = serde_json::to_vec(&json!({
+                "schemaVersion": 2, "artifactType": kind, "annotations": {"i": i, "note": note},
+            }))
+            .unwrap();
+            let d = store.put_manifest(&body, media::OCI_MANIFEST).unwrap();
+            store
+                .link_blob_to_repo(&repo, &d, &LinkVia::Manifest)
+                .unwrap();
+            let desc = describe(
+                &serde_json::from_slice(&body).unwrap(),
+                media::OCI_MANIFEST,
+                &d,
+                body.len() as u64,
+            );
+            store.record_referrer(&repo, &subject, &desc).unwrap();
+            all.push(desc);
+        }
+        all.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+        let page = |after: Option<&Digest>, t: Option<&str>, n: usize, bytes: usize| {
+            store
+                .referrers_page(
+                    &repo,
+                    &subject,
+                    &ReferrersPage {
+                        after,
+                        artifact_type: t,
+                        max_entries: n,
+                        max_bytes: bytes,
+                    },
+                )
+                .unwrap()
+        };
+        // Count: pages of two chain to the end.
+        let (p1, more) = page(None, None, 2, usize::MAX);
+        assert_eq!((p1.as_slice(), more), (&all[..2], true));
+        let (p2, more) = page(Some(&p1[1].digest), None, 2, usize::MAX);
+        assert_eq!((p2.as_slice(), more), (&all[2..4], true));
+        let (p3, more) = page(Some(&p2[1].digest), None, 2, usize::MAX);
+        assert_eq!((p3.as_slice(), more), (&all[4..], false));
+        // Bytes: the large record never shares a page beyond its first entry,
+        // and a page always holds at least one entry.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let (p, more) = page(after.as_ref(), None, 100, 1000);
+            assert!(!p.is_empty());
+            let is_big = |d: &ReferrerDescriptor| {
+                d.annotations.as_ref().unwrap()["note"]
+                    .as_str()
+                    .unwrap()
+                    .len()
+                    > 1000
+            };
+            if p.iter().any(is_big) {
+                assert_eq!(p.len(), 1, "the 10 kB record shares a 1 kB page");
+            }
+            after = p.last().map(|d| d.digest.clone());
+            seen.extend(p);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, all);
+        // Filter.
+        let (sigs, _) = page(None, Some("sig"), 100, usize::MAX);
+        assert_eq!(sigs.len(), 3);
+        assert!(sigs
+            .iter()
+            .all(|d| d.artifact_type.as_deref() == Some("sig")));
     }
 }

@@ -7,8 +7,8 @@
 //! index (after the read check), so the answer tells nothing about other
 //! namespaces. `?artifactType=` filters and is acknowledged with
 //! `OCI-Filters-Applied: artifactType`. Long lists come in pages of
-//! [`PAGE`] (or `?n=`, at most [`PAGE`]) with a `Link: <...>; rel="next"`
-//! that continues after the last digest listed.
+//! [`PAGE`] (or `?n=`, at most [`PAGE`]) and at most [`PAGE_BYTES`], with a
+//! `Link: <...>; rel="next"` that continues after the last digest listed.
 
 use http::request::Parts;
 use http::StatusCode;
@@ -20,7 +20,7 @@ use super::V2Result;
 use crate::names::Digest;
 use crate::registry::{blocking, response, Registry};
 use crate::store::media;
-use crate::store::referrers::ReferrerDescriptor;
+use crate::store::referrers::ReferrersPage;
 
 /// Largest page of descriptors in one answer.
 pub const PAGE: usize = 1000;
@@ -67,26 +67,34 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
+/// Most bytes of descriptors in one page past its first entry (annotations
+/// are copied from manifests of up to 4 MiB each).
+pub const PAGE_BYTES: usize = 4 << 20;
+
 /// `GET|HEAD referrers/<digest>`
 pub async fn list(reg: &Registry, name: &Name, subject: &Digest, req: &Parts) -> V2Result {
     let query = parse_query(req)?;
     let store = reg.store().clone();
     let repo = name.repo.clone();
     let s = subject.clone();
-    let all: Vec<ReferrerDescriptor> = blocking(move || store.referrers(&repo, &s).v2()).await?;
-    let filtered = all.into_iter().filter(|d| match &query.artifact_type {
-        Some(t) => d.artifact_type.as_deref() == Some(t.as_str()),
-        None => true,
-    });
-    let mut rest: Vec<ReferrerDescriptor> = match &query.last {
-        Some(last) => filtered
-            .skip_while(|d| d.digest.as_str() <= last.as_str())
-            .collect(),
-        None => filtered.collect(),
-    };
-    let link = if rest.len() > query.n {
-        rest.truncate(query.n);
-        rest.last().map(|l| {
+    let (artifact_type, last, n) = (query.artifact_type.clone(), query.last.clone(), query.n);
+    let (page, more) = blocking(move || {
+        store
+            .referrers_page(
+                &repo,
+                &s,
+                &ReferrersPage {
+                    after: last.as_ref(),
+                    artifact_type: artifact_type.as_deref(),
+                    max_entries: n,
+                    max_bytes: PAGE_BYTES,
+                },
+            )
+            .v2()
+    })
+    .await?;
+    let link = match page.last() {
+        Some(l) if more => {
             let mut url = format!(
                 "/v2/{}/referrers/{subject}?n={}&last={}",
                 name.raw,
@@ -96,15 +104,14 @@ pub async fn list(reg: &Registry, name: &Name, subject: &Digest, req: &Parts) ->
             if let Some(t) = &query.artifact_type {
                 url.push_str(&format!("&artifactType={}", encode(t)));
             }
-            format!("<{url}>; rel=\"next\"")
-        })
-    } else {
-        None
+            Some(format!("<{url}>; rel=\"next\""))
+        }
+        _ => None,
     };
     let index = json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_INDEX,
-        "manifests": rest,
+        "manifests": page,
     });
     let mut r = response::json(StatusCode::OK, &index);
     let h = r.headers_mut();
