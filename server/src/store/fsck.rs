@@ -42,8 +42,8 @@ use super::earned::{self, Link};
 use super::manifests::LinkRecord;
 use super::quarantine::quarantine;
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
-use super::{hash_file, Store};
-use crate::names::{Digest, ImageId, RepoName, Tag};
+use super::{hash_file, Paths, Store};
+use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag};
 
 /// Deepest nesting of repository names walked (matches the store's listings).
 const MAX_REPO_DEPTH: usize = 16;
@@ -169,9 +169,16 @@ pub(crate) fn dir_age(dir: &Path) -> io::Result<Option<Duration>> {
     Ok(Some(youngest))
 }
 
-/// A pool file name as a digest (`None` for temp files and junk).
-pub(crate) fn pool_digest(name: &str) -> Option<Digest> {
-    Digest::parse(&format!("sha256:{name}")).ok()
+/// Every entry of the blob pools of all algorithms, with the digest its
+/// name stands for (`None` for temp files and junk).
+pub(crate) fn pool_entries(p: &Paths) -> io::Result<Vec<(Option<Digest>, PathBuf)>> {
+    let mut out = Vec::new();
+    for algorithm in Algorithm::ALL {
+        for (name, path) in entries(&p.blobs_dir(algorithm))? {
+            out.push((Paths::digest_of_blob_name(algorithm, &name), path));
+        }
+    }
+    Ok(out)
 }
 
 /// Repositories under `base` that have a directory named `marker` (`_tags`,
@@ -402,11 +409,14 @@ fn check_pool(
     r: &mut FsckReport,
 ) -> io::Result<HashSet<Digest>> {
     let mut present = HashSet::new();
-    for (name, path) in entries(&store.paths().blobs_dir())? {
-        if name.starts_with(TEMP_PREFIX) {
+    for (d, path) in pool_entries(store.paths())? {
+        let is_temp = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(TEMP_PREFIX));
+        if is_temp {
             continue;
         }
-        let Some(d) = pool_digest(&name) else {
+        let Some(d) = d else {
             r.add(
                 Severity::Problem,
                 &path,
@@ -414,7 +424,7 @@ fn check_pool(
             );
             continue;
         };
-        let actual = match hash_file(&path, b"") {
+        let actual = match hash_file(&path, b"", d.algorithm()) {
             Ok(a) => a,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gc removed it
             Err(e) => return Err(e),
@@ -616,7 +626,7 @@ fn check_published_image(
     }
     let mut prefix = json_raw.to_vec();
     prefix.push(b'\n');
-    let payload = hash_file(&layer, &prefix)?;
+    let payload = hash_file(&layer, &prefix, Algorithm::Sha256)?;
     if !sums.iter().any(|s| s == payload.as_str()) {
         r.add(
             Severity::Problem,
@@ -651,7 +661,7 @@ fn projected_layer_matches(
             return Ok(true);
         }
     }
-    let actual = hash_file(layer, b"")?;
+    let actual = hash_file(layer, b"", info.blob.algorithm())?;
     if actual == info.blob {
         return Ok(true);
     }
@@ -748,7 +758,7 @@ fn check_links(
             if name.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let Some(d) = pool_digest(&name) else {
+            let Some(d) = Paths::digest_of_key(&name) else {
                 r.add(
                     Severity::Problem,
                     &path,
@@ -906,11 +916,11 @@ fn check_manifest(
 fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> io::Result<()> {
     let p = store.paths();
     let there = |d: &Digest| pool.contains(d) || p.blob(d).exists();
-    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
+    for (name, path) in entries(&p.manifest_records_dir())? {
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        match pool_digest(&name) {
+        match Paths::digest_of_key(&name) {
             None => r.add(
                 Severity::Problem,
                 &path,

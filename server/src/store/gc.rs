@@ -31,12 +31,13 @@ use serde::Serialize;
 
 use super::atomic::{remove_durable, sync_parent, FileLock};
 use super::fsck::{
-    age, dir_age, entries, manifest_refs, pool_digest, read_ancestry, read_tag_file, repos_with,
+    age, dir_age, entries, manifest_refs, pool_entries, read_ancestry, read_tag_file, repos_with,
     temp_files, v1_tags,
 };
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
 use super::{hash_file, Store};
-use crate::names::{Digest, ImageId};
+use crate::names::{Algorithm, Digest, ImageId};
+use crate::store::Paths;
 
 /// Default grace period: nothing younger is collected.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -123,8 +124,8 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
 
     // Pool inodes, to find the blob a V1 layer file is a hard link of.
     let mut by_inode: HashMap<(u64, u64), Digest> = HashMap::new();
-    for (name, path) in entries(&p.blobs_dir())? {
-        let Some(d) = pool_digest(&name) else {
+    for (d, path) in pool_entries(p)? {
+        let Some(d) = d else {
             continue;
         };
         let Ok(meta) = fs::metadata(&path) else {
@@ -172,8 +173,8 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
             image_roots.push(id);
         }
     }
-    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
-        if let Some(d) = pool_digest(&name) {
+    for (name, path) in entries(&p.manifest_records_dir())? {
+        if let Some(d) = Paths::digest_of_key(&name) {
             if age(&path)?.is_some_and(|a| a < grace) {
                 manifest_roots.push(d);
             }
@@ -210,7 +211,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
                 m.blobs.insert(d.clone());
             } else if let Ok(Some(info)) = store.v1_layer_info(&id) {
                 m.blobs.insert(info.blob);
-            } else if let Ok(d) = hash_file(&p.image_layer(&id), b"") {
+            } else if let Ok(d) = hash_file(&p.image_layer(&id), b"", Algorithm::Sha256) {
                 m.blobs.insert(d); // no hard links on this filesystem
             }
         }
@@ -334,8 +335,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     // unlink layers (which changes the blobs' ctime and link count): later a
     // blob is spared if it is marked afresh, rewritten, or linked again.
     let mut blob_candidates: Vec<(Digest, PathBuf, u64)> = Vec::new();
-    for (name, path) in entries(&p.blobs_dir())? {
-        let Some(d) = pool_digest(&name) else {
+    for (d, path) in pool_entries(&p)? {
+        let Some(d) = d else {
             continue;
         };
         if fresh.marks.blobs.contains(&d) || !old(&path, grace)? {
@@ -351,7 +352,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     let v2 = p.berth_dir().join("v2");
     for (_, dir) in repos_with(&v2, "_blobs")? {
         for (name, path) in entries(&dir)? {
-            let Some(d) = pool_digest(&name) else {
+            let Some(d) = Paths::digest_of_key(&name) else {
                 continue;
             };
             if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
@@ -362,8 +363,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             }
         }
     }
-    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
-        let Some(d) = pool_digest(&name) else {
+    for (name, path) in entries(&p.manifest_records_dir())? {
+        let Some(d) = Paths::digest_of_key(&name) else {
             continue;
         };
         if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
@@ -611,7 +612,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(all.images, 2, "{all:?}");
-        assert!(entries(&store.paths().blobs_dir()).unwrap().is_empty());
+        assert!(pool_entries(store.paths()).unwrap().is_empty());
         let report = fsck(
             &store,
             &FsckOptions {
