@@ -509,6 +509,77 @@ mod tests {
         ImageId::parse(&c.to_string().repeat(64)).unwrap()
     }
 
+    /// sha512 blobs live in their own pool: gc keeps the ones a tag
+    /// reaches, reclaims an unreferenced one (and its link), and untagging
+    /// frees the rest; fsck finds the store consistent after each step.
+    #[test]
+    fn sha512_pool_is_collected_like_sha256() {
+        use crate::store::manifests::{LinkVia, TagRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/app").unwrap();
+        let tag = Tag::parse("512").unwrap();
+        let sha512 = Algorithm::Sha512;
+        let cfg = store
+            .put_small_blob_as(b"{\"config\":512}", sha512)
+            .unwrap();
+        let layer = store.put_small_blob_as(b"sha512 layer", sha512).unwrap();
+        let orphan = store.put_small_blob_as(b"sha512 orphan", sha512).unwrap();
+        let man = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+        );
+        let md = store
+            .put_manifest_as(man.as_bytes(), crate::store::media::OCI_MANIFEST, sha512)
+            .unwrap();
+        store
+            .set_v2_tag(
+                &repo,
+                &tag,
+                &TagRecord {
+                    digest: md.clone(),
+                    v1: None,
+                },
+            )
+            .unwrap();
+        for d in [&cfg, &layer, &orphan] {
+            store.link_blob_to_repo(&repo, d, &LinkVia::Upload).unwrap();
+        }
+        store
+            .link_blob_to_repo(&repo, &md, &LinkVia::Manifest)
+            .unwrap();
+        let clean = |store: &Store| {
+            let report = fsck(
+                store,
+                &FsckOptions {
+                    repair: false,
+                    grace: Duration::ZERO,
+                },
+            )
+            .unwrap();
+            assert_eq!(report.problems(), 0, "{:#?}", report.findings);
+        };
+        let now = GcOptions {
+            grace: Duration::ZERO,
+            dry_run: false,
+        };
+        let done = gc(&store, &now).unwrap();
+        assert_eq!((done.blobs, done.links), (1, 1), "{done:?}");
+        assert_eq!(done.bytes, b"sha512 orphan".len() as u64);
+        assert_eq!(store.blob_size(&orphan).unwrap(), None);
+        assert!(!store.paths().v2_blob_link(&repo, &orphan).exists());
+        for d in [&cfg, &layer, &md] {
+            assert!(store.blob_size(d).unwrap().is_some(), "{d} collected");
+            assert!(store.blob_in_repo(&repo, d).unwrap(), "{d} unlinked");
+        }
+        clean(&store);
+
+        fs::remove_file(store.paths().v2_tag(&repo, &tag)).unwrap();
+        let all = gc(&store, &now).unwrap();
+        assert_eq!((all.blobs, all.records), (3, 1), "{all:?}");
+        assert!(pool_entries(store.paths()).unwrap().is_empty());
+        clean(&store);
+    }
+
     #[tokio::test]
     async fn collects_only_unreferenced_and_old() {
         use crate::store::manifests::LinkVia;
