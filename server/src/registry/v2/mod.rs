@@ -42,7 +42,12 @@ pub async fn handle(
 ) -> Response<RespBody> {
     let result = match route {
         Ok(route) => dispatch(reg, route, req, who).await,
-        Err(e) => Err(vec![e]),
+        // A bad name or digest in the path: drain a small body so the
+        // connection stays usable, as every other refusal does.
+        Err(e) => {
+            super::drain_small_body(req.into_body()).await;
+            Err(vec![e])
+        }
     };
     let mut resp = match result {
         Ok(r) => r,

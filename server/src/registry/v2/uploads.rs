@@ -249,7 +249,14 @@ pub async fn start(
             ));
         }
     }
-    if let Some(digest) = digest_param(req, "digest")? {
+    let digest = match digest_param(req, "digest") {
+        Ok(digest) => digest,
+        Err(e) => {
+            crate::registry::drain_small_body(body).await;
+            return Err(e);
+        }
+    };
+    if let Some(digest) = digest {
         let size = store.put_blob(body, &digest).await.v2()?;
         link(&store, name, &digest).await?;
         tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
