@@ -572,3 +572,169 @@ fn out_of_order_chunks_are_416_and_change_nothing() {
     );
     assert_eq!((r.status, r.body), (200, data));
 }
+
+/// What [`push_sha512_image`] pushed.
+struct Sha512Image {
+    layer: Vec<u8>,
+    layer_digest: String,
+    manifest: Vec<u8>,
+    manifest_digest: String,
+    index: Vec<u8>,
+}
+
+/// Pushes into `repo` a config and a layer by sha512, an image manifest by
+/// its sha512 reference and tag `img`, and an index naming that manifest by
+/// its sha512 digest as tag `multi`.
+fn push_sha512_image(c: &mut Conn, repo: &str) -> Sha512Image {
+    let layer = random_bytes(40_000, 5122);
+    let layer_digest = sha512_of(&layer);
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "ADD layer"}],
+    }))
+    .unwrap();
+    for blob in [&config, &layer] {
+        let r = c.request(
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/?digest={}", sha512_of(blob)),
+            &[],
+            ReqBody::Sized(blob),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha512_of(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let manifest_digest = sha512_of(&manifest);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+            "size": manifest.len(), "platform": {"architecture": "amd64", "os": "linux"}}],
+    }))
+    .unwrap();
+    for (reference, bytes, media_type) in [
+        (
+            manifest_digest.as_str(),
+            &manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+        ),
+        (
+            "img",
+            &manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+        ),
+        ("multi", &index, "application/vnd.oci.image.index.v1+json"),
+    ] {
+        let r = c.request(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            ReqBody::Sized(bytes),
+        );
+        assert_eq!(r.status, 201, "{reference}: {}", r.text());
+    }
+    Sha512Image {
+        layer,
+        layer_digest,
+        manifest,
+        manifest_digest,
+        index,
+    }
+}
+
+/// `berth sync` copies an image whose blobs and child manifest are named by
+/// sha512 digests (each verified in its algorithm: the destination checks
+/// the blobs, the client the child manifest fetched by its digest), and a
+/// pull-through mirror fetches and verifies sha512 manifests and blobs.
+#[test]
+fn sync_and_mirror_carry_sha512_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = HttpServer::start(&tmp.path().join("a"));
+    let pushed = push_sha512_image(&mut tcp_conn(source.addr), "team/app");
+
+    let copy = tmp.path().join("b");
+    let sync = || -> serde_json::Value {
+        let out = run_ok(Command::new(bin("berth")).args([
+            "sync",
+            "--json",
+            &source.url(),
+            copy.to_str().unwrap(),
+            "team/app",
+        ]));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = sync();
+    assert_eq!(first["tags"], 2, "{first}");
+    assert_eq!(first["blobs_sent"], 2, "{first}");
+    let again = sync();
+    assert_eq!(
+        (&again["blobs_sent"], &again["manifests_sent"]),
+        (&json!(0), &json!(0)),
+        "{again}"
+    );
+    let copied = HttpServer::start(&copy);
+    let mirror_root = tmp.path().join("m");
+    let mirror = {
+        let mut cmd = Command::new(bin("berth-server"));
+        cmd.args(["http", "--listen", "127.0.0.1:0", "--root"])
+            .arg(&mirror_root)
+            .args(["--mirror-of", &source.url()]);
+        let (proc, line) =
+            berth_tests::spawn_until_line(cmd, "http on", "berth-server http (mirror)");
+        HttpServer {
+            proc,
+            addr: berth_tests::addr_in(&line),
+        }
+    };
+    for (what, server) in [("sync copy", &copied), ("mirror", &mirror)] {
+        let mut c = tcp_conn(server.addr);
+        let r = c.request(
+            "GET",
+            &format!("/v2/team/app/manifests/{}", pushed.manifest_digest),
+            &[],
+            ReqBody::None,
+        );
+        assert_eq!((r.status, &r.body), (200, &pushed.manifest), "{what}");
+        assert_eq!(
+            r.header("docker-content-digest"),
+            Some(pushed.manifest_digest.as_str()),
+            "{what}"
+        );
+        let r = c.request("GET", "/v2/team/app/manifests/multi", &[], ReqBody::None);
+        assert_eq!((r.status, &r.body), (200, &pushed.index), "{what}");
+        let r = c.request(
+            "GET",
+            &format!("/v2/team/app/blobs/{}", pushed.layer_digest),
+            &[],
+            ReqBody::None,
+        );
+        assert_eq!((r.status, &r.body), (200, &pushed.layer), "{what}");
+    }
+    for root in [&copy, &mirror_root] {
+        let blob = root.join(format!("_berth/blobs/sha512/{}", &pushed.layer_digest[7..]));
+        assert!(blob.exists(), "{} has no sha512 pool entry", root.display());
+    }
+
+    // `berth pull` writes Docker archives, which name blobs by sha256: it
+    // refuses such an image clearly, leaving no archive behind.
+    let archive = tmp.path().join("img.tar");
+    let out = Command::new(bin("berth"))
+        .args(["pull", "-q", "-o", archive.to_str().unwrap()])
+        .arg(&copy)
+        .arg("team/app:img")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is a sha512 digest: a Docker archive names blobs by sha256 only"),
+        "{stderr}"
+    );
+    assert!(!archive.exists());
+}
