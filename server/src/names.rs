@@ -20,9 +20,23 @@ pub enum NameError {
     /// A V1 image id that is not 16 or 64 lowercase hex characters.
     #[error("invalid image id {0:?}")]
     ImageId(String),
-    /// A digest that is not `sha256:` followed by 64 lowercase hex characters.
-    #[error("invalid digest {0:?} (only sha256:<64 hex> is supported)")]
+    /// A digest that does not follow the grammar: `sha256:` with 64 or
+    /// `sha512:` with 128 lowercase hex characters, or another algorithm's
+    /// `<algorithm>:<encoded>` form (OCI image-spec `descriptor.md`).
+    #[error(
+        "invalid digest {0:?} (expected sha256:<64 lowercase hex> or sha512:<128 lowercase hex>)"
+    )]
     Digest(String),
+    /// A well-formed digest of an algorithm berth does not hash with
+    /// (`sha384:`, `md5:`, ...); the distribution spec answers it like an
+    /// invalid digest (400).
+    #[error("unsupported digest algorithm {algorithm:?} in {digest:?} (berth supports sha256 and sha512)")]
+    DigestAlgorithm {
+        /// The algorithm part.
+        algorithm: String,
+        /// The whole digest as given.
+        digest: String,
+    },
 }
 
 /// Longest repository name accepted (clients cap host + name at 255).
@@ -189,18 +203,132 @@ impl fmt::Display for ImageId {
     }
 }
 
-/// A content digest. Only `sha256:<64 lowercase hex>` is accepted.
+/// A hash algorithm a digest may name: the two the OCI image spec
+/// registers (`descriptor.md`, "Registered algorithms").
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub enum Algorithm {
+    /// `sha256:` — what every client uses by default.
+    Sha256,
+    /// `sha512:` — OCI Distribution 1.1 conformance pushes it too.
+    Sha512,
+}
+
+impl Algorithm {
+    /// Every supported algorithm (listings walk one blob pool per algorithm).
+    pub const ALL: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+
+    /// The algorithm's name as it prefixes a digest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// Looks an algorithm up by name (`sha256`, `sha512`).
+    pub fn from_name(name: &str) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Length of the hex-encoded hash.
+    fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+
+    /// A fresh running hash of this algorithm.
+    pub fn hasher(self) -> Hasher {
+        use sha2::Digest as _;
+        match self {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    /// The digest of a byte slice under this algorithm.
+    pub fn digest_of(self, bytes: &[u8]) -> Digest {
+        let mut h = self.hasher();
+        h.update(bytes);
+        h.finish()
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A running hash of one [`Algorithm`], so code that streams bytes can
+/// verify a digest of either algorithm without knowing which.
+#[derive(Clone)]
+pub enum Hasher {
+    /// sha256 state.
+    Sha256(sha2::Sha256),
+    /// sha512 state.
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// Feeds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h) => Digest::from_sha256(&h.finalize()),
+            Hasher::Sha512(h) => Digest(format!("sha512:{}", hex::encode(h.finalize()))),
+        }
+    }
+}
+
+/// A content digest: `sha256:<64 lowercase hex>` or
+/// `sha512:<128 lowercase hex>` (the algorithm's exact length, lower case
+/// only, so one blob has one spelling and one path).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct Digest(String);
 
 impl Digest {
-    /// Validates a digest string.
+    /// Validates a digest string. A malformed one is [`NameError::Digest`];
+    /// a well-formed one of another algorithm (the OCI grammar
+    /// `[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`) is
+    /// [`NameError::DigestAlgorithm`].
     pub fn parse(s: &str) -> Result<Digest, NameError> {
-        match s.strip_prefix("sha256:") {
-            Some(hex) if hex.len() == 64 && hex.bytes().all(is_lower_hex) => {
-                Ok(Digest(s.to_string()))
-            }
-            _ => Err(NameError::Digest(s.to_string())),
+        let malformed = || NameError::Digest(s.to_string());
+        let (algorithm, encoded) = s.split_once(':').ok_or_else(malformed)?;
+        let Some(alg) = Algorithm::from_name(algorithm) else {
+            let grammar_ok = !algorithm.is_empty()
+                && algorithm.split(['+', '.', '_', '-']).all(|c| {
+                    !c.is_empty()
+                        && c.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                })
+                && !encoded.is_empty()
+                && encoded
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            return Err(if grammar_ok {
+                NameError::DigestAlgorithm {
+                    algorithm: algorithm.to_string(),
+                    digest: s.to_string(),
+                }
+            } else {
+                malformed()
+            });
+        };
+        if encoded.len() == alg.hex_len() && encoded.bytes().all(is_lower_hex) {
+            Ok(Digest(s.to_string()))
+        } else {
+            Err(malformed())
         }
     }
 
@@ -209,18 +337,27 @@ impl Digest {
         Digest(format!("sha256:{}", hex::encode(hash)))
     }
 
-    /// sha256 of a byte slice, as a digest.
+    /// sha256 of a byte slice, as a digest (what berth computes unless a
+    /// client named another algorithm).
     pub fn of_bytes(bytes: &[u8]) -> Digest {
-        use sha2::Digest as _;
-        Digest::from_sha256(&sha2::Sha256::digest(bytes))
+        Algorithm::Sha256.digest_of(bytes)
     }
 
-    /// The 64 hex characters after `sha256:`.
+    /// The algorithm named before the `:`.
+    pub fn algorithm(&self) -> Algorithm {
+        if self.0.starts_with("sha512:") {
+            Algorithm::Sha512
+        } else {
+            Algorithm::Sha256
+        }
+    }
+
+    /// The hex characters after `<algorithm>:` (64 for sha256, 128 for sha512).
     pub fn hex(&self) -> &str {
-        &self.0[7..]
+        &self.0[self.algorithm().name().len() + 1..]
     }
 
-    /// The full `sha256:<hex>` text.
+    /// The full `<algorithm>:<hex>` text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -282,7 +419,71 @@ mod tests {
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
-        assert!(Digest::parse("sha512:00").is_err());
+        assert_eq!(d.algorithm(), Algorithm::Sha256);
+        assert_eq!(d.hex().len(), 64);
         assert!(Digest::parse(&format!("sha256:{}", "A".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn sha512_digests() {
+        let d = Algorithm::Sha512.digest_of(b"");
+        assert_eq!(
+            d.as_str(),
+            "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce\
+             47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"
+        );
+        assert_eq!(Digest::parse(d.as_str()).unwrap(), d);
+        assert_eq!(d.algorithm(), Algorithm::Sha512);
+        assert_eq!(d.hex().len(), 128);
+        assert_eq!(d.hex(), &d.as_str()[7..]);
+        let mut h = Algorithm::Sha512.hasher();
+        h.update(b"ab");
+        h.update(b"c");
+        assert_eq!(h.finish(), Algorithm::Sha512.digest_of(b"abc"));
+        assert_eq!(Algorithm::from_name("sha512"), Some(Algorithm::Sha512));
+        assert_eq!(Algorithm::from_name("sha384"), None);
+    }
+
+    #[test]
+    fn malformed_and_unsupported_digests() {
+        let hex64 = "a".repeat(64);
+        let hex128 = "a".repeat(128);
+        for malformed in [
+            String::new(),
+            "sha256".into(),
+            "sha256:".into(),
+            ":abc".into(),
+            "sha512:00".into(),
+            format!("sha512:{hex64}"),
+            format!("sha256:{hex128}"),
+            format!("sha512:{}", "A".repeat(128)),
+            format!("sha512:{}g", "a".repeat(127)),
+            format!("SHA256:{hex64}"),
+            format!("sha256:{hex64}/../x"),
+            format!("sha256 :{hex64}"),
+            "sha384:abc/def".into(),
+            "-md5:abc".into(),
+        ] {
+            assert!(
+                matches!(Digest::parse(&malformed), Err(NameError::Digest(_))),
+                "{malformed:?}: {:?}",
+                Digest::parse(&malformed)
+            );
+        }
+        for unsupported in [
+            format!("sha384:{}", "a".repeat(96)),
+            "md5:d41d8cd98f00b204e9800998ecf8427e".into(),
+            "blake3:abc".into(),
+            "multihash+base58:QmRZxt2b1FVZPNqd8hsiykDL3TdBDeTSPX9Kv46HmX4Gx8".into(),
+        ] {
+            assert!(
+                matches!(
+                    Digest::parse(&unsupported),
+                    Err(NameError::DigestAlgorithm { .. })
+                ),
+                "{unsupported:?}: {:?}",
+                Digest::parse(&unsupported)
+            );
+        }
     }
 }

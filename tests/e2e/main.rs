@@ -5,6 +5,7 @@ mod access;
 mod archive;
 mod authz;
 mod client;
+mod digests;
 mod fuzz;
 mod gluster;
 mod hostile;

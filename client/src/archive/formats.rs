@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use berth_server::names::Digest;
+use berth_server::names::{Algorithm, Digest};
 use berth_server::store::media;
 use serde_json::{json, Value};
 
@@ -190,7 +190,17 @@ fn digest_field(v: &Value, member: &str, field: &str) -> Result<Digest, ArchiveE
         .get(field)
         .and_then(Value::as_str)
         .ok_or_else(|| ArchiveError::metadata(member, format!("missing {field:?}")))?;
-    Digest::parse(s).map_err(|e| ArchiveError::metadata(member, e.to_string()))
+    let d = Digest::parse(s).map_err(|e| ArchiveError::metadata(member, e.to_string()))?;
+    if d.algorithm() != Algorithm::Sha256 {
+        return Err(ArchiveError::metadata(
+            member,
+            format!(
+                "{field} {d} is a {} digest: berth pushes Docker archives, which name blobs by sha256 only",
+                d.algorithm()
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// A metadata member's bytes, checked to hash to `digest`.
@@ -624,7 +634,10 @@ fn docker_manifest_images(members: &Members) -> Result<Vec<Image>, ArchiveError>
         let mut layers = Vec::new();
         for (p, id) in layer_paths.iter().zip(&ids) {
             let lm = members.get(p, "manifest.json Layers")?;
-            let claimed = Digest::parse(id).ok();
+            // Only a sha256 diff_id can be a `docker save` layer's digest.
+            let claimed = Digest::parse(id)
+                .ok()
+                .filter(|d| d.algorithm() == Algorithm::Sha256);
             let blob = match claimed {
                 // An uncompressed layer (what `docker save` writes): its
                 // digest is its diff_id, checked while it is pushed.

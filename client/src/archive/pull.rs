@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_server::names::Digest;
+use berth_server::names::{Algorithm, Digest};
 use berth_server::store::media;
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -89,6 +89,16 @@ fn descriptor(v: &Value, what: &str) -> Result<Descriptor, ArchiveError> {
         .and_then(Value::as_str)
         .and_then(|d| Digest::parse(d).ok())
         .ok_or_else(|| verify(what, "descriptor without a valid sha256 digest"))?;
+    if digest.algorithm() != Algorithm::Sha256 {
+        return Err(verify(
+            what,
+            format!(
+                "{digest} is a {} digest: a Docker archive names blobs by sha256 only \
+                 (`berth sync` copies such an image between registries)",
+                digest.algorithm()
+            ),
+        ));
+    }
     let size = v
         .get("size")
         .and_then(Value::as_u64)

@@ -58,8 +58,8 @@ pub struct FetchedManifest {
     pub bytes: Bytes,
     /// `Content-Type` of the answer.
     pub media_type: String,
-    /// sha256 of the bytes (checked against the requested digest when
-    /// fetched by digest).
+    /// Digest of the bytes: fetched by digest, in that digest's algorithm
+    /// (sha256 or sha512) and checked against it; by tag, sha256.
     pub digest: Digest,
 }
 
@@ -573,10 +573,19 @@ impl V2Connection {
         if body.len() > MANIFEST_LIMIT {
             return Err(protocol(&what, "manifest larger than 4 MiB"));
         }
-        let digest = Digest::of_bytes(&body);
-        if reference.starts_with("sha256:") && digest.as_str() != reference {
-            return Err(protocol(&what, format!("manifest bytes hash to {digest}")));
-        }
+        // By digest, the bytes must hash to it in its own algorithm; a
+        // reference with a ':' that is no digest berth can check is refused
+        // rather than passed on unverified.
+        let digest = if reference.contains(':') {
+            let wanted = Digest::parse(reference).map_err(|e| protocol(&what, e.to_string()))?;
+            let digest = wanted.algorithm().digest_of(&body);
+            if digest != wanted {
+                return Err(protocol(&what, format!("manifest bytes hash to {digest}")));
+            }
+            digest
+        } else {
+            Digest::of_bytes(&body)
+        };
         let media_type = match media_type {
             Some(m) if !m.is_empty() && m != "application/json" => m,
             _ => serde_json::from_slice::<serde_json::Value>(&body)

@@ -490,7 +490,7 @@ async fn store_manifest(
         fetched.digest.clone(),
     );
     blocking(move || {
-        s.put_manifest(&bytes, &media_type)?;
+        s.put_manifest_as(&bytes, &media_type, digest.algorithm())?;
         s.link_blob_to_repo(&r, &digest, &LinkVia::Mirror)?;
         if let Some(tag) = t {
             // A V1 tag of the same name (a local push, with

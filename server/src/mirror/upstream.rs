@@ -68,7 +68,9 @@ pub struct Fetched {
     pub bytes: Bytes,
     /// Their media type (from `Content-Type`, else the body's `mediaType`).
     pub media_type: String,
-    /// sha256 of the bytes.
+    /// Digest of the bytes: in the algorithm of the reference when fetched
+    /// by digest, else of the upstream's claimed `Docker-Content-Digest`
+    /// (a tag naming a sha512 manifest), else sha256.
     pub digest: Digest,
     /// The `Docker-Content-Digest` the upstream claimed, if any.
     pub claimed: Option<Digest>,
@@ -176,8 +178,12 @@ impl Upstream {
             .transpose()?;
         let bytes = read_capped(resp.into_body(), MAX_MANIFEST).await?;
         let media_type = manifest_media_type(content_type.as_deref(), &bytes)?;
+        let algorithm = Digest::parse(reference)
+            .ok()
+            .or_else(|| claimed.clone())
+            .map_or(crate::names::Algorithm::Sha256, |d| d.algorithm());
         Ok(Some(Fetched {
-            digest: Digest::of_bytes(&bytes),
+            digest: algorithm.digest_of(&bytes),
             bytes,
             media_type,
             claimed,

@@ -1,4 +1,5 @@
-//! The content-addressed blob pool `_berth/blobs/sha256/<hex>`.
+//! The content-addressed blob pool `_berth/blobs/<algorithm>/<hex>`
+//! (sha256, and sha512 for blobs a client named by a sha512 digest).
 //!
 //! Every layer is stored once, whichever protocol brought it: a V1 layer file
 //! `images/<id>/layer` is a hard link to its pool entry. Pool entries are
@@ -35,11 +36,11 @@ impl Store {
         }
     }
 
-    /// Publishes a verified temp file (whose sha256 is `digest`) into the pool.
+    /// Publishes a verified temp file (whose hash is `digest`) into the pool.
     /// Returns `false` when the blob was already there (the temp is dropped).
     pub fn commit_blob(&self, temp: TempFile, digest: &Digest) -> io::Result<bool> {
         let dest = self.paths().blob(digest);
-        super::atomic::create_dirs(self.paths().blobs_dir())?;
+        super::atomic::create_dirs(self.paths().blobs_dir(digest.algorithm()))?;
         if dest.exists() {
             return Ok(false);
         }
@@ -61,7 +62,7 @@ impl Store {
     /// sharing one copy of the bytes (a hard link) whenever possible.
     pub fn commit_linked(&self, temp: TempFile, digest: &Digest, dest: &Path) -> io::Result<()> {
         let blob = self.paths().blob(digest);
-        super::atomic::create_dirs(self.paths().blobs_dir())?;
+        super::atomic::create_dirs(self.paths().blobs_dir(digest.algorithm()))?;
         match fs::hard_link(temp.path(), &blob) {
             Ok(()) => {
                 sync_parent(&blob)?;
@@ -75,7 +76,7 @@ impl Store {
             Err(_) => {
                 // No hard links here: keep a file at dest and a copy in the pool.
                 temp.commit(dest)?;
-                let dir = self.paths().blobs_dir();
+                let dir = self.paths().blobs_dir(digest.algorithm());
                 let mut copy = TempFile::new_in(&dir, "blob")?;
                 io::copy(&mut File::open(dest)?, copy.file())?;
                 copy.commit(&blob)

@@ -144,12 +144,13 @@ impl Store {
         if self.blob_size(&info.blob)?.is_none() {
             // The V1 layer predates the pool (or links were impossible): add it.
             let dest = self.paths().blob(&info.blob);
-            super::atomic::create_dirs(self.paths().blobs_dir())?;
+            super::atomic::create_dirs(self.paths().blobs_dir(info.blob.algorithm()))?;
             match fs::hard_link(&layer, &dest) {
                 Ok(()) => sync_parent(&dest)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(_) => {
-                    let mut copy = TempFile::new_in(&self.paths().blobs_dir(), "blob")?;
+                    let mut copy =
+                        TempFile::new_in(&self.paths().blobs_dir(info.blob.algorithm()), "blob")?;
                     io::copy(&mut File::open(&layer)?, copy.file())?;
                     copy.commit(&dest)?;
                 }

@@ -42,8 +42,8 @@ use super::earned::{self, Link};
 use super::manifests::LinkRecord;
 use super::quarantine::quarantine;
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
-use super::{hash_file, Store};
-use crate::names::{Digest, ImageId, RepoName, Tag};
+use super::{hash_file, Paths, Store};
+use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag};
 
 /// Deepest nesting of repository names walked (matches the store's listings).
 const MAX_REPO_DEPTH: usize = 16;
@@ -169,9 +169,16 @@ pub(crate) fn dir_age(dir: &Path) -> io::Result<Option<Duration>> {
     Ok(Some(youngest))
 }
 
-/// A pool file name as a digest (`None` for temp files and junk).
-pub(crate) fn pool_digest(name: &str) -> Option<Digest> {
-    Digest::parse(&format!("sha256:{name}")).ok()
+/// Every entry of the blob pools of all algorithms, with the digest its
+/// name stands for (`None` for temp files and junk).
+pub(crate) fn pool_entries(p: &Paths) -> io::Result<Vec<(Option<Digest>, PathBuf)>> {
+    let mut out = Vec::new();
+    for algorithm in Algorithm::ALL {
+        for (name, path) in entries(&p.blobs_dir(algorithm))? {
+            out.push((Paths::digest_of_blob_name(algorithm, &name), path));
+        }
+    }
+    Ok(out)
 }
 
 /// One referrer record (`store::referrers`) found on disk.
@@ -193,11 +200,11 @@ pub(crate) fn referrer_records(store: &Store) -> io::Result<Vec<ReferrerRecordFi
     let mut out = Vec::new();
     for (repo, root) in repos_with(&v2, "_referrers")? {
         for (subject_name, subject_dir) in entries(&root)? {
-            let Some(subject) = pool_digest(&subject_name) else {
+            let Some(subject) = Paths::digest_of_key(&subject_name) else {
                 continue;
             };
             for (name, path) in entries(&subject_dir)? {
-                if let Some(referrer) = pool_digest(&name) {
+                if let Some(referrer) = Paths::digest_of_key(&name) {
                     out.push(ReferrerRecordFile {
                         repo: repo.clone(),
                         subject: subject.clone(),
@@ -446,11 +453,14 @@ fn check_pool(
     r: &mut FsckReport,
 ) -> io::Result<HashSet<Digest>> {
     let mut present = HashSet::new();
-    for (name, path) in entries(&store.paths().blobs_dir())? {
-        if name.starts_with(TEMP_PREFIX) {
+    for (d, path) in pool_entries(store.paths())? {
+        let is_temp = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(TEMP_PREFIX));
+        if is_temp {
             continue;
         }
-        let Some(d) = pool_digest(&name) else {
+        let Some(d) = d else {
             r.add(
                 Severity::Problem,
                 &path,
@@ -458,7 +468,7 @@ fn check_pool(
             );
             continue;
         };
-        let actual = match hash_file(&path, b"") {
+        let actual = match hash_file(&path, b"", d.algorithm()) {
             Ok(a) => a,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gc removed it
             Err(e) => return Err(e),
@@ -660,7 +670,7 @@ fn check_published_image(
     }
     let mut prefix = json_raw.to_vec();
     prefix.push(b'\n');
-    let payload = hash_file(&layer, &prefix)?;
+    let payload = hash_file(&layer, &prefix, Algorithm::Sha256)?;
     if !sums.iter().any(|s| s == payload.as_str()) {
         r.add(
             Severity::Problem,
@@ -695,7 +705,7 @@ fn projected_layer_matches(
             return Ok(true);
         }
     }
-    let actual = hash_file(layer, b"")?;
+    let actual = hash_file(layer, b"", info.blob.algorithm())?;
     if actual == info.blob {
         return Ok(true);
     }
@@ -881,7 +891,7 @@ fn check_links(
             if name.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let Some(d) = pool_digest(&name) else {
+            let Some(d) = Paths::digest_of_key(&name) else {
                 r.add(
                     Severity::Problem,
                     &path,
@@ -1039,11 +1049,11 @@ fn check_manifest(
 fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> io::Result<()> {
     let p = store.paths();
     let there = |d: &Digest| pool.contains(d) || p.blob(d).exists();
-    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
+    for (name, path) in entries(&p.manifest_records_dir())? {
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        match pool_digest(&name) {
+        match Paths::digest_of_key(&name) {
             None => r.add(
                 Severity::Problem,
                 &path,
@@ -1326,6 +1336,67 @@ mod tests {
         let r = fsck(&store, &opts(false)).unwrap();
         assert_eq!(r.problems(), 0, "{:#?}", r.findings);
         assert!(r.findings.iter().any(|f| f.message.contains("quarantined")));
+    }
+
+    /// sha512 objects are checked like sha256 ones: a consistent sha512
+    /// image (pool blobs, links, manifest record, tag) is clean; a sha512
+    /// blob whose bytes changed is hashed with sha512, reported and
+    /// quarantined, and pushing it again makes the store clean.
+    #[tokio::test]
+    async fn sha512_blobs_are_verified_with_sha512_and_quarantined() {
+        use super::super::manifests::{LinkVia, TagRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/app").unwrap();
+        let sha512 = Algorithm::Sha512;
+        let cfg = store.put_small_blob_as(b"{}", sha512).unwrap();
+        let layer = store.put_small_blob_as(b"sha512 layer", sha512).unwrap();
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+        );
+        let md = store
+            .put_manifest_as(m.as_bytes(), super::super::media::OCI_MANIFEST, sha512)
+            .unwrap();
+        assert_eq!(md.algorithm(), Algorithm::Sha512);
+        for d in [&cfg, &layer] {
+            store.link_blob_to_repo(&repo, d, &LinkVia::Upload).unwrap();
+        }
+        store
+            .link_blob_to_repo(&repo, &md, &LinkVia::Manifest)
+            .unwrap();
+        let rec = TagRecord {
+            digest: md.clone(),
+            v1: None,
+        };
+        store
+            .set_v2_tag(&repo, &Tag::parse("512").unwrap(), &rec)
+            .unwrap();
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(r.problems(), 0, "{:#?}", r.findings);
+        assert_eq!(r.blobs, 3, "the sha512 pool was not walked");
+
+        let p = store.paths().clone();
+        fs::write(p.blob(&layer), b"SHA512 LAYER").unwrap();
+        let r = fsck(&store, &opts(true)).unwrap();
+        let want = format!(
+            "blob content hashes to {}",
+            sha512.digest_of(b"SHA512 LAYER")
+        );
+        assert_eq!(problems_about(&r, &want), 1, "{:#?}", r.findings);
+        assert_eq!(store.blob_size(&layer).unwrap(), None, "not quarantined");
+        assert_eq!(store.blob_size(&cfg).unwrap(), Some(2), "a good blob moved");
+
+        // Re-pushed (uploaded and linked again: the repair dropped the
+        // link to the missing blob, as for sha256).
+        assert_eq!(
+            store.put_small_blob_as(b"sha512 layer", sha512).unwrap(),
+            layer
+        );
+        store
+            .link_blob_to_repo(&repo, &layer, &LinkVia::Upload)
+            .unwrap();
+        let r = fsck(&store, &opts(false)).unwrap();
+        assert_eq!(r.problems(), 0, "{:#?}", r.findings);
     }
 
     /// A V1 layer projected from a V2 push has no `_checksum`: when its pool

@@ -32,12 +32,13 @@ use serde::Serialize;
 
 use super::atomic::{remove_durable, sync_parent, FileLock};
 use super::fsck::{
-    age, dir_age, entries, manifest_refs, pool_digest, read_ancestry, read_tag_file,
+    age, dir_age, entries, manifest_refs, pool_entries, read_ancestry, read_tag_file,
     referrer_records, repos_with, temp_files, v1_tags,
 };
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
 use super::{hash_file, Store};
-use crate::names::{Digest, ImageId};
+use crate::names::{Algorithm, Digest, ImageId};
+use crate::store::Paths;
 
 /// Default grace period: nothing younger is collected.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -124,8 +125,8 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
 
     // Pool inodes, to find the blob a V1 layer file is a hard link of.
     let mut by_inode: HashMap<(u64, u64), Digest> = HashMap::new();
-    for (name, path) in entries(&p.blobs_dir())? {
-        let Some(d) = pool_digest(&name) else {
+    for (d, path) in pool_entries(p)? {
+        let Some(d) = d else {
             continue;
         };
         let Ok(meta) = fs::metadata(&path) else {
@@ -173,8 +174,8 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
             image_roots.push(id);
         }
     }
-    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
-        if let Some(d) = pool_digest(&name) {
+    for (name, path) in entries(&p.manifest_records_dir())? {
+        if let Some(d) = Paths::digest_of_key(&name) {
             if age(&path)?.is_some_and(|a| a < grace) {
                 manifest_roots.push(d);
             }
@@ -211,7 +212,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
                 m.blobs.insert(d.clone());
             } else if let Ok(Some(info)) = store.v1_layer_info(&id) {
                 m.blobs.insert(info.blob);
-            } else if let Ok(d) = hash_file(&p.image_layer(&id), b"") {
+            } else if let Ok(d) = hash_file(&p.image_layer(&id), b"", Algorithm::Sha256) {
                 m.blobs.insert(d); // no hard links on this filesystem
             }
         }
@@ -362,8 +363,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     // unlink layers (which changes the blobs' ctime and link count): later a
     // blob is spared if it is marked afresh, rewritten, or linked again.
     let mut blob_candidates: Vec<(Digest, PathBuf, u64)> = Vec::new();
-    for (name, path) in entries(&p.blobs_dir())? {
-        let Some(d) = pool_digest(&name) else {
+    for (d, path) in pool_entries(&p)? {
+        let Some(d) = d else {
             continue;
         };
         if fresh.marks.blobs.contains(&d) || !old(&path, grace)? {
@@ -379,7 +380,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     let v2 = p.berth_dir().join("v2");
     for (_, dir) in repos_with(&v2, "_blobs")? {
         for (name, path) in entries(&dir)? {
-            let Some(d) = pool_digest(&name) else {
+            let Some(d) = Paths::digest_of_key(&name) else {
                 continue;
             };
             if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
@@ -398,8 +399,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             r.records += 1;
         }
     }
-    for (name, path) in entries(&p.berth_dir().join("manifests"))? {
-        let Some(d) = pool_digest(&name) else {
+    for (name, path) in entries(&p.manifest_records_dir())? {
+        let Some(d) = Paths::digest_of_key(&name) else {
             continue;
         };
         if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
@@ -544,6 +545,77 @@ mod tests {
         ImageId::parse(&c.to_string().repeat(64)).unwrap()
     }
 
+    /// sha512 blobs live in their own pool: gc keeps the ones a tag
+    /// reaches, reclaims an unreferenced one (and its link), and untagging
+    /// frees the rest; fsck finds the store consistent after each step.
+    #[test]
+    fn sha512_pool_is_collected_like_sha256() {
+        use crate::store::manifests::{LinkVia, TagRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/app").unwrap();
+        let tag = Tag::parse("512").unwrap();
+        let sha512 = Algorithm::Sha512;
+        let cfg = store
+            .put_small_blob_as(b"{\"config\":512}", sha512)
+            .unwrap();
+        let layer = store.put_small_blob_as(b"sha512 layer", sha512).unwrap();
+        let orphan = store.put_small_blob_as(b"sha512 orphan", sha512).unwrap();
+        let man = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+        );
+        let md = store
+            .put_manifest_as(man.as_bytes(), crate::store::media::OCI_MANIFEST, sha512)
+            .unwrap();
+        store
+            .set_v2_tag(
+                &repo,
+                &tag,
+                &TagRecord {
+                    digest: md.clone(),
+                    v1: None,
+                },
+            )
+            .unwrap();
+        for d in [&cfg, &layer, &orphan] {
+            store.link_blob_to_repo(&repo, d, &LinkVia::Upload).unwrap();
+        }
+        store
+            .link_blob_to_repo(&repo, &md, &LinkVia::Manifest)
+            .unwrap();
+        let clean = |store: &Store| {
+            let report = fsck(
+                store,
+                &FsckOptions {
+                    repair: false,
+                    grace: Duration::ZERO,
+                },
+            )
+            .unwrap();
+            assert_eq!(report.problems(), 0, "{:#?}", report.findings);
+        };
+        let now = GcOptions {
+            grace: Duration::ZERO,
+            dry_run: false,
+        };
+        let done = gc(&store, &now).unwrap();
+        assert_eq!((done.blobs, done.links), (1, 1), "{done:?}");
+        assert_eq!(done.bytes, b"sha512 orphan".len() as u64);
+        assert_eq!(store.blob_size(&orphan).unwrap(), None);
+        assert!(!store.paths().v2_blob_link(&repo, &orphan).exists());
+        for d in [&cfg, &layer, &md] {
+            assert!(store.blob_size(d).unwrap().is_some(), "{d} collected");
+            assert!(store.blob_in_repo(&repo, d).unwrap(), "{d} unlinked");
+        }
+        clean(&store);
+
+        fs::remove_file(store.paths().v2_tag(&repo, &tag)).unwrap();
+        let all = gc(&store, &now).unwrap();
+        assert_eq!((all.blobs, all.records), (3, 1), "{all:?}");
+        assert!(pool_entries(store.paths()).unwrap().is_empty());
+        clean(&store);
+    }
+
     #[tokio::test]
     async fn collects_only_unreferenced_and_old() {
         use crate::store::manifests::LinkVia;
@@ -647,7 +719,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(all.images, 2, "{all:?}");
-        assert!(entries(&store.paths().blobs_dir()).unwrap().is_empty());
+        assert!(pool_entries(store.paths()).unwrap().is_empty());
         let report = fsck(
             &store,
             &FsckOptions {

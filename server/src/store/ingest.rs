@@ -10,11 +10,10 @@ use std::io::{self, BufWriter, Write};
 use bytes::Bytes;
 use http_body::Body;
 use http_body_util::BodyExt;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::atomic::TempFile;
-use crate::names::Digest;
+use crate::names::{Algorithm, Digest};
 
 /// Frames queued between the network and the writer thread.
 pub(crate) const QUEUE_DEPTH: usize = 16;
@@ -28,7 +27,7 @@ pub struct Ingested {
     pub temp: TempFile,
     /// Bytes received in this call.
     pub size: u64,
-    /// sha256 of the bytes received in this call.
+    /// Digest of the bytes received in this call, in the algorithm asked for.
     pub digest: Digest,
     /// sha256 of `prefix ‖ bytes` when a prefix was given (the V1 payload checksum).
     pub prefixed: Option<Digest>,
@@ -68,15 +67,14 @@ where
     None
 }
 
-/// Streams `body` into `temp`, returning the hashes. With `prefix`, also
-/// hashes `prefix ‖ body` (V1: `json + "\n" + layer`). With `existing`, the
-/// file already holds that many bytes (appended to, for resumed uploads) and
-/// the digest covers them as well.
+/// Streams `body` into `temp`, returning its digest in `algorithm` (the
+/// one the client named, so a single pass verifies it). With `prefix`,
+/// also hashes `prefix ‖ body` with sha256 (V1: `json + "\n" + layer`).
 pub async fn ingest<B>(
     body: B,
     temp: TempFile,
     prefix: Option<Vec<u8>>,
-    existing: Option<Sha256>,
+    algorithm: Algorithm,
 ) -> Result<Ingested, IngestError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -85,9 +83,9 @@ where
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
     let writer = tokio::task::spawn_blocking(move || -> io::Result<Ingested> {
         let mut temp = temp;
-        let mut digest = existing.unwrap_or_default();
+        let mut digest = algorithm.hasher();
         let mut prefixed = prefix.map(|p| {
-            let mut h = Sha256::new();
+            let mut h = Algorithm::Sha256.hasher();
             h.update(&p);
             h
         });
@@ -108,8 +106,8 @@ where
         Ok(Ingested {
             temp,
             size,
-            digest: Digest::from_sha256(&digest.finalize()),
-            prefixed: prefixed.map(|h| Digest::from_sha256(&h.finalize())),
+            digest: digest.finish(),
+            prefixed: prefixed.map(|h| h.finish()),
         })
     });
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::{remove_durable, write_atomic, TempFile, TEMP_PREFIX};
 use super::{read_optional, Store};
-use crate::names::{Digest, ImageId, RepoName, Tag};
+use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag};
 
 /// What a V2 tag points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,18 +158,36 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> io::Error {
 impl Store {
     /// Writes bytes into the pool under their sha256 (no-op if present).
     pub fn put_small_blob(&self, bytes: &[u8]) -> io::Result<Digest> {
-        let digest = Digest::of_bytes(bytes);
+        self.put_small_blob_as(bytes, Algorithm::Sha256)
+    }
+
+    /// Writes bytes into the pool under their digest in `algorithm` (no-op
+    /// if present): sha512 when a client pushed a manifest by a sha512 digest.
+    pub fn put_small_blob_as(&self, bytes: &[u8], algorithm: Algorithm) -> io::Result<Digest> {
+        let digest = algorithm.digest_of(bytes);
         if self.blob_size(&digest)?.is_none() {
-            let mut temp = TempFile::new_in(&self.paths().blobs_dir(), "blob")?;
+            let mut temp = TempFile::new_in(&self.paths().blobs_dir(algorithm), "blob")?;
             temp.file().write_all(bytes)?;
             self.commit_blob(temp, &digest)?;
         }
         Ok(digest)
     }
 
-    /// Stores manifest bytes verbatim in the pool and records their media type.
+    /// Stores manifest bytes verbatim in the pool and records their media
+    /// type, named by their sha256.
     pub fn put_manifest(&self, bytes: &[u8], media_type: &str) -> io::Result<Digest> {
-        let digest = self.put_small_blob(bytes)?;
+        self.put_manifest_as(bytes, media_type, Algorithm::Sha256)
+    }
+
+    /// [`Store::put_manifest`] named by the digest in `algorithm` (a PUT by
+    /// a sha512 digest reference).
+    pub fn put_manifest_as(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        algorithm: Algorithm,
+    ) -> io::Result<Digest> {
+        let digest = self.put_small_blob_as(bytes, algorithm)?;
         let record = self.paths().manifest_record(&digest);
         if !record.exists() {
             let rec = ManifestRecord {

@@ -31,7 +31,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::names::Digest;
+use crate::names::{Algorithm, Digest};
 
 pub use error::{StoreError, StoreResult};
 pub use paths::Paths;
@@ -57,7 +57,7 @@ impl Store {
         }
         atomic::create_dirs(paths.images_dir())?;
         atomic::create_dirs(paths.repositories_dir())?;
-        atomic::create_dirs(paths.blobs_dir())?;
+        atomic::create_dirs(paths.blobs_dir(crate::names::Algorithm::Sha256))?;
         atomic::create_dirs(paths.uploads_dir())?;
         Ok(Store { paths })
     }
@@ -104,25 +104,25 @@ pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Helpers shared by the store's unit tests.
-/// sha256 of `prefix` followed by a file's bytes, streamed: blob
-/// verification (`prefix` empty) and the V1 payload checksum
-/// (`json + "\n"` before the layer) in fsck, gc and V1 reads.
-pub(crate) fn hash_file(path: &Path, prefix: &[u8]) -> io::Result<Digest> {
-    use sha2::{Digest as _, Sha256};
-    let mut h = Sha256::new();
+/// `algorithm`'s digest of `prefix` followed by a file's bytes, streamed:
+/// blob verification (`prefix` empty, the blob's own algorithm) and the V1
+/// payload checksum (sha256, `json + "\n"` before the layer) in fsck, gc,
+/// upload sessions and V1 reads.
+pub(crate) fn hash_file(path: &Path, prefix: &[u8], algorithm: Algorithm) -> io::Result<Digest> {
+    let mut h = algorithm.hasher();
     h.update(prefix);
     let mut f = fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            return Ok(Digest::from_sha256(&h.finalize()));
+            return Ok(h.finish());
         }
         h.update(&buf[..n]);
     }
 }
 
+/// Helpers shared by the store's unit tests.
 #[cfg(test)]
 pub(crate) mod test_support {
     use bytes::Bytes;

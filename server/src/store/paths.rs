@@ -15,19 +15,25 @@
 //!   repositories/<ns>/<repo>/_private        flag: repository marked private
 //!   repositories/<ns>/<repo>/.lock           fcntl lock file for read-modify-write of the index
 //!   _berth/blobs/sha256/<hex>        content-addressed pool: layers, configs, manifests
+//!   _berth/blobs/sha512/<hex>        the same for sha512 digests (128 hex; a blob pushed under
+//!                                    both algorithms is stored under both names)
 //!   _berth/uploads/<uuid>/data       V2 upload session: the bytes so far (offset = file size)
 //!   _berth/uploads/<uuid>/.lock      fcntl lock held while a request appends to or closes it
 //!   _berth/uploads/<uuid>/owner      {"repository", "user"} the session is bound to
 //!   _berth/v2/<ns>/<repo>/_tags/<t>  V2 tag -> manifest digest (see store::manifests)
-//!   _berth/v2/<ns>/<repo>/_blobs/<hex>  the pool blob is visible in this repository, and why
-//!   _berth/v2/<ns>/<repo>/_referrers/<subject hex>/<hex>  descriptor of a manifest pushed
+//!   _berth/v2/<ns>/<repo>/_blobs/<key>  the pool blob is visible in this repository, and why
+//!   _berth/v2/<ns>/<repo>/_referrers/<subject key>/<key>  descriptor of a manifest pushed
 //!                                    here whose `subject` is that digest (the referrers API)
-//!   _berth/manifests/<hex>           media type of a pool blob that is a manifest
+//!   _berth/manifests/<key>           media type of a pool blob that is a manifest
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
 //!   _berth/v1ids/key                 secret that keys the V1 ids given to squatted projections
 //!   _berth/v1ids/<hex>               V1 id given to a projected step whose own id was squatted
 //! ```
+//!
+//! `<key>` names a digest in the flat record directories: its hex for
+//! sha256 (the layout from before sha512), `sha512-<hex>` for sha512
+//! ([`Paths::digest_key`], read back by [`Paths::digest_of_key`]).
 //!
 //! Every argument is a validated name type from [`crate::names`], so nothing
 //! here can escape the root. Temporary files live next to their final name and
@@ -36,7 +42,7 @@
 use std::path::{Path, PathBuf};
 
 use super::uploads::UploadId;
-use crate::names::{Digest, ImageId, RepoName, Tag};
+use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag};
 
 /// Builds every path under one store root.
 #[derive(Clone, Debug)]
@@ -156,14 +162,43 @@ impl Paths {
         self.berth_dir().join("quarantine")
     }
 
-    /// `_berth/blobs/sha256/`
-    pub fn blobs_dir(&self) -> PathBuf {
-        self.berth_dir().join("blobs").join("sha256")
+    /// `_berth/blobs/<algorithm>/`: the pool of one digest algorithm.
+    pub fn blobs_dir(&self, algorithm: Algorithm) -> PathBuf {
+        self.berth_dir().join("blobs").join(algorithm.name())
     }
 
-    /// `_berth/blobs/sha256/<hex>`
+    /// `_berth/blobs/<algorithm>/<hex>`
     pub fn blob(&self, digest: &Digest) -> PathBuf {
-        self.blobs_dir().join(digest.hex())
+        self.blobs_dir(digest.algorithm()).join(digest.hex())
+    }
+
+    /// The digest a pool file name stands for in `algorithm`'s pool
+    /// (`None` for temp files and junk).
+    pub fn digest_of_blob_name(algorithm: Algorithm, name: &str) -> Option<Digest> {
+        Digest::parse(&format!("{}:{name}", algorithm.name())).ok()
+    }
+
+    /// A digest's file name in the flat record directories (`_blobs/`,
+    /// `manifests/`): the hex for sha256, `sha512-<hex>` for sha512. The
+    /// sha256 form is the layout from before sha512; the prefix keeps the
+    /// algorithm readable and `-` is valid on every filesystem (`:` is not).
+    pub fn digest_key(digest: &Digest) -> String {
+        match digest.algorithm() {
+            Algorithm::Sha256 => digest.hex().to_string(),
+            other => format!("{}-{}", other.name(), digest.hex()),
+        }
+    }
+
+    /// The digest a record file name stands for ([`Paths::digest_key`]
+    /// read back; `None` for temp files and junk).
+    pub fn digest_of_key(name: &str) -> Option<Digest> {
+        match name.split_once('-') {
+            Some((alg, hex)) if alg != Algorithm::Sha256.name() => {
+                Paths::digest_of_blob_name(Algorithm::from_name(alg)?, hex)
+            }
+            Some(_) => None,
+            None => Paths::digest_of_blob_name(Algorithm::Sha256, name),
+        }
     }
 
     /// `_berth/uploads/`
@@ -213,10 +248,12 @@ impl Paths {
         self.v2_tags_dir(repo).join(tag.as_str())
     }
 
-    /// `_berth/v2/<ns>/<repo>/_blobs/<hex>`: marks a pool blob as part of the
+    /// `_berth/v2/<ns>/<repo>/_blobs/<key>`: marks a pool blob as part of the
     /// repository (what V2 blob HEAD/GET see; a cross-repository mount adds one).
     pub fn v2_blob_link(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
-        self.v2_repo_dir(repo).join("_blobs").join(digest.hex())
+        self.v2_repo_dir(repo)
+            .join("_blobs")
+            .join(Paths::digest_key(digest))
     }
 
     /// `_berth/v2/<ns>/<repo>/_referrers/`: every subject with referrers here.
@@ -224,21 +261,28 @@ impl Paths {
         self.v2_repo_dir(repo).join("_referrers")
     }
 
-    /// `_berth/v2/<ns>/<repo>/_referrers/<subject hex>/`: the referrers of
+    /// `_berth/v2/<ns>/<repo>/_referrers/<subject key>/`: the referrers of
     /// one subject in one repository (the subject need not exist).
     pub fn v2_referrers_dir(&self, repo: &RepoName, subject: &Digest) -> PathBuf {
-        self.v2_referrers_root(repo).join(subject.hex())
+        self.v2_referrers_root(repo)
+            .join(Paths::digest_key(subject))
     }
 
-    /// `_berth/v2/<ns>/<repo>/_referrers/<subject hex>/<hex>`: the descriptor
-    /// of referrer `referrer`, as the referrers index lists it.
+    /// `_berth/v2/<ns>/<repo>/_referrers/<subject key>/<key>`: the
+    /// descriptor of referrer `referrer`, as the referrers index lists it.
     pub fn v2_referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> PathBuf {
-        self.v2_referrers_dir(repo, subject).join(referrer.hex())
+        self.v2_referrers_dir(repo, subject)
+            .join(Paths::digest_key(referrer))
     }
 
-    /// `_berth/manifests/<hex>`: the media type a manifest was pushed with.
+    /// `_berth/manifests/`: the manifest records.
+    pub fn manifest_records_dir(&self) -> PathBuf {
+        self.berth_dir().join("manifests")
+    }
+
+    /// `_berth/manifests/<key>`: the media type a manifest was pushed with.
     pub fn manifest_record(&self, digest: &Digest) -> PathBuf {
-        self.berth_dir().join("manifests").join(digest.hex())
+        self.manifest_records_dir().join(Paths::digest_key(digest))
     }
 
     /// `_berth/derived/<id>`: the V2 form generated once for a V1 top image.
@@ -281,6 +325,7 @@ mod tests {
         let deep = RepoName::parse("a/b/c").unwrap();
         let tag = Tag::parse("v1").unwrap();
         let d = Digest::of_bytes(b"x");
+        let d512 = Algorithm::Sha512.digest_of(b"x");
         let up = UploadId::parse("0f0e0d0c-0b0a-4908-8706-050403020100").unwrap();
         let rows: Vec<(PathBuf, String)> = vec![
             (p.image_json(&id), format!("/r/images/{id}/json")),
@@ -302,6 +347,18 @@ mod tests {
                 "/r/repositories/a/b/c/_index_images".into(),
             ),
             (p.blob(&d), format!("/r/_berth/blobs/sha256/{}", d.hex())),
+            (
+                p.blob(&d512),
+                format!("/r/_berth/blobs/sha512/{}", d512.hex()),
+            ),
+            (
+                p.v2_blob_link(&repo, &d512),
+                format!("/r/_berth/v2/team/app/_blobs/sha512-{}", d512.hex()),
+            ),
+            (
+                p.manifest_record(&d512),
+                format!("/r/_berth/manifests/sha512-{}", d512.hex()),
+            ),
             (p.v2_repo_dir(&repo), "/r/_berth/v2/team/app".into()),
             (
                 p.v2_tag(&repo, &tag),
@@ -340,5 +397,34 @@ mod tests {
         for (got, want) in rows {
             assert_eq!(got, PathBuf::from(want));
         }
+    }
+
+    #[test]
+    fn digest_keys_read_back() {
+        let d = Digest::of_bytes(b"x");
+        let d512 = Algorithm::Sha512.digest_of(b"x");
+        for digest in [&d, &d512] {
+            let key = Paths::digest_key(digest);
+            assert_eq!(Paths::digest_of_key(&key).as_ref(), Some(digest));
+        }
+        assert_eq!(Paths::digest_key(&d), d.hex());
+        assert_eq!(
+            Paths::digest_of_blob_name(Algorithm::Sha512, d512.hex()),
+            Some(d512.clone())
+        );
+        for junk in [
+            "".to_string(),
+            ".tmp-link-1".into(),
+            format!("sha256-{}", d.hex()),
+            format!("sha384-{}", d512.hex()),
+            format!("sha512-{}", d.hex()),
+            d512.hex().to_string(),
+        ] {
+            assert_eq!(Paths::digest_of_key(&junk), None, "{junk:?}");
+        }
+        assert_eq!(
+            Paths::digest_of_blob_name(Algorithm::Sha256, d512.hex()),
+            None
+        );
     }
 }

@@ -215,4 +215,59 @@ mod tests {
         let art = json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "size": 2, "digest": cd.as_str()}, "layers": []});
         assert_eq!(store.project_to_v1(&repo, &tag, &art).unwrap(), None);
     }
+
+    /// V1 projection of an image pushed with sha512 digests works: the V1
+    /// layer is the sha512 pool blob (one inode), its V1 payload checksum is
+    /// sha256 as the V1 protocol has it, and fsck finds it consistent.
+    #[test]
+    fn projects_sha512_images_with_sha256_v1_checksums() {
+        use crate::names::Algorithm;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layer = b"a sha512 layer".to_vec();
+        let ld = store.put_small_blob_as(&layer, Algorithm::Sha512).unwrap();
+        let diff_id = Algorithm::Sha512.digest_of(&layer);
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","history":[{{"created_by":"ADD"}}],"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+        );
+        let cd = store
+            .put_small_blob_as(config.as_bytes(), Algorithm::Sha512)
+            .unwrap();
+        let manifest = json!({
+            "schemaVersion": 2, "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "size": config.len(), "digest": cd.as_str()},
+            "layers": [{"mediaType": media::OCI_LAYER_TAR, "size": layer.len(), "digest": ld.as_str()}],
+        });
+        let repo = RepoName::parse("x").unwrap();
+        let tag = Tag::parse("512").unwrap();
+        let top = store
+            .project_to_v1(&repo, &tag, &manifest)
+            .unwrap()
+            .expect("a sha512 image is projected");
+        let p = store.paths();
+        let (v1, pool) = (
+            std::fs::metadata(p.image_layer(&top)).unwrap(),
+            std::fs::metadata(p.blob(&ld)).unwrap(),
+        );
+        assert_eq!((v1.dev(), v1.ino()), (pool.dev(), pool.ino()));
+        let info = store.v1_layer_info(&top).unwrap().unwrap();
+        assert_eq!((info.blob, info.diff_id), (ld.clone(), diff_id));
+        let mut payload = store.image_json(&top).unwrap();
+        payload.push(b'\n');
+        payload.extend_from_slice(&layer);
+        assert_eq!(
+            store.payload_checksums(&top).unwrap(),
+            vec![Digest::of_bytes(&payload).to_string()]
+        );
+        let report = crate::store::fsck::fsck(
+            &store,
+            &crate::store::fsck::FsckOptions {
+                repair: false,
+                grace: std::time::Duration::ZERO,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.problems(), 0, "{:#?}", report.findings);
+    }
 }

@@ -26,6 +26,18 @@
 //! ([`verify_session_file`]), the very inode that is then linked into the
 //! pool, so bytes another writer or the storage slipped in are never
 //! published under the name.
+//!
+//! sha512 (OCI Distribution 1.1): the running hash stays sha256 (it is what
+//! `Berth-Upload-Digest` reports), so a close naming a `sha512:` digest
+//! verifies by hashing the session file with sha512 under the lock — the
+//! same single read of the file a sha256 close makes to check the inode it
+//! publishes. A monolithic upload hashes with the named algorithm while it
+//! streams.
+//!
+//! Chunk order: a chunk (PATCH, or the closing PUT's body) whose
+//! `Content-Range` does not start at the session's offset is refused
+//! before a byte of it is read ([`UploadError::RangeInvalid`]) and changes
+//! nothing: the session, its offset and its cached hash stay as they were.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -43,7 +55,7 @@ use super::atomic::{sync_parent, FileLock, TempFile};
 use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER};
 use super::transient::{is_transient, retry};
 use super::Store;
-use crate::names::Digest;
+use crate::names::{Algorithm, Digest};
 
 /// Sessions untouched this long are removed by the next sweep.
 pub const UPLOAD_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
@@ -190,13 +202,38 @@ fn rehash(path: &Path, len: u64) -> io::Result<Sha256> {
 /// inode about to be linked into the pool — holds `size` bytes hashing to
 /// `expected`: the streamed hash covered the bytes this process wrote and
 /// read, which on a shared filesystem need not be the bytes on disk.
-fn verify_session_file(data: &Path, size: u64, expected: &Digest) -> Result<(), UploadError> {
+///
+/// `streamed` is the running sha256 of the bytes the requests wrote. When
+/// the client named a sha256 digest it is compared first (a mismatch is the
+/// client's: [`UploadError::DigestMismatch`]), and the file's hash tells
+/// only whether storage changed it ([`UploadError::SessionCorrupt`]). For
+/// another algorithm the file's hash is the only one there is, so a
+/// mismatch is the client's unless the size shows the file changed.
+fn verify_session_file(
+    data: &Path,
+    size: u64,
+    expected: &Digest,
+    streamed: Digest,
+) -> Result<(), UploadError> {
+    let streamed_counts = expected.algorithm() == Algorithm::Sha256;
+    if streamed_counts && streamed != *expected {
+        return Err(UploadError::DigestMismatch {
+            expected: expected.clone(),
+            actual: streamed,
+        });
+    }
     let on_disk = retry("verifying an upload session", || {
-        super::hash_file(data, b"")
+        super::hash_file(data, b"", expected.algorithm())
     })?;
     let len = fs::metadata(data)?.len();
     if &on_disk == expected && len == size {
         return Ok(());
+    }
+    if !streamed_counts && len == size {
+        return Err(UploadError::DigestMismatch {
+            expected: expected.clone(),
+            actual: on_disk,
+        });
     }
     tracing::error!(
         session = %data.display(), %expected, %on_disk, len, size,
@@ -318,21 +355,24 @@ impl Store {
         Ok((offset, digest))
     }
 
-    /// Closes a session (PUT `?digest=`): appends `body` (possibly empty),
-    /// verifies sha256 over everything, publishes the blob into the pool and
-    /// removes the session. A mismatch removes the session too. Returns the size.
+    /// Closes a session (PUT `?digest=`): appends `body` (possibly empty;
+    /// with `start`, it must begin at the current offset, else nothing
+    /// changes), verifies the digest over everything in its own algorithm,
+    /// publishes the blob into the pool and removes the session. A mismatch
+    /// removes the session too. Returns the size.
     pub async fn finish_upload<B>(
         &self,
         id: &UploadId,
         body: B,
         expected: &Digest,
+        start: Option<u64>,
     ) -> Result<u64, UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (size, hasher, lock) = self.append_inner(id, body, None).await?;
-        let actual = Digest::from_sha256(&hasher.finalize());
+        let (size, hasher, lock) = self.append_inner(id, body, start).await?;
+        let streamed = Digest::from_sha256(&hasher.finalize());
         let store = self.clone();
         let id = id.clone();
         let expected = expected.clone();
@@ -341,17 +381,13 @@ impl Store {
             // the digest check and the link (the pool entry shares the inode).
             let _lock = lock;
             let p = store.paths();
-            if actual != expected {
-                store.remove_session(&id)?;
-                return Err(UploadError::DigestMismatch { expected, actual });
-            }
             let data = p.upload_data(&id);
-            if let Err(e) = verify_session_file(&data, size, &expected) {
+            if let Err(e) = verify_session_file(&data, size, &expected, streamed) {
                 store.remove_session(&id)?;
                 return Err(e);
             }
             let blob = p.blob(&expected);
-            super::atomic::create_dirs(p.blobs_dir())?;
+            super::atomic::create_dirs(p.blobs_dir(expected.algorithm()))?;
             match retry("linking an upload into the pool", || {
                 fs::hard_link(&data, &blob)
             }) {
@@ -379,7 +415,7 @@ impl Store {
         B::Error: std::fmt::Display,
     {
         let temp = TempFile::new_in(&self.paths().uploads_dir(), "blob")?;
-        let done = ingest(body, temp, None, None).await?;
+        let done = ingest(body, temp, None, expected.algorithm()).await?;
         if &done.digest != expected {
             return Err(UploadError::DigestMismatch {
                 expected: expected.clone(),
@@ -604,7 +640,7 @@ mod tests {
         cache_forget(&store.paths().upload_data(&id));
         let want = Digest::of_bytes(b"hello world");
         let size = store
-            .finish_upload(&id, body(b"world"), &want)
+            .finish_upload(&id, body(b"world"), &want, None)
             .await
             .unwrap();
         assert_eq!(size, 11);
@@ -645,7 +681,10 @@ mod tests {
         let want = Digest::of_bytes(b"first half, second half");
         assert_eq!((offset, &so_far), (23, &want));
         assert_eq!(
-            store.finish_upload(&id, body(b""), &want).await.unwrap(),
+            store
+                .finish_upload(&id, body(b""), &want, None)
+                .await
+                .unwrap(),
             23
         );
         assert_eq!(store.blob_size(&want).unwrap(), Some(23));
@@ -659,7 +698,7 @@ mod tests {
         store.append_upload(&id, body(b"abc"), None).await.unwrap();
         let wrong = Digest::of_bytes(b"abd");
         assert!(matches!(
-            store.finish_upload(&id, body(b""), &wrong).await,
+            store.finish_upload(&id, body(b""), &wrong, None).await,
             Err(UploadError::DigestMismatch { .. })
         ));
         assert_eq!(store.upload_offset(&id).unwrap(), None);
@@ -766,7 +805,7 @@ mod tests {
         // Another writer, bypassing this process, rewrites the data.
         fs::write(store.paths().upload_data(&id), b"evil bytes").unwrap();
         let want = Digest::of_bytes(b"good bytes");
-        let r = store.finish_upload(&id, body(b""), &want).await;
+        let r = store.finish_upload(&id, body(b""), &want, None).await;
         assert!(
             r.is_err(),
             "a session whose file changed was published: {r:?}"
@@ -777,6 +816,96 @@ mod tests {
             None,
             "the bad session is dropped"
         );
+    }
+
+    /// sha512 (OCI Distribution 1.1): a chunked session closed with a
+    /// sha512 digest is verified by hashing the session file with sha512
+    /// and lands in the sha512 pool; a wrong one publishes nothing.
+    #[tokio::test]
+    async fn sha512_close_verifies_and_publishes_in_its_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let want = Algorithm::Sha512.digest_of(b"chunk one, chunk two");
+        let id = store.start_upload().unwrap();
+        let (offset, running) = store
+            .append_upload(&id, body(b"chunk one, "), Some(0))
+            .await
+            .unwrap();
+        // The running hash reported to clients stays sha256.
+        assert_eq!((offset, running), (11, Digest::of_bytes(b"chunk one, ")));
+        let size = store
+            .finish_upload(&id, body(b"chunk two"), &want, Some(11))
+            .await
+            .unwrap();
+        assert_eq!(size, 20);
+        assert_eq!(store.blob_size(&want).unwrap(), Some(20));
+        assert_eq!(
+            fs::read(store.paths().blob(&want)).unwrap(),
+            b"chunk one, chunk two"
+        );
+        assert!(store
+            .paths()
+            .blob(&want)
+            .starts_with(dir.path().join("_berth/blobs/sha512")));
+        assert_eq!(store.upload_offset(&id).unwrap(), None);
+
+        let id = store.start_upload().unwrap();
+        store.append_upload(&id, body(b"abc"), None).await.unwrap();
+        let wrong = Algorithm::Sha512.digest_of(b"abd");
+        assert!(matches!(
+            store.finish_upload(&id, body(b""), &wrong, None).await,
+            Err(UploadError::DigestMismatch { actual, .. })
+                if actual == Algorithm::Sha512.digest_of(b"abc")
+        ));
+        assert_eq!(store.blob_size(&wrong).unwrap(), None);
+        assert_eq!(store.upload_offset(&id).unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn sha512_monolithic_put_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Algorithm::Sha512.digest_of(b"blob");
+        assert!(matches!(
+            store.put_blob(body(b"blub"), &d).await,
+            Err(UploadError::DigestMismatch { .. })
+        ));
+        assert_eq!(store.blob_size(&d).unwrap(), None);
+        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap(), 4);
+        assert_eq!(store.blob_size(&d).unwrap(), Some(4));
+        // The same bytes under sha256 are another name, not this one.
+        assert_eq!(store.blob_size(&Digest::of_bytes(b"blob")).unwrap(), None);
+    }
+
+    /// A closing PUT whose chunk does not continue the session is refused
+    /// before it is read and changes nothing: the session keeps its bytes
+    /// and can still be closed correctly.
+    #[tokio::test]
+    async fn out_of_order_final_chunk_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        store
+            .append_upload(&id, body(b"head "), Some(0))
+            .await
+            .unwrap();
+        let want = Digest::of_bytes(b"head tail");
+        for start in [0, 4, 9] {
+            assert!(matches!(
+                store.finish_upload(&id, body(b"tail"), &want, Some(start)).await,
+                Err(UploadError::RangeInvalid { offset: 5, start: s }) if s == start
+            ));
+            assert_eq!(store.upload_offset(&id).unwrap(), Some(5));
+        }
+        assert_eq!(store.blob_size(&want).unwrap(), None);
+        assert_eq!(
+            store
+                .finish_upload(&id, body(b"tail"), &want, Some(5))
+                .await
+                .unwrap(),
+            9
+        );
+        assert_eq!(store.blob_size(&want).unwrap(), Some(9));
     }
 
     fn tokio_stream_from<T: Send + 'static>(

@@ -20,7 +20,7 @@ use super::atomic::{remove_durable, write_atomic, FileLock, TempFile, TEMP_PREFI
 use super::ingest::ingest;
 use super::possession::UploadStep;
 use super::{hash_file, read_optional, Store, StoreError, StoreResult};
-use crate::names::{ImageId, RepoName, Tag};
+use crate::names::{Algorithm, ImageId, RepoName, Tag};
 
 /// Longest ancestry chain accepted (deeper chains are almost certainly abuse).
 pub const MAX_ANCESTRY: usize = 1024;
@@ -227,7 +227,7 @@ impl Store {
         let mut prefix = fs::read(p.image_json(id))?;
         prefix.push(b'\n');
         let temp = TempFile::new_in(&p.image_dir(id), "layer")?;
-        let done = ingest(body, temp, Some(prefix), None).await?;
+        let done = ingest(body, temp, Some(prefix), Algorithm::Sha256).await?;
         let (store, id, user) = (self.clone(), id.clone(), user.to_string());
         blocking(move || {
             let p = store.paths();
@@ -280,7 +280,7 @@ impl Store {
         let mut prefix = fs::read(p.image_json(id))?;
         prefix.push(b'\n');
         let temp = TempFile::new_in(&p.image_dir(id), "proof")?;
-        let done = ingest(body, temp, Some(prefix), None).await?;
+        let done = ingest(body, temp, Some(prefix), Algorithm::Sha256).await?;
         let (store, id, user) = (self.clone(), id.clone(), user.to_string());
         blocking(move || {
             let _lock = FileLock::exclusive(&store.paths().image_dir(&id).join(".lock"))?;
@@ -386,7 +386,7 @@ impl Store {
         self.require_published(id)?;
         let mut prefix = fs::read(p.image_json(id))?;
         prefix.push(b'\n');
-        let sum = hash_file(&p.image_layer(id), &prefix)?;
+        let sum = hash_file(&p.image_layer(id), &prefix, Algorithm::Sha256)?;
         let recorded = lock.and_then(|_lock| {
             let record = serde_json::to_vec(&[sum.as_str()]).map_err(io::Error::other)?;
             write_atomic(&p.image_checksum(id), &record)

@@ -107,7 +107,7 @@ impl Store {
                 return Ok(false);
             }
         }
-        Ok(hash_file(&p.image_layer(id), b"")? == *blob)
+        Ok(hash_file(&p.image_layer(id), b"", blob.algorithm())? == *blob)
     }
 
     fn recorded_alias(&self, key: &Digest) -> StoreResult<Option<ImageId>> {

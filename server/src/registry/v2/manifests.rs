@@ -14,8 +14,11 @@
 //!   child not linked in this repository 400 `MANIFEST_BLOB_UNKNOWN` (the same
 //!   answer whether or not the digest exists elsewhere; upload or mount it
 //!   first; non-distributable layers are the exception: they are fetched
-//!   from their `urls`, never pushed), digest reference ≠ sha256(body)
-//!   400 `DIGEST_INVALID`. A tag PUT projects the image (or the index's default
+//!   from their `urls`, never pushed), digest reference ≠ digest of the
+//!   body in the reference's algorithm (sha256, or sha512: the manifest is
+//!   then stored and linked under its sha512 digest, which
+//!   `Docker-Content-Digest` echoes; by tag it is sha256) 400
+//!   `DIGEST_INVALID`. A tag PUT projects the image (or the index's default
 //!   platform child) to V1 (§2.6); artifacts stay V2-only. A PUT by digest
 //!   may name tags as `?tag=` parameters (each answered in `OCI-Tag`). A
 //!   manifest with `subject` is recorded as a referrer of it in this
@@ -394,7 +397,11 @@ pub async fn put(
     let (media_type, kind) = manifest_type(req, &value)?;
     let subject = referrers::subject_of(&value)
         .map_err(|e| vec![V2Error::new(ErrorCode::ManifestInvalid, e.to_string())])?;
-    let digest = Digest::of_bytes(&bytes);
+    let algorithm = match &reference {
+        Reference::Digest(d) => d.algorithm(),
+        Reference::Tag(_) => crate::names::Algorithm::Sha256,
+    };
+    let digest = algorithm.digest_of(&bytes);
     if let Reference::Digest(d) = &reference {
         if *d != digest {
             return Err(vec![V2Error::new(
@@ -413,7 +420,7 @@ pub async fn put(
         if !missing.is_empty() {
             return Err(missing);
         }
-        store.put_manifest(&bytes, &media_type).v2()?;
+        store.put_manifest_as(&bytes, &media_type, algorithm).v2()?;
         store
             .link_blob_to_repo(&repo, &d, &LinkVia::Manifest)
             .v2()?;

@@ -45,15 +45,22 @@ pub async fn handle(
         Ok(route) => dispatch(reg, route, req, who).await,
         // A reference that is neither a tag nor a digest names no manifest:
         // reads and deletes answer 404 as for any manifest that is not
-        // there (the spec's codes); a PUT keeps 400 TAG_INVALID.
-        Err(e) if e.code == ErrorCode::TagInvalid && req.method() != Method::PUT => {
-            Err(vec![V2Error::new(
-                ErrorCode::ManifestUnknown,
-                "manifest unknown",
-            )
-            .detail(serde_json::json!({ "reason": e.message }))])
+        // there (the spec's codes); a PUT keeps 400 TAG_INVALID. Either
+        // way a small body is drained so the connection stays usable, as
+        // every other refusal does.
+        Err(e) => {
+            let method = req.method().clone();
+            super::drain_small_body(req.into_body()).await;
+            if e.code == ErrorCode::TagInvalid && method != Method::PUT {
+                Err(vec![V2Error::new(
+                    ErrorCode::ManifestUnknown,
+                    "manifest unknown",
+                )
+                .detail(serde_json::json!({ "reason": e.message }))])
+            } else {
+                Err(vec![e])
+            }
         }
-        Err(e) => Err(vec![e]),
     };
     let mut resp = match result {
         Ok(r) => r,

@@ -1,7 +1,9 @@
 //! Blob uploads (`v2-compat.md` §1.5):
 //!
 //! * `POST /v2/<name>/blobs/uploads/` → 202 + `Location`, `Docker-Upload-UUID`,
-//!   `Range: 0-0`; `?mount=<d>&from=<repo>` → 201 when the caller may read
+//!   `Range: 0-0`; `?digest-algorithm=sha256|sha512` is accepted (the close
+//!   verifies whichever algorithm its digest names), another algorithm is
+//!   400 `DIGEST_INVALID`; `?mount=<d>&from=<repo>` → 201 when the caller may read
 //!   `<repo>` and the blob is linked there (without an access file: when the
 //!   pool has it, every key may read everything then), else a session (202);
 //!   `?digest=<d>` with a body → 201
@@ -9,10 +11,19 @@
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
 //!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]).
 //!   Without `Content-Range` the body is streamed as is;
-//!   with `Content-Range: a-b` the chunk must start at the offset (416
-//!   `RANGE_INVALID`) and match `Content-Length` (400 `SIZE_INVALID`).
-//! * `PUT <location>?digest=<d>` (body optional) → 201 + `Docker-Content-Digest`;
-//!   400 `DIGEST_INVALID` (session dropped) on mismatch or a missing digest.
+//!   with `Content-Range: a-b` the chunk must start at the offset and match
+//!   `Content-Length` (400 `SIZE_INVALID`).
+//! * `PUT <location>?digest=<d>` (body optional, with the same `Content-Range`
+//!   rules as a PATCH) → 201 + `Docker-Content-Digest`; 400 `DIGEST_INVALID`
+//!   (session dropped) on mismatch or a missing digest. `<d>` is `sha256:` or
+//!   `sha512:`; a malformed digest or another algorithm is 400 `DIGEST_INVALID`
+//!   (distribution spec, "Pushing blobs").
+//! * Chunk order (distribution spec: "If a chunk is uploaded out of order, the
+//!   registry MUST respond with a `416`", for the PATCH and the closing PUT's
+//!   chunk alike): 416 `RANGE_INVALID` with `Range: 0-<offset-1>`, `Location`
+//!   and `Docker-Upload-UUID`; nothing of the session changes, a small unread
+//!   body is drained so the connection stays usable, and the client goes on
+//!   from the offset it was told.
 //! * `GET <location>` → 204 + `Range`; `DELETE <location>` → 204.
 //! * Unknown session: 404 `BLOB_UPLOAD_UNKNOWN`.
 //!
@@ -82,19 +93,46 @@ fn session_answer(
     r
 }
 
-/// A write refused because another request holds the session: the V2 error
-/// (416) with the session's `Range` and `Location`, as for an out-of-order
-/// chunk, so the client can ask `GET <location>` and go on from there.
+/// A write refused without touching the session — a chunk out of order, or
+/// another request holding the session: the V2 error (416) with the
+/// session's `Range`, `Location` and `Docker-Upload-UUID`, so the client can
+/// go on from the offset it is told (or ask `GET <location>`). Other errors
+/// pass through as they are.
 fn refused(name: &Name, id: &UploadId, e: UploadError) -> V2Result {
-    let UploadError::Busy { offset } = e else {
-        return Err(vec![e.into()]);
+    let offset = match e {
+        UploadError::Busy { offset } | UploadError::RangeInvalid { offset, .. } => offset,
+        other => return Err(vec![other.into()]),
     };
-    let mut r = super::errors::render(&[UploadError::Busy { offset }.into()]);
+    let mut r = super::errors::render(&[e.into()]);
     let h = r.headers_mut();
     response::set_header(h, "location", &upload_location(name, id));
     response::set_header(h, "docker-upload-uuid", id.as_str());
     response::set_header(h, "range", &format!("0-{}", offset.saturating_sub(1)));
     Ok(r)
+}
+
+/// Whether a write was refused before any byte of its body was read (the
+/// body is then drained, as for the handlers' own refusals).
+fn refused_unread(e: &UploadError) -> bool {
+    matches!(
+        e,
+        UploadError::Busy { .. } | UploadError::RangeInvalid { .. }
+    )
+}
+
+/// `?digest-algorithm=` of a session POST (distribution spec: a client
+/// pushing with another algorithm than sha256 SHOULD name it): sha256 and
+/// sha512 are accepted, anything else is 400 `DIGEST_INVALID` like an
+/// unsupported digest. Nothing is recorded: the closing PUT's digest names
+/// the algorithm the session is verified with.
+fn check_digest_algorithm(req: &Parts) -> Result<(), Vec<V2Error>> {
+    match query_param(req.uri.query(), "digest-algorithm") {
+        Some(a) if crate::names::Algorithm::from_name(&a).is_none() => Err(vec![V2Error::new(
+            ErrorCode::DigestInvalid,
+            format!("unsupported digest algorithm {a:?} (berth supports sha256 and sha512)"),
+        )]),
+        _ => Ok(()),
+    }
 }
 
 fn digest_param(req: &Parts, key: &str) -> Result<Option<Digest>, Vec<V2Error>> {
@@ -161,6 +199,10 @@ pub async fn start(
     body: ReqBody,
     who: &Identity,
 ) -> V2Result {
+    if let Err(e) = check_digest_algorithm(req) {
+        crate::registry::drain_small_body(body).await;
+        return Err(e);
+    }
     let store = reg.store().clone();
     // A mount source must be a valid name the caller may read; otherwise
     // the mount is refused outright (no session is opened).
@@ -207,7 +249,14 @@ pub async fn start(
             ));
         }
     }
-    if let Some(digest) = digest_param(req, "digest")? {
+    let digest = match digest_param(req, "digest") {
+        Ok(digest) => digest,
+        Err(e) => {
+            crate::registry::drain_small_body(body).await;
+            return Err(e);
+        }
+    };
+    if let Some(digest) = digest {
         let size = store.put_blob(body, &digest).await.v2()?;
         link(&store, name, &digest).await?;
         tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
@@ -243,6 +292,21 @@ pub async fn start(
         0,
         Some(&empty),
     ))
+}
+
+/// The chunk range of a PATCH or closing PUT: `Content-Range` parsed, and
+/// checked against `Content-Length` when both are given (400 `SIZE_INVALID`).
+fn chunk_range(req: &Parts) -> Result<Option<(u64, u64)>, Vec<V2Error>> {
+    let range = content_range(req)?;
+    if let (Some((a, b)), Some(len)) = (range, content_length(req)) {
+        if len != b - a + 1 {
+            return Err(vec![V2Error::new(
+                ErrorCode::SizeInvalid,
+                format!("Content-Length {len} does not match Content-Range {a}-{b}"),
+            )]);
+        }
+    }
+    Ok(range)
 }
 
 /// Parses `Content-Range: <start>-<end>` (also tolerating a `bytes ` prefix).
@@ -289,16 +353,7 @@ pub async fn patch(
 ) -> V2Result {
     let checked = async {
         check_owner(reg, name, &id, who).await?;
-        let range = content_range(req)?;
-        if let (Some((a, b)), Some(len)) = (range, content_length(req)) {
-            if len != b - a + 1 {
-                return Err(vec![V2Error::new(
-                    ErrorCode::SizeInvalid,
-                    format!("Content-Length {len} does not match Content-Range {a}-{b}"),
-                )]);
-            }
-        }
-        Ok(range)
+        chunk_range(req)
     };
     // A refusal leaves the body unread: drain a small one so the
     // connection stays usable (hyper closes it otherwise).
@@ -309,13 +364,19 @@ pub async fn patch(
             return Err(e);
         }
     };
+    let mut body = body;
     let (offset, digest) = match reg
         .store()
-        .append_upload(&id, body, range.map(|(a, _)| a))
+        .append_upload(&id, &mut body, range.map(|(a, _)| a))
         .await
     {
         Ok(done) => done,
-        Err(e) => return refused(name, &id, e),
+        Err(e) => {
+            if refused_unread(&e) {
+                crate::registry::drain_small_body(body).await;
+            }
+            return refused(name, &id, e);
+        }
     };
     Ok(session_answer(
         StatusCode::ACCEPTED,
@@ -343,8 +404,9 @@ pub async fn close(
         if blocking(move || s.upload_offset(&i)).await.v2()?.is_none() {
             return Err(unknown_session());
         }
+        let range = chunk_range(req)?;
         match digest_param(req, "digest") {
-            Ok(Some(d)) => Ok(d),
+            Ok(Some(d)) => Ok((d, range)),
             Ok(None) => Err(vec![V2Error::new(
                 ErrorCode::DigestInvalid,
                 "the closing PUT needs ?digest=",
@@ -358,16 +420,25 @@ pub async fn close(
         }
     };
     // As in `patch`: a refusal drains a small unread body.
-    let digest = match checked.await {
-        Ok(d) => d,
+    let (digest, range) = match checked.await {
+        Ok(checked) => checked,
         Err(e) => {
             crate::registry::drain_small_body(body).await;
             return Err(e);
         }
     };
-    let size = match store.finish_upload(&id, body, &digest).await {
+    let mut body = body;
+    let size = match store
+        .finish_upload(&id, &mut body, &digest, range.map(|(a, _)| a))
+        .await
+    {
         Ok(size) => size,
-        Err(e) => return refused(name, &id, e),
+        Err(e) => {
+            if refused_unread(&e) {
+                crate::registry::drain_small_body(body).await;
+            }
+            return refused(name, &id, e);
+        }
     };
     link(&store, name, &digest).await?;
     tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded");
