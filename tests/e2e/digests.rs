@@ -462,6 +462,16 @@ fn bad_and_unsupported_digests_are_digest_invalid() {
         );
         assert_eq!((r.status, codes(&r)), (400, vec!["DIGEST_INVALID".into()]));
     }
+    // A mount naming an invalid source repository, with a body.
+    let r = c.request(
+        "POST",
+        &format!(
+            "/v2/bad/repo/blobs/uploads/?mount={kept_digest}&from=Not..Valid&digest={kept_digest}"
+        ),
+        &[],
+        ReqBody::Sized(&kept),
+    );
+    assert_eq!((r.status, codes(&r)), (400, vec!["NAME_INVALID".into()]));
     assert_eq!(
         durable_snapshot(&root),
         before,

@@ -191,6 +191,23 @@ async fn check_owner(
     }
 }
 
+/// The `from` repository of a mount: a valid name the caller may read.
+fn mount_source(
+    reg: &Registry,
+    req: &Parts,
+    who: &Identity,
+) -> Result<Option<crate::names::RepoName>, Vec<V2Error>> {
+    let Some(from) = query_param(req.uri.query(), "from") else {
+        return Ok(None);
+    };
+    let from = crate::names::RepoName::parse(&from)
+        .map_err(|e| vec![V2Error::new(ErrorCode::NameInvalid, e.to_string())])?;
+    reg.access()
+        .check(who, from.namespace(), crate::access::Action::Read)
+        .map_err(|d| vec![super::denied(d)])?;
+    Ok(Some(from))
+}
+
 /// `POST /v2/<name>/blobs/uploads/`
 pub async fn start(
     reg: &Registry,
@@ -206,16 +223,12 @@ pub async fn start(
     let store = reg.store().clone();
     // A mount source must be a valid name the caller may read; otherwise
     // the mount is refused outright (no session is opened).
-    let from = match query_param(req.uri.query(), "from") {
-        Some(from) => {
-            let from = crate::names::RepoName::parse(&from)
-                .map_err(|e| vec![V2Error::new(ErrorCode::NameInvalid, e.to_string())])?;
-            reg.access()
-                .check(who, from.namespace(), crate::access::Action::Read)
-                .map_err(|d| vec![super::denied(d)])?;
-            Some(from)
+    let from = match mount_source(reg, req, who) {
+        Ok(from) => from,
+        Err(e) => {
+            crate::registry::drain_small_body(body).await;
+            return Err(e);
         }
-        None => None,
     };
     // Under access rules the blob must really be in the (readable) source
     // repository; otherwise the pool's presence would leak across namespaces.
