@@ -242,7 +242,7 @@ pub struct InfoArgs {
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "berth",
-    version,
+    version = crate::VERSION,
     about = "berth: a Docker image registry reached over SSH (client)",
     after_help = EXIT_CODES
 )]

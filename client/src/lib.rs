@@ -30,3 +30,13 @@ pub mod sync;
 pub mod transport;
 
 pub use berth_transport::remote;
+
+/// The version line of `--version`: the package version and the commit the
+/// binary was built from (`build/version.rs`), so a running server or a
+/// client in a bug report names exactly what it is.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BERTH_COMMIT"),
+    ")"
+);

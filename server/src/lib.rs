@@ -39,3 +39,13 @@ pub mod ssh;
 pub mod stdio;
 pub mod store;
 pub mod strict;
+
+/// The version line of `--version`: the package version and the commit the
+/// binary was built from (`build/version.rs`), so a running server or a
+/// client in a bug report names exactly what it is.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BERTH_COMMIT"),
+    ")"
+);

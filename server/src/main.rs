@@ -14,7 +14,7 @@ use berth_server::store::Store;
 
 /// berth: a Docker image registry you reach over SSH.
 #[derive(Parser, Debug)]
-#[command(name = "berth-server", version, about)]
+#[command(name = "berth-server", version = berth_server::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

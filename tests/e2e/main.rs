@@ -13,6 +13,7 @@ mod isolation_ssh;
 mod isolation_v1;
 mod isolation_v2;
 mod mirror;
+mod ops;
 mod resume;
 mod roles;
 mod sharedfs;

@@ -9,7 +9,7 @@ use clap::Parser;
 
 /// GET a registry path over any remote; the body goes to stdout.
 #[derive(Parser, Debug)]
-#[command(name = "registryget", version)]
+#[command(name = "registryget", version = berth::VERSION)]
 struct Cli {
     #[command(flatten)]
     args: berth::cli::GetArgs,

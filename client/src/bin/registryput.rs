@@ -9,7 +9,7 @@ use clap::Parser;
 
 /// PUT a registry path over any remote, with FILE or stdin as the body.
 #[derive(Parser, Debug)]
-#[command(name = "registryput", version)]
+#[command(name = "registryput", version = berth::VERSION)]
 struct Cli {
     #[command(flatten)]
     args: berth::cli::PutArgs,
