@@ -615,6 +615,17 @@ impl AccessControl {
         }
     }
 
+    /// Re-reads the access file now, changed or not (SIGHUP: an edit within
+    /// the file system's timestamp granularity still counts), then answers
+    /// like [`AccessControl::policy`].
+    pub fn reload(&self) -> Arc<Policy> {
+        if let Source::File { state, .. } = &self.source {
+            // No file has this modification time, so the next read reloads.
+            state.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(SystemTime::UNIX_EPOCH);
+        }
+        self.policy()
+    }
+
     /// Checks one action on one namespace for a connection's identity.
     pub fn check(&self, who: &Identity, namespace: &str, action: Action) -> Result<(), Denied> {
         let user = who.subject();

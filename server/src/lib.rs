@@ -4,6 +4,7 @@
 //!
 //! * [`access`] — keys → users → rules: who may read, write, delete where.
 //! * [`audit`] — one JSON line per write or delete.
+//! * [`config`] — `--config FILE`: the `serve` flags as one TOML file.
 //! * [`names`] — validated repository names, tags, image ids and digests.
 //! * [`store`] — the mount point: V1 reference layout + content-addressed blob
 //!   pool; the only code that builds paths or writes files.
@@ -27,6 +28,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod config;
 pub mod exec;
 pub mod hooks;
 pub mod http;

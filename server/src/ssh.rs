@@ -50,6 +50,12 @@ pub const SUBSYSTEM: &str = "docker-registry";
 /// Flags of `berth-server serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: each key is one of these flags'
+    /// long name (`root = "/var/lib/berth"`, `max-connections = 64`,
+    /// `webhook = ["https://..."]`, `mirror-allow-push = true`); a flag given
+    /// here wins over the file. See docs/operations.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The store directory (the mount point).
     #[arg(long, default_value = "./berth-data")]
     pub root: PathBuf,
@@ -231,6 +237,50 @@ impl Shared {
     }
 }
 
+/// Checks what `args` name the way [`run`] would before it listens, without
+/// creating anything (`berth-server check-config`): the access file parses,
+/// the hooks directory is trusted, the mirror upstream is well formed.
+/// Prints notes (`# ...` lines) for what [`run`] would create or warn about.
+pub fn check_settings(args: &ServeArgs) -> Result<()> {
+    args.registry_config()?;
+    let paths = crate::store::Paths::new(&args.root);
+    if !paths.images_dir().is_dir() {
+        println!(
+            "# note: {} is not a store yet; it is created at first start",
+            args.root.display()
+        );
+    }
+    let host_key = keys::host_key_path(args.host_key.as_deref(), &paths)?;
+    if host_key.exists() {
+        crate::strict::check_private(&host_key)
+            .map_err(|e| anyhow::anyhow!("refusing host key: {e}"))?;
+    } else {
+        println!(
+            "# note: host key {} is generated at first start",
+            host_key.display()
+        );
+    }
+    match &args.access {
+        Some(path) => drop(AccessControl::from_file(path)?),
+        None => {
+            let path = match &args.authorized_keys {
+                Some(p) => p.clone(),
+                None => PathBuf::from(
+                    std::env::var_os("HOME").context("HOME is not set; pass --authorized-keys")?,
+                )
+                .join(".ssh/authorized_keys"),
+            };
+            if AuthorizedKeysFile::load(&path).is_empty() {
+                println!(
+                    "# warning: no usable key in {}; nobody can log in until one is added",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the SSH server until the process is stopped.
 pub async fn run(args: ServeArgs) -> Result<()> {
     let store = Store::open(&args.root)
@@ -371,6 +421,7 @@ fn watch_key_files(shared: &Arc<Shared>) {
             shared.revoke(policy);
         }
     }));
+    reload_on_sighup(shared);
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -381,6 +432,32 @@ fn watch_key_files(shared: &Arc<Shared>) {
                 Some(shared) => drop(shared.current_policy()),
                 None => return,
             }
+        }
+    });
+}
+
+/// SIGHUP re-reads the access file (or authorized_keys) at once, whatever
+/// its modification time says (`systemctl reload berth-server`).
+fn reload_on_sighup(shared: &Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot catch SIGHUP; key files are still re-read when they change");
+            return;
+        }
+    };
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(shared) = weak.upgrade() else { return };
+            if let Some(file) = &shared.authorized {
+                file.lock().unwrap_or_else(|e| e.into_inner()).reload();
+                shared.revoke(&shared.registry.access().policy());
+            } else {
+                drop(shared.registry.access().reload());
+            }
+            tracing::info!("SIGHUP: key files re-read");
         }
     });
 }
