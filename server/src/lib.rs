@@ -23,10 +23,13 @@
 //! * [`stdio`] — one connection on stdin/stdout for stock sshd.
 //! * [`keys`] — host key location, generation and loading, authorized_keys
 //!   parsing, user certificates' critical options.
+//! * [`metrics`] — counters and their Prometheus text; [`admin`] serves
+//!   them with `/healthz` and `/readyz` (`serve --metrics-listen`).
 //! * [`logsafe`] — escaping of client-controlled text in logs and audit output.
 //! * [`strict`] — StrictModes-style owner/mode checks of hooks and the host key.
 
 pub mod access;
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod exec;
@@ -34,6 +37,7 @@ pub mod hooks;
 pub mod http;
 pub mod keys;
 pub mod logsafe;
+pub mod metrics;
 pub mod mirror;
 pub mod names;
 pub mod registry;

@@ -39,6 +39,7 @@ use crate::access::{valid_login, AccessControl, Policy, ANONYMOUS_LOGIN};
 use crate::exec::{self, ExecCommand};
 use crate::keys::certificate::check_critical_options;
 use crate::keys::{self, AuthorizedKeysFile};
+use crate::metrics::{counters, AuthFailure};
 use crate::registry::{BoxError, HttpLimits, Identity, Registry, RegistryConfig, ReqBody};
 use crate::store::Store;
 use admission::{Cutter, Gate, Startup};
@@ -114,6 +115,9 @@ pub struct ServeArgs {
     /// HTTP limits of every channel.
     #[command(flatten)]
     pub limits: HttpLimits,
+    /// Metrics and health listener.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
     /// Webhooks and chained endpoints.
     #[command(flatten)]
     pub roles: crate::registry::RoleArgs,
@@ -243,6 +247,7 @@ impl Shared {
 /// Prints notes (`# ...` lines) for what [`run`] would create or warn about.
 pub fn check_settings(args: &ServeArgs) -> Result<()> {
     args.registry_config()?;
+    args.admin.check()?;
     let paths = crate::store::Paths::new(&args.root);
     if !paths.images_dir().is_dir() {
         println!(
@@ -283,6 +288,7 @@ pub fn check_settings(args: &ServeArgs) -> Result<()> {
 
 /// Runs the SSH server until the process is stopped.
 pub async fn run(args: ServeArgs) -> Result<()> {
+    args.admin.check()?;
     let store = Store::open(&args.root)
         .with_context(|| format!("opening store {}", args.root.display()))?;
     let host_key_path = keys::host_key_path(args.host_key.as_deref(), store.paths())?;
@@ -325,6 +331,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let registry =
         Registry::with_access(store, args.registry_config()?, access, args.audit.clone());
     crate::mirror::announce(&registry);
+    args.admin.start(registry.clone()).await?;
     let shared = Arc::new(Shared {
         registry,
         authorized,
@@ -380,8 +387,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             warned_login_name: false,
         };
         let config = config.clone();
+        let open = counters().ssh_connections.open();
         tokio::spawn(
             async move {
+                let _open = open;
                 let session = async move {
                     match russh::server::run_stream(config, stream, handler).await {
                         Ok(session) => {
@@ -519,11 +528,12 @@ impl Conn {
         let registry = self.shared.registry.clone();
         let who = self.identity();
         let slot = ChannelSlot(self.open.clone());
+        let serving = counters().ssh_channels.open();
         let span =
             tracing::info_span!("channel", conn = self.conn, channel = %id, user = %who.log_user());
         tokio::spawn(
             async move {
-                let _slot = slot;
+                let (_slot, _serving) = (slot, serving);
                 match job {
                     Job::Http => serve_http_channel(channel, registry, who).await,
                     Job::Exec(cmd) => run_exec_channel(channel, registry, who, cmd).await,
@@ -573,6 +583,7 @@ impl Handler for Conn {
         // configured the decision waits for the signed request
         // (auth_publickey / auth_openssh_certificate).
         if !self.login_name_ok(login) {
+            counters().auth_failure(AuthFailure::LoginName);
             return Ok(Auth::reject());
         }
         let policy = self.shared.current_policy();
@@ -584,6 +595,7 @@ impl Handler for Conn {
         Ok(if known || policy.has_cert_authorities() {
             Auth::Accept
         } else {
+            counters().auth_failure(AuthFailure::UnknownKey);
             Auth::reject()
         })
     }
@@ -766,6 +778,7 @@ impl Conn {
         key_fingerprint: Option<String>,
     ) -> Option<Auth> {
         if !self.login_name_ok(login) {
+            counters().auth_failure(AuthFailure::LoginName);
             return None;
         }
         let policy = self.shared.current_policy();
@@ -775,6 +788,11 @@ impl Conn {
         {
             Ok(user) => user,
             Err(why) => {
+                counters().auth_failure(match credential {
+                    Credential::Key(_) => AuthFailure::UnknownKey,
+                    Credential::Certificate(_) => AuthFailure::Certificate,
+                    Credential::Anonymous => AuthFailure::Anonymous,
+                });
                 if !matches!(credential, Credential::Anonymous) {
                     tracing::info!(login, key = key_fingerprint.as_deref().unwrap_or("-"), reason = %why, "login refused");
                 }
@@ -782,6 +800,7 @@ impl Conn {
             }
         };
         let Some(permit) = self.shared.gate.log_in() else {
+            counters().auth_failure(AuthFailure::ConnectionLimit);
             tracing::warn!(
                 login,
                 user,
@@ -817,6 +836,7 @@ impl Conn {
             .resolve(login, self.peer.ip(), &credential, &now)
             != Ok(user)
         {
+            counters().auth_failure(AuthFailure::KeysChanged);
             tracing::info!(login, "key files changed during the login; login refused");
             return None;
         }

@@ -187,3 +187,275 @@ fn sighup_rereads_the_keys_file_whatever_its_modification_time() {
     run_ok(Command::new("kill").args(["-HUP", &server.server.proc.child.id().to_string()]));
     eventually("bob's login after SIGHUP", Duration::from_secs(60), bob_in);
 }
+
+/// One sample of a scrape, as the Python Prometheus parser read it.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: serde_json::Map<String, serde_json::Value>,
+    value: f64,
+}
+
+/// GETs `http://addr/metrics` and parses it with `prometheus_client`'s
+/// text parser (PyPI `prometheus-client`): the format must be real
+/// Prometheus text, not just look like it.
+fn scrape(addr: std::net::SocketAddr) -> (Vec<Sample>, String) {
+    let script = format!(
+        r#"
+import json, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen("http://{addr}/metrics").read().decode()
+out = []
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        out.append({{"name": s.name, "labels": s.labels, "value": s.value}})
+print(json.dumps({{"samples": out, "text": text}}))
+"#
+    );
+    let out = run_ok(Command::new("python3").args(["-c", &script]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| Sample {
+            name: s["name"].as_str().unwrap().to_string(),
+            labels: s["labels"].as_object().unwrap().clone(),
+            value: s["value"].as_f64().unwrap(),
+        })
+        .collect();
+    (samples, v["text"].as_str().unwrap().to_string())
+}
+
+/// The value of the sample `name` whose labels include `labels` (0 when
+/// there is none: counters start at nothing).
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).and_then(|x| x.as_str()) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> HttpResponse {
+    tcp_conn(addr).request("GET", path, &[], ReqBody::None)
+}
+
+#[test]
+fn metrics_count_a_push_and_health_answers() {
+    if !require_tool("ssh", "openssh-client")
+        || !require_python_module("prometheus_client", "prometheus-client")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = metrics.to_string();
+    let server = KeyedServer::start(
+        &dir.path().join("store"),
+        &dir.path().join("state"),
+        &["--metrics-listen", &listen],
+    );
+    wait_for_port(metrics, Duration::from_secs(60));
+    assert_eq!(get(metrics, "/healthz").status, 200);
+    assert_eq!(
+        get(metrics, "/readyz").status,
+        200,
+        "{}",
+        get(metrics, "/readyz").text()
+    );
+
+    let (before, _) = scrape(metrics);
+    for name in [
+        "berth_build_info",
+        "berth_received_bytes_total",
+        "berth_sent_bytes_total",
+        "berth_ssh_connections_open",
+        "berth_ssh_channels_open",
+        "berth_upload_sessions_open",
+        "berth_mirror_hits_total",
+        "berth_mirror_misses_total",
+        "berth_mirror_upstream_errors_total",
+        "berth_hook_deliveries_total",
+        "berth_hook_failures_total",
+        "berth_gc_runs_total",
+        "berth_gc_reclaimed_bytes_total",
+        "berth_store_free_bytes",
+        "berth_auth_failures_total",
+    ] {
+        assert!(
+            before.iter().any(|s| s.name == name),
+            "no {name} before any request"
+        );
+    }
+    assert!(value(&before, "berth_store_free_bytes", &[]) > 0.0);
+
+    // A stranger's key is refused: one unknown_key failure at least.
+    let stranger = ClientKey::generate(&dir.path().join("state"), "stranger");
+    let refused = ssh_command(&stranger.private, server.server.port())
+        .arg("registryget /_berth/info")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+
+    // A V2 push of a 1 MiB layer over the subsystem.
+    let layer = random_bytes(1 << 20, 7);
+    {
+        let mut conn = subsystem_conn(Some(&server.key), server.server.port());
+        v2_push(
+            &mut conn.http,
+            "secretteam/app",
+            "v1",
+            std::slice::from_ref(&layer),
+        );
+        // While the channel is open, it and its connection are counted.
+        let (during, _) = scrape(metrics);
+        assert!(value(&during, "berth_ssh_channels_open", &[]) >= 1.0);
+        assert!(value(&during, "berth_ssh_connections_open", &[]) >= 1.0);
+    }
+    let (after, text) = scrape(metrics);
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        value(&after, name, labels) - value(&before, name, labels)
+    };
+    assert_eq!(
+        delta(
+            "berth_requests_total",
+            &[
+                ("route", "v2_manifest_tag"),
+                ("method", "PUT"),
+                ("status", "201")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "berth_requests_total",
+            &[
+                ("route", "v2_upload_start"),
+                ("method", "POST"),
+                ("status", "202")
+            ]
+        ),
+        2.0
+    );
+    assert_eq!(
+        delta(
+            "berth_requests_total",
+            &[
+                ("route", "v2_upload"),
+                ("method", "PATCH"),
+                ("status", "202")
+            ]
+        ),
+        2.0
+    );
+    assert!(delta("berth_received_bytes_total", &[]) >= layer.len() as f64);
+    assert!(delta("berth_sent_bytes_total", &[]) > 0.0);
+    assert!(delta("berth_auth_failures_total", &[("reason", "unknown_key")]) >= 1.0);
+    assert_eq!(value(&after, "berth_upload_sessions_open", &[]), 0.0);
+    // Route names, never paths: the repository is nowhere in the output.
+    assert!(
+        !text.contains("secretteam"),
+        "a repository name leaked into the metrics:\n{text}"
+    );
+    for s in after.iter().filter(|s| s.name == "berth_requests_total") {
+        let route = s.labels["route"].as_str().unwrap();
+        assert!(!route.contains('/'), "a path as a route label: {route}");
+    }
+    // Channels and connections are given back when they close.
+    eventually(
+        "the channel gauge back at 0",
+        Duration::from_secs(60),
+        || value(&scrape(metrics).0, "berth_ssh_channels_open", &[]) == 0.0,
+    );
+
+    // gc runs are counted from the store (gc is its own process).
+    run_ok(
+        Command::new(bin("berth-server"))
+            .args(["gc", "--grace", "0s", "--root"])
+            .arg(dir.path().join("store")),
+    );
+    assert_eq!(value(&scrape(metrics).0, "berth_gc_runs_total", &[]), 1.0);
+
+    // Only GET, and the loopback Origin rule holds (no page elsewhere reads it).
+    let r = tcp_conn(metrics).request(
+        "GET",
+        "/metrics",
+        &[("Origin", "http://evil.example")],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        tcp_conn(metrics)
+            .request("POST", "/metrics", &[], ReqBody::None)
+            .status,
+        405
+    );
+}
+
+#[test]
+fn readyz_fails_while_the_access_file_on_disk_is_broken() {
+    if !require_tool("ssh", "openssh-client") {
+        return;
+    }
+    let Some(t) = Tenants::new() else { return };
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let good = std::fs::read_to_string(&t.access).unwrap();
+    let _server = SshServer::start_with_access(
+        &t.root,
+        &t.access,
+        &t.state,
+        &["--metrics-listen", &metrics.to_string()],
+    );
+    wait_for_port(metrics, Duration::from_secs(60));
+    assert_eq!(get(metrics, "/readyz").status, 200);
+    std::fs::write(&t.access, "[users]\nalice = 42\n").unwrap();
+    eventually(
+        "readyz 503 for the broken access file",
+        Duration::from_secs(60),
+        || {
+            let r = get(metrics, "/readyz");
+            r.status == 503 && r.text().contains("access file not loaded")
+        },
+    );
+    assert_eq!(
+        get(metrics, "/healthz").status,
+        200,
+        "the process is still up"
+    );
+    std::fs::write(&t.access, good).unwrap();
+    eventually(
+        "readyz 200 once the file is good again",
+        Duration::from_secs(60),
+        || get(metrics, "/readyz").status == 200,
+    );
+}
+
+#[test]
+fn a_non_loopback_metrics_address_needs_metrics_allow_remote() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("berth-server"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "0.0.0.0:0",
+            "--root",
+        ])
+        .arg(dir.path().join("store"))
+        .arg("--authorized-keys")
+        .arg(dir.path().join("none"))
+        .arg("--host-key")
+        .arg(dir.path().join("key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-allow-remote"));
+}
