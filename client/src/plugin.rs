@@ -30,7 +30,13 @@ use crate::error::ClientError;
 /// The `docker-berth` command line, as the docker CLI runs it: first
 /// argument the metadata request or the plugin's own name.
 #[derive(clap::Parser, Debug)]
-#[command(name = "docker-berth", bin_name = "docker", version = crate::VERSION, after_help = EXIT_CODES)]
+#[command(
+    name = "docker-berth",
+    bin_name = "docker",
+    version = crate::VERSION,
+    about = "Docker CLI plugin: docker berth push|pull, images to and from a berth registry",
+    after_help = EXIT_CODES
+)]
 pub struct PluginCli {
     /// What docker asked for.
     #[command(subcommand)]

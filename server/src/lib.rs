@@ -3,6 +3,7 @@
 //! Module map (kept in step with `docs/architecture.md`):
 //!
 //! * [`access`] — keys → users → rules: who may read, write, delete where.
+//! * [`assets`] — man pages and shell completions from the clap definitions.
 //! * [`audit`] — one JSON line per write or delete.
 //! * [`config`] — `--config FILE`: the `serve` flags as one TOML file.
 //! * [`names`] — validated repository names, tags, image ids and digests.
@@ -30,6 +31,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod assets;
 pub mod audit;
 pub mod config;
 pub mod exec;

@@ -46,6 +46,12 @@ enum Command {
     Fsck(FsckArgs),
     /// Delete images, blobs and manifests no tag references (safe while pushes continue).
     Gc(GcArgs),
+    /// Write berth-server's man pages and shell completions under DIR (packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory (`man/`, `completions/`).
+        dir: PathBuf,
+    },
 }
 
 /// Flags of `berth-server fsck`.
@@ -241,6 +247,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(_) => unreachable!("check-config runs before the runtime starts"),
+        Command::GenerateAssets { dir } => {
+            berth_server::assets::generate(Cli::command(), &dir).with_context(|| {
+                format!("writing man pages and completions to {}", dir.display())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Stdio(args) => berth_server::stdio::run(args).await,
         Command::Init(args) => {
             let result = if args.group_shared {

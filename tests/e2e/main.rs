@@ -14,6 +14,7 @@ mod isolation_v1;
 mod isolation_v2;
 mod mirror;
 mod ops;
+mod package;
 mod plugin;
 mod resume;
 mod roles;
