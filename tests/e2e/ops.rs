@@ -1,6 +1,7 @@
 //! Running berth like server software (issue 20): `--version` naming the
 //! commit, the config file, the metrics and health listener.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -254,7 +255,7 @@ fn metrics_count_a_push_and_health_answers() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics = metrics_addr();
     let listen = metrics.to_string();
     let server = KeyedServer::start(
         &dir.path().join("store"),
@@ -405,7 +406,7 @@ fn readyz_fails_while_the_access_file_on_disk_is_broken() {
         return;
     }
     let Some(t) = Tenants::new() else { return };
-    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics = metrics_addr();
     let good = std::fs::read_to_string(&t.access).unwrap();
     let _server = SshServer::start_with_access(
         &t.root,
@@ -458,4 +459,109 @@ fn a_non_loopback_metrics_address_needs_metrics_allow_remote() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--metrics-allow-remote"));
+}
+
+/// A metrics address on a free loopback port, for `--metrics-listen`.
+fn metrics_addr() -> std::net::SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+#[test]
+fn metrics_count_mirror_hits_misses_and_upstream_errors_and_hook_runs() {
+    if !require_tool("ssh", "openssh-client")
+        || !require_python_module("prometheus_client", "prometheus-client")
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The upstream: a V2 registry over loopback HTTP holding team/app:v1.
+    let mut upstream = HttpServer::start(&dir.path().join("upstream"));
+    v2_push(
+        &mut tcp_conn(upstream.addr),
+        "team/app",
+        "v1",
+        &[random_bytes(4096, 3)],
+    );
+
+    // A hook that succeeds after each push (the mirror allows pushes here).
+    let hooks = dir.path().join("hooks");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::set_permissions(&hooks, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(hooks.join("post-push"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(
+        hooks.join("post-push"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+
+    let metrics = metrics_addr();
+    let upstream_url = format!("http://{}", upstream.addr);
+    let mirror = KeyedServer::start(
+        &dir.path().join("mirror"),
+        &dir.path().join("state"),
+        &[
+            "--mirror-of",
+            &upstream_url,
+            "--mirror-allow-push",
+            "--hooks-dir",
+            hooks.to_str().unwrap(),
+            "--metrics-listen",
+            &metrics.to_string(),
+        ],
+    );
+    wait_for_port(metrics, Duration::from_secs(60));
+    let mut conn = subsystem_conn(Some(&mirror.key), mirror.server.port());
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let before = scrape(metrics).0;
+    let r = conn
+        .http
+        .request("GET", "/v2/team/app/manifests/v1", &accept, ReqBody::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = conn
+        .http
+        .request("GET", "/v2/team/app/manifests/v1", &accept, ReqBody::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = scrape(metrics).0;
+    let delta = |name: &str| value(&after, name, &[]) - value(&before, name, &[]);
+    assert!(
+        delta("berth_mirror_misses_total") >= 1.0,
+        "the first read asked the upstream"
+    );
+    assert!(
+        delta("berth_mirror_hits_total") >= 1.0,
+        "the second read was the store's"
+    );
+    assert_eq!(delta("berth_mirror_upstream_errors_total"), 0.0);
+
+    // The upstream goes away: a tag the mirror never saw cannot be fetched.
+    upstream.proc.kill();
+    let r = conn
+        .http
+        .request("GET", "/v2/team/app/manifests/v2", &accept, ReqBody::None);
+    assert!(r.status >= 400, "{}", r.status);
+    assert!(
+        value(
+            &scrape(metrics).0,
+            "berth_mirror_upstream_errors_total",
+            &[]
+        ) >= 1.0
+    );
+
+    // A push runs the post-push hook: one delivery, no failure.
+    v2_push(&mut conn.http, "local/app", "v1", &[random_bytes(1024, 4)]);
+    eventually("the hook's run counted", Duration::from_secs(60), || {
+        value(
+            &scrape(metrics).0,
+            "berth_hook_deliveries_total",
+            &[("kind", "hook")],
+        ) >= 1.0
+    });
+    assert_eq!(
+        value(
+            &scrape(metrics).0,
+            "berth_hook_failures_total",
+            &[("kind", "hook")]
+        ),
+        0.0
+    );
 }
