@@ -24,14 +24,15 @@ fn main() {
         _ => {
             // Rebuild when HEAD moves: HEAD itself (a branch switch) and the
             // branch it points at (a commit), wherever this worktree keeps them.
-            for file in ["HEAD", "packed-refs"] {
+            // Only files that exist: cargo reruns a script watching a
+            // missing file on every build (a packed branch has no file;
+            // packed-refs covers it).
+            let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+            for file in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
                 if let Some(p) = git(&["rev-parse", "--git-path", file]) {
-                    println!("cargo:rerun-if-changed={p}");
-                }
-            }
-            if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-                if let Some(p) = git(&["rev-parse", "--git-path", &branch]) {
-                    println!("cargo:rerun-if-changed={p}");
+                    if std::path::Path::new(&p).exists() {
+                        println!("cargo:rerun-if-changed={p}");
+                    }
                 }
             }
             git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_string())
