@@ -57,6 +57,27 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
     false
 }
 
+/// Checks that python3 can import `module` (installed by `pip install
+/// {pip_package}`). Missing under CI: panic; locally: loud skip, false.
+pub fn require_python_module(module: &str, pip_package: &str) -> bool {
+    if !require_tool("python3", "python3") {
+        return false;
+    }
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    if in_ci() {
+        panic!("python module {module} missing (pip install {pip_package})");
+    }
+    eprintln!("\n!!!!! SKIPPING: python module {module} missing; pip install {pip_package} to run this test !!!!!\n");
+    false
+}
+
 /// Whether a Docker engine answers (`docker info`). Under CI it must.
 pub fn require_docker() -> bool {
     if !require_tool("docker", "docker.io") {

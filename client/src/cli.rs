@@ -242,7 +242,7 @@ pub struct InfoArgs {
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "berth",
-    version,
+    version = crate::VERSION,
     about = "berth: a Docker image registry reached over SSH (client)",
     after_help = EXIT_CODES
 )]
@@ -250,6 +250,32 @@ pub struct Berth {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The `registryget` command line (the 2013 spec's command).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "registryget",
+    version = crate::VERSION,
+    about = "GET a registry path over any remote; the body goes to stdout."
+)]
+pub struct RegistryGet {
+    /// Same as `berth get`.
+    #[command(flatten)]
+    pub args: GetArgs,
+}
+
+/// The `registryput` command line (the 2013 spec's command).
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "registryput",
+    version = crate::VERSION,
+    about = "PUT a registry path over any remote, with FILE or stdin as the body."
+)]
+pub struct RegistryPut {
+    /// Same as `berth put`.
+    #[command(flatten)]
+    pub args: PutArgs,
 }
 
 /// `berth` subcommands.
@@ -277,6 +303,13 @@ pub enum Command {
     Pull(crate::archive::PullArgs),
     /// Copy repositories between two registries (only missing blobs; digests kept).
     Sync(crate::sync::SyncArgs),
+    /// Write the man pages and shell completions of berth, registryget,
+    /// registryput and docker-berth under DIR (packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory (`man/`, `completions/`).
+        dir: PathBuf,
+    },
 }
 
 /// Runs one `berth` command.
@@ -288,6 +321,21 @@ pub async fn run(cmd: Command) -> Result<(), ClientError> {
         Command::Push(a) => crate::archive::push_command(a).await,
         Command::Pull(a) => crate::archive::pull_command(a).await,
         Command::Sync(a) => crate::sync::sync_command(a).await,
+        Command::GenerateAssets { dir } => {
+            use clap::CommandFactory;
+            for cmd in [
+                Berth::command(),
+                RegistryGet::command(),
+                RegistryPut::command(),
+                crate::plugin::PluginCli::command().name("docker-berth"),
+            ] {
+                berth_server::assets::generate(cmd, &dir).map_err(|source| ClientError::Io {
+                    what: format!("writing man pages and completions to {}", dir.display()),
+                    source,
+                })?;
+            }
+            Ok(())
+        }
         Command::Ls(a) => {
             let t = a.ssh.transport(&a.registry)?;
             print_names(catalog::list(&t).await?, a.json).await

@@ -18,15 +18,29 @@
 //! * [`cli`] — the clap definitions and command bodies shared by the
 //!   `berth`, `registryget` and `registryput` binaries.
 //! * [`error`] — [`error::ClientError`] and the exit statuses.
+//! * [`docker`] — the Docker Engine API on its socket (image id, export,
+//!   load), for [`plugin`]: the `docker berth` CLI plugin.
 //! * [`archive`] — `berth push` / `berth pull` of `docker save` archives.
 
 pub mod archive;
 pub mod catalog;
 pub mod cli;
+pub mod docker;
 pub mod error;
 pub mod http;
+pub mod plugin;
 pub mod shim;
 pub mod sync;
 pub mod transport;
 
 pub use berth_transport::remote;
+
+/// The version line of `--version`: the package version and the commit the
+/// binary was built from (`build/version.rs`), so a running server or a
+/// client in a bug report names exactly what it is.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BERTH_COMMIT"),
+    ")"
+);

@@ -529,6 +529,9 @@ pub type ReloadHook = Box<dyn Fn(&Policy) + Send + Sync>;
 pub struct AccessControl {
     source: Source,
     hooks: Mutex<Vec<ReloadHook>>,
+    /// Why the last re-read of the file failed, while the previous rules
+    /// stay in force (`/readyz` reports it).
+    reload_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -554,6 +557,7 @@ impl AccessControl {
         AccessControl {
             source: Source::Open(Arc::new(Policy::open(anonymous_read))),
             hooks: Mutex::new(Vec::new()),
+            reload_error: Mutex::new(None),
         }
     }
 
@@ -566,6 +570,7 @@ impl AccessControl {
                 state: Mutex::new((modified, Arc::new(policy))),
             },
             hooks: Mutex::new(Vec::new()),
+            reload_error: Mutex::new(None),
         })
     }
 
@@ -602,10 +607,13 @@ impl AccessControl {
                                 hook(&p);
                             }
                             tracing::info!(path = %path.display(), "access file reloaded");
+                            *self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                             *st = (m, Arc::new(p));
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "access file invalid; keeping the previous rules");
+                            *self.reload_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(e.to_string());
                             st.0 = modified;
                         }
                     }
@@ -613,6 +621,27 @@ impl AccessControl {
                 st.1.clone()
             }
         }
+    }
+
+    /// Re-reads the access file now, changed or not (SIGHUP: an edit within
+    /// the file system's timestamp granularity still counts), then answers
+    /// like [`AccessControl::policy`].
+    pub fn reload(&self) -> Arc<Policy> {
+        if let Source::File { state, .. } = &self.source {
+            // No file has this modification time, so the next read reloads.
+            state.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(SystemTime::UNIX_EPOCH);
+        }
+        self.policy()
+    }
+
+    /// Why the file on disk is not the policy in force (its last re-read
+    /// failed), if it is not. Re-reads a changed file first.
+    pub fn reload_error(&self) -> Option<String> {
+        drop(self.policy());
+        self.reload_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Checks one action on one namespace for a connection's identity.

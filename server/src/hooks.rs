@@ -37,6 +37,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use crate::audit::AuditEvent;
+use crate::metrics::{counters, Delivery};
 use crate::registry::Identity;
 
 /// How long a hook may run before it is killed.
@@ -319,6 +320,7 @@ async fn run_hook(hook: PathBuf, event: Value, env: Vec<(&'static str, String)>)
         Ok(c) => c,
         Err(e) => {
             tracing::error!(hook = %hook.display(), error = %e, "cannot start hook");
+            counters().delivery(Delivery::Hook, false);
             return;
         }
     };
@@ -326,7 +328,12 @@ async fn run_hook(hook: PathBuf, event: Value, env: Vec<(&'static str, String)>)
         // A hook that ignores its stdin closes the pipe early: not an error.
         let _ = stdin.write_all(&line).await;
     }
-    match tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output()).await {
+    let outcome = tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output()).await;
+    counters().delivery(
+        Delivery::Hook,
+        matches!(&outcome, Ok(Ok(out)) if out.status.success()),
+    );
+    match outcome {
         Ok(Ok(out)) if out.status.success() => {
             tracing::debug!(hook = %hook.display(), "hook ran");
         }
@@ -389,12 +396,16 @@ impl Webhook {
             for attempt in 1..=WEBHOOK_ATTEMPTS {
                 let result = tokio::time::timeout(WEBHOOK_TIMEOUT, self.post(body.clone())).await;
                 let error = match result {
-                    Ok(Ok(status)) if status.is_success() => break,
+                    Ok(Ok(status)) if status.is_success() => {
+                        counters().delivery(Delivery::Webhook, true);
+                        break;
+                    }
                     Ok(Ok(status)) => format!("answered {status}"),
                     Ok(Err(e)) => e,
                     Err(_) => format!("no answer within {WEBHOOK_TIMEOUT:?}"),
                 };
                 if attempt == WEBHOOK_ATTEMPTS {
+                    counters().delivery(Delivery::Webhook, false);
                     tracing::error!(webhook = %self.url, id = %event["id"], error = %error, "webhook delivery failed; event dropped");
                     break;
                 }

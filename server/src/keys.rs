@@ -230,7 +230,8 @@ impl AuthorizedKeysFile {
         &self.path
     }
 
-    fn reload(&mut self) {
+    /// Re-reads the file now, changed or not (SIGHUP).
+    pub fn reload(&mut self) {
         let modified = fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,

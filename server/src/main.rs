@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use berth_server::config::{self, Merged};
 
 use berth_server::registry::Registry;
 use berth_server::store::Store;
 
 /// berth: a Docker image registry you reach over SSH.
 #[derive(Parser, Debug)]
-#[command(name = "berth-server", version, about)]
+#[command(name = "berth-server", version = berth_server::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,6 +26,11 @@ struct Cli {
 enum Command {
     /// Run the SSH server (subsystem `docker-registry`, exec `registryget`/`registryput`).
     Serve(berth_server::ssh::ServeArgs),
+    /// Print the settings `serve` would run with (its flags merged over the
+    /// `--config` file), each with where it came from, and check that the
+    /// access file, hooks directory and mirror they name are usable.
+    /// Exit status: 0 usable, 2 not.
+    CheckConfig(berth_server::ssh::ServeArgs),
     /// Serve one HTTP/1.1 connection on stdin/stdout (for sshd `Subsystem` or a forced command).
     Stdio(berth_server::stdio::StdioArgs),
     /// Serve plain HTTP on a loopback address, without authentication (local tools and tests);
@@ -39,6 +46,12 @@ enum Command {
     Fsck(FsckArgs),
     /// Delete images, blobs and manifests no tag references (safe while pushes continue).
     Gc(GcArgs),
+    /// Write berth-server's man pages and shell completions under DIR (packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory (`man/`, `completions/`).
+        dir: PathBuf,
+    },
 }
 
 /// Flags of `berth-server fsck`.
@@ -160,8 +173,53 @@ fn init_logging() {
         .init();
 }
 
+/// The command line with `--config` merged in (flags win over the file),
+/// parsed; exits with clap's usage error or a config error.
+fn parse_command_line() -> (Cli, clap::ArgMatches, Merged) {
+    let command = Cli::command();
+    let merged = match config::merge(&command, std::env::args_os().collect()) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("berth-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    let matches = command.get_matches_from(merged.argv.clone());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (cli, matches, merged)
+}
+
+/// `check-config`: prints the effective settings, then checks what they
+/// name the way `serve` would before listening.
+fn check_config(
+    args: &berth_server::ssh::ServeArgs,
+    matches: &clap::ArgMatches,
+    merged: &Merged,
+) -> Result<ExitCode> {
+    let command = Cli::command();
+    let sub = command
+        .find_subcommand("check-config")
+        .context("check-config subcommand")?;
+    let sub_matches = matches
+        .subcommand_matches("check-config")
+        .context("check-config matches")?;
+    print!("{}", config::effective_settings(sub, sub_matches, merged));
+    berth_server::ssh::check_settings(args)?;
+    println!("# ok: settings usable");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, matches, merged) = parse_command_line();
+    if let Command::CheckConfig(args) = &cli.command {
+        return match check_config(args, &matches, &merged) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("berth-server: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -186,6 +244,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             berth_server::ssh::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig(_) => unreachable!("check-config runs before the runtime starts"),
+        Command::GenerateAssets { dir } => {
+            berth_server::assets::generate(Cli::command(), &dir).with_context(|| {
+                format!("writing man pages and completions to {}", dir.display())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stdio(args) => berth_server::stdio::run(args).await,

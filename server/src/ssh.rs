@@ -39,6 +39,7 @@ use crate::access::{valid_login, AccessControl, Policy, ANONYMOUS_LOGIN};
 use crate::exec::{self, ExecCommand};
 use crate::keys::certificate::check_critical_options;
 use crate::keys::{self, AuthorizedKeysFile};
+use crate::metrics::{counters, AuthFailure};
 use crate::registry::{BoxError, HttpLimits, Identity, Registry, RegistryConfig, ReqBody};
 use crate::store::Store;
 use admission::{Cutter, Gate, Startup};
@@ -50,6 +51,12 @@ pub const SUBSYSTEM: &str = "docker-registry";
 /// Flags of `berth-server serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// Read settings from this TOML file: each key is one of these flags'
+    /// long name (`root = "/var/lib/berth"`, `max-connections = 64`,
+    /// `webhook = ["https://..."]`, `mirror-allow-push = true`); a flag given
+    /// here wins over the file. See docs/operations.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The store directory (the mount point).
     #[arg(long, default_value = "./berth-data")]
     pub root: PathBuf,
@@ -108,6 +115,9 @@ pub struct ServeArgs {
     /// HTTP limits of every channel.
     #[command(flatten)]
     pub limits: HttpLimits,
+    /// Metrics and health listener.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
     /// Webhooks and chained endpoints.
     #[command(flatten)]
     pub roles: crate::registry::RoleArgs,
@@ -231,8 +241,54 @@ impl Shared {
     }
 }
 
+/// Checks what `args` name the way [`run`] would before it listens, without
+/// creating anything (`berth-server check-config`): the access file parses,
+/// the hooks directory is trusted, the mirror upstream is well formed.
+/// Prints notes (`# ...` lines) for what [`run`] would create or warn about.
+pub fn check_settings(args: &ServeArgs) -> Result<()> {
+    args.registry_config()?;
+    args.admin.check()?;
+    let paths = crate::store::Paths::new(&args.root);
+    if !paths.images_dir().is_dir() {
+        println!(
+            "# note: {} is not a store yet; it is created at first start",
+            args.root.display()
+        );
+    }
+    let host_key = keys::host_key_path(args.host_key.as_deref(), &paths)?;
+    if host_key.exists() {
+        crate::strict::check_private(&host_key)
+            .map_err(|e| anyhow::anyhow!("refusing host key: {e}"))?;
+    } else {
+        println!(
+            "# note: host key {} is generated at first start",
+            host_key.display()
+        );
+    }
+    match &args.access {
+        Some(path) => drop(AccessControl::from_file(path)?),
+        None => {
+            let path = match &args.authorized_keys {
+                Some(p) => p.clone(),
+                None => PathBuf::from(
+                    std::env::var_os("HOME").context("HOME is not set; pass --authorized-keys")?,
+                )
+                .join(".ssh/authorized_keys"),
+            };
+            if AuthorizedKeysFile::load(&path).is_empty() {
+                println!(
+                    "# warning: no usable key in {}; nobody can log in until one is added",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs the SSH server until the process is stopped.
 pub async fn run(args: ServeArgs) -> Result<()> {
+    args.admin.check()?;
     let store = Store::open(&args.root)
         .with_context(|| format!("opening store {}", args.root.display()))?;
     let host_key_path = keys::host_key_path(args.host_key.as_deref(), store.paths())?;
@@ -275,6 +331,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let registry =
         Registry::with_access(store, args.registry_config()?, access, args.audit.clone());
     crate::mirror::announce(&registry);
+    args.admin.start(registry.clone()).await?;
     let shared = Arc::new(Shared {
         registry,
         authorized,
@@ -330,8 +387,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             warned_login_name: false,
         };
         let config = config.clone();
+        let open = counters().ssh_connections.open();
         tokio::spawn(
             async move {
+                let _open = open;
                 let session = async move {
                     match russh::server::run_stream(config, stream, handler).await {
                         Ok(session) => {
@@ -371,6 +430,7 @@ fn watch_key_files(shared: &Arc<Shared>) {
             shared.revoke(policy);
         }
     }));
+    reload_on_sighup(shared);
     let weak = Arc::downgrade(shared);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -381,6 +441,32 @@ fn watch_key_files(shared: &Arc<Shared>) {
                 Some(shared) => drop(shared.current_policy()),
                 None => return,
             }
+        }
+    });
+}
+
+/// SIGHUP re-reads the access file (or authorized_keys) at once, whatever
+/// its modification time says (`systemctl reload berth-server`).
+fn reload_on_sighup(shared: &Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot catch SIGHUP; key files are still re-read when they change");
+            return;
+        }
+    };
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(shared) = weak.upgrade() else { return };
+            if let Some(file) = &shared.authorized {
+                file.lock().unwrap_or_else(|e| e.into_inner()).reload();
+                shared.revoke(&shared.registry.access().policy());
+            } else {
+                drop(shared.registry.access().reload());
+            }
+            tracing::info!("SIGHUP: key files re-read");
         }
     });
 }
@@ -442,11 +528,12 @@ impl Conn {
         let registry = self.shared.registry.clone();
         let who = self.identity();
         let slot = ChannelSlot(self.open.clone());
+        let serving = counters().ssh_channels.open();
         let span =
             tracing::info_span!("channel", conn = self.conn, channel = %id, user = %who.log_user());
         tokio::spawn(
             async move {
-                let _slot = slot;
+                let (_slot, _serving) = (slot, serving);
                 match job {
                     Job::Http => serve_http_channel(channel, registry, who).await,
                     Job::Exec(cmd) => run_exec_channel(channel, registry, who, cmd).await,
@@ -496,6 +583,7 @@ impl Handler for Conn {
         // configured the decision waits for the signed request
         // (auth_publickey / auth_openssh_certificate).
         if !self.login_name_ok(login) {
+            counters().auth_failure(AuthFailure::LoginName);
             return Ok(Auth::reject());
         }
         let policy = self.shared.current_policy();
@@ -507,6 +595,7 @@ impl Handler for Conn {
         Ok(if known || policy.has_cert_authorities() {
             Auth::Accept
         } else {
+            counters().auth_failure(AuthFailure::UnknownKey);
             Auth::reject()
         })
     }
@@ -689,6 +778,7 @@ impl Conn {
         key_fingerprint: Option<String>,
     ) -> Option<Auth> {
         if !self.login_name_ok(login) {
+            counters().auth_failure(AuthFailure::LoginName);
             return None;
         }
         let policy = self.shared.current_policy();
@@ -698,6 +788,11 @@ impl Conn {
         {
             Ok(user) => user,
             Err(why) => {
+                counters().auth_failure(match credential {
+                    Credential::Key(_) => AuthFailure::UnknownKey,
+                    Credential::Certificate(_) => AuthFailure::Certificate,
+                    Credential::Anonymous => AuthFailure::Anonymous,
+                });
                 if !matches!(credential, Credential::Anonymous) {
                     tracing::info!(login, key = key_fingerprint.as_deref().unwrap_or("-"), reason = %why, "login refused");
                 }
@@ -705,6 +800,7 @@ impl Conn {
             }
         };
         let Some(permit) = self.shared.gate.log_in() else {
+            counters().auth_failure(AuthFailure::ConnectionLimit);
             tracing::warn!(
                 login,
                 user,
@@ -740,6 +836,7 @@ impl Conn {
             .resolve(login, self.peer.ip(), &credential, &now)
             != Ok(user)
         {
+            counters().auth_failure(AuthFailure::KeysChanged);
             tracing::info!(login, "key files changed during the login; login refused");
             return None;
         }

@@ -114,12 +114,34 @@ fn blocking_error(e: tokio::task::JoinError) -> ArchiveError {
 
 /// Reads, verifies and pushes an archive (`berth push`).
 pub async fn push_archive(a: PushArgs) -> Result<(), ArchiveError> {
-    let target = a.name.as_deref().map(parse_ref).transpose()?;
-    let progress = Arc::new(Progress::new(mode(a.quiet, a.json), "push", false));
+    // Names are checked before the input is read.
+    a.name.as_deref().map(parse_ref).transpose()?;
     let input = Input::from_arg(Some(&a.input));
     let members = tokio::task::spawn_blocking(move || Members::read(&input))
         .await
         .map_err(blocking_error)??;
+    push_members(a, members).await
+}
+
+/// Pushes an archive streamed from `raw` (`docker berth push`: the Docker
+/// engine's image export); `a.input` is not read. `what` names the stream
+/// in messages.
+pub async fn push_stream(
+    a: PushArgs,
+    raw: Box<dyn std::io::Read + Send>,
+    what: String,
+) -> Result<(), ArchiveError> {
+    a.name.as_deref().map(parse_ref).transpose()?;
+    let members = tokio::task::spawn_blocking(move || Members::read_from(raw, &what, None))
+        .await
+        .map_err(blocking_error)??;
+    push_members(a, members).await
+}
+
+/// Verifies and pushes the members of an archive already read.
+async fn push_members(a: PushArgs, members: Members) -> Result<(), ArchiveError> {
+    let target = a.name.as_deref().map(parse_ref).transpose()?;
+    let progress = Arc::new(Progress::new(mode(a.quiet, a.json), "push", false));
     let members = Arc::new(members);
     let m = members.clone();
     let (format, images) = tokio::task::spawn_blocking(move || formats::images(&m))

@@ -393,8 +393,10 @@ fn metadata(
     })
 }
 
-/// Pulls `r` into an archive written to `w`.
-async fn write_archive(
+/// Writes the archive of `r` to `w` as it is fetched (`what` names `w` in
+/// messages); every blob is verified on the way. Used by `berth pull` and
+/// by `docker berth pull` (into the engine's image load).
+pub async fn write_archive(
     transport: &Transport,
     r: &ImageRef,
     w: &mut (dyn AsyncWrite + Unpin + Send),

@@ -7,15 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// GET a registry path over any remote; the body goes to stdout.
-#[derive(Parser, Debug)]
-#[command(name = "registryget", version)]
-struct Cli {
-    #[command(flatten)]
-    args: berth::cli::GetArgs,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = berth::cli::RegistryGet::parse();
     common::main("registryget", berth::cli::get(cli.args))
 }

@@ -7,15 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// PUT a registry path over any remote, with FILE or stdin as the body.
-#[derive(Parser, Debug)]
-#[command(name = "registryput", version)]
-struct Cli {
-    #[command(flatten)]
-    args: berth::cli::PutArgs,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = berth::cli::RegistryPut::parse();
     common::main("registryput", berth::cli::put(cli.args))
 }

@@ -92,6 +92,10 @@ pub struct MirrorStats {
     pub hits: AtomicU64,
     /// Cached tags served because the upstream could not be reached.
     pub stale_served: AtomicU64,
+    /// Reads the store could not answer alone, so the upstream was asked.
+    pub misses: AtomicU64,
+    /// Upstream requests that failed (unreachable, refused, bad answer).
+    pub upstream_errors: AtomicU64,
 }
 
 /// One fetch at a time per object: later requests wait for the first and
@@ -188,6 +192,7 @@ impl Mirror {
     }
 
     fn unavailable(&self, what: String, source: UpstreamError) -> MirrorError {
+        self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
         MirrorError::Unavailable {
             what,
             upstream: self.upstream.name().to_string(),
@@ -196,6 +201,7 @@ impl Mirror {
     }
 
     fn corrupt(&self, what: String, reason: String) -> MirrorError {
+        self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
         MirrorError::Corrupt {
             what,
             upstream: self.upstream.name().to_string(),
@@ -223,6 +229,7 @@ impl Mirror {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let what = format!("blob {digest}");
         self.inflight
             .once(format!("blob {digest}"), async {
@@ -278,6 +285,7 @@ impl Mirror {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let what = format!("manifest {digest}");
         self.inflight
             .once(format!("manifest {} {digest}", repo.full()), async {
@@ -320,6 +328,7 @@ impl Mirror {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let what = format!("{}:{tag}", repo.full());
         self.inflight
             .once(format!("tag {} {tag}", repo.full()), async {
@@ -335,6 +344,7 @@ impl Mirror {
                 let fetched = match self.upstream.fetch_manifest(remote_name, tag.as_str()).await {
                     Ok(f) => f,
                     Err(e) if cached.is_some() => {
+                        self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
                         self.mark_down(&e);
                         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(repository = %repo, %tag, upstream = self.upstream.name(), error = %e,
@@ -393,6 +403,7 @@ impl Mirror {
                 return tags.clone();
             }
         }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         match self.upstream.tags(remote_name).await {
             Ok(tags) => {
@@ -408,6 +419,7 @@ impl Mirror {
                 tags
             }
             Err(e) => {
+                self.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(repository = remote_name, error = %e,
                     "upstream tag list unavailable; listing cached tags only");
                 cached.map(|(_, tags)| tags).unwrap_or_default()

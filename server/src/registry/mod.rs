@@ -10,6 +10,7 @@ pub mod in_process;
 pub mod info;
 pub mod response;
 pub mod route;
+pub mod route_name;
 pub mod v1;
 pub mod v2;
 
@@ -347,13 +348,14 @@ impl Registry {
                 Ok::<_, Infallible>(registry.handle(req, &who).await)
             }
         });
+        let _open = crate::metrics::counters().http_connections.open();
         hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.config.header_timeout)
             .max_buf_size(self.config.max_header_bytes.max(8192))
             .half_close(true)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(io), svc)
+            .serve_connection(TokioIo::new(crate::metrics::CountingIo(io)), svc)
             .await
     }
 
@@ -376,6 +378,11 @@ impl Registry {
                 resp = Response::from_parts(parts, response::empty_body());
             }
             let status = resp.status();
+            crate::metrics::counters().request(
+                &method,
+                route_name::route_name(&path),
+                status.as_u16(),
+            );
             let ms = start.elapsed().as_millis();
             if status.is_server_error() {
                 tracing::error!(status = status.as_u16(), ms, "answered");

@@ -504,7 +504,42 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             r.bytes += freed;
         }
     }
+    if !dry {
+        record_run(store, &r)?;
+    }
     Ok(r)
+}
+
+/// Every `gc` run on a store, summed: kept in the store because runs are
+/// separate processes (cron, a systemd timer) while the server reports them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GcTotals {
+    /// Runs that completed (dry runs excluded).
+    pub runs: u64,
+    /// Bytes those runs freed.
+    pub bytes: u64,
+}
+
+/// The totals recorded so far (zero when no run completed yet).
+pub fn totals(store: &Store) -> io::Result<GcTotals> {
+    match fs::read(store.paths().gc_totals()) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(GcTotals::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds one completed run to the totals (read-modify-write under a lock,
+/// replaced whole by rename).
+fn record_run(store: &Store, r: &GcReport) -> io::Result<()> {
+    let p = store.paths();
+    let _lock = FileLock::exclusive(&p.gc_totals_lock())?;
+    let before = totals(store).unwrap_or_default();
+    let after = GcTotals {
+        runs: before.runs + 1,
+        bytes: before.bytes + r.bytes,
+    };
+    crate::store::atomic::write_atomic(&p.gc_totals(), &serde_json::to_vec(&after)?)
 }
 
 /// Bytes an image directory would free (files with no other name).

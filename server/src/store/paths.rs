@@ -201,6 +201,17 @@ impl Paths {
         }
     }
 
+    /// `_berth/gc-totals.json`: runs of `gc` on this store and the bytes they
+    /// freed, summed (the metrics listener reports them).
+    pub fn gc_totals(&self) -> PathBuf {
+        self.berth_dir().join("gc-totals.json")
+    }
+
+    /// `_berth/gc-totals.lock`: serialises updates of [`Paths::gc_totals`].
+    pub fn gc_totals_lock(&self) -> PathBuf {
+        self.berth_dir().join("gc-totals.lock")
+    }
+
     /// `_berth/uploads/`
     pub fn uploads_dir(&self) -> PathBuf {
         self.berth_dir().join("uploads")

@@ -1,0 +1,259 @@
+//! `docker berth`: the Docker CLI plugin (`docker-berth` in
+//! `~/.docker/cli-plugins/` or `/usr/libexec/docker/cli-plugins/`).
+//!
+//! * `docker berth push IMAGE REGISTRY [NAME[:TAG]]` — the engine's image
+//!   export streams straight into `berth push` (nothing spooled unless the
+//!   archive reader must); when the registry's `NAME:TAG` already is that
+//!   image, nothing is exported at all.
+//! * `docker berth pull REGISTRY NAME[:TAG]` — `berth pull`'s archive
+//!   streams straight into the engine's image load.
+//!
+//! The engine is reached through [`crate::docker`] (honouring
+//! `DOCKER_HOST`); the registry like every berth command (`ssh://`, a
+//! directory, `http(s)://`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use crate::archive::progress::{Mode, Progress};
+use crate::archive::reference::ImageRef;
+use crate::archive::registry::V2Connection;
+use crate::archive::{into_client_error, PushArgs};
+use crate::cli::{SshArgs, EXIT_CODES};
+use crate::docker::{Engine, EngineBody};
+use crate::error::ClientError;
+
+/// The `docker-berth` command line, as the docker CLI runs it: first
+/// argument the metadata request or the plugin's own name.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "docker-berth",
+    bin_name = "docker",
+    version = crate::VERSION,
+    about = "Docker CLI plugin: docker berth push|pull, images to and from a berth registry",
+    after_help = EXIT_CODES
+)]
+pub struct PluginCli {
+    /// What docker asked for.
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+/// What the docker CLI runs a plugin with.
+#[derive(clap::Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Print the plugin metadata the docker CLI reads (JSON).
+    #[command(name = "docker-cli-plugin-metadata", hide = true)]
+    Metadata,
+    /// `docker berth ...`.
+    Berth {
+        /// push or pull.
+        #[command(subcommand)]
+        command: BerthCommand,
+    },
+}
+
+/// `docker berth` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum BerthCommand {
+    /// Push a local image to a berth registry, streamed from the engine.
+    Push(PluginPushArgs),
+    /// Pull an image from a berth registry into the engine.
+    Pull(PluginPullArgs),
+}
+
+/// `docker berth push`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PluginPushArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = crate::archive::push::DEFAULT_JOBS)]
+    pub jobs: usize,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// A local image: name[:tag] or id.
+    pub image: String,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Name in the registry [default: IMAGE's name and tag, without a
+    /// registry host].
+    pub name: Option<String>,
+}
+
+/// `docker berth pull`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PluginPullArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Image to pull: NAME[:TAG] (tag `latest` by default).
+    pub name: String,
+}
+
+/// The metadata the docker CLI asks every plugin for.
+pub fn metadata() -> serde_json::Value {
+    serde_json::json!({
+        "SchemaVersion": "0.1.0",
+        "Vendor": "berth",
+        "Version": crate::VERSION,
+        "ShortDescription": "Push and pull images to a berth registry over SSH",
+    })
+}
+
+/// Runs one plugin command.
+pub async fn run(cli: PluginCli) -> Result<(), ClientError> {
+    match cli.command {
+        PluginCommand::Metadata => {
+            println!("{}", metadata());
+            Ok(())
+        }
+        PluginCommand::Berth {
+            command: BerthCommand::Push(a),
+        } => push(a).await,
+        PluginCommand::Berth {
+            command: BerthCommand::Pull(a),
+        } => pull(a).await,
+    }
+}
+
+fn bad_name(s: &str) -> ClientError {
+    ClientError::Usage(format!(
+        "bad image name {s:?}: expected NAME[:TAG] with lowercase name components"
+    ))
+}
+
+/// Whether the manifest `bytes` (digest `digest`) is the engine image `id`:
+/// its config is the image (the classic image store's id), or it is the
+/// manifest or index itself (the containerd image store's id).
+fn is_image(bytes: &[u8], digest: &str, id: &str) -> bool {
+    if digest == id {
+        return true;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return false;
+    };
+    v.pointer("/config/digest").and_then(|d| d.as_str()) == Some(id)
+}
+
+/// `docker berth push`.
+async fn push(a: PluginPushArgs) -> Result<(), ClientError> {
+    let target_text = a.name.clone().unwrap_or_else(|| a.image.clone());
+    let target = ImageRef::parse(&target_text).ok_or_else(|| bad_name(&target_text))?;
+    let target_text = format!("{}:{}", target.name, target.tag_or_default());
+    let engine = Engine::from_env()?;
+    let id = engine.image_id(&a.image).await?.ok_or_else(|| {
+        ClientError::Usage(format!("no image {:?} in the docker engine", a.image))
+    })?;
+    let transport = Arc::new(a.ssh.transport(&a.registry)?);
+    let mut conn = V2Connection::open(&transport).await?;
+    match conn
+        .get_manifest(&target.name, target.tag_or_default())
+        .await
+    {
+        Ok(m) if is_image(&m.bytes, m.digest.as_str(), &id) => {
+            if !a.quiet {
+                println!(
+                    "{target_text} {} (already there: image {id}; nothing exported)",
+                    m.digest
+                );
+            }
+            return Ok(());
+        }
+        // Another image under that tag, or none yet: push.
+        Ok(_) => {}
+        Err(ClientError::Status { status, .. }) if status == http::StatusCode::NOT_FOUND => {}
+        Err(e) => return Err(e),
+    }
+    drop(conn);
+    let export = engine.export(&a.image).await?;
+    let raw = tokio_util::io::SyncIoBridge::new(export);
+    let args = PushArgs {
+        ssh: a.ssh,
+        input: "-".into(),
+        jobs: a.jobs,
+        quiet: a.quiet,
+        json: false,
+        registry: a.registry,
+        name: Some(target_text),
+    };
+    crate::archive::push_stream(
+        args,
+        Box::new(raw),
+        "the docker engine's export".to_string(),
+    )
+    .await
+    .map_err(into_client_error)
+}
+
+/// `docker berth pull`.
+async fn pull(a: PluginPullArgs) -> Result<(), ClientError> {
+    let r = ImageRef::parse(&a.name).ok_or_else(|| bad_name(&a.name))?;
+    let engine = Engine::from_env()?;
+    let transport = a.ssh.transport(&a.registry)?;
+    let mode = if a.quiet { Mode::Quiet } else { Mode::Auto };
+    let progress = Progress::new(mode, "pull", false);
+    let (mut writer, reader) = tokio::io::duplex(1 << 20);
+    let body: EngineBody = StreamBody::new(
+        tokio_util::io::ReaderStream::new(reader).map_ok(|b: Bytes| Frame::data(b)),
+    )
+    .boxed_unsync();
+    let write = async {
+        let result = crate::archive::pull::write_archive(
+            &transport,
+            &r,
+            &mut writer,
+            "the docker engine",
+            &progress,
+        )
+        .await;
+        // The end of the archive ends the upload.
+        drop(writer);
+        result
+    };
+    let (written, loaded) = tokio::join!(write, engine.load(body));
+    // The engine's refusal explains a write cut short by it.
+    let loaded = loaded?;
+    let digest = written.map_err(into_client_error)?;
+    progress.finish(&format!("{r} into the docker engine"));
+    if !a.quiet {
+        for line in loaded {
+            println!("{line}");
+        }
+        println!("{r} {digest}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_id_matches_its_config_or_the_manifest_itself() {
+        let id = format!("sha256:{}", "c".repeat(64));
+        let manifest = serde_json::to_vec(&serde_json::json!({"config": {"digest": id}})).unwrap();
+        assert!(is_image(&manifest, "sha256:other", &id));
+        assert!(is_image(b"{}", &id, &id));
+        assert!(!is_image(&manifest, "sha256:other", "sha256:else"));
+    }
+
+    #[test]
+    fn metadata_has_what_the_docker_cli_requires() {
+        let m = metadata();
+        assert_eq!(m["SchemaVersion"], "0.1.0");
+        assert_eq!(m["Vendor"], "berth");
+        assert!(m["ShortDescription"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()));
+    }
+}
