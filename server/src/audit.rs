@@ -152,6 +152,30 @@ pub fn query(path: &Path, repo: Option<&str>, user: Option<&str>) -> std::io::Re
     Ok(out)
 }
 
+/// The newest `n` audit lines for which `keep` holds, newest first. The
+/// file is streamed; memory holds at most `n` entries whatever its length.
+pub fn newest(path: &Path, n: usize, keep: impl Fn(&Value) -> bool) -> std::io::Result<Vec<Value>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut ring = std::collections::VecDeque::with_capacity(n.min(1024));
+    for line in BufReader::new(file).lines() {
+        let Ok(v) = serde_json::from_str::<Value>(&line?) else {
+            continue;
+        };
+        if n == 0 || !keep(&v) {
+            continue;
+        }
+        if ring.len() == n {
+            ring.pop_front();
+        }
+        ring.push_back(v);
+    }
+    Ok(ring.into_iter().rev().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +211,11 @@ mod tests {
             query(log.path(), None, Some("bob")).unwrap()[0]["op"],
             "tag.delete"
         );
+        let newest = newest(log.path(), 5, |v| v["user"] != "nobody").unwrap();
+        assert_eq!(newest[0]["user"], "bob");
+        assert_eq!(newest[1]["user"], "alice");
+        let one = super::newest(log.path(), 1, |v| v["user"] == "alice").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0]["user"], "alice");
     }
 }

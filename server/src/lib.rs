@@ -27,6 +27,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod catalog;
 pub mod exec;
 pub mod hooks;
 pub mod http;
