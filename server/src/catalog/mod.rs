@@ -354,7 +354,7 @@ fn html_response(status: StatusCode, html: String) -> Response<RespBody> {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     r
 }
 
