@@ -514,13 +514,19 @@ async fn image_details(api: &mut Api, name: &str, manifest: &Value, b: &mut Stri
     if !history.is_empty() {
         b.push_str("<h2>History</h2><ol id=\"history\">");
         for h in &history {
+            let step = s(&h["created_by"])
+                .filter(|c| !c.is_empty())
+                .map(|c| format!("<code>{}</code>", esc(c)));
+            let comment = s(&h["comment"]).filter(|c| !c.is_empty()).map(esc);
+            let text = match (step, comment) {
+                (Some(step), Some(comment)) => format!("{step} — {comment}"),
+                (Some(one), None) | (None, Some(one)) => one,
+                (None, None) => "<span class=\"note\">(no description)</span>".to_string(),
+            };
             let _ = write!(
                 b,
-                "<li><code>{}</code>{}{}</li>",
-                esc(s(&h["created_by"]).unwrap_or("")),
-                s(&h["comment"])
-                    .map(|c| format!(" — {}", esc(c)))
-                    .unwrap_or_default(),
+                "<li>{}{}</li>",
+                text,
                 if h["empty_layer"].as_bool() == Some(true) {
                     " <span class=\"note\">(no layer)</span>"
                 } else {

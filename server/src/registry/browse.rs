@@ -399,7 +399,8 @@ fn layers(
 /// `GET /_berth/audit?repository=R&n=N`: the newest `n` (default 50, at
 /// most [`MAX_AUDIT`]) audit entries, newest first, of repositories the
 /// caller may read (of `R` only, when given). Entries naming no
-/// repository are never shown. The log is streamed; memory holds `n`.
+/// repository are never shown. Read from the end of the log backwards
+/// (`audit::newest`): the cost follows the entries shown.
 fn audit_entries(
     path: &std::path::Path,
     caller: &Caller,
