@@ -242,3 +242,40 @@ async fn pipe(
         tracing::debug!("shim connection ended: {e}{said}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_requests_are_told_by_their_first_line() {
+        let path = |h: &str| request_path(h.as_bytes());
+        assert_eq!(
+            path("GET / HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            path("GET /?q=app&last=x HTTP/1.1\r\n\r\n").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            path("POST /-/delete HTTP/1.1\r\n\r\n").as_deref(),
+            Some("/-/delete")
+        );
+        assert_eq!(
+            path("GET /v2/_catalog HTTP/1.1\r\n\r\n").as_deref(),
+            Some("/v2/_catalog")
+        );
+        assert_eq!(path("garbage"), None);
+        for (head, catalog) in [
+            ("GET / HTTP/1.1\r\n\r\n", true),
+            ("GET /-/repository/a/b HTTP/1.1\r\n\r\n", true),
+            ("GET /v2/ HTTP/1.1\r\n\r\n", false),
+            ("GET /v1/_ping HTTP/1.1\r\n\r\n", false),
+            ("GET /_berth/info HTTP/1.1\r\n\r\n", false),
+        ] {
+            let p = request_path(head.as_bytes()).unwrap();
+            assert_eq!(Catalog::is_catalog_path(&p), catalog, "{head}");
+        }
+    }
+}
