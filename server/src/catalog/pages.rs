@@ -12,6 +12,10 @@ use super::api::{message, Api};
 use super::html::{created, esc, human_size, page, short_digest, size, unix_time, url_part};
 use super::Catalog;
 
+/// The audit operations the activity tables show: tag pushes and deletes
+/// (blob uploads and V1 image parts would drown them).
+const SHOWN_OPS: &str = "manifest.put,tag.put,tag.delete,repository.delete";
+
 /// Repositories per page of the list.
 pub const PAGE_SIZE: usize = 50;
 
@@ -104,7 +108,10 @@ pub async fn repositories(api: &mut Api, q: &str, last: &str, flash: &str) -> Pa
         );
     }
     b.push_str("</nav>");
-    match api.get("/_berth/audit?n=10").await {
+    match api
+        .get(&format!("/_berth/audit?n=10&ops={SHOWN_OPS}"))
+        .await
+    {
         Ok(a) => audit_section(&mut b, "Recent activity", &a, true),
         Err(e) => {
             let _ = write!(
@@ -322,7 +329,7 @@ pub async fn repository(cat: &Catalog, api: &mut Api, name: &str, flash: &str) -
     }
     match api
         .get(&format!(
-            "/_berth/audit?n=20&repository={}",
+            "/_berth/audit?n=20&ops={SHOWN_OPS}&repository={}",
             url_part(&name, false)
         ))
         .await

@@ -396,9 +396,10 @@ fn layers(
     Ok(json!({ "repository": repo.full(), "layers": out }))
 }
 
-/// `GET /_berth/audit?repository=R&n=N`: the newest `n` (default 50, at
-/// most [`MAX_AUDIT`]) audit entries, newest first, of repositories the
-/// caller may read (of `R` only, when given). Entries naming no
+/// `GET /_berth/audit?repository=R&n=N&ops=a,b`: the newest `n` (default
+/// 50, at most [`MAX_AUDIT`]) audit entries, newest first, of repositories
+/// the caller may read (of `R` only, when given; of operations `ops` only,
+/// when given). Entries naming no
 /// repository are never shown. Read from the end of the log backwards
 /// (`audit::newest`): the cost follows the entries shown.
 fn audit_entries(
@@ -421,10 +422,15 @@ fn audit_entries(
         ),
         None => None,
     };
+    let ops = q("ops").unwrap_or_default();
+    let ops: Vec<&str> = ops.split(',').filter(|o| !o.is_empty()).collect();
     let entries = crate::audit::newest(path, n, |entry| {
         let Some(repo) = entry["repository"].as_str() else {
             return false;
         };
+        if !ops.is_empty() && !ops.iter().any(|o| entry["op"].as_str() == Some(o)) {
+            return false;
+        }
         if only.as_deref().is_some_and(|o| o != repo) {
             return false;
         }
