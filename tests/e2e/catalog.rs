@@ -332,6 +332,27 @@ fn catalog_in_headless_chromium() {
     assert!(browser.text("#tags").contains('1'));
     assert!(browser.find_all("a.delete").is_empty());
 
+    // alice deletes the whole repository, again through a confirmation.
+    browser.open(&format!("http://{addr}/-/repository/private/app"));
+    browser.click("a.delete[href$='repository=private%2Fapp']");
+    assert!(browser.text("h1").contains("Delete private/app?"));
+    browser.click("#confirm");
+    eventually(
+        "the repository delete to redirect",
+        Duration::from_secs(60),
+        || browser.url().contains("?deleted="),
+    );
+    assert!(browser
+        .text(".flash")
+        .contains("Deleted repository private/app"));
+    let rows = browser.texts("#repositories tbody tr");
+    assert!(rows.iter().all(|r| !r.starts_with("private/")), "{rows:?}");
+    let _ = docker(&["rmi", "-f", &app1]);
+    assert!(
+        !docker(&["pull", &app1]).status.success(),
+        "a deleted repository still pulls"
+    );
+
     // Readable at phone width: no horizontal overflow of the page itself.
     browser.resize(390, 844);
     browser.open(&format!("http://{addr}/-/repository/public/multi"));
