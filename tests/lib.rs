@@ -1164,7 +1164,8 @@ impl RegistrySession {
                 }
             }
             "shim" => {
-                let Shim { proc, addr } = Shim::start(key, port, known);
+                let user = if key.is_some() { "root" } else { "anonymous" };
+                let (proc, addr) = start_shim(user, key, port, known);
                 let s = std::net::TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                 let r: Box<dyn BufRead + Send> = Box::new(BufReader::new(s.try_clone().unwrap()));
@@ -1179,40 +1180,27 @@ impl RegistrySession {
     }
 }
 
-/// `berth shim` on an ephemeral loopback port, logged in to the
-/// `berth-server serve` on `port` with `key` (`None`: as `anonymous`),
-/// trusting the host keys in `known`.
-pub struct Shim {
-    /// The shim process.
-    pub proc: Proc,
-    /// Where it listens (`127.0.0.1:PORT`).
-    pub addr: SocketAddr,
-}
-
-impl Shim {
-    /// Starts it and waits for its "serving" line.
-    pub fn start(key: Option<&Path>, port: u16, known: &Path) -> Shim {
-        let mut cmd = Command::new(bin("berth"));
-        cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
-            .arg(known)
-            .env_remove("SSH_AUTH_SOCK");
-        if let Some(k) = key {
-            cmd.arg("--identity").arg(k);
-        }
-        let user = if key.is_some() { "root" } else { "anonymous" };
-        cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
-        let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
-        let addr: SocketAddr = line
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Shim { proc, addr }
+/// `berth shim` on an ephemeral loopback port, logged in to the server on
+/// `port` as `user` with `key` (none: SSH `none` authentication), trusting
+/// the host keys in `known`. Returns the process and its address.
+pub fn start_shim(user: &str, key: Option<&Path>, port: u16, known: &Path) -> (Proc, SocketAddr) {
+    let mut cmd = Command::new(bin("berth"));
+    cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
+        .arg(known)
+        .env_remove("SSH_AUTH_SOCK");
+    if let Some(k) = key {
+        cmd.arg("--identity").arg(k);
     }
+    cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
+    let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (proc, addr)
 }
 
 /// OpenSSH `ssh` logging in as `anonymous` without a key, on `port`.
@@ -1403,4 +1391,244 @@ pub fn run_conformance(runner: &Path, host: &str, out: &Path) -> (bool, String) 
         String::from_utf8_lossy(&result.stderr)
     );
     (result.status.success(), text)
+}
+
+// ---- a headless Chromium driven over WebDriver ------------------------------------
+
+/// Whether headless Chromium and its WebDriver are installed (Debian
+/// `chromium` and `chromium-driver`); under CI they must be.
+pub fn require_chromium() -> bool {
+    require_tool("chromium", "chromium") && require_tool("chromedriver", "chromium-driver")
+}
+
+/// A headless Chromium session driven through `chromedriver`'s W3C
+/// WebDriver endpoints (plain JSON over HTTP); both end on drop.
+pub struct Browser {
+    driver: SocketAddr,
+    session: String,
+    _profile: tempfile::TempDir,
+    _proc: Proc,
+}
+
+impl Browser {
+    /// Starts chromedriver on an ephemeral port and a headless Chromium
+    /// session with a `width`×`height` window.
+    pub fn start(width: u32, height: u32) -> Browser {
+        let port = free_port();
+        let mut cmd = Command::new("chromedriver");
+        cmd.arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = Proc {
+            child: cmd.spawn().expect("spawning chromedriver"),
+            name: "chromedriver".into(),
+        };
+        let driver: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for_port(driver, Duration::from_secs(60));
+        let profile = tempfile::tempdir().unwrap();
+        let caps = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars",
+                         format!("--window-size={width},{height}"),
+                         format!("--user-data-dir={}", profile.path().display())],
+            }
+        }}});
+        let v = webdriver(driver, "POST", "/session", Some(&caps));
+        let session = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        Browser {
+            driver,
+            session,
+            _profile: profile,
+            _proc: proc,
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> serde_json::Value {
+        webdriver(
+            self.driver,
+            method,
+            &format!("/session/{}{path}", self.session),
+            body,
+        )
+    }
+
+    /// Loads `url` and waits for the page to finish loading.
+    pub fn open(&self, url: &str) {
+        self.call("POST", "/url", Some(&serde_json::json!({ "url": url })));
+    }
+
+    /// The current page's URL.
+    pub fn url(&self) -> String {
+        self.call("GET", "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The ids of the elements matching a CSS selector.
+    pub fn find_all(&self, css: &str) -> Vec<String> {
+        let v = self.call(
+            "POST",
+            "/elements",
+            Some(&serde_json::json!({"using": "css selector", "value": css})),
+        );
+        v.as_array()
+            .unwrap_or_else(|| panic!("finding {css}: {v}"))
+            .iter()
+            .filter_map(|e| e.as_object()?.values().next()?.as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The id of the first element matching `css`; panics when none does.
+    pub fn find(&self, css: &str) -> String {
+        self.find_all(css)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no element matches {css} on {}", self.url()))
+    }
+
+    /// The rendered text of an element.
+    pub fn text_of(&self, element: &str) -> String {
+        let v = self.call("GET", &format!("/element/{element}/text"), None);
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The rendered text of the first element matching `css`.
+    pub fn text(&self, css: &str) -> String {
+        self.text_of(&self.find(css))
+    }
+
+    /// The rendered texts of every element matching `css`.
+    pub fn texts(&self, css: &str) -> Vec<String> {
+        self.find_all(css).iter().map(|e| self.text_of(e)).collect()
+    }
+
+    /// An attribute of the first element matching `css`.
+    pub fn attribute(&self, css: &str, name: &str) -> Option<String> {
+        let e = self.find(css);
+        let v = self.call("GET", &format!("/element/{e}/attribute/{name}"), None);
+        v.as_str().map(str::to_string)
+    }
+
+    /// Clicks the first element matching `css` (a link or a submit button
+    /// navigates; WebDriver waits for the new page).
+    pub fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.call(
+            "POST",
+            &format!("/element/{e}/click"),
+            Some(&serde_json::json!({})),
+        );
+    }
+
+    /// Runs `script` in the page and returns its value.
+    pub fn execute(&self, script: &str) -> serde_json::Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(&serde_json::json!({"script": script, "args": []})),
+        )
+    }
+
+    /// Resizes the window.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(&serde_json::json!({"width": width, "height": height})),
+        );
+    }
+
+    /// A PNG of the viewport, written to `path`.
+    pub fn screenshot(&self, path: &Path) {
+        let v = self.call("GET", "/screenshot", None);
+        let png = base64_decode(v.as_str().expect("screenshot data"));
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            webdriver(
+                self.driver,
+                "DELETE",
+                &format!("/session/{}", self.session),
+                None,
+            )
+        }));
+    }
+}
+
+/// One WebDriver command; returns its `value`, panicking on an error answer.
+fn webdriver(
+    driver: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+    let mut c = tcp_conn(driver);
+    let mut headers = vec![("Connection", "close")];
+    if bytes.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let r = c.request(
+        method,
+        path,
+        &headers,
+        match &bytes {
+            Some(b) => ReqBody::Sized(b),
+            None => ReqBody::None,
+        },
+    );
+    let v: serde_json::Value = r.json();
+    assert!(
+        r.status == 200,
+        "WebDriver {method} {path}: {} {}",
+        r.status,
+        v
+    );
+    v["value"].clone()
+}
+
+/// Standard base64 (WebDriver screenshots).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }

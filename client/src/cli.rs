@@ -564,7 +564,12 @@ pub async fn shim(a: ShimArgs) -> Result<(), ClientError> {
         source,
     })?;
     write_stdout(format!("berth shim: serving {remote} on http://{addr}\n").as_bytes()).await?;
-    crate::shim::serve(listener, transport)
+    let catalog = crate::shim::is_loopback(&addr)
+        .then(|| berth_server::catalog::Catalog::new(transport.clone(), addr, &a.registry));
+    if let Some(c) = &catalog {
+        write_stdout(format!("catalog: {}\n", c.url()).as_bytes()).await?;
+    }
+    crate::shim::serve(listener, transport, catalog)
         .await
         .map_err(|source| ClientError::Io {
             what: format!("accepting connections on {addr}"),

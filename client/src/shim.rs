@@ -13,12 +13,23 @@
 //! `Origin` other than the shim itself 403. Later requests on the same
 //! connection are piped unread: a browser keeps one Host per connection,
 //! and its first request from a foreign page is refused, which closes it.
+//!
+//! On a loopback address the shim also serves the browsable catalog
+//! (`berth_server::catalog`): a connection whose first request is for `/`
+//! or `/-/...` is answered by the catalog itself — one request, then
+//! `Connection: close`, so every catalog request passes the Host/Origin
+//! check — and the pages read the registry over the same transport, with
+//! the shim owner's key.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use berth_server::catalog::Catalog;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::transport::Transport;
@@ -39,18 +50,102 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 }
 
 /// Accepts connections forever, each served in its own task. On a loopback
-/// address each connection's first request head is checked first.
-pub async fn serve(listener: TcpListener, transport: Arc<Transport>) -> std::io::Result<()> {
+/// address each connection's first request head is checked first, and
+/// `catalog` (when given) answers the connections that ask for its pages.
+pub async fn serve(
+    listener: TcpListener,
+    transport: Arc<Transport>,
+    catalog: Option<Arc<Catalog>>,
+) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
     let check = is_loopback(&listen).then_some(listen);
+    let catalog = catalog.filter(|_| check.is_some());
     loop {
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
         let transport = transport.clone();
+        let catalog = catalog.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "shim connection");
-            pipe(tcp, &transport, check).await;
+            pipe(tcp, &transport, check, catalog).await;
         });
+    }
+}
+
+/// The path of a request head's request line (`GET /x?y HTTP/1.1` → `/x`).
+fn request_path(head: &[u8]) -> Option<String> {
+    let line = head.split(|&b| b == b'\r' || b == b'\n').next()?;
+    let target = std::str::from_utf8(line).ok()?.split(' ').nth(1)?;
+    Some(target.split('?').next().unwrap_or(target).to_string())
+}
+
+/// Answers one catalog request on `tcp` (whose first bytes, `first`, were
+/// already read) and closes the connection.
+async fn serve_catalog(tcp: TcpStream, first: Vec<u8>, catalog: Arc<Catalog>) {
+    let io = Replay {
+        first,
+        offset: 0,
+        tcp,
+    };
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let catalog = catalog.clone();
+        async move {
+            let req = req.map(|b| {
+                b.map_err(berth_server::registry::BoxError::from)
+                    .boxed_unsync()
+            });
+            Ok::<_, std::convert::Infallible>(catalog.answer(req).await)
+        }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .await
+    {
+        tracing::debug!("catalog connection ended: {e}");
+    }
+}
+
+/// A TCP stream whose first bytes were read already: they are read again
+/// first.
+struct Replay {
+    first: Vec<u8>,
+    offset: usize,
+    tcp: TcpStream,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.offset < self.first.len() {
+            let n = buf.remaining().min(self.first.len() - self.offset);
+            let from = self.offset;
+            buf.put_slice(&self.first[from..from + n]);
+            self.offset += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 
@@ -86,8 +181,14 @@ async fn read_first_head(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 /// Pipes one TCP connection to one registry stream until either side
 /// closes; with `check` (the loopback listen address) the first request head
-/// must pass the loopback Host/Origin rule.
-async fn pipe(mut tcp: TcpStream, transport: &Transport, check: Option<SocketAddr>) {
+/// must pass the loopback Host/Origin rule, and a catalog request goes to
+/// `catalog` instead.
+async fn pipe(
+    mut tcp: TcpStream,
+    transport: &Transport,
+    check: Option<SocketAddr>,
+    catalog: Option<Arc<Catalog>>,
+) {
     let mut first = Vec::new();
     if let Some(listen) = check {
         first = match tokio::time::timeout(HEAD_TIMEOUT, read_first_head(&mut tcp)).await {
@@ -107,6 +208,12 @@ async fn pipe(mut tcp: TcpStream, transport: &Transport, check: Option<SocketAdd
             tracing::warn!("refused: {message}");
             answer(&mut tcp, status, &message).await;
             return;
+        }
+        if let Some(catalog) = catalog {
+            if request_path(&first).is_some_and(|p| Catalog::is_catalog_path(&p)) {
+                serve_catalog(tcp, first, catalog).await;
+                return;
+            }
         }
     }
     let mut stream = match transport.open().await {
@@ -133,5 +240,42 @@ async fn pipe(mut tcp: TcpStream, transport: &Transport, check: Option<SocketAdd
     {
         let said = crate::http::detail(&diagnostics).await;
         tracing::debug!("shim connection ended: {e}{said}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_requests_are_told_by_their_first_line() {
+        let path = |h: &str| request_path(h.as_bytes());
+        assert_eq!(
+            path("GET / HTTP/1.1\r\nHost: x\r\n\r\n").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            path("GET /?q=app&last=x HTTP/1.1\r\n\r\n").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            path("POST /-/delete HTTP/1.1\r\n\r\n").as_deref(),
+            Some("/-/delete")
+        );
+        assert_eq!(
+            path("GET /v2/_catalog HTTP/1.1\r\n\r\n").as_deref(),
+            Some("/v2/_catalog")
+        );
+        assert_eq!(path("garbage"), None);
+        for (head, catalog) in [
+            ("GET / HTTP/1.1\r\n\r\n", true),
+            ("GET /-/repository/a/b HTTP/1.1\r\n\r\n", true),
+            ("GET /v2/ HTTP/1.1\r\n\r\n", false),
+            ("GET /v1/_ping HTTP/1.1\r\n\r\n", false),
+            ("GET /_berth/info HTTP/1.1\r\n\r\n", false),
+        ] {
+            let p = request_path(head.as_bytes()).unwrap();
+            assert_eq!(Catalog::is_catalog_path(&p), catalog, "{head}");
+        }
     }
 }

@@ -152,6 +152,58 @@ pub fn query(path: &Path, repo: Option<&str>, user: Option<&str>) -> std::io::Re
     Ok(out)
 }
 
+/// How far back from the end of the log [`newest`] looks.
+pub const NEWEST_SCAN_LIMIT: u64 = 16 << 20;
+
+/// The newest `n` audit lines for which `keep` holds, newest first, found
+/// by reading the file backwards from its end in 64 KiB blocks and
+/// stopping once `n` are found or [`NEWEST_SCAN_LIMIT`] bytes were read:
+/// the cost follows what is shown, not the length of the log, and memory
+/// holds one block and `n` entries.
+pub fn newest(path: &Path, n: usize, keep: impl Fn(&Value) -> bool) -> std::io::Result<Vec<Value>> {
+    use std::io::{Read, Seek, SeekFrom};
+    const BLOCK: u64 = 64 << 10;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
+    let mut pos = file.metadata()?.len();
+    let mut scanned = 0u64;
+    // The start of the block read last: the end of a line whose beginning
+    // is in the block before it.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    while pos > 0 && out.len() < n && scanned < NEWEST_SCAN_LIMIT {
+        let step = BLOCK.min(pos);
+        pos -= step;
+        scanned += step;
+        let mut buf = vec![0u8; step as usize];
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut buf)?;
+        buf.extend_from_slice(&carry);
+        let mut lines: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+        let partial = if pos > 0 {
+            lines.remove(0).to_vec()
+        } else {
+            Vec::new()
+        };
+        for line in lines.iter().rev().filter(|l| !l.is_empty()) {
+            let Ok(v) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            if keep(&v) {
+                out.push(v);
+                if out.len() == n {
+                    break;
+                }
+            }
+        }
+        carry = partial;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +239,21 @@ mod tests {
             query(log.path(), None, Some("bob")).unwrap()[0]["op"],
             "tag.delete"
         );
+        let newest = newest(log.path(), 5, |v| v["user"] != "nobody").unwrap();
+        assert_eq!(newest[0]["user"], "bob");
+        assert_eq!(newest[1]["user"], "alice");
+        let one = super::newest(log.path(), 1, |v| v["user"] == "alice").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0]["user"], "alice");
+        // Across many 64 KiB blocks, lines cut by block edges included.
+        for i in 0..1500 {
+            let who = Identity::local(if i % 7 == 0 { "carol" } else { "dave" });
+            log.record(&who, &AuditEvent::new("tag.put"));
+        }
+        let carol = super::newest(log.path(), 1000, |v| v["user"] == "carol").unwrap();
+        assert_eq!(carol.len(), 215);
+        let all = super::newest(log.path(), 10_000, |_| true).unwrap();
+        assert_eq!(all.len(), 1502);
+        assert_eq!(all[1501]["user"], "alice");
     }
 }

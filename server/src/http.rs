@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 use crate::registry::{Identity, Registry};
 
 /// Accepts connections on `listener` forever, one task per connection.
-/// On a loopback address every request passes [`loopback_refusal`] first.
+/// On a loopback address every request passes [`loopback_refusal`] first,
+/// and the catalog pages are served beside the registry API.
 pub async fn serve_http(
     listener: TcpListener,
     registry: Arc<Registry>,
@@ -52,6 +53,15 @@ pub async fn serve_http(
             })
         }) as Arc<crate::registry::RequestGuard>
     });
+    let catalog = is_loopback(&listen).then(|| {
+        let in_process = crate::registry::in_process::InProcessRegistry::new(
+            registry.clone(),
+            Identity::local(&user),
+        );
+        let transport = berth_transport::transport::Transport::InProcess(Arc::new(in_process));
+        let root = registry.store().paths().root().display().to_string();
+        crate::catalog::Catalog::new(Arc::new(transport), listen, &root)
+    });
     loop {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
@@ -62,8 +72,12 @@ pub async fn serve_http(
             client: Some(peer.to_string()),
         };
         let guard = guard.clone();
+        let catalog = catalog.clone();
         tokio::spawn(async move {
-            if let Err(e) = registry.serve_connection_guarded(stream, who, guard).await {
+            if let Err(e) = registry
+                .serve_connection_guarded(stream, who, guard, catalog)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "http connection ended");
             }
         });

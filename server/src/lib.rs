@@ -33,6 +33,7 @@ pub mod access;
 pub mod admin;
 pub mod assets;
 pub mod audit;
+pub mod catalog;
 pub mod config;
 pub mod exec;
 pub mod hooks;

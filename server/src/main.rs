@@ -395,6 +395,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 args.root.display(),
                 args.user
             );
+            if berth_server::http::is_loopback(&addr) {
+                println!("catalog: http://{addr}/");
+            }
             berth_server::http::serve_http(listener, registry, args.user).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -4,6 +4,7 @@
 mod access;
 mod archive;
 mod authz;
+mod catalog;
 mod client;
 mod digests;
 mod fuzz;

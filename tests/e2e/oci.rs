@@ -153,10 +153,15 @@ fn conformance_suite_passes_over_http_and_through_the_shim() {
         &[],
     );
     let known = dir.path().join("state/known_hosts");
-    let shim = Shim::start(Some(&keyed.key.private), keyed.server.port(), &known);
+    let (_shim, shim_addr) = start_shim(
+        "root",
+        Some(&keyed.key.private),
+        keyed.server.port(),
+        &known,
+    );
     let (ok, summary) = run_conformance(
         &runner,
-        &shim.addr.to_string(),
+        &shim_addr.to_string(),
         &dir.path().join("report-shim"),
     );
     assert!(ok, "conformance through berth shim over SSH:\n{summary}");
@@ -191,12 +196,13 @@ fn an_artifact_pushed_by_oras_through_the_shim_is_listed_as_a_referrer() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let keyed = KeyedServer::start(&root, &dir.path().join("state"), &[]);
-    let shim = Shim::start(
+    let (_shim, shim_addr) = start_shim(
+        "root",
         Some(&keyed.key.private),
         keyed.server.port(),
         &dir.path().join("state/known_hosts"),
     );
-    let mut c: Conn = tcp_conn(shim.addr);
+    let mut c: Conn = tcp_conn(shim_addr);
     let image = v2_push(&mut c, "team/app", "1.0", &[random_bytes(3000, 1601)]);
     let subject = descriptor(&mut c, "team/app", &image);
 
@@ -215,7 +221,7 @@ print(res.status_code, res.headers.get("OCI-Subject"), res.headers.get("Docker-C
 "#;
     let out = Command::new("python3")
         .args(["-c", script])
-        .arg(shim.addr.to_string())
+        .arg(shim_addr.to_string())
         .arg(&image)
         .arg(subject["size"].to_string())
         .arg(&sbom)

@@ -6,6 +6,7 @@
 //! Transports call [`Registry::serve_connection`] with a byte stream and the
 //! [`Identity`] SSH established; nothing else in the crate parses HTTP.
 
+pub mod browse;
 pub mod in_process;
 pub mod info;
 pub mod response;
@@ -273,6 +274,11 @@ impl Registry {
         &self.access
     }
 
+    /// The audit file (read by `/_berth/audit`, [`browse`]).
+    pub fn audit_path(&self) -> &std::path::Path {
+        self.audit.path()
+    }
+
     /// Appends an audit line for a completed write or delete, then hands a
     /// push or delete to the hooks and webhooks (which run on their own).
     pub async fn audit(&self, who: &Identity, event: AuditEvent) {
@@ -319,17 +325,19 @@ impl Registry {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        self.serve_connection_guarded(io, who, None).await
+        self.serve_connection_guarded(io, who, None, None).await
     }
 
     /// [`Registry::serve_connection`] where `guard`, when given, sees each
     /// request's headers first and may answer it instead (the loopback
-    /// listener's Host/Origin check, [`crate::http`]).
+    /// listener's Host/Origin check, [`crate::http`]), and `catalog`, when
+    /// given, answers the catalog's paths ([`crate::catalog`]).
     pub async fn serve_connection_guarded<IO>(
         self: Arc<Self>,
         io: IO,
         who: Identity,
         guard: Option<Arc<RequestGuard>>,
+        catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Result<(), hyper::Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
@@ -340,11 +348,17 @@ impl Registry {
             let registry = registry.clone();
             let who = who.clone();
             let refused = guard.as_ref().and_then(|g| g(req.headers()));
+            let catalog = catalog
+                .clone()
+                .filter(|_| crate::catalog::Catalog::is_catalog_path(req.uri().path()));
             async move {
                 if let Some(resp) = refused {
                     return Ok::<_, Infallible>(resp);
                 }
                 let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
+                if let Some(catalog) = catalog {
+                    return Ok::<_, Infallible>(catalog.answer(req).await);
+                }
                 Ok::<_, Infallible>(registry.handle(req, &who).await)
             }
         });
@@ -416,6 +430,13 @@ impl Registry {
         let path = req.uri().path().to_string();
         if path == "/_berth/info" || path == "/_berth/info/" {
             return info::handle(self, who);
+        }
+        if path.starts_with("/_berth/") {
+            let method = req.method().clone();
+            let query = req.uri().query().map(str::to_string);
+            if let Some(resp) = browse::handle(self, &path, &method, query.as_deref(), who).await {
+                return resp;
+            }
         }
         if let Some(route) = route::parse_v1(&path) {
             if let Some(reason) = self.refused_write(req.method()) {

@@ -27,6 +27,7 @@
 //!   _berth/manifests/<key>           media type of a pool blob that is a manifest
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
+//!   _berth/uncompressed/<hex>        uncompressed size of a pool layer blob (catalog pages)
 //!   _berth/v1ids/key                 secret that keys the V1 ids given to squatted projections
 //!   _berth/v1ids/<hex>               V1 id given to a projected step whose own id was squatted
 //! ```
@@ -304,6 +305,12 @@ impl Paths {
     /// `_berth/v1layers/<id>`: cached blob facts of a V1 image's layer.
     pub fn v1_layer_info(&self, id: &ImageId) -> PathBuf {
         self.berth_dir().join("v1layers").join(id.as_str())
+    }
+
+    /// `_berth/uncompressed/<hex>`: the uncompressed size of a pool layer
+    /// blob, computed once for the catalog's image page (`store::layers`).
+    pub fn uncompressed_size(&self, digest: &Digest) -> PathBuf {
+        self.berth_dir().join("uncompressed").join(digest.hex())
     }
 
     /// `_berth/v1ids/`: V1 ids of projected steps whose own id was squatted.

@@ -59,7 +59,11 @@ fn repo_known(store: &Store, repo: &RepoName) -> std::io::Result<bool> {
 }
 
 /// Resolves a tag: the V2 record, else the V1 tag's derived manifest.
-fn resolve_tag(store: &Store, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, Vec<V2Error>> {
+pub(crate) fn resolve_tag(
+    store: &Store,
+    repo: &RepoName,
+    tag: &Tag,
+) -> Result<Option<Digest>, Vec<V2Error>> {
     if let Some(rec) = store.v2_tag(repo, tag).v2()? {
         return Ok(Some(rec.digest));
     }
