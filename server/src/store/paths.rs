@@ -25,6 +25,8 @@
 //!   _berth/v2/<ns>/<repo>/_referrers/<subject key>/<key>  descriptor of a manifest pushed
 //!                                    here whose `subject` is that digest (the referrers API)
 //!   _berth/manifests/<key>           media type of a pool blob that is a manifest
+//!   _berth/layerfacts/<key>          diff_id, uncompressed size and compression of a pool
+//!                                    blob that is a layer (gzip, zstd or plain tar)
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
 //!   _berth/v1ids/key                 secret that keys the V1 ids given to squatted projections
@@ -283,6 +285,17 @@ impl Paths {
     /// `_berth/manifests/<key>`: the media type a manifest was pushed with.
     pub fn manifest_record(&self, digest: &Digest) -> PathBuf {
         self.manifest_records_dir().join(Paths::digest_key(digest))
+    }
+
+    /// `_berth/layerfacts/`: the layer fact records.
+    pub fn layer_facts_dir(&self) -> PathBuf {
+        self.berth_dir().join("layerfacts")
+    }
+
+    /// `_berth/layerfacts/<key>`: diff_id and uncompressed size of the
+    /// layer blob `digest` (`store::layer_facts`).
+    pub fn layer_facts(&self, digest: &Digest) -> PathBuf {
+        self.layer_facts_dir().join(Paths::digest_key(digest))
     }
 
     /// `_berth/derived/<id>`: the V2 form generated once for a V1 top image.
