@@ -13,6 +13,7 @@ mod isolation_ops;
 mod isolation_ssh;
 mod isolation_v1;
 mod isolation_v2;
+mod layer_facts;
 mod mirror;
 mod oci;
 mod resume;

@@ -392,12 +392,16 @@ mod tests {
         // Concatenated gzip members are one layer (pigz, docker's writers).
         let mut two = gzip(&tar[..1000]);
         two.extend(gzip(&tar[1000..]));
-        assert_eq!(measure(&two[..]).unwrap().facts.diff_id, Digest::of_bytes(&tar));
+        assert_eq!(
+            measure(&two[..]).unwrap().facts.diff_id,
+            Digest::of_bytes(&tar)
+        );
     }
 
     #[test]
     fn json_is_measured_but_not_a_layer() {
-        let json = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let json =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
         let m = measure(&json[..]).unwrap();
         assert!(!m.is_layer);
         assert_eq!(m.facts, expected(json, Compression::None));
@@ -409,13 +413,19 @@ mod tests {
         let mid = gz.len() / 2;
         gz[mid..mid + 64].fill(0xAA);
         let e = measure(&gz[..]).unwrap_err();
-        assert!(matches!(e, FactsError::Corrupt(ref m) if m.contains("gzip")), "{e}");
+        assert!(
+            matches!(e, FactsError::Corrupt(ref m) if m.contains("gzip")),
+            "{e}"
+        );
         let truncated = &gzip(&tar_of(100_000, 1))[..200];
         assert!(matches!(measure(truncated), Err(FactsError::Corrupt(_))));
         let mut zst = zstd::encode_all(&tar_of(100_000, 1)[..], 3).unwrap();
         zst.truncate(zst.len() - 10);
         let e = measure(&zst[..]).unwrap_err();
-        assert!(matches!(e, FactsError::Corrupt(ref m) if m.contains("zstd")), "{e}");
+        assert!(
+            matches!(e, FactsError::Corrupt(ref m) if m.contains("zstd")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -428,7 +438,11 @@ mod tests {
                 t.feed(Bytes::copy_from_slice(c));
             }
             let m = t.finish().unwrap();
-            assert_eq!(m.facts, expected(&tar, Compression::Gzip), "chunks of {size}");
+            assert_eq!(
+                m.facts,
+                expected(&tar, Compression::Gzip),
+                "chunks of {size}"
+            );
         }
         // A corrupt stream ends the thread early; feeding more is harmless.
         let t = FactsThread::spawn().unwrap();

@@ -10,6 +10,12 @@
 //! removed. Sessions untouched for [`UPLOAD_MAX_IDLE`] are swept when a new
 //! one starts.
 //!
+//! Layer facts (issue 17): a session whose bytes all stream through this
+//! process (from offset 0, in one PATCH or several, then the close) is
+//! measured on the way by a [`FactsThread`] kept with the cached hash; the
+//! close records its diff_id next to the blob. A session another process
+//! wrote part of is not measured here: its facts are computed on demand.
+//!
 //! Resuming (`docs/storage.md`, #7): a request whose body breaks off keeps the
 //! bytes that arrived, so the session's offset is where the client can go on
 //! from, through this process or any other on the same store. Appends and
@@ -53,6 +59,7 @@ use tokio::sync::mpsc;
 
 use super::atomic::{sync_parent, FileLock, TempFile};
 use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER};
+use super::layer_facts::{FactsThread, LayerFacts};
 use super::transient::{is_transient, retry};
 use super::Store;
 use crate::names::{Algorithm, Digest};
@@ -160,23 +167,40 @@ impl From<UploadError> for io::Error {
     }
 }
 
-/// Running hashes of sessions written by this process: path → (offset, state).
-fn hash_cache() -> &'static Mutex<HashMap<PathBuf, (u64, Sha256)>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (u64, Sha256)>>> = OnceLock::new();
+/// What this process knows of a session it wrote, at one offset: the
+/// running sha256, and the layer-facts thread when it saw every byte.
+struct Running {
+    offset: u64,
+    hash: Sha256,
+    facts: Option<FactsThread>,
+}
+
+type HashCache = Mutex<HashMap<PathBuf, Running>>;
+
+/// Running hashes of sessions written by this process, by path.
+fn hash_cache() -> &'static HashCache {
+    static CACHE: OnceLock<HashCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn cache_take(path: &Path, offset: u64) -> Option<Sha256> {
+fn cache_take(path: &Path, offset: u64) -> Option<(Sha256, Option<FactsThread>)> {
     let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
     match map.remove(path) {
-        Some((o, h)) if o == offset => Some(h),
+        Some(r) if r.offset == offset => Some((r.hash, r.facts)),
         _ => None,
     }
 }
 
-fn cache_put(path: &Path, offset: u64, h: Sha256) {
+fn cache_put(path: &Path, offset: u64, hash: Sha256, facts: Option<FactsThread>) {
     let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
-    map.insert(path.to_path_buf(), (offset, h));
+    map.insert(
+        path.to_path_buf(),
+        Running {
+            offset,
+            hash,
+            facts,
+        },
+    );
 }
 
 fn cache_forget(path: &Path) {
@@ -348,9 +372,9 @@ impl Store {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (offset, hasher, lock) = self.append_inner(id, body, start).await?;
+        let (offset, hasher, facts, lock) = self.append_inner(id, body, start).await?;
         let digest = Digest::from_sha256(&hasher.clone().finalize());
-        cache_put(&self.paths().upload_data(id), offset, hasher);
+        cache_put(&self.paths().upload_data(id), offset, hasher, facts);
         drop(lock);
         Ok((offset, digest))
     }
@@ -359,24 +383,25 @@ impl Store {
     /// with `start`, it must begin at the current offset, else nothing
     /// changes), verifies the digest over everything in its own algorithm,
     /// publishes the blob into the pool and removes the session. A mismatch
-    /// removes the session too. Returns the size.
+    /// removes the session too. Returns the size, and the blob's layer
+    /// facts when this process measured every byte of it (module doc).
     pub async fn finish_upload<B>(
         &self,
         id: &UploadId,
         body: B,
         expected: &Digest,
         start: Option<u64>,
-    ) -> Result<u64, UploadError>
+    ) -> Result<(u64, Option<LayerFacts>), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (size, hasher, lock) = self.append_inner(id, body, start).await?;
+        let (size, hasher, facts, lock) = self.append_inner(id, body, start).await?;
         let streamed = Digest::from_sha256(&hasher.finalize());
         let store = self.clone();
         let id = id.clone();
         let expected = expected.clone();
-        tokio::task::spawn_blocking(move || -> Result<u64, UploadError> {
+        tokio::task::spawn_blocking(move || -> Result<(u64, Option<LayerFacts>), UploadError> {
             // Held until the session is gone: no append can slip in between
             // the digest check and the link (the pool entry shares the inode).
             let _lock = lock;
@@ -401,21 +426,27 @@ impl Store {
                 }
             }
             store.remove_session(&id)?;
-            Ok(size)
+            let facts = facts.and_then(|f| store.keep_measured(&expected, f.finish()));
+            Ok((size, facts))
         })
         .await
         .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))?
     }
 
     /// Monolithic upload (POST `?digest=` with a body, `v2-compat.md` §1.5):
-    /// streams to a temp file, verifies, publishes. Returns the size.
-    pub async fn put_blob<B>(&self, body: B, expected: &Digest) -> Result<u64, UploadError>
+    /// streams to a temp file, verifies, publishes, and records the layer
+    /// facts measured on the way. Returns the size and those facts.
+    pub async fn put_blob<B>(
+        &self,
+        body: B,
+        expected: &Digest,
+    ) -> Result<(u64, Option<LayerFacts>), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
         let temp = TempFile::new_in(&self.paths().uploads_dir(), "blob")?;
-        let done = ingest(body, temp, None, expected.algorithm()).await?;
+        let done = ingest(body, temp, None, expected.algorithm(), true).await?;
         if &done.digest != expected {
             return Err(UploadError::DigestMismatch {
                 expected: expected.clone(),
@@ -425,10 +456,14 @@ impl Store {
         let store = self.clone();
         let digest = done.digest.clone();
         let size = done.size;
-        tokio::task::spawn_blocking(move || store.commit_blob(done.temp, &digest))
-            .await
-            .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))??;
-        Ok(size)
+        let measured = done.measured;
+        let facts = tokio::task::spawn_blocking(move || -> io::Result<Option<LayerFacts>> {
+            store.commit_blob(done.temp, &digest)?;
+            Ok(measured.and_then(|m| store.keep_measured(&digest, m)))
+        })
+        .await
+        .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))??;
+        Ok((size, facts))
     }
 
     /// Removes sessions whose data was last written more than `max_idle` ago.
@@ -468,14 +503,15 @@ impl Store {
     }
 
     /// Streams `body` onto the end of the session's data file and returns the
-    /// new size with the sha256 state over the whole file, and the session
-    /// lock (held throughout). A body that breaks off keeps what arrived.
+    /// new size with the sha256 state over the whole file, the layer-facts
+    /// thread when it has seen every byte, and the session lock (held
+    /// throughout). A body that breaks off keeps what arrived.
     async fn append_inner<B>(
         &self,
         id: &UploadId,
         body: B,
         start: Option<u64>,
-    ) -> Result<(u64, Sha256, FileLock), UploadError>
+    ) -> Result<(u64, Sha256, Option<FactsThread>, FileLock), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -515,16 +551,26 @@ impl Store {
         let cached = cache_take(&data, offset);
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
         let path = data.clone();
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, Sha256)> {
+        type Written = (u64, Sha256, Option<FactsThread>);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<Written> {
             let mut file = file;
-            let mut h = match cached {
-                Some(h) => h,
-                None => rehash(&path, offset)?,
+            let (mut h, facts) = match cached {
+                Some(cached) => cached,
+                None => (rehash(&path, offset)?, None),
+            };
+            // Measured only when this process sees the session from its start.
+            let facts = match facts {
+                Some(f) => Some(f),
+                None if offset == 0 => FactsThread::spawn().ok(),
+                None => None,
             };
             let mut size = offset;
             {
                 let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut file);
                 while let Some(chunk) = rx.blocking_recv() {
+                    if let Some(f) = &facts {
+                        f.feed(chunk.clone());
+                    }
                     h.update(&chunk);
                     out.write_all(&chunk)?;
                     size += chunk.len() as u64;
@@ -532,7 +578,7 @@ impl Store {
                 out.flush()?;
             }
             file.sync_data()?;
-            Ok((size, h))
+            Ok((size, h, facts))
         });
         let body_error = forward_body(body, tx).await;
         let result = writer
@@ -540,11 +586,11 @@ impl Store {
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|r| r);
         let failure = match (body_error, result) {
-            (None, Ok((size, h))) => return Ok((size, h, lock)),
+            (None, Ok((size, h, facts))) => return Ok((size, h, facts, lock)),
             // Everything that arrived is on disk and hashed: keep it, so the
             // client resumes from here instead of resending this request.
-            (Some(e), Ok((size, h))) => {
-                cache_put(&data, size, h);
+            (Some(e), Ok((size, h, facts))) => {
+                cache_put(&data, size, h, facts);
                 return Err(UploadError::Interrupted(e));
             }
             (Some(e), Err(_)) => UploadError::Interrupted(e),

@@ -7,7 +7,9 @@
 //!   `<repo>` and the blob is linked there (without an access file: when the
 //!   pool has it, every key may read everything then), else a session (202);
 //!   `?digest=<d>` with a body → 201
-//!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch.
+//!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch. The 201 carries
+//!   `Berth-Diff-Id` / `Berth-Uncompressed-Size` for a layer (measured
+//!   while the body streamed in, `store::layer_facts`).
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
 //!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]).
 //!   Without `Content-Range` the body is streamed as is;
@@ -17,7 +19,9 @@
 //!   rules as a PATCH) → 201 + `Docker-Content-Digest`; 400 `DIGEST_INVALID`
 //!   (session dropped) on mismatch or a missing digest. `<d>` is `sha256:` or
 //!   `sha512:`; a malformed digest or another algorithm is 400 `DIGEST_INVALID`
-//!   (distribution spec, "Pushing blobs").
+//!   (distribution spec, "Pushing blobs"). The 201 carries `Berth-Diff-Id`
+//!   / `Berth-Uncompressed-Size` when this process measured the whole
+//!   session (every byte streamed through it) and the blob is a layer.
 //! * Chunk order (distribution spec: "If a chunk is uploaded out of order, the
 //!   registry MUST respond with a `416`", for the PATCH and the closing PUT's
 //!   chunk alike): 416 `RANGE_INVALID` with `Range: 0-<offset-1>`, `Location`
@@ -52,7 +56,7 @@ use http::{header, Response, StatusCode};
 
 use super::errors::{ErrorCode, OrV2, V2Error};
 use super::routes::{query_param, Name};
-use super::{located, with_digest, V2Result};
+use super::{located, with_digest, with_layer_facts, V2Result};
 use crate::names::Digest;
 use crate::registry::{blocking, response, Identity, Registry, ReqBody, RespBody};
 use crate::store::manifests::LinkVia;
@@ -257,7 +261,7 @@ pub async fn start(
         }
     };
     if let Some(digest) = digest {
-        let size = store.put_blob(body, &digest).await.v2()?;
+        let (size, facts) = store.put_blob(body, &digest).await.v2()?;
         link(&store, name, &digest).await?;
         tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
         reg.audit(
@@ -270,9 +274,12 @@ pub async fn start(
             },
         )
         .await;
-        return Ok(with_digest(
-            located(StatusCode::CREATED, &blob_location(name, &digest)),
-            &digest,
+        return Ok(with_layer_facts(
+            with_digest(
+                located(StatusCode::CREATED, &blob_location(name, &digest)),
+                &digest,
+            ),
+            facts.as_ref(),
         ));
     }
     drop(body);
@@ -428,7 +435,7 @@ pub async fn close(
         }
     };
     let mut body = body;
-    let size = match store
+    let (size, facts) = match store
         .finish_upload(&id, &mut body, &digest, range.map(|(a, _)| a))
         .await
     {
@@ -452,9 +459,12 @@ pub async fn close(
         },
     )
     .await;
-    Ok(with_digest(
-        located(StatusCode::CREATED, &blob_location(name, &digest)),
-        &digest,
+    Ok(with_layer_facts(
+        with_digest(
+            located(StatusCode::CREATED, &blob_location(name, &digest)),
+            &digest,
+        ),
+        facts.as_ref(),
     ))
 }
 
