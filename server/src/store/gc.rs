@@ -65,7 +65,7 @@ pub struct GcReport {
     pub images: usize,
     /// Pool blobs (layers, configs, manifests).
     pub blobs: usize,
-    /// Manifest, derived and layer-info records.
+    /// Manifest, derived, layer-info and layer facts records.
     pub records: usize,
     /// Per-repository blob links.
     pub links: usize,
@@ -502,6 +502,24 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         if let Some(freed) = remove_counted(&path)? {
             r.blobs += 1;
             r.bytes += freed;
+            // Its layer facts go with it.
+            if remove_durable(&p.layer_facts(&d))? {
+                r.records += 1;
+            }
+        }
+    }
+
+    // 4. Layer facts records whose blob is gone (an older gc, a crash
+    // between the two removals).
+    for (name, path) in entries(&p.layer_facts_dir())? {
+        let Some(d) = Paths::digest_of_key(&name) else {
+            continue;
+        };
+        if p.blob(&d).exists() || !old(&path, grace)? {
+            continue;
+        }
+        if dry || remove_durable(&path)? {
+            r.records += 1;
         }
     }
     Ok(r)
@@ -588,6 +606,7 @@ mod tests {
                 store,
                 &FsckOptions {
                     repair: false,
+                    deep: false,
                     grace: Duration::ZERO,
                 },
             )
@@ -701,6 +720,7 @@ mod tests {
             &store,
             &FsckOptions {
                 repair: false,
+                deep: false,
                 grace: Duration::ZERO,
             },
         )
@@ -724,6 +744,7 @@ mod tests {
             &store,
             &FsckOptions {
                 repair: false,
+                deep: false,
                 grace: Duration::ZERO,
             },
         )

@@ -484,4 +484,65 @@ mod tests {
         assert!(store.ensure_layer_facts(&absent).unwrap().is_none());
         assert!(LayerFacts::from_record(b"{\"diff_id\":\"x\"}").is_err());
     }
+
+    #[test]
+    fn gc_removes_a_record_with_its_blob_and_fsck_checks_records() {
+        use crate::store::fsck::{fsck, FsckOptions, Severity};
+        use crate::store::gc::{gc, GcOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tar = tar_of(10_000, 5);
+        let d = store.put_small_blob(&gzip(&tar)).unwrap();
+        store.ensure_layer_facts(&d).unwrap();
+        let fsck_with = |deep: bool| {
+            let opts = FsckOptions {
+                repair: false,
+                deep,
+                grace: std::time::Duration::ZERO,
+            };
+            let r = fsck(&store, &opts).unwrap();
+            r.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Problem)
+                .map(|f| f.message.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(fsck_with(true), Vec::<String>::new());
+        // A wrong record: only --deep sees it.
+        let wrong = LayerFacts {
+            uncompressed_size: 1,
+            ..store.layer_facts(&d).unwrap().unwrap()
+        };
+        store.record_layer_facts(&d, &wrong).unwrap();
+        assert_eq!(fsck_with(false), Vec::<String>::new());
+        assert!(
+            fsck_with(true)[0].contains("uncompresses to"),
+            "{:?}",
+            fsck_with(true)
+        );
+        // A record that does not parse, and one without its blob.
+        let other = Digest::parse(&format!("sha256:{}", "1".repeat(64))).unwrap();
+        std::fs::write(store.paths().layer_facts(&other), b"{}").unwrap();
+        let problems = fsck_with(false);
+        assert!(
+            problems.iter().any(|m| m.contains("does not parse")),
+            "{problems:?}"
+        );
+        store.record_layer_facts(&other, &wrong).unwrap();
+        let problems = fsck_with(false);
+        assert!(
+            problems.iter().any(|m| m.contains("without its blob")),
+            "{problems:?}"
+        );
+        // gc: the unreferenced blob goes, and both records with it.
+        let opts = GcOptions {
+            grace: std::time::Duration::ZERO,
+            dry_run: false,
+        };
+        let report = gc(&store, &opts).unwrap();
+        assert!(report.blobs >= 1 && report.records >= 2, "{report:?}");
+        assert!(!store.paths().blob(&d).exists());
+        assert!(!store.paths().layer_facts(&d).exists());
+        assert!(!store.paths().layer_facts(&other).exists());
+    }
 }

@@ -689,7 +689,7 @@ mod tests {
             .finish_upload(&id, body(b"world"), &want, None)
             .await
             .unwrap();
-        assert_eq!(size, 11);
+        assert_eq!(size.0, 11);
         assert_eq!(store.blob_size(&want).unwrap(), Some(11));
         assert_eq!(store.upload_offset(&id).unwrap(), None);
         assert!(matches!(
@@ -730,7 +730,8 @@ mod tests {
             store
                 .finish_upload(&id, body(b""), &want, None)
                 .await
-                .unwrap(),
+                .unwrap()
+                .0,
             23
         );
         assert_eq!(store.blob_size(&want).unwrap(), Some(23));
@@ -772,7 +773,7 @@ mod tests {
             store.put_blob(body(b"blub"), &d).await,
             Err(UploadError::DigestMismatch { .. })
         ));
-        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap(), 4);
+        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap().0, 4);
         assert_eq!(store.blob_size(&d).unwrap(), Some(4));
     }
 
@@ -883,7 +884,7 @@ mod tests {
             .finish_upload(&id, body(b"chunk two"), &want, Some(11))
             .await
             .unwrap();
-        assert_eq!(size, 20);
+        assert_eq!(size.0, 20);
         assert_eq!(store.blob_size(&want).unwrap(), Some(20));
         assert_eq!(
             fs::read(store.paths().blob(&want)).unwrap(),
@@ -917,7 +918,7 @@ mod tests {
             Err(UploadError::DigestMismatch { .. })
         ));
         assert_eq!(store.blob_size(&d).unwrap(), None);
-        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap(), 4);
+        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap().0, 4);
         assert_eq!(store.blob_size(&d).unwrap(), Some(4));
         // The same bytes under sha256 are another name, not this one.
         assert_eq!(store.blob_size(&Digest::of_bytes(b"blob")).unwrap(), None);
@@ -948,7 +949,8 @@ mod tests {
             store
                 .finish_upload(&id, body(b"tail"), &want, Some(5))
                 .await
-                .unwrap(),
+                .unwrap()
+                .0,
             9
         );
         assert_eq!(store.blob_size(&want).unwrap(), Some(9));

@@ -790,6 +790,7 @@ mod tests {
             &store,
             &crate::store::fsck::FsckOptions {
                 repair: false,
+                deep: false,
                 grace: std::time::Duration::from_secs(3600),
             },
         )
@@ -835,6 +836,7 @@ mod tests {
             &store,
             &crate::store::fsck::FsckOptions {
                 repair: false,
+                deep: false,
                 grace: std::time::Duration::from_secs(3600),
             },
         )
