@@ -139,9 +139,9 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// sha256 and length of everything `r` yields.
-fn hash_all(mut r: impl Read) -> io::Result<(Digest, u64)> {
-    let mut h = Algorithm::Sha256.hasher();
+/// Digest (in `algorithm`) and length of everything `r` yields.
+fn hash_all(mut r: impl Read, algorithm: Algorithm) -> io::Result<(Digest, u64)> {
+    let mut h = algorithm.hasher();
     let mut buf = vec![0u8; READ_SIZE];
     let mut total = 0u64;
     loop {
@@ -173,6 +173,12 @@ impl<R: Read> Read for Source<R> {
 /// first bytes, inflates gzip (every member) or zstd (every frame), and
 /// hashes the uncompressed bytes.
 pub fn measure(r: impl Read) -> Result<Measured, FactsError> {
+    measure_as(r, Algorithm::Sha256)
+}
+
+/// [`measure`] with the uncompressed bytes hashed in `algorithm` (a config
+/// may name sha512 diff_ids; only sha256 facts are recorded).
+pub fn measure_as(r: impl Read, algorithm: Algorithm) -> Result<Measured, FactsError> {
     let mut src = Source {
         inner: r,
         failed: false,
@@ -184,9 +190,11 @@ pub fn measure(r: impl Read) -> Result<Measured, FactsError> {
     let is_layer = compression != Compression::None || looks_like_tar(&head);
     let whole = io::Cursor::new(head).chain(&mut src);
     let result = match compression {
-        Compression::Gzip => hash_all(flate2::read::MultiGzDecoder::new(whole)),
-        Compression::Zstd => zstd::stream::read::Decoder::new(whole).and_then(hash_all),
-        Compression::None => hash_all(whole),
+        Compression::Gzip => hash_all(flate2::read::MultiGzDecoder::new(whole), algorithm),
+        Compression::Zstd => {
+            zstd::stream::read::Decoder::new(whole).and_then(|d| hash_all(d, algorithm))
+        }
+        Compression::None => hash_all(whole, algorithm),
     };
     match result {
         Ok((diff_id, uncompressed_size)) => Ok(Measured {
@@ -324,6 +332,25 @@ impl Store {
             self.record_layer_facts(digest, &measured.facts)?;
         }
         Ok(Some(measured.facts))
+    }
+
+    /// The digest, in `algorithm`, of blob `digest`'s uncompressed bytes:
+    /// the recorded diff_id for sha256 ([`Store::ensure_layer_facts`]),
+    /// otherwise streamed from the pool file (not recorded). `None` when
+    /// the pool has no such blob.
+    pub fn uncompressed_digest(
+        &self,
+        digest: &Digest,
+        algorithm: Algorithm,
+    ) -> Result<Option<Digest>, FactsError> {
+        if algorithm == Algorithm::Sha256 {
+            return Ok(self.ensure_layer_facts(digest)?.map(|f| f.diff_id));
+        }
+        let Some((file, _)) = self.open_blob(digest)? else {
+            return Ok(None);
+        };
+        let m = measure_as(BufReader::with_capacity(READ_SIZE, file), algorithm)?;
+        Ok(Some(m.facts.diff_id))
     }
 
     /// Recomputes the facts of blob `digest` from its bytes (`fsck --deep`).

@@ -18,7 +18,7 @@
 use serde_json::{json, Value};
 
 use super::errors::{ErrorCode, OrV2, V2Error};
-use crate::names::Digest;
+use crate::names::{Algorithm, Digest};
 use crate::store::layer_facts::FactsError;
 use crate::store::media;
 use crate::store::translate::{self, Descriptor};
@@ -78,8 +78,12 @@ pub fn check(store: &Store, manifest: &Value) -> Result<(), Vec<V2Error>> {
         if media::is_nondistributable(&layer.media_type) || !is_checkable_layer(&layer.media_type) {
             continue;
         }
-        let facts = match store.ensure_layer_facts(&layer.digest) {
-            Ok(Some(facts)) => facts,
+        // A config names sha256 diff_ids, or (OCI 1.1) sha512 ones.
+        let algorithm = Digest::parse(says)
+            .map(|d| d.algorithm())
+            .unwrap_or(Algorithm::Sha256);
+        let actual = match store.uncompressed_digest(&layer.digest, algorithm) {
+            Ok(Some(actual)) => actual,
             Ok(None) => {
                 return Err(layer_error(
                     index,
@@ -98,13 +102,13 @@ pub fn check(store: &Store, manifest: &Value) -> Result<(), Vec<V2Error>> {
             }
             Err(FactsError::Io(e)) => return Err(vec![V2Error::internal(e)]),
         };
-        if facts.diff_id.as_str() != says {
+        if actual.as_str() != says {
             return Err(layer_error(
                 index,
                 layer,
                 format!(
                     "layer {index} ({}) uncompresses to {}, but the config's rootfs.diff_ids[{index}] says {says}",
-                    layer.digest, facts.diff_id
+                    layer.digest, actual
                 ),
                 Some(says),
             ));

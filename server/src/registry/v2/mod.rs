@@ -78,8 +78,10 @@ pub async fn handle(
     };
     resp.headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
-    resp.headers_mut()
-        .insert(VERIFIES_HEADER, HeaderValue::from_static(VERIFIES));
+    if !reg.config().skip_diff_id_check {
+        resp.headers_mut()
+            .insert(VERIFIES_HEADER, HeaderValue::from_static(VERIFIES));
+    }
     resp
 }
 
