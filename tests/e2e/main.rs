@@ -23,3 +23,4 @@ mod ssh;
 mod storage;
 mod v1;
 mod v2;
+mod verify_push;

@@ -762,7 +762,12 @@ mod tests {
             .unwrap();
         let session = store.start_upload().unwrap();
         store
-            .append_upload(&session, Full::new(Bytes::from_static(b"half")), None)
+            .append_upload(
+                &session,
+                Full::new(Bytes::from_static(b"half")),
+                None,
+                false,
+            )
             .await
             .unwrap();
         let r = gc(

@@ -59,7 +59,7 @@ use tokio::sync::mpsc;
 
 use super::atomic::{sync_parent, FileLock, TempFile};
 use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER};
-use super::layer_facts::{FactsThread, LayerFacts};
+use super::layer_facts::{FactsThread, LayerFacts, Measured};
 use super::transient::{is_transient, retry};
 use super::Store;
 use crate::names::{Algorithm, Digest};
@@ -167,12 +167,31 @@ impl From<UploadError> for io::Error {
     }
 }
 
+/// The layer measurement of a session whose every byte this process saw.
+pub(crate) enum Measuring {
+    /// Still being fed.
+    Running(FactsThread),
+    /// Finished at a PATCH the client said was its last (`Berth-Last-Chunk`):
+    /// the result (`None`: not a readable layer), kept for the close.
+    Done(Option<Measured>),
+}
+
+impl Measuring {
+    /// The result, once finished.
+    fn finish(self) -> Option<Measured> {
+        match self {
+            Measuring::Running(t) => t.finish().ok(),
+            Measuring::Done(m) => m,
+        }
+    }
+}
+
 /// What this process knows of a session it wrote, at one offset: the
-/// running sha256, and the layer-facts thread when it saw every byte.
+/// running sha256, and the layer measurement when it saw every byte.
 struct Running {
     offset: u64,
     hash: Sha256,
-    facts: Option<FactsThread>,
+    facts: Option<Measuring>,
 }
 
 type HashCache = Mutex<HashMap<PathBuf, Running>>;
@@ -183,7 +202,7 @@ fn hash_cache() -> &'static HashCache {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn cache_take(path: &Path, offset: u64) -> Option<(Sha256, Option<FactsThread>)> {
+fn cache_take(path: &Path, offset: u64) -> Option<(Sha256, Option<Measuring>)> {
     let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
     match map.remove(path) {
         Some(r) if r.offset == offset => Some((r.hash, r.facts)),
@@ -191,7 +210,7 @@ fn cache_take(path: &Path, offset: u64) -> Option<(Sha256, Option<FactsThread>)>
     }
 }
 
-fn cache_put(path: &Path, offset: u64, hash: Sha256, facts: Option<FactsThread>) {
+fn cache_put(path: &Path, offset: u64, hash: Sha256, facts: Option<Measuring>) {
     let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
     map.insert(
         path.to_path_buf(),
@@ -361,22 +380,30 @@ impl Store {
     /// sha256 of everything the session holds (the running hash, so
     /// reporting it costs nothing: a client can check it instead of hashing
     /// the bytes it sent itself). On any failure the data file is cut back
-    /// to where it was.
+    /// to where it was. With `last` (the client sends nothing more before
+    /// the close), the layer measurement of a session this process saw
+    /// whole is finished and returned too: a client can compare the diff_id
+    /// with the image config's before it commits anything.
     pub async fn append_upload<B>(
         &self,
         id: &UploadId,
         body: B,
         start: Option<u64>,
-    ) -> Result<(u64, Digest), UploadError>
+        last: bool,
+    ) -> Result<(u64, Digest, Option<Measured>), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (offset, hasher, facts, lock) = self.append_inner(id, body, start).await?;
+        let (offset, hasher, facts, lock) = self.append_inner(id, body, start, last).await?;
         let digest = Digest::from_sha256(&hasher.clone().finalize());
+        let measured = match &facts {
+            Some(Measuring::Done(m)) => m.clone(),
+            _ => None,
+        };
         cache_put(&self.paths().upload_data(id), offset, hasher, facts);
         drop(lock);
-        Ok((offset, digest))
+        Ok((offset, digest, measured))
     }
 
     /// Closes a session (PUT `?digest=`): appends `body` (possibly empty;
@@ -396,7 +423,7 @@ impl Store {
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (size, hasher, facts, lock) = self.append_inner(id, body, start).await?;
+        let (size, hasher, facts, lock) = self.append_inner(id, body, start, false).await?;
         let streamed = Digest::from_sha256(&hasher.finalize());
         let store = self.clone();
         let id = id.clone();
@@ -426,7 +453,9 @@ impl Store {
                 }
             }
             store.remove_session(&id)?;
-            let facts = facts.and_then(|f| store.keep_measured(&expected, f.finish()));
+            let facts = facts
+                .and_then(Measuring::finish)
+                .and_then(|m| store.keep_measured(&expected, Ok(m)));
             Ok((size, facts))
         })
         .await
@@ -511,7 +540,8 @@ impl Store {
         id: &UploadId,
         body: B,
         start: Option<u64>,
-    ) -> Result<(u64, Sha256, Option<FactsThread>, FileLock), UploadError>
+        last: bool,
+    ) -> Result<(u64, Sha256, Option<Measuring>, FileLock), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -551,7 +581,7 @@ impl Store {
         let cached = cache_take(&data, offset);
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
         let path = data.clone();
-        type Written = (u64, Sha256, Option<FactsThread>);
+        type Written = (u64, Sha256, Option<Measuring>);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<Written> {
             let mut file = file;
             let (mut h, facts) = match cached {
@@ -559,17 +589,21 @@ impl Store {
                 None => (rehash(&path, offset)?, None),
             };
             // Measured only when this process sees the session from its start.
-            let facts = match facts {
+            let mut facts = match facts {
                 Some(f) => Some(f),
-                None if offset == 0 => FactsThread::spawn().ok(),
+                None if offset == 0 => FactsThread::spawn().ok().map(Measuring::Running),
                 None => None,
             };
             let mut size = offset;
             {
                 let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut file);
                 while let Some(chunk) = rx.blocking_recv() {
-                    if let Some(f) = &facts {
-                        f.feed(chunk.clone());
+                    match &facts {
+                        Some(Measuring::Running(f)) => f.feed(chunk.clone()),
+                        // Bytes after a finished measurement: it no longer
+                        // describes the session (computed on demand instead).
+                        Some(Measuring::Done(_)) => facts = None,
+                        None => {}
                     }
                     h.update(&chunk);
                     out.write_all(&chunk)?;
@@ -578,6 +612,9 @@ impl Store {
                 out.flush()?;
             }
             file.sync_data()?;
+            if last {
+                facts = facts.map(|f| Measuring::Done(f.finish()));
+            }
             Ok((size, h, facts))
         });
         let body_error = forward_body(body, tx).await;
@@ -670,13 +707,13 @@ mod tests {
         assert_eq!(store.upload_offset(&id).unwrap(), Some(0));
         assert_eq!(
             store
-                .append_upload(&id, body(b"hello "), Some(0))
+                .append_upload(&id, body(b"hello "), Some(0), false)
                 .await
                 .unwrap(),
-            (6, Digest::of_bytes(b"hello "))
+            (6, Digest::of_bytes(b"hello "), None)
         );
         assert!(matches!(
-            store.append_upload(&id, body(b"x"), Some(3)).await,
+            store.append_upload(&id, body(b"x"), Some(3), false).await,
             Err(UploadError::RangeInvalid {
                 offset: 6,
                 start: 3
@@ -693,7 +730,7 @@ mod tests {
         assert_eq!(store.blob_size(&want).unwrap(), Some(11));
         assert_eq!(store.upload_offset(&id).unwrap(), None);
         assert!(matches!(
-            store.append_upload(&id, body(b"x"), None).await,
+            store.append_upload(&id, body(b"x"), None, false).await,
             Err(UploadError::Unknown)
         ));
     }
@@ -713,15 +750,15 @@ mod tests {
         ];
         let cut = StreamBody::new(futures_util::stream::iter(frames));
         assert!(matches!(
-            store.append_upload(&id, cut, Some(0)).await,
+            store.append_upload(&id, cut, Some(0), false).await,
             Err(UploadError::Interrupted(_))
         ));
         assert_eq!(store.upload_offset(&id).unwrap(), Some(12));
         cache_forget(&store.paths().upload_data(&id));
         // The reported digest covers the session's bytes from the first one,
         // rehashed here since no process cached them.
-        let (offset, so_far) = store
-            .append_upload(&id, body(b"second half"), Some(12))
+        let (offset, so_far, _) = store
+            .append_upload(&id, body(b"second half"), Some(12), false)
             .await
             .unwrap();
         let want = Digest::of_bytes(b"first half, second half");
@@ -742,7 +779,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = store.start_upload().unwrap();
-        store.append_upload(&id, body(b"abc"), None).await.unwrap();
+        store
+            .append_upload(&id, body(b"abc"), None, false)
+            .await
+            .unwrap();
         let wrong = Digest::of_bytes(b"abd");
         assert!(matches!(
             store.finish_upload(&id, body(b""), &wrong, None).await,
@@ -791,7 +831,7 @@ mod tests {
         let first = {
             let (store, id) = (store.clone(), id.clone());
             let body = StreamBody::new(tokio_stream_from(rx));
-            tokio::spawn(async move { store.append_upload(&id, body, None).await })
+            tokio::spawn(async move { store.append_upload(&id, body, None, false).await })
         };
         tx.send(Ok(Frame::data(Bytes::from_static(b"first "))))
             .await
@@ -809,7 +849,9 @@ mod tests {
         }
         let mut second = {
             let (store, id) = (store.clone(), id.clone());
-            tokio::spawn(async move { store.append_upload(&id, body(b"second"), None).await })
+            tokio::spawn(
+                async move { store.append_upload(&id, body(b"second"), None, false).await },
+            )
         };
         // The second writer must be answered while the first still holds the
         // session (the old code queued it behind the lock and let it append
@@ -823,7 +865,7 @@ mod tests {
             .await
             .unwrap();
         drop(tx);
-        let (offset, _) = first.await.unwrap().unwrap();
+        let (offset, _, _) = first.await.unwrap().unwrap();
         assert_eq!(offset, 10);
         assert_eq!(
             String::from_utf8_lossy(&fs::read(&data).unwrap()),
@@ -846,7 +888,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = store.start_upload().unwrap();
         store
-            .append_upload(&id, body(b"good bytes"), None)
+            .append_upload(&id, body(b"good bytes"), None, false)
             .await
             .unwrap();
         // Another writer, bypassing this process, rewrites the data.
@@ -874,8 +916,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let want = Algorithm::Sha512.digest_of(b"chunk one, chunk two");
         let id = store.start_upload().unwrap();
-        let (offset, running) = store
-            .append_upload(&id, body(b"chunk one, "), Some(0))
+        let (offset, running, _) = store
+            .append_upload(&id, body(b"chunk one, "), Some(0), false)
             .await
             .unwrap();
         // The running hash reported to clients stays sha256.
@@ -897,7 +939,10 @@ mod tests {
         assert_eq!(store.upload_offset(&id).unwrap(), None);
 
         let id = store.start_upload().unwrap();
-        store.append_upload(&id, body(b"abc"), None).await.unwrap();
+        store
+            .append_upload(&id, body(b"abc"), None, false)
+            .await
+            .unwrap();
         let wrong = Algorithm::Sha512.digest_of(b"abd");
         assert!(matches!(
             store.finish_upload(&id, body(b""), &wrong, None).await,
@@ -933,7 +978,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = store.start_upload().unwrap();
         store
-            .append_upload(&id, body(b"head "), Some(0))
+            .append_upload(&id, body(b"head "), Some(0), false)
             .await
             .unwrap();
         let want = Digest::of_bytes(b"head tail");

@@ -11,7 +11,10 @@
 //!   `Berth-Diff-Id` / `Berth-Uncompressed-Size` for a layer (measured
 //!   while the body streamed in, `store::layer_facts`).
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
-//!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]).
+//!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]);
+//!   a PATCH sent with `Berth-Last-Chunk: true` ([`LAST_CHUNK_HEADER`]) of a
+//!   session measured whole also answers `Berth-Diff-Id` /
+//!   `Berth-Uncompressed-Size` of its bytes.
 //!   Without `Content-Range` the body is streamed as is;
 //!   with `Content-Range: a-b` the chunk must start at the offset and match
 //!   `Content-Length` (400 `SIZE_INVALID`).
@@ -76,6 +79,13 @@ fn blob_location(name: &Name, d: &Digest) -> String {
 /// against the archive's digest instead of hashing what it sends a second
 /// time (issue 9); other clients ignore it.
 pub const UPLOAD_DIGEST_HEADER: &str = "berth-upload-digest";
+
+/// berth's extension header on a PATCH request: `true` says no byte follows
+/// before the closing PUT. A session this process saw whole then answers
+/// with the diff_id and uncompressed size of its bytes (`Berth-Diff-Id`,
+/// `Berth-Uncompressed-Size`), so `berth push` compares them with the
+/// image config before committing anything (issue 17).
+pub const LAST_CHUNK_HEADER: &str = "berth-last-chunk";
 
 /// The 202/204 answer describing a session at `offset`; `digest` (of the
 /// bytes it holds) when known.
@@ -372,9 +382,13 @@ pub async fn patch(
         }
     };
     let mut body = body;
-    let (offset, digest) = match reg
+    let last = req
+        .headers
+        .get(LAST_CHUNK_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let (offset, digest, measured) = match reg
         .store()
-        .append_upload(&id, &mut body, range.map(|(a, _)| a))
+        .append_upload(&id, &mut body, range.map(|(a, _)| a), last)
         .await
     {
         Ok(done) => done,
@@ -385,12 +399,9 @@ pub async fn patch(
             return refused(name, &id, e);
         }
     };
-    Ok(session_answer(
-        StatusCode::ACCEPTED,
-        name,
-        &id,
-        offset,
-        Some(&digest),
+    Ok(with_layer_facts(
+        session_answer(StatusCode::ACCEPTED, name, &id, offset, Some(&digest)),
+        measured.as_ref().map(|m| &m.facts),
     ))
 }
 
