@@ -30,10 +30,12 @@
 //! blob it receives (its `Berth-Upload-Digest` report is compared before
 //! the commit) and every layer's diff_id at manifest PUT. Then blobs the
 //! registry has are not read at all, and layers sent are neither hashed
-//! nor inflated here; a layer whose diff_id is wrong is refused by the
-//! manifest PUT (no manifest, no tag). A re-push of the same archive
-//! therefore reads only its metadata. Against other registries every blob
-//! is read and checked, as before.
+//! nor inflated here: the diff_id the registry measured is reported on the
+//! last PATCH and compared before any commit, and a config lying about
+//! layers the registry already had is refused by its manifest PUT (no
+//! manifest, no tag). A re-push of the same archive therefore reads only
+//! its metadata. Against other registries every blob is read and checked,
+//! as before.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;

@@ -134,3 +134,45 @@ where
         (None, r) => Ok(r?),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::media::Compression;
+    use http_body_util::Full;
+    use std::io::Write as _;
+
+    #[tokio::test]
+    async fn a_layer_is_measured_while_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        tar.extend(std::iter::repeat_n(3u8, 100_000));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let temp = TempFile::new_in(dir.path(), "x").unwrap();
+        let body = Full::new(Bytes::from(gz.clone()));
+        let done = ingest(body, temp, None, Algorithm::Sha256, true)
+            .await
+            .unwrap();
+        assert_eq!(done.digest, Digest::of_bytes(&gz));
+        let m = done.measured.unwrap().unwrap();
+        assert!(m.is_layer);
+        assert_eq!(m.facts.diff_id, Digest::of_bytes(&tar));
+        assert_eq!(m.facts.uncompressed_size, tar.len() as u64);
+        assert_eq!(m.facts.compression, Compression::Gzip);
+        // Not asked: not measured.
+        let temp = TempFile::new_in(dir.path(), "y").unwrap();
+        let done = ingest(
+            Full::new(Bytes::from(gz)),
+            temp,
+            None,
+            Algorithm::Sha256,
+            false,
+        )
+        .await
+        .unwrap();
+        assert!(done.measured.is_none());
+    }
+}
