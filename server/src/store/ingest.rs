@@ -140,7 +140,6 @@ mod tests {
     use super::*;
     use crate::store::media::Compression;
     use http_body_util::Full;
-    use std::io::Write as _;
 
     #[tokio::test]
     async fn a_layer_is_measured_while_it_is_written() {

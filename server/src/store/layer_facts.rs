@@ -27,6 +27,7 @@ use bytes::Bytes;
 
 use super::atomic::{create_dirs, write_atomic};
 use super::media::{self, Compression};
+use super::transient::retry;
 use super::{read_optional, Store};
 use crate::names::{Algorithm, Digest};
 
@@ -280,9 +281,14 @@ impl FactsThread {
 impl Store {
     /// The recorded facts of blob `digest`, if any. A record that does not
     /// parse reads as absent (it is recomputed; fsck reports it).
+    /// A read racing another host's rename of the same record on a shared
+    /// filesystem (ESTALE) is retried (`store::transient`).
     pub fn layer_facts(&self, digest: &Digest) -> io::Result<Option<LayerFacts>> {
-        Ok(read_optional(&self.paths().layer_facts(digest))?
-            .and_then(|raw| LayerFacts::from_record(&raw).ok()))
+        let path = self.paths().layer_facts(digest);
+        Ok(
+            retry("reading a layer facts record", || read_optional(&path))?
+                .and_then(|raw| LayerFacts::from_record(&raw).ok()),
+        )
     }
 
     /// Records `facts` for blob `digest` (temp + fsync + rename).
@@ -329,7 +335,12 @@ impl Store {
         };
         let measured = measure(BufReader::with_capacity(READ_SIZE, file))?;
         if measured.is_layer {
-            self.record_layer_facts(digest, &measured.facts)?;
+            // The facts hold whether or not they are kept: a record that
+            // cannot be written now (another host renaming the same one on
+            // a shared filesystem, a full disk) is computed again later.
+            if let Err(e) = self.record_layer_facts(digest, &measured.facts) {
+                tracing::warn!(blob = %digest, error = %e, "layer facts not recorded");
+            }
         }
         Ok(Some(measured.facts))
     }

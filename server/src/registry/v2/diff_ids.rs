@@ -100,7 +100,8 @@ pub fn check(store: &Store, manifest: &Value) -> Result<(), Vec<V2Error>> {
                     Some(says),
                 ))
             }
-            Err(FactsError::Io(e)) => return Err(vec![V2Error::internal(e)]),
+            // Transient storage errors answer 503 + Retry-After (`errors.rs`).
+            Err(FactsError::Io(e)) => return Err(vec![e.into()]),
         };
         if actual.as_str() != says {
             return Err(layer_error(
@@ -127,8 +128,14 @@ fn config_diff_ids(store: &Store, config: &Digest) -> Result<Option<Vec<String>>
             "config {config} is {size} bytes, more than the {MAX_CONFIG} checked"
         )));
     }
-    let value: Value = serde_json::from_reader(std::io::BufReader::new(file))
-        .map_err(|e| invalid(format!("config {config} is not JSON: {e}")))?;
+    let value: Value = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
+        if e.is_io() {
+            // The storage failed, not the config (503 when transient).
+            vec![std::io::Error::from(e).into()]
+        } else {
+            invalid(format!("config {config} is not JSON: {e}"))
+        }
+    })?;
     let Some(rootfs) = value.get("rootfs") else {
         return Ok(None);
     };
