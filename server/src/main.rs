@@ -72,6 +72,10 @@ struct FsckArgs {
     /// Leftovers younger than this may belong to a running request and are kept (`30m`, `2h`, `0s`).
     #[arg(long, default_value = "1h", value_parser = berth_server::store::gc::parse_duration)]
     grace: std::time::Duration,
+    /// Also re-read every layer blob that has a layer facts record and
+    /// check the recorded diff_id and size (slow: inflates every layer).
+    #[arg(long)]
+    deep: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -315,6 +319,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let store = open_existing(&args.root)?;
             let opts = berth_server::store::fsck::FsckOptions {
                 repair: args.repair,
+                deep: args.deep,
                 grace: args.grace,
             };
             let report =

@@ -482,9 +482,31 @@ fn bad_archives_are_refused_and_publish_nothing() {
     let mut corrupt = good.clone();
     corrupt[pos + 7] ^= 0x55;
 
+    // The corrupt layer, against an empty store: it has to be sent, and
+    // the registry's report of what it received refuses it (issue 17: the
+    // client no longer hashes or inflates what a berth registry verifies).
+    let fresh = dir.path().join("fresh");
+    let mut cmd = berth("push", &[], fresh.to_str().unwrap(), &["team/bad:1"]);
+    let out = run_with_input(&mut cmd, &corrupt);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "corrupt layer: {err}");
+    assert!(err.contains("diff_id"), "corrupt layer: {err}");
+    let out = berth("tags", &[], fresh.to_str().unwrap(), &["team/bad"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains('1'),
+        "no tag"
+    );
+    assert!(
+        snapshot(&fresh)
+            .iter()
+            .all(|(p, _)| !p.contains("/_tags/") && !p.starts_with("_berth/manifests/")),
+        "corrupt layer: nothing published"
+    );
+
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("truncated", good[..good.len() / 2].to_vec(), "truncated"),
-        ("corrupt layer", corrupt, "diff_id"),
         (
             "dot-dot member",
             with_member_first(&good, "../escape", b'0', b"x", ""),
@@ -523,6 +545,24 @@ fn bad_archives_are_refused_and_publish_nothing() {
     assert!(
         !String::from_utf8_lossy(&out.stdout).contains('1'),
         "no tag team/bad:1"
+    );
+
+    // Against the store that holds every blob already, the archive's copy
+    // of the layer is not read: the registry's verified bytes are what the
+    // manifest names, so the push publishes the good image itself.
+    let pushed = |tag: &str, bytes: &[u8]| {
+        let mut cmd = berth("push", &[], reg, &[tag, "--json"]);
+        let out = run_with_input(&mut cmd, bytes);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        manifest_digests(&out)
+    };
+    assert_eq!(
+        pushed("team/same:1", &corrupt),
+        pushed("team/good:1", &good)
     );
 
     // A pull of a missing tag leaves no file behind.
@@ -776,7 +816,7 @@ fn multi_image_and_compressed_archives_push_every_tag() {
 /// Writes two OCI archives with gzip layers: `good.tar` (layers A, B) and
 /// `bad.tar` (layers C, B, whose config claims C inflates to something
 /// else; C's blob digest is right, so only inflating it can tell).
-const OCI_PAIR: &str = r#"
+pub(crate) const OCI_PAIR: &str = r#"
 import gzip, hashlib, io, json, os, random, sys, tarfile
 out = sys.argv[1]
 def layer(seed, size):
@@ -809,6 +849,7 @@ a, b, c = layer(1, 3 << 20), layer(2, 2 << 20), layer(3, 4 << 20)
 ga, gb, gc = (gzip.compress(x, 1, mtime=0) for x in (a, b, c))
 archive(os.path.join(out, "good.tar"), [ga, gb], [sha(a), sha(b)])
 archive(os.path.join(out, "bad.tar"), [gc, gb], [sha(a), sha(b)])
+archive(os.path.join(out, "liar.tar"), [ga, gb], [sha(b), sha(a)])
 print(sha(gc))
 "#;
 

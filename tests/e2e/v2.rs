@@ -647,8 +647,10 @@ fn uploads_ranges_mounts_and_listings() {
     assert_eq!(get(addr, &loc).status, 404);
 
     // An image, an index over it and an artifact, with their tags.
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    // `data` is no gzip stream: its diff_id is its digest.
+    let config = &serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [digest]}}))
+    .unwrap();
     let cd = push_blob(addr, "c", config);
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": cd},

@@ -21,10 +21,21 @@
 //! 4. Only once every blob has passed: **commit** them (`PUT ?digest=`, or
 //!    the deferred `POST ?mount=`), then make each visible in the other
 //!    repositories that need it (mounted from the first).
-//! 5. Manifests last: index children by digest, then the manifest to each tag.
+//! 5. Manifests last: index children by digest, then the manifest to each
+//!    tag (with several destinations, every manifest by digest first, so a
+//!    refused one leaves no tag).
 //!
-//! A re-push of the same archive therefore sends no blob bytes (it still
-//! reads the archive to check it, as every push does).
+//! A registry announcing `Berth-Verifies: diff-id` (berth, issue 17)
+//! checks what this module would otherwise check: the digest of every
+//! blob it receives (its `Berth-Upload-Digest` report is compared before
+//! the commit) and every layer's diff_id at manifest PUT. Then blobs the
+//! registry has are not read at all, and layers sent are neither hashed
+//! nor inflated here: the diff_id the registry measured is reported on the
+//! last PATCH and compared before any commit, and a config lying about
+//! layers the registry already had is refused by its manifest PUT (no
+//! manifest, no tag). A re-push of the same archive therefore reads only
+//! its metadata. Against other registries every blob is read and checked,
+//! as before.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
@@ -289,11 +300,13 @@ async fn send_checked(
     let rx = Arc::new(Mutex::new(rx));
     let (m, b, s) = (ctx.members.clone(), blob.clone(), ctx.stop.clone());
     let registry_hashes = conn.reports_upload_digest();
+    let registry_verifies = conn.verifies_diff_ids();
     let check = tokio::task::spawn_blocking(move || {
         let feed = Feed {
             from: offset,
             tx,
             registry_hashes,
+            registry_verifies,
         };
         verify::check_blob(&m, &b, Some(feed), &s)
     });
@@ -316,6 +329,10 @@ async fn send_checked(
         (_, Err(e)) => Err(e.into()),
         (Checked::Passed, Ok(patched)) if registry_hashes => match &patched.digest {
             Some(reported) => match verify::check_reported_digest(blob, reported) {
+                Ok(()) if registry_verifies => {
+                    check_reported_diff_id(ctx, blob, patched.diff_id.as_ref()).await?;
+                    Ok(patched.next)
+                }
                 Ok(()) => Ok(patched.next),
                 Err(mismatch) => {
                     let (m, b, r) = (ctx.members.clone(), blob.clone(), reported.clone());
@@ -338,6 +355,46 @@ async fn send_checked(
             format!("uploading {}", blob.digest),
             std::io::Error::other("the registry answered before the whole blob was sent"),
         )),
+    }
+}
+
+/// A layer sent unchecked to a registry that verifies (`Feed::registry_verifies`):
+/// the diff_id it measured, reported on the PATCH answer, must be what the
+/// image configs say, before anything is committed. A registry that could
+/// not measure the session (continued from another process, not a
+/// readable layer) reported none: the layer is then read and checked here.
+async fn check_reported_diff_id(
+    ctx: &Ctx,
+    blob: &Blob,
+    reported: Option<&Digest>,
+) -> Result<(), ArchiveError> {
+    if blob.checks.diff_ids.is_empty() {
+        return Ok(());
+    }
+    match reported {
+        Some(d) => verify::check_reported_diff_id(blob, d),
+        None => {
+            tracing::debug!(blob = %blob.digest, "the registry reported no diff_id: checking locally");
+            check_only(&ctx.members, blob, &ctx.stop).await
+        }
+    }
+}
+
+/// A manifest PUT the registry refused as invalid (400 `MANIFEST_INVALID`:
+/// a berth registry checking the config's diff_ids against the layers it
+/// holds) is the archive's fault, like a layer failing a local check;
+/// any other failure stays the registry's.
+fn image_refused(img: &Image, e: ClientError) -> ArchiveError {
+    match &e {
+        ClientError::Status {
+            status, message, ..
+        } if *status == ::http::StatusCode::BAD_REQUEST && message.contains("MANIFEST_INVALID") => {
+            ArchiveError::BadMetadata {
+                member: format!("the image {}", img.id),
+                detail: format!("the registry refused it: {message}"),
+            }
+        }
+        _ => e.into(),
     }
 }
 
@@ -477,15 +534,23 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
     if ctx.stopping() {
         return Err(stopped());
     }
-    match conn.blob_presence(first, &blob.digest).await? {
+    let presence = conn.blob_presence(first, &blob.digest).await?;
+    // A registry that verifies holds exactly the bytes named by the digest
+    // and checks diff_ids at manifest PUT: a blob it has is not read here.
+    let read_present = !conn.verifies_diff_ids();
+    match presence {
         Presence::Present => {
             ctx.resume.forget(first, &blob.digest);
-            check_only(&ctx.members, blob, &ctx.stop).await?;
+            if read_present {
+                check_only(&ctx.members, blob, &ctx.stop).await?;
+            }
             ctx.progress.blob_done(digest, blob.size, "skipped");
             return Ok(Staged::Present);
         }
         Presence::Mountable => {
-            check_only(&ctx.members, blob, &ctx.stop).await?;
+            if read_present {
+                check_only(&ctx.members, blob, &ctx.stop).await?;
+            }
             return Ok(Staged::Mount);
         }
         Presence::Absent => {}
@@ -760,8 +825,28 @@ pub async fn push(
     }
 
     tracing::debug!(at_ms = ctx.ms(), "blobs committed");
-    // Step 5: manifests.
+    // Step 5: manifests. With several destinations, every image manifest
+    // is first put by digest: a registry that checks diff_ids refuses a bad
+    // one there, before any tag of the push is written.
     let mut conn = V2Connection::open(&transport).await?;
+    if destinations.len() > 1 {
+        for d in destinations {
+            let img = images
+                .get(d.image)
+                .ok_or_else(|| ArchiveError::Selection("no such image".into()))?;
+            for c in img.children.iter().chain([&img.manifest]) {
+                conn.put_manifest(
+                    &d.to.name,
+                    c.digest.as_str(),
+                    &c.media_type,
+                    &c.bytes,
+                    &c.digest,
+                )
+                .await
+                .map_err(|e| image_refused(img, e))?;
+            }
+        }
+    }
     let mut out = Vec::new();
     for d in destinations {
         let img = images
@@ -785,7 +870,8 @@ pub async fn push(
             &m.bytes,
             &m.digest,
         )
-        .await?;
+        .await
+        .map_err(|e| image_refused(img, e))?;
         tracing::debug!(at_ms = ctx.ms(), reference = %d.to, "manifest pushed");
         progress.manifest(&d.to.to_string(), m.digest.as_str());
         out.push((d.to.clone(), m.digest.clone()));

@@ -93,6 +93,10 @@ pub struct V2Connection {
     /// The registry answered a session POST with `Berth-Upload-Digest`: its
     /// PATCH answers report the sha256 of what the session holds.
     reports_upload_digest: bool,
+    /// An answer on this connection carried `Berth-Verifies: diff-id`: the
+    /// registry checks blob digests at the close and each layer's diff_id
+    /// against the image config at manifest PUT (issue 17).
+    verifies_diff_ids: bool,
 }
 
 /// What a PATCH of a session answered.
@@ -103,6 +107,9 @@ pub struct Patched {
     /// sha256 of every byte the session now holds, from a registry that
     /// reports it (`Berth-Upload-Digest`, berth only).
     pub digest: Option<Digest>,
+    /// sha256 of the session's uncompressed bytes, from a berth registry
+    /// that measured every byte of it (`Berth-Diff-Id` on the last PATCH).
+    pub diff_id: Option<Digest>,
 }
 
 /// The `Berth-Upload-Digest` of a session answer, when it holds a digest.
@@ -111,6 +118,17 @@ fn upload_digest(resp: &Response<Incoming>) -> Option<Digest> {
         .get(berth_server::registry::v2::uploads::UPLOAD_DIGEST_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Digest::parse(v).ok())
+}
+
+/// Whether an answer carries berth's `Berth-Verifies: diff-id`.
+fn announces_verification(resp: &Response<Incoming>) -> bool {
+    resp.headers()
+        .get(berth_server::registry::v2::VERIFIES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|item| item.trim() == berth_server::registry::v2::VERIFIES)
+        })
 }
 
 fn status_error(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
@@ -158,6 +176,7 @@ impl V2Connection {
         Ok(V2Connection {
             conn: HttpConnection::open(transport).await?,
             reports_upload_digest: false,
+            verifies_diff_ids: false,
         })
     }
 
@@ -200,6 +219,9 @@ impl V2Connection {
         }
         let req = b.body(body).map_err(|e| protocol(&what, e.to_string()))?;
         let resp = self.send(req).await?;
+        if announces_verification(&resp) {
+            self.verifies_diff_ids = true;
+        }
         Ok((what, resp))
     }
 
@@ -436,15 +458,35 @@ impl V2Connection {
         if offset > 0 {
             headers.push((header::CONTENT_RANGE, format!("{offset}-{}", size - 1)));
         }
+        // The rest of the blob: a berth registry that measured the whole
+        // session reports its diff_id (other registries ignore the header).
+        headers.push((
+            header::HeaderName::from_static(berth_server::registry::v2::uploads::LAST_CHUNK_HEADER),
+            "true".to_string(),
+        ));
         let (what, resp) = self.call(Method::PATCH, loc, &headers, body).await?;
         let next = location(&resp).map_err(|e| protocol(&what, e));
         let digest = upload_digest(&resp);
+        let diff_id = resp
+            .headers()
+            .get(berth_server::registry::v2::blobs::DIFF_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v).ok());
         self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
             .await?;
         Ok(Patched {
             next: next?,
             digest,
+            diff_id,
         })
+    }
+
+    /// Whether the registry announced that it verifies blob digests and
+    /// layer diff_ids itself (learnt from any answer on this connection,
+    /// the first blob HEAD of a push included): `berth push` then neither
+    /// reads blobs the registry has nor inflates the layers it sends.
+    pub fn verifies_diff_ids(&self) -> bool {
+        self.verifies_diff_ids
     }
 
     /// Whether this registry's PATCH answers report the sha256 of the

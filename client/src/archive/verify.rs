@@ -277,6 +277,11 @@ pub struct Feed {
     /// report ([`check_reported_digest`]) instead of hashed here too
     /// (issue 9: one sha256 pass over every pushed byte less).
     pub registry_hashes: bool,
+    /// The registry checks each layer's diff_id against the image config
+    /// at manifest PUT (`Berth-Verifies: diff-id`, issue 17): with
+    /// `registry_hashes`, nothing is hashed or inflated here; the bytes
+    /// are only read and sent.
+    pub registry_verifies: bool,
 }
 
 /// How a check ended without finding anything wrong.
@@ -327,11 +332,19 @@ pub fn check_blob(
     let m = members.get(path, "a blob to push")?;
     let what = || format!("reading {path} from {}", members.input());
     let mut r = members.open(m)?;
-    let decompress = if blob.checks.diff_ids.is_empty() {
+    let registry_verifies = feed
+        .as_ref()
+        .is_some_and(|f| f.registry_hashes && f.registry_verifies);
+    let decompress = if blob.checks.diff_ids.is_empty() || registry_verifies {
         Compression::None
     } else {
         blob.checks.compression
     };
+    if registry_verifies {
+        tracing::debug!(member = %path, "sent unchecked: the registry verifies its digest and diff_id");
+    } else if decompress != Compression::None {
+        tracing::debug!(member = %path, "inflating locally to check the diff_id");
+    }
     let mut raw = match &feed {
         Some(f) if f.registry_hashes => None,
         _ => Some(Sha256::new()),
@@ -376,6 +389,11 @@ pub fn check_blob(
     }
     // Not hashed here, the stored bytes count as what the archive claims:
     // the registry's report of them is checked against that claim.
+    if registry_verifies {
+        // The registry's PATCH report is checked against the digest, its
+        // manifest PUT checks the diff_ids (issue 17).
+        return Ok(Checked::Passed);
+    }
     let uncompressed = diff_id.finish(digest.unwrap_or_else(|| blob.digest.clone()));
     check_diff_ids(blob, path, &uncompressed)?;
     Ok(Checked::Passed)
@@ -413,6 +431,16 @@ pub fn check_reported_digest(blob: &Blob, reported: &Digest) -> Result<(), Archi
         BlobData::Generated(_) => "a generated blob",
     };
     check_digest(blob, member, reported)
+}
+
+/// Checks the diff_id a registry reported for the session a layer was
+/// sent into (`Feed::registry_verifies`) against the image configs.
+pub fn check_reported_diff_id(blob: &Blob, reported: &Digest) -> Result<(), ArchiveError> {
+    let member = match &blob.data {
+        BlobData::Member(path) => path.as_str(),
+        BlobData::Generated(_) => "a generated blob",
+    };
+    check_diff_ids(blob, member, &Ok(reported.clone()))
 }
 
 /// Compares the digest of a member blob's stored bytes with what the

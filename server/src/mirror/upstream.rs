@@ -240,7 +240,7 @@ impl Upstream {
         }
         let resp = success(resp, Method::GET, &path).await?;
         match store.put_blob(resp.into_body(), digest).await {
-            Ok(size) => Ok(Some(size)),
+            Ok((size, _)) => Ok(Some(size)),
             Err(UploadError::DigestMismatch { actual, .. }) => Err(UpstreamError::Corrupt(
                 format!("its bytes hash to {actual}; nothing was stored"),
             )),

@@ -386,7 +386,7 @@ fn layers(
         let facts = if store.blob_in_repo(&repo, &digest)? {
             json!({
                 "size": store.blob_size(&digest)?,
-                "uncompressed": store.uncompressed_size(&digest)?,
+                "uncompressed": uncompressed_size(store, &digest)?,
             })
         } else {
             Value::Null
@@ -447,4 +447,19 @@ fn audit_entries(
         })
         .collect();
     Ok(json!({ "entries": shown }))
+}
+
+/// A layer's uncompressed size from its recorded facts
+/// (`store::layer_facts`, measured once), `None` for a blob that is no
+/// layer or does not decode.
+fn uncompressed_size(store: &Store, digest: &Digest) -> Result<Option<u64>, Refusal> {
+    use crate::store::layer_facts::FactsError;
+    match store.ensure_layer_facts(digest) {
+        Ok(facts) => Ok(facts.map(|f| f.uncompressed_size)),
+        Err(FactsError::Io(e)) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(blob = %digest, error = %e, "layer size unknown");
+            Ok(None)
+        }
+    }
 }

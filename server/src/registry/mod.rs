@@ -109,6 +109,10 @@ pub struct RegistryConfig {
     pub hooks_dir: Option<PathBuf>,
     /// The upstream this registry mirrors, if it is a pull-through mirror.
     pub mirror: Option<Arc<Mirror>>,
+    /// Manifest PUT skips the check of an image config's `rootfs.diff_ids`
+    /// against its layers (`--no-diff-id-check`, `v2::diff_ids`), and V2
+    /// answers no longer announce `Berth-Verifies`.
+    pub skip_diff_id_check: bool,
 }
 
 /// Largest JSON request body accepted from anonymous (keyless) clients,
@@ -138,6 +142,7 @@ impl Default for RegistryConfig {
             webhooks: Vec::new(),
             hooks_dir: None,
             mirror: None,
+            skip_diff_id_check: false,
         }
     }
 }
@@ -161,6 +166,13 @@ pub struct RoleArgs {
     /// this store); repeatable. Default: the request's Host.
     #[arg(long = "endpoint", value_name = "HOST:PORT")]
     pub endpoints: Vec<String>,
+    /// Accept image manifests whose config's `rootfs.diff_ids` do not
+    /// match their layers' uncompressed bytes, as distribution does (the
+    /// upstream OCI conformance suite pushes such images). The registry
+    /// then stops announcing `Berth-Verifies`, so `berth push` checks
+    /// diff_ids locally again. Default: refused (400 MANIFEST_INVALID).
+    #[arg(long = "no-diff-id-check")]
+    pub no_diff_id_check: bool,
     /// Pull-through mirror.
     #[command(flatten)]
     pub mirror: MirrorArgs,
@@ -195,6 +207,7 @@ impl RoleArgs {
             webhooks: self.webhooks.clone(),
             hooks_dir,
             mirror,
+            skip_diff_id_check: self.no_diff_id_check,
             ..config
         })
     }

@@ -39,6 +39,7 @@ use serde_json::Value;
 
 use super::atomic::{remove_durable, FileLock, TEMP_PREFIX};
 use super::earned::{self, Link};
+use super::layer_facts::LayerFacts;
 use super::manifests::LinkRecord;
 use super::quarantine::quarantine;
 use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
@@ -55,6 +56,10 @@ const MAX_INDEX_DEPTH: usize = 8;
 pub struct FsckOptions {
     /// Remove provably garbage leftovers.
     pub repair: bool,
+    /// Also recompute every layer facts record from its blob (inflating
+    /// each layer once); without it a record is only parsed and matched
+    /// to an existing blob.
+    pub deep: bool,
     /// Leftovers younger than this may belong to a live request: never removed.
     pub grace: Duration,
 }
@@ -363,7 +368,63 @@ pub fn fsck(store: &Store, opts: &FsckOptions) -> io::Result<FsckReport> {
     check_v1_tags(store, &mut r)?;
     check_v2(store, opts, &pool, &mut r)?;
     check_records(store, &pool, &mut r)?;
+    check_layer_facts(store, opts, &pool, &mut r)?;
     Ok(r)
+}
+
+/// Layer facts records (`store::layer_facts`): each parses and names a
+/// pool blob; `--deep` recomputes it from the blob. A record whose blob is
+/// gone (or that does not parse, or is wrong) is removed by `--repair`
+/// once older than the grace period: it is recomputed on demand.
+fn check_layer_facts(
+    store: &Store,
+    opts: &FsckOptions,
+    pool: &HashSet<Digest>,
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let p = store.paths();
+    for (name, path) in entries(&p.layer_facts_dir())? {
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Some(d) = Paths::digest_of_key(&name) else {
+            r.add(
+                Severity::Problem,
+                &path,
+                "unexpected entry among layer facts records",
+            );
+            continue;
+        };
+        let Some(raw) = super::read_optional(&path)? else {
+            continue;
+        };
+        let problem = match LayerFacts::from_record(&raw) {
+            Err(e) => Some(format!("layer facts record does not parse: {e}")),
+            Ok(_) if !(pool.contains(&d) || p.blob(&d).exists()) => {
+                Some("layer facts record without its blob".to_string())
+            }
+            Ok(facts) if opts.deep => match store.measure_blob(&d) {
+                Ok(Some(m)) if m.facts == facts => None,
+                Ok(Some(m)) => Some(format!(
+                    "layer facts record says {} ({} bytes), the blob uncompresses to {} ({} bytes)",
+                    facts.diff_id,
+                    facts.uncompressed_size,
+                    m.facts.diff_id,
+                    m.facts.uncompressed_size
+                )),
+                Ok(None) => None,
+                Err(e) => Some(format!("layer facts record for an unreadable layer: {e}")),
+            },
+            Ok(_) => None,
+        };
+        let Some(problem) = problem else { continue };
+        r.add(Severity::Problem, &path, &problem);
+        if opts.repair && age(&path)?.is_some_and(|a| a >= opts.grace) {
+            remove_durable(&path)?;
+            r.add(Severity::Repaired, &path, "layer facts record removed");
+        }
+    }
+    Ok(())
 }
 
 fn check_temps(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
@@ -1104,6 +1165,7 @@ mod tests {
     fn opts(repair: bool) -> FsckOptions {
         FsckOptions {
             repair,
+            deep: false,
             grace: Duration::ZERO,
         }
     }
@@ -1268,6 +1330,7 @@ mod tests {
         // A generous grace protects everything young.
         let young = FsckOptions {
             repair: true,
+            deep: false,
             grace: Duration::from_secs(3600),
         };
         let r = fsck(&store, &young).unwrap();

@@ -65,7 +65,7 @@ pub struct GcReport {
     pub images: usize,
     /// Pool blobs (layers, configs, manifests).
     pub blobs: usize,
-    /// Manifest, derived and layer-info records.
+    /// Manifest, derived, layer-info and layer facts records.
     pub records: usize,
     /// Per-repository blob links.
     pub links: usize,
@@ -502,6 +502,24 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         if let Some(freed) = remove_counted(&path)? {
             r.blobs += 1;
             r.bytes += freed;
+            // Its layer facts go with it.
+            if remove_durable(&p.layer_facts(&d))? {
+                r.records += 1;
+            }
+        }
+    }
+
+    // 4. Layer facts records whose blob is gone (an older gc, a crash
+    // between the two removals).
+    for (name, path) in entries(&p.layer_facts_dir())? {
+        let Some(d) = Paths::digest_of_key(&name) else {
+            continue;
+        };
+        if p.blob(&d).exists() || !old(&path, grace)? {
+            continue;
+        }
+        if dry || remove_durable(&path)? {
+            r.records += 1;
         }
     }
     if !dry {
@@ -623,6 +641,7 @@ mod tests {
                 store,
                 &FsckOptions {
                     repair: false,
+                    deep: false,
                     grace: Duration::ZERO,
                 },
             )
@@ -736,6 +755,7 @@ mod tests {
             &store,
             &FsckOptions {
                 repair: false,
+                deep: false,
                 grace: Duration::ZERO,
             },
         )
@@ -759,6 +779,7 @@ mod tests {
             &store,
             &FsckOptions {
                 repair: false,
+                deep: false,
                 grace: Duration::ZERO,
             },
         )
@@ -776,7 +797,12 @@ mod tests {
             .unwrap();
         let session = store.start_upload().unwrap();
         store
-            .append_upload(&session, Full::new(Bytes::from_static(b"half")), None)
+            .append_upload(
+                &session,
+                Full::new(Bytes::from_static(b"half")),
+                None,
+                false,
+            )
             .await
             .unwrap();
         let r = gc(

@@ -3,7 +3,9 @@
 //! Layers can be many GiB, so bodies are never buffered: frames go through a
 //! bounded channel to one blocking thread that hashes and writes them (hashing
 //! stays off the async I/O path). Memory per upload is bounded by the channel
-//! depth times the frame size plus one write buffer.
+//! depth times the frame size plus one write buffer. A blob that may be a
+//! layer is also measured on the way (its diff_id, `store::layer_facts`)
+//! by a third thread the writer hands each chunk to.
 
 use std::io::{self, BufWriter, Write};
 
@@ -13,6 +15,7 @@ use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
 use super::atomic::TempFile;
+use super::layer_facts::{FactsError, FactsThread, Measured};
 use crate::names::{Algorithm, Digest};
 
 /// Frames queued between the network and the writer thread.
@@ -31,6 +34,8 @@ pub struct Ingested {
     pub digest: Digest,
     /// sha256 of `prefix ‖ bytes` when a prefix was given (the V1 payload checksum).
     pub prefixed: Option<Digest>,
+    /// What the layer-facts thread measured, when asked to.
+    pub measured: Option<Result<Measured, FactsError>>,
 }
 
 /// Why an ingest failed: the client's stream or our disk.
@@ -70,11 +75,14 @@ where
 /// Streams `body` into `temp`, returning its digest in `algorithm` (the
 /// one the client named, so a single pass verifies it). With `prefix`,
 /// also hashes `prefix ‖ body` with sha256 (V1: `json + "\n" + layer`).
+/// With `measure_layer`, also measures the bytes as a layer on a helper
+/// thread ([`FactsThread`]).
 pub async fn ingest<B>(
     body: B,
     temp: TempFile,
     prefix: Option<Vec<u8>>,
     algorithm: Algorithm,
+    measure_layer: bool,
 ) -> Result<Ingested, IngestError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -90,9 +98,13 @@ where
             h
         });
         let mut size = 0u64;
+        let facts = measure_layer.then(FactsThread::spawn).transpose()?;
         {
             let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp.file());
             while let Some(chunk) = rx.blocking_recv() {
+                if let Some(f) = &facts {
+                    f.feed(chunk.clone());
+                }
                 digest.update(&chunk);
                 if let Some(h) = prefixed.as_mut() {
                     h.update(&chunk);
@@ -108,6 +120,7 @@ where
             size,
             digest: digest.finish(),
             prefixed: prefixed.map(|h| h.finish()),
+            measured: facts.map(FactsThread::finish),
         })
     });
 
@@ -119,5 +132,46 @@ where
         // The temp file inside `result` is dropped here, which deletes it.
         (Some(e), _) => Err(IngestError::Body(e)),
         (None, r) => Ok(r?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::media::Compression;
+    use http_body_util::Full;
+
+    #[tokio::test]
+    async fn a_layer_is_measured_while_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        tar.extend(std::iter::repeat_n(3u8, 100_000));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let temp = TempFile::new_in(dir.path(), "x").unwrap();
+        let body = Full::new(Bytes::from(gz.clone()));
+        let done = ingest(body, temp, None, Algorithm::Sha256, true)
+            .await
+            .unwrap();
+        assert_eq!(done.digest, Digest::of_bytes(&gz));
+        let m = done.measured.unwrap().unwrap();
+        assert!(m.is_layer);
+        assert_eq!(m.facts.diff_id, Digest::of_bytes(&tar));
+        assert_eq!(m.facts.uncompressed_size, tar.len() as u64);
+        assert_eq!(m.facts.compression, Compression::Gzip);
+        // Not asked: not measured.
+        let temp = TempFile::new_in(dir.path(), "y").unwrap();
+        let done = ingest(
+            Full::new(Bytes::from(gz)),
+            temp,
+            None,
+            Algorithm::Sha256,
+            false,
+        )
+        .await
+        .unwrap();
+        assert!(done.measured.is_none());
     }
 }

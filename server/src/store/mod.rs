@@ -14,7 +14,7 @@ pub mod error;
 pub mod fsck;
 pub mod gc;
 pub mod ingest;
-pub mod layers;
+pub mod layer_facts;
 pub mod manifests;
 pub mod media;
 pub mod paths;

@@ -25,9 +25,10 @@
 //!   _berth/v2/<ns>/<repo>/_referrers/<subject key>/<key>  descriptor of a manifest pushed
 //!                                    here whose `subject` is that digest (the referrers API)
 //!   _berth/manifests/<key>           media type of a pool blob that is a manifest
+//!   _berth/layerfacts/<key>          diff_id, uncompressed size and compression of a pool
+//!                                    blob that is a layer (gzip, zstd or plain tar)
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
-//!   _berth/uncompressed/<hex>        uncompressed size of a pool layer blob (catalog pages)
 //!   _berth/v1ids/key                 secret that keys the V1 ids given to squatted projections
 //!   _berth/v1ids/<hex>               V1 id given to a projected step whose own id was squatted
 //! ```
@@ -297,6 +298,17 @@ impl Paths {
         self.manifest_records_dir().join(Paths::digest_key(digest))
     }
 
+    /// `_berth/layerfacts/`: the layer fact records.
+    pub fn layer_facts_dir(&self) -> PathBuf {
+        self.berth_dir().join("layerfacts")
+    }
+
+    /// `_berth/layerfacts/<key>`: diff_id and uncompressed size of the
+    /// layer blob `digest` (`store::layer_facts`).
+    pub fn layer_facts(&self, digest: &Digest) -> PathBuf {
+        self.layer_facts_dir().join(Paths::digest_key(digest))
+    }
+
     /// `_berth/derived/<id>`: the V2 form generated once for a V1 top image.
     pub fn derived(&self, id: &ImageId) -> PathBuf {
         self.berth_dir().join("derived").join(id.as_str())
@@ -305,12 +317,6 @@ impl Paths {
     /// `_berth/v1layers/<id>`: cached blob facts of a V1 image's layer.
     pub fn v1_layer_info(&self, id: &ImageId) -> PathBuf {
         self.berth_dir().join("v1layers").join(id.as_str())
-    }
-
-    /// `_berth/uncompressed/<hex>`: the uncompressed size of a pool layer
-    /// blob, computed once for the catalog's image page (`store::layers`).
-    pub fn uncompressed_size(&self, digest: &Digest) -> PathBuf {
-        self.berth_dir().join("uncompressed").join(digest.hex())
     }
 
     /// `_berth/v1ids/`: V1 ids of projected steps whose own id was squatted.

@@ -264,6 +264,7 @@ mod tests {
             &store,
             &crate::store::fsck::FsckOptions {
                 repair: false,
+                deep: false,
                 grace: std::time::Duration::ZERO,
             },
         )

@@ -10,6 +10,12 @@
 //! removed. Sessions untouched for [`UPLOAD_MAX_IDLE`] are swept when a new
 //! one starts.
 //!
+//! Layer facts (issue 17): a session whose bytes all stream through this
+//! process (from offset 0, in one PATCH or several, then the close) is
+//! measured on the way by a [`FactsThread`] kept with the cached hash; the
+//! close records its diff_id next to the blob. A session another process
+//! wrote part of is not measured here: its facts are computed on demand.
+//!
 //! Resuming (`docs/storage.md`, #7): a request whose body breaks off keeps the
 //! bytes that arrived, so the session's offset is where the client can go on
 //! from, through this process or any other on the same store. Appends and
@@ -53,6 +59,7 @@ use tokio::sync::mpsc;
 
 use super::atomic::{sync_parent, FileLock, TempFile};
 use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER};
+use super::layer_facts::{FactsThread, LayerFacts, Measured};
 use super::transient::{is_transient, retry};
 use super::Store;
 use crate::names::{Algorithm, Digest};
@@ -160,23 +167,59 @@ impl From<UploadError> for io::Error {
     }
 }
 
-/// Running hashes of sessions written by this process: path → (offset, state).
-fn hash_cache() -> &'static Mutex<HashMap<PathBuf, (u64, Sha256)>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (u64, Sha256)>>> = OnceLock::new();
+/// The layer measurement of a session whose every byte this process saw.
+pub(crate) enum Measuring {
+    /// Still being fed.
+    Running(FactsThread),
+    /// Finished at a PATCH the client said was its last (`Berth-Last-Chunk`):
+    /// the result (`None`: not a readable layer), kept for the close.
+    Done(Option<Measured>),
+}
+
+impl Measuring {
+    /// The result, once finished.
+    fn finish(self) -> Option<Measured> {
+        match self {
+            Measuring::Running(t) => t.finish().ok(),
+            Measuring::Done(m) => m,
+        }
+    }
+}
+
+/// What this process knows of a session it wrote, at one offset: the
+/// running sha256, and the layer measurement when it saw every byte.
+struct Running {
+    offset: u64,
+    hash: Sha256,
+    facts: Option<Measuring>,
+}
+
+type HashCache = Mutex<HashMap<PathBuf, Running>>;
+
+/// Running hashes of sessions written by this process, by path.
+fn hash_cache() -> &'static HashCache {
+    static CACHE: OnceLock<HashCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn cache_take(path: &Path, offset: u64) -> Option<Sha256> {
+fn cache_take(path: &Path, offset: u64) -> Option<(Sha256, Option<Measuring>)> {
     let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
     match map.remove(path) {
-        Some((o, h)) if o == offset => Some(h),
+        Some(r) if r.offset == offset => Some((r.hash, r.facts)),
         _ => None,
     }
 }
 
-fn cache_put(path: &Path, offset: u64, h: Sha256) {
+fn cache_put(path: &Path, offset: u64, hash: Sha256, facts: Option<Measuring>) {
     let mut map = hash_cache().lock().unwrap_or_else(|e| e.into_inner());
-    map.insert(path.to_path_buf(), (offset, h));
+    map.insert(
+        path.to_path_buf(),
+        Running {
+            offset,
+            hash,
+            facts,
+        },
+    );
 }
 
 fn cache_forget(path: &Path) {
@@ -337,46 +380,55 @@ impl Store {
     /// sha256 of everything the session holds (the running hash, so
     /// reporting it costs nothing: a client can check it instead of hashing
     /// the bytes it sent itself). On any failure the data file is cut back
-    /// to where it was.
+    /// to where it was. With `last` (the client sends nothing more before
+    /// the close), the layer measurement of a session this process saw
+    /// whole is finished and returned too: a client can compare the diff_id
+    /// with the image config's before it commits anything.
     pub async fn append_upload<B>(
         &self,
         id: &UploadId,
         body: B,
         start: Option<u64>,
-    ) -> Result<(u64, Digest), UploadError>
+        last: bool,
+    ) -> Result<(u64, Digest, Option<Measured>), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (offset, hasher, lock) = self.append_inner(id, body, start).await?;
+        let (offset, hasher, facts, lock) = self.append_inner(id, body, start, last).await?;
         let digest = Digest::from_sha256(&hasher.clone().finalize());
-        cache_put(&self.paths().upload_data(id), offset, hasher);
+        let measured = match &facts {
+            Some(Measuring::Done(m)) => m.clone(),
+            _ => None,
+        };
+        cache_put(&self.paths().upload_data(id), offset, hasher, facts);
         drop(lock);
-        Ok((offset, digest))
+        Ok((offset, digest, measured))
     }
 
     /// Closes a session (PUT `?digest=`): appends `body` (possibly empty;
     /// with `start`, it must begin at the current offset, else nothing
     /// changes), verifies the digest over everything in its own algorithm,
     /// publishes the blob into the pool and removes the session. A mismatch
-    /// removes the session too. Returns the size.
+    /// removes the session too. Returns the size, and the blob's layer
+    /// facts when this process measured every byte of it (module doc).
     pub async fn finish_upload<B>(
         &self,
         id: &UploadId,
         body: B,
         expected: &Digest,
         start: Option<u64>,
-    ) -> Result<u64, UploadError>
+    ) -> Result<(u64, Option<LayerFacts>), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let (size, hasher, lock) = self.append_inner(id, body, start).await?;
+        let (size, hasher, facts, lock) = self.append_inner(id, body, start, false).await?;
         let streamed = Digest::from_sha256(&hasher.finalize());
         let store = self.clone();
         let id = id.clone();
         let expected = expected.clone();
-        tokio::task::spawn_blocking(move || -> Result<u64, UploadError> {
+        tokio::task::spawn_blocking(move || -> Result<(u64, Option<LayerFacts>), UploadError> {
             // Held until the session is gone: no append can slip in between
             // the digest check and the link (the pool entry shares the inode).
             let _lock = lock;
@@ -401,21 +453,29 @@ impl Store {
                 }
             }
             store.remove_session(&id)?;
-            Ok(size)
+            let facts = facts
+                .and_then(Measuring::finish)
+                .and_then(|m| store.keep_measured(&expected, Ok(m)));
+            Ok((size, facts))
         })
         .await
         .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))?
     }
 
     /// Monolithic upload (POST `?digest=` with a body, `v2-compat.md` §1.5):
-    /// streams to a temp file, verifies, publishes. Returns the size.
-    pub async fn put_blob<B>(&self, body: B, expected: &Digest) -> Result<u64, UploadError>
+    /// streams to a temp file, verifies, publishes, and records the layer
+    /// facts measured on the way. Returns the size and those facts.
+    pub async fn put_blob<B>(
+        &self,
+        body: B,
+        expected: &Digest,
+    ) -> Result<(u64, Option<LayerFacts>), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
         let temp = TempFile::new_in(&self.paths().uploads_dir(), "blob")?;
-        let done = ingest(body, temp, None, expected.algorithm()).await?;
+        let done = ingest(body, temp, None, expected.algorithm(), true).await?;
         if &done.digest != expected {
             return Err(UploadError::DigestMismatch {
                 expected: expected.clone(),
@@ -425,10 +485,14 @@ impl Store {
         let store = self.clone();
         let digest = done.digest.clone();
         let size = done.size;
-        tokio::task::spawn_blocking(move || store.commit_blob(done.temp, &digest))
-            .await
-            .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))??;
-        Ok(size)
+        let measured = done.measured;
+        let facts = tokio::task::spawn_blocking(move || -> io::Result<Option<LayerFacts>> {
+            store.commit_blob(done.temp, &digest)?;
+            Ok(measured.and_then(|m| store.keep_measured(&digest, m)))
+        })
+        .await
+        .map_err(|e| UploadError::Io(io::Error::other(e.to_string())))??;
+        Ok((size, facts))
     }
 
     /// Removes sessions whose data was last written more than `max_idle` ago.
@@ -468,14 +532,16 @@ impl Store {
     }
 
     /// Streams `body` onto the end of the session's data file and returns the
-    /// new size with the sha256 state over the whole file, and the session
-    /// lock (held throughout). A body that breaks off keeps what arrived.
+    /// new size with the sha256 state over the whole file, the layer-facts
+    /// thread when it has seen every byte, and the session lock (held
+    /// throughout). A body that breaks off keeps what arrived.
     async fn append_inner<B>(
         &self,
         id: &UploadId,
         body: B,
         start: Option<u64>,
-    ) -> Result<(u64, Sha256, FileLock), UploadError>
+        last: bool,
+    ) -> Result<(u64, Sha256, Option<Measuring>, FileLock), UploadError>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
@@ -515,16 +581,30 @@ impl Store {
         let cached = cache_take(&data, offset);
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
         let path = data.clone();
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<(u64, Sha256)> {
+        type Written = (u64, Sha256, Option<Measuring>);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<Written> {
             let mut file = file;
-            let mut h = match cached {
-                Some(h) => h,
-                None => rehash(&path, offset)?,
+            let (mut h, facts) = match cached {
+                Some(cached) => cached,
+                None => (rehash(&path, offset)?, None),
+            };
+            // Measured only when this process sees the session from its start.
+            let mut facts = match facts {
+                Some(f) => Some(f),
+                None if offset == 0 => FactsThread::spawn().ok().map(Measuring::Running),
+                None => None,
             };
             let mut size = offset;
             {
                 let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut file);
                 while let Some(chunk) = rx.blocking_recv() {
+                    match &facts {
+                        Some(Measuring::Running(f)) => f.feed(chunk.clone()),
+                        // Bytes after a finished measurement: it no longer
+                        // describes the session (computed on demand instead).
+                        Some(Measuring::Done(_)) => facts = None,
+                        None => {}
+                    }
                     h.update(&chunk);
                     out.write_all(&chunk)?;
                     size += chunk.len() as u64;
@@ -532,7 +612,10 @@ impl Store {
                 out.flush()?;
             }
             file.sync_data()?;
-            Ok((size, h))
+            if last {
+                facts = facts.map(|f| Measuring::Done(f.finish()));
+            }
+            Ok((size, h, facts))
         });
         let body_error = forward_body(body, tx).await;
         let result = writer
@@ -540,11 +623,11 @@ impl Store {
             .map_err(|e| io::Error::other(e.to_string()))
             .and_then(|r| r);
         let failure = match (body_error, result) {
-            (None, Ok((size, h))) => return Ok((size, h, lock)),
+            (None, Ok((size, h, facts))) => return Ok((size, h, facts, lock)),
             // Everything that arrived is on disk and hashed: keep it, so the
             // client resumes from here instead of resending this request.
-            (Some(e), Ok((size, h))) => {
-                cache_put(&data, size, h);
+            (Some(e), Ok((size, h, facts))) => {
+                cache_put(&data, size, h, facts);
                 return Err(UploadError::Interrupted(e));
             }
             (Some(e), Err(_)) => UploadError::Interrupted(e),
@@ -624,13 +707,13 @@ mod tests {
         assert_eq!(store.upload_offset(&id).unwrap(), Some(0));
         assert_eq!(
             store
-                .append_upload(&id, body(b"hello "), Some(0))
+                .append_upload(&id, body(b"hello "), Some(0), false)
                 .await
                 .unwrap(),
-            (6, Digest::of_bytes(b"hello "))
+            (6, Digest::of_bytes(b"hello "), None)
         );
         assert!(matches!(
-            store.append_upload(&id, body(b"x"), Some(3)).await,
+            store.append_upload(&id, body(b"x"), Some(3), false).await,
             Err(UploadError::RangeInvalid {
                 offset: 6,
                 start: 3
@@ -643,11 +726,11 @@ mod tests {
             .finish_upload(&id, body(b"world"), &want, None)
             .await
             .unwrap();
-        assert_eq!(size, 11);
+        assert_eq!(size.0, 11);
         assert_eq!(store.blob_size(&want).unwrap(), Some(11));
         assert_eq!(store.upload_offset(&id).unwrap(), None);
         assert!(matches!(
-            store.append_upload(&id, body(b"x"), None).await,
+            store.append_upload(&id, body(b"x"), None, false).await,
             Err(UploadError::Unknown)
         ));
     }
@@ -667,15 +750,15 @@ mod tests {
         ];
         let cut = StreamBody::new(futures_util::stream::iter(frames));
         assert!(matches!(
-            store.append_upload(&id, cut, Some(0)).await,
+            store.append_upload(&id, cut, Some(0), false).await,
             Err(UploadError::Interrupted(_))
         ));
         assert_eq!(store.upload_offset(&id).unwrap(), Some(12));
         cache_forget(&store.paths().upload_data(&id));
         // The reported digest covers the session's bytes from the first one,
         // rehashed here since no process cached them.
-        let (offset, so_far) = store
-            .append_upload(&id, body(b"second half"), Some(12))
+        let (offset, so_far, _) = store
+            .append_upload(&id, body(b"second half"), Some(12), false)
             .await
             .unwrap();
         let want = Digest::of_bytes(b"first half, second half");
@@ -684,7 +767,8 @@ mod tests {
             store
                 .finish_upload(&id, body(b""), &want, None)
                 .await
-                .unwrap(),
+                .unwrap()
+                .0,
             23
         );
         assert_eq!(store.blob_size(&want).unwrap(), Some(23));
@@ -695,7 +779,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = store.start_upload().unwrap();
-        store.append_upload(&id, body(b"abc"), None).await.unwrap();
+        store
+            .append_upload(&id, body(b"abc"), None, false)
+            .await
+            .unwrap();
         let wrong = Digest::of_bytes(b"abd");
         assert!(matches!(
             store.finish_upload(&id, body(b""), &wrong, None).await,
@@ -726,7 +813,7 @@ mod tests {
             store.put_blob(body(b"blub"), &d).await,
             Err(UploadError::DigestMismatch { .. })
         ));
-        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap(), 4);
+        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap().0, 4);
         assert_eq!(store.blob_size(&d).unwrap(), Some(4));
     }
 
@@ -744,7 +831,7 @@ mod tests {
         let first = {
             let (store, id) = (store.clone(), id.clone());
             let body = StreamBody::new(tokio_stream_from(rx));
-            tokio::spawn(async move { store.append_upload(&id, body, None).await })
+            tokio::spawn(async move { store.append_upload(&id, body, None, false).await })
         };
         tx.send(Ok(Frame::data(Bytes::from_static(b"first "))))
             .await
@@ -762,7 +849,9 @@ mod tests {
         }
         let mut second = {
             let (store, id) = (store.clone(), id.clone());
-            tokio::spawn(async move { store.append_upload(&id, body(b"second"), None).await })
+            tokio::spawn(
+                async move { store.append_upload(&id, body(b"second"), None, false).await },
+            )
         };
         // The second writer must be answered while the first still holds the
         // session (the old code queued it behind the lock and let it append
@@ -776,7 +865,7 @@ mod tests {
             .await
             .unwrap();
         drop(tx);
-        let (offset, _) = first.await.unwrap().unwrap();
+        let (offset, _, _) = first.await.unwrap().unwrap();
         assert_eq!(offset, 10);
         assert_eq!(
             String::from_utf8_lossy(&fs::read(&data).unwrap()),
@@ -799,7 +888,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = store.start_upload().unwrap();
         store
-            .append_upload(&id, body(b"good bytes"), None)
+            .append_upload(&id, body(b"good bytes"), None, false)
             .await
             .unwrap();
         // Another writer, bypassing this process, rewrites the data.
@@ -827,8 +916,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let want = Algorithm::Sha512.digest_of(b"chunk one, chunk two");
         let id = store.start_upload().unwrap();
-        let (offset, running) = store
-            .append_upload(&id, body(b"chunk one, "), Some(0))
+        let (offset, running, _) = store
+            .append_upload(&id, body(b"chunk one, "), Some(0), false)
             .await
             .unwrap();
         // The running hash reported to clients stays sha256.
@@ -837,7 +926,7 @@ mod tests {
             .finish_upload(&id, body(b"chunk two"), &want, Some(11))
             .await
             .unwrap();
-        assert_eq!(size, 20);
+        assert_eq!(size.0, 20);
         assert_eq!(store.blob_size(&want).unwrap(), Some(20));
         assert_eq!(
             fs::read(store.paths().blob(&want)).unwrap(),
@@ -850,7 +939,10 @@ mod tests {
         assert_eq!(store.upload_offset(&id).unwrap(), None);
 
         let id = store.start_upload().unwrap();
-        store.append_upload(&id, body(b"abc"), None).await.unwrap();
+        store
+            .append_upload(&id, body(b"abc"), None, false)
+            .await
+            .unwrap();
         let wrong = Algorithm::Sha512.digest_of(b"abd");
         assert!(matches!(
             store.finish_upload(&id, body(b""), &wrong, None).await,
@@ -871,7 +963,7 @@ mod tests {
             Err(UploadError::DigestMismatch { .. })
         ));
         assert_eq!(store.blob_size(&d).unwrap(), None);
-        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap(), 4);
+        assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap().0, 4);
         assert_eq!(store.blob_size(&d).unwrap(), Some(4));
         // The same bytes under sha256 are another name, not this one.
         assert_eq!(store.blob_size(&Digest::of_bytes(b"blob")).unwrap(), None);
@@ -886,7 +978,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let id = store.start_upload().unwrap();
         store
-            .append_upload(&id, body(b"head "), Some(0))
+            .append_upload(&id, body(b"head "), Some(0), false)
             .await
             .unwrap();
         let want = Digest::of_bytes(b"head tail");
@@ -902,7 +994,8 @@ mod tests {
             store
                 .finish_upload(&id, body(b"tail"), &want, Some(5))
                 .await
-                .unwrap(),
+                .unwrap()
+                .0,
             9
         );
         assert_eq!(store.blob_size(&want).unwrap(), Some(9));

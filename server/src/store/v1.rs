@@ -227,7 +227,7 @@ impl Store {
         let mut prefix = fs::read(p.image_json(id))?;
         prefix.push(b'\n');
         let temp = TempFile::new_in(&p.image_dir(id), "layer")?;
-        let done = ingest(body, temp, Some(prefix), Algorithm::Sha256).await?;
+        let done = ingest(body, temp, Some(prefix), Algorithm::Sha256, false).await?;
         let (store, id, user) = (self.clone(), id.clone(), user.to_string());
         blocking(move || {
             let p = store.paths();
@@ -280,7 +280,7 @@ impl Store {
         let mut prefix = fs::read(p.image_json(id))?;
         prefix.push(b'\n');
         let temp = TempFile::new_in(&p.image_dir(id), "proof")?;
-        let done = ingest(body, temp, Some(prefix), Algorithm::Sha256).await?;
+        let done = ingest(body, temp, Some(prefix), Algorithm::Sha256, false).await?;
         let (store, id, user) = (self.clone(), id.clone(), user.to_string());
         blocking(move || {
             let _lock = FileLock::exclusive(&store.paths().image_dir(&id).join(".lock"))?;
@@ -790,6 +790,7 @@ mod tests {
             &store,
             &crate::store::fsck::FsckOptions {
                 repair: false,
+                deep: false,
                 grace: std::time::Duration::from_secs(3600),
             },
         )
@@ -835,6 +836,7 @@ mod tests {
             &store,
             &crate::store::fsck::FsckOptions {
                 repair: false,
+                deep: false,
                 grace: std::time::Duration::from_secs(3600),
             },
         )

@@ -21,24 +21,35 @@
 //! given under an access file or to anonymous callers, where it would tell
 //! which digests other namespaces hold: there a miss is the same 404
 //! whether or not the pool has the blob.
+//!
+//! A layer blob's answers (HEAD and GET) carry `Berth-Diff-Id: sha256:…`
+//! and `Berth-Uncompressed-Size: N` when its facts are recorded
+//! (`store::layer_facts`); a HEAD never computes them (it stays one stat
+//! and one small read): unknown facts, no headers.
 
 use http::header;
 use http::request::Parts;
 
 use super::errors::{ErrorCode, V2Error};
 use super::routes::Name;
-use super::{with_digest, V2Result};
+use super::{with_digest, with_layer_facts, V2Result};
 use crate::names::Digest;
 use crate::registry::{blocking, response, Identity, Registry};
+use crate::store::layer_facts::LayerFacts;
 use crate::store::StoreError;
 
 /// Header of a HEAD miss for a blob the caller may mount (module doc).
 pub const MOUNTABLE_HEADER: &str = "berth-blob-mountable";
 
+/// Header naming a layer blob's diff_id (sha256 of its uncompressed bytes).
+pub const DIFF_ID_HEADER: &str = "berth-diff-id";
+/// Header giving a layer blob's uncompressed size in bytes.
+pub const UNCOMPRESSED_SIZE_HEADER: &str = "berth-uncompressed-size";
+
 /// What a blob lookup in one repository found.
 enum Found {
-    /// The blob is in the repository.
-    Here(std::fs::File, u64),
+    /// The blob is in the repository, with its layer facts when recorded.
+    Here(std::fs::File, u64, Option<LayerFacts>),
     /// Not in the repository; `true` when the caller may mount it from the pool.
     Missing(bool),
 }
@@ -62,14 +73,14 @@ pub async fn get(
             return Ok(Found::Missing(may_mount && store.blob_size(&d)?.is_some()));
         }
         Ok(match store.open_blob(&d)? {
-            Some((file, size)) => Found::Here(file, size),
+            Some((file, size)) => Found::Here(file, size, store.layer_facts(&d)?),
             None => Found::Missing(false),
         })
     })
     .await
     .map_err(|e| vec![V2Error::internal(e)])?;
-    let (file, size) = match found {
-        Found::Here(file, size) => (file, size),
+    let (file, size, facts) = match found {
+        Found::Here(file, size, facts) => (file, size, facts),
         Found::Missing(true) => {
             let mut r = response::empty(http::StatusCode::NOT_FOUND);
             response::set_header(r.headers_mut(), MOUNTABLE_HEADER, "true");
@@ -86,7 +97,7 @@ pub async fn get(
     let r = response::file_response(file, size, req.headers.get(header::RANGE), head)
         .await
         .map_err(|e| vec![V2Error::internal(e)])?;
-    Ok(with_digest(r, &digest))
+    Ok(with_layer_facts(with_digest(r, &digest), facts.as_ref()))
 }
 
 /// What a blob DELETE found.

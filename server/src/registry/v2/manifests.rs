@@ -18,7 +18,9 @@
 //!   body in the reference's algorithm (sha256, or sha512: the manifest is
 //!   then stored and linked under its sha512 digest, which
 //!   `Docker-Content-Digest` echoes; by tag it is sha256) 400
-//!   `DIGEST_INVALID`. A tag PUT projects the image (or the index's default
+//!   `DIGEST_INVALID`. An image whose config's `rootfs.diff_ids` do not
+//!   match its layers' uncompressed bytes is 400 `MANIFEST_INVALID` naming
+//!   the layer (`diff_ids.rs`, issue 17). A tag PUT projects the image (or the index's default
 //!   platform child) to V1 (§2.6); artifacts stay V2-only. A PUT by digest
 //!   may name tags as `?tag=` parameters (each answered in `OCI-Tag`). A
 //!   manifest with `subject` is recorded as a referrer of it in this
@@ -419,10 +421,14 @@ pub async fn put(
     let d = digest.clone();
     let s = subject.clone();
     let written_tags = tags.clone();
+    let check_diff_ids = kind == ManifestKind::Image && !reg.config().skip_diff_id_check;
     let tops = blocking(move || -> Result<Vec<Option<ImageId>>, Vec<V2Error>> {
         let missing = missing_references(&store, &repo, &value, kind)?;
         if !missing.is_empty() {
             return Err(missing);
+        }
+        if check_diff_ids {
+            super::diff_ids::check(&store, &value)?;
         }
         store.put_manifest_as(&bytes, &media_type, algorithm).v2()?;
         store

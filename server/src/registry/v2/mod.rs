@@ -13,6 +13,7 @@
 
 pub mod blobs;
 pub mod catalog;
+pub mod diff_ids;
 pub mod errors;
 pub mod manifests;
 pub mod referrers;
@@ -25,6 +26,15 @@ use super::response::{self, ReqBody, RespBody};
 use super::{Identity, Registry};
 use errors::{render, ErrorCode, V2Error};
 use routes::V2Route;
+
+/// berth's announcement on every V2 answer that it verifies what a client
+/// would otherwise check itself: the digest of every blob at the close,
+/// and at manifest PUT each layer's diff_id against the image config
+/// (`manifests.rs`, issue 17). `berth push` then skips its local
+/// inflate-and-hash; other clients ignore it.
+pub const VERIFIES_HEADER: &str = "berth-verifies";
+/// Its value: what is verified.
+pub const VERIFIES: &str = "diff-id";
 
 /// Header every V2 response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
@@ -68,6 +78,10 @@ pub async fn handle(
     };
     resp.headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
+    if !reg.config().skip_diff_id_check {
+        resp.headers_mut()
+            .insert(VERIFIES_HEADER, HeaderValue::from_static(VERIFIES));
+    }
     resp
 }
 
@@ -198,6 +212,24 @@ pub(crate) fn denied(d: crate::access::Denied) -> V2Error {
 pub(crate) fn located(status: StatusCode, location: &str) -> Response<RespBody> {
     let mut r = response::empty(status);
     response::set_header(r.headers_mut(), "location", location);
+    r
+}
+
+/// Sets `Berth-Diff-Id` and `Berth-Uncompressed-Size` on a blob answer
+/// (`blobs.rs`), when the blob's layer facts are known.
+pub(crate) fn with_layer_facts(
+    mut r: Response<RespBody>,
+    facts: Option<&crate::store::layer_facts::LayerFacts>,
+) -> Response<RespBody> {
+    if let Some(f) = facts {
+        let h = r.headers_mut();
+        response::set_header(h, blobs::DIFF_ID_HEADER, f.diff_id.as_str());
+        response::set_header(
+            h,
+            blobs::UNCOMPRESSED_SIZE_HEADER,
+            &f.uncompressed_size.to_string(),
+        );
+    }
     r
 }
 

@@ -7,9 +7,14 @@
 //!   `<repo>` and the blob is linked there (without an access file: when the
 //!   pool has it, every key may read everything then), else a session (202);
 //!   `?digest=<d>` with a body → 201
-//!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch.
+//!   (monolithic upload), 400 `DIGEST_INVALID` on mismatch. The 201 carries
+//!   `Berth-Diff-Id` / `Berth-Uncompressed-Size` for a layer (measured
+//!   while the body streamed in, `store::layer_facts`).
 //! * `PATCH <location>` → 202 + `Range: 0-<last>` (no `bytes=`: docker reads the
-//!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]).
+//!   pushed size from it) + `Berth-Upload-Digest` ([`UPLOAD_DIGEST_HEADER`]);
+//!   a PATCH sent with `Berth-Last-Chunk: true` ([`LAST_CHUNK_HEADER`]) of a
+//!   session measured whole also answers `Berth-Diff-Id` /
+//!   `Berth-Uncompressed-Size` of its bytes.
 //!   Without `Content-Range` the body is streamed as is;
 //!   with `Content-Range: a-b` the chunk must start at the offset and match
 //!   `Content-Length` (400 `SIZE_INVALID`).
@@ -17,7 +22,9 @@
 //!   rules as a PATCH) → 201 + `Docker-Content-Digest`; 400 `DIGEST_INVALID`
 //!   (session dropped) on mismatch or a missing digest. `<d>` is `sha256:` or
 //!   `sha512:`; a malformed digest or another algorithm is 400 `DIGEST_INVALID`
-//!   (distribution spec, "Pushing blobs").
+//!   (distribution spec, "Pushing blobs"). The 201 carries `Berth-Diff-Id`
+//!   / `Berth-Uncompressed-Size` when this process measured the whole
+//!   session (every byte streamed through it) and the blob is a layer.
 //! * Chunk order (distribution spec: "If a chunk is uploaded out of order, the
 //!   registry MUST respond with a `416`", for the PATCH and the closing PUT's
 //!   chunk alike): 416 `RANGE_INVALID` with `Range: 0-<offset-1>`, `Location`
@@ -52,7 +59,7 @@ use http::{header, Response, StatusCode};
 
 use super::errors::{ErrorCode, OrV2, V2Error};
 use super::routes::{query_param, Name};
-use super::{located, with_digest, V2Result};
+use super::{located, with_digest, with_layer_facts, V2Result};
 use crate::names::Digest;
 use crate::registry::{blocking, response, Identity, Registry, ReqBody, RespBody};
 use crate::store::manifests::LinkVia;
@@ -72,6 +79,13 @@ fn blob_location(name: &Name, d: &Digest) -> String {
 /// against the archive's digest instead of hashing what it sends a second
 /// time (issue 9); other clients ignore it.
 pub const UPLOAD_DIGEST_HEADER: &str = "berth-upload-digest";
+
+/// berth's extension header on a PATCH request: `true` says no byte follows
+/// before the closing PUT. A session this process saw whole then answers
+/// with the diff_id and uncompressed size of its bytes (`Berth-Diff-Id`,
+/// `Berth-Uncompressed-Size`), so `berth push` compares them with the
+/// image config before committing anything (issue 17).
+pub const LAST_CHUNK_HEADER: &str = "berth-last-chunk";
 
 /// The 202/204 answer describing a session at `offset`; `digest` (of the
 /// bytes it holds) when known.
@@ -270,7 +284,7 @@ pub async fn start(
         }
     };
     if let Some(digest) = digest {
-        let size = store.put_blob(body, &digest).await.v2()?;
+        let (size, facts) = store.put_blob(body, &digest).await.v2()?;
         link(&store, name, &digest).await?;
         tracing::info!(user = %who.log_user(), repository = %name.repo, blob = %digest, size, "blob uploaded (monolithic)");
         reg.audit(
@@ -283,9 +297,12 @@ pub async fn start(
             },
         )
         .await;
-        return Ok(with_digest(
-            located(StatusCode::CREATED, &blob_location(name, &digest)),
-            &digest,
+        return Ok(with_layer_facts(
+            with_digest(
+                located(StatusCode::CREATED, &blob_location(name, &digest)),
+                &digest,
+            ),
+            facts.as_ref(),
         ));
     }
     drop(body);
@@ -378,9 +395,13 @@ pub async fn patch(
         }
     };
     let mut body = body;
-    let (offset, digest) = match reg
+    let last = req
+        .headers
+        .get(LAST_CHUNK_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let (offset, digest, measured) = match reg
         .store()
-        .append_upload(&id, &mut body, range.map(|(a, _)| a))
+        .append_upload(&id, &mut body, range.map(|(a, _)| a), last)
         .await
     {
         Ok(done) => done,
@@ -391,12 +412,9 @@ pub async fn patch(
             return refused(name, &id, e);
         }
     };
-    Ok(session_answer(
-        StatusCode::ACCEPTED,
-        name,
-        &id,
-        offset,
-        Some(&digest),
+    Ok(with_layer_facts(
+        session_answer(StatusCode::ACCEPTED, name, &id, offset, Some(&digest)),
+        measured.as_ref().map(|m| &m.facts),
     ))
 }
 
@@ -441,7 +459,7 @@ pub async fn close(
         }
     };
     let mut body = body;
-    let size = match store
+    let (size, facts) = match store
         .finish_upload(&id, &mut body, &digest, range.map(|(a, _)| a))
         .await
     {
@@ -465,9 +483,12 @@ pub async fn close(
         },
     )
     .await;
-    Ok(with_digest(
-        located(StatusCode::CREATED, &blob_location(name, &digest)),
-        &digest,
+    Ok(with_layer_facts(
+        with_digest(
+            located(StatusCode::CREATED, &blob_location(name, &digest)),
+            &digest,
+        ),
+        facts.as_ref(),
     ))
 }
 
