@@ -29,6 +29,7 @@ use http_body_util::BodyExt;
 
 use crate::names::{Digest, RepoName, Tag};
 use crate::registry::response::{full_body, ReqBody, RespBody};
+use crate::registry::v2::routes::percent_decode;
 use api::Api;
 use pages::{error_page, Page};
 
@@ -381,32 +382,6 @@ fn parse_form(body: &str) -> Vec<(String, String)> {
             (percent_decode(k), percent_decode(v))
         })
         .collect()
-}
-
-/// Decodes `%XX` and `+` (invalid escapes are kept as written).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Compares secrets without stopping at the first difference.

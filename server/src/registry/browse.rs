@@ -132,6 +132,17 @@ fn readable_repo(
     Ok(repo)
 }
 
+/// The `n` parameter: 50 when absent, at most `cap`.
+fn page_size(q: &dyn Fn(&str) -> Option<String>, cap: usize) -> Result<usize, Refusal> {
+    match q("n").filter(|s| !s.is_empty()) {
+        None => Ok(50),
+        Some(s) => Ok(s
+            .parse::<usize>()
+            .map_err(|_| Refusal(StatusCode::BAD_REQUEST, format!("invalid n={s}")))?
+            .min(cap)),
+    }
+}
+
 /// `GET /_berth/repositories?n=&last=&q=`: readable repositories holding a
 /// tag, sorted by name, those whose name contains `q`, after `last`, at
 /// most `n` (default 50, at most [`MAX_PAGE`]), each with its tag count,
@@ -142,13 +153,7 @@ fn repositories(
     caller: &Caller,
     q: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Value, Refusal> {
-    let n = match q("n").filter(|s| !s.is_empty()) {
-        None => 50,
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| Refusal(StatusCode::BAD_REQUEST, format!("invalid n={s}")))?
-            .min(MAX_PAGE),
-    };
+    let n = page_size(q, MAX_PAGE)?;
     let filter = q("q").unwrap_or_default().to_ascii_lowercase();
     let last = q("last").unwrap_or_default();
     let mut names: Vec<RepoName> = store
@@ -407,13 +412,7 @@ fn audit_entries(
     caller: &Caller,
     q: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Value, Refusal> {
-    let n = match q("n").filter(|s| !s.is_empty()) {
-        None => 50,
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| Refusal(StatusCode::BAD_REQUEST, format!("invalid n={s}")))?
-            .min(MAX_AUDIT),
-    };
+    let n = page_size(q, MAX_AUDIT)?;
     let only = match q("repository").filter(|s| !s.is_empty()) {
         Some(r) => Some(
             RepoName::parse(&r)

@@ -123,8 +123,9 @@ fn parse_rest(rest: &str) -> Result<V2Route, V2Error> {
     Err(unknown())
 }
 
-/// Decodes `%XX` escapes and `+` in a query component.
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` in a query component (invalid escapes
+/// are kept as written); the catalog's forms use it too.
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
