@@ -66,6 +66,39 @@ pub enum BerthCommand {
     Pull(PluginPullArgs),
 }
 
+/// Most tags of the target repository looked at for the image before
+/// exporting it.
+const TAGS_LOOKED_AT: usize = 100;
+
+/// A manifest of repository `name` that is engine image `id`, found among
+/// its first [`TAGS_LOOKED_AT`] tags; `None` when the repository is new or
+/// does not hold the image.
+async fn held_under_another_tag(
+    transport: &crate::transport::Transport,
+    conn: &mut V2Connection,
+    name: &str,
+    id: &str,
+) -> Result<Option<crate::archive::registry::FetchedManifest>, ClientError> {
+    let path = format!("/v2/{name}/tags/list");
+    let listed = match crate::catalog::call(transport, http::Method::GET, &path).await {
+        Ok(v) => v,
+        Err(ClientError::Status { status, .. }) if status == http::StatusCode::NOT_FOUND => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let tags = listed["tags"].as_array().cloned().unwrap_or_default();
+    for tag in tags.iter().filter_map(|t| t.as_str()).take(TAGS_LOOKED_AT) {
+        match conn.get_manifest(name, tag).await {
+            Ok(m) if is_image(&m.bytes, m.digest.as_str(), id) => return Ok(Some(m)),
+            Ok(_) => {}
+            Err(ClientError::Status { status, .. }) if status == http::StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// `docker berth push`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PluginPushArgs {
@@ -173,6 +206,25 @@ async fn push(a: PluginPushArgs) -> Result<(), ClientError> {
         Ok(_) => {}
         Err(ClientError::Status { status, .. }) if status == http::StatusCode::NOT_FOUND => {}
         Err(e) => return Err(e),
+    }
+    // The image under another tag of the repository: the new tag is that
+    // manifest, put again; nothing is exported either.
+    if let Some(m) = held_under_another_tag(&transport, &mut conn, &target.name, &id).await? {
+        conn.put_manifest(
+            &target.name,
+            target.tag_or_default(),
+            &m.media_type,
+            &m.bytes,
+            &m.digest,
+        )
+        .await?;
+        if !a.quiet {
+            println!(
+                "{target_text} {} (already there under another tag: image {id}; nothing exported)",
+                m.digest
+            );
+        }
+        return Ok(());
     }
     drop(conn);
     let export = engine.export(&a.image).await?;

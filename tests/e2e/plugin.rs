@@ -140,6 +140,40 @@ fn docker_berth_push_and_pull_round_trip_through_the_engine() {
     assert!(second.contains("nothing exported"), "{second}");
     assert!(second.contains(&manifest_digest), "{second}");
 
+    // A new tag of the image in the same repository: the manifest the
+    // repository holds under the first tag is put again; nothing exported.
+    let other = format!("{}:second", pulled.split(':').next().unwrap());
+    let mut retag = docker_berth(&config, &["push"]);
+    retag.args(&flags).args([&tag, &server.registry, &other]);
+    let out = run_ok(&mut retag);
+    let third = String::from_utf8_lossy(&out.stdout);
+    assert!(third.contains("already there under another tag"), "{third}");
+    assert!(third.contains(&manifest_digest), "{third}");
+    let out = run_ok(
+        Command::new(bin("berth"))
+            .args(["get"])
+            .args(
+                server
+                    .flags
+                    .iter()
+                    .map(|f| if f == "-i" { "--identity" } else { f }),
+            )
+            .arg(&server.registry)
+            .arg(format!(
+                "/v2/{}/tags/list",
+                pulled.split(':').next().unwrap()
+            )),
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "second"),
+        "{listed}"
+    );
+
     // A wrong DOCKER_HOST is honoured too: the push fails naming it.
     let mut wrong = docker_berth(&config, &["push"]);
     wrong
