@@ -53,6 +53,12 @@ impl AuditEvent {
         self
     }
 
+    /// The blob or manifest digest.
+    pub fn digest(mut self, digest: &crate::names::Digest) -> AuditEvent {
+        self.digest = Some(digest.to_string());
+        self
+    }
+
     /// The V1 image id.
     pub fn image(mut self, id: &crate::names::ImageId) -> AuditEvent {
         self.image = Some(id.to_string());

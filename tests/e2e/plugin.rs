@@ -112,23 +112,23 @@ fn docker_berth_push_and_pull_round_trip_through_the_engine() {
         .to_string();
 
     // The registry's manifest names the engine's image id as its config.
-    let out = run_ok(
-        Command::new(bin("berth"))
-            .args(["get"])
-            .args(
-                server
-                    .flags
-                    .iter()
-                    .map(|f| if f == "-i" { "--identity" } else { f }),
-            )
-            .arg(&server.registry)
-            .arg(format!(
-                "/v2/{}/manifests/{}",
-                pulled.split(':').next().unwrap(),
-                manifest_digest
-            )),
-    );
-    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let berth_get = |path: String| -> serde_json::Value {
+        let out = run_ok(
+            Command::new(bin("berth"))
+                .args(["get"])
+                .args(
+                    server
+                        .flags
+                        .iter()
+                        .map(|f| if f == "-i" { "--identity" } else { f }),
+                )
+                .arg(&server.registry)
+                .arg(path),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let repo = pulled.split(':').next().unwrap();
+    let manifest = berth_get(format!("/v2/{repo}/manifests/{manifest_digest}"));
     assert_eq!(manifest["config"]["digest"], serde_json::json!(id));
 
     // Again: the registry's tag already is this image, so only the id
@@ -142,29 +142,14 @@ fn docker_berth_push_and_pull_round_trip_through_the_engine() {
 
     // A new tag of the image in the same repository: the manifest the
     // repository holds under the first tag is put again; nothing exported.
-    let other = format!("{}:second", pulled.split(':').next().unwrap());
+    let other = format!("{repo}:second");
     let mut retag = docker_berth(&config, &["push"]);
     retag.args(&flags).args([&tag, &server.registry, &other]);
     let out = run_ok(&mut retag);
     let third = String::from_utf8_lossy(&out.stdout);
     assert!(third.contains("already there under another tag"), "{third}");
     assert!(third.contains(&manifest_digest), "{third}");
-    let out = run_ok(
-        Command::new(bin("berth"))
-            .args(["get"])
-            .args(
-                server
-                    .flags
-                    .iter()
-                    .map(|f| if f == "-i" { "--identity" } else { f }),
-            )
-            .arg(&server.registry)
-            .arg(format!(
-                "/v2/{}/tags/list",
-                pulled.split(':').next().unwrap()
-            )),
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = berth_get(format!("/v2/{repo}/tags/list"));
     assert!(
         listed["tags"]
             .as_array()

@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 use super::errors::{ErrorCode, OrV2, V2Error};
 use super::routes::{query_params, Name, Reference};
 use super::{located, with_digest, V2Result};
+use crate::audit::AuditEvent;
 use crate::names::{Digest, ImageId, RepoName, Tag};
 use crate::registry::{blocking, response, Identity, Registry, ReqBody};
 use crate::store::manifests::{LinkVia, TagRecord};
@@ -516,12 +517,9 @@ async fn delete_tag(reg: &Registry, name: &Name, tag: Tag, who: &Identity) -> V2
     tracing::info!(user = %who.log_user(), repository = %name.repo, %tag, "tag deleted (V2)");
     reg.audit(
         who,
-        crate::audit::AuditEvent {
-            op: "tag.delete",
-            repository: Some(name.repo.full()),
-            tag: Some(tag.to_string()),
-            ..Default::default()
-        },
+        AuditEvent::new("tag.delete")
+            .repository(&name.repo)
+            .tag(&tag),
     )
     .await;
     Ok(response::empty(StatusCode::ACCEPTED))
@@ -548,28 +546,10 @@ async fn delete_manifest(reg: &Registry, name: &Name, digest: Digest, who: &Iden
         return Err(unknown_manifest(digest.as_str()));
     };
     tracing::info!(user = %who.log_user(), repository = %name.repo, manifest = %digest, tags = ?tags.iter().map(Tag::as_str).collect::<Vec<_>>(), "manifest deleted (V2)");
-    reg.audit(
-        who,
-        crate::audit::AuditEvent {
-            op: "manifest.delete",
-            repository: Some(name.repo.full()),
-            digest: Some(digest.to_string()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let event = |op| AuditEvent::new(op).repository(&name.repo).digest(&digest);
+    reg.audit(who, event("manifest.delete")).await;
     for tag in tags {
-        reg.audit(
-            who,
-            crate::audit::AuditEvent {
-                op: "tag.delete",
-                repository: Some(name.repo.full()),
-                tag: Some(tag.to_string()),
-                digest: Some(digest.to_string()),
-                ..Default::default()
-            },
-        )
-        .await;
+        reg.audit(who, event("tag.delete").tag(&tag)).await;
     }
     Ok(response::empty(StatusCode::ACCEPTED))
 }
