@@ -584,29 +584,10 @@ fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
     }
     let known = w.state.join("known_hosts");
     std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
-    let start_shim = |user: &str, key: Option<&ClientKey>| -> (Proc, std::net::SocketAddr) {
-        let mut cmd = Command::new(bin("berth"));
-        cmd.args(["shim", "--listen", "127.0.0.1:0", "--known-hosts"])
-            .arg(&known);
-        if let Some(k) = key {
-            cmd.arg("--identity").arg(&k.private);
-        }
-        cmd.env_remove("SSH_AUTH_SOCK");
-        cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
-        let (proc, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        (proc, addr)
-    };
     let skopeo = |args: &[&str]| Command::new("skopeo").args(args).output().unwrap();
 
     // Anonymous: public is readable, private and writes are not.
-    let (_anon, a) = start_shim("anonymous", None);
+    let (_anon, a) = start_shim("anonymous", None, port, &known);
     let out = skopeo(&[
         "inspect",
         "--tls-verify=false",
@@ -653,7 +634,7 @@ fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
 
     // The writer: pushes to team, cannot read private.
-    let (_wr, b) = start_shim("writer", Some(&w.writer));
+    let (_wr, b) = start_shim("writer", Some(&w.writer.private), port, &known);
     let out = skopeo(&[
         "copy",
         "--dest-tls-verify=false",

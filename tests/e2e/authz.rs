@@ -95,6 +95,12 @@ const MATRIX: &[(&str, Body, [u16; 4])] = &[
     ("GET /v2/_catalog",                                  Body::None, [200, 200, 200, 200]),
     ("GET /v1/search?q=app",                              Body::None, [200, 200, 200, 200]),
     ("GET /_berth/info",                                  Body::None, [200, 200, 200, 200]),
+    // ---- the catalog's summaries (issue 19): read rule, unreadable = absent
+    ("GET /_berth/repositories",                          Body::None, [200, 200, 200, 200]),
+    ("GET /_berth/tags?repository=private/app",           Body::None, [200, 200, 404, 404]),
+    ("GET /_berth/layers?repository=private/app&digests={L}", Body::None, [200, 200, 404, 404]),
+    ("GET /_berth/audit?repository=private/app",          Body::None, [200, 200, 200, 200]),
+    ("DELETE /_berth/tags?repository=private/app",        Body::None, [405, 405, 405, 405]),
     ("GET /v1/repositories/private/v1app/tags/latest",    Body::None, [200, 200, 403, 401]),
     ("GET /v1/repositories/private/v1app/tags/latest/json", Body::None, [200, 200, 403, 401]),
     ("GET /v1/repositories/private/v1app/json",           Body::None, [200, 200, 403, 401]),
@@ -281,6 +287,19 @@ fn authorization_matrix_over_ssh_and_the_shim() {
                         "L",
                     )
             };
+            // The catalog's summaries list nothing of private/ to those
+            // who may not read it.
+            if *who == "mallory" || *who == "anonymous" {
+                for route in [
+                    "GET /_berth/repositories",
+                    "GET /_berth/audit?repository=private/app",
+                ] {
+                    let (_, text) = body_of(route);
+                    if text.contains("private/") {
+                        failures.push(format!("{via:5} {who:9} {route} shows private/: {text}"));
+                    }
+                }
+            }
             if steal.0 != unknown.0 || scrub(&steal.1) != scrub(&unknown.1) {
                 failures.push(format!(
                     "{via:5} {who:9} steal and unknown manifests answer differently: {steal:?} vs {unknown:?}"
