@@ -30,7 +30,7 @@ pub async fn call(transport: &Transport, method: Method, path: &str) -> Result<V
         return Err(ClientError::Status {
             what,
             status,
-            message: berth_server::exec::error_message(&body),
+            message: berth_transport::wire::error_message(&body),
         });
     }
     if body.iter().all(u8::is_ascii_whitespace) {

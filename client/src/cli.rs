@@ -4,8 +4,12 @@
 //! `registryget REGISTRY PATH` and `berth get REGISTRY PATH` are one code path.
 //!
 //! Binaries stay thin: they parse, set up logging and the runtime, call
-//! [`run`] (or [`get`]/[`put`]) and turn a [`ClientError`] into one line on
-//! stderr and an exit status.
+//! [`run`] (or [`get`]/[`put`]) and turn a [`CliError`] into one line on
+//! stderr and an exit status ([`CliError::exit_code`]).
+//!
+//! The library modules below take plain options
+//! ([`ConnectOptions`], [`crate::archive::PushOptions`], ...); the clap
+//! types here fill them. Nothing below this module knows clap.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,12 +23,67 @@ use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use crate::archive::{ArchiveError, PullOptions, PushOptions};
 use crate::catalog::{self, Reference};
+use crate::connect::ConnectOptions;
 use crate::error::ClientError;
 use crate::http::{self, Body, HttpConnection};
-use crate::remote::{parse_jumps, Remote};
-use crate::transport::ssh::SshOptions;
+use crate::remote::Remote;
 use crate::transport::{NewTransport, Transport};
+
+/// Exit status when the registry answered with an error status.
+pub const EXIT_REFUSED: u8 = 1;
+/// Exit status for every other failure: usage, connection, SSH, I/O.
+pub const EXIT_FAILED: u8 = 2;
+
+/// Why a command failed: one of the library's two error types. Registry
+/// and transport failures stay [`ClientError`]s even when an archive
+/// operation met them, so their exit status survives.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The registry, the transport, local I/O or the command line.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// An archive was refused, or a push/pull failed verification (`berth
+    /// push`/`pull`).
+    #[error(transparent)]
+    Archive(ArchiveError),
+}
+
+impl From<ArchiveError> for CliError {
+    /// Registry errors met by an archive operation keep their type (and
+    /// exit status), as does a closed stdout.
+    fn from(e: ArchiveError) -> CliError {
+        match e {
+            ArchiveError::Client(c) => CliError::Client(*c),
+            ArchiveError::Io { what, source }
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                CliError::Client(ClientError::Io { what, source })
+            }
+            other => CliError::Archive(other),
+        }
+    }
+}
+
+impl CliError {
+    /// The process exit status for this error ([`EXIT_CODES`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(ClientError::Status { .. }) => EXIT_REFUSED,
+            _ => EXIT_FAILED,
+        }
+    }
+
+    /// Whether this is a closed stdout (`registryget ... | head`): not worth
+    /// a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            CliError::Client(e) => e.is_broken_pipe(),
+            CliError::Archive(e) => e.is_broken_pipe(),
+        }
+    }
+}
 
 /// Exit statuses, shown by every command's `--help`.
 pub const EXIT_CODES: &str = "\
@@ -92,22 +151,115 @@ impl From<SshLongArgs> for SshArgs {
     }
 }
 
-impl SshArgs {
-    /// Validated options for the transports.
-    pub fn options(&self) -> Result<SshOptions, ClientError> {
-        Ok(SshOptions {
-            identities: self.identity.clone(),
-            jumps: parse_jumps(&self.jump)?,
-            known_hosts: self.known_hosts.clone(),
-            accept_new_host_key: self.accept_new_host_key,
-        })
+impl From<SshArgs> for ConnectOptions {
+    fn from(a: SshArgs) -> ConnectOptions {
+        ConnectOptions {
+            identity: a.identity,
+            jump: a.jump,
+            known_hosts: a.known_hosts,
+            accept_new_host_key: a.accept_new_host_key,
+        }
     }
+}
 
-    /// The transport to `registry` with these options.
+impl SshArgs {
+    /// The transport to `registry` with these options (nothing connects yet).
     pub fn transport(&self, registry: &str) -> Result<Transport, ClientError> {
-        let remote: Remote = registry.parse()?;
-        Ok(Transport::new(&remote, self.options()?)?)
+        ConnectOptions::from(self.clone()).transport(registry)
     }
+}
+
+/// `berth push`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Archive to read (`docker save`, `skopeo copy ... docker-archive:` or
+    /// `oci-archive:`, optionally gzip/zstd-compressed); `-` is stdin.
+    #[arg(long, value_name = "FILE|-", default_value = "-")]
+    pub input: PathBuf,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = crate::archive::push::DEFAULT_JOBS)]
+    pub jobs: usize,
+    /// Print nothing but errors.
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print one JSON event per line on stdout (start, blob, manifest, done).
+    #[arg(long)]
+    pub json: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Where to push: NAME:TAG pushes the image the archive calls that (or
+    /// its only image); NAME pushes every tag of NAME in the archive; none
+    /// pushes every image under the names in the archive.
+    pub name: Option<String>,
+}
+
+impl From<PushArgs> for PushOptions {
+    fn from(a: PushArgs) -> PushOptions {
+        PushOptions {
+            connect: a.ssh.into(),
+            input: a.input,
+            jobs: a.jobs,
+            quiet: a.quiet,
+            json: a.json,
+            registry: a.registry,
+            name: a.name,
+        }
+    }
+}
+
+/// `berth pull`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Archive to write (replaced only once complete); `-` is stdout.
+    #[arg(long, short = 'o', value_name = "FILE|-", default_value = "-")]
+    pub output: PathBuf,
+    /// Print nothing but errors.
+    #[arg(short, long, conflicts_with = "json")]
+    pub quiet: bool,
+    /// Print one JSON event per line (on stderr when the archive goes to stdout).
+    #[arg(long)]
+    pub json: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Image to pull: NAME[:TAG] (tag `latest` by default).
+    pub name: String,
+}
+
+impl From<PullArgs> for PullOptions {
+    fn from(a: PullArgs) -> PullOptions {
+        PullOptions {
+            connect: a.ssh.into(),
+            output: a.output,
+            quiet: a.quiet,
+            json: a.json,
+            registry: a.registry,
+            name: a.name,
+        }
+    }
+}
+
+/// `berth sync`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = EXIT_CODES)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Registry to copy from: ssh://[user@]host[:port], file:///abs/dir, a directory,
+    /// http://host[:port] or https://host[:port].
+    pub src: String,
+    /// Registry to copy to (same forms).
+    pub dst: String,
+    /// Repositories (`NAME`, all tags) or tags (`NAME:TAG`) to copy; default: every repository.
+    pub references: Vec<String>,
 }
 
 /// `registryget` / `berth get`.
@@ -298,11 +450,11 @@ pub enum Command {
     /// Who the registry thinks you are, and what you may read/write/delete where.
     Info(InfoArgs),
     /// Push a `docker save` archive (file or stdin) to the registry.
-    Push(crate::archive::PushArgs),
+    Push(PushArgs),
     /// Pull an image into a `docker load` archive (file or stdout).
-    Pull(crate::archive::PullArgs),
+    Pull(PullArgs),
     /// Copy repositories between two registries (only missing blobs; digests kept).
-    Sync(crate::sync::SyncArgs),
+    Sync(SyncArgs),
     /// Write the man pages and shell completions of berth, registryget,
     /// registryput and docker-berth under DIR (packaging).
     #[command(hide = true)]
@@ -313,36 +465,22 @@ pub enum Command {
 }
 
 /// Runs one `berth` command.
-pub async fn run(cmd: Command) -> Result<(), ClientError> {
+pub async fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Get(a) => get(a).await,
-        Command::Put(a) => put(a).await,
-        Command::Shim(a) => shim(a).await,
-        Command::Push(a) => crate::archive::push_command(a).await,
-        Command::Pull(a) => crate::archive::pull_command(a).await,
-        Command::Sync(a) => crate::sync::sync_command(a).await,
-        Command::GenerateAssets { dir } => {
-            use clap::CommandFactory;
-            for cmd in [
-                Berth::command(),
-                RegistryGet::command(),
-                RegistryPut::command(),
-                crate::plugin::PluginCli::command().name("docker-berth"),
-            ] {
-                berth_server::assets::generate(cmd, &dir).map_err(|source| ClientError::Io {
-                    what: format!("writing man pages and completions to {}", dir.display()),
-                    source,
-                })?;
-            }
-            Ok(())
-        }
+        Command::Push(a) => Ok(crate::archive::push_archive(a.into()).await?),
+        Command::Pull(a) => Ok(crate::archive::pull_archive(a.into()).await?),
+        Command::Get(a) => Ok(get(a).await?),
+        Command::Put(a) => Ok(put(a).await?),
+        Command::Shim(a) => Ok(shim(a).await?),
+        Command::Sync(a) => Ok(sync(a).await?),
+        Command::GenerateAssets { dir } => Ok(generate_assets(&dir)?),
         Command::Ls(a) => {
             let t = a.ssh.transport(&a.registry)?;
-            print_names(catalog::list(&t).await?, a.json).await
+            Ok(print_names(catalog::list(&t).await?, a.json).await?)
         }
         Command::Search(a) => {
             let t = a.ssh.transport(&a.registry)?;
-            print_names(catalog::search(&t, &a.term).await?, a.json).await
+            Ok(print_names(catalog::search(&t, &a.term).await?, a.json).await?)
         }
         Command::Info(a) => {
             let t = a.ssh.transport(&a.registry)?;
@@ -352,7 +490,7 @@ pub async fn run(cmd: Command) -> Result<(), ClientError> {
             } else {
                 catalog::format_info(&v)
             };
-            write_stdout(text.as_bytes()).await
+            Ok(write_stdout(text.as_bytes()).await?)
         }
         Command::Tags(a) => {
             let t = a.ssh.transport(&a.registry)?;
@@ -371,7 +509,7 @@ pub async fn run(cmd: Command) -> Result<(), ClientError> {
                 }
                 s
             };
-            write_stdout(text.as_bytes()).await
+            Ok(write_stdout(text.as_bytes()).await?)
         }
         Command::Rm(a) => {
             let reference = Reference::parse(&a.reference)?;
@@ -382,9 +520,26 @@ pub async fn run(cmd: Command) -> Result<(), ClientError> {
                 (Some(_), false) => format!("deleted tag {}\n", a.reference),
                 (None, false) => format!("deleted repository {}\n", a.reference),
             };
-            write_stdout(text.as_bytes()).await
+            Ok(write_stdout(text.as_bytes()).await?)
         }
     }
+}
+
+/// `berth generate-assets DIR`: man pages and completions for packaging.
+fn generate_assets(dir: &std::path::Path) -> Result<(), ClientError> {
+    use clap::CommandFactory;
+    for cmd in [
+        Berth::command(),
+        RegistryGet::command(),
+        RegistryPut::command(),
+        crate::plugin::PluginCli::command().name("docker-berth"),
+    ] {
+        berth_server::assets::generate(cmd, dir).map_err(|source| ClientError::Io {
+            what: format!("writing man pages and completions to {}", dir.display()),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 async fn print_names(names: Vec<String>, json: bool) -> Result<(), ClientError> {
@@ -404,6 +559,35 @@ pub(crate) async fn write_stdout(data: &[u8]) -> Result<(), ClientError> {
     };
     out.write_all(data).await.map_err(io)?;
     out.flush().await.map_err(io)
+}
+
+/// `berth sync`: copies, then prints the report.
+pub async fn sync(a: SyncArgs) -> Result<(), ClientError> {
+    let references = a
+        .references
+        .iter()
+        .map(|r| Reference::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let src = a.ssh.transport(&a.src)?;
+    let dst = a.ssh.transport(&a.dst)?;
+    let report = crate::sync::sync(&src, &dst, &references).await?;
+    let text = if a.json {
+        format!(
+            "{}\n",
+            serde_json::to_string(&report).unwrap_or_else(|_| "{}".to_string())
+        )
+    } else {
+        format!(
+            "sync: {} tags ({} unchanged), {} manifests and {} blobs sent ({} bytes), {} blobs already there\n",
+            report.tags,
+            report.tags_unchanged,
+            report.manifests_sent,
+            report.blobs_sent,
+            report.bytes_sent,
+            report.blobs_present
+        )
+    };
+    write_stdout(text.as_bytes()).await
 }
 
 /// `registryget`: GET PATH, the body to stdout.
@@ -516,7 +700,7 @@ async fn transfer(
         return Err(ClientError::Status {
             what,
             status,
-            message: berth_server::exec::error_message(&bytes),
+            message: berth_transport::wire::error_message(&bytes),
         });
     }
     while let Some(frame) = body.frame().await {
@@ -548,7 +732,10 @@ pub async fn shim(a: ShimArgs) -> Result<(), ClientError> {
         )));
     }
     let remote: Remote = a.registry.parse()?;
-    let transport = Arc::new(Transport::new(&remote, a.ssh.options()?)?);
+    let transport = Arc::new(Transport::new(
+        &remote,
+        ConnectOptions::from(a.ssh.clone()).options()?,
+    )?);
     transport.prepare().await?;
     // One request before the startup line, so that a wrong host, key or
     // subsystem shows up now rather than as Docker's first failure.

@@ -1,7 +1,8 @@
 //! The client's error type above the transports: what failed, with the
-//! input that failed, and the exit status it maps to (documented in each
-//! command's `--help`). Address, transport and HTTP failures are
-//! berth-transport's errors, wrapped here.
+//! input that failed. Address, transport and HTTP failures are
+//! berth-transport's errors, wrapped here; archive operations wrap this
+//! type in theirs ([`crate::archive::ArchiveError`]), never the reverse.
+//! Exit statuses are the command line's business (`cli.rs`).
 
 use std::io;
 
@@ -10,11 +11,6 @@ use http::StatusCode;
 use crate::http::HttpError;
 use crate::remote::RemoteError;
 use crate::transport::TransportError;
-
-/// Exit status when the registry answered with an error status.
-pub const EXIT_REFUSED: u8 = 1;
-/// Exit status for every other failure: usage, connection, SSH, I/O.
-pub const EXIT_FAILED: u8 = 2;
 
 /// Why a client command failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +59,6 @@ pub enum ClientError {
         /// What was wrong with it.
         message: String,
     },
-    /// An archive was refused, or a push/pull failed verification (`berth
-    /// push`/`pull`; see [`crate::archive::ArchiveError`]).
-    #[error(transparent)]
-    Archive(Box<crate::archive::ArchiveError>),
     /// Bad command-line input that clap could not catch.
     #[error("{0}")]
     Usage(String),
@@ -92,14 +84,6 @@ impl From<HttpError> for ClientError {
 }
 
 impl ClientError {
-    /// The process exit status for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Status { .. } => EXIT_REFUSED,
-            _ => EXIT_FAILED,
-        }
-    }
-
     /// Whether this is a closed stdout (`registryget ... | head`): not worth
     /// a message.
     pub fn is_broken_pipe(&self) -> bool {

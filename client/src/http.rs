@@ -36,6 +36,12 @@ impl HttpConnection {
     pub fn diagnostics(&self) -> Diagnostics {
         self.0.diagnostics()
     }
+
+    /// The shared connection underneath, for berth-transport's V2 read
+    /// client ([`berth_transport::v2`]), whose errors the caller converts.
+    pub fn shared(&mut self) -> &mut berth_transport::http::HttpConnection {
+        &mut self.0
+    }
 }
 
 /// Reads a whole (small) response body: JSON answers and error messages

@@ -12,12 +12,18 @@
 //!   OpenSSH ([`transport::command`]) or TCP.
 //! * [`http`] — an HTTP/1.1 client over one stream, bodies streamed
 //!   (berth-transport's, answering with [`error::ClientError`]).
+//! * [`connect`] — how a command reaches its `REGISTRY` (SSH options as
+//!   plain values, turned into a transport when needed).
+//! * [`registry`] — the V2 calls of push, pull and sync (blob HEAD/GET,
+//!   uploads, manifest PUT/GET) on one connection.
 //! * [`catalog`] — `ls`, `tags`, `rm`, `search` over the V1 API.
 //! * [`sync`] — `berth sync`: copies repositories between two registries.
 //! * [`shim`] — loopback TCP connections piped to registry streams.
 //! * [`cli`] — the clap definitions and command bodies shared by the
-//!   `berth`, `registryget` and `registryput` binaries.
-//! * [`error`] — [`error::ClientError`] and the exit statuses.
+//!   `berth`, `registryget` and `registryput` binaries, and the exit
+//!   statuses ([`cli::CliError`]); the only module that knows clap, with
+//!   [`plugin`]'s command line.
+//! * [`error`] — [`error::ClientError`].
 //! * [`docker`] — the Docker Engine API on its socket (image id, export,
 //!   load), for [`plugin`]: the `docker berth` CLI plugin.
 //! * [`archive`] — `berth push` / `berth pull` of `docker save` archives.
@@ -25,10 +31,12 @@
 pub mod archive;
 pub mod catalog;
 pub mod cli;
+pub mod connect;
 pub mod docker;
 pub mod error;
 pub mod http;
 pub mod plugin;
+pub mod registry;
 pub mod shim;
 pub mod sync;
 pub mod transport;

@@ -21,11 +21,11 @@ use hyper::body::Frame;
 
 use crate::archive::progress::{Mode, Progress};
 use crate::archive::reference::ImageRef;
-use crate::archive::registry::V2Connection;
-use crate::archive::{into_client_error, PushArgs};
-use crate::cli::{SshArgs, EXIT_CODES};
+use crate::archive::PushOptions;
+use crate::cli::{CliError, SshArgs, EXIT_CODES};
 use crate::docker::{Engine, EngineBody};
 use crate::error::ClientError;
+use crate::registry::V2Connection;
 
 /// The `docker-berth` command line, as the docker CLI runs it: first
 /// argument the metadata request or the plugin's own name.
@@ -78,7 +78,7 @@ async fn held_under_another_tag(
     conn: &mut V2Connection,
     name: &str,
     id: &str,
-) -> Result<Option<crate::archive::registry::FetchedManifest>, ClientError> {
+) -> Result<Option<crate::registry::FetchedManifest>, ClientError> {
     let path = format!("/v2/{name}/tags/list");
     let listed = match crate::catalog::call(transport, http::Method::GET, &path).await {
         Ok(v) => v,
@@ -144,7 +144,7 @@ pub fn metadata() -> serde_json::Value {
 }
 
 /// Runs one plugin command.
-pub async fn run(cli: PluginCli) -> Result<(), ClientError> {
+pub async fn run(cli: PluginCli) -> Result<(), CliError> {
     match cli.command {
         PluginCommand::Metadata => {
             println!("{}", metadata());
@@ -179,7 +179,7 @@ fn is_image(bytes: &[u8], digest: &str, id: &str) -> bool {
 }
 
 /// `docker berth push`.
-async fn push(a: PluginPushArgs) -> Result<(), ClientError> {
+async fn push(a: PluginPushArgs) -> Result<(), CliError> {
     let target_text = a.name.clone().unwrap_or_else(|| a.image.clone());
     let target = ImageRef::parse(&target_text).ok_or_else(|| bad_name(&target_text))?;
     let target_text = format!("{}:{}", target.name, target.tag_or_default());
@@ -205,7 +205,7 @@ async fn push(a: PluginPushArgs) -> Result<(), ClientError> {
         // Another image under that tag, or none yet: push.
         Ok(_) => {}
         Err(ClientError::Status { status, .. }) if status == http::StatusCode::NOT_FOUND => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     // The image under another tag of the repository: the new tag is that
     // manifest, put again; nothing is exported either.
@@ -229,8 +229,8 @@ async fn push(a: PluginPushArgs) -> Result<(), ClientError> {
     drop(conn);
     let export = engine.export(&a.image).await?;
     let raw = tokio_util::io::SyncIoBridge::new(export);
-    let args = PushArgs {
-        ssh: a.ssh,
+    let args = PushOptions {
+        connect: a.ssh.into(),
         input: "-".into(),
         jobs: a.jobs,
         quiet: a.quiet,
@@ -243,12 +243,12 @@ async fn push(a: PluginPushArgs) -> Result<(), ClientError> {
         Box::new(raw),
         "the docker engine's export".to_string(),
     )
-    .await
-    .map_err(into_client_error)
+    .await?;
+    Ok(())
 }
 
 /// `docker berth pull`.
-async fn pull(a: PluginPullArgs) -> Result<(), ClientError> {
+async fn pull(a: PluginPullArgs) -> Result<(), CliError> {
     let r = ImageRef::parse(&a.name).ok_or_else(|| bad_name(&a.name))?;
     let engine = Engine::from_env()?;
     let transport = a.ssh.transport(&a.registry)?;
@@ -275,7 +275,7 @@ async fn pull(a: PluginPullArgs) -> Result<(), ClientError> {
     let (written, loaded) = tokio::join!(write, engine.load(body));
     // The engine's refusal explains a write cut short by it.
     let loaded = loaded?;
-    let digest = written.map_err(into_client_error)?;
+    let digest = written?;
     progress.finish(&format!("{r} into the docker engine"));
     if !a.quiet {
         for line in loaded {

@@ -9,6 +9,9 @@
 //! streamed across (the destination verifies each digest), child manifests
 //! of an index are copied by digest first, and then the manifest bytes are
 //! PUT unchanged, so digests are preserved. A second sync sends nothing.
+//!
+//! The command line (`cli.rs`) parses the references and prints the
+//! [`SyncReport`].
 
 use ::http::Method;
 use futures_util::TryStreamExt;
@@ -17,33 +20,15 @@ use serde_json::Value;
 use tokio_util::io::StreamReader;
 
 use berth_server::names::Digest;
+use berth_transport::manifest_refs::{manifest_refs, Descriptor};
 
-use crate::archive::registry::{FetchedManifest, V2Connection};
 use crate::catalog::{self, Reference};
-use crate::cli::{SshArgs, EXIT_CODES};
 use crate::error::ClientError;
+use crate::registry::{FetchedManifest, V2Connection};
 use crate::transport::Transport;
 
 /// Catalog page size asked for.
 const PAGE: usize = 1000;
-
-/// `berth sync`.
-#[derive(clap::Args, Debug, Clone)]
-#[command(after_help = EXIT_CODES)]
-pub struct SyncArgs {
-    #[command(flatten)]
-    pub ssh: SshArgs,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Registry to copy from: ssh://[user@]host[:port], file:///abs/dir, a directory,
-    /// http://host[:port] or https://host[:port].
-    pub src: String,
-    /// Registry to copy to (same forms).
-    pub dst: String,
-    /// Repositories (`NAME`, all tags) or tags (`NAME:TAG`) to copy; default: every repository.
-    pub references: Vec<String>,
-}
 
 /// What a sync did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
@@ -60,35 +45,6 @@ pub struct SyncReport {
     pub bytes_sent: u64,
     /// Blobs the destination already had (HEAD) or linked from another repository.
     pub blobs_present: usize,
-}
-
-/// Runs `berth sync`.
-pub async fn sync_command(a: SyncArgs) -> Result<(), ClientError> {
-    let references = a
-        .references
-        .iter()
-        .map(|r| Reference::parse(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let src = a.ssh.transport(&a.src)?;
-    let dst = a.ssh.transport(&a.dst)?;
-    let report = sync(&src, &dst, &references).await?;
-    let text = if a.json {
-        format!(
-            "{}\n",
-            serde_json::to_string(&report).unwrap_or_else(|_| "{}".to_string())
-        )
-    } else {
-        format!(
-            "sync: {} tags ({} unchanged), {} manifests and {} blobs sent ({} bytes), {} blobs already there\n",
-            report.tags,
-            report.tags_unchanged,
-            report.manifests_sent,
-            report.blobs_sent,
-            report.bytes_sent,
-            report.blobs_present
-        )
-    };
-    crate::cli::write_stdout(text.as_bytes()).await
 }
 
 /// Copies `references` (every repository when empty) from `src` to `dst`.
@@ -167,48 +123,41 @@ struct BlobRef {
     size: Option<u64>,
 }
 
-/// What a manifest references: child manifests (an index) or blobs.
+/// What a manifest references that a copy needs first: child manifests
+/// (an index) and blobs (config and layers), read by berth-transport's
+/// [`manifest_refs`], digests checked here. A `subject` is not copied: it
+/// is another manifest, copied (or not) under its own tag.
 fn references_of(
     what: &str,
     m: &FetchedManifest,
 ) -> Result<(Vec<Digest>, Vec<BlobRef>), ClientError> {
-    let v: Value = serde_json::from_slice(&m.bytes).map_err(|e| ClientError::Protocol {
+    let protocol = |message: String| ClientError::Protocol {
         what: what.to_string(),
-        message: format!("manifest is not JSON: {e}"),
-    })?;
-    let digest = |d: &Value| -> Result<Digest, ClientError> {
-        d.as_str()
-            .and_then(|s| Digest::parse(s).ok())
-            .ok_or_else(|| ClientError::Protocol {
-                what: what.to_string(),
-                message: format!("bad digest {d} in manifest"),
-            })
+        message,
     };
-    let mut children = Vec::new();
-    let mut blobs = Vec::new();
-    if let Some(list) = v["manifests"].as_array() {
-        for c in list {
-            children.push(digest(&c["digest"])?);
-        }
-    }
-    let descriptors = v["config"]
-        .is_object()
-        .then(|| &v["config"])
-        .into_iter()
-        .chain(v["layers"].as_array().into_iter().flatten());
-    for d in descriptors {
-        blobs.push(BlobRef {
-            digest: digest(&d["digest"])?,
-            size: d["size"].as_u64(),
-        });
-    }
-    // Schema 1 manifests name their layers in fsLayers.
-    for l in v["fsLayers"].as_array().into_iter().flatten() {
-        blobs.push(BlobRef {
-            digest: digest(&l["blobSum"])?,
-            size: None,
-        });
-    }
+    let refs = manifest_refs(&m.bytes).map_err(|e| protocol(e.to_string()))?;
+    let digest = |d: &Descriptor| -> Result<Digest, ClientError> {
+        Digest::parse(&d.digest).map_err(|_| {
+            protocol(format!(
+                "bad digest {} in manifest",
+                Value::from(d.digest.as_str())
+            ))
+        })
+    };
+    let children = refs
+        .manifests
+        .iter()
+        .map(digest)
+        .collect::<Result<_, _>>()?;
+    let blobs = refs
+        .blobs()
+        .map(|d| {
+            Ok(BlobRef {
+                digest: digest(d)?,
+                size: d.size,
+            })
+        })
+        .collect::<Result<_, ClientError>>()?;
     Ok((children, blobs))
 }
 
@@ -275,11 +224,11 @@ impl Copier<'_> {
             .upload_blob(name, None, &blob.digest, size, reader, |_| {})
             .await?;
         match upload {
-            crate::archive::registry::Upload::Sent => {
+            crate::registry::Upload::Sent => {
                 self.report.blobs_sent += 1;
                 self.report.bytes_sent += size;
             }
-            crate::archive::registry::Upload::Mounted => self.report.blobs_present += 1,
+            crate::registry::Upload::Mounted => self.report.blobs_present += 1,
         }
         Ok(())
     }

@@ -18,6 +18,8 @@ use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use berth_transport::wire::error_message;
+
 use crate::registry::{BoxError, Identity, Registry, ReqBody};
 
 /// A parsed exec command.
@@ -168,30 +170,6 @@ where
     }
 }
 
-/// The human message inside a V1 (`{"error"}`) or V2 (`{"errors"}`) error body.
-pub fn error_message(body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        if let Some(m) = v.get("error").and_then(|m| m.as_str()) {
-            return m.to_string();
-        }
-        if let Some(errs) = v.get("errors").and_then(|e| e.as_array()) {
-            let msgs: Vec<String> = errs
-                .iter()
-                .map(|e| {
-                    let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
-                    let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
-                    format!("{code}: {msg}")
-                })
-                .collect();
-            return msgs.join("; ");
-        }
-        if let Some(s) = v.as_str() {
-            return s.to_string();
-        }
-    }
-    String::from_utf8_lossy(body).trim().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,18 +194,5 @@ mod tests {
         assert!(parse("registryget /a /b").is_err());
         assert!(parse("registryget 'unbalanced").is_err());
         assert!(parse("registryget -H nocolon /x").is_err());
-    }
-
-    #[test]
-    fn error_messages() {
-        assert_eq!(
-            error_message(br#"{"error":"Image not found"}"#),
-            "Image not found"
-        );
-        assert_eq!(
-            error_message(br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#),
-            "BLOB_UNKNOWN: blob unknown"
-        );
-        assert_eq!(error_message(b"plain"), "plain");
     }
 }

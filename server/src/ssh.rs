@@ -43,10 +43,8 @@ use crate::metrics::{counters, AuthFailure};
 use crate::registry::{BoxError, HttpLimits, Identity, Registry, RegistryConfig, ReqBody};
 use crate::store::Store;
 use admission::{Cutter, Gate, Startup};
+use berth_transport::wire::SUBSYSTEM;
 use sessions::{Credential, Login, Registered, Sessions};
-
-/// The subsystem name carrying HTTP/1.1.
-pub const SUBSYSTEM: &str = "docker-registry";
 
 /// Flags of `berth-server serve`.
 #[derive(clap::Args, Debug, Clone)]

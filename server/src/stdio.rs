@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use berth_transport::wire::SUBSYSTEM;
 
 use crate::registry::{Identity, Registry};
 use crate::store::Store;
@@ -69,7 +70,7 @@ fn requested(original: Option<&str>) -> Requested {
                 .and_then(|w| w.into_iter().next())
                 .unwrap_or_default();
             let program = first.rsplit('/').next().unwrap_or("").to_string();
-            if program == "docker-registry" || program == "berth-server" {
+            if program == SUBSYSTEM || program == "berth-server" {
                 Requested::Http
             } else {
                 Requested::Refused(format!(

@@ -13,9 +13,22 @@
 //!   implements it, this crate cannot know the server).
 //! * [`http`] — an HTTP/1.1 client over one stream, bodies streamed, and
 //!   [`http::HttpError`].
+//! * [`v2`] — the V2 read calls (manifest, blob, tags) over one such
+//!   connection: the client's pull and sync and the server's mirror read
+//!   through them.
+//!
+//! Beside the layers, what both ends must agree on:
+//!
+//! * [`wire`] — the subsystem name, the header names of the V2 API and of
+//!   berth's extensions, and how an error body is read.
+//! * [`manifest_refs`] — what a manifest references (config, layers,
+//!   child manifests, subject).
 
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod manifest_refs;
 pub mod remote;
 pub mod transport;
+pub mod v2;
+pub mod wire;

@@ -153,14 +153,6 @@ impl ArchiveError {
         }
     }
 
-    /// The process exit status: the registry's refusals keep theirs.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ArchiveError::Client(e) => e.exit_code(),
-            _ => crate::error::EXIT_FAILED,
-        }
-    }
-
     /// A closed stdout while streaming an archive: not worth a message.
     pub fn is_broken_pipe(&self) -> bool {
         match self {

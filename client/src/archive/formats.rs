@@ -29,13 +29,16 @@ use std::collections::BTreeMap;
 
 use berth_server::names::{Algorithm, Digest};
 use berth_server::store::media;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::error::ArchiveError;
+use super::hashing::Hashes;
 use super::legacy;
-use super::members::{Compression, Member, Members};
+use super::members::{read_json, Member, Members};
 use super::reference::ImageRef;
-use super::verify::Hashes;
+use super::types::{
+    synthesize_manifest, Blob, BlobData, Checks, Compression, Image, ManifestBytes,
+};
 
 /// Which shape an archive had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,97 +60,6 @@ impl Format {
             Format::Legacy => "docker-legacy",
         }
     }
-}
-
-/// Where a blob's bytes come from.
-#[derive(Debug, Clone)]
-pub enum BlobData {
-    /// An archive member, pushed byte for byte.
-    Member(String),
-    /// Bytes generated from the archive (a config converted from V1 json).
-    Generated(Vec<u8>),
-}
-
-/// A blob to push.
-#[derive(Debug, Clone)]
-pub struct Blob {
-    /// sha256 of the bytes, as the archive claims it (checked when the
-    /// bytes are read for the push).
-    pub digest: Digest,
-    /// Byte length.
-    pub size: u64,
-    /// The bytes.
-    pub data: BlobData,
-    /// What else the bytes of a member blob must satisfy.
-    pub checks: Checks,
-}
-
-/// What a member blob's bytes are checked against besides its digest,
-/// while they are read for the push (`verify.rs`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Checks {
-    /// The digest was taken from the config's diff_id (an uncompressed
-    /// layer that the archive names by nothing else), so a mismatch is
-    /// reported as the diff_id mismatch it is.
-    pub digest_is_diff_id: bool,
-    /// sha256 of the decompressed bytes must equal each of these: the
-    /// `rootfs.diff_ids` entries of the configs listing this layer.
-    pub diff_ids: Vec<String>,
-    /// The member's compression: a gzip or zstd layer with diff_ids is
-    /// decompressed to check them.
-    pub compression: Compression,
-}
-
-impl Blob {
-    /// A member blob with only its digest to check.
-    fn member(digest: Digest, m: &Member) -> Blob {
-        Blob {
-            digest,
-            size: m.size,
-            data: BlobData::Member(m.path.clone()),
-            checks: Checks {
-                compression: m.compression,
-                ..Checks::default()
-            },
-        }
-    }
-}
-
-/// A manifest to push, byte-exact.
-#[derive(Debug, Clone)]
-pub struct ManifestBytes {
-    /// The bytes.
-    pub bytes: Vec<u8>,
-    /// Its media type (the `Content-Type` of the PUT).
-    pub media_type: String,
-    /// sha256 of the bytes.
-    pub digest: Digest,
-}
-
-impl ManifestBytes {
-    /// Wraps manifest bytes, computing the digest.
-    pub fn new(bytes: Vec<u8>, media_type: &str) -> ManifestBytes {
-        ManifestBytes {
-            digest: Digest::of_bytes(&bytes),
-            bytes,
-            media_type: media_type.to_string(),
-        }
-    }
-}
-
-/// One image (or index) of an archive.
-#[derive(Debug, Clone)]
-pub struct Image {
-    /// Names the archive gives it (possibly none).
-    pub refs: Vec<ImageRef>,
-    /// Config and layer blobs of every manifest involved.
-    pub blobs: Vec<Blob>,
-    /// Child manifests of an index, pushed by digest before `manifest`.
-    pub children: Vec<ManifestBytes>,
-    /// The manifest pushed to the tags.
-    pub manifest: ManifestBytes,
-    /// The image id (config digest) of the platform image, for messages.
-    pub id: Digest,
 }
 
 /// Recognizes the archive's shape and builds its images (metadata
@@ -178,11 +90,17 @@ pub fn images(members: &Members) -> Result<(Format, Vec<Image>), ArchiveError> {
     Err(ArchiveError::UnknownFormat)
 }
 
-/// Parses a metadata member as JSON.
-pub fn read_json(members: &Members, path: &str, needed_by: &str) -> Result<Value, ArchiveError> {
-    let bytes = members.read_small(path, needed_by)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ArchiveError::metadata(path, format!("invalid JSON: {e}")))
+/// A member blob with only its digest to check.
+fn member_blob(digest: Digest, m: &Member) -> Blob {
+    Blob {
+        digest,
+        size: m.size,
+        data: BlobData::Member(m.path.clone()),
+        checks: Checks {
+            compression: m.compression,
+            ..Checks::default()
+        },
+    }
 }
 
 fn digest_field(v: &Value, member: &str, field: &str) -> Result<Digest, ArchiveError> {
@@ -278,7 +196,7 @@ fn oci_blob(
             ));
         }
     }
-    Ok((Blob::member(digest, m), m.clone()))
+    Ok((member_blob(digest, m), m.clone()))
 }
 
 fn is_index(media_type: &str) -> bool {
@@ -527,61 +445,6 @@ fn repo_tags(entry: &Value) -> Vec<ImageRef> {
         .collect()
 }
 
-/// The media type of a layer file as stored, for a schema2 (or OCI, when
-/// `oci`) manifest.
-pub fn layer_media_type(
-    c: Compression,
-    oci: bool,
-    member: &str,
-) -> Result<&'static str, ArchiveError> {
-    Ok(match (c, oci) {
-        (Compression::None, false) => media::DOCKER_LAYER_TAR,
-        (Compression::None, true) => media::OCI_LAYER_TAR,
-        (Compression::Gzip, false) => media::DOCKER_LAYER_GZIP,
-        (Compression::Gzip, true) => media::OCI_LAYER_GZIP,
-        (Compression::Zstd, _) => "application/vnd.oci.image.layer.v1.tar+zstd",
-        (Compression::Other(kind), _) => {
-            return Err(ArchiveError::metadata(
-                member,
-                format!(
-                    "{kind}-compressed layers cannot be pushed; registries carry tar, gzip or zstd"
-                ),
-            ))
-        }
-    })
-}
-
-/// A manifest for a config and layer files, in Docker's field order:
-/// schema2, or OCI when a layer is zstd (schema2 has no zstd type).
-pub fn synthesize_manifest(
-    config: &Blob,
-    layers: &[(Blob, Compression, String)],
-) -> Result<ManifestBytes, ArchiveError> {
-    let oci = layers.iter().any(|(_, c, _)| *c == Compression::Zstd);
-    let (mt, config_mt) = if oci {
-        (media::OCI_MANIFEST, media::OCI_CONFIG)
-    } else {
-        (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
-    };
-    let mut ls = Vec::new();
-    for (b, c, member) in layers {
-        ls.push(json!({
-            "mediaType": layer_media_type(*c, oci, member)?,
-            "size": b.size,
-            "digest": b.digest.as_str(),
-        }));
-    }
-    let v = json!({
-        "schemaVersion": 2,
-        "mediaType": mt,
-        "config": {"mediaType": config_mt, "size": config.size, "digest": config.digest.as_str()},
-        "layers": ls,
-    });
-    let bytes =
-        serde_json::to_vec(&v).map_err(|e| ArchiveError::metadata("manifest", e.to_string()))?;
-    Ok(ManifestBytes::new(bytes, mt))
-}
-
 fn docker_manifest_images(members: &Members) -> Result<Vec<Image>, ArchiveError> {
     let v = read_json(members, "manifest.json", "Docker archive")?;
     let entries = v
@@ -642,7 +505,7 @@ fn docker_manifest_images(members: &Members) -> Result<Vec<Image>, ArchiveError>
                 // An uncompressed layer (what `docker save` writes): its
                 // digest is its diff_id, checked while it is pushed.
                 Some(digest) if lm.compression == Compression::None => {
-                    let mut b = Blob::member(digest, lm);
+                    let mut b = member_blob(digest, lm);
                     b.checks.digest_is_diff_id = true;
                     b
                 }
@@ -651,12 +514,12 @@ fn docker_manifest_images(members: &Members) -> Result<Vec<Image>, ArchiveError>
                 _ => {
                     let h = members.hashes(lm)?;
                     check_diff_id(&lm.path, &h, id)?;
-                    Blob::member(h.digest, lm)
+                    member_blob(h.digest, lm)
                 }
             };
             layers.push((blob, lm.compression, lm.path.clone()));
         }
-        let config = Blob::member(config_digest, cm);
+        let config = member_blob(config_digest, cm);
         let manifest = synthesize_manifest(&config, &layers)?;
         let mut blobs = vec![config.clone()];
         blobs.extend(layers.into_iter().map(|(b, _, _)| b));

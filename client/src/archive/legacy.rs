@@ -25,9 +25,9 @@ use berth_server::store::media;
 use serde_json::{json, Map, Value};
 
 use super::error::ArchiveError;
-use super::formats::{read_json, synthesize_manifest, Blob, BlobData, Checks, Image};
-use super::members::{Compression, Members};
+use super::members::{read_json, Members};
 use super::reference::ImageRef;
+use super::types::{synthesize_manifest, Blob, BlobData, Checks, Compression, Image};
 
 /// Longest ancestry followed (Docker itself allowed 127 layers).
 const MAX_DEPTH: usize = 1000;

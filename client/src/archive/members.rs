@@ -28,15 +28,17 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
+use serde_json::Value;
+
 use super::error::ArchiveError;
-use super::verify::{Digester, Hashes};
+use super::hashing::{read_chunk, Digester, Hashes, CHUNK};
+use super::types::Compression;
 
 /// Largest metadata member (manifest.json, index.json, configs) read into memory.
 pub const METADATA_LIMIT: u64 = 64 << 20;
 /// Link hops followed before a chain is declared a loop.
 const MAX_LINK_HOPS: usize = 16;
 /// Read size of the pass.
-const CHUNK: usize = super::verify::CHUNK;
 /// Bytes sniffed at the start of each member for its compression.
 const HEAD: u64 = 6;
 
@@ -63,37 +65,6 @@ impl Input {
         match self {
             Input::Stdin => "stdin".to_string(),
             Input::File(p) => p.display().to_string(),
-        }
-    }
-}
-
-/// Compression of a member or of the outer archive, from its magic bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// No known compression magic (a plain tar, JSON, ...).
-    #[default]
-    None,
-    /// `1f 8b`.
-    Gzip,
-    /// `28 b5 2f fd`.
-    Zstd,
-    /// `42 5a 68` (bzip2) or `fd 37 7a 58 5a 00` (xz): recognized, not read.
-    Other(&'static str),
-}
-
-impl Compression {
-    /// Sniffs the first bytes of a stream.
-    pub fn sniff(head: &[u8]) -> Compression {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else if head.starts_with(b"BZh") {
-            Compression::Other("bzip2")
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Compression::Other("xz")
-        } else {
-            Compression::None
         }
     }
 }
@@ -447,7 +418,7 @@ impl Members {
         let mut digester = Digester::new(m.compression);
         let mut read = 0u64;
         loop {
-            let chunk = super::verify::read_chunk(&mut r)
+            let chunk = read_chunk(&mut r)
                 .map_err(|e| ArchiveError::io(format!("reading {}", m.path), e))?;
             if chunk.is_empty() {
                 break;
@@ -464,6 +435,13 @@ impl Members {
         }
         Ok(h)
     }
+}
+
+/// Parses a metadata member as JSON.
+pub fn read_json(members: &Members, path: &str, needed_by: &str) -> Result<Value, ArchiveError> {
+    let bytes = members.read_small(path, needed_by)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ArchiveError::metadata(path, format!("invalid JSON: {e}")))
 }
 
 fn changed(path: &str, read: u64, size: u64) -> ArchiveError {

@@ -5,30 +5,38 @@
 //!
 //! Layout, one layer per level:
 //!
+//! * [`types`] — what the other modules share: [`types::Compression`],
+//!   and the [`types::Image`]s of exact manifest bytes and
+//!   [`types::Blob`]s an archive becomes.
+//! * [`hashing`] — sha256 of bytes as stored and decompressed (digest and
+//!   diff_id), on helper threads.
 //! * [`members`] — one checked pass over the input tar (plain, gzip or
 //!   zstd; file or pipe), spooling only when the input cannot be re-read;
 //!   path-escape and truncation refusals.
 //! * [`formats`] (+ [`legacy`]) — the archive shapes in the wild turned
-//!   into [`formats::Image`]s: exact manifest bytes (checked), and blobs
+//!   into [`types::Image`]s: exact manifest bytes (checked), and blobs
 //!   with the digests and diff_ids their bytes must match.
 //! * [`verify`] — those checks, run while each blob is read for the push.
 //! * [`reference`] — `name[:tag]` as archives and the command line spell it.
-//! * [`registry`] — the V2 calls (HEAD/GET blob, upload, manifest PUT/GET).
-//! * [`push`] / [`pull`] — the two operations; [`progress`] — bars, summary, JSON.
+//! * [`push`] / [`pull`] — the two operations, over the V2 calls of
+//!   [`crate::registry`]; [`resume`] — interrupted uploads picked up again;
+//!   [`progress`] — bars, summary, JSON.
 //! * [`error`] — [`ArchiveError`].
 //!
-//! This module holds the clap arguments and the two command bodies.
+//! This module holds the two operations' plain options and bodies; the
+//! command line (`cli.rs`) fills the options from its arguments.
 
 pub mod error;
 pub mod formats;
+pub mod hashing;
 pub mod legacy;
 pub mod members;
 pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod reference;
-pub mod registry;
 pub mod resume;
+pub mod types;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -36,57 +44,45 @@ use std::sync::Arc;
 
 pub use error::ArchiveError;
 
-use crate::cli::{SshArgs, EXIT_CODES};
-use crate::error::ClientError;
+use crate::connect::ConnectOptions;
 use members::{Input, Members};
 use progress::{Mode, Progress};
 use reference::ImageRef;
 
-/// `berth push`.
-#[derive(clap::Args, Debug, Clone)]
-#[command(after_help = EXIT_CODES)]
-pub struct PushArgs {
-    #[command(flatten)]
-    pub ssh: SshArgs,
-    /// Archive to read (`docker save`, `skopeo copy ... docker-archive:` or
-    /// `oci-archive:`, optionally gzip/zstd-compressed); `-` is stdin.
-    #[arg(long, value_name = "FILE|-", default_value = "-")]
+/// What `berth push` does, as plain values (the CLI's `PushArgs` and the
+/// plugin's fill it).
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// How to reach `registry`.
+    pub connect: ConnectOptions,
+    /// Archive to read; `-` is stdin.
     pub input: PathBuf,
     /// Blobs uploaded at once.
-    #[arg(long, default_value_t = push::DEFAULT_JOBS)]
     pub jobs: usize,
     /// Print nothing but errors.
-    #[arg(short, long, conflicts_with = "json")]
     pub quiet: bool,
-    /// Print one JSON event per line on stdout (start, blob, manifest, done).
-    #[arg(long)]
+    /// Print one JSON event per line on stdout.
     pub json: bool,
-    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    /// The `REGISTRY` address.
     pub registry: String,
-    /// Where to push: NAME:TAG pushes the image the archive calls that (or
-    /// its only image); NAME pushes every tag of NAME in the archive; none
-    /// pushes every image under the names in the archive.
+    /// Where to push: `NAME:TAG`, `NAME`, or every name in the archive.
     pub name: Option<String>,
 }
 
-/// `berth pull`.
-#[derive(clap::Args, Debug, Clone)]
-#[command(after_help = EXIT_CODES)]
-pub struct PullArgs {
-    #[command(flatten)]
-    pub ssh: SshArgs,
+/// What `berth pull` does, as plain values (filled by the CLI).
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// How to reach `registry`.
+    pub connect: ConnectOptions,
     /// Archive to write (replaced only once complete); `-` is stdout.
-    #[arg(long, short = 'o', value_name = "FILE|-", default_value = "-")]
     pub output: PathBuf,
     /// Print nothing but errors.
-    #[arg(short, long, conflicts_with = "json")]
     pub quiet: bool,
     /// Print one JSON event per line (on stderr when the archive goes to stdout).
-    #[arg(long)]
     pub json: bool,
-    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    /// The `REGISTRY` address.
     pub registry: String,
-    /// Image to pull: NAME[:TAG] (tag `latest` by default).
+    /// Image to pull: `NAME[:TAG]`.
     pub name: String,
 }
 
@@ -113,7 +109,7 @@ fn blocking_error(e: tokio::task::JoinError) -> ArchiveError {
 }
 
 /// Reads, verifies and pushes an archive (`berth push`).
-pub async fn push_archive(a: PushArgs) -> Result<(), ArchiveError> {
+pub async fn push_archive(a: PushOptions) -> Result<(), ArchiveError> {
     // Names are checked before the input is read.
     a.name.as_deref().map(parse_ref).transpose()?;
     let input = Input::from_arg(Some(&a.input));
@@ -127,7 +123,7 @@ pub async fn push_archive(a: PushArgs) -> Result<(), ArchiveError> {
 /// engine's image export); `a.input` is not read. `what` names the stream
 /// in messages.
 pub async fn push_stream(
-    a: PushArgs,
+    a: PushOptions,
     raw: Box<dyn std::io::Read + Send>,
     what: String,
 ) -> Result<(), ArchiveError> {
@@ -139,7 +135,7 @@ pub async fn push_stream(
 }
 
 /// Verifies and pushes the members of an archive already read.
-async fn push_members(a: PushArgs, members: Members) -> Result<(), ArchiveError> {
+async fn push_members(a: PushOptions, members: Members) -> Result<(), ArchiveError> {
     let target = a.name.as_deref().map(parse_ref).transpose()?;
     let progress = Arc::new(Progress::new(mode(a.quiet, a.json), "push", false));
     let members = Arc::new(members);
@@ -151,7 +147,7 @@ async fn push_members(a: PushArgs, members: Members) -> Result<(), ArchiveError>
     // Only now, with the archive's structure and metadata checked, is the
     // registry touched; blobs are checked as they are uploaded, and nothing
     // is committed before all of them passed (`push.rs`).
-    let transport = Arc::new(a.ssh.transport(&a.registry)?);
+    let transport = Arc::new(a.connect.transport(&a.registry)?);
     progress.event(serde_json::json!({
         "event": "archive", "format": format.as_str(), "images": images.len(),
     }));
@@ -186,7 +182,7 @@ async fn push_members(a: PushArgs, members: Members) -> Result<(), ArchiveError>
 }
 
 /// Pulls an image into an archive (`berth pull`).
-pub async fn pull_archive(a: PullArgs) -> Result<(), ArchiveError> {
+pub async fn pull_archive(a: PullOptions) -> Result<(), ArchiveError> {
     let r = parse_ref(&a.name)?;
     let output = pull::Output::from_arg(Some(&a.output));
     let to_stdout = matches!(output, pull::Output::Stdout);
@@ -197,7 +193,7 @@ pub async fn pull_archive(a: PullArgs) -> Result<(), ArchiveError> {
                 .to_string(),
         ));
     }
-    let transport = Arc::new(a.ssh.transport(&a.registry)?);
+    let transport = Arc::new(a.connect.transport(&a.registry)?);
     let progress = Progress::new(mode(a.quiet, a.json), "pull", to_stdout);
     pull::pull(transport, &r, &output, &progress).await?;
     let shown = match &output {
@@ -206,27 +202,6 @@ pub async fn pull_archive(a: PullArgs) -> Result<(), ArchiveError> {
     };
     progress.finish(&shown);
     Ok(())
-}
-
-/// Converts for the CLI: registry errors keep their type (and exit status).
-pub fn into_client_error(e: ArchiveError) -> ClientError {
-    match e {
-        ArchiveError::Client(c) => *c,
-        ArchiveError::Io { what, source } if source.kind() == std::io::ErrorKind::BrokenPipe => {
-            ClientError::Io { what, source }
-        }
-        other => ClientError::Archive(Box::new(other)),
-    }
-}
-
-/// `berth push` as the CLI runs it.
-pub async fn push_command(a: PushArgs) -> Result<(), ClientError> {
-    push_archive(a).await.map_err(into_client_error)
-}
-
-/// `berth pull` as the CLI runs it.
-pub async fn pull_command(a: PullArgs) -> Result<(), ClientError> {
-    pull_archive(a).await.map_err(into_client_error)
 }
 
 #[cfg(test)]

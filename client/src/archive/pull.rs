@@ -39,7 +39,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use super::error::ArchiveError;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::registry::{FetchedManifest, V2Connection};
+use crate::registry::{FetchedManifest, V2Connection};
 use crate::transport::Transport;
 
 /// Attempts per blob before a broken download is given up.

@@ -52,15 +52,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::error::ArchiveError;
-use super::formats::{Blob, Image};
 use super::members::Members;
 use super::progress::Progress;
 use super::reference::ImageRef;
-use super::registry::{Presence, V2Connection};
 use super::resume::ResumeState;
+use super::types::{Blob, Image};
 use super::verify::{self, Checked, Feed};
 use crate::error::ClientError;
 use crate::http::{Body, BoxError};
+use crate::registry::{Presence, V2Connection};
 use crate::transport::Transport;
 
 /// Default number of blobs uploaded at once (Docker's default is 5).

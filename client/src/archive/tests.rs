@@ -10,13 +10,14 @@ use berth_server::names::Digest;
 use serde_json::{json, Value};
 
 use super::error::ArchiveError;
-use super::formats::{self, Format, Image};
+use super::formats::{self, Format};
 use super::members::{Input, Members};
 use super::progress::{Mode, Progress};
 use super::pull::{self, Output};
 use super::push;
 use super::reference::ImageRef;
 use super::resume::ResumeState;
+use super::types::{BlobData, Image};
 use super::verify;
 use crate::remote::Remote;
 use crate::transport::ssh::SshOptions;
@@ -372,7 +373,7 @@ fn pre_1_10_archives_are_converted_like_docker_load() {
     let img = &imgs[0];
     assert_eq!(img.refs, [ImageRef::parse("old:v1").unwrap()]);
     let config = match &img.blobs[0].data {
-        formats::BlobData::Generated(b) => b.clone(),
+        BlobData::Generated(b) => b.clone(),
         other => panic!("{other:?}"),
     };
     let cv: Value = serde_json::from_slice(&config).unwrap();
@@ -714,8 +715,8 @@ async fn one_image_pushed_to_several_repositories_pulls_from_each() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_upload_resumes_at_the_registry_offset() {
-    use super::registry::V2Connection;
     use super::resume::ResumeState;
+    use crate::registry::V2Connection;
     let reg = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
     let (l0, l1) = (layer(4, 30000), layer(5, 400_000));
@@ -730,8 +731,8 @@ async fn an_interrupted_upload_resumes_at_the_registry_offset() {
     let bytes = member_bytes(
         &members,
         match &big.data {
-            formats::BlobData::Member(p) => p,
-            formats::BlobData::Generated(_) => unreachable!("layers are archive members"),
+            BlobData::Member(p) => p,
+            BlobData::Generated(_) => unreachable!("layers are archive members"),
         },
     );
     // Deterministic, no wall clock: the earlier run remembered its session
@@ -866,7 +867,7 @@ async fn pushing_under_a_new_name_mounts_instead_of_sending() {
 /// blob whose reported digest is not the archive's is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_registry_reports_the_session_digest() {
-    use super::registry::V2Connection;
+    use crate::registry::V2Connection;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     let reg = tempfile::tempdir().unwrap();

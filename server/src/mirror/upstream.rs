@@ -1,24 +1,25 @@
-//! The mirror's V2 client: the few reads a pull-through mirror needs
-//! (manifest by tag or digest, blob HEAD and GET), sent over any berth
-//! transport, each on its own HTTP connection (an SSH channel on the one
-//! shared SSH connection, an in-process stream, or a TCP/TLS socket).
+//! The mirror's upstream: the few reads a pull-through mirror needs
+//! (manifest by tag or digest, tag list, blob HEAD and GET), made with
+//! berth-transport's V2 read client ([`berth_transport::v2`], the one the
+//! `berth` client uses too) over any berth transport, each on its own HTTP
+//! connection (an SSH channel on the one shared SSH connection, an
+//! in-process stream, or a TCP/TLS socket), each answer awaited for at
+//! most [`ANSWER_TIMEOUT`].
 //!
 //! Nothing fetched is trusted: manifests are hashed here, blobs are hashed
 //! by the store while they stream to disk, and a mismatch stores nothing.
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http::{Method, StatusCode};
 
-use berth_transport::http::{empty, HttpConnection};
+use berth_transport::http::HttpConnection;
 use berth_transport::remote::Remote;
 use berth_transport::transport::{ssh::SshOptions, Transport};
+use berth_transport::v2::{self, ReadError};
 
 use crate::names::Digest;
-use crate::registry::v2::manifests::MAX_MANIFEST;
 use crate::store::media;
 use crate::store::uploads::UploadError;
 use crate::store::Store;
@@ -26,14 +27,6 @@ use crate::store::Store;
 /// How long one request may wait for the upstream's answer head; a hung
 /// upstream must not hang the mirror's clients for ever.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The `Accept` list for manifests: every type berth stores.
-const MANIFEST_TYPES: [&str; 4] = [
-    media::DOCKER_MANIFEST,
-    media::DOCKER_LIST,
-    media::OCI_MANIFEST,
-    media::OCI_INDEX,
-];
 
 /// Why the upstream could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -119,30 +112,41 @@ impl Upstream {
             .map_err(|e| UpstreamError::Connect(e.to_string()))
     }
 
-    /// Sends one request on a fresh connection and returns the answer head.
-    async fn send(
+    /// Runs one read on a fresh connection, waiting at most
+    /// [`ANSWER_TIMEOUT`] for it; `method` and `path` name it in errors.
+    /// `Ok(None)` is a 404.
+    async fn read<T>(
         &self,
         method: Method,
         path: &str,
-        accept: Option<String>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+        read: impl AsyncFnOnce(&mut HttpConnection) -> Result<T, ReadError>,
+    ) -> Result<Option<T>, UpstreamError> {
         let mut conn = HttpConnection::open(&self.transport)
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(accept) = accept {
-            req = req.header(header::ACCEPT, accept);
-        }
-        let req = req
-            .body(empty())
-            .map_err(|e| UpstreamError::Broken(e.to_string()))?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, conn.send(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(UpstreamError::Broken(e.to_string())),
-            Err(_) => Err(UpstreamError::Broken(format!(
-                "no answer within {} s",
-                ANSWER_TIMEOUT.as_secs()
+        let answer = match tokio::time::timeout(ANSWER_TIMEOUT, read(&mut conn)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                return Err(UpstreamError::Broken(format!(
+                    "no answer within {} s",
+                    ANSWER_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        match answer {
+            Ok(t) => Ok(Some(t)),
+            Err(ReadError::Status { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
+            Err(ReadError::Status { status, body, .. }) => Err(UpstreamError::Status {
+                method,
+                path: path.to_string(),
+                status,
+                message: first_error_message(&body),
+            }),
+            Err(ReadError::Http(e)) => Err(UpstreamError::Broken(e.to_string())),
+            Err(ReadError::TooLarge { limit, .. }) => Err(UpstreamError::Corrupt(format!(
+                "the answer is larger than {limit} bytes"
             ))),
+            Err(e @ ReadError::Protocol { .. }) => Err(UpstreamError::Corrupt(e.to_string())),
         }
     }
 
@@ -154,30 +158,25 @@ impl Upstream {
         reference: &str,
     ) -> Result<Option<Fetched>, UpstreamError> {
         let path = format!("/v2/{name}/manifests/{reference}");
-        let resp = self
-            .send(Method::GET, &path, Some(MANIFEST_TYPES.join(", ")))
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some(answer) = self
+            .read(Method::GET, &path, async |conn: &mut HttpConnection| {
+                v2::get_manifest(conn, name, reference).await
+            })
+            .await?
+        else {
             return Ok(None);
-        }
-        let resp = success(resp, Method::GET, &path).await?;
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(media::essence);
-        let claimed = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
+        };
+        let claimed = answer
+            .claimed_digest
+            .as_deref()
             .map(|v| {
                 Digest::parse(v).map_err(|e| {
                     UpstreamError::Corrupt(format!("Docker-Content-Digest {v:?}: {e}"))
                 })
             })
             .transpose()?;
-        let bytes = read_capped(resp.into_body(), MAX_MANIFEST).await?;
-        let media_type = manifest_media_type(content_type.as_deref(), &bytes)?;
+        let bytes = answer.bytes;
+        let media_type = manifest_media_type(answer.content_type.as_deref(), &bytes)?;
         let algorithm = Digest::parse(reference)
             .ok()
             .or_else(|| claimed.clone())
@@ -194,35 +193,34 @@ impl Upstream {
     /// the upstream pages unasked); `None` for an unknown repository.
     pub async fn tags(&self, name: &str) -> Result<Option<Vec<String>>, UpstreamError> {
         let path = format!("/v2/{name}/tags/list");
-        let resp = self.send(Method::GET, &path, None).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let resp = success(resp, Method::GET, &path).await?;
-        let body = read_capped(resp.into_body(), MAX_MANIFEST).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| UpstreamError::Corrupt(format!("the tag list is not JSON: {e}")))?;
-        Ok(Some(
-            value
-                .get("tags")
-                .and_then(|t| t.as_array())
-                .map(|tags| {
-                    tags.iter()
-                        .filter_map(|t| t.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        ))
+        self.read(Method::GET, &path, async |conn: &mut HttpConnection| {
+            v2::tags(conn, name).await
+        })
+        .await
     }
 
     /// `HEAD /v2/<name>/blobs/<digest>`: whether the upstream holds it there.
     pub async fn has_blob(&self, name: &str, digest: &Digest) -> Result<bool, UpstreamError> {
         let path = format!("/v2/{name}/blobs/{digest}");
-        let resp = self.send(Method::HEAD, &path, None).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        // A HEAD's status is its answer: `read` sees no error status.
+        let Some(head) = self
+            .read(Method::HEAD, &path, async |conn: &mut HttpConnection| {
+                v2::head_blob(conn, name, digest.as_str()).await
+            })
+            .await?
+        else {
             return Ok(false);
+        };
+        match head.status {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status => Err(UpstreamError::Status {
+                method: Method::HEAD,
+                path,
+                status,
+                message: String::new(),
+            }),
         }
-        success(resp, Method::HEAD, &path).await.map(|_| true)
     }
 
     /// `GET /v2/<name>/blobs/<digest>` streamed into the store's blob pool,
@@ -234,11 +232,14 @@ impl Upstream {
         store: &Store,
     ) -> Result<Option<u64>, UpstreamError> {
         let path = format!("/v2/{name}/blobs/{digest}");
-        let resp = self.send(Method::GET, &path, None).await?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some(resp) = self
+            .read(Method::GET, &path, async |conn: &mut HttpConnection| {
+                v2::get_blob(conn, name, digest.as_str(), 0).await
+            })
+            .await?
+        else {
             return Ok(None);
-        }
-        let resp = success(resp, Method::GET, &path).await?;
+        };
         match store.put_blob(resp.into_body(), digest).await {
             Ok((size, _)) => Ok(Some(size)),
             Err(UploadError::DigestMismatch { actual, .. }) => Err(UpstreamError::Corrupt(
@@ -252,51 +253,17 @@ impl Upstream {
     }
 }
 
-/// Passes a 2xx answer through; turns anything else into an error that
-/// carries the upstream's own message.
-async fn success(
-    resp: Response<Incoming>,
-    method: Method,
-    path: &str,
-) -> Result<Response<Incoming>, UpstreamError> {
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(resp);
-    }
-    let body = read_capped(resp.into_body(), 64 << 10)
-        .await
-        .unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
+/// The first message of a V2 error body, in `": message"` form (empty when
+/// there is none), for [`UpstreamError::Status`].
+fn first_error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             v.pointer("/errors/0/message")
                 .and_then(|m| m.as_str())
                 .map(|m| format!(": {m}"))
         })
-        .unwrap_or_default();
-    Err(UpstreamError::Status {
-        method,
-        path: path.to_string(),
-        status,
-        message,
-    })
-}
-
-/// Reads a whole body of at most `limit` bytes.
-async fn read_capped(mut body: Incoming, limit: usize) -> Result<Bytes, UpstreamError> {
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| UpstreamError::Broken(format!("reading the answer: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(UpstreamError::Corrupt(format!(
-                    "the answer is larger than {limit} bytes"
-                )));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
+        .unwrap_or_default()
 }
 
 /// The media type of a fetched manifest: the `Content-Type` when it names a

@@ -16,8 +16,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
 use super::ssh::SshOptions;
-use super::{Diagnostics, Stream, TransportError, SUBSYSTEM};
+use super::{Diagnostics, Stream, TransportError};
 use crate::remote::{SshTarget, DEFAULT_SSH_PORT};
+use crate::wire::SUBSYSTEM;
 
 /// Spawns one OpenSSH client per stream.
 pub struct CommandTransport {

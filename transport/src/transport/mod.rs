@@ -29,9 +29,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::remote::Remote;
 
-/// The SSH subsystem that carries HTTP/1.1 to the registry service.
-pub const SUBSYSTEM: &str = "docker-registry";
-
 /// Environment variable naming an OpenSSH-compatible command to use instead
 /// of the built-in SSH client (the `GIT_SSH_COMMAND` convention).
 pub const SSH_COMMAND_ENV: &str = "BERTH_SSH_COMMAND";

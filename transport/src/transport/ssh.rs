@@ -29,8 +29,9 @@ use russh::{cipher, compression, ChannelMsg, Preferred};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use super::{Diagnostics, Stream, TransportError, SUBSYSTEM};
+use super::{Diagnostics, Stream, TransportError};
 use crate::remote::SshTarget;
+use crate::wire::SUBSYSTEM;
 
 /// How long the TCP connect to the first hop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use berth::error::{ClientError, EXIT_FAILED};
+use berth::cli::{CliError, EXIT_FAILED};
 
 /// Logs go to stderr (stdout carries response bodies); `BERTH_LOG` sets the
 /// filter, warnings by default.
@@ -22,9 +22,10 @@ fn init_logging() {
 }
 
 /// Runs `work` on a fresh runtime and maps its outcome to an exit status.
-pub fn main<F>(prog: &str, work: F) -> ExitCode
+pub fn main<F, E>(prog: &str, work: F) -> ExitCode
 where
-    F: Future<Output = Result<(), ClientError>>,
+    F: Future<Output = Result<(), E>>,
+    E: Into<CliError>,
 {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -38,7 +39,7 @@ where
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let result = runtime.block_on(work);
+    let result = runtime.block_on(work).map_err(Into::into);
     // Do not wait for stray tasks (a blocked stdin read, a dead peer).
     runtime.shutdown_background();
     match result {
@@ -53,7 +54,7 @@ where
 
 /// The error and its causes on one line, skipping causes whose text the
 /// message already contains.
-fn one_line(e: &ClientError) -> String {
+fn one_line(e: &CliError) -> String {
     let mut line = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -27,6 +27,7 @@
 //! (`store::layer_facts`); a HEAD never computes them (it stays one stat
 //! and one small read): unknown facts, no headers.
 
+use berth_transport::wire::MOUNTABLE_HEADER;
 use http::header;
 use http::request::Parts;
 
@@ -37,14 +38,6 @@ use crate::names::Digest;
 use crate::registry::{blocking, response, Identity, Registry};
 use crate::store::layer_facts::LayerFacts;
 use crate::store::StoreError;
-
-/// Header of a HEAD miss for a blob the caller may mount (module doc).
-pub const MOUNTABLE_HEADER: &str = "berth-blob-mountable";
-
-/// Header naming a layer blob's diff_id (sha256 of its uncompressed bytes).
-pub const DIFF_ID_HEADER: &str = "berth-diff-id";
-/// Header giving a layer blob's uncompressed size in bytes.
-pub const UNCOMPRESSED_SIZE_HEADER: &str = "berth-uncompressed-size";
 
 /// What a blob lookup in one repository found.
 enum Found {

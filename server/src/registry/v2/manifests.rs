@@ -31,6 +31,7 @@
 //!   (and the V1 tags projected from or derived to it) and its referrer
 //!   record; 404 `MANIFEST_UNKNOWN` when it is not here.
 
+use berth_transport::wire::OCI_SUBJECT_HEADER;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -477,7 +478,7 @@ pub async fn put(
     let location = format!("/v2/{}/manifests/{}", name.raw, digest);
     let mut r = with_digest(located(StatusCode::CREATED, &location), &digest);
     if let Some(subject) = &subject {
-        response::set_header(r.headers_mut(), "oci-subject", subject.as_str());
+        response::set_header(r.headers_mut(), OCI_SUBJECT_HEADER, subject.as_str());
     }
     if matches!(reference, Reference::Digest(_)) && !tags.is_empty() {
         let list = tags.iter().map(Tag::as_str).collect::<Vec<_>>().join(", ");

@@ -20,26 +20,16 @@ pub mod referrers;
 pub mod routes;
 pub mod uploads;
 
+use berth_transport::wire::{
+    API_VERSION, API_VERSION_HEADER, CONTENT_DIGEST_HEADER, DIFF_ID_HEADER,
+    UNCOMPRESSED_SIZE_HEADER, VERIFIES_DIFF_ID, VERIFIES_HEADER,
+};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::response::{self, ReqBody, RespBody};
 use super::{Identity, Registry};
 use errors::{render, ErrorCode, V2Error};
 use routes::V2Route;
-
-/// berth's announcement on every V2 answer that it verifies what a client
-/// would otherwise check itself: the digest of every blob at the close,
-/// and at manifest PUT each layer's diff_id against the image config
-/// (`manifests.rs`, issue 17). `berth push` then skips its local
-/// inflate-and-hash; other clients ignore it.
-pub const VERIFIES_HEADER: &str = "berth-verifies";
-/// Its value: what is verified.
-pub const VERIFIES: &str = "diff-id";
-
-/// Header every V2 response carries.
-pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";
-/// Its value.
-pub const API_VERSION: &str = "registry/2.0";
 
 /// What a V2 handler returns: an answer, or the errors to render.
 pub type V2Result = Result<Response<RespBody>, Vec<V2Error>>;
@@ -80,7 +70,7 @@ pub async fn handle(
         .insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
     if !reg.config().skip_diff_id_check {
         resp.headers_mut()
-            .insert(VERIFIES_HEADER, HeaderValue::from_static(VERIFIES));
+            .insert(VERIFIES_HEADER, HeaderValue::from_static(VERIFIES_DIFF_ID));
     }
     resp
 }
@@ -223,10 +213,10 @@ pub(crate) fn with_layer_facts(
 ) -> Response<RespBody> {
     if let Some(f) = facts {
         let h = r.headers_mut();
-        response::set_header(h, blobs::DIFF_ID_HEADER, f.diff_id.as_str());
+        response::set_header(h, DIFF_ID_HEADER, f.diff_id.as_str());
         response::set_header(
             h,
-            blobs::UNCOMPRESSED_SIZE_HEADER,
+            UNCOMPRESSED_SIZE_HEADER,
             &f.uncompressed_size.to_string(),
         );
     }
@@ -238,7 +228,7 @@ pub(crate) fn with_digest(
     mut r: Response<RespBody>,
     digest: &crate::names::Digest,
 ) -> Response<RespBody> {
-    response::set_header(r.headers_mut(), "docker-content-digest", digest.as_str());
+    response::set_header(r.headers_mut(), CONTENT_DIGEST_HEADER, digest.as_str());
     response::set_header(
         r.headers_mut(),
         header::ETAG.as_str(),

@@ -10,6 +10,7 @@
 //! [`PAGE`] (or `?n=`, at most [`PAGE`]) and at most [`PAGE_BYTES`], with a
 //! `Link: <...>; rel="next"` that continues after the last digest listed.
 
+use berth_transport::wire::OCI_FILTERS_APPLIED_HEADER;
 use http::request::Parts;
 use http::StatusCode;
 use serde_json::json;
@@ -117,7 +118,7 @@ pub async fn list(reg: &Registry, name: &Name, subject: &Digest, req: &Parts) ->
     let h = r.headers_mut();
     response::set_header(h, http::header::CONTENT_TYPE.as_str(), media::OCI_INDEX);
     if query.artifact_type.is_some() {
-        response::set_header(h, "oci-filters-applied", "artifactType");
+        response::set_header(h, OCI_FILTERS_APPLIED_HEADER, "artifactType");
     }
     if let Some(link) = link {
         response::set_header(h, http::header::LINK.as_str(), &link);

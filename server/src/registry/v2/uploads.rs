@@ -54,6 +54,7 @@
 //!   A transient storage error (ESTALE, EIO, ENOLCK) → 503 `UNAVAILABLE` with
 //!   `Retry-After` (`errors.rs`).
 
+use berth_transport::wire::{LAST_CHUNK_HEADER, UPLOAD_DIGEST_HEADER, UPLOAD_UUID_HEADER};
 use http::request::Parts;
 use http::{header, Response, StatusCode};
 
@@ -74,19 +75,6 @@ fn blob_location(name: &Name, d: &Digest) -> String {
     format!("/v2/{}/blobs/{}", name.raw, d)
 }
 
-/// berth's extension header on the POST and PATCH answers of a session:
-/// the sha256 of every byte the session holds. `berth push` checks it
-/// against the archive's digest instead of hashing what it sends a second
-/// time (issue 9); other clients ignore it.
-pub const UPLOAD_DIGEST_HEADER: &str = "berth-upload-digest";
-
-/// berth's extension header on a PATCH request: `true` says no byte follows
-/// before the closing PUT. A session this process saw whole then answers
-/// with the diff_id and uncompressed size of its bytes (`Berth-Diff-Id`,
-/// `Berth-Uncompressed-Size`), so `berth push` compares them with the
-/// image config before committing anything (issue 17).
-pub const LAST_CHUNK_HEADER: &str = "berth-last-chunk";
-
 /// The 202/204 answer describing a session at `offset`; `digest` (of the
 /// bytes it holds) when known.
 fn session_answer(
@@ -98,7 +86,7 @@ fn session_answer(
 ) -> Response<RespBody> {
     let mut r = located(status, &upload_location(name, id));
     let h = r.headers_mut();
-    response::set_header(h, "docker-upload-uuid", id.as_str());
+    response::set_header(h, UPLOAD_UUID_HEADER, id.as_str());
     // distribution's form: `0-0` for an empty session, else `0-<last byte>`.
     response::set_header(h, "range", &format!("0-{}", offset.saturating_sub(1)));
     if let Some(d) = digest {
@@ -120,7 +108,7 @@ fn refused(name: &Name, id: &UploadId, e: UploadError) -> V2Result {
     let mut r = super::errors::render(&[e.into()]);
     let h = r.headers_mut();
     response::set_header(h, "location", &upload_location(name, id));
-    response::set_header(h, "docker-upload-uuid", id.as_str());
+    response::set_header(h, UPLOAD_UUID_HEADER, id.as_str());
     response::set_header(h, "range", &format!("0-{}", offset.saturating_sub(1)));
     Ok(r)
 }

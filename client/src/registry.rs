@@ -1,14 +1,17 @@
-//! The few Registry V2 calls push and pull need (`v2-compat.md` §1.4–1.6),
-//! over one [`HttpConnection`] each: HEAD/GET a blob (GET with `Range` to
-//! resume), POST → PATCH (streamed) → PUT `?digest=` to upload one (each
-//! step on its own too, for `push.rs`, which commits only verified blobs;
-//! DELETE to drop a session), and PUT/GET a manifest.
+//! The Registry V2 calls push, pull and sync need (`v2-compat.md`
+//! §1.4–1.6), over one [`HttpConnection`] each: HEAD/GET a blob (GET with
+//! `Range` to resume), POST → PATCH (streamed) → PUT `?digest=` to upload
+//! one (each step on its own too, for `archive/push.rs`, which commits
+//! only verified blobs; DELETE to drop a session), and PUT/GET a manifest.
+//! The reads are berth-transport's V2 read client ([`berth_transport::v2`],
+//! which the server's mirror uses too), checked here: a manifest fetched by
+//! digest must hash to it.
 //!
 //! Error statuses become [`ClientError::Status`] with the registry's
 //! message; answers that break the protocol (a 200 to a ranged GET, a
 //! missing `Location`) become [`ClientError::Protocol`].
 
-use ::http::{header, Method, Request, Response, StatusCode};
+use ::http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, StreamBody};
@@ -18,6 +21,11 @@ use tokio_util::io::ReaderStream;
 
 use berth_server::names::Digest;
 use berth_server::store::media;
+use berth_transport::v2::{self, ReadError};
+use berth_transport::wire::{
+    error_message, CONTENT_DIGEST_HEADER, DIFF_ID_HEADER, LAST_CHUNK_HEADER, UPLOAD_DIGEST_HEADER,
+    VERIFIES_DIFF_ID, VERIFIES_HEADER,
+};
 
 use crate::error::ClientError;
 use crate::http::{self, Body, BoxError, HttpConnection};
@@ -30,8 +38,8 @@ const RETRY_AFTER_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 const RETRY_AFTER_DEFAULT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The wait a 503 asks for (`Retry-After: <seconds>`), bounded.
-fn retry_after<B>(resp: &Response<B>) -> std::time::Duration {
-    resp.headers()
+fn retry_after(headers: &HeaderMap) -> std::time::Duration {
+    headers
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -39,17 +47,8 @@ fn retry_after<B>(resp: &Response<B>) -> std::time::Duration {
         .unwrap_or(RETRY_AFTER_DEFAULT)
 }
 
-/// Every manifest type a pull accepts, sent as one `Accept` list.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json, \
-application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json";
-
 /// Read size of streamed uploads.
 const CHUNK: usize = 256 * 1024;
-
-/// Largest manifest read (`v2-compat.md` §1.6 caps PUTs at 4 MiB).
-const MANIFEST_LIMIT: usize = 4 << 20;
 
 /// A manifest as served.
 #[derive(Debug, Clone)]
@@ -62,10 +61,6 @@ pub struct FetchedManifest {
     /// (sha256 or sha512) and checked against it; by tag, sha256.
     pub digest: Digest,
 }
-
-/// Header of berth's HEAD misses for blobs a mount would link
-/// (`server/src/registry/v2/blobs.rs`).
-pub const MOUNTABLE_HEADER: &str = "berth-blob-mountable";
 
 /// What `HEAD /v2/<name>/blobs/<digest>` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,24 +110,21 @@ pub struct Patched {
 /// The `Berth-Upload-Digest` of a session answer, when it holds a digest.
 fn upload_digest(resp: &Response<Incoming>) -> Option<Digest> {
     resp.headers()
-        .get(berth_server::registry::v2::uploads::UPLOAD_DIGEST_HEADER)
+        .get(UPLOAD_DIGEST_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Digest::parse(v).ok())
 }
 
 /// Whether an answer carries berth's `Berth-Verifies: diff-id`.
-fn announces_verification(resp: &Response<Incoming>) -> bool {
-    resp.headers()
-        .get(berth_server::registry::v2::VERIFIES_HEADER)
+fn announces_verification(headers: &HeaderMap) -> bool {
+    headers
+        .get(VERIFIES_HEADER)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|item| item.trim() == berth_server::registry::v2::VERIFIES)
-        })
+        .is_some_and(|v| v.split(',').any(|item| item.trim() == VERIFIES_DIFF_ID))
 }
 
 fn status_error(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
-    let mut message = berth_server::exec::error_message(body);
+    let mut message = error_message(body);
     if message.is_empty() {
         message = status.canonical_reason().unwrap_or("error").to_string();
     }
@@ -140,6 +132,18 @@ fn status_error(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
         what: what.to_string(),
         status,
         message,
+    }
+}
+
+/// A failed read of the shared V2 client, as the client's error.
+fn read_error(e: ReadError) -> ClientError {
+    match e {
+        ReadError::Http(e) => e.into(),
+        ReadError::Status { what, status, body } => status_error(&what, status, &body),
+        ReadError::Protocol { what, message } => ClientError::Protocol { what, message },
+        ReadError::TooLarge { what, limit } => {
+            protocol(&what, format!("manifest larger than {} MiB", limit >> 20))
+        }
     }
 }
 
@@ -219,7 +223,7 @@ impl V2Connection {
         }
         let req = b.body(body).map_err(|e| protocol(&what, e.to_string()))?;
         let resp = self.send(req).await?;
-        if announces_verification(&resp) {
+        if announces_verification(resp.headers()) {
             self.verifies_diff_ids = true;
         }
         Ok((what, resp))
@@ -248,7 +252,7 @@ impl V2Connection {
             if resp.status() != StatusCode::SERVICE_UNAVAILABLE || attempt >= UNAVAILABLE_RETRIES {
                 return Ok((what, resp));
             }
-            let wait = retry_after(&resp);
+            let wait = retry_after(resp.headers());
             self.small_body(&what, resp).await?;
             tracing::warn!(request = %what, wait_s = wait.as_secs(), "registry storage temporarily unavailable (503), retrying");
             tokio::time::sleep(wait).await;
@@ -269,19 +273,26 @@ impl V2Connection {
         name: &str,
         digest: &Digest,
     ) -> Result<Presence, ClientError> {
-        let path = format!("/v2/{name}/blobs/{digest}");
-        let (what, resp) = self
-            .call_retrying(Method::HEAD, &path, &[], Bytes::new())
-            .await?;
-        let status = resp.status();
-        let mountable = resp
-            .headers()
-            .get(MOUNTABLE_HEADER)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
-        self.small_body(&what, resp).await?;
-        match status {
+        let what = http::describe(&Method::HEAD, &format!("/v2/{name}/blobs/{digest}"));
+        let mut attempt = 0;
+        let head = loop {
+            let head = v2::head_blob(self.conn.shared(), name, digest.as_str())
+                .await
+                .map_err(read_error)?;
+            if announces_verification(&head.headers) {
+                self.verifies_diff_ids = true;
+            }
+            if head.status != StatusCode::SERVICE_UNAVAILABLE || attempt >= UNAVAILABLE_RETRIES {
+                break head;
+            }
+            let wait = retry_after(&head.headers);
+            tracing::warn!(request = %what, wait_s = wait.as_secs(), "registry storage temporarily unavailable (503), retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        };
+        match head.status {
             StatusCode::OK => Ok(Presence::Present),
-            StatusCode::NOT_FOUND if mountable => Ok(Presence::Mountable),
+            StatusCode::NOT_FOUND if head.mountable => Ok(Presence::Mountable),
             StatusCode::NOT_FOUND => Ok(Presence::Absent),
             s => Err(status_error(&what, s, b"")),
         }
@@ -362,7 +373,7 @@ impl V2Connection {
         }
         let mounted = mounting.is_some_and(|digest| {
             resp.headers()
-                .get("docker-content-digest")
+                .get(CONTENT_DIGEST_HEADER)
                 .and_then(|v| v.to_str().ok())
                 == Some(digest.as_str())
         });
@@ -461,7 +472,7 @@ impl V2Connection {
         // The rest of the blob: a berth registry that measured the whole
         // session reports its diff_id (other registries ignore the header).
         headers.push((
-            header::HeaderName::from_static(berth_server::registry::v2::uploads::LAST_CHUNK_HEADER),
+            header::HeaderName::from_static(LAST_CHUNK_HEADER),
             "true".to_string(),
         ));
         let (what, resp) = self.call(Method::PATCH, loc, &headers, body).await?;
@@ -469,7 +480,7 @@ impl V2Connection {
         let digest = upload_digest(&resp);
         let diff_id = resp
             .headers()
-            .get(berth_server::registry::v2::blobs::DIFF_ID_HEADER)
+            .get(DIFF_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v).ok());
         self.expect(&what, resp, &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT])
@@ -511,7 +522,7 @@ impl V2Connection {
             .await?;
         let got = resp
             .headers()
-            .get("docker-content-digest")
+            .get(CONTENT_DIGEST_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         self.expect(&what, resp, &[StatusCode::CREATED]).await?;
@@ -572,7 +583,7 @@ impl V2Connection {
             .await?;
         let got = resp
             .headers()
-            .get("docker-content-digest")
+            .get(CONTENT_DIGEST_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         self.expect(&what, resp, &[StatusCode::CREATED, StatusCode::OK])
@@ -593,28 +604,15 @@ impl V2Connection {
         name: &str,
         reference: &str,
     ) -> Result<FetchedManifest, ClientError> {
-        let path = format!("/v2/{name}/manifests/{reference}");
-        let (what, resp) = self
-            .call(
-                Method::GET,
-                &path,
-                &[(header::ACCEPT, MANIFEST_ACCEPT.to_string())],
-                http::empty(),
-            )
-            .await?;
-        let status = resp.status();
-        let media_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
-        let body = http::read_small_body(&what, resp.into_body(), &self.conn.diagnostics()).await?;
-        if status != StatusCode::OK {
-            return Err(status_error(&what, status, &body));
+        let what = http::describe(&Method::GET, &format!("/v2/{name}/manifests/{reference}"));
+        let answer = v2::get_manifest(self.conn.shared(), name, reference)
+            .await
+            .map_err(read_error)?;
+        if announces_verification(&answer.headers) {
+            self.verifies_diff_ids = true;
         }
-        if body.len() > MANIFEST_LIMIT {
-            return Err(protocol(&what, "manifest larger than 4 MiB"));
-        }
+        let body = answer.bytes;
+        let media_type = answer.content_type;
         // By digest, the bytes must hash to it in its own algorithm; a
         // reference with a ':' that is no digest berth can check is refused
         // rather than passed on unverified.
@@ -655,46 +653,13 @@ impl V2Connection {
         digest: &Digest,
         offset: u64,
     ) -> Result<Incoming, ClientError> {
-        let path = format!("/v2/{name}/blobs/{digest}");
-        let range = if offset > 0 {
-            vec![(header::RANGE, format!("bytes={offset}-"))]
-        } else {
-            vec![]
-        };
-        let (what, resp) = self.call(Method::GET, &path, &range, http::empty()).await?;
-        let status = resp.status();
-        match (status, offset) {
-            (StatusCode::OK, 0) => Ok(resp.into_body()),
-            (StatusCode::PARTIAL_CONTENT, o) if o > 0 => {
-                let start = resp
-                    .headers()
-                    .get(header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split('-').next())
-                    .and_then(|v| v.parse::<u64>().ok());
-                if start != Some(o) {
-                    return Err(protocol(
-                        &what,
-                        format!(
-                            "asked for bytes from {o}, got Content-Range starting at {start:?}"
-                        ),
-                    ));
-                }
-                Ok(resp.into_body())
-            }
-            _ => {
-                let body = self.small_body(&what, resp).await?;
-                if status.is_success() {
-                    Err(protocol(
-                        &what,
-                        format!("{status} to a request from byte {offset}"),
-                    ))
-                } else {
-                    Err(status_error(&what, status, &body))
-                }
-            }
+        let resp = v2::get_blob(self.conn.shared(), name, digest.as_str(), offset)
+            .await
+            .map_err(read_error)?;
+        if announces_verification(resp.headers()) {
+            self.verifies_diff_ids = true;
         }
+        Ok(resp.into_body())
     }
 }
 
@@ -709,7 +674,7 @@ mod retry_tests {
             if let Some(v) = v {
                 b = b.header(header::RETRY_AFTER, v);
             }
-            retry_after(&b.body(()).unwrap())
+            retry_after(b.body(()).unwrap().headers())
         };
         assert_eq!(with(Some("2")), std::time::Duration::from_secs(2));
         assert_eq!(with(Some("3600")), RETRY_AFTER_MAX);
