@@ -430,6 +430,79 @@ pub struct RegistryPut {
     pub args: PutArgs,
 }
 
+/// The `docker-berth` command line, as the docker CLI runs it: first
+/// argument the metadata request or the plugin's own name.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "docker-berth",
+    bin_name = "docker",
+    version = crate::VERSION,
+    about = "Docker CLI plugin: docker berth push|pull, images to and from a berth registry",
+    after_help = EXIT_CODES
+)]
+pub struct PluginCli {
+    /// What docker asked for.
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+/// What the docker CLI runs a plugin with.
+#[derive(clap::Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Print the plugin metadata the docker CLI reads (JSON).
+    #[command(name = "docker-cli-plugin-metadata", hide = true)]
+    Metadata,
+    /// `docker berth ...`.
+    Berth {
+        /// push or pull.
+        #[command(subcommand)]
+        command: BerthCommand,
+    },
+}
+
+/// `docker berth` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum BerthCommand {
+    /// Push a local image to a berth registry, streamed from the engine.
+    Push(PluginPushArgs),
+    /// Pull an image from a berth registry into the engine.
+    Pull(PluginPullArgs),
+}
+
+/// `docker berth push`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PluginPushArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = crate::archive::push::DEFAULT_JOBS)]
+    pub jobs: usize,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// A local image: name[:tag] or id.
+    pub image: String,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Name in the registry [default: IMAGE's name and tag, without a
+    /// registry host].
+    pub name: Option<String>,
+}
+
+/// `docker berth pull`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PluginPullArgs {
+    #[command(flatten)]
+    pub ssh: SshArgs,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
+    pub registry: String,
+    /// Image to pull: NAME[:TAG] (tag `latest` by default).
+    pub name: String,
+}
+
 /// `berth` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -532,7 +605,7 @@ fn generate_assets(dir: &std::path::Path) -> Result<(), ClientError> {
         Berth::command(),
         RegistryGet::command(),
         RegistryPut::command(),
-        crate::plugin::PluginCli::command().name("docker-berth"),
+        PluginCli::command().name("docker-berth"),
     ] {
         berth_server::assets::generate(cmd, dir).map_err(|source| ClientError::Io {
             what: format!("writing man pages and completions to {}", dir.display()),

@@ -1,7 +1,7 @@
 //! The client's error type above the transports: what failed, with the
 //! input that failed. Address, transport and HTTP failures are
 //! berth-transport's errors, wrapped here; archive operations wrap this
-//! type in theirs ([`crate::archive::ArchiveError`]), never the reverse.
+//! type in theirs (`archive::ArchiveError`), never the reverse.
 //! Exit statuses are the command line's business (`cli.rs`).
 
 use std::io;

@@ -21,8 +21,8 @@
 //! * [`shim`] — loopback TCP connections piped to registry streams.
 //! * [`cli`] — the clap definitions and command bodies shared by the
 //!   `berth`, `registryget` and `registryput` binaries, and the exit
-//!   statuses ([`cli::CliError`]); the only module that knows clap, with
-//!   [`plugin`]'s command line.
+//!   statuses ([`cli::CliError`]); the only module that knows clap (the
+//!   `docker-berth` plugin's command line is here too, run by [`plugin`]).
 //! * [`error`] — [`error::ClientError`].
 //! * [`docker`] — the Docker Engine API on its socket (image id, export,
 //!   load), for [`plugin`]: the `docker berth` CLI plugin.

@@ -10,7 +10,8 @@
 //!
 //! The engine is reached through [`crate::docker`] (honouring
 //! `DOCKER_HOST`); the registry like every berth command (`ssh://`, a
-//! directory, `http(s)://`).
+//! directory, `http(s)://`). The plugin's command line ([`PluginCli`]) is
+//! defined with the others in `cli.rs`; this module runs it.
 
 use std::sync::Arc;
 
@@ -22,49 +23,12 @@ use hyper::body::Frame;
 use crate::archive::progress::{Mode, Progress};
 use crate::archive::reference::ImageRef;
 use crate::archive::PushOptions;
-use crate::cli::{CliError, SshArgs, EXIT_CODES};
+use crate::cli::{
+    BerthCommand, CliError, PluginCli, PluginCommand, PluginPullArgs, PluginPushArgs,
+};
 use crate::docker::{Engine, EngineBody};
 use crate::error::ClientError;
 use crate::registry::V2Connection;
-
-/// The `docker-berth` command line, as the docker CLI runs it: first
-/// argument the metadata request or the plugin's own name.
-#[derive(clap::Parser, Debug)]
-#[command(
-    name = "docker-berth",
-    bin_name = "docker",
-    version = crate::VERSION,
-    about = "Docker CLI plugin: docker berth push|pull, images to and from a berth registry",
-    after_help = EXIT_CODES
-)]
-pub struct PluginCli {
-    /// What docker asked for.
-    #[command(subcommand)]
-    pub command: PluginCommand,
-}
-
-/// What the docker CLI runs a plugin with.
-#[derive(clap::Subcommand, Debug)]
-pub enum PluginCommand {
-    /// Print the plugin metadata the docker CLI reads (JSON).
-    #[command(name = "docker-cli-plugin-metadata", hide = true)]
-    Metadata,
-    /// `docker berth ...`.
-    Berth {
-        /// push or pull.
-        #[command(subcommand)]
-        command: BerthCommand,
-    },
-}
-
-/// `docker berth` subcommands.
-#[derive(clap::Subcommand, Debug)]
-pub enum BerthCommand {
-    /// Push a local image to a berth registry, streamed from the engine.
-    Push(PluginPushArgs),
-    /// Pull an image from a berth registry into the engine.
-    Pull(PluginPullArgs),
-}
 
 /// Most tags of the target repository looked at for the image before
 /// exporting it.
@@ -97,40 +61,6 @@ async fn held_under_another_tag(
         }
     }
     Ok(None)
-}
-
-/// `docker berth push`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct PluginPushArgs {
-    #[command(flatten)]
-    pub ssh: SshArgs,
-    /// Blobs uploaded at once.
-    #[arg(long, default_value_t = crate::archive::push::DEFAULT_JOBS)]
-    pub jobs: usize,
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// A local image: name[:tag] or id.
-    pub image: String,
-    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
-    pub registry: String,
-    /// Name in the registry [default: IMAGE's name and tag, without a
-    /// registry host].
-    pub name: Option<String>,
-}
-
-/// `docker berth pull`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct PluginPullArgs {
-    #[command(flatten)]
-    pub ssh: SshArgs,
-    /// Print nothing but errors.
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// ssh://[user@]host[:port], file:///abs/dir or a directory.
-    pub registry: String,
-    /// Image to pull: NAME[:TAG] (tag `latest` by default).
-    pub name: String,
 }
 
 /// The metadata the docker CLI asks every plugin for.

@@ -1,5 +1,5 @@
 //! `docker-berth`: the Docker CLI plugin behind `docker berth push|pull`.
-//! All the work is in the library's `plugin` module.
+//! Its command line is the library's `cli::PluginCli`; the work is in `plugin`.
 
 mod common;
 
@@ -8,6 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = berth::plugin::PluginCli::parse();
+    let cli = berth::cli::PluginCli::parse();
     common::main("docker berth", berth::plugin::run(cli))
 }
