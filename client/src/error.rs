@@ -6,9 +6,9 @@
 
 use std::io;
 
+use berth_transport::http::HttpError;
 use http::StatusCode;
 
-use crate::http::HttpError;
 use crate::remote::RemoteError;
 use crate::transport::TransportError;
 
