@@ -136,7 +136,7 @@ fn status_error(what: &str, status: StatusCode, body: &[u8]) -> ClientError {
 }
 
 /// A failed read of the shared V2 client, as the client's error.
-fn read_error(e: ReadError) -> ClientError {
+pub(crate) fn read_error(e: ReadError) -> ClientError {
     match e {
         ReadError::Http(e) => e.into(),
         ReadError::Status { what, status, body } => status_error(&what, status, &body),

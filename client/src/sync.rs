@@ -21,10 +21,11 @@ use tokio_util::io::StreamReader;
 
 use berth_server::names::Digest;
 use berth_transport::manifest_refs::{manifest_refs, Descriptor};
+use berth_transport::v2;
 
 use crate::catalog::{self, Reference};
 use crate::error::ClientError;
-use crate::registry::{FetchedManifest, V2Connection};
+use crate::registry::{read_error, FetchedManifest, V2Connection};
 use crate::transport::Transport;
 
 /// Catalog page size asked for.
@@ -235,21 +236,12 @@ impl Copier<'_> {
 
     /// A blob's size from the source's HEAD answer (schema 1 manifests have none).
     async fn blob_size(&self, name: &str, digest: &Digest) -> Result<u64, ClientError> {
-        let path = format!("/v2/{name}/blobs/{digest}");
         let mut conn = crate::http::HttpConnection::open(self.src_transport).await?;
-        let req = ::http::Request::head(path.as_str())
-            .header(crate::http::HOST_HEADER, crate::http::HOST)
-            .body(crate::http::empty())
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
-        let resp = conn.send(req).await?;
-        let len = resp
-            .headers()
-            .get(::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let _ = resp.into_body().collect().await;
-        len.ok_or_else(|| ClientError::Protocol {
-            what: crate::http::describe(&Method::HEAD, &path),
+        let head = v2::head_blob(conn.shared(), name, digest.as_str())
+            .await
+            .map_err(read_error)?;
+        head.size.ok_or_else(|| ClientError::Protocol {
+            what: crate::http::describe(&Method::HEAD, &format!("/v2/{name}/blobs/{digest}")),
             message: "no Content-Length for the blob".to_string(),
         })
     }

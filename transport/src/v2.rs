@@ -69,16 +69,6 @@ pub enum ReadError {
     },
 }
 
-impl ReadError {
-    /// The status of a [`ReadError::Status`].
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            ReadError::Status { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-}
-
 /// A manifest as the registry served it (not yet checked).
 #[derive(Debug, Clone)]
 pub struct ManifestAnswer {
