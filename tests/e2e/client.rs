@@ -817,23 +817,29 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
         "json",
     );
 
-    // Upload: stdin fed slowly; the server dies after the first MiB.
+    // Upload: stdin fed slowly; the server dies while it writes the layer.
     let mut child = spawn_piped(&via, "registryput", &format!("/v1/images/{id}/layer"));
     let mut stdin = child.stdin.take().unwrap();
     let chunk = random_bytes(256 << 10, 5);
-    for _ in 0..4 {
-        stdin.write_all(&chunk).unwrap();
-    }
-    // The event: the server is writing the layer (its temp file holds bytes).
+    // Fed until the server is writing the layer (the event: its temp file
+    // holds bytes, past the server's 1 MiB write buffer).
     let image_dir = f.root.join("images").join(id);
-    eventually("the layer upload to reach the store", DEADLINE, || {
+    let stored = || {
         std::fs::read_dir(&image_dir).is_ok_and(|d| {
             d.flatten().any(|e| {
                 e.file_name().to_string_lossy().starts_with(".tmp-")
                     && e.metadata().is_ok_and(|m| m.len() > 0)
             })
         })
-    });
+    };
+    let end = std::time::Instant::now() + DEADLINE;
+    while !stored() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the upload never reached the store"
+        );
+        stdin.write_all(&chunk).unwrap();
+    }
     server.proc.kill();
     for _ in 0..64 {
         if stdin.write_all(&chunk).is_err() {
