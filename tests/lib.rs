@@ -1,7 +1,12 @@
-//! Helpers shared by the end-to-end tests: locating the built binaries,
-//! requiring external tools (fail under `CI=true`, loud skip otherwise),
-//! temp stores, and starting servers (berth-server http/serve, stock sshd)
-//! on ephemeral loopback ports. Every spawned process is killed on drop.
+//! Helpers shared by the end-to-end tests, each once: locating the built
+//! binaries, requiring external tools (fail under `CI=true`, loud skip
+//! otherwise), starting servers (berth-server http/serve, stock sshd) on
+//! ephemeral loopback ports, the keyed fixture ([`Keyring`], [`Tenants`],
+//! [`KeyedServer`]), the suite's one HTTP client ([`Http`] over a keep-alive
+//! [`HttpConn`] or a [`Fresh`] connection per request), the V1 and V2 image
+//! fixtures and their pushes ([`V1Image`], [`V2Image`]), OCI layouts and the
+//! offline store tools. Every spawned process is killed on drop; waits poll
+//! for an event under a deadline that only bounds a hang.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
