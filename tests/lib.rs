@@ -1,7 +1,12 @@
-//! Helpers shared by the end-to-end tests: locating the built binaries,
-//! requiring external tools (fail under `CI=true`, loud skip otherwise),
-//! temp stores, and starting servers (berth-server http/serve, stock sshd)
-//! on ephemeral loopback ports. Every spawned process is killed on drop.
+//! Helpers shared by the end-to-end tests, each once: locating the built
+//! binaries, requiring external tools (fail under `CI=true`, loud skip
+//! otherwise), starting servers (berth-server http/serve, stock sshd) on
+//! ephemeral loopback ports, the keyed fixture ([`Keyring`], [`Tenants`],
+//! [`KeyedServer`]), the suite's one HTTP client ([`Http`] over a keep-alive
+//! [`HttpConn`] or a [`Fresh`] connection per request), the V1 and V2 image
+//! fixtures and their pushes ([`V1Image`], [`V2Image`]), OCI layouts and the
+//! offline store tools. Every spawned process is killed on drop; waits poll
+//! for an event under a deadline that only bounds a hang.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -37,6 +42,18 @@ pub fn in_ci() -> bool {
         .unwrap_or(false)
 }
 
+/// What a test needs, `found` or not: missing under CI, a panic naming
+/// `what`; missing locally, a loud skip message and `false`.
+fn needed(found: bool, what: &str) -> bool {
+    if !found {
+        if in_ci() {
+            panic!("required: {what}");
+        }
+        eprintln!("\n!!!!! SKIPPING: missing {what} !!!!!\n");
+    }
+    found
+}
+
 /// Checks that `tool` is on PATH. Missing under CI: panic. Missing locally:
 /// print a loud message naming the package and return false (test skips).
 pub fn require_tool(tool: &str, package: &str) -> bool {
@@ -45,16 +62,11 @@ pub fn require_tool(tool: &str, package: &str) -> bool {
         .arg(format!("command -v {tool}"))
         .stdout(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if found {
-        return true;
-    }
-    if in_ci() {
-        panic!("required tool `{tool}` is missing (install the `{package}` package)");
-    }
-    eprintln!("\n!!!!! SKIPPING: `{tool}` not found; install the `{package}` package to run this test !!!!!\n");
-    false
+        .is_ok_and(|s| s.success());
+    needed(
+        found,
+        &format!("`{tool}` (install the `{package}` package)"),
+    )
 }
 
 /// Checks that python3 can import `module` (installed by `pip install
@@ -66,16 +78,45 @@ pub fn require_python_module(module: &str, pip_package: &str) -> bool {
     let found = Command::new("python3")
         .args(["-c", &format!("import {module}")])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        return true;
+        .is_ok_and(|o| o.status.success());
+    needed(
+        found,
+        &format!("python module {module} (pip install {pip_package})"),
+    )
+}
+
+/// The Python `docker-registry-client` (a real V1 peer) against the
+/// registry at `url`: lists namespaces and repositories, reads the tags of
+/// `team/web`, tags `base` as `stable`, reads that tag, untags it. Returns
+/// what it saw (`namespaces`, `repositories`, `tags`, `after_tag`, `stable`,
+/// `after_untag`), or `None` (a loud skip outside CI) without the module.
+pub fn python_v1_client(url: &str, base: &str) -> Option<serde_json::Value> {
+    if !require_python_module("docker_registry_client", "docker-registry-client") {
+        return None;
     }
-    if in_ci() {
-        panic!("python module {module} missing (pip install {pip_package})");
-    }
-    eprintln!("\n!!!!! SKIPPING: python module {module} missing; pip install {pip_package} to run this test !!!!!\n");
-    false
+    let script = format!(
+        r#"
+import json
+from docker_registry_client import DockerRegistryClient
+c = DockerRegistryClient("{url}", api_version=1)
+out = {{}}
+out["namespaces"] = sorted(c.namespaces())
+out["repositories"] = sorted(c.repositories().keys())
+repo = c.repository("web", namespace="team")
+repo.refresh()
+out["tags"] = sorted(repo.tags())
+repo.tag("stable", "{base}")
+repo.refresh()
+out["after_tag"] = sorted(repo.tags())
+out["stable"] = repo._client.get_image_id("team", "web", "stable")
+repo.untag("stable")
+repo.refresh()
+out["after_untag"] = sorted(repo.tags())
+print(json.dumps(out))
+"#
+    );
+    let out = run_ok(Command::new("python3").args(["-c", &script]));
+    Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
 /// Whether a Docker engine answers (`docker info`). Under CI it must.
@@ -88,15 +129,8 @@ pub fn require_docker() -> bool {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if in_ci() {
-            panic!("the Docker engine is not running (docker info failed)");
-        }
-        eprintln!("\n!!!!! SKIPPING: the Docker engine is not running !!!!!\n");
-    }
-    ok
+        .is_ok_and(|s| s.success());
+    needed(ok, "a running Docker engine (docker info failed)")
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -339,9 +373,61 @@ pub fn snapshot(root: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// [`snapshot`] minus upload-session scratch space: what a refused request
+/// must leave unchanged.
+pub fn durable_snapshot(root: &Path) -> Vec<(String, String)> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with("_berth/uploads"))
+        .collect()
+}
+
+/// Runs an offline store tool, `berth-server ARGS --root ROOT` (fsck, gc,
+/// audit); returns (exit code, stdout then stderr).
+pub fn store_tool(root: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin("berth-server"))
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .expect("running berth-server");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// [`store_tool`] that must succeed; returns its stdout.
+pub fn store_tool_ok(root: &Path, args: &[&str]) -> String {
+    let out = run_ok(
+        Command::new(bin("berth-server"))
+            .args(args)
+            .arg("--root")
+            .arg(root),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `berth-server fsck` with `extra` flags; (exit code, output).
+pub fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["fsck"];
+    args.extend_from_slice(extra);
+    store_tool(root, &args)
+}
+
+/// `fsck --grace 0s` finds no problem and no leftover.
+pub fn assert_fsck_clean(root: &Path) {
+    let (code, text) = fsck(root, &["--grace", "0s"]);
+    assert_eq!(code, 0, "fsck found problems:\n{text}");
+    assert!(!text.contains("PROBLEM"), "{text}");
+}
+
 // ---- SSH fixtures ------------------------------------------------------------
 
 /// A client key pair made with `ssh-keygen` (ed25519, no passphrase).
+#[derive(Clone)]
 pub struct ClientKey {
     /// Private key file (mode 0600).
     pub private: PathBuf,
@@ -508,6 +594,8 @@ pub struct KeyedServer {
     pub server: SshServer,
     /// The client key.
     pub key: ClientKey,
+    /// The known_hosts file trusting the server.
+    pub known: PathBuf,
     /// `ssh://root@127.0.0.1:PORT`.
     pub registry: String,
     /// `-i KEY --known-hosts FILE`, for berth commands.
@@ -517,11 +605,24 @@ pub struct KeyedServer {
 impl KeyedServer {
     /// Starts it (`state` is created).
     pub fn start(root: &Path, state: &Path, extra: &[&str]) -> KeyedServer {
+        Self::launch(root, state, extra, None)
+    }
+
+    /// [`KeyedServer::start`] with every request logged to `log` (see
+    /// [`SshServer::start_logged`]).
+    pub fn start_logged(root: &Path, state: &Path, extra: &[&str], log: &Path) -> KeyedServer {
+        Self::launch(root, state, extra, Some(log))
+    }
+
+    fn launch(root: &Path, state: &Path, extra: &[&str], log: Option<&Path>) -> KeyedServer {
         std::fs::create_dir_all(state).unwrap();
         let key = ClientKey::generate(state, "alice");
         let authorized = state.join("authorized_keys");
         ClientKey::authorized_keys(&authorized, &[&key]);
-        let server = SshServer::start(root, &authorized, state, extra);
+        let server = match log {
+            Some(log) => SshServer::start_logged(root, &authorized, state, extra, log),
+            None => SshServer::start(root, &authorized, state, extra),
+        };
         let known = state.join("known_hosts");
         std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
         let flags = vec![
@@ -534,9 +635,24 @@ impl KeyedServer {
         KeyedServer {
             server,
             key,
+            known,
             registry,
             flags,
         }
+    }
+}
+
+/// A native (russh) SSH client handler that trusts any host key: for tests
+/// that drive the SSH protocol itself against a server they just started.
+pub struct TrustingClient;
+
+impl russh::client::Handler for TrustingClient {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
     }
 }
 
@@ -642,7 +758,7 @@ pub fn ssh_options(key: &Path, port: u16) -> Vec<String> {
     ]
 }
 
-// ---- a minimal HTTP/1.1 client over any byte stream ----------------------------
+// ---- the one HTTP/1.1 client of the suite --------------------------------------
 
 /// One HTTP response, fully read.
 #[derive(Debug, Clone)]
@@ -679,9 +795,66 @@ impl HttpResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The codes of a V2 error body, in order.
+    pub fn error_codes(&self) -> Vec<String> {
+        self.json()["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no errors array: {}", self.text()))
+            .iter()
+            .map(|e| e["code"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// `Ok(self)` when the status is `status`, else a [`Refused`] naming `step`:
+    /// how the fallible pushes below stop at the first unexpected answer.
+    pub fn expect(self, status: u16, step: &str) -> Result<HttpResponse, Refused> {
+        if self.status == status {
+            Ok(self)
+        } else {
+            Err(Refused {
+                step: step.to_string(),
+                status: self.status,
+                body: self.text(),
+            })
+        }
+    }
 }
 
-/// Request body framing for [`HttpConn::request`].
+/// A step of a push answered otherwise than a successful push is (or the
+/// connection failed: status 0), with what the server said.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    /// Which request (`"json PUT"`, `"tag PUT"`...).
+    pub step: String,
+    /// Its status (0: no answer).
+    pub status: u16,
+    /// The answer's body, or the transport error.
+    pub body: String,
+}
+
+impl Refused {
+    /// Whether the body is V1's `{"error": "Image already exists"}`.
+    pub fn already_exists(&self) -> bool {
+        serde_json::from_str::<serde_json::Value>(&self.body)
+            .is_ok_and(|v| v["error"] == "Image already exists")
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} {}", self.step, self.status, self.body)
+    }
+}
+
+impl From<Refused> for String {
+    fn from(r: Refused) -> String {
+        r.to_string()
+    }
+}
+
+/// Request body framing for [`Http::send`].
+#[derive(Clone, Copy)]
 pub enum ReqBody<'a> {
     /// No body.
     None,
@@ -689,6 +862,156 @@ pub enum ReqBody<'a> {
     Sized(&'a [u8]),
     /// A body sent with `Transfer-Encoding: chunked` in pieces of this size.
     Chunked(&'a [u8], usize),
+}
+
+impl ReqBody<'_> {
+    /// The framing header line and the framed bytes of this body.
+    fn frame(&self, method: &str) -> (String, Vec<u8>) {
+        match *self {
+            ReqBody::None if matches!(method, "PUT" | "POST" | "PATCH") => {
+                ("Content-Length: 0\r\n".into(), Vec::new())
+            }
+            ReqBody::None => (String::new(), Vec::new()),
+            ReqBody::Sized(b) => (format!("Content-Length: {}\r\n", b.len()), b.to_vec()),
+            ReqBody::Chunked(b, size) => {
+                let mut out = Vec::with_capacity(b.len() + 64);
+                for piece in b.chunks(size.max(1)) {
+                    out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                    out.extend_from_slice(piece);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"0\r\n\r\n");
+                ("Transfer-Encoding: chunked\r\n".into(), out)
+            }
+        }
+    }
+}
+
+/// The request head every client of the suite sends (a Docker 1.9 user
+/// agent, which the V1 routes expect); `framing` holds the body's header
+/// lines (`Content-Length: N\r\n`...). For tests that stream a body themselves.
+pub fn request_head(method: &str, path: &str, headers: &[(&str, &str)], framing: &str) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: docker/1.9.1 go/go1.4.3 kernel/4.0 os/linux arch/amd64\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(framing);
+    head.push_str("\r\n");
+    head
+}
+
+fn read_line(r: &mut impl BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    let n = r.read_line(&mut line).map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("connection closed while reading a response".into());
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Reads one response. A body with neither length nor chunking runs to the
+/// end of the stream when `to_close` (a `Connection: close` exchange), else
+/// it is empty.
+pub fn read_response(
+    r: &mut impl BufRead,
+    head_only: bool,
+    to_close: bool,
+) -> Result<HttpResponse, String> {
+    let status_line = read_line(r)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(r)?;
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| format!("bad header line {line:?}"))?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut resp = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only || status == 204 || status == 304 {
+        return Ok(resp);
+    }
+    let io = |e: std::io::Error| e.to_string();
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked"))
+    {
+        loop {
+            let line = read_line(r)?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|e| format!("chunk size {line:?}: {e}"))?;
+            if size == 0 {
+                let _ = read_line(r);
+                break;
+            }
+            let mut chunk = vec![0; size];
+            r.read_exact(&mut chunk).map_err(io)?;
+            resp.body.extend_from_slice(&chunk);
+            read_line(r)?;
+        }
+    } else if let Some(len) = resp.header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| format!("bad content-length {len:?}"))?;
+        resp.body = vec![0; len];
+        r.read_exact(&mut resp.body).map_err(io)?;
+    } else if to_close {
+        r.read_to_end(&mut resp.body).map_err(io)?;
+    }
+    Ok(resp)
+}
+
+/// Request headers, (name, value) pairs in order.
+pub type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// A whole response, or how the transport failed.
+pub type Answer = Result<HttpResponse, String>;
+
+/// Something that answers HTTP requests: a keep-alive [`HttpConn`] or a
+/// [`Fresh`] connection per request. The pushes below work over either.
+pub trait Http {
+    /// Sends one request and reads its whole answer; `Err` when the
+    /// transport fails (the peer closed, was killed, timed out).
+    fn send(&mut self, method: &str, path: &str, headers: Headers, body: ReqBody) -> Answer;
+
+    /// [`Http::send`] that panics on a transport failure.
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ReqBody<'_>,
+    ) -> HttpResponse {
+        self.send(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// [`Http::send`] whose transport failure is a [`Refused`] of `step`.
+    fn step(
+        &mut self,
+        step: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: ReqBody<'_>,
+    ) -> Result<HttpResponse, Refused> {
+        self.send(method, path, headers, body).map_err(|e| Refused {
+            step: step.to_string(),
+            status: 0,
+            body: e,
+        })
+    }
 }
 
 /// A keep-alive HTTP/1.1 connection over a reader and a writer (a TCP
@@ -700,149 +1023,89 @@ pub struct HttpConn<R: BufRead, W: Write> {
     pub w: W,
 }
 
+/// An [`HttpConn`] over TCP ([`tcp_conn`]).
+pub type TcpConn = HttpConn<BufReader<std::net::TcpStream>, std::net::TcpStream>;
+
+/// An [`HttpConn`] over a child's pipes ([`CommandConn`], `ssh -s`).
+pub type PipeConn = HttpConn<BufReader<std::process::ChildStdout>, std::process::ChildStdin>;
+
 impl<R: BufRead, W: Write> HttpConn<R, W> {
     /// Wraps a reader/writer pair.
     pub fn new(r: R, w: W) -> Self {
         HttpConn { r, w }
     }
+}
 
-    /// Sends one request and reads the whole response.
-    pub fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: ReqBody<'_>,
-    ) -> HttpResponse {
-        self.try_request(method, path, headers, body)
-            .expect("connection closed while sending a request or reading a response")
-    }
-
-    /// [`HttpConn::request`] that answers `None` when the peer closes the
-    /// connection instead of answering (the caller reconnects).
-    pub fn try_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: ReqBody<'_>,
-    ) -> Option<HttpResponse> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.send_and_read(method, path, headers, body)
-        }))
-        .ok()
-    }
-
-    fn send_and_read(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: ReqBody<'_>,
-    ) -> HttpResponse {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: docker/1.9.1 go/go1.4.3 kernel/4.0 os/linux arch/amd64\r\n");
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        match &body {
-            ReqBody::None => {
-                if method == "PUT" || method == "POST" || method == "PATCH" {
-                    head.push_str("Content-Length: 0\r\n");
-                }
-            }
-            ReqBody::Sized(b) => head.push_str(&format!("Content-Length: {}\r\n", b.len())),
-            ReqBody::Chunked(..) => head.push_str("Transfer-Encoding: chunked\r\n"),
-        }
-        head.push_str("\r\n");
-        self.w.write_all(head.as_bytes()).unwrap();
-        match body {
-            ReqBody::None => {}
-            ReqBody::Sized(b) => self.w.write_all(b).unwrap(),
-            ReqBody::Chunked(b, size) => {
-                for piece in b.chunks(size.max(1)) {
-                    write!(self.w, "{:x}\r\n", piece.len()).unwrap();
-                    self.w.write_all(piece).unwrap();
-                    self.w.write_all(b"\r\n").unwrap();
-                }
-                self.w.write_all(b"0\r\n\r\n").unwrap();
-            }
-        }
-        self.w.flush().unwrap();
-        self.read_response(method == "HEAD")
-    }
-
-    fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.r.read_line(&mut line).unwrap();
-        assert!(n > 0, "connection closed while reading a response");
-        line.trim_end_matches(['\r', '\n']).to_string()
-    }
-
-    fn read_response(&mut self, head_only: bool) -> HttpResponse {
-        let status_line = self.read_line();
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let mut headers = Vec::new();
-        loop {
-            let line = self.read_line();
-            if line.is_empty() {
-                break;
-            }
-            let (k, v) = line.split_once(':').expect("header line");
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-        let mut resp = HttpResponse {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if head_only || status == 204 || status == 304 {
-            return resp;
-        }
-        if resp
-            .header("transfer-encoding")
-            .is_some_and(|t| t.contains("chunked"))
-        {
-            loop {
-                let size =
-                    usize::from_str_radix(self.read_line().split(';').next().unwrap().trim(), 16)
-                        .unwrap();
-                if size == 0 {
-                    let _ = self.read_line();
-                    break;
-                }
-                let mut chunk = vec![0; size];
-                self.r.read_exact(&mut chunk).unwrap();
-                resp.body.extend_from_slice(&chunk);
-                let _ = self.read_line();
-            }
-        } else {
-            let len: usize = resp
-                .header("content-length")
-                .map(|l| l.parse().unwrap())
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            self.r.read_exact(&mut body).unwrap();
-            resp.body = body;
-        }
-        resp
+impl<R: BufRead, W: Write> Http for HttpConn<R, W> {
+    fn send(&mut self, method: &str, path: &str, headers: Headers, body: ReqBody) -> Answer {
+        let (framing, bytes) = body.frame(method);
+        let head = request_head(method, path, headers, &framing);
+        let io = |e: std::io::Error| e.to_string();
+        self.w.write_all(head.as_bytes()).map_err(io)?;
+        self.w.write_all(&bytes).map_err(io)?;
+        self.w.flush().map_err(io)?;
+        read_response(&mut self.r, method == "HEAD", false)
     }
 }
 
 /// An HTTP connection over TCP.
-pub fn tcp_conn(addr: SocketAddr) -> HttpConn<BufReader<std::net::TcpStream>, std::net::TcpStream> {
+pub fn tcp_conn(addr: SocketAddr) -> TcpConn {
     let s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     HttpConn::new(BufReader::new(s.try_clone().unwrap()), s)
 }
 
+/// A new `Connection: close` TCP connection for every request to `addr`.
+/// The body is written on a second thread while the answer is read: a
+/// server may answer (413, an error) and close before reading all of it.
+/// For tests where a refused request or a killed server is an outcome.
+#[derive(Clone, Copy)]
+pub struct Fresh(pub SocketAddr);
+
+impl Http for Fresh {
+    fn send(&mut self, method: &str, path: &str, headers: Headers, body: ReqBody) -> Answer {
+        let io = |e: std::io::Error| e.to_string();
+        let s =
+            std::net::TcpStream::connect_timeout(&self.0, Duration::from_secs(60)).map_err(io)?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(io)?;
+        s.set_nodelay(true).map_err(io)?;
+        let (framing, bytes) = body.frame(method);
+        let head = request_head(
+            method,
+            path,
+            headers,
+            &format!("Connection: close\r\n{framing}"),
+        );
+        let mut w = s.try_clone().map_err(io)?;
+        let writer = std::thread::spawn(move || {
+            let _ = w
+                .write_all(head.as_bytes())
+                .and_then(|_| w.write_all(&bytes));
+        });
+        let mut r = BufReader::new(s.try_clone().map_err(io)?);
+        let resp = read_response(&mut r, method == "HEAD", true);
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        let _ = writer.join();
+        resp
+    }
+}
+
+/// One request on a [`Fresh`] connection to `addr`; `Err` when the transport fails.
+pub fn fetch(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<HttpResponse, String> {
+    Fresh(addr).send(method, path, headers, ReqBody::Sized(body))
+}
+
 /// An HTTP connection over a spawned command's stdin/stdout (e.g. `ssh -s`).
 pub struct CommandConn {
     /// The HTTP connection.
-    pub http: HttpConn<BufReader<std::process::ChildStdout>, std::process::ChildStdin>,
+    pub http: PipeConn,
     /// The process carrying it.
     pub proc: Proc,
 }
@@ -870,7 +1133,9 @@ impl CommandConn {
 
 // ---- the Docker 1.x V1 push/pull sequence ---------------------------------------
 
-/// A two-image V1 chain (base + child) with gzip-looking layers and valid json.
+/// A chain of V1 images (root first) with their json and layer bytes: the
+/// one V1 image fixture of the suite.
+#[derive(Clone)]
 pub struct V1Image {
     /// Image ids, root first.
     pub ids: Vec<String>,
@@ -906,101 +1171,146 @@ impl V1Image {
 
     /// `sha256(json + "\n" + layer)` of image `i`, as `sha256:<hex>`.
     pub fn payload_checksum(&self, i: usize) -> String {
-        let mut data = self.jsons[i].clone();
-        data.push(b'\n');
-        data.extend_from_slice(&self.layers[i]);
-        format!("sha256:{}", sha256_hex(&data))
+        payload_checksum(&self.jsons[i], &self.layers[i])
     }
 }
 
 /// Runs the Docker 1.x push sequence (`v1-protocol.md` §7.1) for `img` into
 /// `repo` with `tag` on the top image, asserting every answer.
-pub fn v1_push<R: BufRead, W: Write>(c: &mut HttpConn<R, W>, repo: &str, tag: &str, img: &V1Image) {
+pub fn v1_push(c: &mut impl Http, repo: &str, tag: &str, img: &V1Image) {
+    try_v1_push(c, repo, tag, img).unwrap_or_else(|e| panic!("V1 push of {repo}:{tag}: {e}"));
+}
+
+/// The Docker 1.x push sequence (`v1-protocol.md` §7.1), deciding as the
+/// client does: a json probe answering 200 or a json PUT answering 409
+/// `"Image already exists"` means "already there, skip". The first other
+/// unexpected answer ends the push as a [`Refused`].
+pub fn try_v1_push(c: &mut impl Http, repo: &str, tag: &str, img: &V1Image) -> Result<(), Refused> {
     use ReqBody::*;
-    let r = c.request("GET", "/v1/_ping", &[], None);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.json(), serde_json::json!({}));
+    let r = c
+        .step("ping", "GET", "/v1/_ping", &[], None)?
+        .expect(200, "ping")?;
+    if r.json() != serde_json::json!({}) {
+        return Err(Refused {
+            step: "ping".into(),
+            status: 200,
+            body: r.text(),
+        });
+    }
     let list: Vec<serde_json::Value> = img
         .ids
         .iter()
         .map(|id| serde_json::json!({"id": id}))
         .collect();
     let body = serde_json::to_vec(&list).unwrap();
-    let r = c.request(
-        "PUT",
-        &format!("/v1/repositories/{repo}/"),
-        &[
-            ("Content-Type", "application/json"),
-            ("X-Docker-Token", "true"),
-        ],
-        Sized(&body),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        r.header("x-docker-endpoints").is_some(),
-        "X-Docker-Endpoints missing"
-    );
-    assert!(
-        r.header("x-docker-token").is_some(),
-        "X-Docker-Token missing"
-    );
+    let r = c
+        .step(
+            "index PUT",
+            "PUT",
+            &format!("/v1/repositories/{repo}/"),
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Docker-Token", "true"),
+            ],
+            Sized(&body),
+        )?
+        .expect(200, "index PUT")?;
+    for header in ["x-docker-endpoints", "x-docker-token"] {
+        if r.header(header).is_none() {
+            return Err(Refused {
+                step: "index PUT".into(),
+                status: 200,
+                body: format!("{header} missing"),
+            });
+        }
+    }
     for i in 0..img.ids.len() {
         let id = &img.ids[i];
-        let r = c.request("GET", &format!("/v1/images/{id}/json"), &[], None);
-        if r.status == 200 {
+        let probe = c.step(
+            "json probe",
+            "GET",
+            &format!("/v1/images/{id}/json"),
+            &[],
+            None,
+        )?;
+        if probe.status == 200 {
             continue; // already there
         }
-        let r = c.request(
-            "PUT",
-            &format!("/v1/images/{id}/json"),
-            &[("Content-Type", "application/json")],
-            Sized(&img.jsons[i]),
-        );
-        assert_eq!(r.status, 200, "json PUT: {}", r.text());
-        let r = c.request(
-            "PUT",
-            &format!("/v1/images/{id}/layer"),
-            &[("Content-Type", "application/octet-stream")],
-            Chunked(&img.layers[i], 32 * 1024),
-        );
-        assert_eq!(r.status, 200, "layer PUT: {}", r.text());
-        let sum = img.payload_checksum(i);
-        let r = c.request(
-            "PUT",
-            &format!("/v1/images/{id}/checksum"),
-            &[
-                ("X-Docker-Checksum-Payload", &sum),
-                ("X-Docker-Checksum", "tarsum+sha256:0"),
-            ],
-            None,
-        );
-        assert_eq!(r.status, 200, "checksum PUT: {}", r.text());
+        match v1_put_image(c, id, &img.jsons[i], &img.layers[i]) {
+            Err(e) if e.status == 409 && e.step == "json PUT" && e.already_exists() => continue,
+            r => r?,
+        }
     }
     let top = img.ids.last().unwrap();
-    let r = c.request(
+    c.step(
+        "tag PUT",
         "PUT",
         &format!("/v1/repositories/{repo}/tags/{tag}"),
         &[("Content-Type", "application/json")],
         Sized(format!("\"{top}\"").as_bytes()),
-    );
-    assert_eq!(r.status, 200, "tag PUT: {}", r.text());
-    let r = c.request(
+    )?
+    .expect(200, "tag PUT")?;
+    c.step(
+        "images PUT",
         "PUT",
         &format!("/v1/repositories/{repo}/images"),
         &[("X-Docker-Token", "true")],
         Sized(&body),
-    );
-    assert_eq!(r.status, 204, "images PUT: {}", r.text());
+    )?
+    .expect(204, "images PUT")?;
+    Ok(())
+}
+
+/// Uploads one V1 image: json, layer (chunked), payload checksum; the first
+/// answer other than 200 ends it.
+pub fn v1_put_image(c: &mut impl Http, id: &str, json: &[u8], layer: &[u8]) -> Result<(), Refused> {
+    c.step(
+        "json PUT",
+        "PUT",
+        &format!("/v1/images/{id}/json"),
+        &[("Content-Type", "application/json")],
+        ReqBody::Sized(json),
+    )?
+    .expect(200, "json PUT")?;
+    c.step(
+        "layer PUT",
+        "PUT",
+        &format!("/v1/images/{id}/layer"),
+        &[("Content-Type", "application/octet-stream")],
+        ReqBody::Chunked(layer, 32 * 1024),
+    )?
+    .expect(200, "layer PUT")?;
+    let sum = payload_checksum(json, layer);
+    c.step(
+        "checksum PUT",
+        "PUT",
+        &format!("/v1/images/{id}/checksum"),
+        &[
+            ("X-Docker-Checksum-Payload", &sum),
+            ("X-Docker-Checksum", "tarsum+sha256:0"),
+        ],
+        ReqBody::None,
+    )?
+    .expect(200, "checksum PUT")?;
+    Ok(())
+}
+
+/// `sha256(json + "\n" + layer)` as `sha256:<hex>`: a V1 image's payload checksum.
+pub fn payload_checksum(json: &[u8], layer: &[u8]) -> String {
+    let mut data = json.to_vec();
+    data.push(b'\n');
+    data.extend_from_slice(layer);
+    digest(&data)
+}
+
+/// `sha256:<hex>` of bytes: a blob's digest.
+pub fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
 }
 
 /// Runs the Docker 1.x pull sequence (`v1-protocol.md` §7.2) and checks that
 /// json and layers come back byte-identical, including a ranged layer GET.
-pub fn v1_pull_and_verify<R: BufRead, W: Write>(
-    c: &mut HttpConn<R, W>,
-    repo: &str,
-    tag: &str,
-    img: &V1Image,
-) {
+pub fn v1_pull_and_verify(c: &mut impl Http, repo: &str, tag: &str, img: &V1Image) {
     use ReqBody::*;
     let r = c.request(
         "GET",
@@ -1059,74 +1369,255 @@ pub fn v1_pull_and_verify<R: BufRead, W: Write>(
     }
 }
 
-// ---- a minimal V2 push ------------------------------------------------------------
+// ---- the V2 image fixture and push ------------------------------------------------
 
-/// Pushes an OCI image (uncompressed layers as given, a minimal config) with
-/// the V2 API: each blob by POST + PATCH + PUT `?digest=`, then the manifest
-/// to `tag`. Returns the manifest digest. Panics on any unexpected answer.
-pub fn v2_push<R: BufRead, W: Write>(
-    c: &mut HttpConn<R, W>,
-    repo: &str,
-    tag: &str,
-    layers: &[Vec<u8>],
-) -> String {
-    let diff_ids: Vec<String> = layers
-        .iter()
-        .map(|l| format!("sha256:{}", sha256_hex(l)))
-        .collect();
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
-        "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": layers.iter().map(|_| serde_json::json!({"created": "2026-01-01T00:00:00Z", "created_by": "test"})).collect::<Vec<_>>(),
-    }))
-    .unwrap();
-    let mut blobs = vec![config.clone()];
-    blobs.extend(layers.iter().cloned());
-    for blob in &blobs {
-        let digest = format!("sha256:{}", sha256_hex(blob));
-        let r = c.request(
+/// An OCI image: uncompressed layers, a config and the manifest naming them;
+/// the one V2 image fixture of the suite.
+#[derive(Clone)]
+pub struct V2Image {
+    /// The layer blobs, in order.
+    pub layers: Vec<Vec<u8>>,
+    /// The config blob.
+    pub config: Vec<u8>,
+    /// The manifest bytes.
+    pub manifest: Vec<u8>,
+    /// The manifest's digest.
+    pub digest: String,
+}
+
+impl V2Image {
+    /// `layers` with a minimal config (diff_ids, one history entry a layer).
+    pub fn new(layers: Vec<Vec<u8>>) -> V2Image {
+        let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+            "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": layers.iter().map(|_| serde_json::json!({"created": "2026-01-01T00:00:00Z", "created_by": "test"})).collect::<Vec<_>>(),
+        });
+        Self::with_config(layers, &config)
+    }
+
+    /// `layers` with the given config.
+    pub fn with_config(layers: Vec<Vec<u8>>, config: &serde_json::Value) -> V2Image {
+        let config = serde_json::to_vec(config).unwrap();
+        let desc = |mt: &str, b: &[u8]| serde_json::json!({"mediaType": mt, "digest": digest(b), "size": b.len()});
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": desc("application/vnd.oci.image.config.v1+json", &config),
+            "layers": layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        V2Image {
+            digest: digest(&manifest),
+            layers,
+            config,
+            manifest,
+        }
+    }
+
+    /// Every blob: the config, then the layers.
+    pub fn blobs(&self) -> impl Iterator<Item = &Vec<u8>> {
+        std::iter::once(&self.config).chain(&self.layers)
+    }
+}
+
+/// Pushes an OCI image of `layers` (uncompressed, a minimal config) with the
+/// V2 API: each blob by POST + PATCH + PUT `?digest=`, then the manifest to
+/// `tag`. Returns the manifest digest. Panics on any unexpected answer.
+pub fn v2_push(c: &mut impl Http, repo: &str, tag: &str, layers: &[Vec<u8>]) -> String {
+    let img = V2Image::new(layers.to_vec());
+    try_v2_push(c, repo, tag, &img).unwrap_or_else(|e| panic!("V2 push of {repo}:{tag}: {e}"));
+    img.digest
+}
+
+/// [`v2_push`] of a prepared image; the first unexpected answer is a [`Refused`].
+pub fn try_v2_push(c: &mut impl Http, repo: &str, tag: &str, img: &V2Image) -> Result<(), Refused> {
+    for blob in img.blobs() {
+        try_v2_push_blob(c, repo, blob)?;
+    }
+    try_v2_put_manifest(c, repo, tag, img)
+}
+
+/// Uploads one blob in a session (POST, one chunked PATCH answering its
+/// `Range`, closing PUT answering its digest); returns the digest.
+pub fn try_v2_push_blob(c: &mut impl Http, repo: &str, blob: &[u8]) -> Result<String, Refused> {
+    let d = digest(blob);
+    let odd = |step: &str, what: String| Refused {
+        step: step.to_string(),
+        status: 0,
+        body: what,
+    };
+    let r = c
+        .step(
+            "upload POST",
             "POST",
             &format!("/v2/{repo}/blobs/uploads/"),
             &[],
             ReqBody::None,
-        );
-        assert_eq!(r.status, 202, "upload POST: {}", r.text());
-        let loc = r.header("location").unwrap().to_string();
-        let r = c.request(
+        )?
+        .expect(202, "upload POST")?;
+    let r = v2_answer(r, "upload POST")?;
+    let loc = r
+        .header("location")
+        .ok_or_else(|| odd("upload POST", "no Location".into()))?
+        .to_string();
+    let r = c
+        .step(
+            "upload PATCH",
             "PATCH",
             &loc,
             &[("Content-Type", "application/octet-stream")],
             ReqBody::Chunked(blob, 64 * 1024),
-        );
-        assert_eq!(r.status, 202, "PATCH: {}", r.text());
-        let loc = r.header("location").unwrap().to_string();
-        let sep = if loc.contains('?') { '&' } else { '?' };
-        let r = c.request(
+        )?
+        .expect(202, "upload PATCH")?;
+    let r = v2_answer(r, "upload PATCH")?;
+    if !blob.is_empty() && r.header("range") != Some(format!("0-{}", blob.len() - 1).as_str()) {
+        return Err(odd(
+            "upload PATCH",
+            format!("Range {:?}", r.header("range")),
+        ));
+    }
+    let loc = r
+        .header("location")
+        .ok_or_else(|| odd("upload PATCH", "no Location".into()))?
+        .to_string();
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = c
+        .step(
+            "upload PUT",
             "PUT",
-            &format!("{loc}{sep}digest={digest}"),
+            &format!("{loc}{sep}digest={d}"),
             &[],
             ReqBody::None,
-        );
-        assert_eq!(r.status, 201, "closing PUT: {}", r.text());
+        )?
+        .expect(201, "upload PUT")?;
+    let r = v2_answer(r, "upload PUT")?;
+    if r.header("docker-content-digest") != Some(d.as_str()) {
+        return Err(odd(
+            "upload PUT",
+            format!(
+                "Docker-Content-Digest {:?}",
+                r.header("docker-content-digest")
+            ),
+        ));
     }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", sha256_hex(&config)), "size": config.len()},
-        "layers": layers.iter().map(|l| serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", sha256_hex(l)), "size": l.len()})).collect::<Vec<_>>(),
+    Ok(d)
+}
+
+/// Every V2 answer names the API version (`Docker-Distribution-API-Version:
+/// registry/2.0`); `Ok` when this one does.
+fn v2_answer(r: HttpResponse, step: &str) -> Result<HttpResponse, Refused> {
+    if r.header("docker-distribution-api-version") == Some("registry/2.0") {
+        Ok(r)
+    } else {
+        Err(Refused {
+            step: step.to_string(),
+            status: r.status,
+            body: "no Docker-Distribution-API-Version: registry/2.0".into(),
+        })
+    }
+}
+
+/// PUTs the manifest of `img` to `repo:tag` and checks the digest answered.
+pub fn try_v2_put_manifest(
+    c: &mut impl Http,
+    repo: &str,
+    tag: &str,
+    img: &V2Image,
+) -> Result<(), Refused> {
+    let r = c
+        .step(
+            "manifest PUT",
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            ReqBody::Sized(&img.manifest),
+        )?
+        .expect(201, "manifest PUT")?;
+    let r = v2_answer(r, "manifest PUT")?;
+    if r.header("docker-content-digest") != Some(img.digest.as_str()) {
+        return Err(Refused {
+            step: "manifest PUT".into(),
+            status: 201,
+            body: format!(
+                "Docker-Content-Digest {:?}",
+                r.header("docker-content-digest")
+            ),
+        });
+    }
+    Ok(())
+}
+
+// ---- OCI image layouts on disk (what skopeo and berth push from) -----------------
+
+/// A deterministic tar (GNU `tar`, sorted, mtime 0, root-owned) of `files`,
+/// staged under `dir/<name>-src`.
+pub fn make_tar(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let src = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&src).unwrap();
+    for (f, data) in files {
+        std::fs::write(src.join(f), data).unwrap();
+    }
+    run_ok(
+        Command::new("tar")
+            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
+            .arg(&src)
+            .args(["-cf", "-", "."]),
+    )
+    .stdout
+}
+
+/// `gzip -n` of `data` (staged in `dir`): the bytes Docker tooling would push.
+pub fn gzip(dir: &Path, data: &[u8]) -> Vec<u8> {
+    let p = dir.join("gz-input");
+    std::fs::write(&p, data).unwrap();
+    run_ok(Command::new("gzip").args(["-n", "-c"]).arg(&p)).stdout
+}
+
+/// Writes an OCI image layout at `dir` with one image tagged `tag`: one gzip
+/// layer per tar in `tars`, a config running `/bin/true` with one history
+/// entry per layer and, with `cmd_step`, a trailing empty-layer `CMD` step.
+/// Returns the manifest digest and the gzip layer blobs.
+pub fn write_oci_layout(
+    dir: &Path,
+    tag: &str,
+    tars: &[Vec<u8>],
+    cmd_step: bool,
+) -> (String, Vec<Vec<u8>>) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        std::fs::write(blobs.join(sha256_hex(data)), data).unwrap();
+        digest(data)
+    };
+    let gzs: Vec<Vec<u8>> = tars.iter().map(|t| gzip(dir, t)).collect();
+    let mut history: Vec<serde_json::Value> = (0..tars.len())
+        .map(|i| serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("ADD layer{i} /")}))
+        .collect();
+    if cmd_step {
+        history.push(serde_json::json!({"created": "2024-01-01T00:00:00Z", "created_by": "CMD [\"/bin/true\"]", "empty_layer": true}));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": tars.iter().map(|t| digest(t)).collect::<Vec<_>>()},
+        "history": history,
     }))
     .unwrap();
-    let r = c.request(
-        "PUT",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-        ReqBody::Sized(&manifest),
-    );
-    assert_eq!(r.status, 201, "manifest PUT: {}", r.text());
-    let digest = format!("sha256:{}", sha256_hex(&manifest));
-    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
-    digest
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
+        "layers": gzs.iter().map(|gz| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(gz), "size": gz.len()})).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let manifest_digest = put(&manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest.len(),
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (manifest_digest, gzs)
 }
 
 /// A keep-alive HTTP connection to a registry over either path a client can
@@ -1220,18 +1711,92 @@ pub fn anonymous_ssh_command(port: u16) -> Command {
     c
 }
 
+/// Named users with fresh keys, a store and a state directory in one temp
+/// dir: the one keyed fixture the SSH tests build their worlds from (an
+/// `authorized_keys` file, an access file, known_hosts files).
+pub struct Keyring {
+    /// Owns every file below.
+    pub dir: tempfile::TempDir,
+    /// The store (not created).
+    pub root: PathBuf,
+    /// Keys, the access file, known_hosts files, the host key.
+    pub state: PathBuf,
+    keys: Vec<(String, ClientKey)>,
+}
+
+impl Keyring {
+    /// A key per name, or `None` (a loud skip outside CI) without OpenSSH.
+    pub fn new(names: &[&str]) -> Option<Keyring> {
+        if !require_tool("ssh", "openssh-client") || !require_tool("ssh-keygen", "openssh-client") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let keys = names
+            .iter()
+            .map(|n| (n.to_string(), ClientKey::generate(&state, n)))
+            .collect();
+        Some(Keyring {
+            dir,
+            root,
+            state,
+            keys,
+        })
+    }
+
+    /// The key of `name`; panics for a name it has none for.
+    pub fn key(&self, name: &str) -> &ClientKey {
+        self.keys
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, k)| k)
+            .unwrap_or_else(|| panic!("no key for {name}"))
+    }
+
+    /// The private key file of `who`; `None` for `"anonymous"`.
+    pub fn identity(&self, who: &str) -> Option<&Path> {
+        (who != "anonymous").then(|| self.key(who).private.as_path())
+    }
+
+    /// `state/authorized_keys` holding the keys of `names`.
+    pub fn authorized_keys(&self, names: &[&str]) -> PathBuf {
+        let path = self.state.join("authorized_keys");
+        let keys: Vec<&ClientKey> = names.iter().map(|n| self.key(n)).collect();
+        ClientKey::authorized_keys(&path, &keys);
+        path
+    }
+
+    /// `state/access.toml`: a `[users]` table of `names` and their keys,
+    /// then `rules` (groups, `[[rule]]`s) as given.
+    pub fn access_file(&self, names: &[&str], rules: &str) -> PathBuf {
+        let path = self.state.join("access.toml");
+        let mut text = String::from("[users]\n");
+        for n in names {
+            text.push_str(&format!("{n} = [\"{}\"]\n", self.key(n).public_line));
+        }
+        text.push_str(rules);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A known_hosts file trusting `server`.
+    pub fn known_hosts(&self, server: &SshServer) -> PathBuf {
+        let known = self.state.join(format!("known_hosts-{}", server.port()));
+        std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+        known
+    }
+}
+
 /// The tenants of one registry, the world of the isolation tests (issue 14):
 /// `alice` owns `private/` and may write `public/`; `carol` may read
 /// `private/`; `bob` owns `bob/`; `mallory` owns `evil/`; `public/` is
-/// readable by `@anonymous` and `@all`, `team/` by `@all`. Keys, the access
-/// file and the host key live under `state`, the store at `root`.
+/// readable by `@anonymous` and `@all`, `team/` by `@all`. A [`Keyring`]
+/// (through `Deref`) with its access file.
 pub struct Tenants {
-    /// Owns every file below.
-    pub dir: tempfile::TempDir,
-    /// The store.
-    pub root: PathBuf,
-    /// Keys, the access file, known_hosts files.
-    pub state: PathBuf,
+    /// Keys, store and state.
+    pub keys: Keyring,
     /// The access file.
     pub access: PathBuf,
     /// Owner of `private/`.
@@ -1244,30 +1809,8 @@ pub struct Tenants {
     pub mallory: ClientKey,
 }
 
-impl Tenants {
-    /// Keys and access file, or `None` (a loud skip outside CI) without
-    /// OpenSSH.
-    pub fn new() -> Option<Tenants> {
-        if !require_tool("ssh", "openssh-client") || !require_tool("ssh-keygen", "openssh-client") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        let [alice, bob, carol, mallory] =
-            ["alice", "bob", "carol", "mallory"].map(|n| ClientKey::generate(&state, n));
-        let access = state.join("access.toml");
-        std::fs::write(
-            &access,
-            format!(
-                r#"
-[users]
-alice = ["{}"]
-bob = ["{}"]
-carol = ["{}"]
-mallory = ["{}"]
-
+/// The access rules of [`Tenants`].
+const TENANT_RULES: &str = r#"
 [[rule]]
 namespace = "private"
 read = ["alice", "carol"]
@@ -1294,15 +1837,25 @@ write = ["alice"]
 [[rule]]
 namespace = "team"
 read = ["@all"]
-"#,
-                alice.public_line, bob.public_line, carol.public_line, mallory.public_line
-            ),
-        )
-        .unwrap();
+"#;
+
+impl std::ops::Deref for Tenants {
+    type Target = Keyring;
+    fn deref(&self) -> &Keyring {
+        &self.keys
+    }
+}
+
+impl Tenants {
+    /// Keys and access file, or `None` (a loud skip outside CI) without
+    /// OpenSSH.
+    pub fn new() -> Option<Tenants> {
+        let names = ["alice", "bob", "carol", "mallory"];
+        let keys = Keyring::new(&names)?;
+        let access = keys.access_file(&names, TENANT_RULES);
+        let [alice, bob, carol, mallory] = names.map(|n| keys.key(n).clone());
         Some(Tenants {
-            dir,
-            root,
-            state,
+            keys,
             access,
             alice,
             bob,
@@ -1318,21 +1871,7 @@ read = ["@all"]
 
     /// The key of a tenant by name; `None` for `"anonymous"`.
     pub fn key(&self, who: &str) -> Option<&ClientKey> {
-        match who {
-            "alice" => Some(&self.alice),
-            "bob" => Some(&self.bob),
-            "carol" => Some(&self.carol),
-            "mallory" => Some(&self.mallory),
-            "anonymous" => None,
-            other => panic!("no tenant {other}"),
-        }
-    }
-
-    /// A known_hosts file trusting `server`.
-    pub fn known_hosts(&self, server: &SshServer) -> PathBuf {
-        let known = self.state.join(format!("known_hosts-{}", server.port()));
-        std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
-        known
+        (who != "anonymous").then(|| self.keys.key(who))
     }
 }
 

@@ -3,43 +3,25 @@
 //! public). Every V1 read, write and delete route is allowed or denied exactly
 //! as the rules say; writes are audited.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use berth_tests::*;
 
+/// The keys (`stranger` is in no file) and the access file.
 struct World {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    state: std::path::PathBuf,
-    admin: ClientKey,
-    writer: ClientKey,
-    reader: ClientKey,
-    stranger: ClientKey,
-    access: std::path::PathBuf,
+    keys: Keyring,
+    access: PathBuf,
 }
 
-fn world() -> Option<World> {
-    if !require_tool("ssh", "openssh-client") {
-        return None;
+impl std::ops::Deref for World {
+    type Target = Keyring;
+    fn deref(&self) -> &Keyring {
+        &self.keys
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let admin = ClientKey::generate(&state, "admin");
-    let writer = ClientKey::generate(&state, "writer");
-    let reader = ClientKey::generate(&state, "reader");
-    let stranger = ClientKey::generate(&state, "stranger");
-    let access = state.join("access.toml");
-    std::fs::write(
-        &access,
-        format!(
-            r#"
-[users]
-admin = ["{}"]
-writer = ["{}"]
-reader = ["{}"]
+}
 
+const RULES: &str = r#"
 [groups]
 staff = ["admin", "writer", "reader"]
 
@@ -60,37 +42,169 @@ namespace = "public"
 read = ["@anonymous", "@all"]
 write = ["admin"]
 delete = ["admin"]
-"#,
-            admin.public_line, writer.public_line, reader.public_line
-        ),
-    )
-    .unwrap();
-    Some(World {
-        root,
-        state,
-        admin,
-        writer,
-        reader,
-        stranger,
-        access,
-        _dir: dir,
-    })
+"#;
+
+fn world() -> Option<World> {
+    let keys = Keyring::new(&["admin", "writer", "reader", "stranger"])?;
+    let access = keys.access_file(&["admin", "writer", "reader"], RULES);
+    Some(World { keys, access })
 }
 
-fn session(via: &str, who: &str, w: &World, port: u16, known: &std::path::Path) -> RegistrySession {
-    let key = match who {
-        "admin" => Some(w.admin.private.as_path()),
-        "writer" => Some(w.writer.private.as_path()),
-        "reader" => Some(w.reader.private.as_path()),
-        _ => None,
-    };
-    RegistrySession::open(via, key, port, known)
+const NAMESPACES: [&str; 3] = ["private", "team", "public"];
+
+/// What `who` may do in `ns` by the rules above: (read, write, delete).
+fn rights(who: &str, ns: &str) -> (bool, bool, bool) {
+    match (who, ns) {
+        ("writer", "team") => (true, true, false),
+        ("writer", "public")
+        | ("reader", "team")
+        | ("reader", "public")
+        | ("anonymous", "public") => (true, false, false),
+        _ => (false, false, false),
+    }
 }
 
-fn known_hosts_for(w: &World, server: &SshServer) -> std::path::PathBuf {
-    let known = w.state.join(format!("known_hosts-{}", server.port()));
-    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
-    known
+/// The right a route needs, and what a caller without it gets.
+#[derive(Clone, Copy, PartialEq)]
+enum Needs {
+    /// Read; refused with the caller's denial (401 anonymous, 403 others).
+    Read,
+    /// Read of an image by id; refused as 404 (ids are global, no oracle).
+    ReadById,
+    /// Write; refused with the caller's denial.
+    Write,
+    /// Delete; refused with the caller's denial.
+    Delete,
+}
+
+/// Routes × rights, run by every caller against every namespace in order.
+/// Placeholders: `{R}` the namespace's repository, `{I0}` `{I1}` its image
+/// ids (V1) or `{M}` its manifest digest and `{L}` its layer digest (V2),
+/// `{T}` the top image's id as a JSON string body, `{W}` the caller's name.
+/// The status is the one answered when the caller has the right.
+#[rustfmt::skip]
+const V1_ROUTES: &[(&str, &str, Needs, u16)] = &[
+    ("GET /v1/repositories/{R}/tags",          "", Needs::Read,     200),
+    ("GET /v1/repositories/{R}/tags/latest",   "", Needs::Read,     200),
+    ("GET /v1/repositories/{R}/images",        "", Needs::Read,     200),
+    ("GET /v1/images/{I0}/json",               "", Needs::ReadById, 200),
+    ("GET /v1/images/{I0}/layer",              "", Needs::ReadById, 200),
+    ("GET /v1/images/{I0}/ancestry",           "", Needs::ReadById, 200),
+    ("GET /v1/images/{I1}/json",               "", Needs::ReadById, 200),
+    ("GET /v1/images/{I1}/layer",              "", Needs::ReadById, 200),
+    ("GET /v1/images/{I1}/ancestry",           "", Needs::ReadById, 200),
+    ("PUT /v1/repositories/{R}/tags/{W}",      "{T}", Needs::Write, 200),
+    ("PUT /v1/repositories/{R}/",              "[]", Needs::Write,  200),
+    ("DELETE /v1/repositories/{R}/tags/latest", "", Needs::Delete,  200),
+    ("DELETE /v1/repositories/{R}/",           "", Needs::Delete,   200),
+];
+
+#[rustfmt::skip]
+const V2_ROUTES: &[(&str, &str, Needs, u16)] = &[
+    ("GET /v2/{R}/manifests/1",                "", Needs::Read,   200),
+    ("HEAD /v2/{R}/manifests/{M}",             "", Needs::Read,   200),
+    ("GET /v2/{R}/blobs/{L}",                  "", Needs::Read,   200),
+    ("GET /v2/{R}/tags/list",                  "", Needs::Read,   200),
+    ("POST /v2/{R}/blobs/uploads/",            "", Needs::Write,  202),
+    ("DELETE /v2/{R}/manifests/1",             "", Needs::Delete, 202),
+];
+
+/// Runs `routes` as every caller (writer, reader, anonymous) over `ssh -s`
+/// and the shim against each namespace, `fill` giving each namespace's
+/// placeholders; then `after` with the caller's session. Every wrong cell is
+/// collected and reported at once. A V2 refusal with a body names its code
+/// (`UNAUTHORIZED` for anonymous, `DENIED` for the others).
+fn run_matrix(
+    w: &World,
+    server: &SshServer,
+    routes: &[(&str, &str, Needs, u16)],
+    fill: impl Fn(&str, &str) -> String,
+    mut after: impl FnMut(&str, &str, &mut RegistrySession),
+) {
+    let known = w.known_hosts(server);
+    let mut failures = Vec::new();
+    for via in ["ssh", "shim"] {
+        for who in ["writer", "reader", "anonymous"] {
+            let mut c = RegistrySession::open(via, w.identity(who), server.port(), &known);
+            let deny = if who == "anonymous" { 401 } else { 403 };
+            for ns in NAMESPACES {
+                let (read, write, delete) = rights(who, ns);
+                for (route, body, needs, ok) in routes {
+                    let (method, template) = route.split_once(' ').unwrap();
+                    let path = fill(ns, template).replace("{W}", who);
+                    let body = fill(ns, body);
+                    let (allowed, refused) = match needs {
+                        Needs::Read => (read, deny),
+                        Needs::ReadById => (read, 404),
+                        Needs::Write => (write, deny),
+                        Needs::Delete => (delete, deny),
+                    };
+                    let r = c.http.request(
+                        method,
+                        &path,
+                        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+                        if body.is_empty() {
+                            ReqBody::None
+                        } else {
+                            ReqBody::Sized(body.as_bytes())
+                        },
+                    );
+                    let expect = if allowed { *ok } else { refused };
+                    let code = if deny == 401 {
+                        "UNAUTHORIZED"
+                    } else {
+                        "DENIED"
+                    };
+                    if r.status != expect {
+                        failures.push(format!(
+                            "{who} on {ns} via {via}: {method} {path} expected {expect} got {} {}",
+                            r.status,
+                            r.text()
+                        ));
+                    } else if !allowed
+                        && template.starts_with("/v2")
+                        && !r.body.is_empty()
+                        && r.json()["errors"][0]["code"] != code
+                    {
+                        failures.push(format!(
+                            "{who} on {ns} via {via}: {method} {path} refused without {code}: {}",
+                            r.text()
+                        ));
+                    }
+                }
+            }
+            after(via, who, &mut c);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cells of the access matrix are wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The repositories `names` lists, sorted as `want` must be: those of the
+/// namespaces `who` may read.
+fn assert_lists_readable(who: &str, what: &str, listed: Vec<String>, repo: &str) {
+    let mut want: Vec<String> = NAMESPACES
+        .iter()
+        .filter(|ns| rights(who, ns).0)
+        .map(|ns| repo.replace("{ns}", ns))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want, "{who}: {what}");
+}
+
+fn strings(v: &serde_json::Value, key: &str) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let x = if key.is_empty() { x } else { &x[key] };
+            x.as_str().unwrap().to_string()
+        })
+        .collect()
 }
 
 #[test]
@@ -99,133 +213,22 @@ fn access_matrix_over_ssh_and_the_shim() {
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
     let images: Vec<V1Image> = (0..3).map(|i| V1Image::chain(40 + i, 2, 2000)).collect();
-    let namespaces = ["private", "team", "public"];
     {
-        let mut admin = subsystem_conn(Some(&w.admin), port);
-        for (ns, img) in namespaces.iter().zip(&images) {
+        let mut admin = subsystem_conn(Some(w.key("admin")), port);
+        for (ns, img) in NAMESPACES.iter().zip(&images) {
             v1_push(&mut admin.http, &format!("{ns}/app"), "latest", img);
         }
     }
-
-    // Who may do what, per namespace: (read, write, delete).
-    let expect = |who: &str, ns: &str| -> (bool, bool, bool) {
-        match (who, ns) {
-            ("writer", "private") => (false, false, false),
-            ("writer", "team") => (true, true, false),
-            ("writer", "public") => (true, false, false),
-            ("reader", "private") => (false, false, false),
-            ("reader", "team") => (true, false, false),
-            ("reader", "public") => (true, false, false),
-            ("anonymous", "public") => (true, false, false),
-            ("anonymous", _) => (false, false, false),
-            _ => unreachable!(),
-        }
+    let image_of = |ns: &str| &images[NAMESPACES.iter().position(|n| *n == ns).unwrap()];
+    let fill = |ns: &str, t: &str| {
+        let img = image_of(ns);
+        t.replace("{R}", &format!("{ns}/app"))
+            .replace("{I0}", &img.ids[0])
+            .replace("{I1}", &img.ids[1])
+            .replace("{T}", &format!("\"{}\"", img.ids[1]))
     };
-    let known = known_hosts_for(&w, &server);
-    for (via, who) in ["ssh", "shim"]
-        .iter()
-        .flat_map(|v| ["writer", "reader", "anonymous"].map(move |u| (*v, u)))
-    {
-        let mut c = session(via, who, &w, port, &known);
+    run_matrix(&w, &server, V1_ROUTES, fill, |_, who, c| {
         let deny = if who == "anonymous" { 401 } else { 403 };
-        for (ns, img) in namespaces.iter().zip(&images) {
-            let (read, write, delete) = expect(who, ns);
-            let repo = format!("{ns}/app");
-            let top = img.ids.last().unwrap();
-            let ctx = format!("{who} on {ns} via {via}");
-            // reads
-            let r = c.http.request(
-                "GET",
-                &format!("/v1/repositories/{repo}/tags"),
-                &[],
-                ReqBody::None,
-            );
-            assert_eq!(
-                r.status,
-                if read { 200 } else { deny },
-                "{ctx}: tags {}",
-                r.text()
-            );
-            let r = c.http.request(
-                "GET",
-                &format!("/v1/repositories/{repo}/tags/latest"),
-                &[],
-                ReqBody::None,
-            );
-            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: tag");
-            let r = c.http.request(
-                "GET",
-                &format!("/v1/repositories/{repo}/images"),
-                &[],
-                ReqBody::None,
-            );
-            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: images");
-            for id in &img.ids {
-                let r = c
-                    .http
-                    .request("GET", &format!("/v1/images/{id}/json"), &[], ReqBody::None);
-                assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: image json");
-                let r =
-                    c.http
-                        .request("GET", &format!("/v1/images/{id}/layer"), &[], ReqBody::None);
-                assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: image layer");
-                let r = c.http.request(
-                    "GET",
-                    &format!("/v1/images/{id}/ancestry"),
-                    &[],
-                    ReqBody::None,
-                );
-                assert_eq!(r.status, if read { 200 } else { 404 }, "{ctx}: ancestry");
-            }
-            // writes: a tag PUT and an index PUT
-            let body = format!("\"{top}\"");
-            let r = c.http.request(
-                "PUT",
-                &format!("/v1/repositories/{repo}/tags/{who}"),
-                &[],
-                ReqBody::Sized(body.as_bytes()),
-            );
-            assert_eq!(
-                r.status,
-                if write { 200 } else { deny },
-                "{ctx}: tag PUT {}",
-                r.text()
-            );
-            let r = c.http.request(
-                "PUT",
-                &format!("/v1/repositories/{repo}/"),
-                &[],
-                ReqBody::Sized(b"[]"),
-            );
-            assert_eq!(
-                r.status,
-                if write { 200 } else { deny },
-                "{ctx}: repository PUT"
-            );
-            // deletes
-            let r = c.http.request(
-                "DELETE",
-                &format!("/v1/repositories/{repo}/tags/latest"),
-                &[],
-                ReqBody::None,
-            );
-            assert_eq!(
-                r.status,
-                if delete { 200 } else { deny },
-                "{ctx}: tag DELETE"
-            );
-            let r = c.http.request(
-                "DELETE",
-                &format!("/v1/repositories/{repo}/"),
-                &[],
-                ReqBody::None,
-            );
-            assert_eq!(
-                r.status,
-                if delete { 200 } else { deny },
-                "{ctx}: repository DELETE"
-            );
-        }
         // image uploads need write access somewhere
         let fresh = V1Image::chain(90, 1, 10);
         let r = c.http.request(
@@ -244,19 +247,12 @@ fn access_matrix_over_ssh_and_the_shim() {
         let r = c
             .http
             .request("GET", "/v1/search?q=app", &[], ReqBody::None);
-        let names: Vec<String> = r.json()["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["name"].as_str().unwrap().to_string())
-            .collect();
-        let mut visible: Vec<String> = namespaces
-            .iter()
-            .filter(|ns| expect(who, ns).0)
-            .map(|ns| format!("{ns}/app"))
-            .collect();
-        visible.sort();
-        assert_eq!(names, visible, "{who}: search");
+        assert_lists_readable(
+            who,
+            "search",
+            strings(&r.json()["results"], "name"),
+            "{ns}/app",
+        );
         // info
         let r = c.http.request("GET", "/_berth/info", &[], ReqBody::None);
         let info = r.json();
@@ -264,23 +260,16 @@ fn access_matrix_over_ssh_and_the_shim() {
         if who != "anonymous" {
             assert_eq!(info["user"], who);
         }
-        let listed: Vec<&str> = info["namespaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["namespace"].as_str().unwrap())
-            .collect();
-        let mut want: Vec<&str> = namespaces
-            .iter()
-            .copied()
-            .filter(|ns| expect(who, ns).0)
-            .collect();
-        want.sort();
-        assert_eq!(listed, want, "{who}: info {info}");
-    }
+        assert_lists_readable(
+            who,
+            "info",
+            strings(&info["namespaces"], "namespace"),
+            "{ns}",
+        );
+    });
 
     // The admin may delete; the stranger gets no session at all.
-    let mut admin = subsystem_conn(Some(&w.admin), port);
+    let mut admin = subsystem_conn(Some(w.key("admin")), port);
     let r = admin.http.request(
         "DELETE",
         "/v1/repositories/private/app/tags/latest",
@@ -288,22 +277,18 @@ fn access_matrix_over_ssh_and_the_shim() {
         ReqBody::None,
     );
     assert_eq!(r.status, 200);
-    let out = ssh_command(&w.stranger.private, port)
+    let out = ssh_command(&w.key("stranger").private, port)
         .arg("registryget /v1/_ping")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(255), "a stranger got a session");
 
     // Writes and deletes are in the audit log, with user and key.
-    let out = run_ok(
-        Command::new(bin("berth-server"))
-            .args(["audit", "--json", "--repo", "team/app", "--root"])
-            .arg(&w.root),
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        store_tool_ok(&w.root, &["audit", "--json", "--repo", "team/app"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
     assert!(
         lines
             .iter()
@@ -316,12 +301,7 @@ fn access_matrix_over_ssh_and_the_shim() {
     assert!(lines
         .iter()
         .all(|l| l["key"].as_str().is_some_and(|k| k.starts_with("SHA256:"))));
-    let out = run_ok(
-        Command::new(bin("berth-server"))
-            .args(["audit", "--user", "admin", "--root"])
-            .arg(&w.root),
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("private/app"));
+    assert!(store_tool_ok(&w.root, &["audit", "--user", "admin"]).contains("private/app"));
 }
 
 #[test]
@@ -329,14 +309,13 @@ fn v2_access_matrix_over_ssh_and_the_shim() {
     let Some(w) = world() else { return };
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
-    let namespaces = ["private", "team", "public"];
     let mut digests = Vec::new();
     let mut layer_digests = Vec::new();
     {
-        let mut admin = subsystem_conn(Some(&w.admin), port);
-        for (i, ns) in namespaces.iter().enumerate() {
+        let mut admin = subsystem_conn(Some(w.key("admin")), port);
+        for (i, ns) in NAMESPACES.iter().enumerate() {
             let layer = random_bytes(3000, 700 + i as u64);
-            layer_digests.push(format!("sha256:{}", sha256_hex(&layer)));
+            layer_digests.push(digest(&layer));
             digests.push(v2_push(
                 &mut admin.http,
                 &format!("{ns}/v2app"),
@@ -354,133 +333,39 @@ fn v2_access_matrix_over_ssh_and_the_shim() {
             r.text()
         );
     }
-    let expect = |who: &str, ns: &str| -> (bool, bool, bool) {
-        match (who, ns) {
-            ("writer", "team") => (true, true, false),
-            ("writer", "public")
-            | ("reader", "team")
-            | ("reader", "public")
-            | ("anonymous", "public") => (true, false, false),
-            _ => (false, false, false),
-        }
+    let index = |ns: &str| NAMESPACES.iter().position(|n| *n == ns).unwrap();
+    let fill = |ns: &str, t: &str| {
+        t.replace("{R}", &format!("{ns}/v2app"))
+            .replace("{M}", &digests[index(ns)])
+            .replace("{L}", &layer_digests[index(ns)])
     };
-    let known = known_hosts_for(&w, &server);
-    for (via, who) in ["ssh", "shim"]
-        .iter()
-        .flat_map(|v| ["writer", "reader", "anonymous"].map(move |u| (*v, u)))
-    {
-        let mut c = session(via, who, &w, port, &known);
-        let deny = if who == "anonymous" { 401 } else { 403 };
-        for (i, ns) in namespaces.iter().enumerate() {
-            let (read, write, delete) = expect(who, ns);
-            let ctx = format!("{who} on {ns} via {via}");
-            let repo = format!("{ns}/v2app");
-            let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
-            let r = c.http.request(
-                "GET",
-                &format!("/v2/{repo}/manifests/1"),
-                &accept,
-                ReqBody::None,
-            );
-            assert_eq!(
-                r.status,
-                if read { 200 } else { deny },
-                "{ctx}: manifest GET {}",
-                r.text()
-            );
-            if !read {
-                assert_eq!(
-                    r.json()["errors"][0]["code"],
-                    if who == "anonymous" {
-                        "UNAUTHORIZED"
-                    } else {
-                        "DENIED"
-                    }
-                );
-            }
-            let r = c.http.request(
-                "HEAD",
-                &format!("/v2/{repo}/manifests/{}", digests[i]),
-                &accept,
-                ReqBody::None,
-            );
-            assert_eq!(
-                r.status,
-                if read { 200 } else { deny },
-                "{ctx}: manifest HEAD by digest"
-            );
-            let r = c.http.request(
-                "GET",
-                &format!("/v2/{repo}/blobs/{}", layer_digests[i]),
-                &[],
-                ReqBody::None,
-            );
-            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: blob GET");
-            let r = c
-                .http
-                .request("GET", &format!("/v2/{repo}/tags/list"), &[], ReqBody::None);
-            assert_eq!(r.status, if read { 200 } else { deny }, "{ctx}: tags/list");
+    run_matrix(&w, &server, V2_ROUTES, fill, |_, who, c| {
+        // A mount from a namespace the caller cannot read is refused, even
+        // into one it may write.
+        if who == "writer" {
             let r = c.http.request(
                 "POST",
-                &format!("/v2/{repo}/blobs/uploads/"),
+                &format!(
+                    "/v2/team/v2app/blobs/uploads/?mount={}&from=private/v2app",
+                    layer_digests[index("private")]
+                ),
                 &[],
                 ReqBody::None,
             );
-            assert_eq!(
-                r.status,
-                if write { 202 } else { deny },
-                "{ctx}: upload POST"
-            );
-            let r = c.http.request(
-                "DELETE",
-                &format!("/v2/{repo}/manifests/1"),
-                &[],
-                ReqBody::None,
-            );
-            if delete {
-                assert_eq!(r.status, 202, "{ctx}: manifest DELETE");
-            } else {
-                assert_eq!(r.status, deny, "{ctx}: manifest DELETE");
-            }
-            // A mount from a namespace the caller cannot read is refused,
-            // even into one it may write.
-            if who == "writer" && ns == &"private" {
-                let r = c.http.request(
-                    "POST",
-                    &format!(
-                        "/v2/team/v2app/blobs/uploads/?mount={}&from={repo}",
-                        layer_digests[i]
-                    ),
-                    &[],
-                    ReqBody::None,
-                );
-                assert_eq!(r.status, 403, "mount from private: {}", r.text());
-            }
+            assert_eq!(r.status, 403, "mount from private: {}", r.text());
         }
         let r = c.http.request("GET", "/v2/_catalog", &[], ReqBody::None);
-        let names: Vec<String> = r.json()["repositories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect();
-        let mut want: Vec<String> = namespaces
-            .iter()
-            .filter(|ns| expect(who, ns).0)
-            .map(|ns| format!("{ns}/v2app"))
-            .collect();
-        want.sort();
-        assert_eq!(names, want, "{who}: catalog");
-    }
+        assert_lists_readable(
+            who,
+            "catalog",
+            strings(&r.json()["repositories"], ""),
+            "{ns}/v2app",
+        );
+    });
     // The writer may push to team through V2; it is audited.
-    let mut c = subsystem_conn(Some(&w.writer), port);
+    let mut c = subsystem_conn(Some(w.key("writer")), port);
     let d = v2_push(&mut c.http, "team/v2app", "writer", &[random_bytes(100, 9)]);
-    let out = run_ok(
-        Command::new(bin("berth-server"))
-            .args(["audit", "--json", "--user", "writer", "--root"])
-            .arg(&w.root),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = store_tool_ok(&w.root, &["audit", "--json", "--user", "writer"]);
     assert!(text.contains("manifest.put") && text.contains(&d), "{text}");
 }
 
@@ -488,7 +373,7 @@ fn v2_access_matrix_over_ssh_and_the_shim() {
 fn anonymous_read_without_an_access_file() {
     let Some(w) = world() else { return };
     let authorized = w.state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&w.admin]);
+    ClientKey::authorized_keys(&authorized, &[w.key("admin")]);
     let server = SshServer::start(
         &w.root,
         &authorized,
@@ -497,7 +382,7 @@ fn anonymous_read_without_an_access_file() {
     );
     let img = V1Image::chain(50, 1, 100);
     {
-        let mut admin = subsystem_conn(Some(&w.admin), server.port());
+        let mut admin = subsystem_conn(Some(w.key("admin")), server.port());
         v1_push(&mut admin.http, "pubstuff/app", "latest", &img);
         v1_push(&mut admin.http, "secret/app", "latest", &img);
     }
@@ -532,7 +417,7 @@ fn anonymous_read_without_an_access_file() {
     );
     assert_eq!(r.status, 401);
     // A key holder logging in under another name is not downgraded to anonymous.
-    let mut admin = subsystem_conn(Some(&w.admin), server.port());
+    let mut admin = subsystem_conn(Some(w.key("admin")), server.port());
     let r = admin
         .http
         .request("GET", "/_berth/info", &[], ReqBody::None);
@@ -568,7 +453,7 @@ fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
     {
-        let mut admin = subsystem_conn(Some(&w.admin), port);
+        let mut admin = subsystem_conn(Some(w.key("admin")), port);
         v2_push(
             &mut admin.http,
             "public/app",
@@ -584,83 +469,65 @@ fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
     }
     let known = w.state.join("known_hosts");
     std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
-    let skopeo = |args: &[&str]| Command::new("skopeo").args(args).output().unwrap();
-
-    // Anonymous: public is readable, private and writes are not.
+    // Anonymous: public is readable, private and writes are not. The
+    // writer: pushes to team, cannot read private.
     let (_anon, a) = start_shim("anonymous", None, port, &known);
-    let out = skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{a}/public/app:1"),
-    ]);
-    assert!(
-        out.status.success(),
-        "anonymous inspect public: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let copy = w.state.join("public-copy");
-    let out = skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        &format!("docker://{a}/public/app:1"),
-        &format!("oci:{}:1", copy.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "anonymous pull public: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{a}/private/app:1"),
-    ]);
-    assert!(!out.status.success(), "anonymous read private");
-    let out = skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:1", copy.display()),
-        &format!("docker://{a}/public/app:2"),
-    ]);
-    assert!(!out.status.success(), "anonymous push");
-    let out = run_ok(Command::new("curl").args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://{a}/v2/private/app/tags/list"),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
-
-    // The writer: pushes to team, cannot read private.
-    let (_wr, b) = start_shim("writer", Some(&w.writer.private), port, &known);
-    let out = skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:1", copy.display()),
-        &format!("docker://{b}/team/app:1"),
-    ]);
-    assert!(
-        out.status.success(),
-        "writer push team: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = skopeo(&[
-        "inspect",
-        "--tls-verify=false",
-        &format!("docker://{b}/private/app:1"),
-    ]);
-    assert!(!out.status.success(), "writer read private");
-    let out = run_ok(Command::new("curl").args([
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        &format!("http://{b}/v2/private/app/tags/list"),
-    ]));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let (_wr, b) = start_shim("writer", Some(&w.key("writer").private), port, &known);
+    let copy = format!("oci:{}:1", w.state.join("public-copy").display());
+    let (pull, push) = ("--src-tls-verify=false", "--dest-tls-verify=false");
+    let inspect = |image: String| -> Vec<String> {
+        vec!["inspect".into(), "--tls-verify=false".into(), image]
+    };
+    let cp = |tls: &str, from: &str, to: &str| -> Vec<String> {
+        vec!["copy".into(), tls.into(), from.into(), to.into()]
+    };
+    for (what, args, ok) in [
+        (
+            "anonymous inspect public",
+            inspect(format!("docker://{a}/public/app:1")),
+            true,
+        ),
+        (
+            "anonymous pull public",
+            cp(pull, &format!("docker://{a}/public/app:1"), &copy),
+            true,
+        ),
+        (
+            "anonymous read private",
+            inspect(format!("docker://{a}/private/app:1")),
+            false,
+        ),
+        (
+            "anonymous push",
+            cp(push, &copy, &format!("docker://{a}/public/app:2")),
+            false,
+        ),
+        (
+            "writer push team",
+            cp(push, &copy, &format!("docker://{b}/team/app:1")),
+            true,
+        ),
+        (
+            "writer read private",
+            inspect(format!("docker://{b}/private/app:1")),
+            false,
+        ),
+    ] {
+        let out = Command::new("skopeo").args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{what}: {err}");
+    }
+    for (shim, status) in [(a, "401"), (b, "403")] {
+        let out = run_ok(Command::new("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://{shim}/v2/private/app/tags/list"),
+        ]));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), status);
+    }
 
     // berth info: who am I, what may I do.
     let info = |user: &str, key: Option<&ClientKey>, json: bool| -> String {
@@ -678,7 +545,7 @@ fn shims_enforce_the_rules_for_skopeo_and_berth_info() {
         cmd.arg(format!("ssh://{user}@127.0.0.1:{port}"));
         String::from_utf8_lossy(&run_ok(&mut cmd).stdout).into_owned()
     };
-    let text = info("writer", Some(&w.writer), false);
+    let text = info("writer", Some(w.key("writer")), false);
     assert!(text.contains("you are writer"), "{text}");
     assert!(text.contains("RW-  team"), "{text}");
     assert!(text.contains("R--  public"), "{text}");
@@ -726,8 +593,8 @@ fn user_certificates_map_principals_to_users() {
         cmd.output().unwrap()
     };
     // The stranger's key is not in the file, but its certificate is.
-    let cert = sign(&w.stranger, "deploy", &["-V", "-5m:+1h"]);
-    let out = info_with(&w.stranger, &cert);
+    let cert = sign(w.key("stranger"), "deploy", &["-V", "-5m:+1h"]);
+    let out = info_with(w.key("stranger"), &cert);
     assert!(
         out.status.success(),
         "{}",
@@ -736,9 +603,9 @@ fn user_certificates_map_principals_to_users() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["user"], "writer");
     // "*" = "@same": a principal naming a user maps to that user.
-    let cert = sign(&w.stranger, "reader", &["-V", "-5m:+1h"]);
+    let cert = sign(w.key("stranger"), "reader", &["-V", "-5m:+1h"]);
     let v: serde_json::Value =
-        serde_json::from_slice(&info_with(&w.stranger, &cert).stdout).unwrap();
+        serde_json::from_slice(&info_with(w.key("stranger"), &cert).stdout).unwrap();
     assert_eq!(v["user"], "reader");
     // A principal naming nobody, an expired certificate, a host certificate: refused.
     for (principal, extra) in [
@@ -746,8 +613,8 @@ fn user_certificates_map_principals_to_users() {
         ("deploy", vec!["-V", "-2h:-1h"]),
         ("deploy", vec!["-h"]),
     ] {
-        let cert = sign(&w.stranger, principal, &extra);
-        let out = info_with(&w.stranger, &cert);
+        let cert = sign(w.key("stranger"), principal, &extra);
+        let out = info_with(w.key("stranger"), &cert);
         assert_eq!(
             out.status.code(),
             Some(255),
@@ -761,11 +628,11 @@ fn user_certificates_map_principals_to_users() {
             .args(["-q", "-s"])
             .arg(&other_ca.private)
             .args(["-I", "x", "-n", "deploy"])
-            .arg(format!("{}.pub", w.stranger.private.display())),
+            .arg(format!("{}.pub", w.key("stranger").private.display())),
     );
     let out = info_with(
-        &w.stranger,
-        &format!("{}-cert.pub", w.stranger.private.display()),
+        w.key("stranger"),
+        &format!("{}-cert.pub", w.key("stranger").private.display()),
     );
     assert_eq!(
         out.status.code(),

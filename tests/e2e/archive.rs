@@ -300,6 +300,7 @@ fn docker_save_round_trips_over_ssh() {
         key,
         registry,
         flags,
+        ..
     } = KeyedServer::start(&root, &dir.path().join("state"), &[]);
     let img = Image::build(dir.path(), "ssh", 21);
     round_trip(&img, dir.path(), &registry, &flags, &root, "ssh");
@@ -598,12 +599,7 @@ fn an_interrupted_pull_resumes_with_range() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("reg");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let key = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&key]);
-    let server = SshServer::start(&root, &authorized, &state, &[]);
+    let KeyedServer { server, key, .. } = KeyedServer::start(&root, &dir.path().join("state"), &[]);
     let img = Image::build(dir.path(), "resume", 51);
     let saved = dir.path().join("save.tar");
     img.save(&saved);

@@ -413,13 +413,10 @@ fn catalog_pages_cost_a_fixed_number_of_registry_requests() {
     assert!(r.text().contains("60 repositories"), "{}", r.text());
     drop(http);
 
-    let key = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&key]);
     let log = dir.path().join("server.log");
-    let server = SshServer::start_logged(&root, &authorized, &state, &[], &log);
-    let known = state.join("known_hosts");
-    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    let KeyedServer {
+        server, key, known, ..
+    } = KeyedServer::start_logged(&root, &state, &[], &log);
     let (_shim, addr) = start_shim("root", Some(&key.private), server.port(), &known);
     let pages = [
         "/".to_string(),

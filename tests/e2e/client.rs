@@ -12,36 +12,33 @@ use std::time::Duration;
 
 use berth_tests::*;
 
+/// How long an expected event may take on a loaded machine (a bound on a
+/// hang, never a guess at timing).
+const DEADLINE: Duration = Duration::from_secs(60);
+
 /// Keys, store and known_hosts of one test, in one temp dir.
 struct Fixture {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-    state: PathBuf,
+    keys: Keyring,
     key: ClientKey,
     authorized: PathBuf,
     known_hosts: PathBuf,
 }
 
+impl std::ops::Deref for Fixture {
+    type Target = Keyring;
+    fn deref(&self) -> &Keyring {
+        &self.keys
+    }
+}
+
 impl Fixture {
     fn new() -> Option<Fixture> {
-        if !require_tool("ssh-keygen", "openssh-client") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("store");
-        let state = dir.path().join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        let key = ClientKey::generate(&state, "alice");
-        let authorized = state.join("authorized_keys");
-        ClientKey::authorized_keys(&authorized, &[&key]);
-        let known_hosts = state.join("known_hosts");
+        let keys = Keyring::new(&["alice"])?;
         Some(Fixture {
-            root,
-            state,
-            key,
-            authorized,
-            known_hosts,
-            dir,
+            authorized: keys.authorized_keys(&["alice"]),
+            known_hosts: keys.state.join("known_hosts"),
+            key: keys.key("alice").clone(),
+            keys,
         })
     }
 
@@ -55,17 +52,6 @@ impl Fixture {
         for l in lines {
             writeln!(f, "{l}").unwrap();
         }
-    }
-
-    /// SSH flags for the native client (long forms: `-i` means
-    /// `--include` for get/put).
-    fn ssh_flags(&self) -> Vec<String> {
-        vec![
-            "--identity".into(),
-            self.key.private.display().to_string(),
-            "--known-hosts".into(),
-            self.known_hosts.display().to_string(),
-        ]
     }
 
     /// `berth-server stdio` as sshd's `docker-registry` subsystem.
@@ -107,9 +93,20 @@ impl Via {
     }
 
     fn native(f: &Fixture, port: u16) -> Via {
+        Self::native_as(f, port, &f.key.private)
+    }
+
+    /// [`Via::native`] logging in with another private key (long forms:
+    /// `-i` means `--include` for get/put).
+    fn native_as(f: &Fixture, port: u16, key: &Path) -> Via {
         Via {
             registry: format!("ssh://root@127.0.0.1:{port}"),
-            flags: f.ssh_flags(),
+            flags: vec![
+                "--identity".into(),
+                key.display().to_string(),
+                "--known-hosts".into(),
+                f.known_hosts.display().to_string(),
+            ],
             env: vec![],
         }
     }
@@ -566,15 +563,7 @@ fn authentication_failures_are_clear() {
     f.trust(&[server.known_hosts_line()]);
     // A key the server does not know.
     let stranger = ClientKey::generate(&f.state, "stranger");
-    let via = Via {
-        flags: vec![
-            "--identity".into(),
-            stranger.private.display().to_string(),
-            "--known-hosts".into(),
-            f.known_hosts.display().to_string(),
-        ],
-        ..Via::native(&f, server.port())
-    };
+    let via = Via::native_as(&f, server.port(), &stranger.private);
     let out = via.get(&[], "/v1/_ping");
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -591,15 +580,7 @@ fn authentication_failures_are_clear() {
                 .args(["-q", "-t", "ed25519", "-N", "secret words", "-f"])
                 .arg(&locked),
         );
-        let via = Via {
-            flags: vec![
-                "--identity".into(),
-                locked.display().to_string(),
-                "--known-hosts".into(),
-                f.known_hosts.display().to_string(),
-            ],
-            ..Via::native(&f, server.port())
-        };
+        let via = Via::native_as(&f, server.port(), &locked);
         let mut cmd = Command::new("setsid");
         let inner = via.cmd("registryget", None, &[], &["/v1/_ping"]);
         cmd.arg(inner.get_program()).args(inner.get_args());
@@ -627,31 +608,21 @@ fn authentication_failures_are_clear() {
         let mut keys = std::fs::read_to_string(&f.authorized).unwrap();
         keys.push_str(&public);
         std::fs::write(&f.authorized, keys).unwrap();
-        let via = Via {
-            flags: vec![
-                "--identity".into(),
-                locked.display().to_string(),
-                "--known-hosts".into(),
-                f.known_hosts.display().to_string(),
-            ],
-            ..Via::native(&f, server.port())
-        };
+        let via = Via::native_as(&f, server.port(), &locked);
         let inner = via.cmd("registryget", None, &[], &["/v1/_ping"]);
         let line: Vec<String> = std::iter::once(inner.get_program())
             .chain(inner.get_args())
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         for (passphrase, accepted) in [("open sesame", true), ("wrong", false)] {
-            // The passphrase is typed once the prompt is up.
-            let mut cmd = Command::new("sh");
-            cmd.arg("-c")
-                .arg("(sleep 2; printf '%s\\n' \"$1\") | script -qec \"$2\" /dev/null")
-                .arg("sh")
-                .arg(passphrase)
+            // The passphrase is typed once the prompt is up (a pty by `script`).
+            let mut cmd = Command::new("script");
+            cmd.arg("-qec")
                 .arg(line.join(" "))
+                .arg("/dev/null")
                 .env("HOME", std::env::temp_dir().join("berth-test-no-home"))
                 .env_remove("SSH_AUTH_SOCK");
-            let out = run_with_input(&mut cmd, b"");
+            let out = answer_prompt(cmd, "Enter passphrase for key", passphrase);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             assert!(text.contains("Enter passphrase for key"), "{text}");
             if accepted {
@@ -675,12 +646,7 @@ fn authentication_failures_are_clear() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        for _ in 0..100 {
-            if sock.exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually("the agent's socket", DEADLINE, || sock.exists());
         run_ok(
             Command::new("ssh-add")
                 .arg(&f.key.private)
@@ -697,6 +663,53 @@ fn authentication_failures_are_clear() {
         let _ = agent.wait();
         ok(out, "agent auth");
     }
+}
+
+/// Runs `cmd` (stdout piped), waits for `prompt` in its output, types
+/// `answer` and a newline, and returns its whole output once it exits.
+fn answer_prompt(mut cmd: Command, prompt: &str, answer: &str) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = Vec::new();
+    let end = std::time::Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&text).contains(prompt) {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => text.extend(chunk),
+            Err(_) => panic!("no {prompt:?} prompt: {}", String::from_utf8_lossy(&text)),
+        }
+    }
+    stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    for chunk in rx {
+        text.extend(chunk);
+    }
+    reader.join().unwrap();
+    drop(stdin);
+    let mut out = child.wait_with_output().unwrap();
+    out.stdout = text;
+    out
+}
+
+/// `tool PATH` through `via`, running with every stdio piped.
+fn spawn_piped(via: &Via, tool: &str, path: &str) -> std::process::Child {
+    let mut cmd = via.cmd(tool, None, &[], &[path]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
 }
 
 /// Starts `berth shim` and returns it with its address.
@@ -757,20 +770,7 @@ fn shim_carries_the_docker_v1_sequence_over_ssh() {
 
 #[test]
 fn shim_serves_a_local_directory_to_the_python_v1_client() {
-    if !require_tool("python3", "python3") {
-        return;
-    }
-    let probe = Command::new("python3")
-        .args(["-c", "import docker_registry_client"])
-        .output()
-        .unwrap();
-    if !probe.status.success() {
-        if in_ci() {
-            panic!(
-                "python module docker_registry_client missing (pip install docker-registry-client)"
-            );
-        }
-        eprintln!("\n!!!!! SKIPPING: pip install docker-registry-client !!!!!\n");
+    if !require_python_module("docker_registry_client", "docker-registry-client") {
         return;
     }
     let Some(f) = Fixture::new() else { return };
@@ -781,31 +781,11 @@ fn shim_serves_a_local_directory_to_the_python_v1_client() {
         let img = V1Image::chain(21, 2, 10_000);
         let mut c = tcp_conn(addr);
         v1_push(&mut c, "team/web", "latest", &img);
-        let script = format!(
-            r#"
-import json
-from docker_registry_client import DockerRegistryClient
-c = DockerRegistryClient("http://{addr}", api_version=1)
-out = {{}}
-out["repositories"] = sorted(c.repositories().keys())
-repo = c.repository("web", namespace="team")
-repo.refresh()
-out["tags"] = sorted(repo.tags())
-repo.tag("stable", "{base}")
-repo.refresh()
-out["after_tag"] = sorted(repo.tags())
-repo.untag("stable")
-repo.refresh()
-out["after_untag"] = sorted(repo.tags())
-print(json.dumps(out))
-"#,
-            base = img.ids[0]
-        );
-        let out = run_ok(Command::new("python3").args(["-c", &script]));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = python_v1_client(&format!("http://{addr}"), &img.ids[0]).unwrap();
         assert_eq!(v["repositories"], serde_json::json!(["team/web"]));
         assert_eq!(v["tags"], serde_json::json!(["latest"]));
         assert_eq!(v["after_tag"], serde_json::json!(["latest", "stable"]));
+        assert_eq!(v["stable"], serde_json::json!(img.ids[0]));
         assert_eq!(v["after_untag"], serde_json::json!(["latest"]));
     }
 }
@@ -837,23 +817,29 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
         "json",
     );
 
-    // Upload: stdin fed slowly; the server dies after the first MiB.
-    let mut cmd = via.cmd(
-        "registryput",
-        None,
-        &[],
-        &[&format!("/v1/images/{id}/layer")],
-    );
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    // Upload: stdin fed slowly; the server dies while it writes the layer.
+    let mut child = spawn_piped(&via, "registryput", &format!("/v1/images/{id}/layer"));
     let mut stdin = child.stdin.take().unwrap();
     let chunk = random_bytes(256 << 10, 5);
-    for _ in 0..4 {
+    // Fed until the server is writing the layer (the event: its temp file
+    // holds bytes, past the server's 1 MiB write buffer).
+    let image_dir = f.root.join("images").join(id);
+    let stored = || {
+        std::fs::read_dir(&image_dir).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+    };
+    let end = std::time::Instant::now() + DEADLINE;
+    while !stored() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the upload never reached the store"
+        );
         stdin.write_all(&chunk).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(500));
     server.proc.kill();
     for _ in 0..64 {
         if stdin.write_all(&chunk).is_err() {
@@ -892,16 +878,8 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
         ),
         "checksum",
     );
-    let mut cmd = via.cmd(
-        "registryget",
-        None,
-        &[],
-        &[&format!("/v1/images/{bid}/layer")],
-    );
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = spawn_piped(&via, "registryget", &format!("/v1/images/{bid}/layer"));
+    drop(child.stdin.take());
     let mut stdout = child.stdout.take().unwrap();
     let mut first = vec![0u8; 1 << 20];
     stdout.read_exact(&mut first).unwrap();
@@ -925,8 +903,14 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
     };
     assert_eq!(ping(addr).status, 200);
     drop(server);
-    std::thread::sleep(Duration::from_millis(300));
-    let r = ping(addr);
+    // The shim may first try the connection it had; every answer is a
+    // clean failure until it reports the registry unreachable.
+    let mut r = ping(addr);
+    let end = std::time::Instant::now() + DEADLINE;
+    while r.status != 502 && std::time::Instant::now() < end {
+        assert!(r.status >= 500, "{} {}", r.status, r.text());
+        r = ping(addr);
+    }
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(
         r.text().contains("cannot reach the registry"),
@@ -946,48 +930,9 @@ fn killed_server_fails_the_transfer_and_the_shim_recovers() {
 /// `file` holding `data`), tagged `tag`; returns (manifest digest, layer
 /// blob bytes).
 fn oci_layout(dir: &Path, tag: &str, data: &[u8]) -> (String, Vec<u8>) {
-    let src = dir.join("layer-src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("file"), data).unwrap();
-    let tar = run_ok(
-        Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
-            .arg(&src)
-            .args(["-cf", "-", "."]),
-    )
-    .stdout;
-    let tar_path = dir.join("layer.tar");
-    std::fs::write(&tar_path, &tar).unwrap();
-    let gz = run_ok(Command::new("gzip").args(["-n", "-c"]).arg(&tar_path)).stdout;
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let h = sha256_hex(data);
-        std::fs::write(blobs.join(&h), data).unwrap();
-        format!("sha256:{h}")
-    };
-    let config = serde_json::to_vec(&serde_json::json!({
-        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{}", sha256_hex(&tar))]},
-        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "ADD file /"}],
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": put(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": put(&gz), "size": gz.len()}],
-    }))
-    .unwrap();
-    let digest = put(&manifest);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
-        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    (digest, gz)
+    let tar = make_tar(dir, "layer", &[("file", data)]);
+    let (digest, mut gzs) = write_oci_layout(dir, tag, &[tar], false);
+    (digest, gzs.remove(0))
 }
 
 #[test]

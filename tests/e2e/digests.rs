@@ -12,39 +12,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::{
-    bin, random_bytes, require_tool, run_ok, sha256_hex, snapshot, tcp_conn, HttpConn,
-    HttpResponse, HttpServer, ReqBody,
-};
+use berth_tests::*;
 use serde_json::json;
 
-type Conn = HttpConn<std::io::BufReader<std::net::TcpStream>, std::net::TcpStream>;
+type Conn = TcpConn;
 
 fn sha512_of(data: &[u8]) -> String {
     use sha2::Digest;
     format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
-}
-
-fn sha256_of(data: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(data))
-}
-
-/// The codes of a V2 error body.
-fn codes(r: &HttpResponse) -> Vec<String> {
-    r.json()["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors array: {}", r.text()))
-        .iter()
-        .map(|e| e["code"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The store minus upload-session scratch space (what must not change).
-fn durable_snapshot(root: &Path) -> Vec<(String, String)> {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with("_berth/uploads") && !p.ends_with(".lock"))
-        .collect()
 }
 
 /// Opens a session; returns its location.
@@ -95,17 +70,8 @@ fn push_chunked(c: &mut Conn, repo: &str, data: &[u8], digest: &str, chunk: usiz
 }
 
 fn fsck_clean(root: &Path) {
-    let out = Command::new(bin("berth-server"))
-        .args(["fsck", "--root"])
-        .arg(root)
-        .output()
-        .expect("running fsck");
-    assert!(
-        out.status.success(),
-        "fsck found problems:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = fsck(root, &[]);
+    assert_eq!(code, 0, "fsck found problems:\n{text}");
 }
 
 #[test]
@@ -136,7 +102,7 @@ fn sha512_blobs_and_manifests_end_to_end() {
     // The same bytes under their sha256 name are not this blob.
     let r = c.request(
         "HEAD",
-        &format!("/v2/team/app/blobs/{}", sha256_of(&layer)),
+        &format!("/v2/team/app/blobs/{}", digest(&layer)),
         &[],
         ReqBody::None,
     );
@@ -151,7 +117,10 @@ fn sha512_blobs_and_manifests_end_to_end() {
         &[],
         ReqBody::Sized(b"not something else"),
     );
-    assert_eq!((r.status, codes(&r)), (400, vec!["DIGEST_INVALID".into()]));
+    assert_eq!(
+        (r.status, r.error_codes()),
+        (400, vec!["DIGEST_INVALID".into()])
+    );
     assert_eq!(c.request("GET", &loc, &[], ReqBody::None).status, 404);
     let r = c.request(
         "HEAD",
@@ -217,7 +186,10 @@ fn sha512_blobs_and_manifests_end_to_end() {
         &[oci],
         ReqBody::Sized(&manifest),
     );
-    assert_eq!((r.status, codes(&r)), (400, vec!["DIGEST_INVALID".into()]));
+    assert_eq!(
+        (r.status, r.error_codes()),
+        (400, vec!["DIGEST_INVALID".into()])
+    );
     let r = c.request(
         "PUT",
         &format!("/v2/team/app/manifests/{md}"),
@@ -245,7 +217,7 @@ fn sha512_blobs_and_manifests_end_to_end() {
         }
     }
     // Stored under sha512 only, and readable only where it was pushed.
-    let by_sha256 = format!("/v2/team/app/manifests/{}", sha256_of(&manifest));
+    let by_sha256 = format!("/v2/team/app/manifests/{}", digest(&manifest));
     assert_eq!(c.request("GET", &by_sha256, &[], ReqBody::None).status, 404);
     let elsewhere = format!("/v2/team/copy/manifests/{md}");
     assert_eq!(c.request("GET", &elsewhere, &[], ReqBody::None).status, 404);
@@ -262,7 +234,7 @@ fn sha512_blobs_and_manifests_end_to_end() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(
         r.header("docker-content-digest"),
-        Some(sha256_of(&manifest).as_str())
+        Some(digest(&manifest).as_str())
     );
     let tags = c.request("GET", "/v1/repositories/team/app/tags", &[], ReqBody::None);
     assert_eq!(tags.status, 200, "{}", tags.text());
@@ -281,18 +253,13 @@ fn sha512_blobs_and_manifests_end_to_end() {
     payload.extend_from_slice(&layer);
     assert_eq!(
         json.header("x-docker-checksum-payload"),
-        Some(sha256_of(&payload).as_str())
+        Some(digest(&payload).as_str())
     );
 
     // fsck verifies the sha512 pool; gc keeps everything a tag reaches.
     drop(c);
     fsck_clean(&root);
-    let out = run_ok(
-        Command::new(bin("berth-server"))
-            .args(["gc", "--grace", "0s", "--root"])
-            .arg(&root),
-    );
-    let gc_text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let gc_text = store_tool_ok(&root, &["gc", "--grace", "0s"]);
     assert!(
         on_disk.exists(),
         "gc collected a tagged sha512 layer: {gc_text}"
@@ -398,7 +365,11 @@ fn bad_and_unsupported_digests_are_digest_invalid() {
     {
         let expect_400 = |r: &HttpResponse, what: &str| {
             assert_eq!(r.status, 400, "{what} {bad}: {}", r.text());
-            assert_eq!(codes(r), vec!["DIGEST_INVALID".to_string()], "{what} {bad}");
+            assert_eq!(
+                r.error_codes(),
+                vec!["DIGEST_INVALID".to_string()],
+                "{what} {bad}"
+            );
             let message = r.json()["errors"][0]["message"]
                 .as_str()
                 .unwrap()
@@ -460,7 +431,10 @@ fn bad_and_unsupported_digests_are_digest_invalid() {
             &[],
             ReqBody::None,
         );
-        assert_eq!((r.status, codes(&r)), (400, vec!["DIGEST_INVALID".into()]));
+        assert_eq!(
+            (r.status, r.error_codes()),
+            (400, vec!["DIGEST_INVALID".into()])
+        );
     }
     // A mount naming an invalid source repository, with a body.
     let r = c.request(
@@ -471,7 +445,10 @@ fn bad_and_unsupported_digests_are_digest_invalid() {
         &[],
         ReqBody::Sized(&kept),
     );
-    assert_eq!((r.status, codes(&r)), (400, vec!["NAME_INVALID".into()]));
+    assert_eq!(
+        (r.status, r.error_codes()),
+        (400, vec!["NAME_INVALID".into()])
+    );
     assert_eq!(
         durable_snapshot(&root),
         before,
@@ -522,7 +499,7 @@ fn out_of_order_chunks_are_416_and_change_nothing() {
             Some(uuid.as_str()),
             "{what}"
         );
-        assert_eq!(codes(r), vec!["RANGE_INVALID".to_string()], "{what}");
+        assert_eq!(r.error_codes(), vec!["RANGE_INVALID".to_string()], "{what}");
     };
     // Ahead of the offset, behind it, and the closing PUT's chunk ahead of it
     // (the conformance suite's "out-of-order and put chunk").
@@ -539,13 +516,13 @@ fn out_of_order_chunks_are_416_and_change_nothing() {
             loc.clone()
         };
         let r = c
-            .try_request(
+            .send(
                 method,
                 &target,
                 &[("Content-Range", range)],
                 ReqBody::Sized(body),
             )
-            .unwrap_or_else(|| panic!("{method} {range}: connection closed"));
+            .unwrap_or_else(|e| panic!("{method} {range}: {e}"));
         refused(&r, &format!("{method} {range}"));
         assert_eq!(std::fs::read(&session_data).unwrap(), data[..1000]);
         // Same connection: the session still stands where it was.

@@ -324,7 +324,7 @@ fn gluster_brick_stopped_during_pushes_then_healed() {
         );
     }
     vol.heal();
-    let (code, text) = sharedfs::fsck(&root, &[]);
+    let (code, text) = berth_tests::fsck(&root, &[]);
     assert_eq!(code, 0, "fsck after the heal:\n{text}");
     sharedfs::verify_round(&fleet, &archives, work.path(), &round);
     let rounds = sharedfs::run_rounds(&fleet, &archives, work.path(), Homes::PerUser(2), 1, 16);

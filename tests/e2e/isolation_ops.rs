@@ -390,14 +390,10 @@ fn control_characters_from_clients_are_escaped_in_logs_and_audit() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let key = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&key]);
     let log = dir.path().join("server.log");
-    let server = SshServer::start_logged(&root, &authorized, &state, &[], &log);
-    let known = state.join("known_hosts");
-    std::fs::write(&known, format!("{}\n", server.known_hosts_line())).unwrap();
+    let KeyedServer {
+        server, key, known, ..
+    } = KeyedServer::start_logged(&root, &state, &[], &log);
 
     const FORGED: &str = "1999-01-01T00:00:00Z  INFO forged: authenticated user=root";
     // A login name with a newline and an ESC sequence is refused at
@@ -462,12 +458,7 @@ fn control_characters_from_clients_are_escaped_in_logs_and_audit() {
     );
     assert!(text.contains("sh -c id\\n1999-01-01"), "{text}");
 
-    let audit = run_ok(
-        Command::new(bin("berth-server"))
-            .args(["audit", "--root"])
-            .arg(&root),
-    );
-    let audit = String::from_utf8_lossy(&audit.stdout);
+    let audit = store_tool_ok(&root, &["audit"]);
     assert_eq!(audit.lines().count(), 1, "one event, one line:\n{audit}");
     assert!(
         !audit.contains('\u{1b}'),

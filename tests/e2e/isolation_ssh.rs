@@ -28,32 +28,26 @@ struct LoggedServer {
 /// A store with one user, alice (in `--authorized-keys`), served by a
 /// [`LoggedServer`] with `extra` flags: (the temp dir holding it all, her
 /// key, the server).
-fn alice_only(extra: &[&str]) -> (tempfile::TempDir, ClientKey, LoggedServer) {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&alice]);
-    let server = LoggedServer::start(
-        &dir.path().join("store"),
-        &state,
-        ["--authorized-keys", authorized.to_str().unwrap()],
-        extra,
-    );
-    (dir, alice, server)
+fn alice_only(extra: &[&str]) -> (Keyring, ClientKey, LoggedServer) {
+    let keys = Keyring::new(&["alice"]).expect("OpenSSH");
+    let authorized = keys.authorized_keys(&["alice"]);
+    let server = LoggedServer::start(&keys, "--authorized-keys", &authorized, extra);
+    let alice = keys.key("alice").clone();
+    (keys, alice, server)
 }
 
 impl LoggedServer {
-    /// Starts on `root` with `keys` = `--access FILE` or `--authorized-keys FILE`.
-    fn start(root: &Path, state: &Path, keys: [&str; 2], extra: &[&str]) -> LoggedServer {
-        let log = state.join(format!("server-{}.log", free_port()));
+    /// Starts on the store of `keys` with `flag FILE`, the flag being
+    /// `--access` or `--authorized-keys`.
+    fn start(keys: &Keyring, flag: &str, file: &Path, extra: &[&str]) -> LoggedServer {
+        let log = keys.state.join(format!("server-{}.log", free_port()));
         let mut cmd = Command::new(bin("berth-server"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--root"])
-            .arg(root)
-            .args(keys)
+            .arg(&keys.root)
+            .arg(flag)
+            .arg(file)
             .arg("--host-key")
-            .arg(state.join("host_key"))
+            .arg(keys.state.join("host_key"))
             .args(extra)
             .env("BERTH_LOG", "info");
         let file = std::fs::File::create(&log).unwrap();
@@ -107,27 +101,18 @@ fn restricted_certificates_are_refused_and_source_address_is_enforced() {
     if !require_tool("ssh", "openssh-client") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let stranger = ClientKey::generate(&state, "stranger");
-    let ca = ClientKey::generate(&state, "users-ca");
-    let access = state.join("access.toml");
+    let keys = Keyring::new(&["alice", "stranger", "users-ca"]).expect("OpenSSH");
+    let [alice, stranger, ca] = ["alice", "stranger", "users-ca"].map(|n| keys.key(n));
+    let access = keys.state.join("access.toml");
     access_file(
         &access,
-        &[("alice", &alice)],
+        &[("alice", alice)],
         &format!(
             "\n[[cert_authority]]\nkey = \"{}\"\nprincipals = {{ \"*\" = \"@same\" }}\n",
             ca.public_line
         ),
     );
-    let server = LoggedServer::start(
-        &dir.path().join("store"),
-        &state,
-        ["--access", access.to_str().unwrap()],
-        &[],
-    );
+    let server = LoggedServer::start(&keys, "--access", &access, &[]);
     let login_with = |options: &[&str]| {
         let mut cmd = Command::new("ssh-keygen");
         cmd.args(["-q", "-s"])
@@ -185,26 +170,14 @@ fn restricted_certificates_are_refused_and_source_address_is_enforced() {
 
 // ---- item 7: a removed user's open connection ------------------------------------
 
-struct Trusting;
-
-impl russh::client::Handler for Trusting {
-    type Error = russh::Error;
-    async fn check_server_key(
-        &mut self,
-        _key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-}
-
 /// A native SSH connection logged in as `login` with `key`.
 async fn native_login(
     addr: SocketAddr,
     login: &str,
     key: &Path,
-) -> (russh::client::Handle<Trusting>, bool) {
+) -> (russh::client::Handle<TrustingClient>, bool) {
     let config = Arc::new(russh::client::Config::default());
-    let mut h = russh::client::connect(config, addr, Trusting)
+    let mut h = russh::client::connect(config, addr, TrustingClient)
         .await
         .unwrap();
     let k = russh::keys::load_secret_key(key, None).unwrap();
@@ -259,7 +232,7 @@ async fn get(
 }
 
 async fn open_subsystem(
-    h: &russh::client::Handle<Trusting>,
+    h: &russh::client::Handle<TrustingClient>,
 ) -> Result<russh::ChannelStream<russh::client::Msg>, String> {
     let ch = h
         .channel_open_session()
@@ -272,7 +245,7 @@ async fn open_subsystem(
 }
 
 /// Runs `registryget PATH` on a new channel; its stdout, or why there is none.
-async fn exec_get(h: &russh::client::Handle<Trusting>, path: &str) -> Result<String, String> {
+async fn exec_get(h: &russh::client::Handle<TrustingClient>, path: &str) -> Result<String, String> {
     let mut ch = h
         .channel_open_session()
         .await
@@ -305,19 +278,11 @@ fn a_removed_user_loses_her_open_connection_on_reload() {
     if !require_tool("ssh", "openssh-client") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let mallory = ClientKey::generate(&state, "mallory");
-    let access = state.join("access.toml");
-    access_file(&access, &[("alice", &alice), ("mallory", &mallory)], "");
-    let server = LoggedServer::start(
-        &dir.path().join("store"),
-        &state,
-        ["--access", access.to_str().unwrap()],
-        &[],
-    );
+    let keys = Keyring::new(&["alice", "mallory"]).expect("OpenSSH");
+    let [alice, mallory] = ["alice", "mallory"].map(|n| keys.key(n));
+    let access = keys.state.join("access.toml");
+    access_file(&access, &[("alice", alice), ("mallory", mallory)], "");
+    let server = LoggedServer::start(&keys, "--access", &access, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (h, ok) = native_login(server.addr, "mallory", &mallory.private).await;
@@ -328,7 +293,7 @@ fn a_removed_user_loses_her_open_connection_on_reload() {
 
         // The file drops mallory. Alice's request makes even a lazily
         // reloading server notice; then wait for the reload itself.
-        access_file(&access, &[("alice", &alice)], "");
+        access_file(&access, &[("alice", alice)], "");
         let out =
             run_ok(ssh_command(&alice.private, server.addr.port()).arg("registryget /_berth/info"));
         assert!(String::from_utf8_lossy(&out.stdout).contains("\"user\":\"alice\""));
@@ -636,26 +601,17 @@ fn a_key_removed_from_authorized_keys_loses_its_open_connection() {
     if !require_tool("ssh-keygen", "openssh-client") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let alice = ClientKey::generate(&state, "alice");
-    let mallory = ClientKey::generate(&state, "mallory");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&alice, &mallory]);
-    let server = LoggedServer::start(
-        &dir.path().join("store"),
-        &state,
-        ["--authorized-keys", authorized.to_str().unwrap()],
-        &[],
-    );
+    let keys = Keyring::new(&["alice", "mallory"]).expect("OpenSSH");
+    let [alice, mallory] = ["alice", "mallory"].map(|n| keys.key(n));
+    let authorized = keys.authorized_keys(&["alice", "mallory"]);
+    let server = LoggedServer::start(&keys, "--authorized-keys", &authorized, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (h, ok) = native_login(server.addr, "mallory", &mallory.private).await;
         assert!(ok);
         let mut open = open_subsystem(&h).await.unwrap();
         assert!(get(&mut open, "/v1/_ping").await.is_ok());
-        ClientKey::authorized_keys(&authorized, &[&alice]);
+        ClientKey::authorized_keys(&authorized, &[alice]);
         // Alice's login re-reads the changed file (so does the server's
         // own once-a-second check, whichever comes first).
         let (_, ok) = native_login(server.addr, "alice", &alice.private).await;

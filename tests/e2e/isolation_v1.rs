@@ -40,106 +40,12 @@ fn conn_as(key: &ClientKey, w: &World) -> CommandConn {
     subsystem_conn(Some(key), w.server.port())
 }
 
-type Conn = HttpConn<std::io::BufReader<std::process::ChildStdout>, std::process::ChildStdin>;
+type Conn = PipeConn;
 
 /// Uploads one V1 image (json, layer, checksum) and asserts each step's 200:
 /// how mallory plants an id.
 fn plant(c: &mut Conn, id: &str, json: &[u8], layer: &[u8]) {
-    let r = c.request(
-        "PUT",
-        &format!("/v1/images/{id}/json"),
-        &[],
-        ReqBody::Sized(json),
-    );
-    assert_eq!(r.status, 200, "plant json: {}", r.text());
-    let r = c.request(
-        "PUT",
-        &format!("/v1/images/{id}/layer"),
-        &[],
-        ReqBody::Chunked(layer, 16 * 1024),
-    );
-    assert_eq!(r.status, 200, "plant layer: {}", r.text());
-    let mut payload = json.to_vec();
-    payload.push(b'\n');
-    payload.extend_from_slice(layer);
-    let sum = format!("sha256:{}", sha256_hex(&payload));
-    let r = c.request(
-        "PUT",
-        &format!("/v1/images/{id}/checksum"),
-        &[("X-Docker-Checksum-Payload", &sum)],
-        ReqBody::None,
-    );
-    assert_eq!(r.status, 200, "plant checksum: {}", r.text());
-}
-
-/// The Docker 1.x push of `img` into `repo:tag` (`v1-protocol.md` §7.1),
-/// deciding as the client does: a json probe answering 200 or a json PUT
-/// answering 409 `"Image already exists"` means "already there, skip";
-/// any other failure ends the push with that answer.
-fn docker1_push(c: &mut Conn, repo: &str, tag: &str, img: &V1Image) -> Result<(), (u16, String)> {
-    let list: Vec<serde_json::Value> = img
-        .ids
-        .iter()
-        .map(|id| serde_json::json!({ "id": id }))
-        .collect();
-    let index = serde_json::to_vec(&list).unwrap();
-    let r = c.request(
-        "PUT",
-        &format!("/v1/repositories/{repo}/"),
-        &[("X-Docker-Token", "true")],
-        ReqBody::Sized(&index),
-    );
-    if r.status != 200 {
-        return Err((r.status, r.text()));
-    }
-    for (i, id) in img.ids.iter().enumerate() {
-        let r = c.request("GET", &format!("/v1/images/{id}/json"), &[], ReqBody::None);
-        if r.status == 200 {
-            continue;
-        }
-        let r = c.request(
-            "PUT",
-            &format!("/v1/images/{id}/json"),
-            &[],
-            ReqBody::Sized(&img.jsons[i]),
-        );
-        if r.status == 409 && r.json()["error"] == "Image already exists" {
-            continue;
-        }
-        if r.status != 200 {
-            return Err((r.status, r.text()));
-        }
-        let r = c.request(
-            "PUT",
-            &format!("/v1/images/{id}/layer"),
-            &[],
-            ReqBody::Chunked(&img.layers[i], 16 * 1024),
-        );
-        if r.status != 200 {
-            return Err((r.status, r.text()));
-        }
-        let sum = img.payload_checksum(i);
-        let r = c.request(
-            "PUT",
-            &format!("/v1/images/{id}/checksum"),
-            &[("X-Docker-Checksum-Payload", &sum)],
-            ReqBody::None,
-        );
-        if r.status != 200 {
-            return Err((r.status, r.text()));
-        }
-    }
-    let top = img.ids.last().unwrap();
-    let r = c.request(
-        "PUT",
-        &format!("/v1/repositories/{repo}/tags/{tag}"),
-        &[],
-        ReqBody::Sized(format!("\"{top}\"").as_bytes()),
-    );
-    if r.status != 200 {
-        return Err((r.status, r.text()));
-    }
-    Ok(())
+    v1_put_image(c, id, json, layer).unwrap_or_else(|e| panic!("plant {e}"));
 }
 
 /// The ancestry (top first) of `repo:tag` as `c` sees it over V1.
@@ -255,64 +161,12 @@ fn plant_then_push_over_v2_keeps_alices_layers() {
 /// Writes an OCI layout at `dir` holding one image tagged `tag` with two
 /// gzip layers (a tar of one file each); returns the two layer blobs.
 fn oci_layout(dir: &std::path::Path, tag: &str, files: [&[u8]; 2]) -> [Vec<u8>; 2] {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let h = sha256_hex(data);
-        std::fs::write(blobs.join(&h), data).unwrap();
-        format!("sha256:{h}")
-    };
-    let mut tars = Vec::new();
-    let mut gzs = Vec::new();
-    for (i, data) in files.iter().enumerate() {
-        let src = dir.join(format!("src{i}"));
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join(format!("file{i}")), data).unwrap();
-        let tar = run_ok(
-            std::process::Command::new("tar")
-                .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
-                .arg(&src)
-                .args(["-cf", "-", "."]),
-        )
-        .stdout;
-        let tar_path = dir.join(format!("layer{i}.tar"));
-        std::fs::write(&tar_path, &tar).unwrap();
-        let gz = run_ok(
-            std::process::Command::new("gzip")
-                .args(["-n", "-c"])
-                .arg(&tar_path),
-        )
-        .stdout;
-        tars.push(tar);
-        gzs.push(gz);
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": tars.iter().map(|t| format!("sha256:{}", sha256_hex(t))).collect::<Vec<_>>()},
-        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "ADD base /"},
-                    {"created": "2024-01-02T00:00:00Z", "created_by": "ADD app /"}],
-    }))
-    .unwrap();
-    let layers: Vec<serde_json::Value> = gzs
-        .iter()
-        .map(|gz| serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(gz), "size": gz.len()}))
-        .collect();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": put(&config), "size": config.len()},
-        "layers": layers,
-    }))
-    .unwrap();
-    let digest = put(&manifest);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest,
-        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let [base, app] = <[Vec<u8>; 2]>::try_from(gzs).unwrap();
-    [base, app]
+    let tars = [
+        make_tar(dir, "src0", &[("file0", files[0])]),
+        make_tar(dir, "src1", &[("file1", files[1])]),
+    ];
+    let (_, gzs) = write_oci_layout(dir, tag, &tars, false);
+    <[Vec<u8>; 2]>::try_from(gzs).unwrap()
 }
 
 /// The same attack with a real V2 client: skopeo pushes alice's image
@@ -368,10 +222,10 @@ fn v1_push_of_a_planted_id_is_refused() {
         plant(&mut m.http, &img.ids[0], &img.jsons[0], &evil);
     }
     let mut a = conn_as(&w.alice, &w);
-    let err = docker1_push(&mut a.http, "private/app", "latest", &img)
+    let err = try_v1_push(&mut a.http, "private/app", "latest", &img)
         .expect_err("alice's push went through on a planted base");
-    assert_eq!(err.0, 409, "{err:?}");
-    assert!(err.1.contains("different content"), "{err:?}");
+    assert_eq!(err.status, 409, "{err:?}");
+    assert!(err.body.contains("different content"), "{err:?}");
     let r = a.http.request(
         "GET",
         "/v1/repositories/private/app/tags",
@@ -404,9 +258,9 @@ fn v1_push_of_a_planted_id_is_refused() {
         plant(&mut m.http, &img2.ids[0], &img2.jsons[0], &evil);
     }
     let mut a = conn_as(&w.alice, &w);
-    let err = docker1_push(&mut a.http, "private/two", "latest", &img2)
+    let err = try_v1_push(&mut a.http, "private/two", "latest", &img2)
         .expect_err("alice's push went through on a planted layer");
-    assert_eq!(err.0, 409, "{err:?}");
+    assert_eq!(err.status, 409, "{err:?}");
     assert_eq!(layer_of(&mut a.http, &img2.ids[0]).0, 404);
 }
 

@@ -16,7 +16,6 @@
 //!   the links real pushes made.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use berth_tests::*;
 use serde_json::{json, Value};
@@ -24,11 +23,7 @@ use serde_json::{json, Value};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-type Conn = HttpConn<std::io::BufReader<std::process::ChildStdout>, std::process::ChildStdin>;
-
-fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(bytes))
-}
+type Conn = PipeConn;
 
 /// The config and layer digests of a pushed image manifest.
 fn parts_of(c: &mut Conn, repo: &str, digest: &str) -> (Value, Vec<Value>) {
@@ -63,7 +58,7 @@ fn put_manifest(c: &mut Conn, repo: &str, reference: &str, mt: &str, body: &[u8]
 /// `desc` with its digest replaced by one of bytes that exist nowhere.
 fn unknown_twin(desc: &Value, seed: u64) -> Value {
     let mut d = desc.clone();
-    d["digest"] = json!(digest_of(&random_bytes(64, seed)));
+    d["digest"] = json!(digest(&random_bytes(64, seed)));
     d
 }
 
@@ -252,7 +247,7 @@ fn upload_sessions_answer_only_their_opener_in_their_repository() {
     let server = SshServer::start_with_access(&w.root, &w.access, &w.state, &[]);
     let port = server.port();
     let data = random_bytes(20_000, 1404);
-    let digest = digest_of(&data);
+    let digest = digest(&data);
     let mut alice = subsystem_conn(Some(&w.alice), port);
     let r = alice
         .http
@@ -432,18 +427,6 @@ fn leak_links(root: &Path, repo: &str, digests: &[&str]) {
     for d in digests {
         std::fs::write(dir.join(d.strip_prefix("sha256:").unwrap()), b"").unwrap();
     }
-}
-
-fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(bin("berth-server"))
-        .arg("fsck")
-        .arg("--root")
-        .arg(root)
-        .args(extra)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.code().unwrap(), text)
 }
 
 #[test]

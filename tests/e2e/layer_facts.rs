@@ -6,31 +6,18 @@
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::{
-    random_bytes, require_tool, run_ok, sha256_hex, snapshot, tcp_conn, HttpResponse, HttpServer,
-    ReqBody,
-};
+use berth_tests::*;
 use serde_json::json;
 
-type Conn = berth_tests::HttpConn<std::io::BufReader<std::net::TcpStream>, std::net::TcpStream>;
-
-fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(data))
-}
+type Conn = TcpConn;
 
 /// A tar of a few files of `seed`-derived content, made with `tar`.
-fn make_tar(dir: &Path, name: &str, seed: u64) -> Vec<u8> {
-    let src = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a"), random_bytes(200_000, seed)).unwrap();
-    std::fs::write(src.join("b"), vec![b'x'; 50_000]).unwrap();
-    run_ok(
-        Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
-            .arg(&src)
-            .args(["-cf", "-", "."]),
+fn seeded_tar(dir: &Path, name: &str, seed: u64) -> Vec<u8> {
+    make_tar(
+        dir,
+        name,
+        &[("a", &random_bytes(200_000, seed)), ("b", &[b'x'; 50_000])],
     )
-    .stdout
 }
 
 /// `data` through a compressor command (`gzip -n -c`, `zstd -q -c`).
@@ -58,7 +45,7 @@ fn push_session(c: &mut Conn, repo: &str, pieces: &[&[u8]]) -> HttpResponse {
     }
     let r = c.request(
         "PUT",
-        &format!("{loc}?digest={}", digest_of(&all)),
+        &format!("{loc}?digest={}", digest(&all)),
         &[],
         ReqBody::None,
     );
@@ -70,7 +57,7 @@ fn push_session(c: &mut Conn, repo: &str, pieces: &[&[u8]]) -> HttpResponse {
 fn push_monolithic(c: &mut Conn, repo: &str, data: &[u8]) -> HttpResponse {
     let r = c.request(
         "POST",
-        &format!("/v2/{repo}/blobs/uploads/?digest={}", digest_of(data)),
+        &format!("/v2/{repo}/blobs/uploads/?digest={}", digest(data)),
         &[("Content-Type", "application/octet-stream")],
         ReqBody::Sized(data),
     );
@@ -91,7 +78,7 @@ fn head_blob(c: &mut Conn, repo: &str, digest: &str) -> HttpResponse {
 
 /// `r` announces `uncompressed` as the blob's layer content.
 fn assert_facts(r: &HttpResponse, uncompressed: &[u8], what: &str) {
-    let diff_id = digest_of(uncompressed);
+    let diff_id = digest(uncompressed);
     assert_eq!(r.header("berth-diff-id"), Some(diff_id.as_str()), "{what}");
     let size = uncompressed.len().to_string();
     assert_eq!(
@@ -117,9 +104,9 @@ fn manifest(config: &[u8], layers: &[(&str, &[u8])]) -> Vec<u8> {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": digest_of(config), "size": config.len()},
+                   "digest": digest(config), "size": config.len()},
         "layers": layers.iter().map(|(mt, l)| json!({
-            "mediaType": mt, "digest": digest_of(l), "size": l.len()})).collect::<Vec<_>>(),
+            "mediaType": mt, "digest": digest(l), "size": l.len()})).collect::<Vec<_>>(),
     }))
     .unwrap()
 }
@@ -133,14 +120,6 @@ fn put_manifest(c: &mut Conn, repo: &str, tag: &str, m: &[u8]) -> HttpResponse {
     )
 }
 
-/// The store minus upload scratch space.
-fn durable(root: &Path) -> Vec<(String, String)> {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with("_berth/uploads"))
-        .collect()
-}
-
 const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZSTD_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const TAR_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -152,9 +131,9 @@ fn a_config_lying_about_a_layer_is_refused_and_nothing_is_stored() {
     let server = HttpServer::start(&root);
     let mut c = tcp_conn(server.addr);
     let (tar0, tar1, other) = (
-        make_tar(dir.path(), "l0", 1),
-        make_tar(dir.path(), "l1", 2),
-        make_tar(dir.path(), "other", 3),
+        seeded_tar(dir.path(), "l0", 1),
+        seeded_tar(dir.path(), "l1", 2),
+        seeded_tar(dir.path(), "other", 3),
     );
     let (gz0, gz1) = (
         compress(dir.path(), &["gzip", "-n", "-c"], &tar0),
@@ -163,10 +142,10 @@ fn a_config_lying_about_a_layer_is_refused_and_nothing_is_stored() {
     push_session(&mut c, "acme/app", &[&gz0]);
     push_session(&mut c, "acme/app", &[&gz1]);
     // The lie: layer 1 is said to be `other`.
-    let lying = config(&[digest_of(&tar0), digest_of(&other)]);
+    let lying = config(&[digest(&tar0), digest(&other)]);
     push_session(&mut c, "acme/app", &[&lying]);
     let m = manifest(&lying, &[(GZIP_LAYER, &gz0), (GZIP_LAYER, &gz1)]);
-    let before = durable(&root);
+    let before = durable_snapshot(&root);
     let r = put_manifest(&mut c, "acme/app", "v1", &m);
     assert_eq!(
         r.status,
@@ -180,15 +159,15 @@ fn a_config_lying_about_a_layer_is_refused_and_nothing_is_stored() {
     let message = e["message"].as_str().unwrap();
     assert!(
         message.contains("layer 1")
-            && message.contains(&digest_of(&gz1))
-            && message.contains(&digest_of(&other))
-            && message.contains(&digest_of(&tar1)),
+            && message.contains(&digest(&gz1))
+            && message.contains(&digest(&other))
+            && message.contains(&digest(&tar1)),
         "{message}"
     );
     assert_eq!(e["detail"]["layer"], 1);
-    assert_eq!(e["detail"]["digest"], digest_of(&gz1).as_str());
+    assert_eq!(e["detail"]["digest"], digest(&gz1).as_str());
     assert_eq!(
-        durable(&root),
+        durable_snapshot(&root),
         before,
         "a refused manifest changed the store"
     );
@@ -196,7 +175,7 @@ fn a_config_lying_about_a_layer_is_refused_and_nothing_is_stored() {
     assert_eq!(r.status, 404);
 
     // Too few diff_ids: refused too.
-    let short = config(&[digest_of(&tar0)]);
+    let short = config(&[digest(&tar0)]);
     push_session(&mut c, "acme/app", &[&short]);
     let r = put_manifest(
         &mut c,
@@ -208,7 +187,7 @@ fn a_config_lying_about_a_layer_is_refused_and_nothing_is_stored() {
     assert!(r.text().contains("1 diff_ids for 2 layers"), "{}", r.text());
 
     // The honest config is accepted.
-    let honest = config(&[digest_of(&tar0), digest_of(&tar1)]);
+    let honest = config(&[digest(&tar0), digest(&tar1)]);
     push_session(&mut c, "acme/app", &[&honest]);
     let r = put_manifest(
         &mut c,
@@ -232,9 +211,9 @@ fn layer_facts_are_recorded_on_ingest_or_on_demand_and_answered_in_headers() {
     assert_eq!(r.header("berth-verifies"), Some("diff-id"));
 
     let (tar0, tar1, tar2) = (
-        make_tar(dir.path(), "l0", 10),
-        make_tar(dir.path(), "l1", 11),
-        make_tar(dir.path(), "l2", 12),
+        seeded_tar(dir.path(), "l0", 10),
+        seeded_tar(dir.path(), "l1", 11),
+        seeded_tar(dir.path(), "l2", 12),
     );
     let gz = compress(dir.path(), &["gzip", "-n", "-c"], &tar0);
     let zst = compress(dir.path(), &["zstd", "-q", "-c"], &tar1);
@@ -247,7 +226,7 @@ fn layer_facts_are_recorded_on_ingest_or_on_demand_and_answered_in_headers() {
     );
     assert_facts(&r, &tar0, "closing PUT of a gzip layer");
     assert_facts(
-        &head_blob(&mut c, "acme/facts", &digest_of(&gz)),
+        &head_blob(&mut c, "acme/facts", &digest(&gz)),
         &tar0,
         "HEAD gzip",
     );
@@ -256,7 +235,7 @@ fn layer_facts_are_recorded_on_ingest_or_on_demand_and_answered_in_headers() {
     assert_facts(&r, &tar1, "monolithic POST of a zstd layer");
     let r = c.request(
         "GET",
-        &format!("/v2/acme/facts/blobs/{}", digest_of(&zst)),
+        &format!("/v2/acme/facts/blobs/{}", digest(&zst)),
         &[],
         ReqBody::None,
     );
@@ -266,11 +245,11 @@ fn layer_facts_are_recorded_on_ingest_or_on_demand_and_answered_in_headers() {
     let r = push_session(&mut c, "acme/facts", &[&tar2]);
     assert_facts(&r, &tar2, "closing PUT of a plain tar");
     // JSON is no layer: no record, no headers.
-    let cfg = config(&[digest_of(&tar0), digest_of(&tar1), digest_of(&tar2)]);
+    let cfg = config(&[digest(&tar0), digest(&tar1), digest(&tar2)]);
     let r = push_session(&mut c, "acme/facts", &[&cfg]);
     assert_eq!(r.header("berth-diff-id"), None);
     assert_eq!(
-        head_blob(&mut c, "acme/facts", &digest_of(&cfg)).header("berth-diff-id"),
+        head_blob(&mut c, "acme/facts", &digest(&cfg)).header("berth-diff-id"),
         None
     );
     let records = root.join("_berth/layerfacts");
@@ -281,11 +260,11 @@ fn layer_facts_are_recorded_on_ingest_or_on_demand_and_answered_in_headers() {
     let record = records.join(sha256_hex(&zst));
     let kept = std::fs::read(&record).unwrap();
     let parsed: serde_json::Value = serde_json::from_slice(&kept).unwrap();
-    assert_eq!(parsed["diff_id"], digest_of(&tar1).as_str());
+    assert_eq!(parsed["diff_id"], digest(&tar1).as_str());
     assert_eq!(parsed["compression"], "zstd");
     std::fs::remove_file(&record).unwrap();
     assert_eq!(
-        head_blob(&mut c, "acme/facts", &digest_of(&zst)).header("berth-diff-id"),
+        head_blob(&mut c, "acme/facts", &digest(&zst)).header("berth-diff-id"),
         None
     );
     let m = manifest(
@@ -296,7 +275,7 @@ fn layer_facts_are_recorded_on_ingest_or_on_demand_and_answered_in_headers() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(std::fs::read(&record).unwrap(), kept);
     assert_facts(
-        &head_blob(&mut c, "acme/facts", &digest_of(&zst)),
+        &head_blob(&mut c, "acme/facts", &digest(&zst)),
         &tar1,
         "HEAD after the PUT",
     );
@@ -306,14 +285,14 @@ fn layer_facts_are_recorded_on_ingest_or_on_demand_and_answered_in_headers() {
     let mut bad = compress(
         dir.path(),
         &["gzip", "-n", "-c"],
-        &make_tar(dir.path(), "l3", 13),
+        &seeded_tar(dir.path(), "l3", 13),
     );
     let n = bad.len();
     bad.truncate(n - 30);
     let r = push_monolithic(&mut c, "acme/facts", &bad);
     assert_eq!(r.header("berth-diff-id"), None);
     assert!(!records.join(sha256_hex(&bad)).exists());
-    let cfg = config(&[digest_of(&tar0), digest_of(b"whatever")]);
+    let cfg = config(&[digest(&tar0), digest(b"whatever")]);
     push_session(&mut c, "acme/facts", &[&cfg]);
     let r = put_manifest(
         &mut c,

@@ -18,7 +18,7 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const EMPTY_JSON: &str = "application/vnd.oci.empty.v1+json";
 
-type Conn = HttpConn<std::io::BufReader<std::net::TcpStream>, std::net::TcpStream>;
+type Conn = TcpConn;
 
 /// Uploads `bytes` into `repo` with a monolithic POST; returns its digest.
 fn put_blob<R: std::io::BufRead, W: std::io::Write>(
@@ -26,7 +26,7 @@ fn put_blob<R: std::io::BufRead, W: std::io::Write>(
     repo: &str,
     bytes: &[u8],
 ) -> String {
-    let digest = format!("sha256:{}", sha256_hex(bytes));
+    let digest = digest(bytes);
     let r = c.request(
         "POST",
         &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
@@ -57,7 +57,7 @@ fn push_referrer<R: std::io::BufRead, W: std::io::Write>(
         "annotations": {"org.example.note": note},
     }))
     .unwrap();
-    let digest = format!("sha256:{}", sha256_hex(&manifest));
+    let digest = digest(&manifest);
     let r = c.request(
         "PUT",
         &format!("/v2/{repo}/manifests/{digest}"),
@@ -102,29 +102,6 @@ fn referrers<R: std::io::BufRead, W: std::io::Write>(
         .map(|d| d["digest"].as_str().unwrap().to_string())
         .collect();
     (digests, r)
-}
-
-fn server_cmd(root: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin("berth-server"))
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// `fsck` finds no problem and no leftover.
-fn assert_fsck_clean(root: &Path) {
-    let (ok, text) = server_cmd(root, &["fsck", "--grace", "0s"]);
-    assert!(ok, "fsck:\n{text}");
 }
 
 #[test]
@@ -282,8 +259,8 @@ print(res.status_code, res.headers.get("OCI-Subject"), res.headers.get("Docker-C
     assert_fsck_clean(&root);
 
     // gc keeps the referrers of a live (tagged) subject.
-    let (ok, text) = server_cmd(&root, &["gc", "--grace", "0s"]);
-    assert!(ok, "{text}");
+    let (code, text) = store_tool(&root, &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0, "{text}");
     assert_eq!(referrers(&mut c, &path).0, expected);
     for d in [&artifact, &sig] {
         let r = c.request(
@@ -338,8 +315,8 @@ print(res.status_code, res.headers.get("OCI-Subject"), res.headers.get("Docker-C
     assert_fsck_clean(&root);
     // ...and gc collects what only the deleted subject kept (the untagged
     // referrer, its record with it); oras's artifact has a tag of its own.
-    let (ok, text) = server_cmd(&root, &["gc", "--grace", "0s"]);
-    assert!(ok, "{text}");
+    let (code, text) = store_tool(&root, &["gc", "--grace", "0s"]);
+    assert_eq!(code, 0, "{text}");
     assert_eq!(referrers(&mut c, &path).0, vec![artifact.clone()]);
     let r = c.request(
         "GET",
@@ -633,7 +610,7 @@ fn skopeo_delete_removes_every_tag_and_the_v1_view() {
     );
     assert_eq!(r.status, 404);
     // A manifest digest is deleted through the manifest route.
-    let d = format!("sha256:{}", sha256_hex(&manifest));
+    let d = digest(&manifest);
     let r = c.request(
         "DELETE",
         &format!("/v2/team/win/blobs/{d}"),
@@ -644,9 +621,9 @@ fn skopeo_delete_removes_every_tag_and_the_v1_view() {
     drop(http);
     // The unlinked layer leaves the tag half-readable: fsck says so, which
     // is what a blob DELETE under a live tag means.
-    let (ok, text) = server_cmd(&root, &["fsck", "--grace", "0s"]);
+    let (code, text) = fsck(&root, &["--grace", "0s"]);
     assert!(
-        !ok && text.contains(&base),
+        code != 0 && text.contains(&base),
         "fsck should name the unlinked layer:\n{text}"
     );
 }

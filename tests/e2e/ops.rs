@@ -377,11 +377,7 @@ fn metrics_count_a_push_and_health_answers() {
     );
 
     // gc runs are counted from the store (gc is its own process).
-    run_ok(
-        Command::new(bin("berth-server"))
-            .args(["gc", "--grace", "0s", "--root"])
-            .arg(dir.path().join("store")),
-    );
+    store_tool_ok(&dir.path().join("store"), &["gc", "--grace", "0s"]);
     assert_eq!(value(&scrape(metrics).0, "berth_gc_runs_total", &[]), 1.0);
 
     // Only GET, and the loopback Origin rule holds (no page elsewhere reads it).

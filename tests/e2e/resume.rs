@@ -42,17 +42,30 @@ print(len(layer))
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
 }
 
-/// Bytes the store holds for open upload sessions.
-fn session_bytes(root: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(root.join("_berth/uploads")) else {
-        return 0;
-    };
-    entries
+/// Takes and releases the `fcntl` lock of every open upload session: returns
+/// once no server holds one (a hang is cut at 120 s).
+fn wait_for_session_locks(root: &Path) {
+    for e in std::fs::read_dir(root.join("_berth/uploads"))
+        .unwrap()
         .flatten()
-        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
-        .map(|m| m.len())
-        .max()
-        .unwrap_or(0)
+    {
+        let lock = e.path().join(".lock");
+        if !lock.exists() {
+            continue;
+        }
+        let out = Command::new("timeout")
+            .args(["120", "python3", "-c"])
+            .arg("import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX)")
+            .arg(&lock)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the session lock {} was not released: {}",
+            lock.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -109,7 +122,7 @@ fn berth_push_resumes_an_interrupted_layer_through_another_server() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while session_bytes(&root) < layer_size * 2 / 5 {
+    while crate::sharedfs::largest_session(&root) < layer_size * 2 / 5 {
         assert!(
             first.try_wait().unwrap().is_none(),
             "the first push ended before it could be interrupted"
@@ -119,8 +132,10 @@ fn berth_push_resumes_an_interrupted_layer_through_another_server() {
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let stored = session_bytes(&root);
+    // The event: server A has written what it received and released the
+    // session (its `fcntl` lock, taken here through Python's `lockf`).
+    wait_for_session_locks(&root);
+    let stored = crate::sharedfs::largest_session(&root);
     assert!(
         stored > 0 && stored < layer_size,
         "stored {stored} of {layer_size}"
@@ -161,14 +176,6 @@ fn berth_push_resumes_an_interrupted_layer_through_another_server() {
         .http
         .request("GET", "/v2/team/big/tags/list", &[], ReqBody::None);
     assert_eq!(r.json()["tags"], serde_json::json!(["1"]));
-    let out = Command::new(bin("berth-server"))
-        .args(["fsck", "--root"])
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "fsck: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let (code, text) = fsck(&root, &[]);
+    assert_eq!(code, 0, "fsck: {text}");
 }

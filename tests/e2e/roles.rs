@@ -162,13 +162,27 @@ fn hooks_and_webhooks_see_one_event_per_tag() {
     eventually("the hook runs", EVENT_WAIT, || {
         json_lines(&pushes).len() >= 3 && !json_lines(&deletes).is_empty()
     });
-    // Nothing more arrives: exactly one event per tag.
-    std::thread::sleep(Duration::from_millis(700));
-    while let Ok(e) = received.try_recv() {
-        hooked.push(e);
-    }
+    // Nothing more arrives: exactly one event per tag. The proof is one
+    // last push, a marker: the webhook worker delivers in order, so once
+    // the marker's event is in, every earlier one is; its hook run was
+    // started after every earlier one.
+    v2_push(&mut c, "team/marker", "end", &layers);
+    let is_marker = |body: &[u8]| String::from_utf8_lossy(body).contains("team/marker");
+    eventually("the marker's webhook event", EVENT_WAIT, || {
+        while let Ok(e) = received.try_recv() {
+            hooked.push(e);
+        }
+        hooked.iter().any(|(_, b)| is_marker(b))
+    });
+    eventually("the marker's hook run", EVENT_WAIT, || {
+        std::fs::read(&env_log).is_ok_and(|b| is_marker(&b))
+    });
+    hooked.retain(|(_, b)| !is_marker(b));
 
-    let pushed = json_lines(&pushes);
+    let pushed: Vec<Value> = json_lines(&pushes)
+        .into_iter()
+        .filter(|e| e["target"]["repository"] != "team/marker")
+        .collect();
     let mut got: Vec<_> = pushed.iter().map(target).collect();
     got.sort();
     let want = |v: &[(&str, &str)]| -> Vec<(String, String)> {
@@ -197,6 +211,7 @@ fn hooks_and_webhooks_see_one_event_per_tag() {
     let mut env_lines: Vec<String> = std::fs::read_to_string(&env_log)
         .unwrap()
         .lines()
+        .filter(|l| !l.contains("|team/marker|"))
         .map(str::to_string)
         .collect();
     env_lines.sort();
@@ -240,11 +255,16 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let ran = dir.path().join("ran");
-    // A hook that takes far longer than any push may.
+    // A hook that runs until the test releases it (or its timeout kills it).
+    let release = dir.path().join("release");
     let hooks = dir.path().join("hooks");
     script(
         &hooks.join("post-push"),
-        &format!("echo x >> '{}'\nexec sleep 20", ran.display()),
+        &format!(
+            "echo $$ >> '{}'\nwhile [ ! -e '{}' ]; do sleep 0.1; done",
+            ran.display(),
+            release.display()
+        ),
     );
     // One receiver accepts connections but never answers; another port refuses.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -268,9 +288,11 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
     for tag in ["a", "b", "c", "d"] {
         v2_push(&mut c, "team/slow", tag, &layers);
     }
+    // A push waiting for a webhook delivery to the silent receiver would
+    // wait out the server's 10 s webhook timeout.
     let elapsed = start.elapsed();
     assert!(
-        elapsed < Duration::from_secs(5),
+        elapsed < Duration::from_secs(10),
         "pushes took {elapsed:?} with a down webhook receiver and a slow hook"
     );
     eventually("the hooks to start", EVENT_WAIT, || {
@@ -280,6 +302,16 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
             .count()
             == 4
     });
+    // Every hook is still running, so no push waited for one to end.
+    for pid in std::fs::read_to_string(&ran).unwrap().lines() {
+        let alive = std::process::Command::new("kill")
+            .args(["-0", pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(alive, "the hook {pid} ended before the test released it");
+    }
+    std::fs::write(&release, b"").unwrap();
     // The tags are there whatever the hooks and webhooks do.
     let r = c.request("GET", "/v2/team/slow/tags/list", &[], ReqBody::None);
     assert_eq!(r.json()["tags"], serde_json::json!(["a", "b", "c", "d"]));
@@ -358,7 +390,7 @@ fn manifests_of(root: &Path) -> Vec<(String, String, String, Vec<u8>)> {
             );
             assert_eq!(r.status, 200, "{repo}:{tag}: {}", r.text());
             let digest = r.header("docker-content-digest").unwrap().to_string();
-            assert_eq!(digest, format!("sha256:{}", sha256_hex(&r.body)));
+            assert_eq!(digest, berth_tests::digest(&r.body));
             out.push((repo.to_string(), tag.to_string(), digest, r.body));
         }
     }
@@ -439,12 +471,12 @@ fn sync_between_ssh_and_directories_preserves_digests_and_sends_only_whats_missi
         source.iter().map(|m| (&m.0, &m.1)).collect::<Vec<_>>()
     );
 
-    let key = ClientKey::generate(&state, "alice");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&key]);
-    let server = SshServer::start(&b, &authorized, &state, &[]);
-    let known_hosts = state.join("known_hosts");
-    std::fs::write(&known_hosts, format!("{}\n", server.known_hosts_line())).unwrap();
+    let KeyedServer {
+        server,
+        key,
+        known: known_hosts,
+        ..
+    } = KeyedServer::start(&b, &state, &[]);
     let flags = vec![
         "--identity".to_string(),
         key.private.display().to_string(),

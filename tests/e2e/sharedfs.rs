@@ -331,23 +331,6 @@ pub fn verify_round(fleet: &Fleet, archives: &[Archive], work: &Path, round: &Ro
     }
 }
 
-/// Runs `berth-server fsck --root ROOT` with `extra`; (exit code, output).
-pub fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(bin("berth-server"))
-        .arg("fsck")
-        .arg("--root")
-        .arg(root)
-        .args(extra)
-        .output()
-        .expect("running fsck");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
 /// Runs rounds of `pushes` concurrent pushes; after each, fsck must be clean
 /// and every successful push must pull back intact. Returns the rounds.
 pub fn run_rounds(
@@ -637,16 +620,7 @@ pub fn gc_while_pushing(roots: &[PathBuf], work: &Path) {
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = Command::new(bin("berth-server"))
-                    .args(["gc", "--grace", "10m", "--root"])
-                    .arg(&gc_root)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "gc: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                store_tool_ok(&gc_root, &["gc", "--grace", "10m"]);
                 runs += 1;
             }
             runs

@@ -7,41 +7,58 @@ use std::process::Command;
 
 use berth_tests::*;
 
+/// alice (authorized) and mallory (a stranger) with a store.
 struct Fixture {
-    _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
-    state: std::path::PathBuf,
+    keys: Keyring,
     key: ClientKey,
     stranger: ClientKey,
     authorized: std::path::PathBuf,
 }
 
-fn fixture() -> Option<Fixture> {
-    if !require_tool("ssh", "openssh-client") || !require_tool("ssh-keygen", "openssh-client") {
-        return None;
+impl std::ops::Deref for Fixture {
+    type Target = Keyring;
+    fn deref(&self) -> &Keyring {
+        &self.keys
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let state = dir.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let key = ClientKey::generate(&state, "alice");
-    let stranger = ClientKey::generate(&state, "mallory");
-    let authorized = state.join("authorized_keys");
-    ClientKey::authorized_keys(&authorized, &[&key]);
+}
+
+fn fixture() -> Option<Fixture> {
+    let keys = Keyring::new(&["alice", "mallory"])?;
     Some(Fixture {
-        root,
-        state,
-        key,
-        stranger,
-        authorized,
-        _dir: dir,
+        authorized: keys.authorized_keys(&["alice"]),
+        key: keys.key("alice").clone(),
+        stranger: keys.key("mallory").clone(),
+        keys,
     })
 }
 
 fn subsystem(f: &Fixture, port: u16) -> CommandConn {
-    let mut cmd = ssh_command(&f.key.private, port);
-    cmd.args(["-s", "docker-registry"]);
-    CommandConn::spawn(cmd)
+    subsystem_conn(Some(&f.key), port)
+}
+
+/// How long an expected event may take on a loaded machine (a bound on a
+/// hang, never a guess at timing).
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The temp files (`.tmp-*`) in a directory of the store.
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The bytes held by the temp files of `dir`.
+fn temp_bytes(dir: &std::path::Path) -> u64 {
+    temp_files(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[test]
@@ -264,24 +281,17 @@ fn interrupted_layer_upload_stays_invisible_and_a_retry_succeeds() {
             stdin.write_all(b"\r\n").unwrap();
         }
         stdin.flush().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The event: the server is writing the layer (a temp file holds bytes).
+        eventually("the layer upload to reach the store", DEADLINE, || {
+            temp_bytes(&f.root.join("images").join(id)) > 0
+        });
         conn.proc.kill();
     }
-    // Give the server a moment to notice the channel is gone.
+    // The server notices the channel is gone and removes its temp file.
     let image_dir = f.root.join("images").join(id);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let temps: Vec<_> = std::fs::read_dir(&image_dir)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
-            .collect();
-        if temps.is_empty() || std::time::Instant::now() > deadline {
-            assert!(temps.is_empty(), "temp files left behind: {temps:?}");
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    eventually("the temp files to be removed", DEADLINE, || {
+        temp_files(&image_dir).is_empty()
+    });
     assert!(
         !image_dir.join("layer").exists(),
         "a partial layer became visible"
@@ -354,7 +364,7 @@ fn v2_push_and_pull_over_the_subsystem_of_serve_and_of_stock_sshd() {
             &accept,
             ReqBody::None,
         );
-        assert_eq!(format!("sha256:{}", sha256_hex(&r.body)), digest);
+        assert_eq!(berth_tests::digest(&r.body), digest);
         for layer in &layers {
             let r = conn.http.request(
                 "GET",

@@ -4,150 +4,46 @@
 //! process, gc while pushes go on, and a full disk. Every check ends with
 //! `berth-server fsck`.
 //!
-//! These tests speak raw HTTP through a small private client that returns
-//! errors instead of panicking: a killed server or a refused push is an
-//! expected outcome here, and what matters is what the store shows afterwards.
+//! These tests speak raw HTTP on a [`Fresh`] connection per request, whose
+//! failures are values: a killed server or a refused push is an expected
+//! outcome here, and what matters is what the store shows afterwards.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_tests::{bin, eventually, random_bytes, sha256_hex, HttpServer};
-
-// ---- a small HTTP client that reports failures as values ----------------------
+use berth_tests::*;
 
 type R<T> = Result<T, String>;
 
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+fn get(addr: SocketAddr, path: &str) -> R<HttpResponse> {
+    fetch(addr, "GET", path, &[], b"")
 }
 
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn expect(self, status: u16, what: &str) -> R<Resp> {
-        if self.status == status {
-            Ok(self)
-        } else {
-            Err(format!("{what}: {} {}", self.status, self.text()))
-        }
-    }
-}
-
-fn connect(addr: SocketAddr) -> R<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    Ok(s)
-}
-
-fn head(method: &str, path: &str, headers: &[(&str, &str)], len: u64) -> String {
-    let mut h = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {len}\r\n");
-    for (k, v) in headers {
-        h.push_str(&format!("{k}: {v}\r\n"));
-    }
-    h.push_str("\r\n");
-    h
-}
-
-/// Reads a whole `Connection: close` response.
-fn read_resp(s: &mut TcpStream, head_only: bool) -> R<Resp> {
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {line:?}"))?;
-    let mut headers = Vec::new();
-    loop {
-        let mut l = String::new();
-        r.read_line(&mut l).map_err(|e| e.to_string())?;
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let mut resp = Resp {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if head_only || status == 204 {
-        return Ok(resp);
-    }
-    if resp
-        .header("transfer-encoding")
-        .is_some_and(|t| t.contains("chunked"))
-    {
-        loop {
-            let mut l = String::new();
-            r.read_line(&mut l).map_err(|e| e.to_string())?;
-            let n = usize::from_str_radix(l.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|e| format!("chunk size {l:?}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).map_err(|e| e.to_string())?;
-            resp.body.extend_from_slice(&chunk[..n]);
-        }
-    } else if let Some(len) = resp.header("content-length") {
-        let len: usize = len.parse().map_err(|_| "content-length".to_string())?;
-        resp.body = vec![0; len];
-        r.read_exact(&mut resp.body).map_err(|e| e.to_string())?;
-    } else {
-        r.read_to_end(&mut resp.body).map_err(|e| e.to_string())?;
-    }
-    Ok(resp)
-}
-
-/// One request on a fresh connection.
-fn req(
+/// A connection on which a test streams a request body itself: the head
+/// (`Connection: close`, a body of `len` bytes) is already sent.
+fn stream_request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
-    body: &[u8],
-) -> R<Resp> {
-    let mut s = connect(addr)?;
-    let h = head(method, path, headers, body.len() as u64);
-    s.write_all(h.as_bytes()).map_err(|e| e.to_string())?;
-    // The server may answer (an error) before reading the whole body: write
-    // on a second thread and read the answer here.
-    let mut w = s.try_clone().map_err(|e| e.to_string())?;
-    let body = body.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&body);
-    });
-    let r = read_resp(&mut s, method == "HEAD");
-    let _ = s.shutdown(Shutdown::Both);
-    let _ = writer.join();
-    r
+    len: u64,
+) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let framing = format!("Connection: close\r\nContent-Length: {len}\r\n");
+    s.write_all(request_head(method, path, headers, &framing).as_bytes())
+        .unwrap();
+    s
 }
 
-fn get(addr: SocketAddr, path: &str) -> R<Resp> {
-    req(addr, "GET", path, &[], b"")
+/// The answer to a request sent with [`stream_request`].
+fn read_answer(s: &TcpStream) -> R<HttpResponse> {
+    read_response(&mut BufReader::new(s), false, true)
 }
 
 // ---- images --------------------------------------------------------------------
@@ -159,14 +55,7 @@ fn base_layer(base: u64) -> Vec<u8> {
 }
 
 /// A V1 chain: a shared base image (per `base`) and a top image.
-#[derive(Clone)]
-struct V1Img {
-    ids: Vec<String>,
-    jsons: Vec<Vec<u8>>,
-    layers: Vec<Vec<u8>>,
-}
-
-fn v1_img(base: u64, top: u64, size: usize) -> V1Img {
+fn v1_img(base: u64, top: u64, size: usize) -> V1Image {
     let base_id = sha256_hex(format!("storage-base-{base}").as_bytes());
     let top_id = sha256_hex(format!("storage-top-{base}-{top}").as_bytes());
     let base_json =
@@ -174,89 +63,20 @@ fn v1_img(base: u64, top: u64, size: usize) -> V1Img {
     let top_json = format!(
         r#"{{"id":"{top_id}","parent":"{base_id}","created":"2015-01-02T00:00:00Z","os":"linux","comment":"{top}"}}"#
     );
-    V1Img {
+    V1Image {
         ids: vec![base_id, top_id],
         jsons: vec![base_json.into_bytes(), top_json.into_bytes()],
         layers: vec![base_layer(base), random_bytes(size, 90_000 + top)],
     }
 }
 
-fn payload(json: &[u8], layer: &[u8]) -> String {
-    let mut d = json.to_vec();
-    d.push(b'\n');
-    d.extend_from_slice(layer);
-    format!("sha256:{}", sha256_hex(&d))
-}
-
 /// The Docker 1.x push sequence; `Err` on the first refused step.
-fn v1_push(addr: SocketAddr, repo: &str, tag: &str, img: &V1Img) -> R<()> {
-    let list: Vec<serde_json::Value> = img
-        .ids
-        .iter()
-        .map(|i| serde_json::json!({"id": i}))
-        .collect();
-    let list = serde_json::to_vec(&list).map_err(|e| e.to_string())?;
-    req(
-        addr,
-        "PUT",
-        &format!("/v1/repositories/{repo}/"),
-        &[("X-Docker-Token", "true")],
-        &list,
-    )?
-    .expect(200, "index PUT")?;
-    for i in 0..img.ids.len() {
-        let id = &img.ids[i];
-        if get(addr, &format!("/v1/images/{id}/json"))?.status == 200 {
-            continue;
-        }
-        req(
-            addr,
-            "PUT",
-            &format!("/v1/images/{id}/json"),
-            &[],
-            &img.jsons[i],
-        )?
-        .expect(200, "json PUT")?;
-        req(
-            addr,
-            "PUT",
-            &format!("/v1/images/{id}/layer"),
-            &[],
-            &img.layers[i],
-        )?
-        .expect(200, "layer PUT")?;
-        let sum = payload(&img.jsons[i], &img.layers[i]);
-        req(
-            addr,
-            "PUT",
-            &format!("/v1/images/{id}/checksum"),
-            &[("X-Docker-Checksum-Payload", &sum)],
-            b"",
-        )?
-        .expect(200, "checksum PUT")?;
-    }
-    let top = img.ids.last().ok_or("empty image")?;
-    req(
-        addr,
-        "PUT",
-        &format!("/v1/repositories/{repo}/tags/{tag}"),
-        &[],
-        format!("\"{top}\"").as_bytes(),
-    )?
-    .expect(200, "tag PUT")?;
-    req(
-        addr,
-        "PUT",
-        &format!("/v1/repositories/{repo}/images"),
-        &[],
-        &list,
-    )?
-    .expect(204, "images PUT")?;
-    Ok(())
+fn v1_push(addr: SocketAddr, repo: &str, tag: &str, img: &V1Image) -> R<()> {
+    Ok(try_v1_push(&mut Fresh(addr), repo, tag, img)?)
 }
 
 /// Every image of a V1 chain reads back byte-identical.
-fn v1_verify(addr: SocketAddr, img: &V1Img) -> R<()> {
+fn v1_verify(addr: SocketAddr, img: &V1Image) -> R<()> {
     for i in 0..img.ids.len() {
         let id = &img.ids[i];
         let j = get(addr, &format!("/v1/images/{id}/json"))?.expect(200, "json GET")?;
@@ -280,98 +100,44 @@ fn v1_verify(addr: SocketAddr, img: &V1Img) -> R<()> {
 
 /// A V2 image: the shared base layer (same bytes as the V1 base), a layer of
 /// its own, a config and an OCI manifest.
-#[derive(Clone)]
-struct V2Img {
-    blobs: Vec<Vec<u8>>, // layers..., config
-    manifest: Vec<u8>,
-    digest: String,
-}
-
-fn digest_of(b: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(b))
-}
-
-fn v2_img(base: u64, top: u64, size: usize) -> V2Img {
+fn v2_img(base: u64, top: u64, size: usize) -> V2Image {
     let layers = vec![base_layer(base), random_bytes(size, 50_000 + top)];
-    let diff_ids: Vec<String> = layers.iter().map(|l| digest_of(l)).collect();
-    let config = serde_json::to_vec(&serde_json::json!({
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+    let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Labels": {"top": top.to_string()}},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": "base"}, {"created_by": format!("top {top}")}],
-    }))
-    .unwrap();
-    let desc = |mt: &str, b: &[u8]| serde_json::json!({"mediaType": mt, "size": b.len(), "digest": digest_of(b)});
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": desc("application/vnd.oci.image.config.v1+json", &config),
-        "layers": layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
-    }))
-    .unwrap();
-    let digest = digest_of(&manifest);
-    let mut blobs = layers;
-    blobs.push(config);
-    V2Img {
-        blobs,
-        manifest,
-        digest,
-    }
+    });
+    V2Image::with_config(layers, &config)
 }
 
 /// Uploads one blob in a session (POST, PATCH, PUT) unless the repository has it.
 fn v2_upload(addr: SocketAddr, repo: &str, blob: &[u8]) -> R<()> {
-    let d = digest_of(blob);
-    if req(addr, "HEAD", &format!("/v2/{repo}/blobs/{d}"), &[], b"")?.status == 200 {
+    let d = digest(blob);
+    if fetch(addr, "HEAD", &format!("/v2/{repo}/blobs/{d}"), &[], b"")?.status == 200 {
         return Ok(());
     }
-    let r = req(
-        addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        &[],
-        b"",
-    )?
-    .expect(202, "upload POST")?;
-    let loc = r.header("location").ok_or("no Location")?.to_string();
-    let r = req(
-        addr,
-        "PATCH",
-        &loc,
-        &[("Content-Type", "application/octet-stream")],
-        blob,
-    )?
-    .expect(202, "upload PATCH")?;
-    let loc = r.header("location").ok_or("no Location")?.to_string();
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    req(addr, "PUT", &format!("{loc}{sep}digest={d}"), &[], b"")?.expect(201, "upload PUT")?;
+    try_v2_push_blob(&mut Fresh(addr), repo, blob)?;
     Ok(())
 }
 
-fn v2_push(addr: SocketAddr, repo: &str, tag: &str, img: &V2Img) -> R<()> {
-    for b in &img.blobs {
+fn v2_push(addr: SocketAddr, repo: &str, tag: &str, img: &V2Image) -> R<()> {
+    for b in img.blobs() {
         v2_upload(addr, repo, b)?;
     }
-    req(
-        addr,
-        "PUT",
-        &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-        &img.manifest,
-    )?
-    .expect(201, "manifest PUT")?;
-    Ok(())
+    Ok(try_v2_put_manifest(&mut Fresh(addr), repo, tag, img)?)
 }
 
 /// The manifest (by digest) and every blob read back byte-identical.
-fn v2_verify(addr: SocketAddr, repo: &str, img: &V2Img) -> R<()> {
+fn v2_verify(addr: SocketAddr, repo: &str, img: &V2Image) -> R<()> {
     let m =
         get(addr, &format!("/v2/{repo}/manifests/{}", img.digest))?.expect(200, "manifest GET")?;
     if m.body != img.manifest {
         return Err(format!("manifest {} differs", img.digest));
     }
-    for b in &img.blobs {
-        let d = digest_of(b);
+    for b in img.blobs() {
+        let d = digest(b);
         let r = get(addr, &format!("/v2/{repo}/blobs/{d}"))?.expect(200, "blob GET")?;
         if r.body != *b {
             return Err(format!("blob {d} differs"));
@@ -382,49 +148,17 @@ fn v2_verify(addr: SocketAddr, repo: &str, img: &V2Img) -> R<()> {
 
 // ---- store tools ----------------------------------------------------------------
 
-/// Runs `berth-server fsck`; returns (exit code, output).
-fn fsck(root: &Path, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(bin("berth-server"))
-        .arg("fsck")
-        .arg("--root")
-        .arg(root)
-        .args(extra)
-        .output()
-        .expect("running fsck");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn assert_fsck_clean(root: &Path) {
-    let (code, text) = fsck(root, &["--grace", "0s"]);
-    assert_eq!(code, 0, "fsck found problems:\n{text}");
-    assert!(!text.contains("PROBLEM"), "{text}");
-}
-
 fn gc(root: &Path, grace: &str) -> String {
-    let out = Command::new(bin("berth-server"))
-        .args(["gc", "--grace", grace, "--root"])
-        .arg(root)
-        .output()
-        .expect("running gc");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "gc failed: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = store_tool(root, &["gc", "--grace", grace]);
+    assert_eq!(code, 0, "gc failed: {text}");
     text
 }
 
 /// What a set of pushers reported: per (repository, tag), the images whose push succeeded.
 #[derive(Default)]
 struct Ledger {
-    v1: HashMap<(String, String), Vec<V1Img>>,
-    v2: HashMap<(String, String), Vec<V2Img>>,
+    v1: HashMap<(String, String), Vec<V1Image>>,
+    v2: HashMap<(String, String), Vec<V2Image>>,
     failures: Vec<String>,
 }
 
@@ -449,7 +183,7 @@ fn verify_ledger(addr: SocketAddr, ledger: &Ledger) {
         }
         let r = get(addr, &format!("/v2/{repo}/manifests/{tag}")).unwrap();
         assert_eq!(r.status, 200, "{repo}:{tag}: {}", r.text());
-        let d = digest_of(&r.body);
+        let d = digest(&r.body);
         assert!(
             imgs.iter().any(|i| i.digest == d),
             "{repo}:{tag} names {d}, which no successful push sent"
@@ -555,8 +289,8 @@ fn sigkill_during_pushes_leaves_a_consistent_store() {
     let root = dir.path().join("store");
     let kills = 52u64;
     let done = Arc::new(Mutex::new(Ledger::default()));
-    let mut interrupted_v1: Vec<(String, V1Img)> = Vec::new();
-    let mut interrupted_v2: Vec<(String, V2Img)> = Vec::new();
+    let mut interrupted_v1: Vec<(String, V1Image)> = Vec::new();
+    let mut interrupted_v2: Vec<(String, V2Image)> = Vec::new();
     let started = Instant::now();
     for k in 0..kills {
         let mut server = HttpServer::start(&root);
@@ -651,7 +385,7 @@ fn sigkill_during_pushes_leaves_a_consistent_store() {
 }
 
 /// Pushes cut short by a kill: ("repo:tag", image) per protocol.
-type Interrupted = (Vec<(String, V1Img)>, Vec<(String, V2Img)>);
+type Interrupted = (Vec<(String, V1Image)>, Vec<(String, V2Image)>);
 
 /// Fast deterministic 1 GiB generator: a 1 MiB random block, each MiB stamped
 /// with its index so no two MiB are equal.
@@ -714,10 +448,10 @@ fn patch_range(
     from: u64,
     to: u64,
     cut_at: Option<u64>,
-) -> (u64, Option<Resp>) {
-    let mut s = connect(addr).unwrap();
+) -> (u64, Option<HttpResponse>) {
     let range = format!("{from}-{}", to - 1);
-    let h = head(
+    let mut s = stream_request(
+        addr,
         "PATCH",
         loc,
         &[
@@ -726,7 +460,6 @@ fn patch_range(
         ],
         to - from,
     );
-    s.write_all(h.as_bytes()).unwrap();
     let stop = cut_at.unwrap_or(to);
     let sent = layer
         .write_range(
@@ -739,7 +472,7 @@ fn patch_range(
         s.shutdown(Shutdown::Both).unwrap();
         return (sent, None);
     }
-    (sent, Some(read_resp(&mut s, false).unwrap()))
+    (sent, Some(read_answer(&s).unwrap()))
 }
 
 /// The server's offset of a session (`GET <location>` → `Range: 0-<last>`).
@@ -769,7 +502,7 @@ fn interrupted_1gib_upload_resumes_at_server_offset() {
     let digest = layer.digest();
     eprintln!("resume: layer digest computed in {:?}", started.elapsed());
     let repo = "big/layer";
-    let r = req(
+    let r = fetch(
         a.addr,
         "POST",
         &format!("/v2/{repo}/blobs/uploads/"),
@@ -801,9 +534,9 @@ fn interrupted_1gib_upload_resumes_at_server_offset() {
         resp.header("range"),
         Some(format!("0-{}", size - 1).as_str())
     );
-    let r = req(b.addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"").unwrap();
+    let r = fetch(b.addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"").unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
-    let r = req(
+    let r = fetch(
         a.addr,
         "HEAD",
         &format!("/v2/{repo}/blobs/{digest}"),
@@ -862,7 +595,7 @@ fn gc_during_concurrent_pushes() {
     }
     let gone1 = v1_img(0, 3, 60_000);
     v1_push(a.addr, "gc/gone", "x", &gone1).unwrap();
-    req(
+    fetch(
         a.addr,
         "DELETE",
         "/v1/repositories/gc/gone/tags/x",
@@ -952,7 +685,7 @@ fn gc_during_concurrent_pushes() {
 
     // Garbage is gone (it was older than the grace), the kept images are whole.
     let pool = root.join("_berth/blobs/sha256");
-    for g in [&gone1.layers[1], &orphan, &gone2.blobs[1], &gone2.manifest] {
+    for g in [&gone1.layers[1], &orphan, &gone2.layers[1], &gone2.manifest] {
         let hex = sha256_hex(g);
         assert!(!pool.join(&hex).exists(), "garbage blob {hex} survived gc");
     }
@@ -1048,13 +781,13 @@ fn full_disk_fails_pushes_cleanly_and_keeps_serving_reads() {
 
     // V2: a chunked upload and a monolithic one of 48 MiB.
     let blob = random_bytes(48 << 20, 9);
-    let d = digest_of(&blob);
+    let d = digest(&blob);
     let t = Instant::now();
     let err = v2_upload(addr, "disk/big", &blob).unwrap_err();
     eprintln!("full disk, V2 upload: {err} (after {:?})", t.elapsed());
     assert!(err.contains("upload PATCH: 500"), "{err}");
     assert!(err.contains("UNKNOWN"), "{err}");
-    let r = req(
+    let r = fetch(
         addr,
         "POST",
         &format!("/v2/disk/big/blobs/uploads/?digest={d}"),
@@ -1064,7 +797,7 @@ fn full_disk_fails_pushes_cleanly_and_keeps_serving_reads() {
     .unwrap();
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(
-        req(addr, "HEAD", &format!("/v2/disk/big/blobs/{d}"), &[], b"")
+        fetch(addr, "HEAD", &format!("/v2/disk/big/blobs/{d}"), &[], b"")
             .unwrap()
             .status,
         404
@@ -1102,21 +835,20 @@ fn a_second_writer_of_one_session_is_refused_across_servers() {
     let a = HttpServer::start(&root);
     let b = HttpServer::start(&root);
     let blob = random_bytes(2 << 20, 1515);
-    let digest = format!("sha256:{}", sha256_hex(&blob));
-    let r = req(a.addr, "POST", "/v2/one/writer/blobs/uploads/", &[], b"").unwrap();
+    let digest = digest(&blob);
+    let r = fetch(a.addr, "POST", "/v2/one/writer/blobs/uploads/", &[], b"").unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     let loc = r.header("location").unwrap().to_string();
     let id = loc.rsplit('/').next().unwrap().to_string();
 
     // Writer 1 through A: header and 1.5 MiB of its 2 MiB, then it pauses.
-    let mut first = connect(a.addr).unwrap();
-    let h = head(
+    let mut first = stream_request(
+        a.addr,
         "PATCH",
         &loc,
         &[("Content-Type", "application/octet-stream")],
         blob.len() as u64,
     );
-    first.write_all(h.as_bytes()).unwrap();
     let split = 3 << 19;
     first.write_all(&blob[..split]).unwrap();
     // The event: A's writer has put bytes on disk (it holds the session).
@@ -1127,7 +859,7 @@ fn a_second_writer_of_one_session_is_refused_across_servers() {
 
     // Writer 2 through B, same session, no Content-Range (as docker sends).
     let started = Instant::now();
-    let second = req(
+    let second = fetch(
         b.addr,
         "PATCH",
         &loc,
@@ -1146,13 +878,13 @@ fn a_second_writer_of_one_session_is_refused_across_servers() {
 
     // Writer 1 finishes; the session holds exactly its bytes.
     first.write_all(&blob[split..]).unwrap();
-    let r = read_resp(&mut first, false).unwrap();
+    let r = read_answer(&first).unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(
         r.header("range"),
         Some(format!("0-{}", blob.len() - 1).as_str())
     );
-    let r = req(b.addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"").unwrap();
+    let r = fetch(b.addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"").unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     let r = get(a.addr, &format!("/v2/one/writer/blobs/{digest}")).unwrap();
     assert_eq!(r.status, 200);

@@ -2,59 +2,19 @@
 //! as a real V1 peer, and bad input that must be refused without changing
 //! the store.
 
-use std::process::Command;
-
 use berth_tests::*;
 
 #[test]
 fn python_docker_registry_client_lists_tags_and_untags() {
-    if !require_tool("python3", "python3") {
-        return;
-    }
-    let probe = Command::new("python3")
-        .args(["-c", "import docker_registry_client"])
-        .output()
-        .unwrap();
-    if !probe.status.success() {
-        if in_ci() {
-            panic!(
-                "python module docker_registry_client missing (pip install docker-registry-client)"
-            );
-        }
-        eprintln!("\n!!!!! SKIPPING: pip install docker-registry-client !!!!!\n");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let server = HttpServer::start(dir.path());
     let img = V1Image::chain(7, 2, 10_000);
     let mut c = tcp_conn(server.addr);
     v1_push(&mut c, "team/web", "latest", &img);
     v1_push(&mut c, "tools", "1.0", &img);
-    let script = format!(
-        r#"
-import json
-from docker_registry_client import DockerRegistryClient
-c = DockerRegistryClient("{url}", api_version=1)
-out = {{}}
-out["namespaces"] = sorted(c.namespaces())
-out["repositories"] = sorted(c.repositories().keys())
-repo = c.repository("web", namespace="team")
-repo.refresh()
-out["tags"] = sorted(repo.tags())
-repo.tag("stable", "{base}")
-repo.refresh()
-out["after_tag"] = sorted(repo.tags())
-out["stable"] = repo._client.get_image_id("team", "web", "stable")
-repo.untag("stable")
-repo.refresh()
-out["after_untag"] = sorted(repo.tags())
-print(json.dumps(out))
-"#,
-        url = server.url(),
-        base = img.ids[0]
-    );
-    let out = run_ok(Command::new("python3").args(["-c", &script]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(v) = python_v1_client(&server.url(), &img.ids[0]) else {
+        return;
+    };
     assert_eq!(v["namespaces"], serde_json::json!(["library", "team"]));
     assert_eq!(
         v["repositories"],

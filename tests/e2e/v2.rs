@@ -1,222 +1,46 @@
 //! The Registry V2 / OCI Distribution API (issue 3) against real clients:
 //! skopeo and the Docker engine push and pull through `berth-server http`,
 //! images cross between the V1 and V2 APIs, and bad input gets its V2 error
-//! code without changing the store. Raw HTTP requests (a tiny client below)
-//! drive the V1 push sequence and the error battery.
+//! code without changing the store. Raw HTTP requests drive the V1 push
+//! sequence and the error battery, each on a fresh connection.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use berth_tests::{
-    random_bytes, require_docker, require_tool, run_ok, sha256_hex, snapshot, HttpServer,
-};
+use berth_tests::*;
 use serde_json::{json, Value};
 
-// ---- a minimal HTTP/1.1 client (Connection: close) --------------------------
-
-struct Resp {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// The codes of a V2 error body.
-    fn codes(&self) -> Vec<String> {
-        self.json()["errors"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no errors array: {:?}", self.json()))
-            .iter()
-            .map(|e| e["code"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
+/// One request on a fresh connection; every `/v2` answer names the API version.
 fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Resp {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    // Write on another thread and read at once: the server may answer (413)
-    // and close before it has read the whole body.
-    let mut w = s.try_clone().unwrap();
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&out);
-    });
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if !raw.is_empty() => {
-                eprintln!("read after the response: {e}");
-                break;
-            }
-            Err(e) => panic!("{method} {path}: {e}"),
-        }
-    }
-    let _ = s.shutdown(std::net::Shutdown::Both);
-    let _ = writer.join();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
-    let text = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = text.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let resp = Resp {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    };
+) -> HttpResponse {
+    let r =
+        fetch(addr, method, path, headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     if path.starts_with("/v2") {
         assert_eq!(
-            resp.header("docker-distribution-api-version"),
+            r.header("docker-distribution-api-version"),
             Some("registry/2.0"),
             "{method} {path}"
         );
     }
-    resp
+    r
 }
 
-fn get(addr: SocketAddr, path: &str) -> Resp {
+fn get(addr: SocketAddr, path: &str) -> HttpResponse {
     request(addr, "GET", path, &[], b"")
 }
 
 /// Pushes a blob with POST + one PATCH + closing PUT; returns its digest.
 fn push_blob(addr: SocketAddr, repo: &str, data: &[u8]) -> String {
-    let digest = format!("sha256:{}", sha256_hex(data));
-    let r = request(
-        addr,
-        "POST",
-        &format!("/v2/{repo}/blobs/uploads/"),
-        &[],
-        b"",
-    );
-    assert_eq!(r.status, 202);
-    let loc = r.header("location").unwrap().to_string();
-    let r = request(addr, "PATCH", &loc, &[], data);
-    assert_eq!(r.status, 202);
-    assert_eq!(
-        r.header("range"),
-        Some(format!("0-{}", data.len() - 1).as_str())
-    );
-    let r = request(addr, "PUT", &format!("{loc}?digest={digest}"), &[], b"");
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
-    digest
-}
-
-/// The store snapshot minus upload-session scratch space and lock files.
-fn durable_snapshot(root: &Path) -> Vec<(String, String)> {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with("_berth/uploads"))
-        .collect()
+    try_v2_push_blob(&mut Fresh(addr), repo, data).unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---- test images ------------------------------------------------------------
-
-/// A tar of a few files (made with `tar`, deterministic contents).
-fn make_tar(dir: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let src = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&src).unwrap();
-    for (f, data) in files {
-        std::fs::write(src.join(f), data).unwrap();
-    }
-    let out = run_ok(
-        Command::new("tar")
-            .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
-            .arg(&src)
-            .args(["-cf", "-", "."]),
-    );
-    out.stdout
-}
-
-fn gzip(dir: &Path, data: &[u8]) -> Vec<u8> {
-    let p = dir.join("gz-input");
-    std::fs::write(&p, data).unwrap();
-    run_ok(Command::new("gzip").args(["-n", "-c"]).arg(&p)).stdout
-}
-
-/// An OCI image layout at `dir` with one tagged image of `layers.len()`
-/// gzip layers; returns the manifest digest.
-fn make_oci_layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let h = sha256_hex(data);
-        std::fs::write(blobs.join(&h), data).unwrap();
-        format!("sha256:{h}")
-    };
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    let mut history = Vec::new();
-    for (i, tar) in layers.iter().enumerate() {
-        let gz = gzip(dir, tar);
-        descs.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(&gz), "size": gz.len()}));
-        diff_ids.push(format!("sha256:{}", sha256_hex(tar)));
-        history.push(
-            json!({"created": "2024-01-01T00:00:00Z", "created_by": format!("ADD layer{i} /")}),
-        );
-    }
-    history.push(json!({"created": "2024-01-01T00:00:00Z", "created_by": "CMD [\"/bin/true\"]", "empty_layer": true}));
-    let config = serde_json::to_vec(&json!({
-        "created": "2024-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history,
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    let digest = put(&manifest);
-    let index = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    digest
-}
 
 fn skopeo(args: &[&str]) -> String {
     let out = run_ok(Command::new("skopeo").args(args));
@@ -226,7 +50,7 @@ fn skopeo(args: &[&str]) -> String {
 fn raw_digest(image: &str) -> String {
     let out =
         run_ok(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", image]));
-    format!("sha256:{}", sha256_hex(&out.stdout))
+    digest(&out.stdout)
 }
 
 // ---- V1 side ----------------------------------------------------------------
@@ -241,7 +65,7 @@ fn v1_image_checked(addr: SocketAddr, root: &Path, id: &str) -> Vec<u8> {
     let mut payload = json.body.clone();
     payload.push(b'\n');
     payload.extend_from_slice(&layer.body);
-    let want = format!("sha256:{}", sha256_hex(&payload));
+    let want = digest(&payload);
     // A projected image's checksum is computed at its first V1 read (the
     // json GET above) and recorded for the next ones.
     assert_eq!(
@@ -267,28 +91,7 @@ fn v1_push_image(addr: SocketAddr, id: &str, parent: Option<&str>, layer: &[u8])
             r##"{{"id":"{id}","created":"2014-06-01T00:00:00Z","container_config":{{"Cmd":["/bin/sh","-c","#(nop) ADD file"]}}}}"##
         ),
     };
-    let r = request(
-        addr,
-        "PUT",
-        &format!("/v1/images/{id}/json"),
-        &[],
-        json.as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let r = request(addr, "PUT", &format!("/v1/images/{id}/layer"), &[], layer);
-    assert_eq!(r.status, 200);
-    let mut payload = json.into_bytes();
-    payload.push(b'\n');
-    payload.extend_from_slice(layer);
-    let sum = format!("sha256:{}", sha256_hex(&payload));
-    let r = request(
-        addr,
-        "PUT",
-        &format!("/v1/images/{id}/checksum"),
-        &[("X-Docker-Checksum-Payload", &sum)],
-        b"",
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    v1_put_image(&mut Fresh(addr), id, json.as_bytes(), layer).unwrap_or_else(|e| panic!("{e}"));
 }
 
 // ---- tests ------------------------------------------------------------------
@@ -301,9 +104,9 @@ fn skopeo_push_pull_and_v1_view() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
     let src = tmp.path().join("src");
-    let l0 = make_tar(tmp.path(), "l0", &[("a.txt", b"hello\n".to_vec())]);
-    let l1 = make_tar(tmp.path(), "l1", &[("b.bin", random_bytes(300_000, 1))]);
-    let pushed = make_oci_layout(&src, "v1", &[l0.clone(), l1]);
+    let l0 = make_tar(tmp.path(), "l0", &[("a.txt", b"hello\n".as_slice())]);
+    let l1 = make_tar(tmp.path(), "l1", &[("b.bin", &random_bytes(300_000, 1))]);
+    let (pushed, _) = write_oci_layout(&src, "v1", &[l0.clone(), l1], true);
     let server = HttpServer::start(&root);
     let addr = server.addr;
     let dest = format!("docker://{}/team/app:v1", server.host());
@@ -413,11 +216,11 @@ fn v1_push_is_pullable_with_a_stable_digest() {
     let b = "b".repeat(64);
     let layer_a = gzip(
         tmp.path(),
-        &make_tar(tmp.path(), "va", &[("x", b"old v1 layer\n".to_vec())]),
+        &make_tar(tmp.path(), "va", &[("x", b"old v1 layer\n".as_slice())]),
     );
     let layer_b = gzip(
         tmp.path(),
-        &make_tar(tmp.path(), "vb", &[("y", random_bytes(50_000, 7))]),
+        &make_tar(tmp.path(), "vb", &[("y", &random_bytes(50_000, 7))]),
     );
     v1_push_image(addr, &a, None, &layer_a);
     v1_push_image(addr, &b, Some(&a), &layer_b);
@@ -447,10 +250,7 @@ fn v1_push_is_pullable_with_a_stable_digest() {
         Some("application/vnd.docker.distribution.manifest.v2+json")
     );
     let m = r.json();
-    assert_eq!(
-        m["layers"][0]["digest"],
-        format!("sha256:{}", sha256_hex(&layer_a))
-    );
+    assert_eq!(m["layers"][0]["digest"], digest(&layer_a));
     assert_eq!(m["layers"][1]["size"], layer_b.len());
 
     // Same digest after a restart.
@@ -494,7 +294,7 @@ fn docker_push_pull_mount_and_v1_view() {
     let root = tmp.path().join("store");
     let server = HttpServer::start(&root);
     let host = server.host();
-    let tar = make_tar(tmp.path(), "d", &[("hello.txt", random_bytes(10_000, 42))]);
+    let tar = make_tar(tmp.path(), "d", &[("hello.txt", &random_bytes(10_000, 42))]);
     let tar_path = tmp.path().join("rootfs.tar");
     std::fs::write(&tar_path, &tar).unwrap();
     let first = format!("{host}/x:1");
@@ -561,7 +361,7 @@ fn uploads_ranges_mounts_and_listings() {
 
     // Chunked upload with Content-Range, status, a final chunk in the PUT.
     let data = random_bytes(10_000, 3);
-    let digest = format!("sha256:{}", sha256_hex(&data));
+    let digest = digest(&data);
     let r = request(addr, "POST", "/v2/c/blobs/uploads/", &[], b"");
     assert_eq!((r.status, r.header("range")), (202, Some("0-0")));
     assert_eq!(r.header("content-length"), Some("0"));
@@ -615,7 +415,7 @@ fn uploads_ranges_mounts_and_listings() {
 
     // Monolithic POST, mount into another repository, cancel.
     let mono = b"monolithic blob".to_vec();
-    let md = format!("sha256:{}", sha256_hex(&mono));
+    let md = berth_tests::digest(&mono);
     let r = request(
         addr,
         "POST",
@@ -655,7 +455,7 @@ fn uploads_ranges_mounts_and_listings() {
     let manifest = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": config.len(), "digest": cd},
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": data.len(), "digest": digest}]})).unwrap();
-    let mdig = format!("sha256:{}", sha256_hex(&manifest));
+    let mdig = berth_tests::digest(&manifest);
     let mt = "application/vnd.docker.distribution.manifest.v2+json";
     let r = request(
         addr,
@@ -667,7 +467,7 @@ fn uploads_ranges_mounts_and_listings() {
     assert_eq!(r.status, 201);
     let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [{"mediaType": mt, "size": manifest.len(), "digest": mdig, "platform": {"os": "linux", "architecture": "amd64"}}]})).unwrap();
-    let idig = format!("sha256:{}", sha256_hex(&index));
+    let idig = berth_tests::digest(&index);
     let oci_index = "application/vnd.oci.image.index.v1+json";
     let r = request(
         addr,
@@ -702,7 +502,7 @@ fn uploads_ranges_mounts_and_listings() {
     // An OCI index is not offered to a client that accepts no OCI type.
     let r = request(addr, "GET", "/v2/c/manifests/multi", &[("Accept", mt)], b"");
     assert_eq!(
-        (r.status, r.codes()),
+        (r.status, r.error_codes()),
         (404, vec!["MANIFEST_UNKNOWN".to_string()])
     );
     // The index's amd64 child became the V1 tag.
@@ -737,7 +537,7 @@ fn uploads_ranges_mounts_and_listings() {
     assert!(r.header("link").is_none());
     let r = get(addr, "/v2/nope/tags/list");
     assert_eq!(
-        (r.status, r.codes()),
+        (r.status, r.error_codes()),
         (404, vec!["NAME_UNKNOWN".to_string()])
     );
     // A manifest may name only blobs its repository holds (issue 14): d
@@ -753,7 +553,7 @@ fn uploads_ranges_mounts_and_listings() {
     };
     let r = put_d();
     assert_eq!(
-        (r.status, r.codes()),
+        (r.status, r.error_codes()),
         (400, vec!["MANIFEST_BLOB_UNKNOWN".to_string()])
     );
     let r = request(
@@ -790,10 +590,40 @@ fn uploads_ranges_mounts_and_listings() {
     assert_eq!(get(addr, &format!("/v2/c/blobs/{digest}")).status, 404);
     let r = request(addr, "DELETE", &format!("/v2/c/blobs/{digest}"), &[], b"");
     assert_eq!(
-        (r.status, r.codes()),
+        (r.status, r.error_codes()),
         (404, vec!["BLOB_UNKNOWN".to_string()])
     );
 }
+
+/// Requests refused before anything is stored: (request line, content
+/// type, body, status, error codes). `{D}` is a digest of bytes stored
+/// nowhere, `{MT}` the Docker manifest media type; bodies `huge` (over the
+/// 4 MiB manifest limit), `schema1` and `ok` (a valid manifest) stand for
+/// those documents, any other is sent as written.
+#[rustfmt::skip]
+const REFUSED: &[(&str, &str, &str, u16, &[&str])] = &[
+    // Unknown session (well-formed and malformed ids).
+    ("PATCH /v2/b/blobs/uploads/0f0e0d0c-0b0a-4908-8706-050403020100", "", "x", 404, &["BLOB_UPLOAD_UNKNOWN"]),
+    ("PUT /v2/b/blobs/uploads/0f0e0d0c-0b0a-4908-8706-050403020100?digest={D}", "", "", 404, &["BLOB_UPLOAD_UNKNOWN"]),
+    ("PATCH /v2/b/blobs/uploads/..%2F..%2Fx", "", "x", 404, &["BLOB_UPLOAD_UNKNOWN"]),
+    // Manifests.
+    ("PUT /v2/b/manifests/t", "{MT}", "huge", 413, &["SIZE_INVALID"]),
+    ("PUT /v2/b/manifests/t", "application/vnd.docker.distribution.manifest.v1+prettyjws", "schema1", 400, &["MANIFEST_INVALID"]),
+    ("PUT /v2/b/manifests/t", "application/json", "schema1", 400, &["MANIFEST_INVALID"]),
+    ("PUT /v2/b/manifests/t", "{MT}", "{not json", 400, &["MANIFEST_INVALID"]),
+    ("PUT /v2/b/manifests/{D}", "{MT}", "ok", 400, &["DIGEST_INVALID"]),
+    ("PUT /v2/b/manifests/t", "application/vnd.oci.image.index.v1+json", "ok", 400, &["MANIFEST_INVALID"]),
+    // Invalid names, tags, digests: refused before any path exists.
+    ("GET /v2/Bad/tags/list", "", "", 400, &["NAME_INVALID"]),
+    ("GET /v2/a/../b/tags/list", "", "", 400, &["NAME_INVALID"]),
+    ("POST /v2/UP/blobs/uploads/", "", "", 400, &["NAME_INVALID"]),
+    ("PUT /v2/b/manifests/.bad", "{MT}", "ok", 400, &["TAG_INVALID"]),
+    ("GET /v2/b/blobs/sha256:1234", "", "", 400, &["DIGEST_INVALID"]),
+    ("GET /v2/b/manifests/md5:00", "", "", 400, &["DIGEST_INVALID"]),
+    ("GET /v2/b/blobs/{D}", "", "", 404, &["BLOB_UNKNOWN"]),
+    ("GET /v2/b/manifests/nope", "", "", 404, &["MANIFEST_UNKNOWN"]),
+    ("GET /v2/zz/manifests/nope", "", "", 404, &["NAME_UNKNOWN"]),
+];
 
 #[test]
 fn bad_input_gets_v2_codes_and_changes_nothing() {
@@ -803,9 +633,9 @@ fn bad_input_gets_v2_codes_and_changes_nothing() {
     let addr = server.addr;
     let layer = push_blob(addr, "b", b"some layer");
     let before = durable_snapshot(&root);
-    let check = |r: Resp, status: u16, codes: &[&str]| {
+    let check = |r: HttpResponse, status: u16, codes: &[&str]| {
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
-        assert_eq!(r.codes(), codes);
+        assert_eq!(r.error_codes(), codes);
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(
             durable_snapshot(&root),
@@ -818,7 +648,7 @@ fn bad_input_gets_v2_codes_and_changes_nothing() {
     let r = request(addr, "POST", "/v2/b/blobs/uploads/", &[], b"");
     let loc = r.header("location").unwrap().to_string();
     request(addr, "PATCH", &loc, &[], b"abc");
-    let wrong = format!("sha256:{}", sha256_hex(b"abd"));
+    let wrong = digest(b"abd");
     check(
         request(addr, "PUT", &format!("{loc}?digest={wrong}"), &[], b""),
         400,
@@ -857,28 +687,10 @@ fn bad_input_gets_v2_codes_and_changes_nothing() {
         400,
         &["SIZE_INVALID"],
     );
-    // Unknown session (well-formed and malformed ids).
-    let unknown = "/v2/b/blobs/uploads/0f0e0d0c-0b0a-4908-8706-050403020100";
-    check(
-        request(addr, "PATCH", unknown, &[], b"x"),
-        404,
-        &["BLOB_UPLOAD_UNKNOWN"],
-    );
-    check(
-        request(addr, "PUT", &format!("{unknown}?digest={wrong}"), &[], b""),
-        404,
-        &["BLOB_UPLOAD_UNKNOWN"],
-    );
-    check(
-        request(addr, "PATCH", "/v2/b/blobs/uploads/..%2F..%2Fx", &[], b"x"),
-        404,
-        &["BLOB_UPLOAD_UNKNOWN"],
-    );
-
     // Manifests.
     let mt = "application/vnd.docker.distribution.manifest.v2+json";
-    let missing_cfg = format!("sha256:{}", sha256_hex(b"no config"));
-    let missing_layer = format!("sha256:{}", sha256_hex(b"no layer"));
+    let missing_cfg = digest(b"no config");
+    let missing_layer = digest(b"no layer");
     let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": mt,
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 9, "digest": missing_cfg},
         "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 10, "digest": layer},
@@ -901,118 +713,24 @@ fn bad_input_gets_v2_codes_and_changes_nothing() {
     let mut huge = b"{\"schemaVersion\":2,\"pad\":\"".to_vec();
     huge.extend(std::iter::repeat_n(b'x', 4 << 20));
     huge.extend_from_slice(b"\"}");
-    check(
-        request(
-            addr,
-            "PUT",
-            "/v2/b/manifests/t",
-            &[("Content-Type", mt)],
-            &huge,
-        ),
-        413,
-        &["SIZE_INVALID"],
-    );
     let schema1 = br#"{"schemaVersion":1,"name":"b","tag":"t","fsLayers":[],"history":[]}"#;
-    check(
-        request(
-            addr,
-            "PUT",
-            "/v2/b/manifests/t",
-            &[(
-                "Content-Type",
-                "application/vnd.docker.distribution.manifest.v1+prettyjws",
-            )],
-            schema1,
-        ),
-        400,
-        &["MANIFEST_INVALID"],
-    );
-    check(
-        request(
-            addr,
-            "PUT",
-            "/v2/b/manifests/t",
-            &[("Content-Type", "application/json")],
-            schema1,
-        ),
-        400,
-        &["MANIFEST_INVALID"],
-    );
-    check(
-        request(
-            addr,
-            "PUT",
-            "/v2/b/manifests/t",
-            &[("Content-Type", mt)],
-            b"{not json",
-        ),
-        400,
-        &["MANIFEST_INVALID"],
-    );
     let ok = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": mt,
         "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 10, "digest": layer}, "layers": []})).unwrap();
-    check(
-        request(
-            addr,
-            "PUT",
-            &format!("/v2/b/manifests/{wrong}"),
-            &[("Content-Type", mt)],
-            &ok,
-        ),
-        400,
-        &["DIGEST_INVALID"],
-    );
-    check(
-        request(
-            addr,
-            "PUT",
-            "/v2/b/manifests/t",
-            &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
-            &ok,
-        ),
-        400,
-        &["MANIFEST_INVALID"],
-    );
-
-    // Invalid names, tags, digests: refused before any path exists.
-    check(get(addr, "/v2/Bad/tags/list"), 400, &["NAME_INVALID"]);
-    check(get(addr, "/v2/a/../b/tags/list"), 400, &["NAME_INVALID"]);
-    check(
-        request(addr, "POST", "/v2/UP/blobs/uploads/", &[], b""),
-        400,
-        &["NAME_INVALID"],
-    );
-    check(
-        request(
-            addr,
-            "PUT",
-            "/v2/b/manifests/.bad",
-            &[("Content-Type", mt)],
-            &ok,
-        ),
-        400,
-        &["TAG_INVALID"],
-    );
-    check(
-        get(addr, "/v2/b/blobs/sha256:1234"),
-        400,
-        &["DIGEST_INVALID"],
-    );
-    check(
-        get(addr, "/v2/b/manifests/md5:00"),
-        400,
-        &["DIGEST_INVALID"],
-    );
-    check(
-        get(addr, &format!("/v2/b/blobs/{wrong}")),
-        404,
-        &["BLOB_UNKNOWN"],
-    );
-    check(
-        get(addr, "/v2/b/manifests/nope"),
-        404,
-        &["MANIFEST_UNKNOWN"],
-    );
-    check(get(addr, "/v2/zz/manifests/nope"), 404, &["NAME_UNKNOWN"]);
+    for (line, content_type, body, status, codes) in REFUSED {
+        let (method, path) = line.split_once(' ').unwrap();
+        let path = path.replace("{D}", &wrong);
+        let body: &[u8] = match *body {
+            "huge" => &huge,
+            "schema1" => schema1,
+            "ok" => &ok,
+            other => other.as_bytes(),
+        };
+        let content_type = content_type.replace("{MT}", mt);
+        let headers: &[(&str, &str)] = match content_type.as_str() {
+            "" => &[],
+            ct => &[("Content-Type", ct)],
+        };
+        check(request(addr, method, &path, headers, body), *status, codes);
+    }
     assert_eq!(durable_snapshot(&root), before);
 }

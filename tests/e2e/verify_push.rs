@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use berth_tests::{bin, require_tool, run_ok, snapshot, tcp_conn, HttpServer, ReqBody};
+use berth_tests::{bin, require_tool, run_ok, snapshot, tcp_conn, Http, HttpServer, ReqBody};
 
 use crate::archive::OCI_PAIR;
 use crate::roles::distribution;
