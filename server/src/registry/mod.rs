@@ -10,7 +10,6 @@ pub mod browse;
 pub mod in_process;
 pub mod info;
 pub mod response;
-pub mod route;
 pub mod route_name;
 pub mod v1;
 pub mod v2;
@@ -451,21 +450,8 @@ impl Registry {
                 return resp;
             }
         }
-        if let Some(route) = route::parse_v1(&path) {
-            if let Some(reason) = self.refused_write(req.method()) {
-                drain_small_body(req.into_body()).await;
-                return response::v1_error(StatusCode::FORBIDDEN, &reason);
-            }
-            return match route {
-                Ok(route) => v1::handle(self, route, req, who).await,
-                Err(route::RouteError::InvalidImageId) => {
-                    response::v1_error(StatusCode::NOT_FOUND, "Invalid image ID")
-                }
-                Err(route::RouteError::NotFound(_)) => {
-                    response::v1_error(StatusCode::NOT_FOUND, "Not found")
-                }
-                Err(e) => response::v1_error(StatusCode::BAD_REQUEST, &e.to_string()),
-            };
+        if let Some(route) = v1::routes::parse_v1(&path) {
+            return v1::handle(self, route, req, who).await;
         }
         if let Some(route) = v2::routes::parse_v2(&path) {
             return v2::handle(self, route, req, who).await;
