@@ -149,10 +149,10 @@ struct HttpArgs {
     allow_remote: bool,
     /// HTTP limits.
     #[command(flatten)]
-    limits: berth_server::registry::HttpLimits,
+    limits: berth_server::cli::HttpLimits,
     /// Webhooks and chained endpoints.
     #[command(flatten)]
-    roles: berth_server::registry::RoleArgs,
+    roles: berth_server::cli::RoleArgs,
 }
 
 /// Opens a store that must already exist (fsck and gc never create one).
@@ -277,11 +277,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => {
-            let path = args.audit.clone().unwrap_or_else(|| {
-                berth_server::store::Paths::new(&args.root)
-                    .berth_dir()
-                    .join("audit.log")
-            });
+            let path = args
+                .audit
+                .clone()
+                .unwrap_or_else(|| berth_server::store::Paths::new(&args.root).audit_log());
             let events =
                 berth_server::audit::query(&path, args.repo.as_deref(), args.user.as_deref())
                     .with_context(|| format!("reading {}", path.display()))?;
@@ -390,7 +389,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .apply(args.limits.config())
                 .map_err(anyhow::Error::msg)?;
             let registry = Registry::new(store, config);
-            berth_server::mirror::announce(&registry);
+            berth_server::mirror::announce(registry.config().mirror.as_ref());
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;

@@ -36,11 +36,12 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::access::{valid_login, AccessControl, Policy, ANONYMOUS_LOGIN};
+use crate::cli::HttpLimits;
 use crate::exec::{self, ExecCommand};
 use crate::keys::certificate::check_critical_options;
 use crate::keys::{self, AuthorizedKeysFile};
 use crate::metrics::{counters, AuthFailure};
-use crate::registry::{BoxError, HttpLimits, Identity, Registry, RegistryConfig, ReqBody};
+use crate::registry::{BoxError, Identity, Registry, RegistryConfig, ReqBody};
 use crate::store::Store;
 use admission::{Cutter, Gate, Startup};
 use sessions::{Credential, Login, Registered, Sessions};
@@ -120,7 +121,7 @@ pub struct ServeArgs {
     pub admin: crate::admin::AdminArgs,
     /// Webhooks and chained endpoints.
     #[command(flatten)]
-    pub roles: crate::registry::RoleArgs,
+    pub roles: crate::cli::RoleArgs,
 }
 
 impl ServeArgs {
@@ -330,7 +331,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let registry =
         Registry::with_access(store, args.registry_config()?, access, args.audit.clone());
-    crate::mirror::announce(&registry);
+    crate::mirror::announce(registry.config().mirror.as_ref());
     args.admin.start(registry.clone()).await?;
     let shared = Arc::new(Shared {
         registry,

@@ -13,9 +13,13 @@
 //!   implements it, this crate cannot know the server).
 //! * [`http`] — an HTTP/1.1 client over one stream, bodies streamed, and
 //!   [`http::HttpError`].
+//!
+//! Beside the layers, [`manifest_refs`] reads what a manifest references,
+//! for both sides.
 
 #![warn(missing_docs)]
 
 pub mod http;
+pub mod manifest_refs;
 pub mod remote;
 pub mod transport;

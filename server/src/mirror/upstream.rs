@@ -6,6 +6,8 @@
 //! Nothing fetched is trusted: manifests are hashed here, blobs are hashed
 //! by the store while they stream to disk, and a mismatch stores nothing.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,13 +17,12 @@ use hyper::body::Incoming;
 
 use berth_transport::http::{empty, HttpConnection};
 use berth_transport::remote::Remote;
-use berth_transport::transport::{ssh::SshOptions, Transport};
+use berth_transport::transport::{ssh::SshOptions, InProcess, Transport, TransportError};
 
 use crate::names::Digest;
-use crate::registry::v2::manifests::MAX_MANIFEST;
 use crate::store::media;
 use crate::store::uploads::UploadError;
-use crate::store::Store;
+use crate::store::{Store, MAX_MANIFEST};
 
 /// How long one request may wait for the upstream's answer head; a hung
 /// upstream must not hang the mirror's clients for ever.
@@ -76,6 +77,10 @@ pub struct Fetched {
     pub claimed: Option<Digest>,
 }
 
+/// Opens a directory upstream as an in-process registry (the registry's
+/// `in_process::open_local`, passed in: the mirror sits below the registry).
+pub type OpenLocal = fn(&Path) -> Result<Arc<dyn InProcess>, TransportError>;
+
 /// The upstream registry and the transport that reaches it.
 pub struct Upstream {
     name: String,
@@ -90,18 +95,18 @@ impl Upstream {
 
     /// Parses `--mirror-of` and builds its transport: SSH with the given
     /// keys and known_hosts, a directory served in-process, or HTTP(S).
-    pub fn open(args: &super::MirrorArgs, spec: &str) -> Result<Upstream, String> {
+    pub fn open(options: &super::MirrorOptions, open_local: OpenLocal) -> Result<Upstream, String> {
+        let spec = &options.upstream;
         let remote: Remote = spec
             .parse()
             .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
-        let options = SshOptions {
-            identities: args.identities.clone(),
-            known_hosts: args.known_hosts.clone(),
+        let ssh_options = SshOptions {
+            identities: options.identities.clone(),
+            known_hosts: options.known_hosts.clone(),
             ..SshOptions::default()
         };
-        let transport =
-            Transport::for_remote(&remote, options, crate::registry::in_process::open_local)
-                .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
+        let transport = Transport::for_remote(&remote, ssh_options, open_local)
+            .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
         Ok(Upstream::new(spec.to_string(), transport))
     }
 
