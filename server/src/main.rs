@@ -244,10 +244,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Completes at the first ctrl-c (SIGINT) or SIGTERM: `serve`'s shutdown.
+/// The handlers are installed before the server starts, so no signal is
+/// missed between the two.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            berth_server::ssh::run(args).await?;
+            let listener = berth_server::ssh::bind(&args).await?;
+            berth_server::ssh::run(args, listener, stop_signal()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(_) => unreachable!("check-config runs before the runtime starts"),
