@@ -123,6 +123,8 @@ pub(crate) async fn delete_repository(reg: &Registry, repo: RepoName, who: &Iden
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
+/// `GET /v1/repositories/<r>/properties`: `{"access": "private"|"public"}`;
+/// 404 for an unknown repository.
 pub(crate) async fn get_properties(reg: &Registry, repo: RepoName) -> V1Result {
     let private = on_store(reg, move |store| {
         if !store.repo_exists(&repo) {
@@ -138,6 +140,8 @@ pub(crate) async fn get_properties(reg: &Registry, repo: RepoName) -> V1Result {
     )))
 }
 
+/// `PUT /v1/repositories/<r>/properties` with `{"access": ...}`: marks the
+/// repository private or public; 400 for anything else.
 pub(crate) async fn put_properties(
     reg: &Registry,
     repo: RepoName,

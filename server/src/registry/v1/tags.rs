@@ -17,11 +17,13 @@ use crate::audit::AuditEvent;
 use crate::names::{ImageId, RepoName, Tag};
 use crate::store::StoreError;
 
+/// `GET /v1/repositories/<r>/tags`: `{tag: image id}`.
 pub(crate) async fn get_tags(reg: &Registry, repo: RepoName) -> V1Result {
     let tags = on_store(reg, move |store| store.list_tags(&repo)).await?;
     Ok(no_cache(response::json(StatusCode::OK, &json!(tags))))
 }
 
+/// `GET /v1/repositories/<r>/tags/<t>`: the image id as a JSON string.
 pub(crate) async fn get_tag(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
     let id = on_store(reg, move |store| store.get_tag(&repo, &tag)).await?;
     Ok(no_cache(response::json(
@@ -62,6 +64,7 @@ pub(crate) async fn put_tag(
     Ok(no_cache(response::json(StatusCode::OK, &json!(true))))
 }
 
+/// `DELETE /v1/repositories/<r>/tags/<t>`: removes the tag (the image stays).
 pub(crate) async fn delete_tag(
     reg: &Registry,
     repo: RepoName,
@@ -84,6 +87,8 @@ fn default_tag_metadata() -> Value {
            "arch": "amd64", "kernel": null, "os": "linux"})
 }
 
+/// `GET /v1/repositories/<r>/tags/<t>/json`: the tag's recorded metadata,
+/// or the defaults.
 pub(crate) async fn get_tag_json(reg: &Registry, repo: RepoName, tag: Tag) -> V1Result {
     let meta = on_store(reg, move |store| {
         store.get_tag(&repo, &tag)?;
@@ -96,6 +101,8 @@ pub(crate) async fn get_tag_json(reg: &Registry, repo: RepoName, tag: Tag) -> V1
     }))
 }
 
+/// `GET /v1/repositories/<r>/json`: the metadata of `latest`, or the
+/// defaults; 404 for an unknown repository.
 pub(crate) async fn get_repo_json(reg: &Registry, repo: RepoName) -> V1Result {
     let meta = on_store(reg, move |store| {
         if !store.repo_exists(&repo) {
