@@ -20,7 +20,7 @@ use serde_json::Value;
 use tokio_util::io::StreamReader;
 
 use berth_server::names::Digest;
-use berth_transport::manifest_refs::{manifest_refs, Descriptor};
+use berth_transport::manifest_refs::{manifest_refs, RefKind};
 use berth_transport::v2;
 
 use crate::catalog::{self, Reference};
@@ -125,9 +125,9 @@ struct BlobRef {
 }
 
 /// What a manifest references that a copy needs first: child manifests
-/// (an index) and blobs (config and layers), read by berth-transport's
-/// [`manifest_refs`], digests checked here. A `subject` is not copied: it
-/// is another manifest, copied (or not) under its own tag.
+/// (an index) and blobs (config, layers, schema 1 `fsLayers`), read by
+/// berth-transport's [`manifest_refs`], digests checked here. A `subject`
+/// is not copied: it is another manifest, copied (or not) under its own tag.
 fn references_of(
     what: &str,
     m: &FetchedManifest,
@@ -136,29 +136,31 @@ fn references_of(
         what: what.to_string(),
         message,
     };
-    let refs = manifest_refs(&m.bytes).map_err(|e| protocol(e.to_string()))?;
-    let digest = |d: &Descriptor| -> Result<Digest, ClientError> {
-        Digest::parse(&d.digest).map_err(|_| {
-            protocol(format!(
-                "bad digest {} in manifest",
-                Value::from(d.digest.as_str())
-            ))
-        })
-    };
-    let children = refs
-        .manifests
-        .iter()
-        .map(digest)
-        .collect::<Result<_, _>>()?;
-    let blobs = refs
-        .blobs()
-        .map(|d| {
-            Ok(BlobRef {
-                digest: digest(d)?,
-                size: d.size,
-            })
-        })
-        .collect::<Result<_, ClientError>>()?;
+    let v: Value = serde_json::from_slice(&m.bytes)
+        .map_err(|e| protocol(format!("manifest is not JSON: {e}")))?;
+    let mut children = Vec::new();
+    let mut blobs = Vec::new();
+    for r in manifest_refs(&v) {
+        let digest = r
+            .digest()
+            .and_then(|s| Digest::parse(s).ok())
+            .ok_or_else(|| {
+                let key = if r.kind == RefKind::Schema1Layer {
+                    "blobSum"
+                } else {
+                    "digest"
+                };
+                protocol(format!("bad digest {} in manifest", r.descriptor[key]))
+            })?;
+        match r.kind {
+            RefKind::Child => children.push(digest),
+            RefKind::Config | RefKind::Layer => blobs.push(BlobRef {
+                digest,
+                size: r.size(),
+            }),
+            RefKind::Schema1Layer => blobs.push(BlobRef { digest, size: None }),
+        }
+    }
     Ok((children, blobs))
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Component, Path};
 
 use berth_server::registry::response::{parse_range, RangeRequest};
-use berth_server::registry::route::{parse_v1, V1Route};
+use berth_server::registry::v1::routes::{parse_v1, V1Route};
 use berth_server::registry::v2::routes::{parse_v2, V2Route};
 use berth_server::store::Paths;
 use libfuzzer_sys::fuzz_target;

@@ -40,13 +40,9 @@ use std::time::SystemTime;
 use russh::keys::ssh_key::{Certificate, PublicKey};
 use serde::Deserialize;
 
+use crate::identity::Identity;
+pub use crate::identity::ANONYMOUS_LOGIN;
 use crate::keys::parse_authorized_line;
-use crate::registry::Identity;
-
-/// The SSH login name that asks for anonymous (keyless) access. Any other
-/// login name must authenticate with a key, so a client that tries `none`
-/// first (OpenSSH always does) is never silently downgraded.
-pub const ANONYMOUS_LOGIN: &str = "anonymous";
 
 /// Longest SSH login name accepted.
 pub const MAX_LOGIN_LEN: usize = 64;

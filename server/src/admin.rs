@@ -8,7 +8,7 @@
 //!   the one on disk; 503 naming what is wrong otherwise.
 //!
 //! Loopback only unless `--metrics-allow-remote`; on loopback the
-//! `Host`/`Origin` rule of [`crate::http`] holds (no DNS rebinding).
+//! `Host`/`Origin` rule of [`crate::loopback`] holds (no DNS rebinding).
 //! Nothing here reads a request body or changes anything.
 
 use std::convert::Infallible;
@@ -45,7 +45,7 @@ impl AdminArgs {
     /// Checks the address rule before anything starts.
     pub fn check(&self) -> Result<()> {
         if let Some(addr) = &self.metrics_listen {
-            if !crate::http::is_loopback(addr) && !self.metrics_allow_remote {
+            if !crate::loopback::is_loopback(addr) && !self.metrics_allow_remote {
                 bail!(
                     "refusing --metrics-listen on non-loopback {addr}; pass --metrics-allow-remote if you mean it"
                 );
@@ -108,10 +108,10 @@ async fn answer(
     registry: Arc<Registry>,
 ) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
-    if crate::http::is_loopback(&listen) {
+    if crate::loopback::is_loopback(&listen) {
         let h = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
         if let Some((status, msg)) =
-            crate::http::loopback_refusal(h(header::HOST), h(header::ORIGIN), listen)
+            crate::loopback::loopback_refusal(h(header::HOST), h(header::ORIGIN), listen)
         {
             return text(status, PLAIN, format!("{msg}\n"));
         }
@@ -140,7 +140,7 @@ async fn answer(
                 text(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    crate::metrics::render(r),
+                    crate::metrics::render(r.store(), r.mirror().map(crate::mirror::Mirror::stats)),
                 )
             })
             .await

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use crate::registry::Identity;
+use crate::identity::Identity;
 use crate::store::atomic::FileLock;
 
 /// What happened, for one audit line.

@@ -37,8 +37,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
 use crate::audit::AuditEvent;
+use crate::identity::Identity;
 use crate::metrics::{counters, Delivery};
-use crate::registry::Identity;
 
 /// How long a hook may run before it is killed.
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);

@@ -19,8 +19,7 @@ use russh::keys::Algorithm;
 
 pub mod certificate;
 
-/// File name of the default host key.
-pub const HOST_KEY_NAME: &str = "ssh_host_ed25519_key";
+pub use crate::store::paths::HOST_KEY_NAME;
 
 /// Where `serve` keeps its host key without `--host-key`:
 /// `$XDG_CONFIG_HOME/berth/`, else `~/.config/berth/`, of the server's
@@ -47,7 +46,7 @@ pub fn host_key_path(explicit: Option<&Path>, store: &crate::store::Paths) -> Re
         return Ok(p.to_path_buf());
     }
     let path = default_host_key_path()?;
-    let old = store.berth_dir().join(HOST_KEY_NAME);
+    let old = store.legacy_host_key();
     if old.exists() {
         if path.exists() {
             eprintln!(

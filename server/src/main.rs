@@ -149,10 +149,10 @@ struct HttpArgs {
     allow_remote: bool,
     /// HTTP limits.
     #[command(flatten)]
-    limits: berth_server::registry::HttpLimits,
+    limits: berth_server::cli::HttpLimits,
     /// Webhooks and chained endpoints.
     #[command(flatten)]
-    roles: berth_server::registry::RoleArgs,
+    roles: berth_server::cli::RoleArgs,
 }
 
 /// Opens a store that must already exist (fsck and gc never create one).
@@ -244,10 +244,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Completes at the first ctrl-c (SIGINT) or SIGTERM: `serve`'s shutdown.
+/// The handlers are installed before the server starts, so no signal is
+/// missed between the two.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            berth_server::ssh::run(args).await?;
+            let listener = berth_server::ssh::bind(&args).await?;
+            berth_server::ssh::run(args, listener, stop_signal()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig(_) => unreachable!("check-config runs before the runtime starts"),
@@ -277,11 +293,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(args) => {
-            let path = args.audit.clone().unwrap_or_else(|| {
-                berth_server::store::Paths::new(&args.root)
-                    .berth_dir()
-                    .join("audit.log")
-            });
+            let path = args
+                .audit
+                .clone()
+                .unwrap_or_else(|| berth_server::store::Paths::new(&args.root).audit_log());
             let events =
                 berth_server::audit::query(&path, args.repo.as_deref(), args.user.as_deref())
                     .with_context(|| format!("reading {}", path.display()))?;
@@ -390,7 +405,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .apply(args.limits.config())
                 .map_err(anyhow::Error::msg)?;
             let registry = Registry::new(store, config);
-            berth_server::mirror::announce(&registry);
+            berth_server::mirror::announce(registry.config().mirror.as_ref());
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listening on {}", args.listen))?;

@@ -21,7 +21,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::registry::Registry;
+use crate::mirror::MirrorStats;
+use crate::store::Store;
 
 /// A counter split by a fixed set of labels.
 #[derive(Debug)]
@@ -280,8 +281,8 @@ fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
 }
 
 /// Upload sessions in the store now (every server sharing it included).
-fn upload_sessions(registry: &Registry) -> u64 {
-    std::fs::read_dir(registry.store().paths().uploads_dir())
+fn upload_sessions(store: &Store) -> u64 {
+    std::fs::read_dir(store.paths().uploads_dir())
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -290,9 +291,10 @@ fn upload_sessions(registry: &Registry) -> u64 {
         .unwrap_or(0)
 }
 
-/// Everything, as Prometheus text. Reads the store (blocking: call it
-/// off the async threads).
-pub fn render(registry: &Registry) -> String {
+/// Everything, as Prometheus text, with the gauges of `store` and, on a
+/// pull-through mirror, its upstream counters (`mirror`). Reads the store
+/// (blocking: call it off the async threads).
+pub fn render(store: &Store, mirror: Option<&MirrorStats>) -> String {
     let c = counters();
     let mut out = String::new();
     let mut f = Family { out: &mut out };
@@ -381,11 +383,10 @@ pub fn render(registry: &Registry) -> String {
         "berth_upload_sessions_open",
         "gauge",
         "V2 upload sessions in the store (all servers sharing it).",
-        upload_sessions(registry),
+        upload_sessions(store),
     );
 
-    let (hits, misses, errors) = registry.mirror().map_or((0, 0, 0), |m| {
-        let s = m.stats();
+    let (hits, misses, errors) = mirror.map_or((0, 0, 0), |s| {
         (
             s.hits.load(Ordering::Relaxed),
             s.misses.load(Ordering::Relaxed),
@@ -443,7 +444,7 @@ pub fn render(registry: &Registry) -> String {
         );
     }
 
-    let gc = crate::store::gc::totals(registry.store()).unwrap_or_default();
+    let gc = crate::store::gc::totals(store).unwrap_or_default();
     f.single(
         "berth_gc_runs_total",
         "counter",
@@ -457,7 +458,7 @@ pub fn render(registry: &Registry) -> String {
         gc.bytes,
     );
 
-    if let Ok((free, size)) = disk_space(registry.store().paths().root()) {
+    if let Ok((free, size)) = disk_space(store.paths().root()) {
         f.single(
             "berth_store_free_bytes",
             "gauge",

@@ -1,4 +1,5 @@
-//! Validated registry names: repositories, tags, V1 image ids and digests.
+//! Validated registry names: repositories, tags, V1 image ids, digests and
+//! V2 upload session ids.
 //!
 //! Every value that ends up in a filesystem path is one of these types, and
 //! each type can only be built through its `parse` constructor. So `..`,
@@ -366,6 +367,54 @@ impl Digest {
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A validated upload session id (a lowercase hyphenated UUID), so that an id
+/// from a URL can become a path component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+impl UploadId {
+    /// A fresh random id.
+    pub fn new() -> UploadId {
+        UploadId(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// Validates an id from a URL; `None` for anything but a canonical UUID.
+    pub fn parse(s: &str) -> Option<UploadId> {
+        let u = uuid::Uuid::parse_str(s).ok()?;
+        let canonical = u.hyphenated().to_string();
+        (canonical == s).then_some(UploadId(canonical))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for UploadId {
+    fn default() -> Self {
+        UploadId::new()
+    }
+}
+
+/// Serde form of a [`Digest`] in the store's records: a plain string,
+/// re-validated on read (`#[serde(with = "digest_text")]`).
+pub mod digest_text {
+    use super::Digest;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the digest as its string.
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(d.as_str())
+    }
+
+    /// Reads a string and validates it as a digest.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

@@ -36,11 +36,12 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::access::{valid_login, AccessControl, Policy, ANONYMOUS_LOGIN};
+use crate::cli::HttpLimits;
 use crate::exec::{self, ExecCommand};
 use crate::keys::certificate::check_critical_options;
 use crate::keys::{self, AuthorizedKeysFile};
 use crate::metrics::{counters, AuthFailure};
-use crate::registry::{BoxError, HttpLimits, Identity, Registry, RegistryConfig, ReqBody};
+use crate::registry::{BoxError, Identity, Registry, RegistryConfig, ReqBody};
 use crate::store::Store;
 use admission::{Cutter, Gate, Startup};
 use berth_transport::wire::SUBSYSTEM;
@@ -118,7 +119,7 @@ pub struct ServeArgs {
     pub admin: crate::admin::AdminArgs,
     /// Webhooks and chained endpoints.
     #[command(flatten)]
-    pub roles: crate::registry::RoleArgs,
+    pub roles: crate::cli::RoleArgs,
 }
 
 impl ServeArgs {
@@ -284,8 +285,23 @@ pub fn check_settings(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the SSH server until the process is stopped.
-pub async fn run(args: ServeArgs) -> Result<()> {
+/// Binds `args.listen`, the listener [`run`] takes (the binary's way in).
+pub async fn bind(args: &ServeArgs) -> Result<TcpListener> {
+    TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))
+}
+
+/// Runs the SSH server on `listener` until `shutdown` completes, as
+/// mini-redis's `server::run(listener, shutdown)` does: the binary binds
+/// ([`bind`]) and passes ctrl-c/SIGTERM, a test binds port 0 and passes a
+/// channel, and both start the server the same way. On shutdown it stops
+/// accepting and returns; open connections end with the runtime.
+pub async fn run(
+    args: ServeArgs,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     args.admin.check()?;
     let store = Store::open(&args.root)
         .with_context(|| format!("opening store {}", args.root.display()))?;
@@ -328,7 +344,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let registry =
         Registry::with_access(store, args.registry_config()?, access, args.audit.clone());
-    crate::mirror::announce(&registry);
+    crate::mirror::announce(registry.config().mirror.as_ref());
     args.admin.start(registry.clone()).await?;
     let shared = Arc::new(Shared {
         registry,
@@ -343,9 +359,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     });
     watch_key_files(&shared);
     let config = Arc::new(ssh_config(host_key, Duration::from_secs(args.idle_timeout)));
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!(
         "berth-server: listening on {addr} (root {}, host key {host_fp}, {keys_from})",
@@ -353,8 +366,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     let grace = Duration::from_secs(args.login_grace_time);
     let ids = AtomicU64::new(1);
+    tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                return Ok(());
+            }
+        };
         let conn = ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("conn", id = conn, %peer);
         let _ = stream.set_nodelay(true);

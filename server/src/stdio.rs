@@ -38,10 +38,10 @@ pub struct StdioArgs {
     pub audit: Option<std::path::PathBuf>,
     /// HTTP limits.
     #[command(flatten)]
-    pub limits: crate::registry::HttpLimits,
+    pub limits: crate::cli::HttpLimits,
     /// Webhooks and chained endpoints.
     #[command(flatten)]
-    pub roles: crate::registry::RoleArgs,
+    pub roles: crate::cli::RoleArgs,
 }
 
 /// What the SSH client asked for, from `SSH_ORIGINAL_COMMAND`.

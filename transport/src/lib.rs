@@ -22,7 +22,7 @@
 //! * [`wire`] — the subsystem name, the header names of the V2 API and of
 //!   berth's extensions, and how an error body is read.
 //! * [`manifest_refs`] — what a manifest references (config, layers,
-//!   child manifests, subject).
+//!   child manifests, schema 1 layers).
 
 #![warn(missing_docs)]
 

@@ -11,7 +11,7 @@
 //!
 //! Catalog paths are `/` and `/-/...`, which no registry route uses.
 //! Safety: the listeners apply the loopback `Host`/`Origin` rule
-//! (`crate::http::loopback_refusal`) to every catalog request first; the
+//! (`crate::loopback::loopback_refusal`) to every catalog request first; the
 //! only writing request, `POST /-/delete`, also needs a same-origin
 //! `Origin` header and this process's random token from the confirmation
 //! form. Everything from the registry is escaped ([`html`]).
@@ -230,7 +230,7 @@ impl Catalog {
         let Some(origin) = origin else {
             return Some("a delete needs the browser's Origin header".to_string());
         };
-        if crate::http::loopback_refusal(None, Some(origin), self.listen).is_some() {
+        if crate::loopback::loopback_refusal(None, Some(origin), self.listen).is_some() {
             return Some(format!(
                 "refusing a delete from Origin \"{}\"",
                 crate::logsafe::Escaped(origin)
@@ -243,6 +243,21 @@ impl Catalog {
             )),
             _ => None,
         }
+    }
+}
+
+/// The registry serves the catalog beside its API through this
+/// ([`crate::registry::Registry::serve_connection_guarded`]).
+impl crate::registry::PageService for Catalog {
+    fn claims(&self, path: &str) -> bool {
+        Catalog::is_catalog_path(path)
+    }
+
+    fn answer(
+        self: Arc<Self>,
+        req: Request<ReqBody>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send>> {
+        Catalog::answer(self, req)
     }
 }
 

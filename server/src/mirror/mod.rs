@@ -23,32 +23,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::names::{Digest, RepoName, Tag};
-use crate::registry::blocking;
+use crate::store::blocking;
 use crate::store::manifests::{LinkVia, TagRecord};
 use crate::store::{Store, StoreError};
 use upstream::{Fetched, Upstream, UpstreamError};
 
-/// Flags that turn a server into a mirror (shared by `serve`, `stdio`, `http`).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct MirrorArgs {
-    /// Serve as a pull-through mirror of this registry: `ssh://[user@]host[:port]`,
-    /// a directory (mount point), or `http(s)://host[:port]` (a V2 registry).
-    #[arg(long = "mirror-of", value_name = "REGISTRY")]
-    pub mirror_of: Option<String>,
+/// What a mirror is asked to be, as plain values (the command line's
+/// `MirrorArgs` in [`crate::cli`] converts into it).
+#[derive(Debug, Clone)]
+pub struct MirrorOptions {
+    /// The upstream: `ssh://[user@]host[:port]`, a directory (mount point),
+    /// or `http(s)://host[:port]`.
+    pub upstream: String,
     /// How long a mirrored tag is served before it is checked against the
-    /// upstream again (`30s`, `5m`, `1h`; `0s` checks on every request).
-    #[arg(long = "mirror-ttl", value_name = "DURATION", default_value = "5m",
-          value_parser = crate::store::gc::parse_duration)]
+    /// upstream again.
     pub ttl: Duration,
-    /// Accept pushes and deletes on the mirror (they stay local; the
-    /// upstream is never written).
-    #[arg(long = "mirror-allow-push")]
+    /// Accept pushes and deletes (they stay local).
     pub allow_push: bool,
-    /// Private key for SSH upstreams (repeatable; default: the keys in ~/.ssh and the agent).
-    #[arg(long = "mirror-identity", value_name = "FILE")]
+    /// Private keys for SSH upstreams (empty: the keys in ~/.ssh and the agent).
     pub identities: Vec<std::path::PathBuf>,
-    /// known_hosts file for SSH upstreams (default: ~/.ssh/known_hosts).
-    #[arg(long = "mirror-known-hosts", value_name = "FILE")]
+    /// known_hosts file for SSH upstreams (`None`: ~/.ssh/known_hosts).
     pub known_hosts: Option<std::path::PathBuf>,
 }
 
@@ -152,6 +146,20 @@ impl std::fmt::Debug for Mirror {
 }
 
 impl Mirror {
+    /// The mirror `options` describe; `open_local` serves a directory
+    /// upstream in-process (the registry's `in_process::open_local`, passed
+    /// in so the mirror does not depend on the registry).
+    pub fn open(
+        options: &MirrorOptions,
+        open_local: upstream::OpenLocal,
+    ) -> Result<Mirror, String> {
+        Ok(Mirror::new(
+            Upstream::open(options, open_local)?,
+            options.ttl,
+            options.allow_push,
+        ))
+    }
+
     /// A mirror of `upstream` with the given tag TTL and write policy.
     pub fn new(upstream: Upstream, ttl: Duration, allow_push: bool) -> Mirror {
         Mirror {
@@ -455,18 +463,16 @@ impl Mirror {
 /// Logs the mirror role at start and connects to the upstream in the
 /// background, so a wrong address, host key or login shows in the log at
 /// once; cached content is served either way.
-pub fn announce(registry: &std::sync::Arc<crate::registry::Registry>) {
-    let Some(mirror) = registry.mirror() else {
+pub fn announce(mirror: Option<&Arc<Mirror>>) {
+    let Some(mirror) = mirror else {
         return;
     };
     tracing::info!(upstream = mirror.upstream_name(), ttl = ?mirror.ttl(), "pull-through mirror");
-    let registry = registry.clone();
+    let mirror = mirror.clone();
     tokio::spawn(async move {
-        if let Some(mirror) = registry.mirror() {
-            if let Err(e) = mirror.upstream.prepare().await {
-                tracing::warn!(upstream = mirror.upstream_name(), error = %e,
-                    "the upstream cannot be reached now; cached content is still served");
-            }
+        if let Err(e) = mirror.upstream.prepare().await {
+            tracing::warn!(upstream = mirror.upstream_name(), error = %e,
+                "the upstream cannot be reached now; cached content is still served");
         }
     });
 }

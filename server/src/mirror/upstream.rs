@@ -9,6 +9,8 @@
 //! Nothing fetched is trusted: manifests are hashed here, blobs are hashed
 //! by the store while they stream to disk, and a mismatch stores nothing.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use http::{Method, StatusCode};
 
 use berth_transport::http::HttpConnection;
 use berth_transport::remote::Remote;
-use berth_transport::transport::{ssh::SshOptions, Transport};
+use berth_transport::transport::{ssh::SshOptions, InProcess, Transport, TransportError};
 use berth_transport::v2::{self, ReadError};
 
 use crate::names::Digest;
@@ -69,6 +71,10 @@ pub struct Fetched {
     pub claimed: Option<Digest>,
 }
 
+/// Opens a directory upstream as an in-process registry (the registry's
+/// `in_process::open_local`, passed in: the mirror sits below the registry).
+pub type OpenLocal = fn(&Path) -> Result<Arc<dyn InProcess>, TransportError>;
+
 /// The upstream registry and the transport that reaches it.
 pub struct Upstream {
     name: String,
@@ -83,18 +89,18 @@ impl Upstream {
 
     /// Parses `--mirror-of` and builds its transport: SSH with the given
     /// keys and known_hosts, a directory served in-process, or HTTP(S).
-    pub fn open(args: &super::MirrorArgs, spec: &str) -> Result<Upstream, String> {
+    pub fn open(options: &super::MirrorOptions, open_local: OpenLocal) -> Result<Upstream, String> {
+        let spec = &options.upstream;
         let remote: Remote = spec
             .parse()
             .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
-        let options = SshOptions {
-            identities: args.identities.clone(),
-            known_hosts: args.known_hosts.clone(),
+        let ssh_options = SshOptions {
+            identities: options.identities.clone(),
+            known_hosts: options.known_hosts.clone(),
             ..SshOptions::default()
         };
-        let transport =
-            Transport::for_remote(&remote, options, crate::registry::in_process::open_local)
-                .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
+        let transport = Transport::for_remote(&remote, ssh_options, open_local)
+            .map_err(|e| format!("--mirror-of {spec}: {e}"))?;
         Ok(Upstream::new(spec.to_string(), transport))
     }
 

@@ -10,7 +10,6 @@ pub mod browse;
 pub mod in_process;
 pub mod info;
 pub mod response;
-pub mod route;
 pub mod route_name;
 pub mod v1;
 pub mod v2;
@@ -31,65 +30,29 @@ use tracing::Instrument;
 use crate::access::AccessControl;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::hooks::{Notifier, WebhookUrl};
-use crate::mirror::upstream::Upstream;
-use crate::mirror::{Mirror, MirrorArgs};
+pub use crate::identity::Identity;
+use crate::mirror::Mirror;
+pub(crate) use crate::store::blocking;
 use crate::store::Store;
 pub use response::{BoxError, ReqBody, RespBody};
-
-/// Who is making requests on a connection, as established by the transport.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// The user name requests are attributed to (logged with every write).
-    pub user: String,
-    /// SHA256 fingerprint of the SSH key that authenticated, if any.
-    pub key_fingerprint: Option<String>,
-    /// The client's address as the transport saw it.
-    pub client: Option<String>,
-}
-
-impl Identity {
-    /// An identity for a given user with no key or address (local mode, tests).
-    pub fn local(user: &str) -> Identity {
-        Identity {
-            user: user.to_string(),
-            key_fingerprint: None,
-            client: None,
-        }
-    }
-
-    /// A client that connected without a key (SSH `none` authentication).
-    pub fn anonymous(client: Option<String>) -> Identity {
-        Identity {
-            user: crate::access::ANONYMOUS_LOGIN.to_string(),
-            key_fingerprint: None,
-            client,
-        }
-    }
-
-    /// The user name for log lines: login names come from clients, so
-    /// control characters are escaped ([`crate::logsafe`]).
-    pub fn log_user(&self) -> crate::logsafe::Escaped<'_> {
-        crate::logsafe::Escaped(&self.user)
-    }
-
-    /// Whether this is a keyless client (see [`Identity::anonymous`]).
-    pub fn is_anonymous(&self) -> bool {
-        self.user == crate::access::ANONYMOUS_LOGIN && self.key_fingerprint.is_none()
-    }
-
-    /// The user access rules are checked for; `None` for anonymous clients.
-    pub fn subject(&self) -> Option<&str> {
-        if self.is_anonymous() {
-            None
-        } else {
-            Some(&self.user)
-        }
-    }
-}
 
 /// A check of each request's headers before it is dispatched: `Some`
 /// answers the request with that response instead.
 pub type RequestGuard = dyn Fn(&http::HeaderMap) -> Option<Response<RespBody>> + Send + Sync;
+
+/// Pages served beside the registry API on the same connections (the
+/// catalog, `crate::catalog`, on loopback listeners): the registry hands
+/// them the paths they claim and knows nothing else of them, so it does not
+/// depend on the catalog (which is a client of the registry).
+pub trait PageService: Send + Sync {
+    /// Whether a request path is this service's rather than the registry's.
+    fn claims(&self, path: &str) -> bool;
+    /// Answers one request for a path it claims.
+    fn answer(
+        self: Arc<Self>,
+        req: Request<ReqBody>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send>>;
+}
 
 /// Tunables of the registry service.
 #[derive(Debug, Clone)]
@@ -147,98 +110,6 @@ impl Default for RegistryConfig {
     }
 }
 
-/// Registry roles, as command-line flags shared by every server mode:
-/// webhooks, chained endpoints and the pull-through mirror (docs/roles.md).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct RoleArgs {
-    /// POST every push and delete event (distribution's notification
-    /// envelope) to this `http://` or `https://` URL; repeatable.
-    #[arg(long = "webhook", value_name = "URL", value_parser = WebhookUrl::parse)]
-    pub webhooks: Vec<WebhookUrl>,
-    /// Run the executables `post-push` and `post-delete` of this directory
-    /// after each push and delete. The directory and each hook must be owned
-    /// by the server's user or root and not group- or world-writable (a hook
-    /// that is not is refused and logged). Default: no hooks; hooks in the
-    /// store (`_berth/hooks/`) are never run.
-    #[arg(long = "hooks-dir", value_name = "DIR")]
-    pub hooks_dir: Option<PathBuf>,
-    /// Registry `HOST:PORT` listed in V1 `X-Docker-Endpoints` (servers sharing
-    /// this store); repeatable. Default: the request's Host.
-    #[arg(long = "endpoint", value_name = "HOST:PORT")]
-    pub endpoints: Vec<String>,
-    /// Accept image manifests whose config's `rootfs.diff_ids` do not
-    /// match their layers' uncompressed bytes, as distribution does (the
-    /// upstream OCI conformance suite pushes such images). The registry
-    /// then stops announcing `Berth-Verifies`, so `berth push` checks
-    /// diff_ids locally again. Default: refused (400 MANIFEST_INVALID).
-    #[arg(long = "no-diff-id-check")]
-    pub no_diff_id_check: bool,
-    /// Pull-through mirror.
-    #[command(flatten)]
-    pub mirror: MirrorArgs,
-}
-
-impl RoleArgs {
-    /// `config` with these roles; fails on an unusable `--mirror-of` or an
-    /// untrusted `--hooks-dir`.
-    pub fn apply(&self, config: RegistryConfig) -> Result<RegistryConfig, String> {
-        // Absolute, so a hook started with the hooks directory as its working
-        // directory is still found by its path.
-        let hooks_dir = match &self.hooks_dir {
-            Some(dir) => {
-                crate::hooks::check_hooks_dir(dir)?;
-                Some(
-                    std::fs::canonicalize(dir)
-                        .map_err(|e| format!("--hooks-dir {}: {e}", dir.display()))?,
-                )
-            }
-            None => None,
-        };
-        let mirror = match &self.mirror.mirror_of {
-            Some(spec) => Some(Arc::new(Mirror::new(
-                Upstream::open(&self.mirror, spec)?,
-                self.mirror.ttl,
-                self.mirror.allow_push,
-            ))),
-            None => None,
-        };
-        Ok(RegistryConfig {
-            endpoints: self.endpoints.clone(),
-            webhooks: self.webhooks.clone(),
-            hooks_dir,
-            mirror,
-            skip_diff_id_check: self.no_diff_id_check,
-            ..config
-        })
-    }
-}
-
-/// HTTP limits, as command-line flags shared by every server mode.
-#[derive(clap::Args, Debug, Clone)]
-pub struct HttpLimits {
-    /// Seconds a client may take to send one HTTP request head (slowloris guard).
-    #[arg(long, default_value_t = 30)]
-    pub header_timeout: u64,
-    /// Largest HTTP request head (request line and headers), in bytes; 431 above.
-    #[arg(long, default_value_t = 64 * 1024)]
-    pub max_header_bytes: usize,
-    /// Largest JSON request body (image json, tags, index lists), in bytes; 413 above.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
-    pub max_json_body: usize,
-}
-
-impl HttpLimits {
-    /// The registry configuration with these limits.
-    pub fn config(&self) -> RegistryConfig {
-        RegistryConfig {
-            max_json_body: self.max_json_body,
-            max_header_bytes: self.max_header_bytes,
-            header_timeout: Duration::from_secs(self.header_timeout),
-            ..RegistryConfig::default()
-        }
-    }
-}
-
 /// The registry service over one store.
 #[derive(Debug)]
 pub struct Registry {
@@ -265,7 +136,7 @@ impl Registry {
         audit_path: Option<std::path::PathBuf>,
     ) -> Arc<Registry> {
         let audit = Arc::new(AuditLog::new(
-            audit_path.unwrap_or_else(|| store.paths().berth_dir().join("audit.log")),
+            audit_path.unwrap_or_else(|| store.paths().audit_log()),
         ));
         let notifier = Notifier::new(config.hooks_dir.clone(), &config.webhooks);
         if let Some(mirror) = &config.mirror {
@@ -343,14 +214,14 @@ impl Registry {
 
     /// [`Registry::serve_connection`] where `guard`, when given, sees each
     /// request's headers first and may answer it instead (the loopback
-    /// listener's Host/Origin check, [`crate::http`]), and `catalog`, when
-    /// given, answers the catalog's paths ([`crate::catalog`]).
+    /// listener's Host/Origin check, [`crate::http`]), and `pages`, when
+    /// given, answers the paths it claims ([`PageService`]: the catalog).
     pub async fn serve_connection_guarded<IO>(
         self: Arc<Self>,
         io: IO,
         who: Identity,
         guard: Option<Arc<RequestGuard>>,
-        catalog: Option<Arc<crate::catalog::Catalog>>,
+        pages: Option<Arc<dyn PageService>>,
     ) -> Result<(), hyper::Error>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send,
@@ -361,16 +232,14 @@ impl Registry {
             let registry = registry.clone();
             let who = who.clone();
             let refused = guard.as_ref().and_then(|g| g(req.headers()));
-            let catalog = catalog
-                .clone()
-                .filter(|_| crate::catalog::Catalog::is_catalog_path(req.uri().path()));
+            let pages = pages.clone().filter(|p| p.claims(req.uri().path()));
             async move {
                 if let Some(resp) = refused {
                     return Ok::<_, Infallible>(resp);
                 }
                 let req = req.map(|b| b.map_err(BoxError::from).boxed_unsync());
-                if let Some(catalog) = catalog {
-                    return Ok::<_, Infallible>(catalog.answer(req).await);
+                if let Some(pages) = pages {
+                    return Ok::<_, Infallible>(pages.answer(req).await);
                 }
                 Ok::<_, Infallible>(registry.handle(req, &who).await)
             }
@@ -442,7 +311,7 @@ impl Registry {
         }
         let path = req.uri().path().to_string();
         if path == "/_berth/info" || path == "/_berth/info/" {
-            return info::handle(self, who);
+            return info::handle(self, who, self.mirror_counters());
         }
         if path.starts_with("/_berth/") {
             let method = req.method().clone();
@@ -451,21 +320,8 @@ impl Registry {
                 return resp;
             }
         }
-        if let Some(route) = route::parse_v1(&path) {
-            if let Some(reason) = self.refused_write(req.method()) {
-                drain_small_body(req.into_body()).await;
-                return response::v1_error(StatusCode::FORBIDDEN, &reason);
-            }
-            return match route {
-                Ok(route) => v1::handle(self, route, req, who).await,
-                Err(route::RouteError::InvalidImageId) => {
-                    response::v1_error(StatusCode::NOT_FOUND, "Invalid image ID")
-                }
-                Err(route::RouteError::NotFound(_)) => {
-                    response::v1_error(StatusCode::NOT_FOUND, "Not found")
-                }
-                Err(e) => response::v1_error(StatusCode::BAD_REQUEST, &e.to_string()),
-            };
+        if let Some(route) = v1::routes::parse_v1(&path) {
+            return v1::handle(self, route, req, who).await;
         }
         if let Some(route) = v2::routes::parse_v2(&path) {
             return v2::handle(self, route, req, who).await;
@@ -475,6 +331,22 @@ impl Registry {
 }
 
 impl Registry {
+    /// The mirror role's counters for `/_berth/info`, when there is one.
+    fn mirror_counters(&self) -> Option<info::MirrorCounters> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.mirror()?;
+        let s = m.stats();
+        Some(info::MirrorCounters {
+            upstream: m.upstream_name().to_string(),
+            ttl: m.ttl(),
+            read_only: m.refusal().is_some(),
+            upstream_requests: s.requests.load(Relaxed),
+            upstream_bytes: s.bytes.load(Relaxed),
+            hits: s.hits.load(Relaxed),
+            stale_served: s.stale_served.load(Relaxed),
+        })
+    }
+
     /// Why a request with `method` is refused outright (a read-only
     /// mirror), if it is.
     pub(crate) fn refused_write(&self, method: &Method) -> Option<String> {
@@ -498,17 +370,5 @@ pub(crate) async fn drain_small_body(mut body: ReqBody) {
                 return;
             }
         }
-    }
-}
-
-/// Runs blocking store work off the async threads, flattening join errors.
-pub(crate) async fn blocking<T, F>(f: F) -> T
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }

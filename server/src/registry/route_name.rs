@@ -2,7 +2,7 @@
 //! fixed set, never the path itself, so repository names, tags and digests
 //! stay out of labels and the number of series stays bounded.
 
-use super::route::{parse_v1, V1Route};
+use super::v1::routes::{parse_v1, V1Route};
 use super::v2::routes::{parse_v2, Reference, V2Route};
 
 /// The route `path` takes (`v2_manifest_tag`, `v1_image_layer`...);

@@ -25,8 +25,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use super::fsck::{entries, manifest_refs};
 use super::manifests::{LinkRecord, LinkVia};
+use super::walk::{entries, manifest_refs};
 use super::Store;
 use crate::names::{Digest, ImageId};
 
@@ -53,7 +53,7 @@ pub(crate) struct Unearned {
 /// Manifest digests generated for V1 images (`_berth/derived/*`).
 pub(crate) fn derived_manifests(store: &Store) -> io::Result<HashSet<Digest>> {
     let mut out = HashSet::new();
-    for (name, _) in entries(&store.paths().berth_dir().join("derived"))? {
+    for (name, _) in entries(&store.paths().derived_dir())? {
         let Ok(id) = ImageId::parse(&name) else {
             continue;
         };
@@ -150,7 +150,7 @@ mod tests {
     }
 
     fn links_of(store: &Store, repo: &RepoName) -> Vec<Link> {
-        let dir = store.paths().v2_repo_dir(repo).join("_blobs");
+        let dir = store.paths().v2_blob_links_dir(repo);
         entries(&dir)
             .unwrap()
             .into_iter()

@@ -32,7 +32,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -42,12 +42,14 @@ use super::earned::{self, Link};
 use super::layer_facts::LayerFacts;
 use super::manifests::LinkRecord;
 use super::quarantine::quarantine;
-use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
+use super::uploads::UPLOAD_MAX_IDLE;
+use super::walk::{
+    age, dir_age, entries, json_parent, manifest_refs, pool_entries, read_ancestry, read_tag_file,
+    referrer_records, repos_with, temp_files, v1_tags,
+};
 use super::{hash_file, Paths, Store};
-use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag};
+use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag, UploadId};
 
-/// Deepest nesting of repository names walked (matches the store's listings).
-const MAX_REPO_DEPTH: usize = 16;
 /// Deepest index → manifest nesting followed.
 const MAX_INDEX_DEPTH: usize = 8;
 
@@ -122,230 +124,6 @@ impl FsckReport {
             message: message.into(),
         });
     }
-}
-
-// ---- helpers shared with gc -------------------------------------------------
-
-/// Entries of a directory (name, path); a missing directory has none.
-pub(crate) fn entries(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e?;
-        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Time since a file last changed: the newer of mtime and ctime, because a
-/// hard link (reusing a pool blob) updates only the ctime. `None` if gone.
-pub(crate) fn age(path: &Path) -> io::Result<Option<Duration>> {
-    use std::os::unix::fs::MetadataExt;
-    let m = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let newest = m.mtime().max(m.ctime());
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Ok(Some(Duration::from_secs(
-        now.saturating_sub(newest).max(0) as u64
-    )))
-}
-
-/// Age of the newest entry of a directory (and the directory itself).
-pub(crate) fn dir_age(dir: &Path) -> io::Result<Option<Duration>> {
-    let Some(mut youngest) = age(dir)? else {
-        return Ok(None);
-    };
-    for (_, p) in entries(dir)? {
-        if let Some(a) = age(&p)? {
-            youngest = youngest.min(a);
-        }
-    }
-    Ok(Some(youngest))
-}
-
-/// Every entry of the blob pools of all algorithms, with the digest its
-/// name stands for (`None` for temp files and junk).
-pub(crate) fn pool_entries(p: &Paths) -> io::Result<Vec<(Option<Digest>, PathBuf)>> {
-    let mut out = Vec::new();
-    for algorithm in Algorithm::ALL {
-        for (name, path) in entries(&p.blobs_dir(algorithm))? {
-            out.push((Paths::digest_of_blob_name(algorithm, &name), path));
-        }
-    }
-    Ok(out)
-}
-
-/// One referrer record (`store::referrers`) found on disk.
-pub(crate) struct ReferrerRecordFile {
-    /// The repository it belongs to.
-    pub repo: RepoName,
-    /// The subject directory's digest.
-    pub subject: Digest,
-    /// The referrer the file is named after.
-    pub referrer: Digest,
-    /// The record file.
-    pub path: PathBuf,
-}
-
-/// Every referrer record of every repository (temp files and names that are
-/// not digests skipped: `fsck` reports those through its own walk).
-pub(crate) fn referrer_records(store: &Store) -> io::Result<Vec<ReferrerRecordFile>> {
-    let v2 = store.paths().berth_dir().join("v2");
-    let mut out = Vec::new();
-    for (repo, root) in repos_with(&v2, "_referrers")? {
-        for (subject_name, subject_dir) in entries(&root)? {
-            let Some(subject) = Paths::digest_of_key(&subject_name) else {
-                continue;
-            };
-            for (name, path) in entries(&subject_dir)? {
-                if let Some(referrer) = Paths::digest_of_key(&name) {
-                    out.push(ReferrerRecordFile {
-                        repo: repo.clone(),
-                        subject: subject.clone(),
-                        referrer,
-                        path,
-                    });
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Repositories under `base` that have a directory named `marker` (`_tags`,
-/// `_blobs`), with that directory's path.
-pub(crate) fn repos_with(base: &Path, marker: &str) -> io::Result<Vec<(RepoName, PathBuf)>> {
-    let mut out = Vec::new();
-    let mut stack = vec![(base.to_path_buf(), Vec::<String>::new())];
-    while let Some((dir, parts)) = stack.pop() {
-        for (name, path) in entries(&dir)? {
-            if !path.is_dir() || name.starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            if name == marker {
-                if let Ok(r) = RepoName::parse(&parts.join("/")) {
-                    out.push((r, path));
-                }
-            } else if !name.starts_with('_') && parts.len() < MAX_REPO_DEPTH {
-                let mut next = parts.clone();
-                next.push(name);
-                stack.push((path, next));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// V1 tags of every repository: (repository, tag, tag file).
-pub(crate) fn v1_tags(store: &Store) -> io::Result<Vec<(RepoName, Tag, PathBuf)>> {
-    let mut out = Vec::new();
-    for repo in store.list_repositories()? {
-        for (name, path) in entries(&store.paths().repo_dir(&repo))? {
-            if let Some(t) = name.strip_prefix("tag_").and_then(|t| Tag::parse(t).ok()) {
-                out.push((repo.clone(), t, path));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The image id a V1 tag file names.
-pub(crate) fn read_tag_file(path: &Path) -> io::Result<Option<ImageId>> {
-    match fs::read(path) {
-        Ok(raw) => Ok(ImageId::parse(String::from_utf8_lossy(&raw).trim()).ok()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Blobs a manifest or index names that the registry holds: config, layers
-/// (non-distributable ones excepted: their bytes live at their `urls`),
-/// index children (with whether each is a child manifest). The `subject` is
-/// not a reference: a referrer does not keep its subject alive (the subject
-/// keeps its referrers, `gc`). Unparseable input names nothing.
-pub(crate) fn manifest_refs(bytes: &[u8]) -> Vec<(Digest, bool)> {
-    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
-        return vec![];
-    };
-    let digest = |d: &Value| d.get("digest").and_then(Value::as_str).map(Digest::parse);
-    let mut out = Vec::new();
-    let list = |key: &str| {
-        v.get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    if let Some(Ok(d)) = v.get("config").and_then(digest) {
-        out.push((d, false));
-    }
-    for l in list("layers") {
-        let media_type = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
-        if super::media::is_nondistributable(media_type) {
-            continue; // fetched from its `urls`, never stored here
-        }
-        if let Some(Ok(d)) = digest(&l) {
-            out.push((d, false));
-        }
-    }
-    for m in list("manifests") {
-        if let Some(Ok(d)) = digest(&m) {
-            out.push((d, true));
-        }
-    }
-    out
-}
-
-/// The parent id in a V1 image json (`None` for a base image).
-pub(crate) fn json_parent(json: &Value) -> Result<Option<ImageId>, String> {
-    match json.get("parent") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => ImageId::parse(s)
-            .map(Some)
-            .map_err(|_| format!("invalid parent id {s:?}")),
-        Some(_) => Err("parent is not a string".into()),
-    }
-}
-
-/// Parsed ancestry file of an image, if present and well-formed.
-pub(crate) fn read_ancestry(store: &Store, id: &ImageId) -> Option<Vec<String>> {
-    let raw = fs::read(store.paths().image_ancestry(id)).ok()?;
-    serde_json::from_slice(&raw).ok()
-}
-
-/// Every `.tmp-*` file under `dir` (not descending into upload sessions,
-/// which are judged as a whole).
-pub(crate) fn temp_files(store: &Store) -> io::Result<Vec<PathBuf>> {
-    let uploads = store.paths().uploads_dir();
-    let mut out = Vec::new();
-    let mut stack = vec![store.paths().root().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for (name, path) in entries(&dir)? {
-            let ft = match fs::symlink_metadata(&path) {
-                Ok(m) => m.file_type(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if name.starts_with(TEMP_PREFIX) && !ft.is_dir() {
-                out.push(path);
-            } else if ft.is_dir() && !(dir == uploads && UploadId::parse(&name).is_some()) {
-                stack.push(path);
-            }
-        }
-    }
-    Ok(out)
 }
 
 // ---- the check ----------------------------------------------------------------
@@ -612,7 +390,7 @@ fn no_json_dir(
         r.add(Severity::Note, dir, "image directory being created");
     } else if opts.repair {
         let p = store.paths();
-        let lock = FileLock::exclusive_within(&dir.join(".lock"), Duration::from_secs(5))?;
+        let lock = FileLock::exclusive_within(&p.image_lock(id), Duration::from_secs(5))?;
         if lock.is_some() && !p.image_json(id).exists() {
             fs::remove_dir_all(dir)?;
             super::atomic::sync_parent(dir)?;
@@ -813,13 +591,13 @@ fn check_v2(
     r: &mut FsckReport,
 ) -> io::Result<()> {
     let p = store.paths();
-    let v2 = p.berth_dir().join("v2");
+    let v2 = p.v2_dir();
     // A mirror fetches blobs and child manifests when first asked for them.
     let lazy = store.mirror_of()?.is_some();
     // Links first, so that what a repair removes shows in the tag checks.
     check_links(store, opts, pool, r)?;
     check_referrers(store, opts, r)?;
-    for (repo, dir) in repos_with(&v2, "_tags")? {
+    for (repo, dir) in repos_with(&v2, Paths::V2_TAGS)? {
         for (name, path) in entries(&dir)? {
             if name.starts_with(TEMP_PREFIX) {
                 continue;
@@ -946,7 +724,7 @@ fn check_links(
 ) -> io::Result<()> {
     let p = store.paths();
     let derived = earned::derived_manifests(store)?;
-    for (repo, dir) in repos_with(&p.berth_dir().join("v2"), "_blobs")? {
+    for (repo, dir) in repos_with(&p.v2_dir(), Paths::V2_BLOB_LINKS)? {
         let mut links = Vec::new();
         for (name, path) in entries(&dir)? {
             if name.starts_with(TEMP_PREFIX) {
@@ -1077,6 +855,18 @@ fn check_manifest(
             return Ok(());
         }
     };
+    if bytes.len() > super::MAX_MANIFEST {
+        // No push can store one; gc refuses to collect while it is live.
+        r.add(
+            Severity::Problem,
+            &p.blob(digest),
+            format!(
+                "manifest is {} bytes, larger than the {} the registry accepts; gc will not run while it is live",
+                bytes.len(),
+                super::MAX_MANIFEST
+            ),
+        );
+    }
     if serde_json::from_slice::<Value>(&bytes).is_err() {
         r.add(
             Severity::Problem,
@@ -1126,7 +916,7 @@ fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> i
             Some(_) => {}
         }
     }
-    for (name, path) in entries(&p.berth_dir().join("derived"))? {
+    for (name, path) in entries(&p.derived_dir())? {
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
@@ -1161,6 +951,7 @@ fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> i
 mod tests {
     use super::*;
     use crate::store::test_support::publish_v1_image as v1_image;
+    use std::time::SystemTime;
 
     fn opts(repair: bool) -> FsckOptions {
         FsckOptions {

@@ -31,19 +31,17 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::atomic::{remove_durable, sync_parent, FileLock};
-use super::fsck::{
+use super::uploads::UPLOAD_MAX_IDLE;
+use super::walk::{
     age, dir_age, entries, manifest_refs, pool_entries, read_ancestry, read_tag_file,
     referrer_records, repos_with, temp_files, v1_tags,
 };
-use super::uploads::{UploadId, UPLOAD_MAX_IDLE};
 use super::{hash_file, Store};
-use crate::names::{Algorithm, Digest, ImageId};
-use crate::store::Paths;
+use crate::names::{Algorithm, Digest, ImageId, UploadId};
+use crate::store::{Paths, MAX_MANIFEST};
 
 /// Default grace period: nothing younger is collected.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
-/// Manifests larger than this are not parsed for references (none are real).
-const MAX_MANIFEST: u64 = 16 << 20;
 /// Marks older than this are refreshed before the next deletion.
 const REMARK_AFTER: Duration = Duration::from_millis(200);
 /// How long the sweep waits for an image's lock before skipping the image.
@@ -135,7 +133,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         by_inode.insert((meta.dev(), meta.ino()), d.clone());
         // A young blob that is a manifest keeps what it names (its tag may
         // not be written yet).
-        if age(&path)?.is_some_and(|a| a < grace) && meta.len() <= MAX_MANIFEST {
+        if age(&path)?.is_some_and(|a| a < grace) && meta.len() <= MAX_MANIFEST as u64 {
             let head = fs::File::open(&path)
                 .and_then(|mut f| {
                     let mut b = [0u8; 1];
@@ -153,8 +151,8 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
             image_roots.push(id);
         }
     }
-    let v2 = p.berth_dir().join("v2");
-    for (repo, dir) in repos_with(&v2, "_tags")? {
+    let v2 = p.v2_dir();
+    for (repo, dir) in repos_with(&v2, Paths::V2_TAGS)? {
         for (name, _) in entries(&dir)? {
             let Ok(tag) = crate::names::Tag::parse(&name) else {
                 continue;
@@ -181,7 +179,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
             }
         }
     }
-    for (name, path) in entries(&p.berth_dir().join("derived"))? {
+    for (name, path) in entries(&p.derived_dir())? {
         if let Ok(id) = ImageId::parse(&name) {
             if age(&path)?.is_some_and(|a| a < grace) {
                 image_roots.push(id);
@@ -200,7 +198,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
                 // No ancestry yet (an upload in progress): follow the json's parent.
                 if let Ok(raw) = fs::read(p.image_json(&id)) {
                     if let Ok(v) = serde_json::from_slice(&raw) {
-                        if let Ok(Some(parent)) = super::fsck::json_parent(&v) {
+                        if let Ok(Some(parent)) = super::walk::json_parent(&v) {
                             image_roots.push(parent);
                         }
                     }
@@ -225,7 +223,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
     // V2 graphs, then the referrers of what is live (a signature of a live
     // image, an attestation of that signature...) until nothing is added.
     let mut seen = HashSet::new();
-    mark_manifests(p, &mut m, &mut seen, manifest_roots);
+    mark_manifests(p, &mut m, &mut seen, manifest_roots)?;
     let records = referrer_records(store)?;
     loop {
         let mut more = Vec::new();
@@ -240,26 +238,37 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         if more.is_empty() {
             break;
         }
-        mark_manifests(p, &mut m, &mut seen, more);
+        mark_manifests(p, &mut m, &mut seen, more)?;
     }
     Ok(m)
 }
 
 /// Marks manifests and everything they reference, children included.
+/// A live manifest larger than [`MAX_MANIFEST`] cannot have been pushed and
+/// is not parsed; what it names is unknown, so marking fails and nothing
+/// is collected (`fsck` reports the manifest).
 fn mark_manifests(
     p: &super::paths::Paths,
     m: &mut Marks,
     seen: &mut HashSet<Digest>,
     mut roots: Vec<Digest>,
-) {
+) -> io::Result<()> {
     while let Some(d) = roots.pop() {
         if !seen.insert(d.clone()) {
             continue;
         }
         m.blobs.insert(d.clone());
         let path = p.blob(&d);
-        let small = fs::metadata(&path).is_ok_and(|meta| meta.len() <= MAX_MANIFEST);
-        let Ok(bytes) = (if small { fs::read(&path) } else { Ok(vec![]) }) else {
+        let Ok(meta) = fs::metadata(&path) else {
+            continue;
+        };
+        if meta.len() > MAX_MANIFEST as u64 {
+            return Err(io::Error::other(format!(
+                "manifest {d} is larger than {MAX_MANIFEST} bytes, so what it references \
+                 cannot be read; nothing was collected (see berth-server fsck)"
+            )));
+        }
+        let Ok(bytes) = fs::read(&path) else {
             continue;
         };
         for (r, child) in manifest_refs(&bytes) {
@@ -270,6 +279,7 @@ fn mark_manifests(
             }
         }
     }
+    Ok(())
 }
 
 /// Marks that are refreshed when they get old, so every deletion is decided
@@ -377,8 +387,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
 
     // 1. Links and records: they only point at blobs and images.
     fresh.refresh()?;
-    let v2 = p.berth_dir().join("v2");
-    for (_, dir) in repos_with(&v2, "_blobs")? {
+    let v2 = p.v2_dir();
+    for (_, dir) in repos_with(&v2, Paths::V2_BLOB_LINKS)? {
         for (name, path) in entries(&dir)? {
             let Some(d) = Paths::digest_of_key(&name) else {
                 continue;
@@ -410,8 +420,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             r.records += 1;
         }
     }
-    for sub in ["derived", "v1layers"] {
-        for (name, path) in entries(&p.berth_dir().join(sub))? {
+    for records in [p.derived_dir(), p.v1_layers_dir()] {
+        for (name, path) in entries(&records)? {
             let Ok(id) = ImageId::parse(&name) else {
                 continue;
             };
@@ -448,7 +458,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             continue;
         }
         let Some(_lock) =
-            FileLock::exclusive_within(&dir.join(".lock"), IMAGE_LOCK_WAIT).or_else(|e| {
+            FileLock::exclusive_within(&p.image_lock(&id), IMAGE_LOCK_WAIT).or_else(|e| {
                 if e.kind() == io::ErrorKind::NotFound {
                     Ok(None)
                 } else {
@@ -465,13 +475,14 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         }
         // json first: from here readers see "not found", never a partial image.
         let mut freed = remove_counted(&p.image_json(&id))?.unwrap_or(0);
-        for (name, path) in entries(&dir)? {
-            if name != ".lock" {
+        let lock = p.image_lock(&id);
+        for (_, path) in entries(&dir)? {
+            if path != lock {
                 freed += remove_counted(&path)?.unwrap_or(0);
             }
         }
         // The lock file goes last, while we still hold it.
-        let _ = fs::remove_file(dir.join(".lock"));
+        let _ = fs::remove_file(&lock);
         match fs::remove_dir(&dir) {
             Ok(()) => sync_parent(&dir)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::atomic::{remove_durable, write_atomic, TempFile, TEMP_PREFIX};
 use super::{read_optional, Store};
+use crate::names::digest_text as text;
 use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag};
 
 /// What a V2 tag points at.
@@ -105,21 +106,6 @@ impl LinkRecord {
             Ok(via) => LinkRecord::Via(via),
             Err(e) => LinkRecord::Corrupt(e.to_string()),
         }
-    }
-}
-
-/// Digests in records are plain strings, re-validated on read.
-pub(crate) mod text {
-    use crate::names::Digest;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(d.as_str())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-        let s = String::deserialize(d)?;
-        Digest::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -350,7 +336,7 @@ impl Store {
         };
         // References first: the manifest becomes readable only when its
         // blobs are.
-        for (d, _) in super::fsck::manifest_refs(&bytes) {
+        for (d, _) in super::walk::manifest_refs(&bytes) {
             if self.blob_size(&d)?.is_some() {
                 self.link_blob_to_repo(repo, &d, &via)?;
             }
@@ -398,7 +384,7 @@ impl Store {
     /// Repositories that hold at least one V2 tag record.
     pub fn list_v2_repositories(&self) -> io::Result<Vec<RepoName>> {
         let mut out = Vec::new();
-        let root = self.paths().berth_dir().join("v2");
+        let root = self.paths().v2_dir();
         let mut stack = vec![(root, Vec::<String>::new())];
         while let Some((dir, parts)) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
@@ -412,7 +398,7 @@ impl Store {
                     continue;
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name == "_tags" {
+                if name == super::Paths::V2_TAGS {
                     if let Ok(r) = RepoName::parse(&parts.join("/")) {
                         out.push(r);
                     }

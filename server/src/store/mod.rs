@@ -27,6 +27,7 @@ pub mod translate;
 pub mod uploads;
 pub mod v1;
 pub mod v1ids;
+pub mod walk;
 
 use std::fs;
 use std::io::{self, Read};
@@ -36,6 +37,27 @@ use crate::names::{Algorithm, Digest};
 
 pub use error::{StoreError, StoreResult};
 pub use paths::Paths;
+
+/// Largest manifest the store holds: the registry refuses a bigger one
+/// (413; the spec suggests accepting at least 4 MB), the mirror will not
+/// fetch one, and `gc`/`fsck` do not parse a pool file over it as a
+/// manifest (none can have been pushed). The same number as the V2 read
+/// client's cap (`berth_transport::v2::MANIFEST_LIMIT`), defined once there.
+pub const MAX_MANIFEST: usize = berth_transport::v2::MANIFEST_LIMIT;
+
+/// Runs blocking store work off the async threads, flattening join errors
+/// (a panic in `f` resumes in the caller). Store methods are synchronous;
+/// the registry's handlers and the mirror call them through this.
+pub async fn blocking<T, F>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
 
 /// A registry store rooted at one directory. Cheap to share behind an `Arc`.
 #[derive(Debug, Clone)]

@@ -8,12 +8,16 @@
 //!   images/<id>/_checksum            ["sha256:<payload checksum>"]
 //!   images/<id>/_inprogress          marker: present until the checksum PUT publishes the image
 //!   images/<id>/_possession          users who uploaded its exact bytes; upload steps per user
+//!   images/<id>/.lock                fcntl lock held while an image is written, projected or collected
 //!   repositories/<ns>/<repo>/tag_<t>         bare image id
 //!   repositories/<ns>/<repo>/tag<t>_json     tag metadata (no `_` after `tag`, as in the reference)
 //!   repositories/<ns>/<repo>/json            metadata of `latest`
 //!   repositories/<ns>/<repo>/_index_images   the V1 index image list
 //!   repositories/<ns>/<repo>/_private        flag: repository marked private
 //!   repositories/<ns>/<repo>/.lock           fcntl lock file for read-modify-write of the index
+//!   _berth/audit.log                 the audit log, one JSON line per write (default of --audit)
+//!   _berth/ssh_host_ed25519_key      old default host key: never read; `serve` refuses to start
+//!                                    until it is moved out of the store (keys::host_key_path)
 //!   _berth/blobs/sha256/<hex>        content-addressed pool: layers, configs, manifests
 //!   _berth/blobs/sha512/<hex>        the same for sha512 digests (128 hex; a blob pushed under
 //!                                    both algorithms is stored under both names)
@@ -43,8 +47,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::uploads::UploadId;
-use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag};
+use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag, UploadId};
+
+/// File name of the SSH host key: the default one outside the store
+/// (`keys::default_host_key_path`) and the old one inside it
+/// ([`Paths::legacy_host_key`]).
+pub const HOST_KEY_NAME: &str = "ssh_host_ed25519_key";
 
 /// Builds every path under one store root.
 #[derive(Clone, Debug)]
@@ -53,6 +61,14 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The directory name of a repository's blob links under `_berth/v2/`
+    /// (walkers find repositories by it, `store::walk`).
+    pub const V2_BLOB_LINKS: &'static str = "_blobs";
+    /// The directory name of a repository's V2 tags under `_berth/v2/`.
+    pub const V2_TAGS: &'static str = "_tags";
+    /// The directory name of a repository's referrer records under `_berth/v2/`.
+    pub const V2_REFERRERS: &'static str = "_referrers";
+
     /// Paths under `root`.
     pub fn new(root: impl Into<PathBuf>) -> Paths {
         Paths { root: root.into() }
@@ -103,6 +119,12 @@ impl Paths {
         self.image_dir(id).join("_possession")
     }
 
+    /// `images/<id>/.lock`: `fcntl` lock held while the image is written,
+    /// projected to V2, repaired or collected.
+    pub fn image_lock(&self, id: &ImageId) -> PathBuf {
+        self.image_dir(id).join(".lock")
+    }
+
     /// `repositories/`
     pub fn repositories_dir(&self) -> PathBuf {
         self.root.join("repositories")
@@ -150,6 +172,17 @@ impl Paths {
     /// `_berth/`: everything berth adds beside the V1 reference layout.
     pub fn berth_dir(&self) -> PathBuf {
         self.root.join("_berth")
+    }
+
+    /// `_berth/audit.log`: the audit log unless `--audit` names another file.
+    pub fn audit_log(&self) -> PathBuf {
+        self.berth_dir().join("audit.log")
+    }
+
+    /// `_berth/ssh_host_ed25519_key`: where the host key was kept before it
+    /// moved out of the store; never read, only refused (`keys::host_key_path`).
+    pub fn legacy_host_key(&self) -> PathBuf {
+        self.berth_dir().join(HOST_KEY_NAME)
     }
 
     /// `_berth/mirror-of`: the upstream, when this store backs a
@@ -219,9 +252,14 @@ impl Paths {
         self.berth_dir().join("uploads")
     }
 
+    /// `_berth/v2/`: the V2 records of every repository.
+    pub fn v2_dir(&self) -> PathBuf {
+        self.berth_dir().join("v2")
+    }
+
     /// `_berth/v2/<ns>/<repo>/`: V2 records of one repository.
     pub fn v2_repo_dir(&self, repo: &RepoName) -> PathBuf {
-        let mut p = self.berth_dir().join("v2").join(repo.namespace());
+        let mut p = self.v2_dir().join(repo.namespace());
         for part in repo.repository().split('/') {
             p.push(part);
         }
@@ -253,7 +291,7 @@ impl Paths {
     /// `_berth/v2/<ns>/<repo>/_tags/`: V2 tag records (`_` cannot start a
     /// name component, so this never collides with a nested repository).
     pub fn v2_tags_dir(&self, repo: &RepoName) -> PathBuf {
-        self.v2_repo_dir(repo).join("_tags")
+        self.v2_repo_dir(repo).join(Paths::V2_TAGS)
     }
 
     /// `_berth/v2/<ns>/<repo>/_tags/<tag>`
@@ -264,14 +302,17 @@ impl Paths {
     /// `_berth/v2/<ns>/<repo>/_blobs/<key>`: marks a pool blob as part of the
     /// repository (what V2 blob HEAD/GET see; a cross-repository mount adds one).
     pub fn v2_blob_link(&self, repo: &RepoName, digest: &Digest) -> PathBuf {
-        self.v2_repo_dir(repo)
-            .join("_blobs")
-            .join(Paths::digest_key(digest))
+        self.v2_blob_links_dir(repo).join(Paths::digest_key(digest))
+    }
+
+    /// `_berth/v2/<ns>/<repo>/_blobs/`: every blob link of one repository.
+    pub fn v2_blob_links_dir(&self, repo: &RepoName) -> PathBuf {
+        self.v2_repo_dir(repo).join(Paths::V2_BLOB_LINKS)
     }
 
     /// `_berth/v2/<ns>/<repo>/_referrers/`: every subject with referrers here.
     pub fn v2_referrers_root(&self, repo: &RepoName) -> PathBuf {
-        self.v2_repo_dir(repo).join("_referrers")
+        self.v2_repo_dir(repo).join(Paths::V2_REFERRERS)
     }
 
     /// `_berth/v2/<ns>/<repo>/_referrers/<subject key>/`: the referrers of
@@ -309,14 +350,24 @@ impl Paths {
         self.layer_facts_dir().join(Paths::digest_key(digest))
     }
 
+    /// `_berth/derived/`: the derived records.
+    pub fn derived_dir(&self) -> PathBuf {
+        self.berth_dir().join("derived")
+    }
+
     /// `_berth/derived/<id>`: the V2 form generated once for a V1 top image.
     pub fn derived(&self, id: &ImageId) -> PathBuf {
-        self.berth_dir().join("derived").join(id.as_str())
+        self.derived_dir().join(id.as_str())
+    }
+
+    /// `_berth/v1layers/`: the V1 layer info records.
+    pub fn v1_layers_dir(&self) -> PathBuf {
+        self.berth_dir().join("v1layers")
     }
 
     /// `_berth/v1layers/<id>`: cached blob facts of a V1 image's layer.
     pub fn v1_layer_info(&self, id: &ImageId) -> PathBuf {
-        self.berth_dir().join("v1layers").join(id.as_str())
+        self.v1_layers_dir().join(id.as_str())
     }
 
     /// `_berth/v1ids/`: V1 ids of projected steps whose own id was squatted.

@@ -100,7 +100,7 @@ impl Store {
         let p = self.paths();
         let id = &step.id;
         super::atomic::create_dirs(p.image_dir(id))?;
-        let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+        let _lock = FileLock::exclusive(&p.image_lock(id))?;
         match self.image_state(id)? {
             ImageState::Published if self.holds_step(step)? => return Ok(()),
             // Published by a V1 client since the id was settled.

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::atomic::{remove_durable, write_atomic, TEMP_PREFIX};
-use super::manifests::text;
 use super::{read_optional, Store};
+use crate::names::digest_text as text;
 use crate::names::{Digest, RepoName};
 
 /// One entry of a referrers index: the descriptor of a manifest that names

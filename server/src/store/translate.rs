@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use berth_transport::manifest_refs::{manifest_refs, ManifestRef, RefKind};
 use serde_json::{json, Map, Value};
 
 use super::manifests::LayerInfo;
@@ -41,52 +42,57 @@ pub struct Descriptor {
     pub media_type: String,
 }
 
-fn descriptor(v: &Value) -> Result<Descriptor, TranslateError> {
-    let digest = v
-        .get("digest")
-        .and_then(Value::as_str)
+/// A descriptor [`manifest_refs`] found, checked: it must name a valid digest.
+fn descriptor(r: &ManifestRef<'_>) -> Result<Descriptor, TranslateError> {
+    let digest = r
+        .digest()
         .ok_or_else(|| invalid("descriptor without digest"))?;
     let digest = Digest::parse(digest).map_err(|e| invalid(e.to_string()))?;
     Ok(Descriptor {
         digest,
-        size: v.get("size").and_then(Value::as_u64).unwrap_or(0),
-        media_type: v
-            .get("mediaType")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        size: r.size().unwrap_or(0),
+        media_type: r.media_type().to_string(),
     })
 }
 
-/// The config and layer descriptors of an image manifest.
+/// The config and layer descriptors of an image manifest (found by
+/// [`manifest_refs`], like every reading of what a manifest references).
 pub fn image_parts(manifest: &Value) -> Result<(Descriptor, Vec<Descriptor>), TranslateError> {
-    let config = descriptor(
-        manifest
+    let config = descriptor(&ManifestRef {
+        kind: RefKind::Config,
+        descriptor: manifest
             .get("config")
             .ok_or_else(|| invalid("manifest has no config"))?,
-    )?;
-    let layers = match manifest.get("layers") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::Array(items)) => items.iter().map(descriptor).collect::<Result<_, _>>()?,
-        Some(_) => return Err(invalid("manifest layers is not an array")),
-    };
+    })?;
+    if !matches!(
+        manifest.get("layers"),
+        None | Some(Value::Null) | Some(Value::Array(_))
+    ) {
+        return Err(invalid("manifest layers is not an array"));
+    }
+    let layers = manifest_refs(manifest)
+        .iter()
+        .filter(|r| r.kind == RefKind::Layer)
+        .map(descriptor)
+        .collect::<Result<_, _>>()?;
     Ok((config, layers))
 }
 
 /// The child descriptors of an index / manifest list, with their platforms.
 pub fn index_children(index: &Value) -> Result<Vec<(Descriptor, Value)>, TranslateError> {
-    match index.get("manifests") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|m| {
-                Ok((
-                    descriptor(m)?,
-                    m.get("platform").cloned().unwrap_or(Value::Null),
-                ))
-            })
-            .collect(),
-        _ => Err(invalid("index has no manifests array")),
+    if !matches!(index.get("manifests"), Some(Value::Array(_))) {
+        return Err(invalid("index has no manifests array"));
     }
+    manifest_refs(index)
+        .iter()
+        .filter(|r| r.kind == RefKind::Child)
+        .map(|r| {
+            Ok((
+                descriptor(r)?,
+                r.descriptor.get("platform").cloned().unwrap_or(Value::Null),
+            ))
+        })
+        .collect()
 }
 
 /// The child of an index projected to V1: linux/amd64 if present, else the

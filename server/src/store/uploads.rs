@@ -62,6 +62,7 @@ use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER
 use super::layer_facts::{FactsThread, LayerFacts, Measured};
 use super::transient::{is_transient, retry};
 use super::Store;
+pub use crate::names::UploadId;
 use crate::names::{Algorithm, Digest};
 
 /// Sessions untouched this long are removed by the next sweep.
@@ -69,36 +70,6 @@ pub const UPLOAD_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
 /// How long a request waits for another request still writing the same
 /// session (typically the server side of a connection that just dropped).
 const SESSION_LOCK_WAIT: Duration = Duration::from_secs(30);
-
-/// A validated upload session id (a lowercase hyphenated UUID), so that an id
-/// from a URL can become a path component.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UploadId(String);
-
-impl UploadId {
-    /// A fresh random id.
-    pub fn new() -> UploadId {
-        UploadId(uuid::Uuid::new_v4().hyphenated().to_string())
-    }
-
-    /// Validates an id from a URL; `None` for anything but a canonical UUID.
-    pub fn parse(s: &str) -> Option<UploadId> {
-        let u = uuid::Uuid::parse_str(s).ok()?;
-        let canonical = u.hyphenated().to_string();
-        (canonical == s).then_some(UploadId(canonical))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Default for UploadId {
-    fn default() -> Self {
-        UploadId::new()
-    }
-}
 
 /// Why an upload step failed; the registry maps each to a V2 error code.
 #[derive(Debug, thiserror::Error)]

@@ -148,7 +148,7 @@ impl Store {
         let parent = image_json_parent(id, body)?;
         let p = self.paths();
         if self.image_state(id)? == ImageState::Published {
-            let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+            let _lock = FileLock::exclusive(&p.image_lock(id))?;
             return self.claim_identical_json(id, body, user);
         }
         let mut ancestry = vec![id.as_str().to_string()];
@@ -181,7 +181,7 @@ impl Store {
         }
 
         super::atomic::create_dirs(p.image_dir(id))?;
-        let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+        let _lock = FileLock::exclusive(&p.image_lock(id))?;
         if self.image_state(id)? == ImageState::Published {
             return self.claim_identical_json(id, body, user);
         }
@@ -231,7 +231,7 @@ impl Store {
         let (store, id, user) = (self.clone(), id.clone(), user.to_string());
         blocking(move || {
             let p = store.paths();
-            let _lock = FileLock::exclusive(&p.image_dir(&id).join(".lock"))?;
+            let _lock = FileLock::exclusive(&p.image_lock(&id))?;
             if store.image_state(&id)? != ImageState::InProgress {
                 return Err(StoreError::Conflict(
                     "Image was published or removed during the upload".into(),
@@ -283,7 +283,7 @@ impl Store {
         let done = ingest(body, temp, Some(prefix), Algorithm::Sha256, false).await?;
         let (store, id, user) = (self.clone(), id.clone(), user.to_string());
         blocking(move || {
-            let _lock = FileLock::exclusive(&store.paths().image_dir(&id).join(".lock"))?;
+            let _lock = FileLock::exclusive(&store.paths().image_lock(&id))?;
             let mut record = store.possession(&id)?;
             if record.step(&user).is_none() {
                 return Err(StoreError::Exists);
@@ -319,7 +319,7 @@ impl Store {
             ImageState::Missing => return Err(StoreError::NotFound("Image not found".into())),
             ImageState::Published => {
                 let stored = self.payload_checksums(id)?;
-                let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+                let _lock = FileLock::exclusive(&p.image_lock(id))?;
                 let mut record = self.possession(id)?;
                 if record.step(user) != Some(UploadStep::Layer) {
                     return Err(StoreError::Conflict(
@@ -336,7 +336,7 @@ impl Store {
             }
             ImageState::InProgress => {}
         }
-        let _lock = FileLock::exclusive(&p.image_dir(id).join(".lock"))?;
+        let _lock = FileLock::exclusive(&p.image_lock(id))?;
         if !p.image_inprogress(id).exists() {
             return Err(StoreError::Conflict(
                 "Cannot set this image checksum".into(),
@@ -377,7 +377,7 @@ impl Store {
         let p = self.paths();
         // Recording is a cache: a store this process may only read (or an
         // image gc is removing) still gets its checksum computed.
-        let lock = FileLock::exclusive(&p.image_dir(id).join(".lock"));
+        let lock = FileLock::exclusive(&p.image_lock(id));
         // Another reader may have recorded it while this one waited.
         let sums = self.stored_checksums(id)?;
         if !sums.is_empty() {

@@ -47,10 +47,7 @@ use crate::registry::{blocking, response, Identity, Registry, ReqBody};
 use crate::store::manifests::{LinkVia, TagRecord};
 use crate::store::media::{self, ManifestKind};
 use crate::store::referrers;
-use crate::store::{translate, Store, StoreError};
-
-/// Largest manifest accepted (the spec suggests at least 4 MB).
-pub const MAX_MANIFEST: usize = 4 << 20;
+use crate::store::{translate, Store, StoreError, MAX_MANIFEST};
 
 fn unknown_manifest(what: &str) -> Vec<V2Error> {
     vec![V2Error::new(ErrorCode::ManifestUnknown, "manifest unknown")

@@ -4,8 +4,8 @@
 //! route keyword nearest the end (`/tags/list`, `/manifests/<ref>`,
 //! `/blobs/uploads/[<uuid>]`, `/blobs/<digest>`), never by a fixed depth.
 
+use crate::names::UploadId;
 use crate::names::{Digest, RepoName, Tag};
-use crate::store::uploads::UploadId;
 
 use super::errors::{ErrorCode, V2Error};
 

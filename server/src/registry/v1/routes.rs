@@ -1,4 +1,5 @@
-//! Request routing: `(method, path)` → [`Route`], parsed once.
+//! V1 routing: path → [`V1Route`], parsed once; the parse errors are
+//! answered in one place, [`super::handle`] (as `v2::handle` does for V2).
 //!
 //! Repository names contain slashes, so V1 repository paths are split at the
 //! keyword nearest the end (`.../tags/<t>/json`, `.../tags/<t>`, `.../tags`,
