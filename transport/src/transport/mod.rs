@@ -16,6 +16,7 @@
 pub mod command;
 pub mod ssh;
 pub mod tls;
+mod tunnel;
 
 use std::fmt;
 use std::io;

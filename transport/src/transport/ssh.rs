@@ -431,7 +431,10 @@ impl SshTransport {
                         target: hop.to_string(),
                         source: Box::new(source),
                     })?;
-                client::connect_stream(self.config.clone(), tunnel.into_stream(), verifier)
+                // Decoupled: russh's loops would otherwise deadlock on a
+                // long link (`tunnel` module).
+                let stream = super::tunnel::decouple(tunnel.into_stream());
+                client::connect_stream(self.config.clone(), stream, verifier)
                     .await
                     .map_err(|e| e.at(hop))?
             }
