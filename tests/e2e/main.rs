@@ -10,6 +10,7 @@ mod digests;
 mod fuzz;
 mod gluster;
 mod hostile;
+mod house;
 mod isolation_ops;
 mod isolation_ssh;
 mod isolation_v1;
