@@ -129,7 +129,19 @@ impl FsckReport {
 // ---- the check ----------------------------------------------------------------
 
 /// Checks the whole store; with `repair`, removes provably garbage leftovers.
+///
+/// On a shared filesystem another host may replace or remove what the walk
+/// is looking at, and GlusterFS or NFS then answer `ESTALE` for the handle
+/// the walk still holds (seen in the GlusterFS tests right after a server
+/// was killed). A pass that fails transiently is started again from the
+/// top ([`super::transient::retry`]), so it reads the store as it is now;
+/// every repair is idempotent, so a repeated one changes nothing twice.
 pub fn fsck(store: &Store, opts: &FsckOptions) -> io::Result<FsckReport> {
+    super::transient::retry("fsck pass", || fsck_pass(store, opts))
+}
+
+/// One walk over the whole store (see [`fsck`]).
+fn fsck_pass(store: &Store, opts: &FsckOptions) -> io::Result<FsckReport> {
     let mut r = FsckReport::default();
     check_temps(store, opts, &mut r)?;
     check_uploads(store, opts, &mut r)?;

@@ -339,7 +339,9 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     let mut fresh = Fresh {
         store,
         grace,
-        marks: mark(store, grace)?,
+        // The mark only reads: a pass another host's rename made stale
+        // (ESTALE) is simply marked again (see `fsck`).
+        marks: super::transient::retry("gc mark", || mark(store, grace))?,
         at: Instant::now(),
     };
     let dry = opts.dry_run;
