@@ -44,10 +44,11 @@ use super::manifests::LinkRecord;
 use super::quarantine::quarantine;
 use super::uploads::UPLOAD_MAX_IDLE;
 use super::walk::{
-    age, dir_age, entries, json_parent, manifest_refs, pool_entries, read_ancestry, read_tag_file,
-    referrer_records, repos_with, temp_files, v1_tags,
+    age, dir_age, entries, exists, json_parent, manifest_refs, metadata, metadata_followed,
+    optional, pool_entries, read_ancestry, read_tag_file, referrer_records, repos_with, temp_files,
+    v1_tags,
 };
-use super::{hash_file, Paths, Store};
+use super::{hash_file, read_optional, Paths, Store};
 use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag, UploadId};
 
 /// Deepest index → manifest nesting followed.
@@ -185,12 +186,12 @@ fn check_layer_facts(
             );
             continue;
         };
-        let Some(raw) = super::read_optional(&path)? else {
+        let Some(raw) = read_optional(&path)? else {
             continue;
         };
         let problem = match LayerFacts::from_record(&raw) {
             Err(e) => Some(format!("layer facts record does not parse: {e}")),
-            Ok(_) if !(pool.contains(&d) || p.blob(&d).exists()) => {
+            Ok(_) if !(pool.contains(&d) || exists(&p.blob(&d))?) => {
                 Some("layer facts record without its blob".to_string())
             }
             Ok(facts) if opts.deep => match store.measure_blob(&d) {
@@ -239,7 +240,7 @@ fn check_temps(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Res
 fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
     for (name, path) in entries(&store.paths().uploads_dir())? {
         if name.starts_with(TEMP_PREFIX) {
-            if path.is_dir() {
+            if metadata(&path)?.is_some_and(|m| m.is_dir()) {
                 closed_session_leftover(opts, &path, r)?;
             }
             continue; // files: judged by check_temps
@@ -319,10 +320,8 @@ fn check_pool(
             );
             continue;
         };
-        let actual = match hash_file(&path, b"", d.algorithm()) {
-            Ok(a) => a,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gc removed it
-            Err(e) => return Err(e),
+        let Some(actual) = optional(&path, |path| hash_file(path, b"", d.algorithm()))? else {
+            continue; // gc removed it
         };
         r.blobs += 1;
         if actual != d {
@@ -355,15 +354,11 @@ fn check_images(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Re
         };
         r.images += 1;
         let json_path = p.image_json(&id);
-        let json_raw = match fs::read(&json_path) {
-            Ok(j) => j,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                no_json_dir(store, opts, &id, &dir, r)?;
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(json_raw) = read_optional(&json_path)? else {
+            no_json_dir(store, opts, &id, &dir, r)?;
+            continue;
         };
-        let in_progress = p.image_inprogress(&id).exists();
+        let in_progress = exists(&p.image_inprogress(&id))?;
         if in_progress {
             r.add(
                 Severity::Note,
@@ -403,7 +398,7 @@ fn no_json_dir(
     } else if opts.repair {
         let p = store.paths();
         let lock = FileLock::exclusive_within(&p.image_lock(id), Duration::from_secs(5))?;
-        if lock.is_some() && !p.image_json(id).exists() {
+        if lock.is_some() && !exists(&p.image_json(id))? {
             fs::remove_dir_all(dir)?;
             super::atomic::sync_parent(dir)?;
             r.add(
@@ -459,7 +454,7 @@ fn check_published_image(
         }
     };
     let anc_path = p.image_ancestry(id);
-    match read_ancestry(store, id) {
+    match read_ancestry(store, id)? {
         None => r.add(
             Severity::Problem,
             &anc_path,
@@ -487,7 +482,7 @@ fn check_published_image(
                             &anc_path,
                             format!("ancestry does not continue with the parent {parent}"),
                         );
-                    } else if read_ancestry(store, parent).as_deref() != Some(&anc[1..]) {
+                    } else if read_ancestry(store, parent)?.as_deref() != Some(&anc[1..]) {
                         r.add(
                             Severity::Problem,
                             &anc_path,
@@ -497,8 +492,10 @@ fn check_published_image(
                 }
             }
             for a in anc.iter().skip(1) {
-                let published = ImageId::parse(a)
-                    .is_ok_and(|a| p.image_json(&a).exists() && !p.image_inprogress(&a).exists());
+                let published = match ImageId::parse(a) {
+                    Ok(a) => exists(&p.image_json(&a))? && !exists(&p.image_inprogress(&a))?,
+                    Err(_) => false,
+                };
                 if !published {
                     r.add(
                         Severity::Problem,
@@ -510,7 +507,7 @@ fn check_published_image(
         }
     }
     let layer = p.image_layer(id);
-    if !layer.exists() {
+    if !exists(&layer)? {
         r.add(Severity::Problem, &layer, "published image has no layer");
         return Ok(true);
     }
@@ -521,7 +518,9 @@ fn check_published_image(
     }
     let mut prefix = json_raw.to_vec();
     prefix.push(b'\n');
-    let payload = hash_file(&layer, &prefix, Algorithm::Sha256)?;
+    let Some(payload) = optional(&layer, |l| hash_file(l, &prefix, Algorithm::Sha256))? else {
+        return Ok(true); // gc removed the image meanwhile
+    };
     if !sums.iter().any(|s| s == payload.as_str()) {
         r.add(
             Severity::Problem,
@@ -548,15 +547,17 @@ fn projected_layer_matches(
         return Ok(true);
     };
     let same_inode = |a: &fs::Metadata, b: &fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
-    if let (Ok(l), Ok(b)) = (
-        fs::metadata(layer),
-        fs::metadata(store.paths().blob(&info.blob)),
+    if let (Some(l), Some(b)) = (
+        metadata_followed(layer)?,
+        metadata_followed(&store.paths().blob(&info.blob))?,
     ) {
         if same_inode(&l, &b) {
             return Ok(true);
         }
     }
-    let actual = hash_file(layer, b"", info.blob.algorithm())?;
+    let Some(actual) = optional(layer, |l| hash_file(l, b"", info.blob.algorithm()))? else {
+        return Ok(true); // gc removed the image meanwhile
+    };
     if actual == info.blob {
         return Ok(true);
     }
@@ -576,14 +577,14 @@ fn check_v1_tags(store: &Store, r: &mut FsckReport) -> io::Result<()> {
     for (_, _, path) in v1_tags(store)? {
         r.v1_tags += 1;
         match read_tag_file(&path)? {
-            None if !path.exists() => {} // deleted meanwhile
+            None if !exists(&path)? => {} // deleted meanwhile
             None => r.add(
                 Severity::Problem,
                 &path,
                 "tag file does not hold an image id",
             ),
             Some(id) => {
-                if !p.image_json(&id).exists() || p.image_inprogress(&id).exists() {
+                if !exists(&p.image_json(&id))? || exists(&p.image_inprogress(&id))? {
                     r.add(
                         Severity::Problem,
                         &path,
@@ -645,7 +646,7 @@ fn check_v2(
 fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
     use super::referrers::{describe, subject_of, ReferrerDescriptor};
     for rec in referrer_records(store)? {
-        let Some(raw) = super::read_optional(&rec.path)? else {
+        let Some(raw) = read_optional(&rec.path)? else {
             continue; // deleted meanwhile
         };
         let desc: ReferrerDescriptor = match serde_json::from_slice(&raw) {
@@ -750,10 +751,8 @@ fn check_links(
                 );
                 continue;
             };
-            let raw = match fs::read(&path) {
-                Ok(raw) => raw,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gc removed it
-                Err(e) => return Err(e),
+            let Some(raw) = read_optional(&path)? else {
+                continue; // gc removed it
             };
             let record = LinkRecord::parse(&raw);
             if let LinkRecord::Corrupt(e) = &record {
@@ -763,7 +762,7 @@ fn check_links(
                     format!("link record does not parse: {e}"),
                 );
             }
-            if pool.contains(&d) || p.blob(&d).exists() {
+            if pool.contains(&d) || exists(&p.blob(&d))? {
                 links.push(Link {
                     digest: d,
                     path,
@@ -850,7 +849,7 @@ fn check_manifest(
     let bytes = match store.manifest(digest) {
         Ok(Some((_, bytes))) => bytes,
         Ok(None) => {
-            let what = if p.blob(digest).exists() {
+            let what = if exists(&p.blob(digest))? {
                 "its manifest record is missing"
             } else {
                 "its blob is missing"
@@ -888,7 +887,7 @@ fn check_manifest(
         return Ok(());
     }
     for (d, child) in manifest_refs(&bytes) {
-        let fetched = p.blob(&d).exists();
+        let fetched = exists(&p.blob(&d))?;
         if lazy && !fetched {
             r.add(
                 Severity::Note,
@@ -911,7 +910,7 @@ fn check_manifest(
 /// Manifest records and derived records point into the pool.
 fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> io::Result<()> {
     let p = store.paths();
-    let there = |d: &Digest| pool.contains(d) || p.blob(d).exists();
+    let there = |d: &Digest| -> io::Result<bool> { Ok(pool.contains(d) || exists(&p.blob(d))?) };
     for (name, path) in entries(&p.manifest_records_dir())? {
         if name.starts_with(TEMP_PREFIX) {
             continue;
@@ -922,10 +921,11 @@ fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> i
                 &path,
                 "unexpected entry among manifest records",
             ),
-            Some(d) if !there(&d) && path.exists() => {
-                r.add(Severity::Problem, &path, "manifest record without its blob")
+            Some(d) => {
+                if !there(&d)? && exists(&path)? {
+                    r.add(Severity::Problem, &path, "manifest record without its blob")
+                }
             }
-            Some(_) => {}
         }
     }
     for (name, path) in entries(&p.derived_dir())? {
@@ -943,7 +943,7 @@ fn check_records(store: &Store, pool: &HashSet<Digest>, r: &mut FsckReport) -> i
         match store.derived(&id) {
             Ok(Some(rec)) => {
                 for d in [&rec.manifest, &rec.config] {
-                    if !there(d) {
+                    if !there(d)? {
                         r.add(
                             Severity::Problem,
                             &path,

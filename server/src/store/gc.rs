@@ -33,10 +33,10 @@ use serde::Serialize;
 use super::atomic::{remove_durable, sync_parent, FileLock};
 use super::uploads::UPLOAD_MAX_IDLE;
 use super::walk::{
-    age, dir_age, entries, manifest_refs, pool_entries, read_ancestry, read_tag_file,
-    referrer_records, repos_with, temp_files, v1_tags,
+    age, dir_age, entries, manifest_refs, metadata, metadata_followed, optional, pool_entries,
+    read_ancestry, read_tag_file, referrer_records, repos_with, temp_files, v1_tags,
 };
-use super::{hash_file, Store};
+use super::{hash_file, read_optional, Store};
 use crate::names::{Algorithm, Digest, ImageId, UploadId};
 use crate::store::{Paths, MAX_MANIFEST};
 
@@ -107,7 +107,8 @@ struct Marks {
 /// Whether an image directory is still being written (kept by the sweep).
 fn image_in_progress(store: &Store, id: &ImageId, grace: Duration) -> io::Result<bool> {
     let p = store.paths();
-    if !p.image_inprogress(id).exists() && p.image_json(id).exists() {
+    let in_progress = metadata(&p.image_inprogress(id))?.is_some();
+    if !in_progress && metadata(&p.image_json(id))?.is_some() {
         return Ok(false);
     }
     // In progress, or json not written yet: an upload, unless abandoned long ago.
@@ -127,20 +128,19 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         let Some(d) = d else {
             continue;
         };
-        let Ok(meta) = fs::metadata(&path) else {
+        let Some(meta) = metadata_followed(&path)? else {
             continue;
         };
         by_inode.insert((meta.dev(), meta.ino()), d.clone());
         // A young blob that is a manifest keeps what it names (its tag may
         // not be written yet).
         if age(&path)?.is_some_and(|a| a < grace) && meta.len() <= MAX_MANIFEST as u64 {
-            let head = fs::File::open(&path)
-                .and_then(|mut f| {
-                    let mut b = [0u8; 1];
-                    f.read(&mut b).map(|n| n == 1 && b[0] == b'{')
-                })
-                .unwrap_or(false);
-            if head {
+            let head = optional(&path, |path| {
+                let mut b = [0u8; 1];
+                let n = fs::File::open(path)?.read(&mut b)?;
+                Ok(n == 1 && b[0] == b'{')
+            })?;
+            if head == Some(true) {
                 manifest_roots.push(d);
             }
         }
@@ -157,7 +157,9 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
             let Ok(tag) = crate::names::Tag::parse(&name) else {
                 continue;
             };
-            if let Ok(Some(rec)) = store.v2_tag(&repo, &tag) {
+            // A record that cannot be read fails the mark: taken for a
+            // missing tag, it would let the sweep delete the tagged image.
+            if let Some(rec) = store.v2_tag(&repo, &tag)? {
                 manifest_roots.push(rec.digest);
                 image_roots.extend(rec.v1);
             }
@@ -192,11 +194,11 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         if !m.images.insert(id.clone()) {
             continue;
         }
-        match read_ancestry(store, &id) {
+        match read_ancestry(store, &id)? {
             Some(anc) => image_roots.extend(anc.iter().filter_map(|a| ImageId::parse(a).ok())),
             None => {
                 // No ancestry yet (an upload in progress): follow the json's parent.
-                if let Ok(raw) = fs::read(p.image_json(&id)) {
+                if let Some(raw) = read_optional(&p.image_json(&id))? {
                     if let Ok(v) = serde_json::from_slice(&raw) {
                         if let Ok(Some(parent)) = super::walk::json_parent(&v) {
                             image_roots.push(parent);
@@ -205,16 +207,17 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
                 }
             }
         }
-        if let Ok(meta) = fs::metadata(p.image_layer(&id)) {
+        let layer = p.image_layer(&id);
+        if let Some(meta) = metadata_followed(&layer)? {
             if let Some(d) = by_inode.get(&(meta.dev(), meta.ino())) {
                 m.blobs.insert(d.clone());
-            } else if let Ok(Some(info)) = store.v1_layer_info(&id) {
+            } else if let Some(info) = store.v1_layer_info(&id)? {
                 m.blobs.insert(info.blob);
-            } else if let Ok(d) = hash_file(&p.image_layer(&id), b"", Algorithm::Sha256) {
+            } else if let Some(d) = optional(&layer, |l| hash_file(l, b"", Algorithm::Sha256))? {
                 m.blobs.insert(d); // no hard links on this filesystem
             }
         }
-        if let Ok(Some(rec)) = store.derived(&id) {
+        if let Some(rec) = store.derived(&id)? {
             manifest_roots.push(rec.manifest);
             m.blobs.insert(rec.config);
         }
@@ -230,7 +233,8 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         for rec in &records {
             if m.blobs.contains(&rec.subject)
                 && !seen.contains(&rec.referrer)
-                && store.blob_in_repo(&rec.repo, &rec.referrer)?
+                && metadata(&p.v2_blob_link(&rec.repo, &rec.referrer))?.is_some()
+                && metadata_followed(&p.blob(&rec.referrer))?.is_some()
             {
                 more.push(rec.referrer.clone());
             }
@@ -259,7 +263,9 @@ fn mark_manifests(
         }
         m.blobs.insert(d.clone());
         let path = p.blob(&d);
-        let Ok(meta) = fs::metadata(&path) else {
+        // Gone: a dangling reference, nothing to keep. Unreadable: the
+        // mark fails rather than leave what the manifest names unmarked.
+        let Some(meta) = metadata_followed(&path)? else {
             continue;
         };
         if meta.len() > MAX_MANIFEST as u64 {
@@ -268,7 +274,7 @@ fn mark_manifests(
                  cannot be read; nothing was collected (see berth-server fsck)"
             )));
         }
-        let Ok(bytes) = fs::read(&path) else {
+        let Some(bytes) = read_optional(&path)? else {
             continue;
         };
         for (r, child) in manifest_refs(&bytes) {
@@ -444,7 +450,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             continue;
         };
         if !fresh.marks.images.contains(&id) {
-            let depth = read_ancestry(store, &id).map_or(0, |a| a.len());
+            let depth = read_ancestry(store, &id)?.map_or(0, |a| a.len());
             images.push((depth, id));
         }
     }
@@ -528,7 +534,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         let Some(d) = Paths::digest_of_key(&name) else {
             continue;
         };
-        if p.blob(&d).exists() || !old(&path, grace)? {
+        if metadata_followed(&p.blob(&d))?.is_some() || !old(&path, grace)? {
             continue;
         }
         if dry || remove_durable(&path)? {
@@ -681,6 +687,82 @@ mod tests {
         assert_eq!((all.blobs, all.records), (3, 1), "{all:?}");
         assert!(pool_entries(store.paths()).unwrap().is_empty());
         clean(&store);
+    }
+
+    /// A root that cannot be read is not a missing root: a tag record or a
+    /// live manifest that fails to read (a shared filesystem's lasting
+    /// error; a directory in its place stands in for one here, since root
+    /// reads what a permission bit hides) fails the mark, and nothing is
+    /// collected. Taken for absent, it let the sweep delete a tagged image.
+    #[test]
+    fn an_unreadable_root_fails_the_mark_and_collects_nothing() {
+        use crate::store::manifests::{LinkVia, TagRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/app").unwrap();
+        let tag = Tag::parse("latest").unwrap();
+        let cfg = store.put_small_blob(b"{\"config\":1}").unwrap();
+        let layer = store.put_small_blob(b"a layer").unwrap();
+        let man = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{cfg}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+        );
+        let md = store
+            .put_manifest_as(
+                man.as_bytes(),
+                crate::store::media::OCI_MANIFEST,
+                Algorithm::Sha256,
+            )
+            .unwrap();
+        let record = TagRecord {
+            digest: md.clone(),
+            v1: None,
+        };
+        store.set_v2_tag(&repo, &tag, &record).unwrap();
+        for d in [&cfg, &layer, &md] {
+            store.link_blob_to_repo(&repo, d, &LinkVia::Upload).unwrap();
+        }
+        let now = GcOptions {
+            grace: Duration::ZERO,
+            dry_run: false,
+        };
+        let all_there = |store: &Store| {
+            for d in [&cfg, &layer, &md] {
+                assert!(store.blob_size(d).unwrap().is_some(), "{d} collected");
+                assert!(store.blob_in_repo(&repo, d).unwrap(), "{d} unlinked");
+            }
+        };
+
+        // The tag record unreadable.
+        let tag_path = store.paths().v2_tag(&repo, &tag);
+        fs::remove_file(&tag_path).unwrap();
+        fs::create_dir(&tag_path).unwrap();
+        let e = gc(&store, &now).unwrap_err();
+        assert!(
+            e.to_string().contains(&tag_path.display().to_string()),
+            "the error names the tag record: {e}"
+        );
+        all_there(&store);
+        fs::remove_dir(&tag_path).unwrap();
+        store.set_v2_tag(&repo, &tag, &record).unwrap();
+
+        // The tagged manifest unreadable.
+        let man_path = store.paths().blob(&md);
+        let bytes = fs::read(&man_path).unwrap();
+        fs::remove_file(&man_path).unwrap();
+        fs::create_dir(&man_path).unwrap();
+        let e = gc(&store, &now).unwrap_err();
+        assert!(
+            e.to_string().contains(&man_path.display().to_string()),
+            "the error names the manifest: {e}"
+        );
+        fs::remove_dir(&man_path).unwrap();
+        fs::write(&man_path, bytes).unwrap();
+        all_there(&store);
+
+        // Readable again: the image is kept, nothing else to collect.
+        let done = gc(&store, &now).unwrap();
+        assert_eq!((done.blobs, done.links), (0, 0), "{done:?}");
+        all_there(&store);
     }
 
     #[tokio::test]

@@ -118,13 +118,10 @@ impl Store {
     }
 }
 
-/// Reads a file, mapping "missing" to `None`.
+/// Reads a file, mapping "missing" to `None`; a transient shared-filesystem
+/// error is retried and any other error names the path ([`walk::optional`]).
 pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    walk::optional(path, |p| fs::read(p))
 }
 
 /// `algorithm`'s digest of `prefix` followed by a file's bytes, streamed:

@@ -13,36 +13,69 @@ use berth_transport::manifest_refs::RefKind;
 use serde_json::Value;
 
 use super::atomic::TEMP_PREFIX;
+use super::transient;
 use super::{Paths, Store};
 use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag, UploadId};
 
 /// Deepest nesting of repository names walked (matches the store's listings).
 const MAX_REPO_DEPTH: usize = 16;
 
+/// One read-only step on `path`, as every walker takes it: looked up afresh
+/// and retried while the filesystem fails transiently (another host
+/// replaced or removed the entry: `ESTALE` until the client's cached handle
+/// expires, [`transient::retry`]); "not found" is `None` (another host
+/// removed it, which a walk of a live store must expect); any other error
+/// names the path. Never reads a lasting error as absence: `gc` marks from
+/// what the walkers find, and an unreadable root taken for a missing one
+/// would let the sweep delete what it keeps alive.
+pub(crate) fn optional<T>(
+    path: &Path,
+    mut step: impl FnMut(&Path) -> io::Result<T>,
+) -> io::Result<Option<T>> {
+    match transient::retry(path.display(), || step(path)) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(transient::at_path(path, e)),
+    }
+}
+
 /// Entries of a directory (name, path); a missing directory has none.
 pub(crate) fn entries(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for e in rd {
-        let e = e?;
-        out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
-    }
+    let listed = optional(dir, |dir| {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            out.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+        }
+        Ok(out)
+    })?;
+    let mut out = listed.unwrap_or_default();
     out.sort();
     Ok(out)
+}
+
+/// A file's metadata, not following a symlink; `None` if it is gone.
+pub(crate) fn metadata(path: &Path) -> io::Result<Option<fs::Metadata>> {
+    optional(path, |p| fs::symlink_metadata(p))
+}
+
+/// A file's metadata, following a symlink; `None` if it is gone.
+pub(crate) fn metadata_followed(path: &Path) -> io::Result<Option<fs::Metadata>> {
+    optional(path, |p| fs::metadata(p))
+}
+
+/// Whether a path names something (following a symlink); an error that is
+/// not "not found" is an error, never `false` (see [`optional`]).
+pub(crate) fn exists(path: &Path) -> io::Result<bool> {
+    Ok(metadata_followed(path)?.is_some())
 }
 
 /// Time since a file last changed: the newer of mtime and ctime, because a
 /// hard link (reusing a pool blob) updates only the ctime. `None` if gone.
 pub(crate) fn age(path: &Path) -> io::Result<Option<Duration>> {
     use std::os::unix::fs::MetadataExt;
-    let m = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(m) = metadata(path)? else {
+        return Ok(None);
     };
     let newest = m.mtime().max(m.ctime());
     let now = SystemTime::now()
@@ -123,7 +156,9 @@ pub(crate) fn repos_with(base: &Path, marker: &str) -> io::Result<Vec<(RepoName,
     let mut stack = vec![(base.to_path_buf(), Vec::<String>::new())];
     while let Some((dir, parts)) = stack.pop() {
         for (name, path) in entries(&dir)? {
-            if !path.is_dir() || name.starts_with(TEMP_PREFIX) {
+            if name.starts_with(TEMP_PREFIX)
+                || !metadata_followed(&path)?.is_some_and(|m| m.is_dir())
+            {
                 continue;
             }
             if name == marker {
@@ -156,11 +191,8 @@ pub(crate) fn v1_tags(store: &Store) -> io::Result<Vec<(RepoName, Tag, PathBuf)>
 
 /// The image id a V1 tag file names.
 pub(crate) fn read_tag_file(path: &Path) -> io::Result<Option<ImageId>> {
-    match fs::read(path) {
-        Ok(raw) => Ok(ImageId::parse(String::from_utf8_lossy(&raw).trim()).ok()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(super::read_optional(path)?
+        .and_then(|raw| ImageId::parse(String::from_utf8_lossy(&raw).trim()).ok()))
 }
 
 /// Blobs a manifest or index names that the registry holds: config, layers
@@ -203,10 +235,11 @@ pub(crate) fn json_parent(json: &Value) -> Result<Option<ImageId>, String> {
     }
 }
 
-/// Parsed ancestry file of an image, if present and well-formed.
-pub(crate) fn read_ancestry(store: &Store, id: &ImageId) -> Option<Vec<String>> {
-    let raw = fs::read(store.paths().image_ancestry(id)).ok()?;
-    serde_json::from_slice(&raw).ok()
+/// Parsed ancestry file of an image, if present and well-formed (an error
+/// reading it is an error, not an absent file).
+pub(crate) fn read_ancestry(store: &Store, id: &ImageId) -> io::Result<Option<Vec<String>>> {
+    Ok(super::read_optional(&store.paths().image_ancestry(id))?
+        .and_then(|raw| serde_json::from_slice(&raw).ok()))
 }
 
 /// Every `.tmp-*` file under `dir` (not descending into upload sessions,
@@ -217,10 +250,8 @@ pub(crate) fn temp_files(store: &Store) -> io::Result<Vec<PathBuf>> {
     let mut stack = vec![store.paths().root().to_path_buf()];
     while let Some(dir) = stack.pop() {
         for (name, path) in entries(&dir)? {
-            let ft = match fs::symlink_metadata(&path) {
-                Ok(m) => m.file_type(),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+            let Some(ft) = metadata(&path)?.map(|m| m.file_type()) else {
+                continue;
             };
             if name.starts_with(TEMP_PREFIX) && !ft.is_dir() {
                 out.push(path);
