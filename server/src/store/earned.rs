@@ -26,7 +26,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use super::manifests::{LinkRecord, LinkVia};
-use super::walk::{entries, manifest_refs};
+use super::walk::{entries, manifest_refs, metadata};
 use super::Store;
 use crate::names::{Digest, ImageId};
 
@@ -57,7 +57,9 @@ pub(crate) fn derived_manifests(store: &Store) -> io::Result<HashSet<Digest>> {
         let Ok(id) = ImageId::parse(&name) else {
             continue;
         };
-        if let Ok(Some(rec)) = store.derived(&id) {
+        // Unreadable is an error: a derived manifest left out would make
+        // the links it explains look unearned, and `--repair` remove them.
+        if let Some(rec) = store.derived(&id)? {
             out.insert(rec.manifest);
         }
     }
@@ -84,7 +86,7 @@ pub(crate) fn unearned(
     let mut legacy: HashMap<&Digest, (usize, Stamp)> = HashMap::new();
     for (i, l) in links.iter().enumerate() {
         if l.record == LinkRecord::Legacy {
-            if let Ok(m) = fs::symlink_metadata(&l.path) {
+            if let Some(m) = metadata(&l.path)? {
                 legacy.insert(&l.digest, (i, mtime(&m)));
             }
         }
@@ -129,11 +131,7 @@ pub(crate) fn unearned(
 /// Whether the pool file of `digest` changed (was created or hard-linked,
 /// as closing an upload does) no earlier than `at`.
 fn pool_changed_at(store: &Store, digest: &Digest, at: Stamp) -> io::Result<bool> {
-    match fs::symlink_metadata(store.paths().blob(digest)) {
-        Ok(m) => Ok(ctime(&m) >= at),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
+    Ok(metadata(&store.paths().blob(digest))?.is_some_and(|m| ctime(&m) >= at))
 }
 
 #[cfg(test)]

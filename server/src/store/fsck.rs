@@ -623,6 +623,8 @@ fn check_v2(
             let rec = match store.v2_tag(&repo, &tag) {
                 Ok(Some(rec)) => rec,
                 Ok(None) => continue, // deleted meanwhile
+                // The storage, not the record: the pass is retried.
+                Err(e) if super::transient::is_transient_chain(&e) => return Err(e),
                 Err(e) => {
                     r.add(Severity::Problem, &path, e.to_string());
                     continue;
