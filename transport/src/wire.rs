@@ -68,6 +68,29 @@ pub const VERIFIES_DIFF_ID: &str = "diff-id";
 /// `?mount=<digest>` upload would link it without sending a byte.
 pub const MOUNTABLE_HEADER: &str = "berth-blob-mountable";
 
+/// V1 `X-Docker-Endpoints`: on the index answers, the registries that
+/// hold the repository's images (the client's next requests go there).
+pub const V1_ENDPOINTS_HEADER: &str = "x-docker-endpoints";
+
+/// V1 `X-Docker-Token`: on the index answers, the token the Docker 1.x
+/// client hands back to the endpoints (berth issues a placeholder: the
+/// SSH key is the credential).
+pub const V1_TOKEN_HEADER: &str = "x-docker-token";
+
+/// V1 `X-Docker-Size`: on an image json answer, the layer's size.
+pub const V1_SIZE_HEADER: &str = "x-docker-size";
+
+/// V1 `X-Docker-Checksum-Payload`: on an image json answer and on the
+/// checksum PUT, `sha256(json + "\n" + layer)`.
+pub const V1_CHECKSUM_PAYLOAD_HEADER: &str = "x-docker-checksum-payload";
+
+/// V1 `X-Docker-Registry-Version`: on the ping answer.
+pub const V1_REGISTRY_VERSION_HEADER: &str = "x-docker-registry-version";
+
+/// V1 `X-Docker-Registry-Standalone`: on the ping answer (`True`: no
+/// separate index).
+pub const V1_REGISTRY_STANDALONE_HEADER: &str = "x-docker-registry-standalone";
+
 /// The human message inside an error body: V1's `{"error": ...}`, V2's
 /// `{"errors": [{"code", "message"}]}` (as `CODE: message`, joined with
 /// `; `), a JSON string, or else the body's text.

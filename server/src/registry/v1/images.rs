@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use berth_transport::wire;
 use http::request::Parts;
 use http::{header, Method, Response, StatusCode};
 use serde_json::json;
@@ -41,11 +42,11 @@ pub(crate) async fn get_image_json(reg: &Registry, id: ImageId) -> V1Result {
     .await?;
     let mut r = cacheable(response::json_bytes(StatusCode::OK, json));
     if let Some(size) = size {
-        set_header(r.headers_mut(), "x-docker-size", &size.to_string());
+        set_header(r.headers_mut(), wire::V1_SIZE_HEADER, &size.to_string());
     }
     for sum in sums {
         if let Ok(v) = http::HeaderValue::try_from(sum) {
-            r.headers_mut().append("x-docker-checksum-payload", v);
+            r.headers_mut().append(wire::V1_CHECKSUM_PAYLOAD_HEADER, v);
         }
     }
     Ok(r)
@@ -135,7 +136,7 @@ pub(crate) async fn put_checksum(
     req: &Parts,
     who: &Identity,
 ) -> V1Result {
-    let Some(value) = req.headers.get("x-docker-checksum-payload") else {
+    let Some(value) = req.headers.get(wire::V1_CHECKSUM_PAYLOAD_HEADER) else {
         return Err(v1_error(
             StatusCode::PRECONDITION_FAILED,
             "Missing X-Docker-Checksum-Payload header: upgrade your docker client to 0.10 or later",

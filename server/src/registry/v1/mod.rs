@@ -21,6 +21,7 @@ pub mod search;
 pub mod tags;
 pub mod users;
 
+use berth_transport::wire;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -181,9 +182,9 @@ fn ping() -> Response<RespBody> {
     let mut r = no_cache(response::json(StatusCode::OK, &json!({})));
     set_header(
         r.headers_mut(),
-        "x-docker-registry-version",
+        wire::V1_REGISTRY_VERSION_HEADER,
         REGISTRY_VERSION,
     );
-    set_header(r.headers_mut(), "x-docker-registry-standalone", "True");
+    set_header(r.headers_mut(), wire::V1_REGISTRY_STANDALONE_HEADER, "True");
     r
 }

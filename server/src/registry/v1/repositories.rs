@@ -4,6 +4,7 @@
 
 #![allow(clippy::result_large_err)]
 
+use berth_transport::wire;
 use http::request::Parts;
 use http::{header, Response, StatusCode};
 use serde_json::{json, Value};
@@ -39,8 +40,8 @@ pub(crate) fn index_headers(
         repo.full()
     );
     let h = r.headers_mut();
-    set_header(h, "x-docker-endpoints", &endpoints);
-    set_header(h, "x-docker-token", &token);
+    set_header(h, wire::V1_ENDPOINTS_HEADER, &endpoints);
+    set_header(h, wire::V1_TOKEN_HEADER, &token);
     set_header(h, "www-authenticate", &format!("Token {token}"));
     r
 }
