@@ -188,6 +188,19 @@ pub struct PushArgs {
     /// Print one JSON event per line on stdout (start, blob, manifest, done).
     #[arg(long)]
     pub json: bool,
+    /// Compress each layer the archive holds uncompressed (docker save's
+    /// layer.tar) before sending it, on every core; layers already
+    /// compressed are sent as they are. zstd makes the manifest OCI.
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<crate::archive::compress::Codec>,
+    /// Level for --compress (zstd 1-22, default 3; gzip 1-9, default 6).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "compress",
+        allow_negative_numbers = true
+    )]
+    pub compress_level: Option<i32>,
     /// ssh://[user@]host[:port], file:///abs/dir or a directory.
     pub registry: String,
     /// Where to push: NAME:TAG pushes the image the archive calls that (or
@@ -196,9 +209,15 @@ pub struct PushArgs {
     pub name: Option<String>,
 }
 
-impl From<PushArgs> for PushOptions {
-    fn from(a: PushArgs) -> PushOptions {
-        PushOptions {
+impl TryFrom<PushArgs> for PushOptions {
+    type Error = ArchiveError;
+
+    fn try_from(a: PushArgs) -> Result<PushOptions, ArchiveError> {
+        let compress = a
+            .compress
+            .map(|c| crate::archive::compress::CompressOptions::new(c, a.compress_level))
+            .transpose()?;
+        Ok(PushOptions {
             connect: a.ssh.into(),
             input: a.input,
             jobs: a.jobs,
@@ -206,7 +225,8 @@ impl From<PushArgs> for PushOptions {
             json: a.json,
             registry: a.registry,
             name: a.name,
-        }
+            compress,
+        })
     }
 }
 
@@ -540,7 +560,7 @@ pub enum Command {
 /// Runs one `berth` command.
 pub async fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Push(a) => Ok(crate::archive::push_archive(a.into()).await?),
+        Command::Push(a) => Ok(crate::archive::push_archive(a.try_into()?).await?),
         Command::Pull(a) => Ok(crate::archive::pull_archive(a.into()).await?),
         Command::Get(a) => Ok(get(a).await?),
         Command::Put(a) => Ok(put(a).await?),

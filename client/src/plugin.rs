@@ -167,6 +167,7 @@ async fn push(a: PluginPushArgs) -> Result<(), CliError> {
         json: false,
         registry: a.registry,
         name: Some(target_text),
+        compress: None,
     };
     crate::archive::push_stream(
         args,
