@@ -169,6 +169,35 @@ impl SshArgs {
     }
 }
 
+/// `--compress` and its level, for `berth push` and `docker berth push`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompressArgs {
+    /// Compress each layer the archive holds uncompressed (docker save's
+    /// layer.tar) before sending it, on every core; layers already
+    /// compressed are sent as they are. zstd makes the manifest OCI.
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<crate::archive::compress::Codec>,
+    /// Level for --compress (zstd 1-22, default 3; gzip 1-9, default 6).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "compress",
+        allow_negative_numbers = true
+    )]
+    pub compress_level: Option<i32>,
+}
+
+impl CompressArgs {
+    /// The options asked for, the level checked against the algorithm.
+    pub fn options(
+        &self,
+    ) -> Result<Option<crate::archive::compress::CompressOptions>, ArchiveError> {
+        self.compress
+            .map(|c| crate::archive::compress::CompressOptions::new(c, self.compress_level))
+            .transpose()
+    }
+}
+
 /// `berth push`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = EXIT_CODES)]
@@ -188,19 +217,8 @@ pub struct PushArgs {
     /// Print one JSON event per line on stdout (start, blob, manifest, done).
     #[arg(long)]
     pub json: bool,
-    /// Compress each layer the archive holds uncompressed (docker save's
-    /// layer.tar) before sending it, on every core; layers already
-    /// compressed are sent as they are. zstd makes the manifest OCI.
-    #[arg(long, value_enum, value_name = "ALGORITHM")]
-    pub compress: Option<crate::archive::compress::Codec>,
-    /// Level for --compress (zstd 1-22, default 3; gzip 1-9, default 6).
-    #[arg(
-        long,
-        value_name = "N",
-        requires = "compress",
-        allow_negative_numbers = true
-    )]
-    pub compress_level: Option<i32>,
+    #[command(flatten)]
+    pub compress: CompressArgs,
     /// ssh://[user@]host[:port], file:///abs/dir or a directory.
     pub registry: String,
     /// Where to push: NAME:TAG pushes the image the archive calls that (or
@@ -213,10 +231,7 @@ impl TryFrom<PushArgs> for PushOptions {
     type Error = ArchiveError;
 
     fn try_from(a: PushArgs) -> Result<PushOptions, ArchiveError> {
-        let compress = a
-            .compress
-            .map(|c| crate::archive::compress::CompressOptions::new(c, a.compress_level))
-            .transpose()?;
+        let compress = a.compress.options()?;
         Ok(PushOptions {
             connect: a.ssh.into(),
             input: a.input,
@@ -500,6 +515,8 @@ pub struct PluginPushArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub compress: CompressArgs,
     /// A local image: name[:tag] or id.
     pub image: String,
     /// ssh://[user@]host[:port], file:///abs/dir or a directory.
