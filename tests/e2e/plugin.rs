@@ -244,18 +244,11 @@ fn docker_berth_push_compress_sends_the_engines_plain_layers_compressed() {
     // The engine loads the gzip image back as the same image. (Not the zstd
     // one: Docker 20.10's `docker load` cannot read zstd layers, "archive/tar:
     // invalid tar header"; docs/archives.md says so.)
-    for codec in ["gzip"] {
-        let pushed = format!("team/compressed-{codec}:1");
-        let _pulled = Images(vec![pushed.clone()]);
-        run_ok(Command::new("docker").args(["rmi", "-f", &tag]));
-        let mut pull = docker_berth(&config, &["pull"]);
-        pull.args(&flags).args([&server.registry, &pushed]);
-        run_ok(&mut pull);
-        assert_eq!(
-            image_id(&pushed),
-            id,
-            "{codec}: the pulled image has another id"
-        );
-        run_ok(Command::new("docker").args(["tag", &pushed, &tag]));
-    }
+    let pushed = "team/compressed-gzip:1".to_string();
+    let _pulled = Images(vec![pushed.clone()]);
+    run_ok(Command::new("docker").args(["rmi", "-f", &tag]));
+    let mut pull = docker_berth(&config, &["pull"]);
+    pull.args(&flags).args([&server.registry, &pushed]);
+    run_ok(&mut pull);
+    assert_eq!(image_id(&pushed), id, "the pulled image has another id");
 }
