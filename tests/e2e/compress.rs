@@ -17,7 +17,8 @@ use serde_json::Value;
 
 /// A classic `docker save` archive: `manifest.json`, `<id>.json` and
 /// `<n>/layer.tar` members; layers 0 and 1 plain tars (compressible),
-/// layer 2 a gzip'd tar. Prints the config digest and the diff_ids.
+/// layer 2 a gzip'd tar. Prints the config digest and the diff_ids. With
+/// a second argument, the config lies about layer 0's diff_id.
 const DOCKER_SAVE: &str = r#"
 import gzip, hashlib, io, json, random, sys, tarfile
 out = sys.argv[1]
@@ -33,8 +34,11 @@ def layer(seed, size):
     return b.getvalue()
 plain = [layer(1, 6 << 20), layer(2, 1 << 20), layer(3, 512 << 10)]
 stored = [plain[0], plain[1], gzip.compress(plain[2], 6, mtime=0)]
+claimed = [sha(p) for p in plain]
+if len(sys.argv) > 2:  # "lie": the config claims another first layer
+    claimed[0] = sha(layer(9, 1 << 20))
 config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-    "rootfs": {"type": "layers", "diff_ids": [sha(p) for p in plain]},
+    "rootfs": {"type": "layers", "diff_ids": claimed},
     "history": [{"created_by": "e2e"} for _ in plain]}).encode()
 members = [("%s.json" % sha(config)[7:], config)]
 for n, s in enumerate(stored):
@@ -250,4 +254,49 @@ fn compressed_pushes_carry_zstd_or_gzip_layers_and_a_re_push_compresses_nothing(
             "application/vnd.oci.image.manifest.v1+json"
         );
     }
+}
+
+#[test]
+fn a_layer_failing_its_diff_id_while_compressed_publishes_nothing() {
+    if !require_tool("python3", "python3") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("reg");
+    let archive = dir.path().join("liar.tar");
+    run_ok(
+        Command::new("python3")
+            .args(["-c", DOCKER_SAVE])
+            .arg(&archive)
+            .arg("lie"),
+    );
+    for codec in ["zstd", "gzip"] {
+        let out = Command::new(bin("berth"))
+            .args(["push", "--compress", codec, "--json", "--input"])
+            .arg(&archive)
+            .arg(&root)
+            .arg("team/liar:1")
+            .env("BERTH_STATE_DIR", dir.path().join("state"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{codec}: {err}");
+        assert!(
+            err.contains("0/layer.tar") && err.contains("diff_id"),
+            "{codec}: {err}"
+        );
+        // Refused while compressing: nothing was sent, no manifest.
+        assert!(of_kind(&out, "manifest").is_empty());
+        assert!(of_kind(&out, "blob").is_empty());
+    }
+    let out = Command::new(bin("berth"))
+        .arg("tags")
+        .arg(&root)
+        .arg("team/liar")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains('1'),
+        "no tag team/liar:1"
+    );
 }
