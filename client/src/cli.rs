@@ -169,6 +169,25 @@ impl SshArgs {
     }
 }
 
+/// `--compress`'s values (the library's `archive::compress::Codec`, which
+/// knows nothing of clap).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressAlgorithm {
+    /// zstd, multithreaded; the manifest becomes OCI.
+    Zstd,
+    /// gzip, independent members compressed in parallel.
+    Gzip,
+}
+
+impl From<CompressAlgorithm> for crate::archive::compress::Codec {
+    fn from(a: CompressAlgorithm) -> Self {
+        match a {
+            CompressAlgorithm::Zstd => crate::archive::compress::Codec::Zstd,
+            CompressAlgorithm::Gzip => crate::archive::compress::Codec::Gzip,
+        }
+    }
+}
+
 /// `--compress` and its level, for `berth push` and `docker berth push`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CompressArgs {
@@ -176,7 +195,7 @@ pub struct CompressArgs {
     /// layer.tar) before sending it, on every core; layers already
     /// compressed are sent as they are. zstd makes the manifest OCI.
     #[arg(long, value_enum, value_name = "ALGORITHM")]
-    pub compress: Option<crate::archive::compress::Codec>,
+    pub compress: Option<CompressAlgorithm>,
     /// Level for --compress (zstd 1-22, default 3; gzip 1-9, default 6).
     #[arg(
         long,
@@ -193,7 +212,7 @@ impl CompressArgs {
         &self,
     ) -> Result<Option<crate::archive::compress::CompressOptions>, ArchiveError> {
         self.compress
-            .map(|c| crate::archive::compress::CompressOptions::new(c, self.compress_level))
+            .map(|c| crate::archive::compress::CompressOptions::new(c.into(), self.compress_level))
             .transpose()
     }
 }

@@ -72,7 +72,7 @@ pub const GZIP_BLOCK: usize = 4 << 20;
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// A compression algorithm `--compress` can apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     /// zstd, multithreaded; the manifest becomes OCI.
     Zstd,
