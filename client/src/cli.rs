@@ -169,6 +169,54 @@ impl SshArgs {
     }
 }
 
+/// `--compress`'s values (the library's `archive::compress::Codec`, which
+/// knows nothing of clap).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressAlgorithm {
+    /// zstd, multithreaded; the manifest becomes OCI.
+    Zstd,
+    /// gzip, independent members compressed in parallel.
+    Gzip,
+}
+
+impl From<CompressAlgorithm> for crate::archive::compress::Codec {
+    fn from(a: CompressAlgorithm) -> Self {
+        match a {
+            CompressAlgorithm::Zstd => crate::archive::compress::Codec::Zstd,
+            CompressAlgorithm::Gzip => crate::archive::compress::Codec::Gzip,
+        }
+    }
+}
+
+/// `--compress` and its level, for `berth push` and `docker berth push`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompressArgs {
+    /// Compress each layer the archive holds uncompressed (docker save's
+    /// layer.tar) before sending it, on every core; layers already
+    /// compressed are sent as they are. zstd makes the manifest OCI.
+    #[arg(long, value_enum, value_name = "ALGORITHM")]
+    pub compress: Option<CompressAlgorithm>,
+    /// Level for --compress (zstd 1-22, default 3; gzip 1-9, default 6).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "compress",
+        allow_negative_numbers = true
+    )]
+    pub compress_level: Option<i32>,
+}
+
+impl CompressArgs {
+    /// The options asked for, the level checked against the algorithm.
+    pub fn options(
+        &self,
+    ) -> Result<Option<crate::archive::compress::CompressOptions>, ArchiveError> {
+        self.compress
+            .map(|c| crate::archive::compress::CompressOptions::new(c.into(), self.compress_level))
+            .transpose()
+    }
+}
+
 /// `berth push`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = EXIT_CODES)]
@@ -188,6 +236,8 @@ pub struct PushArgs {
     /// Print one JSON event per line on stdout (start, blob, manifest, done).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub compress: CompressArgs,
     /// ssh://[user@]host[:port], file:///abs/dir or a directory.
     pub registry: String,
     /// Where to push: NAME:TAG pushes the image the archive calls that (or
@@ -196,9 +246,12 @@ pub struct PushArgs {
     pub name: Option<String>,
 }
 
-impl From<PushArgs> for PushOptions {
-    fn from(a: PushArgs) -> PushOptions {
-        PushOptions {
+impl TryFrom<PushArgs> for PushOptions {
+    type Error = ArchiveError;
+
+    fn try_from(a: PushArgs) -> Result<PushOptions, ArchiveError> {
+        let compress = a.compress.options()?;
+        Ok(PushOptions {
             connect: a.ssh.into(),
             input: a.input,
             jobs: a.jobs,
@@ -206,7 +259,8 @@ impl From<PushArgs> for PushOptions {
             json: a.json,
             registry: a.registry,
             name: a.name,
-        }
+            compress,
+        })
     }
 }
 
@@ -480,6 +534,8 @@ pub struct PluginPushArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub compress: CompressArgs,
     /// A local image: name[:tag] or id.
     pub image: String,
     /// ssh://[user@]host[:port], file:///abs/dir or a directory.
@@ -540,7 +596,7 @@ pub enum Command {
 /// Runs one `berth` command.
 pub async fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Push(a) => Ok(crate::archive::push_archive(a.into()).await?),
+        Command::Push(a) => Ok(crate::archive::push_archive(a.try_into()?).await?),
         Command::Pull(a) => Ok(crate::archive::pull_archive(a.into()).await?),
         Command::Get(a) => Ok(get(a).await?),
         Command::Put(a) => Ok(put(a).await?),

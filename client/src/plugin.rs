@@ -113,6 +113,7 @@ async fn push(a: PluginPushArgs) -> Result<(), CliError> {
     let target_text = a.name.clone().unwrap_or_else(|| a.image.clone());
     let target = ImageRef::parse(&target_text).ok_or_else(|| bad_name(&target_text))?;
     let target_text = format!("{}:{}", target.name, target.tag_or_default());
+    let compress = a.compress.options()?;
     let engine = Engine::from_env()?;
     let id = engine.image_id(&a.image).await?.ok_or_else(|| {
         ClientError::Usage(format!("no image {:?} in the docker engine", a.image))
@@ -167,6 +168,7 @@ async fn push(a: PluginPushArgs) -> Result<(), CliError> {
         json: false,
         registry: a.registry,
         name: Some(target_text),
+        compress,
     };
     crate::archive::push_stream(
         args,

@@ -6,6 +6,7 @@ mod archive;
 mod authz;
 mod catalog;
 mod client;
+mod compress;
 mod digests;
 mod fuzz;
 mod gluster;

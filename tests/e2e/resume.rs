@@ -70,6 +70,30 @@ fn wait_for_session_locks(root: &Path) {
 
 #[test]
 fn berth_push_resumes_an_interrupted_layer_through_another_server() {
+    resumes_through_another_server(&[]);
+}
+
+/// The same with `--compress zstd`: the second run compresses the layer
+/// again into the same blob (compression is deterministic), so it finds
+/// the session the first run left and sends only the rest.
+#[test]
+fn berth_push_compress_resumes_an_interrupted_layer_through_another_server() {
+    resumes_through_another_server(&["--compress", "zstd"]);
+}
+
+/// Session entries in the client's state directory (not `--compress`'s
+/// `compressed/`, which outlives the push on purpose).
+fn sessions(client_state: &Path) -> usize {
+    std::fs::read_dir(client_state)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "compressed")
+        .count()
+}
+
+/// Pushes a 96 MiB layer through server A with `extra` flags, kills the
+/// push once 40% is stored, then pushes again through server B (same
+/// store): only the rest is sent.
+fn resumes_through_another_server(extra: &[&str]) {
     if !require_tool("python3", "python3") || !require_tool("ssh-keygen", "openssh-client") {
         return;
     }
@@ -104,7 +128,9 @@ fn berth_push_resumes_an_interrupted_layer_through_another_server() {
         let mut cmd = Command::new(bin("berth"));
         cmd.env("BERTH_STATE_DIR", &client_state)
             .env_remove("SSH_AUTH_SOCK")
-            .args(["push", "--json", "--jobs", "1", "--identity"])
+            .args(["push", "--json", "--jobs", "1"])
+            .args(extra)
+            .arg("--identity")
             .arg(&key.private)
             .arg("--known-hosts")
             .arg(&known)
@@ -141,7 +167,7 @@ fn berth_push_resumes_an_interrupted_layer_through_another_server() {
         "stored {stored} of {layer_size}"
     );
     assert!(
-        std::fs::read_dir(&client_state).unwrap().count() > 0,
+        sessions(&client_state) > 0,
         "the client remembered no session"
     );
 
@@ -161,7 +187,7 @@ fn berth_push_resumes_an_interrupted_layer_through_another_server() {
         layer_size - stored
     );
     assert_eq!(
-        std::fs::read_dir(&client_state).unwrap().count(),
+        sessions(&client_state),
         0,
         "finished sessions are forgotten"
     );

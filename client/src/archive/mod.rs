@@ -16,6 +16,9 @@
 //! * [`formats`] (+ [`legacy`]) — the archive shapes in the wild turned
 //!   into [`types::Image`]s: exact manifest bytes (checked), and blobs
 //!   with the digests and diff_ids their bytes must match.
+//! * [`compress`] — `--compress`: uncompressed layers compressed (to a
+//!   temporary file) before the push, manifests rewritten, compressed
+//!   layers remembered for the next push.
 //! * [`verify`] — those checks, run while each blob is read for the push.
 //! * [`reference`] — `name[:tag]` as archives and the command line spell it.
 //! * [`push`] / [`pull`] — the two operations, over the V2 calls of
@@ -26,6 +29,7 @@
 //! This module holds the two operations' plain options and bodies; the
 //! command line (`cli.rs`) fills the options from its arguments.
 
+pub mod compress;
 pub mod error;
 pub mod formats;
 pub mod hashing;
@@ -67,6 +71,8 @@ pub struct PushOptions {
     pub registry: String,
     /// Where to push: `NAME:TAG`, `NAME`, or every name in the archive.
     pub name: Option<String>,
+    /// Compress the archive's uncompressed layers on the way (`--compress`).
+    pub compress: Option<compress::CompressOptions>,
 }
 
 /// What `berth pull` does, as plain values (filled by the CLI).
@@ -151,6 +157,22 @@ async fn push_members(a: PushOptions, members: Members) -> Result<(), ArchiveErr
     progress.event(serde_json::json!({
         "event": "archive", "format": format.as_str(), "images": images.len(),
     }));
+    let images = match a.compress {
+        Some(opts) => {
+            compress::apply(
+                &members,
+                images,
+                &destinations,
+                opts,
+                &transport,
+                &a.registry,
+                &compress::CompressedCache::from_env(),
+                &progress,
+            )
+            .await?
+        }
+        None => images,
+    };
     let resume = Arc::new(resume::ResumeState::from_env());
     let pushed = push::push(
         transport,

@@ -35,6 +35,22 @@ use berth_server::names::Digest;
 /// run beyond that many still pushes, only without resume.
 const MAX_SLOTS: usize = 32;
 
+/// The per-user state directory chosen from the environment:
+/// `$BERTH_STATE_DIR`, else `$XDG_STATE_HOME/berth/uploads`, else
+/// `~/.local/state/berth/uploads`. Upload sessions are remembered in it,
+/// and `--compress`'s compressed layers under its `compressed/`
+/// (`compress.rs`).
+pub fn state_dir() -> Option<PathBuf> {
+    std::env::var_os("BERTH_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("berth/uploads"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/berth/uploads"))
+        })
+}
+
 /// An entry this run holds: its path and the open, locked lock file.
 #[derive(Debug)]
 struct Claim {
@@ -53,16 +69,7 @@ pub struct ResumeState {
 impl ResumeState {
     /// The state directory chosen from the environment.
     pub fn from_env() -> ResumeState {
-        let dir = std::env::var_os("BERTH_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("berth/uploads"))
-            })
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .map(|h| PathBuf::from(h).join(".local/state/berth/uploads"))
-            });
-        ResumeState::with_dir(dir)
+        ResumeState::with_dir(state_dir())
     }
 
     /// Remembers nothing (every interrupted upload starts over).

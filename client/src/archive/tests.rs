@@ -732,7 +732,7 @@ async fn an_interrupted_upload_resumes_at_the_registry_offset() {
         &members,
         match &big.data {
             BlobData::Member(p) => p,
-            BlobData::Generated(_) => unreachable!("layers are archive members"),
+            _ => unreachable!("layers are archive members"),
         },
     );
     // Deterministic, no wall clock: the earlier run remembered its session

@@ -49,6 +49,31 @@ pub enum BlobData {
     Member(String),
     /// Bytes generated from the archive (a config converted from V1 json).
     Generated(Vec<u8>),
+    /// An uncompressed member compressed for `--compress` into a temporary
+    /// file (deleted with the last clone), named after the member in
+    /// messages (`compress.rs`).
+    Spilled {
+        /// The compressed bytes.
+        file: std::sync::Arc<tempfile::TempPath>,
+        /// The archive member they were made from.
+        member: String,
+    },
+    /// Bytes the registry already holds under this digest (`--compress`
+    /// found the layer compressed by an earlier push, `compress.rs`): there
+    /// is nothing local to read or send.
+    Held,
+}
+
+impl BlobData {
+    /// What the bytes are called in messages.
+    pub fn name(&self) -> String {
+        match self {
+            BlobData::Member(path) => path.clone(),
+            BlobData::Generated(_) => "a generated blob".to_string(),
+            BlobData::Spilled { member, .. } => format!("{member} (compressed)"),
+            BlobData::Held => "a compressed layer the registry holds".to_string(),
+        }
+    }
 }
 
 /// A blob to push.

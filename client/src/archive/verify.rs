@@ -89,11 +89,38 @@ pub fn check_blob(
             }
             return Ok(Checked::Passed);
         }
-        BlobData::Member(path) => path,
+        BlobData::Held => {
+            // Found by `--compress` with a HEAD: the registry has it.
+            if feed.is_some() {
+                return Err(ArchiveError::io(
+                    format!("sending {}", blob.digest),
+                    io::Error::other(
+                        "the registry no longer holds this compressed layer, found there at the \
+                         start of the push; push again",
+                    ),
+                ));
+            }
+            return Ok(Checked::Passed);
+        }
+        BlobData::Member(_) | BlobData::Spilled { .. } => blob.data.name(),
     };
-    let m = members.get(path, "a blob to push")?;
-    let what = || format!("reading {path} from {}", members.input());
-    let mut r = members.open(m)?;
+    let path = path.as_str();
+    let (mut r, expected_size, what): (Box<dyn io::Read + Send>, u64, String) = match &blob.data {
+        BlobData::Spilled { file, .. } => {
+            let what = format!("reading {path} from {}", file.display());
+            let f = std::fs::File::open(&**file).map_err(|e| ArchiveError::io(what.clone(), e))?;
+            (Box::new(f), blob.size, what)
+        }
+        _ => {
+            let m = members.get(path, "a blob to push")?;
+            (
+                members.open(m)?,
+                m.size,
+                format!("reading {path} from {}", members.input()),
+            )
+        }
+    };
+    let what = || what.clone();
     let registry_verifies = feed
         .as_ref()
         .is_some_and(|f| f.registry_hashes && f.registry_verifies);
@@ -136,12 +163,11 @@ pub fn check_blob(
         }
         pos += n;
     }
-    if pos != m.size {
+    if pos != expected_size {
         return Err(ArchiveError::io(
             what(),
             io::Error::other(format!(
-                "read {pos} of its {} bytes (the input changed while it was pushed?)",
-                m.size
+                "read {pos} of its {expected_size} bytes (the input changed while it was pushed?)",
             )),
         ));
     }
@@ -171,12 +197,13 @@ pub fn blame_reported_mismatch(
     reported: &Digest,
     mismatch: ArchiveError,
 ) -> ArchiveError {
-    let BlobData::Member(path) = &blob.data else {
-        return mismatch;
+    let path = match &blob.data {
+        BlobData::Member(_) | BlobData::Spilled { .. } => blob.data.name(),
+        _ => return mismatch,
     };
     match check_blob(members, blob, None, &AtomicBool::new(false)) {
         Ok(Checked::Passed) => ArchiveError::SessionMismatch {
-            member: path.clone(),
+            member: path,
             digest: blob.digest.to_string(),
             reported: reported.to_string(),
         },
@@ -188,21 +215,13 @@ pub fn blame_reported_mismatch(
 /// Checks the digest a registry reported for the session a blob was sent
 /// into (`Feed::registry_hashes`) against what the archive claims.
 pub fn check_reported_digest(blob: &Blob, reported: &Digest) -> Result<(), ArchiveError> {
-    let member = match &blob.data {
-        BlobData::Member(path) => path.as_str(),
-        BlobData::Generated(_) => "a generated blob",
-    };
-    check_digest(blob, member, reported)
+    check_digest(blob, &blob.data.name(), reported)
 }
 
 /// Checks the diff_id a registry reported for the session a layer was
 /// sent into (`Feed::registry_verifies`) against the image configs.
 pub fn check_reported_diff_id(blob: &Blob, reported: &Digest) -> Result<(), ArchiveError> {
-    let member = match &blob.data {
-        BlobData::Member(path) => path.as_str(),
-        BlobData::Generated(_) => "a generated blob",
-    };
-    check_diff_ids(blob, member, &Ok(reported.clone()))
+    check_diff_ids(blob, &blob.data.name(), &Ok(reported.clone()))
 }
 
 /// Compares the digest of a member blob's stored bytes with what the
