@@ -27,7 +27,6 @@ use bytes::Bytes;
 
 use super::atomic::{create_dirs, write_atomic};
 use super::media::{self, Compression};
-use super::transient::retry;
 use super::{read_optional, Store};
 use crate::names::{Algorithm, Digest};
 
@@ -282,13 +281,10 @@ impl Store {
     /// The recorded facts of blob `digest`, if any. A record that does not
     /// parse reads as absent (it is recomputed; fsck reports it).
     /// A read racing another host's rename of the same record on a shared
-    /// filesystem (ESTALE) is retried (`store::transient`).
+    /// filesystem (ESTALE) is retried by `read_optional` (`store::transient`).
     pub fn layer_facts(&self, digest: &Digest) -> io::Result<Option<LayerFacts>> {
         let path = self.paths().layer_facts(digest);
-        Ok(
-            retry("reading a layer facts record", || read_optional(&path))?
-                .and_then(|raw| LayerFacts::from_record(&raw).ok()),
-        )
+        Ok(read_optional(&path)?.and_then(|raw| LayerFacts::from_record(&raw).ok()))
     }
 
     /// Records `facts` for blob `digest` (temp + fsync + rename).
