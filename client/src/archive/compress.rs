@@ -711,7 +711,10 @@ async fn compress_and_send(
         Err(e)
     };
     let (mut new, patched) = match (compressed, patched) {
-        (Err(e @ (ArchiveError::DiffIdMismatch { .. } | ArchiveError::DigestMismatch { .. })), _) => {
+        (
+            Err(e @ (ArchiveError::DiffIdMismatch { .. } | ArchiveError::DigestMismatch { .. })),
+            _,
+        ) => {
             return refused(e).await;
         }
         // The upload failed (and stopped the compression): the session stays

@@ -985,7 +985,10 @@ fn a_compressed_layer_reaches_the_upload_before_it_is_compressed_whole() {
     let out = worker.join().unwrap().unwrap();
     assert_eq!(out.digest, sha(&sent));
     assert_eq!(out.size, sent.len() as u64);
-    let BlobData::Spilled { file, sent: None, .. } = &out.data else {
+    let BlobData::Spilled {
+        file, sent: None, ..
+    } = &out.data
+    else {
         panic!("not spilled: {:?}", out.data);
     };
     assert_eq!(std::fs::read(&**file).unwrap(), sent);
