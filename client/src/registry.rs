@@ -462,13 +462,28 @@ impl V2Connection {
         size: u64,
         body: Body,
     ) -> Result<Patched, ClientError> {
-        let mut headers = vec![
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, (size - offset).to_string()),
-        ];
+        let mut headers = vec![(header::CONTENT_LENGTH, (size - offset).to_string())];
         if offset > 0 {
             headers.push((header::CONTENT_RANGE, format!("{offset}-{}", size - 1)));
         }
+        self.patch_last(loc, headers, body).await
+    }
+
+    /// `PATCH <location>` with the whole blob, of a length nobody knows
+    /// yet (chunked: the distribution spec's streamed upload). `berth push
+    /// --compress` sends a layer this way while it is still compressing it.
+    pub async fn patch_streamed(&mut self, loc: &str, body: Body) -> Result<Patched, ClientError> {
+        self.patch_last(loc, Vec::new(), body).await
+    }
+
+    /// The PATCH that ends a session's bytes, with `headers` saying which.
+    async fn patch_last(
+        &mut self,
+        loc: &str,
+        mut headers: Vec<(header::HeaderName, String)>,
+        body: Body,
+    ) -> Result<Patched, ClientError> {
+        headers.push((header::CONTENT_TYPE, "application/octet-stream".to_string()));
         // The rest of the blob: a berth registry that measured the whole
         // session reports its diff_id (other registries ignore the header).
         headers.push((

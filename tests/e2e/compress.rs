@@ -285,9 +285,14 @@ fn a_layer_failing_its_diff_id_while_compressed_publishes_nothing() {
             err.contains("0/layer.tar") && err.contains("diff_id"),
             "{codec}: {err}"
         );
-        // Refused while compressing: nothing was sent, no manifest.
+        // Refused while compressing: no blob committed, no manifest, and the
+        // session the layer was streaming into is gone from the store.
         assert!(of_kind(&out, "manifest").is_empty());
         assert!(of_kind(&out, "blob").is_empty());
+        let sessions: Vec<_> = std::fs::read_dir(root.join("_berth/uploads"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(sessions.is_empty(), "{codec}: sessions left: {sessions:?}");
     }
     let out = Command::new(bin("berth"))
         .arg("tags")

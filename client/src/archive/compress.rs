@@ -8,19 +8,29 @@
 //! way). Layers the archive already holds compressed are pushed as they
 //! are.
 //!
-//! **Spilled to a temporary file.** A manifest names each layer by the
-//! digest and size of its bytes as pushed, and the push HEADs every blob
-//! by digest before deciding to send it (`push.rs`); both are known only
-//! once the whole layer is compressed. So each layer is compressed into a
-//! temporary file (in `$TMPDIR`, deleted when the push ends), hashing the
-//! plain bytes on the way (they must match the layer's diff_id: the
-//! archive is checked here) and the compressed bytes on the way out.
-//! Memory stays flat (zstd's workers and the gzip blocks below are a few
-//! MiB per core); the disk holds the compressed layers for the push's
-//! duration. The upload then streams the file like any member, and an
-//! interrupted upload resumes as before: compression with a given
-//! algorithm and level is deterministic, so the next run produces the
-//! same digest and finds the session it left.
+//! **Sent while it is compressed.** A manifest names each layer by the
+//! digest and size of its bytes as pushed, known only once the whole layer
+//! is compressed, but an upload session needs neither until it is
+//! committed. So each layer to compress gets a session in the push's
+//! first repository at once, and its compressed bytes go into one
+//! streamed (chunked) PATCH while they are made: the push costs the longer
+//! of compressing and sending, not their sum. The plain bytes are hashed
+//! on the way (they must match the layer's diff_id: the archive is
+//! checked here, and the PATCH's last piece goes out only once they
+//! passed), the compressed ones on the way out, and a berth registry's
+//! own digest and diff_id of the session must agree with them. The
+//! session is committed by the push with the other blobs, once every one
+//! passed (`push.rs`), so a bad archive still publishes nothing.
+//!
+//! The compressed bytes are also written to a temporary file (in
+//! `$TMPDIR`, deleted when the push ends), for mounts into the push's
+//! other repositories and for sending again. Memory stays flat (zstd's
+//! workers and the gzip blocks below are a few MiB per core, the upload
+//! queue 4 MiB). An interrupted push resumes: the session is remembered
+//! (`resume.rs`) under the layer and the options until its digest is
+//! known; compression with a given algorithm and level is deterministic,
+//! so the next run compresses the same bytes, then sends only what the
+//! session lacks.
 //!
 //! * zstd: the `zstd` crate's multithreaded encoder (`zstdmt`), one
 //!   worker per core. Needs an OCI manifest (schema2 has no zstd type): a
@@ -48,18 +58,26 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use berth_server::names::Digest;
 use berth_server::store::media;
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
 
 use super::error::ArchiveError;
 use super::members::Members;
 use super::progress::Progress;
 use super::push::Destination;
+use super::resume::ResumeState;
 use super::types::{Blob, BlobData, Compression, Image, ManifestBytes};
+use crate::http::{Body, BoxError};
 use crate::registry::{Presence, V2Connection};
 use crate::transport::Transport;
 
@@ -396,9 +414,133 @@ fn blocking_error(e: tokio::task::JoinError) -> ArchiveError {
     ArchiveError::io("compressing a layer", io::Error::other(e.to_string()))
 }
 
+/// Bytes of compressed output per piece sent to a streamed upload.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// Pieces queued between the compressing thread and the upload body (at
+/// most this many × [`STREAM_CHUNK`] in memory).
+const STREAM_QUEUE: usize = 16;
+
+/// What the compressing thread hands a streamed upload.
+pub(super) enum Piece {
+    /// More compressed bytes.
+    Data(Bytes),
+    /// The last piece was sent and the layer passed its checks.
+    End,
+}
+
+/// Where compressed bytes go: the temporary file, and, when the layer is
+/// sent while it is compressed, the upload's queue too. The queue gets
+/// its last piece only from [`Tee::end`], after the layer's checks: a
+/// layer that fails them never completes its upload.
+struct Tee<W> {
+    file: W,
+    upstream: Option<mpsc::Sender<Piece>>,
+    pending: BytesMut,
+}
+
+impl<W: Write> Tee<W> {
+    fn new(file: W, upstream: Option<mpsc::Sender<Piece>>) -> Tee<W> {
+        Tee {
+            file,
+            upstream,
+            pending: BytesMut::new(),
+        }
+    }
+
+    fn send(&mut self, piece: Piece) -> io::Result<()> {
+        match &self.upstream {
+            Some(tx) => tx.blocking_send(piece).map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "the layer's upload stopped")
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends what is left and the end mark; returns the file.
+    fn end(mut self) -> io::Result<W> {
+        if self.upstream.is_some() {
+            let rest = self.pending.split().freeze();
+            if !rest.is_empty() {
+                self.send(Piece::Data(rest))?;
+            }
+            self.send(Piece::End)?;
+        }
+        Ok(self.file)
+    }
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write_all(buf)?;
+        if self.upstream.is_some() {
+            self.pending.extend_from_slice(buf);
+            if self.pending.len() >= STREAM_CHUNK {
+                let piece = self.pending.split().freeze();
+                self.send(Piece::Data(piece))?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The body of a streamed upload: the compressed pieces as they come. It
+/// ends only at [`Piece::End`]; if the compressing thread stops without
+/// sending it (a failed check or read), the body fails, so the request is
+/// abandoned instead of ending a short blob. The receiver is shared so
+/// that the sender can close it when the request ends early: the thread
+/// then stops instead of waiting on a full queue.
+struct Upstream {
+    rx: Arc<std::sync::Mutex<mpsc::Receiver<Piece>>>,
+    ended: bool,
+    progress: Arc<Progress>,
+    /// The plain layer's digest, which the progress counts the bytes under.
+    layer: String,
+}
+
+impl futures_util::Stream for Upstream {
+    type Item = Result<Frame<Bytes>, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let polled = match self.rx.lock() {
+            Ok(mut rx) => rx.poll_recv(cx),
+            Err(_) => return Poll::Ready(Some(Err("upload queue poisoned".into()))),
+        };
+        match polled {
+            Poll::Ready(Some(Piece::Data(b))) => {
+                self.progress.blob_bytes(&self.layer, b.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Piece::End)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(Some(Err("compressing the layer failed".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// Compresses one member into a temporary file, checking its plain bytes
-/// against the layer's digest and diff_ids (blocking).
-fn spill(members: &Members, blob: &Blob, opts: CompressOptions) -> Result<Blob, ArchiveError> {
+/// against the layer's digest and diff_ids (blocking). With `upstream`,
+/// the compressed bytes are also handed to a streamed upload as they are
+/// made, the last of them only once the checks passed.
+pub(super) fn spill(
+    members: &Members,
+    blob: &Blob,
+    opts: CompressOptions,
+    upstream: Option<mpsc::Sender<Piece>>,
+) -> Result<Blob, ArchiveError> {
     let BlobData::Member(path) = &blob.data else {
         return Ok(blob.clone());
     };
@@ -410,12 +552,10 @@ fn spill(members: &Members, blob: &Blob, opts: CompressOptions) -> Result<Blob, 
         .tempfile()
         .map_err(|e| ArchiveError::io(what(), e))?;
     let (file, tmp_path) = tmp.into_parts();
-    let mut out = io::BufWriter::with_capacity(1 << 20, file);
+    let mut out = Tee::new(io::BufWriter::with_capacity(1 << 20, file), upstream);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let outcome =
         compress(&mut input, &mut out, opts, threads).map_err(|e| ArchiveError::io(what(), e))?;
-    out.into_inner()
-        .map_err(|e| ArchiveError::io(what(), e.into_error()))?;
     if outcome.plain_size != m.size {
         return Err(ArchiveError::io(
             what(),
@@ -456,16 +596,153 @@ fn spill(members: &Members, blob: &Blob, opts: CompressOptions) -> Result<Blob, 
     {
         return Err(mismatch(id));
     }
+    out.end()
+        .map_err(|e| ArchiveError::io(what(), e))?
+        .into_inner()
+        .map_err(|e| ArchiveError::io(what(), e.into_error()))?;
     let mut out = blob.clone();
     out.digest = outcome.digest;
     out.size = outcome.size;
     out.data = BlobData::Spilled {
         file: Arc::new(tmp_path),
         member: path.clone(),
+        sent: None,
     };
     out.checks.digest_is_diff_id = false;
     out.checks.compression = opts.codec.compression();
     Ok(out)
+}
+
+/// [`spill`] off the async runtime.
+async fn spill_blocking(
+    members: &Arc<Members>,
+    blob: &Blob,
+    opts: CompressOptions,
+    upstream: Option<mpsc::Sender<Piece>>,
+) -> Result<Blob, ArchiveError> {
+    let (m, b) = (members.clone(), blob.clone());
+    tokio::task::spawn_blocking(move || spill(&m, &b, opts, upstream))
+        .await
+        .map_err(blocking_error)?
+}
+
+/// The key an upload session sent while compressing is remembered under
+/// (`resume.rs`) until its blob digest is known: the plain layer and the
+/// options, which determine the compressed bytes.
+fn streamed_session_key(diff_id: &Digest, opts: CompressOptions) -> Digest {
+    let mut h = Sha256::new();
+    for part in [
+        "berth --compress upload",
+        diff_id.as_str(),
+        opts.codec.as_str(),
+        &opts.level.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    Digest::from_sha256(&h.finalize())
+}
+
+/// What compressing the push's layers needs besides the layer.
+pub struct Sending<'a> {
+    /// The archive.
+    pub members: &'a Arc<Members>,
+    /// The registry's transport.
+    pub transport: &'a Transport,
+    /// The upload sessions remembered across runs.
+    pub resume: &'a ResumeState,
+    /// The push's report.
+    pub progress: &'a Arc<Progress>,
+}
+
+/// Compresses one plain layer and sends it into an upload session of
+/// `repo` at the same time, so the push costs the longer of compressing
+/// and sending instead of their sum. The session is left uncommitted (the
+/// push commits it with the others once every blob passed) and named in
+/// the returned blob. The compressed bytes are also kept in a temporary
+/// file, for mounts into the push's other repositories and for an upload
+/// that must be sent again.
+///
+/// A run interrupted while streaming left its session under
+/// [`streamed_session_key`]: the layer is then compressed whole first
+/// (the same bytes again: compression is deterministic) and the session
+/// handed to the push under the blob's digest, which sends only the rest.
+async fn compress_and_send(
+    s: &Sending<'_>,
+    blob: &Blob,
+    repo: &str,
+    opts: CompressOptions,
+) -> Result<Blob, ArchiveError> {
+    let key = streamed_session_key(&blob.digest, opts);
+    if let Some(loc) = s.resume.saved(repo, &key) {
+        let new = spill_blocking(s.members, blob, opts, None).await?;
+        s.resume.forget(repo, &key);
+        s.resume.save(repo, &new.digest, &loc);
+        return Ok(new);
+    }
+    let mut conn = V2Connection::open(s.transport).await?;
+    let loc = conn.start_upload(repo).await?;
+    s.resume.save(repo, &key, &loc);
+    let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let compressing = spill_blocking(s.members, blob, opts, Some(tx));
+    let body: Body = StreamBody::new(Upstream {
+        rx: rx.clone(),
+        ended: false,
+        progress: s.progress.clone(),
+        layer: blob.digest.to_string(),
+    })
+    .boxed_unsync();
+    let sending = async {
+        let patched = conn.patch_streamed(&loc, body).await;
+        // However the request ended, the compressing thread must not wait for it.
+        if let Ok(mut rx) = rx.lock() {
+            rx.close();
+        }
+        patched
+    };
+    let (compressed, patched) = tokio::join!(compressing, sending);
+    let refused = |e: ArchiveError| async {
+        // Nothing of a layer that lies may stay on the registry.
+        s.resume.forget(repo, &key);
+        if let Ok(mut c) = V2Connection::open(s.transport).await {
+            let _ = c.cancel_upload(&loc).await;
+        }
+        Err(e)
+    };
+    let (mut new, patched) = match (compressed, patched) {
+        (
+            Err(e @ (ArchiveError::DiffIdMismatch { .. } | ArchiveError::DigestMismatch { .. })),
+            _,
+        ) => {
+            return refused(e).await;
+        }
+        // The upload failed (and stopped the compression): the session stays
+        // remembered, for the next run to continue.
+        (_, Err(e)) => return Err(e.into()),
+        (Err(e), Ok(_)) => return Err(e),
+        (Ok(new), Ok(patched)) => (new, patched),
+    };
+    let lost = |what: &str, got: &Digest, sent: &Digest| {
+        ArchiveError::io(
+            format!("uploading {} (compressed)", blob.data.name()),
+            io::Error::other(format!(
+                "the registry measured {what} {got}, the client sent {sent}"
+            )),
+        )
+    };
+    if let Some(got) = patched.digest.as_ref().filter(|d| **d != new.digest) {
+        return refused(lost("the digest", got, &new.digest)).await;
+    }
+    if let Some(got) = patched.diff_id.as_ref().filter(|d| **d != blob.digest) {
+        return refused(lost("the diff_id", got, &blob.digest)).await;
+    }
+    s.resume.forget(repo, &key);
+    s.resume.save(repo, &new.digest, &patched.next);
+    if let BlobData::Spilled { sent, .. } = &mut new.data {
+        *sent = Some(patched.next);
+    }
+    Ok(new)
 }
 
 /// The layer media type of a compressed layer in a manifest of type
@@ -640,19 +917,17 @@ pub fn rewrite_image(
 /// The images of the push with their uncompressed layers compressed
 /// (`--compress`): each layer found compressed by an earlier push (a
 /// remembered entry the registry confirms with a HEAD) is taken as it is,
-/// every other is compressed into a temporary file. Reports a `compress`
-/// event per layer.
-#[allow(clippy::too_many_arguments)]
+/// every other is compressed and sent at once ([`compress_and_send`]).
+/// Reports a `compress` event per layer.
 pub async fn apply(
-    members: &Arc<Members>,
+    sending: &Sending<'_>,
     images: Vec<Image>,
     destinations: &[Destination],
     opts: CompressOptions,
-    transport: &Transport,
     registry: &str,
     cache: &CompressedCache,
-    progress: &Progress,
 ) -> Result<Vec<Image>, ArchiveError> {
+    let (transport, progress) = (sending.transport, sending.progress);
     // Each plain layer once, with the first repository it goes to.
     let mut todo: Vec<(Blob, String)> = Vec::new();
     for d in destinations {
@@ -704,15 +979,13 @@ pub async fn apply(
             opts.level
         ));
         let started = std::time::Instant::now();
-        let (m, b) = (members.clone(), blob.clone());
-        let new = tokio::task::spawn_blocking(move || spill(&m, &b, opts))
-            .await
-            .map_err(blocking_error)??;
+        let new = compress_and_send(sending, &blob, &repo, opts).await?;
         progress.event(serde_json::json!({
             "event": "compress", "layer": blob.digest.as_str(),
             "algorithm": opts.codec.as_str(), "level": opts.level,
             "from": blob.size, "to": new.size, "digest": new.digest.as_str(),
             "action": "compressed", "seconds": started.elapsed().as_secs_f64(),
+            "sent": matches!(new.data, BlobData::Spilled { sent: Some(_), .. }),
         }));
         cache.put(registry, &blob.digest, opts, &new.digest, new.size);
         swapped.insert(blob.digest.clone(), new);

@@ -157,23 +157,27 @@ async fn push_members(a: PushOptions, members: Members) -> Result<(), ArchiveErr
     progress.event(serde_json::json!({
         "event": "archive", "format": format.as_str(), "images": images.len(),
     }));
+    let resume = Arc::new(resume::ResumeState::from_env());
     let images = match a.compress {
         Some(opts) => {
+            let sending = compress::Sending {
+                members: &members,
+                transport: &transport,
+                resume: &resume,
+                progress: &progress,
+            };
             compress::apply(
-                &members,
+                &sending,
                 images,
                 &destinations,
                 opts,
-                &transport,
                 &a.registry,
                 &compress::CompressedCache::from_env(),
-                &progress,
             )
             .await?
         }
         None => images,
     };
-    let resume = Arc::new(resume::ResumeState::from_env());
     let pushed = push::push(
         transport,
         members,

@@ -13,7 +13,9 @@
 //!    is linked yet), or continues one an interrupted run left
 //!    (`resume.rs`), and one streamed `PATCH` carries its bytes while the
 //!    same bytes are hashed, and for layers decompressed and hashed, on
-//!    other threads (`verify.rs`).
+//!    other threads (`verify.rs`). A layer `--compress` already sent
+//!    while compressing it (`compress.rs`) comes with its session: staged
+//!    as it is.
 //! 3. If any blob fails its checks, every session of the push is cancelled
 //!    (`DELETE`) and forgotten, and the push fails with that blob's error:
 //!    the registry keeps no blob, link, manifest or tag of the archive.
@@ -56,7 +58,7 @@ use super::members::Members;
 use super::progress::Progress;
 use super::reference::ImageRef;
 use super::resume::ResumeState;
-use super::types::{Blob, Image};
+use super::types::{Blob, BlobData, Image};
 use super::verify::{self, Checked, Feed};
 use crate::error::ClientError;
 use crate::http::{Body, BoxError};
@@ -530,6 +532,18 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
     let Some(first) = job.repos.first() else {
         return Ok(Staged::Present);
     };
+    if let BlobData::Spilled {
+        sent: Some(loc), ..
+    } = &blob.data
+    {
+        // Sent while it was compressed (`compress.rs`), checked on the way:
+        // only its commit is left.
+        ctx.opened(first, &blob.digest, loc);
+        return Ok(Staged::Session {
+            loc: loc.clone(),
+            resumed_at: None,
+        });
+    }
     let mut conn = V2Connection::open(&ctx.transport).await?;
     if ctx.stopping() {
         return Err(stopped());

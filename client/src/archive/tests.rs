@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use berth_server::names::Digest;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
+use super::compress;
 use super::error::ArchiveError;
 use super::formats::{self, Format};
 use super::members::{Input, Members};
@@ -17,7 +19,7 @@ use super::pull::{self, Output};
 use super::push;
 use super::reference::ImageRef;
 use super::resume::ResumeState;
-use super::types::{BlobData, Image};
+use super::types::{Blob, BlobData, Image};
 use super::verify;
 use crate::remote::Remote;
 use crate::transport::ssh::SshOptions;
@@ -927,4 +929,87 @@ fn a_wrong_session_report_blames_the_session_only_when_the_archive_is_fine() {
     let mismatch = verify::check_reported_digest(&corrupt, &bogus).unwrap_err();
     let e = verify::blame_reported_mismatch(&members, &corrupt, &bogus, mismatch);
     assert!(verify::is_archive_fault(&e), "{e}");
+}
+
+/// The layer of a two-layer archive whose first layer is `l0`, for
+/// `--compress` (`compress.rs`), and the archive it is read from.
+fn layer_to_compress(l0: &[u8]) -> (tempfile::TempDir, Arc<Members>, Blob) {
+    let (bytes, _) = docker_1_10_archive(l0, &layer(2, 1000));
+    let (dir, m) = read_file(&bytes);
+    let m = m.unwrap();
+    let (_, imgs) = formats::images(&m).unwrap();
+    let blob = imgs[0]
+        .blobs
+        .iter()
+        .find(|b| b.digest == sha(l0))
+        .unwrap()
+        .clone();
+    (dir, Arc::new(m), blob)
+}
+
+/// Everything a compressing thread sent, and whether it ended with the end mark.
+fn drain(rx: &mut mpsc::Receiver<compress::Piece>) -> (Vec<u8>, bool) {
+    let mut sent = Vec::new();
+    while let Some(piece) = rx.blocking_recv() {
+        match piece {
+            compress::Piece::Data(b) => sent.extend_from_slice(&b),
+            compress::Piece::End => return (sent, rx.blocking_recv().is_none()),
+        }
+    }
+    (sent, false)
+}
+
+/// `--compress` sends a layer while it compresses it: the first compressed
+/// piece reaches the upload while the compressing thread still has most of
+/// the layer to go (it waits on the upload's bounded queue), and the end
+/// mark comes last, once the layer passed its checks. What was sent is the
+/// blob: the temporary file's bytes, inflating to the layer.
+#[test]
+fn a_compressed_layer_reaches_the_upload_before_it_is_compressed_whole() {
+    // Random bytes barely compress: ~24 MiB of pieces through a queue of 4.
+    let l0 = layer(1, 24 << 20);
+    let (_dir, members, blob) = layer_to_compress(&l0);
+    let opts = compress::CompressOptions::new(compress::Codec::Zstd, Some(1)).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let worker = std::thread::spawn(move || compress::spill(&members, &blob, opts, Some(tx)));
+    let Some(compress::Piece::Data(first)) = rx.blocking_recv() else {
+        panic!("the first thing sent is not compressed bytes");
+    };
+    assert!(
+        !worker.is_finished(),
+        "compression finished before its first piece was taken"
+    );
+    let (mut sent, ended) = drain(&mut rx);
+    sent.splice(0..0, first.iter().copied());
+    assert!(ended, "the end mark is missing, or something came after it");
+    let out = worker.join().unwrap().unwrap();
+    assert_eq!(out.digest, sha(&sent));
+    assert_eq!(out.size, sent.len() as u64);
+    let BlobData::Spilled {
+        file, sent: None, ..
+    } = &out.data
+    else {
+        panic!("not spilled: {:?}", out.data);
+    };
+    assert_eq!(std::fs::read(&**file).unwrap(), sent);
+    assert_eq!(zstd::stream::decode_all(&sent[..]).unwrap(), l0);
+}
+
+/// A layer that does not match its diff_id never completes its upload:
+/// the compressing thread stops without the end mark (the upload body then
+/// fails instead of ending a short blob) and reports the mismatch.
+#[test]
+fn a_lying_layer_never_sends_the_end_of_its_upload() {
+    let l0 = layer(3, 2 << 20);
+    let (_dir, members, mut blob) = layer_to_compress(&l0);
+    blob.checks.diff_ids = vec![sha(b"another layer").to_string()];
+    let opts = compress::CompressOptions::new(compress::Codec::Gzip, None).unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let worker = std::thread::spawn(move || compress::spill(&members, &blob, opts, Some(tx)));
+    let (_, ended) = drain(&mut rx);
+    assert!(!ended, "a layer failing its diff_id ended its upload");
+    match worker.join().unwrap() {
+        Err(ArchiveError::DiffIdMismatch { .. }) => {}
+        other => panic!("expected a diff_id mismatch, got {other:?}"),
+    }
 }

@@ -57,6 +57,10 @@ pub enum BlobData {
         file: std::sync::Arc<tempfile::TempPath>,
         /// The archive member they were made from.
         member: String,
+        /// An upload session of the push's first repository that already
+        /// holds every one of these bytes, uncommitted: the layer was sent
+        /// while it was compressed (`compress.rs`).
+        sent: Option<String>,
     },
     /// Bytes the registry already holds under this digest (`--compress`
     /// found the layer compressed by an earlier push, `compress.rs`): there

@@ -251,6 +251,9 @@ impl Registry {
             .max_buf_size(self.config.max_header_bytes.max(8192))
             .half_close(true)
             .keep_alive(true)
+            // Queue body chunks instead of copying them into one write
+            // buffer (no transport here takes vectored writes).
+            .writev(true)
             .serve_connection(TokioIo::new(crate::metrics::CountingIo(io)), svc)
             .await
     }
