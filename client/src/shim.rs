@@ -1,9 +1,13 @@
 //! `berth shim`: a loopback HTTP listener for Docker, podman and skopeo.
-//! Each accepted TCP connection is piped byte for byte to a new stream of
+//! Each accepted TCP connection is piped byte for byte to its own stream of
 //! the remote (a channel of the shared SSH connection, a spawned ssh, or the
 //! in-process service), so the registry sees exactly what the tool sent —
 //! including its `Host` header, which V1 index answers echo back in
 //! `X-Docker-Endpoints` so that follow-up calls come to the shim again.
+//! Streams come from a [`WarmPool`]: over the built-in SSH client a few
+//! channels are opened ahead of demand (`--warm`), so a connection does not
+//! wait the two round trips of a channel open (issue 17); a warm stream
+//! that refuses the first request head is replaced by a fresh one.
 //!
 //! It does not parse HTTP, except to answer `502 Bad Gateway` (a V1 error
 //! body) when no stream to the registry can be opened, and, on a loopback
@@ -32,7 +36,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::transport::Transport;
+use crate::transport::Stream;
+use crate::warm::{Origin, WarmPool};
 
 /// Copy buffer per direction of a shim connection.
 const SHIM_BUF: usize = 256 * 1024;
@@ -54,7 +59,7 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 /// `catalog` (when given) answers the connections that ask for its pages.
 pub async fn serve(
     listener: TcpListener,
-    transport: Arc<Transport>,
+    streams: Arc<WarmPool>,
     catalog: Option<Arc<Catalog>>,
 ) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
@@ -63,11 +68,11 @@ pub async fn serve(
     loop {
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
-        let transport = transport.clone();
+        let streams = streams.clone();
         let catalog = catalog.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "shim connection");
-            pipe(tcp, &transport, check, catalog).await;
+            pipe(tcp, &streams, check, catalog).await;
         });
     }
 }
@@ -193,13 +198,48 @@ async fn read_first_head(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A registry stream that has taken `first` (the bytes read for the
+/// loopback check, possibly none); `None` when the connection is to be
+/// dropped without an answer. A warm stream whose write fails is replaced
+/// by a fresh one, once: a failed write means the registry did not receive
+/// the whole head, so it cannot have acted on the request. Nothing is
+/// retried once the head is through (a closed stream then may have run a
+/// POST or PATCH; the tool decides whether to repeat it).
+async fn stream_for(
+    streams: &WarmPool,
+    first: &[u8],
+) -> Result<Option<Stream>, crate::transport::TransportError> {
+    let (mut stream, origin) = streams.take().await?;
+    if first.is_empty() {
+        return Ok(Some(stream));
+    }
+    match stream.write_all(first).await {
+        Ok(()) => return Ok(Some(stream)),
+        Err(e) if origin == Origin::Warm => {
+            tracing::debug!("warm stream refused the request head ({e}); opening another")
+        }
+        Err(e) => {
+            tracing::debug!("shim connection ended: {e}");
+            return Ok(None);
+        }
+    }
+    let mut stream = streams.open_fresh().await?;
+    match stream.write_all(first).await {
+        Ok(()) => Ok(Some(stream)),
+        Err(e) => {
+            tracing::debug!("shim connection ended: {e}");
+            Ok(None)
+        }
+    }
+}
+
 /// Pipes one TCP connection to one registry stream until either side
 /// closes; with `check` (the loopback listen address) the first request head
 /// must pass the loopback Host/Origin rule, and a catalog request goes to
 /// `catalog` instead.
 async fn pipe(
     mut tcp: TcpStream,
-    transport: &Transport,
+    streams: &WarmPool,
     check: Option<SocketAddr>,
     catalog: Option<Arc<Catalog>>,
 ) {
@@ -230,8 +270,9 @@ async fn pipe(
             }
         }
     }
-    let mut stream = match transport.open().await {
-        Ok(s) => s,
+    let mut stream = match stream_for(streams, &first).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
         Err(e) => {
             tracing::warn!("cannot reach the registry: {e}");
             let message = format!("berth shim: cannot reach the registry: {e}");
@@ -239,12 +280,6 @@ async fn pipe(
             return;
         }
     };
-    if !first.is_empty() {
-        if let Err(e) = stream.write_all(&first).await {
-            tracing::debug!("shim connection ended: {e}");
-            return;
-        }
-    }
     let diagnostics = stream.diagnostics();
     // 256 KiB copy buffers (issue 9): with the default 8 KiB every upload
     // chunk became its own 8 KiB SSH packet and every download packet took
