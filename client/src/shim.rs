@@ -7,7 +7,8 @@
 //! Streams come from a [`WarmPool`]: over the built-in SSH client a few
 //! channels are opened ahead of demand (`--warm`), so a connection does not
 //! wait the two round trips of a channel open (issue 17); a warm stream
-//! that refuses the first request head is replaced by a fresh one.
+//! that fails before it took the whole first request head is replaced by a
+//! fresh one.
 //!
 //! It does not parse HTTP, except to answer `502 Bad Gateway` (a V1 error
 //! body) when no stream to the registry can be opened, and, on a loopback
@@ -200,23 +201,24 @@ async fn read_first_head(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 
 /// A registry stream that has taken `first` (the bytes read for the
 /// loopback check, possibly none); `None` when the connection is to be
-/// dropped without an answer. A warm stream whose write fails is replaced
-/// by a fresh one, once: a failed write means the registry did not receive
-/// the whole head, so it cannot have acted on the request. Nothing is
-/// retried once the head is through (a closed stream then may have run a
-/// POST or PATCH; the tool decides whether to repeat it).
+/// dropped without an answer. When a warm stream fails before it took all
+/// of the request head, a fresh one is opened and sent `first` instead,
+/// once: the registry acts on no request whose head it did not receive
+/// whole. Nothing is retried once the head is through (the registry may
+/// then have run a POST or begun a PATCH; the tool decides whether to
+/// repeat it).
 async fn stream_for(
     streams: &WarmPool,
     first: &[u8],
 ) -> Result<Option<Stream>, crate::transport::TransportError> {
     let (mut stream, origin) = streams.take().await?;
-    if first.is_empty() {
-        return Ok(Some(stream));
-    }
-    match stream.write_all(first).await {
+    let (sent, result) = send(&mut stream, first).await;
+    match result {
         Ok(()) => return Ok(Some(stream)),
-        Err(e) if origin == Origin::Warm => {
-            tracing::debug!("warm stream refused the request head ({e}); opening another")
+        Err(e) if origin == Origin::Warm && sent < head_len(first) => {
+            tracing::debug!(
+                "warm stream failed before the request head went through ({e}); opening another"
+            )
         }
         Err(e) => {
             tracing::debug!("shim connection ended: {e}");
@@ -224,13 +226,37 @@ async fn stream_for(
         }
     }
     let mut stream = streams.open_fresh().await?;
-    match stream.write_all(first).await {
-        Ok(()) => Ok(Some(stream)),
-        Err(e) => {
+    match send(&mut stream, first).await {
+        (_, Ok(())) => Ok(Some(stream)),
+        (_, Err(e)) => {
             tracing::debug!("shim connection ended: {e}");
             Ok(None)
         }
     }
+}
+
+/// Writes `data` to `stream`; returns how many bytes it took, and the
+/// first error.
+async fn send(stream: &mut Stream, data: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut sent = 0;
+    while sent < data.len() {
+        match stream.write(&data[sent..]).await {
+            Ok(0) => return (sent, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => sent += n,
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+    (sent, Ok(()))
+}
+
+/// Length of the request head at the start of `first` (through its blank
+/// line); all of `first` when it holds no complete head (a partial head, or
+/// bytes that are no HTTP, on which the registry acts neither).
+fn head_len(first: &[u8]) -> usize {
+    first
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(first.len(), |at| at + 4)
 }
 
 /// Pipes one TCP connection to one registry stream until either side
@@ -305,6 +331,14 @@ mod tests {
             b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n"
         ));
         assert!(!head_complete(b""));
+    }
+
+    #[test]
+    fn the_head_ends_at_its_blank_line() {
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody"), 27);
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: x"), 23);
+        assert_eq!(head_len(&[0x16, 0x03, 0x01]), 3);
+        assert_eq!(head_len(b""), 0);
     }
 
     #[test]
