@@ -371,6 +371,12 @@ pub struct ShimArgs {
     /// rebinding; with a non-loopback address that check is off.)
     #[arg(long)]
     pub allow_remote: bool,
+    /// Channels kept open ahead of demand (ssh:// with the built-in
+    /// client), so a tool's new connection does not wait two round trips
+    /// for its own; each is replaced 10 s after it was opened, and none
+    /// after a minute without connections. 0 = off.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=crate::warm::MAX_WARM as i64))]
+    pub warm: u8,
 }
 
 /// `berth ls` / `berth search`.
@@ -885,7 +891,25 @@ pub async fn shim(a: ShimArgs) -> Result<(), ClientError> {
     if let Some(c) = &catalog {
         write_stdout(format!("catalog: {}\n", c.url()).as_bytes()).await?;
     }
-    crate::shim::serve(listener, transport, catalog)
+    // Only the built-in SSH client pays round trips per stream that a pool
+    // can take off: in-process streams are free, and a spawned ssh per
+    // stream is a whole login (the server logs each, and it may prompt on
+    // the terminal) that OpenSSH's own ControlMaster multiplexing makes
+    // cheap instead; HTTP(S) registries may close idle connections sooner
+    // than any age the pool could assume.
+    let warm = match *transport {
+        Transport::Ssh(_) => usize::from(a.warm),
+        _ => 0,
+    };
+    let open_transport = transport.clone();
+    let streams = Arc::new(crate::warm::WarmPool::new(
+        Arc::new(move || {
+            let t = open_transport.clone();
+            Box::pin(async move { t.open().await })
+        }),
+        warm,
+    ));
+    crate::shim::serve(listener, streams, catalog)
         .await
         .map_err(|source| ClientError::Io {
             what: format!("accepting connections on {addr}"),

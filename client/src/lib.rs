@@ -19,6 +19,7 @@
 //! * [`catalog`] — `ls`, `tags`, `rm`, `search` over the V1 API.
 //! * [`sync`] — `berth sync`: copies repositories between two registries.
 //! * [`shim`] — loopback TCP connections piped to registry streams.
+//! * [`warm`] — streams opened ahead of demand for the shim (issue 17).
 //! * [`cli`] — the clap definitions and command bodies shared by the
 //!   `berth`, `registryget` and `registryput` binaries, and the exit
 //!   statuses ([`cli::CliError`]); the only module that knows clap (the
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod shim;
 pub mod sync;
 pub mod transport;
+pub mod warm;
 
 pub use berth_transport::remote;
 

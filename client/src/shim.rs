@@ -1,9 +1,14 @@
 //! `berth shim`: a loopback HTTP listener for Docker, podman and skopeo.
-//! Each accepted TCP connection is piped byte for byte to a new stream of
+//! Each accepted TCP connection is piped byte for byte to its own stream of
 //! the remote (a channel of the shared SSH connection, a spawned ssh, or the
 //! in-process service), so the registry sees exactly what the tool sent —
 //! including its `Host` header, which V1 index answers echo back in
 //! `X-Docker-Endpoints` so that follow-up calls come to the shim again.
+//! Streams come from a [`WarmPool`]: over the built-in SSH client a few
+//! channels are opened ahead of demand (`--warm`), so a connection does not
+//! wait the two round trips of a channel open (issue 17); a warm stream
+//! that fails before it took the whole first request head is replaced by a
+//! fresh one.
 //!
 //! It does not parse HTTP, except to answer `502 Bad Gateway` (a V1 error
 //! body) when no stream to the registry can be opened, and, on a loopback
@@ -32,7 +37,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::transport::Transport;
+use crate::transport::Stream;
+use crate::warm::{Origin, WarmPool};
 
 /// Copy buffer per direction of a shim connection.
 const SHIM_BUF: usize = 256 * 1024;
@@ -54,7 +60,7 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 /// `catalog` (when given) answers the connections that ask for its pages.
 pub async fn serve(
     listener: TcpListener,
-    transport: Arc<Transport>,
+    streams: Arc<WarmPool>,
     catalog: Option<Arc<Catalog>>,
 ) -> std::io::Result<()> {
     let listen = listener.local_addr()?;
@@ -63,11 +69,11 @@ pub async fn serve(
     loop {
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
-        let transport = transport.clone();
+        let streams = streams.clone();
         let catalog = catalog.clone();
         tokio::spawn(async move {
             tracing::debug!(%peer, "shim connection");
-            pipe(tcp, &transport, check, catalog).await;
+            pipe(tcp, &streams, check, catalog).await;
         });
     }
 }
@@ -193,13 +199,73 @@ async fn read_first_head(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// A registry stream that has taken `first` (the bytes read for the
+/// loopback check, possibly none); `None` when the connection is to be
+/// dropped without an answer. When a warm stream fails before it took all
+/// of the request head, a fresh one is opened and sent `first` instead,
+/// once: the registry acts on no request whose head it did not receive
+/// whole. Nothing is retried once the head is through (the registry may
+/// then have run a POST or begun a PATCH; the tool decides whether to
+/// repeat it).
+async fn stream_for(
+    streams: &WarmPool,
+    first: &[u8],
+) -> Result<Option<Stream>, crate::transport::TransportError> {
+    let (mut stream, origin) = streams.take().await?;
+    let (sent, result) = send(&mut stream, first).await;
+    match result {
+        Ok(()) => return Ok(Some(stream)),
+        Err(e) if origin == Origin::Warm && sent < head_len(first) => {
+            tracing::debug!(
+                "warm stream failed before the request head went through ({e}); opening another"
+            )
+        }
+        Err(e) => {
+            tracing::debug!("shim connection ended: {e}");
+            return Ok(None);
+        }
+    }
+    let mut stream = streams.open_fresh().await?;
+    match send(&mut stream, first).await {
+        (_, Ok(())) => Ok(Some(stream)),
+        (_, Err(e)) => {
+            tracing::debug!("shim connection ended: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes `data` to `stream`; returns how many bytes it took, and the
+/// first error.
+async fn send(stream: &mut Stream, data: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut sent = 0;
+    while sent < data.len() {
+        match stream.write(&data[sent..]).await {
+            Ok(0) => return (sent, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => sent += n,
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+    (sent, Ok(()))
+}
+
+/// Length of the request head at the start of `first` (through its blank
+/// line); all of `first` when it holds no complete head (a partial head, or
+/// bytes that are no HTTP, on which the registry acts neither).
+fn head_len(first: &[u8]) -> usize {
+    first
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(first.len(), |at| at + 4)
+}
+
 /// Pipes one TCP connection to one registry stream until either side
 /// closes; with `check` (the loopback listen address) the first request head
 /// must pass the loopback Host/Origin rule, and a catalog request goes to
 /// `catalog` instead.
 async fn pipe(
     mut tcp: TcpStream,
-    transport: &Transport,
+    streams: &WarmPool,
     check: Option<SocketAddr>,
     catalog: Option<Arc<Catalog>>,
 ) {
@@ -230,8 +296,9 @@ async fn pipe(
             }
         }
     }
-    let mut stream = match transport.open().await {
-        Ok(s) => s,
+    let mut stream = match stream_for(streams, &first).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
         Err(e) => {
             tracing::warn!("cannot reach the registry: {e}");
             let message = format!("berth shim: cannot reach the registry: {e}");
@@ -239,12 +306,6 @@ async fn pipe(
             return;
         }
     };
-    if !first.is_empty() {
-        if let Err(e) = stream.write_all(&first).await {
-            tracing::debug!("shim connection ended: {e}");
-            return;
-        }
-    }
     let diagnostics = stream.diagnostics();
     // 256 KiB copy buffers (issue 9): with the default 8 KiB every upload
     // chunk became its own 8 KiB SSH packet and every download packet took
@@ -270,6 +331,14 @@ mod tests {
             b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n"
         ));
         assert!(!head_complete(b""));
+    }
+
+    #[test]
+    fn the_head_ends_at_its_blank_line() {
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody"), 27);
+        assert_eq!(head_len(b"GET / HTTP/1.1\r\nHost: x"), 23);
+        assert_eq!(head_len(&[0x16, 0x03, 0x01]), 3);
+        assert_eq!(head_len(b""), 0);
     }
 
     #[test]

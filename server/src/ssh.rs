@@ -552,6 +552,9 @@ impl Conn {
         tokio::spawn(
             async move {
                 let (_slot, _serving) = (slot, serving);
+                // With the span's channel id: lets a log reader tell which
+                // channel a request came on and when it was opened.
+                tracing::debug!("channel started");
                 match job {
                     Job::Http => serve_http_channel(channel, registry, who).await,
                     Job::Exec(cmd) => run_exec_channel(channel, registry, who, cmd).await,

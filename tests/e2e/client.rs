@@ -720,6 +720,69 @@ fn shim(via: &Via) -> (Proc, std::net::SocketAddr) {
     (proc, addr_in(&line.replace("http://", "")))
 }
 
+/// The `channel{...}` span of each line of the server log `log` that
+/// contains every one of `words` (its debug log: [`SshServer::start_logged`]).
+fn channel_spans(log: &Path, words: &[&str]) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .filter_map(|l| {
+            let at = l.find("channel{")?;
+            let end = at + l[at..].find('}')?;
+            Some(l[at..=end].to_string())
+        })
+        .collect()
+}
+
+/// Issue 17: over ssh:// the shim keeps channels opened ahead of demand
+/// (`--warm`), so a new connection's first request goes out at once on a
+/// channel the server started before the TCP connection existed, instead
+/// of waiting for a channel open and a subsystem request. Connections
+/// beyond the pool still get channels of their own.
+#[test]
+fn shim_answers_on_a_channel_opened_before_the_connection() {
+    let Some(f) = Fixture::new() else { return };
+    let log = f.dir.path().join("server.log");
+    let server = SshServer::start_logged(&f.root, &f.authorized, &f.state, &[], &log);
+    f.trust(&[server.known_hosts_line()]);
+    let via = Via::native(&f, server.port());
+    let cmd = via.cmd(
+        "berth",
+        Some("shim"),
+        &["--listen", "127.0.0.1:0", "--warm", "2"],
+        &[],
+    );
+    let (_shim, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+    let addr = addr_in(&line.replace("http://", ""));
+    // The startup ping's channel (closed since), then the pool's two.
+    eventually("the warm channels", DEADLINE, || {
+        channel_spans(&log, &["channel started"]).len() >= 3
+    });
+    let before = channel_spans(&log, &["channel started"]);
+
+    let mut c = tcp_conn(addr);
+    let r = c.request("GET", "/v2/", &[], ReqBody::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answered = || channel_spans(&log, &["path=/v2/", "answered"]);
+    eventually("the request in the server log", DEADLINE, || {
+        !answered().is_empty()
+    });
+    let on = answered().remove(0);
+    assert!(
+        before.contains(&on),
+        "answered on {on}, not one of the channels started before the connection: {before:?}"
+    );
+
+    // Three connections at once, with c still open: more than the pool.
+    let mut more: Vec<_> = (0..3).map(|_| tcp_conn(addr)).collect();
+    for m in &mut more {
+        let r = m.request("GET", "/v2/", &[], ReqBody::None);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = c.request("GET", "/v1/_ping", &[], ReqBody::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[test]
 fn shim_carries_the_docker_v1_sequence_over_ssh() {
     let Some(f) = Fixture::new() else { return };
