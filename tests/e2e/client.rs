@@ -477,6 +477,61 @@ fn jump_hosts_native_and_openssh_proxyjump() {
 }
 
 #[test]
+fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("/usr/sbin/sshd", "openssh-server") || !require_tool("script", "util-linux") {
+        return;
+    }
+    let locked = f.state.join("locked");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+            .arg(&locked),
+    );
+    let public = std::fs::read_to_string(format!("{}.pub", locked.display())).unwrap();
+    let mut keys = std::fs::read_to_string(&f.authorized).unwrap();
+    keys.push_str(&public);
+    std::fs::write(&f.authorized, keys).unwrap();
+    let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
+    let bastion = f.bastion();
+    f.trust(&[
+        server.known_hosts_line(),
+        known_hosts_line(bastion.port, &bastion.host_key),
+    ]);
+
+    // The jump host and the registry both log in with the key: the
+    // passphrase is typed once (on a pty from `script`).
+    let mut via = Via::native_as(&f, server.port(), &locked);
+    via.flags
+        .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
+    let inner = via.cmd("registryget", None, &[], &["/v1/_ping"]);
+    // A second prompt would wait for good: `timeout` bounds that hang.
+    let line: Vec<String> = ["timeout".into(), DEADLINE.as_secs().to_string()]
+        .into_iter()
+        .chain(
+            std::iter::once(inner.get_program())
+                .chain(inner.get_args())
+                .map(|a| a.to_string_lossy().into_owned()),
+        )
+        .collect();
+    let mut cmd = Command::new("script");
+    cmd.arg("-qec")
+        .arg(line.join(" "))
+        .arg("/dev/null")
+        .env("HOME", std::env::temp_dir().join("berth-test-no-home"))
+        .env_remove("SSH_AUTH_SOCK");
+    let out = answer_prompt(cmd, "Enter passphrase for key", "open sesame");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        text.matches("Enter passphrase for key").count(),
+        1,
+        "{text}"
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("{}"), "{text}");
+}
+
+#[test]
 fn host_keys_unknown_accepted_changed() {
     let Some(f) = Fixture::new() else { return };
     let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
@@ -666,7 +721,8 @@ fn authentication_failures_are_clear() {
 }
 
 /// Runs `cmd` (stdout piped), waits for `prompt` in its output, types
-/// `answer` and a newline, and returns its whole output once it exits.
+/// `answer` and a newline, closes its input, and returns its whole output
+/// once it exits.
 fn answer_prompt(mut cmd: Command, prompt: &str, answer: &str) -> Output {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -693,11 +749,13 @@ fn answer_prompt(mut cmd: Command, prompt: &str, answer: &str) -> Output {
         }
     }
     stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+    // Nothing more is typed: a second prompt reads the end of input and
+    // fails, rather than waiting for good.
+    drop(stdin);
     for chunk in rx {
         text.extend(chunk);
     }
     reader.join().unwrap();
-    drop(stdin);
     let mut out = child.wait_with_output().unwrap();
     out.stdout = text;
     out

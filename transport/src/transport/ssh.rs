@@ -9,7 +9,8 @@
 //!   always refused;
 //! * authentication with `-i/--identity` keys, then the ssh-agent
 //!   (`SSH_AUTH_SOCK`), then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`;
-//!   encrypted keys ask for their passphrase on the terminal;
+//!   encrypted keys ask for their passphrase on the terminal, once per run
+//!   however many hops (each key file is loaded once: `keys`);
 //! * `-J` jump hosts, each hop tunnelled through the previous one with a
 //!   direct-tcpip channel;
 //! * tuned for bulk data (`russh.md` §5): AES-GCM first where the CPU has
@@ -32,6 +33,10 @@ use tokio::sync::Mutex;
 use super::{Diagnostics, Stream, TransportError};
 use crate::remote::SshTarget;
 use crate::wire::SUBSYSTEM;
+
+mod keys;
+
+use keys::KeyCache;
 
 /// How long the TCP connect to the first hop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -279,6 +284,7 @@ pub struct SshTransport {
     home: Option<PathBuf>,
     config: Arc<client::Config>,
     session: Mutex<Option<Arc<Session>>>,
+    keys: KeyCache,
 }
 
 impl SshTransport {
@@ -295,6 +301,7 @@ impl SshTransport {
             home,
             config: Arc::new(client_config()),
             session: Mutex::new(None),
+            keys: KeyCache::default(),
         })
     }
 
@@ -463,7 +470,7 @@ impl SshTransport {
         }
 
         for path in &self.options.identities {
-            let key = load_key(path)?;
+            let key = self.keys.get(path).await?;
             if try_key(handle, &user, key, hop).await? {
                 return Ok(());
             }
@@ -508,7 +515,7 @@ impl SshTransport {
                 if !path.exists() {
                     continue;
                 }
-                match load_key(&path) {
+                match self.keys.get(&path).await {
                     Ok(key) => {
                         if try_key(handle, &user, key, hop).await? {
                             return Ok(());
@@ -536,7 +543,7 @@ impl SshTransport {
 async fn try_key(
     handle: &mut Handle<Verifier>,
     user: &str,
-    key: PrivateKey,
+    key: Arc<PrivateKey>,
     hop: &SshTarget,
 ) -> Result<bool, SshError> {
     let hash = if key.algorithm().is_rsa() {
@@ -549,34 +556,10 @@ async fn try_key(
         None
     };
     let result = handle
-        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
         .await
         .map_err(|e| SshError::from(e).at(hop))?;
     Ok(result.success())
-}
-
-/// Loads a private key, asking for its passphrase on the terminal when it
-/// is encrypted (and failing clearly when there is no terminal).
-fn load_key(path: &Path) -> Result<PrivateKey, SshError> {
-    let err = |message: String| SshError::Identity {
-        path: path.display().to_string(),
-        message,
-    };
-    match russh::keys::load_secret_key(path, None) {
-        Ok(k) => Ok(k),
-        Err(russh::keys::Error::KeyIsEncrypted) => {
-            let prompt = format!("Enter passphrase for key '{}': ", path.display());
-            let passphrase = rpassword::prompt_password(prompt).map_err(|e| {
-                err(format!(
-                    "the key is encrypted and its passphrase cannot be asked for \
-                     (no terminal: {e}); add it to ssh-agent with ssh-add"
-                ))
-            })?;
-            russh::keys::load_secret_key(path, Some(&passphrase))
-                .map_err(|e| err(format!("wrong passphrase? ({e})")))
-        }
-        Err(e) => Err(err(e.to_string())),
-    }
 }
 
 /// Client settings for bulk transfer (`russh.md` §5): AES-GCM first when the
