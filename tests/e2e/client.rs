@@ -514,13 +514,7 @@ fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
                 .map(|a| a.to_string_lossy().into_owned()),
         )
         .collect();
-    let mut cmd = Command::new("script");
-    cmd.arg("-qec")
-        .arg(line.join(" "))
-        .arg("/dev/null")
-        .env("HOME", std::env::temp_dir().join("berth-test-no-home"))
-        .env_remove("SSH_AUTH_SOCK");
-    let out = answer_prompt(cmd, "Enter passphrase for key", "open sesame");
+    let out = answer_prompt(on_a_pty(&line), "Enter passphrase for key", "open sesame");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         text.matches("Enter passphrase for key").count(),
@@ -670,14 +664,8 @@ fn authentication_failures_are_clear() {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         for (passphrase, accepted) in [("open sesame", true), ("wrong", false)] {
-            // The passphrase is typed once the prompt is up (a pty by `script`).
-            let mut cmd = Command::new("script");
-            cmd.arg("-qec")
-                .arg(line.join(" "))
-                .arg("/dev/null")
-                .env("HOME", std::env::temp_dir().join("berth-test-no-home"))
-                .env_remove("SSH_AUTH_SOCK");
-            let out = answer_prompt(cmd, "Enter passphrase for key", passphrase);
+            // The passphrase is typed once the prompt is up.
+            let out = answer_prompt(on_a_pty(&line), "Enter passphrase for key", passphrase);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             assert!(text.contains("Enter passphrase for key"), "{text}");
             if accepted {
@@ -718,6 +706,18 @@ fn authentication_failures_are_clear() {
         let _ = agent.wait();
         ok(out, "agent auth");
     }
+}
+
+/// `line` run on a pseudo-terminal (by `script`), as a user at a terminal
+/// would run it: no `HOME` keys and no agent, so only `-i` keys count.
+fn on_a_pty(line: &[String]) -> Command {
+    let mut cmd = Command::new("script");
+    cmd.arg("-qec")
+        .arg(line.join(" "))
+        .arg("/dev/null")
+        .env("HOME", std::env::temp_dir().join("berth-test-no-home"))
+        .env_remove("SSH_AUTH_SOCK");
+    cmd
 }
 
 /// Runs `cmd` (stdout piped), waits for `prompt` in its output, types
