@@ -418,19 +418,6 @@ impl V2Connection {
         }))
     }
 
-    /// Continues an interrupted upload at `offset`: PATCH the rest
-    /// (`reader` yields bytes `offset..size`), then PUT `?digest=`.
-    pub async fn resume_upload(
-        &mut self,
-        loc: &str,
-        offset: u64,
-        digest: &Digest,
-        size: u64,
-        reader: impl AsyncRead + Send + 'static,
-    ) -> Result<(), ClientError> {
-        self.finish_upload(loc, offset, digest, size, reader).await
-    }
-
     /// PATCH bytes `offset..size` to a session, then commit it with the digest.
     async fn finish_upload(
         &mut self,
