@@ -147,7 +147,7 @@ impl WarmPool {
             st.failed = false;
             let mut picked = None;
             while let Some(mut w) = st.ready.pop_front() {
-                if now.duration_since(w.since) < self.inner.max_age && still_open(&mut w.stream) {
+                if self.inner.usable(&mut w, now) {
                     picked = Some(w.stream);
                     break;
                 }
@@ -186,6 +186,12 @@ impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Whether a warm stream may still be handed out at `now`: younger
+    /// than the age limit and still open.
+    fn usable(&self, w: &mut Warm, now: Instant) -> bool {
+        now.duration_since(w.since) < self.max_age && still_open(&mut w.stream)
+    }
 }
 
 /// Whether a stream's other end may still answer: one read polled without
@@ -211,7 +217,7 @@ async fn fill(pool: Weak<Inner>, wake: Arc<Notify>) {
             let mut st = inner.lock();
             let mut kept = VecDeque::with_capacity(st.ready.len());
             for mut w in st.ready.drain(..) {
-                if now.duration_since(w.since) < inner.max_age && still_open(&mut w.stream) {
+                if inner.usable(&mut w, now) {
                     kept.push_back(w);
                 } else {
                     stale.push(w);
@@ -317,9 +323,13 @@ mod tests {
         }
     }
 
+    /// Bounds a wait for an event of the pool, only so that a bug fails
+    /// the test instead of hanging it.
+    const HANG: Duration = Duration::from_secs(60);
+
     /// Waits (bounded) until `pool` holds `n` ready streams.
     async fn until_ready(pool: &WarmPool, n: usize) {
-        tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(HANG, async {
             while pool.ready() != n {
                 tokio::task::yield_now().await;
             }
@@ -383,7 +393,7 @@ mod tests {
         let fake = Fake::new();
         fake.fail.store(true, Ordering::SeqCst);
         let pool = WarmPool::new(fake.opener(), 2);
-        tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(HANG, async {
             while fake.opens.load(Ordering::SeqCst) < 2 {
                 fake.opened.notified().await;
             }
@@ -394,7 +404,7 @@ mod tests {
         assert!(matches!(err, TransportError::NoUser), "{err}");
         // The connection re-armed the pool: two more background opens fail
         // (2 at the start, the connection's own, 2 more).
-        tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::time::timeout(HANG, async {
             while fake.opens.load(Ordering::SeqCst) < 5 {
                 fake.opened.notified().await;
             }
