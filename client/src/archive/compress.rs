@@ -75,7 +75,7 @@ use super::error::ArchiveError;
 use super::members::Members;
 use super::progress::Progress;
 use super::push::Destination;
-use super::resume::ResumeState;
+use super::resume::{key_of, ResumeState};
 use super::types::{Blob, BlobData, Compression, Image, ManifestBytes};
 use crate::http::{Body, BoxError};
 use crate::registry::{Presence, V2Connection};
@@ -329,17 +329,13 @@ impl CompressedCache {
     }
 
     fn entry(&self, registry: &str, diff_id: &Digest, opts: CompressOptions) -> Option<PathBuf> {
-        let mut h = Sha256::new();
-        for part in [
+        let key = key_of(&[
             registry,
             diff_id.as_str(),
             opts.codec.as_str(),
             &opts.level.to_string(),
-        ] {
-            h.update(part.as_bytes());
-            h.update([0u8]);
-        }
-        Some(self.dir.as_ref()?.join(hex::encode(h.finalize())))
+        ]);
+        Some(self.dir.as_ref()?.join(hex::encode(key)))
     }
 
     /// The compressed blob remembered for this layer, not yet checked
@@ -630,17 +626,12 @@ async fn spill_blocking(
 /// (`resume.rs`) until its blob digest is known: the plain layer and the
 /// options, which determine the compressed bytes.
 fn streamed_session_key(diff_id: &Digest, opts: CompressOptions) -> Digest {
-    let mut h = Sha256::new();
-    for part in [
+    Digest::from_sha256(&key_of(&[
         "berth --compress upload",
         diff_id.as_str(),
         opts.codec.as_str(),
         &opts.level.to_string(),
-    ] {
-        h.update(part.as_bytes());
-        h.update([0u8]);
-    }
-    Digest::from_sha256(&h.finalize())
+    ]))
 }
 
 /// What compressing the push's layers needs besides the layer.

@@ -59,6 +59,17 @@ struct Claim {
     _lock: File,
 }
 
+/// sha256 of `parts`, each ended by a NUL byte (so no two lists of parts
+/// run together): the names of the state directory's entries.
+pub(super) fn key_of(parts: &[&str]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in parts {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().into()
+}
+
 /// Remembered upload sessions, and the entries this run has claimed.
 #[derive(Debug)]
 pub struct ResumeState {
@@ -90,12 +101,7 @@ impl ResumeState {
     }
 
     fn key(repo: &str, digest: &Digest) -> String {
-        let mut h = Sha256::new();
-        for part in [repo, digest.as_str()] {
-            h.update(part.as_bytes());
-            h.update([0u8]);
-        }
-        hex::encode(h.finalize())
+        hex::encode(key_of(&[repo, digest.as_str()]))
     }
 
     /// The entry this run holds for the blob, claiming the first free slot
