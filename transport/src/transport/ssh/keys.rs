@@ -25,9 +25,16 @@ impl KeyCache {
     /// only one prompt appears.
     pub(crate) async fn get(&self, path: &Path) -> Result<Arc<PrivateKey>, SshError> {
         let mut loaded = self.loaded.lock().await;
-        let entry = loaded
-            .entry(path.to_path_buf())
-            .or_insert_with(|| load_key(path).map(Arc::new));
+        if !loaded.contains_key(path) {
+            // Reading the file and the passphrase prompt block: off the
+            // runtime, so the connection's other tasks keep running.
+            let owned = path.to_path_buf();
+            let key = tokio::task::spawn_blocking(move || load_key(&owned))
+                .await
+                .unwrap_or_else(|e| Err(format!("loading the key failed: {e}")));
+            loaded.insert(path.to_path_buf(), key.map(Arc::new));
+        }
+        let entry = &loaded[path];
         entry.clone().map_err(|message| SshError::Identity {
             path: path.display().to_string(),
             message,
