@@ -506,14 +506,21 @@ fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
         .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
     let inner = via.cmd("registryget", None, &[], &["/v1/_ping"]);
     // A second prompt would wait for good: `timeout` bounds that hang.
-    let line: Vec<String> = ["timeout".into(), DEADLINE.as_secs().to_string()]
-        .into_iter()
-        .chain(
-            std::iter::once(inner.get_program())
-                .chain(inner.get_args())
-                .map(|a| a.to_string_lossy().into_owned()),
-        )
-        .collect();
+    // `--foreground` keeps berth in the terminal's foreground process
+    // group; in timeout's own group it would be stopped (SIGTTOU) as it
+    // turns the terminal's echo off for the prompt.
+    let line: Vec<String> = [
+        "timeout".into(),
+        "--foreground".into(),
+        DEADLINE.as_secs().to_string(),
+    ]
+    .into_iter()
+    .chain(
+        std::iter::once(inner.get_program())
+            .chain(inner.get_args())
+            .map(|a| a.to_string_lossy().into_owned()),
+    )
+    .collect();
     let out = answer_prompt(on_a_pty(&line), "Enter passphrase for key", "open sesame");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
@@ -715,6 +722,9 @@ fn on_a_pty(line: &[String]) -> Command {
     cmd.arg("-qec")
         .arg(line.join(" "))
         .arg("/dev/null")
+        // `script` runs the line with $SHELL: the same shell everywhere
+        // (bash execs a lone command, dash forks it: process groups differ).
+        .env("SHELL", "/bin/sh")
         .env("HOME", std::env::temp_dir().join("berth-test-no-home"))
         .env_remove("SSH_AUTH_SOCK");
     cmd
