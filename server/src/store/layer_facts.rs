@@ -36,6 +36,9 @@ const HEAD: usize = 512;
 const READ_SIZE: usize = 256 << 10;
 /// Chunks queued between the ingest thread and the inflating thread.
 const QUEUE_DEPTH: usize = 16;
+/// Buffers of inflated bytes going round between the inflating and the
+/// hashing thread (4 MiB in all).
+const HASH_BUFFERS: usize = 16;
 
 /// What is known about a layer blob's uncompressed content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +159,56 @@ fn hash_all(mut r: impl Read, algorithm: Algorithm) -> io::Result<(Digest, u64)>
     }
 }
 
+/// [`hash_all`] of a decoder's output with the hashing on a thread of its
+/// own: inflating and hashing the uncompressed bytes are the two largest
+/// costs of verifying a layer where it lands, and running them side by
+/// side makes the longer one (the inflate), not their sum, what an upload
+/// of a large layer waits for. `HASH_BUFFERS` buffers of `READ_SIZE` go
+/// back and forth, so memory stays flat.
+fn hash_all_beside(mut r: impl Read, algorithm: Algorithm) -> io::Result<(Digest, u64)> {
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(HASH_BUFFERS);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(HASH_BUFFERS);
+    for _ in 0..HASH_BUFFERS {
+        empty_tx
+            .send(vec![0u8; READ_SIZE])
+            .expect("the receiver is alive");
+    }
+    std::thread::scope(|scope| {
+        let hasher = std::thread::Builder::new()
+            .name("berth-diff-id".into())
+            .spawn_scoped(scope, move || {
+                let mut h = algorithm.hasher();
+                let mut total = 0u64;
+                for (buf, n) in full_rx {
+                    h.update(&buf[..n]);
+                    total += n as u64;
+                    // The reader may be gone (it failed): nothing to return.
+                    let _ = empty_tx.send(buf);
+                }
+                (h.finish(), total)
+            })?;
+        let read = (|| -> io::Result<()> {
+            // Every buffer is either here, queued, or being hashed: the
+            // hasher hands each back, so this waits only on its progress.
+            while let Ok(mut buf) = empty_rx.recv() {
+                let n = read_up_to(&mut r, &mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                if full_tx.send((buf, n)).is_err() {
+                    break;
+                }
+            }
+            Err(io::Error::other("the diff_id hashing thread stopped"))
+        })();
+        drop(full_tx);
+        let measured = hasher
+            .join()
+            .map_err(|_| io::Error::other("the diff_id hashing thread panicked"))?;
+        read.map(|()| measured)
+    })
+}
+
 /// A reader whose own read errors are remembered, so a decoder's error
 /// can be told apart from the source's (corrupt bytes vs a failing disk).
 struct Source<R> {
@@ -190,9 +243,9 @@ pub fn measure_as(r: impl Read, algorithm: Algorithm) -> Result<Measured, FactsE
     let is_layer = compression != Compression::None || looks_like_tar(&head);
     let whole = io::Cursor::new(head).chain(&mut src);
     let result = match compression {
-        Compression::Gzip => hash_all(flate2::read::MultiGzDecoder::new(whole), algorithm),
+        Compression::Gzip => hash_all_beside(flate2::read::MultiGzDecoder::new(whole), algorithm),
         Compression::Zstd => {
-            zstd::stream::read::Decoder::new(whole).and_then(|d| hash_all(d, algorithm))
+            zstd::stream::read::Decoder::new(whole).and_then(|d| hash_all_beside(d, algorithm))
         }
         Compression::None => hash_all(whole, algorithm),
     };
@@ -460,6 +513,48 @@ mod tests {
             matches!(e, FactsError::Corrupt(ref m) if m.contains("zstd")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_layer_larger_than_every_hash_buffer_is_measured_whole() {
+        // Several rounds of the inflate/hash buffers, and a last one
+        // partly filled: bytes that vary, so a buffer hashed twice, or
+        // skipped, or out of order would change the diff_id.
+        let len = HASH_BUFFERS * READ_SIZE * 3 + 12_345;
+        let mut tar = tar_of(len, 0);
+        for (i, b) in tar.iter_mut().enumerate().skip(512).take(len) {
+            *b = (i % 251) as u8;
+        }
+        assert_eq!(
+            measure(&gzip(&tar)[..]).unwrap().facts,
+            expected(&tar, Compression::Gzip)
+        );
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        assert_eq!(
+            measure(&zst[..]).unwrap().facts,
+            expected(&tar, Compression::Zstd)
+        );
+    }
+
+    #[test]
+    fn a_source_failing_mid_layer_is_an_io_error_not_a_hang() {
+        /// Yields `bytes`, then fails.
+        struct FailingAfter<'a>(&'a [u8]);
+        impl Read for FailingAfter<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(io::Error::other("the disk went away"));
+                }
+                let n = buf.len().min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let tar = tar_of(HASH_BUFFERS * READ_SIZE * 2, 3);
+        let gz = gzip(&tar);
+        let e = measure(FailingAfter(&gz[..gz.len() / 2])).unwrap_err();
+        assert!(matches!(e, FactsError::Io(_)), "{e}");
     }
 
     #[test]
