@@ -37,6 +37,11 @@ impl HttpConnection {
         self.0.diagnostics()
     }
 
+    /// Whether the connection has ended and cannot carry another request.
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
     /// The shared connection underneath, for berth-transport's V2 read
     /// client ([`berth_transport::v2`]), whose errors the caller converts.
     pub fn shared(&mut self) -> &mut berth_transport::http::HttpConnection {

@@ -184,6 +184,12 @@ impl V2Connection {
         })
     }
 
+    /// Whether the connection has ended and cannot carry another request
+    /// (a kept-alive one the registry closed, or one broken mid-answer).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
     async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, ClientError> {
         self.conn.send(req).await
     }

@@ -145,6 +145,12 @@ impl HttpConnection {
     pub fn diagnostics(&self) -> Diagnostics {
         self.diagnostics.clone()
     }
+
+    /// Whether the connection has ended (closed by either side, or broken):
+    /// one that has cannot carry another request.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
 }
 
 /// What to add to a hyper error: a plain-words reading of a lost

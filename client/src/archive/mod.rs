@@ -33,6 +33,7 @@ pub mod compress;
 pub mod error;
 pub mod formats;
 pub mod hashing;
+pub mod idle;
 pub mod legacy;
 pub mod members;
 pub mod progress;

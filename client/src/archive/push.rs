@@ -6,7 +6,9 @@
 //! 1. Before this module runs, the archive's structure and metadata were
 //!    checked (`members.rs`, `formats.rs`): no request has been made yet.
 //! 2. **Stage** every distinct blob, `--jobs` at a time, largest first, each
-//!    on its own connection: `HEAD` it in the first repository. A blob the
+//!    on a connection of its own while it is staged (one an earlier step
+//!    finished with when there is one, `idle.rs`: over a long link a new
+//!    connection costs two round trips): `HEAD` it in the first repository. A blob the
 //!    repository has, or one berth says a mount would link
 //!    (`Berth-Blob-Mountable`), is only read and checked locally: nothing is
 //!    sent. Any other blob gets an upload session (`POST`, no mount: nothing
@@ -54,6 +56,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::error::ArchiveError;
+use super::idle::IdleConnections;
 use super::members::Members;
 use super::progress::Progress;
 use super::reference::ImageRef;
@@ -438,6 +441,8 @@ struct Ctx {
     /// When the push began, for the phase timings logged at debug level
     /// (`BERTH_LOG=berth=debug`).
     started: Instant,
+    /// Connections a finished step left for the next one.
+    conns: Arc<IdleConnections>,
 }
 
 impl Ctx {
@@ -544,7 +549,7 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
             resumed_at: None,
         });
     }
-    let mut conn = V2Connection::open(&ctx.transport).await?;
+    let mut conn = ctx.conns.take().await?;
     if ctx.stopping() {
         return Err(stopped());
     }
@@ -554,6 +559,7 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
     let read_present = !conn.verifies_diff_ids();
     match presence {
         Presence::Present => {
+            ctx.conns.give_back(conn);
             ctx.resume.forget(first, &blob.digest);
             if read_present {
                 check_only(&ctx.members, blob, &ctx.stop).await?;
@@ -562,6 +568,7 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
             return Ok(Staged::Present);
         }
         Presence::Mountable => {
+            ctx.conns.give_back(conn);
             if read_present {
                 check_only(&ctx.members, blob, &ctx.stop).await?;
             }
@@ -577,6 +584,7 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
         match r {
             Ok(next) => {
                 ctx.opened(first, &blob.digest, &next);
+                ctx.conns.give_back(conn);
                 return Ok(Staged::Session {
                     loc: next,
                     resumed_at: Some(offset),
@@ -611,6 +619,7 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
     match send_checked(ctx, &mut conn, blob, &loc, 0, &sent).await {
         Ok(next) => {
             ctx.opened(first, &blob.digest, &next);
+            ctx.conns.give_back(conn);
             Ok(Staged::Session {
                 loc: next,
                 resumed_at: None,
@@ -679,7 +688,7 @@ async fn commit(ctx: &Ctx, job: &Job, staged: Staged) -> Result<(), ArchiveError
     if matches!(staged, Staged::Present) && others.is_empty() {
         return Ok(());
     }
-    let mut conn = V2Connection::open(&ctx.transport).await?;
+    let mut conn = ctx.conns.take().await?;
     match staged {
         Staged::Present => {}
         Staged::Mount => {
@@ -717,6 +726,7 @@ async fn commit(ctx: &Ctx, job: &Job, staged: Staged) -> Result<(), ArchiveError
             upload_now(ctx, &mut conn, repo, Some(first), blob, false).await?;
         }
     }
+    ctx.conns.give_back(conn);
     Ok(())
 }
 
@@ -769,6 +779,7 @@ pub async fn push(
         sessions: Arc::new(Mutex::new(HashMap::new())),
         stop: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
+        conns: Arc::new(IdleConnections::new(transport.clone())),
     };
     let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
 
@@ -842,7 +853,7 @@ pub async fn push(
     // Step 5: manifests. With several destinations, every image manifest
     // is first put by digest: a registry that checks diff_ids refuses a bad
     // one there, before any tag of the push is written.
-    let mut conn = V2Connection::open(&transport).await?;
+    let mut conn = ctx.conns.take().await?;
     if destinations.len() > 1 {
         for d in destinations {
             let img = images

@@ -1013,3 +1013,58 @@ fn a_lying_layer_never_sends_the_end_of_its_upload() {
         other => panic!("expected a diff_id mismatch, got {other:?}"),
     }
 }
+
+/// An in-process registry that counts the connections opened to it.
+struct CountingRegistry {
+    inner: berth_server::registry::in_process::InProcessRegistry,
+    opened: std::sync::atomic::AtomicUsize,
+}
+
+impl berth_transport::transport::InProcess for CountingRegistry {
+    fn open(&self) -> berth_transport::transport::Stream {
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.open()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_reuses_its_connections_between_steps() {
+    // Over a long link each new connection costs an SSH channel open and a
+    // subsystem request: a push one step at a time (`--jobs 1`) needs one
+    // connection for every HEAD, upload, commit and manifest PUT, first
+    // sending and then finding everything present.
+    let reg = tempfile::tempdir().unwrap();
+    let counting = Arc::new(CountingRegistry {
+        inner: berth_server::registry::in_process::InProcessRegistry::at(reg.path()).unwrap(),
+        opened: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let transport = Arc::new(Transport::InProcess(counting.clone()));
+    let (tar, _) = docker_1_10_archive(&layer(6, 20_000), &layer(7, 300_000));
+    let members = Arc::new(read(tar).unwrap());
+    let (_, imgs) = formats::images(&members).unwrap();
+    assert!(imgs[0].blobs.len() >= 3, "config and two layers");
+    let dest = push::select(&imgs, ImageRef::parse("team/reuse:1").as_ref()).unwrap();
+    for run in ["first push", "re-push"] {
+        let state = tempfile::tempdir().unwrap();
+        counting
+            .opened
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        push::push(
+            transport.clone(),
+            members.clone(),
+            &imgs,
+            &dest,
+            1,
+            Arc::new(Progress::new(Mode::Quiet, "push", false)),
+            Arc::new(ResumeState::in_dir(state.path())),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            counting.opened.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{run}: connections opened"
+        );
+    }
+}
