@@ -24,7 +24,7 @@
 //! written to a temporary file next to FILE and renamed onto it only when
 //! complete.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +35,7 @@ use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use super::error::ArchiveError;
 use super::progress::Progress;
@@ -49,6 +50,12 @@ const MAX_ATTEMPTS: usize = 5;
 const STALL: std::time::Duration = std::time::Duration::from_secs(120);
 /// Largest config blob read into memory.
 const CONFIG_LIMIT: u64 = 16 << 20;
+/// Layers at most this large are fetched ahead, whole, on a second
+/// connection while the blobs before them stream: over a long link each
+/// would otherwise cost a round trip of its own when its turn comes.
+const AHEAD_MAX: u64 = 4 << 20;
+/// Memory the layers fetched ahead may hold in all.
+const AHEAD_BUDGET: u64 = 32 << 20;
 
 /// Where the archive goes.
 #[derive(Debug, Clone)]
@@ -234,8 +241,18 @@ async fn small_blob(
             format!("config of {} bytes is too large", d.size),
         ));
     }
+    whole_blob(conn, name, d).await
+}
+
+/// Fetches blob `d` whole into memory, verified (its size was checked to
+/// be small by the caller).
+async fn whole_blob(
+    conn: &mut V2Connection,
+    name: &str,
+    d: &Descriptor,
+) -> Result<Bytes, ArchiveError> {
     let body = conn.get_blob(name, &d.digest, 0).await?;
-    let limited = http_body_util::Limited::new(body, CONFIG_LIMIT as usize + 1);
+    let limited = http_body_util::Limited::new(body, d.size as usize + 1);
     let bytes = limited
         .collect()
         .await
@@ -249,6 +266,66 @@ async fn small_blob(
         ));
     }
     Ok(bytes)
+}
+
+/// A layer fetched ahead, once it has arrived (or failed: then it is
+/// streamed in its turn like any other, which reports the failure).
+type Ahead = oneshot::Receiver<Result<Bytes, ArchiveError>>;
+
+/// The layers to fetch ahead: the small ones that come after a large one
+/// (whose transfer hides theirs; a small layer next in line is fetched as
+/// soon by the main connection), in archive order, within the budget.
+fn ahead_plan(unique: &[Descriptor]) -> Vec<Descriptor> {
+    let mut budget = AHEAD_BUDGET;
+    let mut plan = Vec::new();
+    let first_large = unique.iter().position(|l| l.size > AHEAD_MAX);
+    for l in unique.iter().skip(first_large.map_or(unique.len(), |i| i + 1)) {
+        if l.size <= AHEAD_MAX && l.size <= budget {
+            budget -= l.size;
+            plan.push(l.clone());
+        }
+    }
+    plan
+}
+
+/// Fetches the planned layers one after another on a connection of its
+/// own, handing each to the archive writer. Stops at the first failure
+/// (the writer streams the rest itself) or once the writer is gone.
+async fn fetch_ahead(
+    transport: &Transport,
+    name: &str,
+    plan: Vec<(Descriptor, oneshot::Sender<Result<Bytes, ArchiveError>>)>,
+) {
+    if plan.is_empty() {
+        return;
+    }
+    let Ok(mut conn) = V2Connection::open(transport).await else {
+        return;
+    };
+    for (d, tx) in plan {
+        let got = whole_blob(&mut conn, name, &d).await;
+        let failed = got.is_err();
+        if tx.send(got).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Writes a layer fetched ahead (verified already) as its tar member.
+async fn write_fetched(
+    out: &mut TarOut<'_>,
+    d: &Descriptor,
+    bytes: &[u8],
+    progress: &Progress,
+) -> Result<(), ArchiveError> {
+    let path = format!("blobs/sha256/{}", d.digest.hex());
+    progress.blob_start(d.digest.as_str(), d.size);
+    out.raw(&header(&path, d.size, false)?).await?;
+    out.raw(bytes).await?;
+    out.raw(&[0u8; 512][..padding(d.size)]).await?;
+    progress.blob_bytes(d.digest.as_str(), d.size);
+    progress.blob_done(d.digest.as_str(), d.size, "downloaded");
+    Ok(())
 }
 
 /// Streams one blob into the archive: verified, resumed with `Range` when
@@ -464,10 +541,32 @@ pub async fn write_archive(
         &config_bytes,
     )
     .await?;
-    for l in &unique {
-        stream_blob(transport, &mut conn, &r.name, l, &mut out, progress).await?;
-    }
-    out.finish().await?;
+    let (plan, ahead): (Vec<_>, HashMap<Digest, Ahead>) = ahead_plan(&unique)
+        .into_iter()
+        .map(|d| {
+            let (tx, rx) = oneshot::channel();
+            let digest = d.digest.clone();
+            ((d, tx), (digest, rx))
+        })
+        .unzip();
+    let fetching = fetch_ahead(transport, &r.name, plan);
+    let writing = async {
+        // Owned by this block: when it ends, early or not, the fetcher
+        // finds the writer gone and stops.
+        let mut ahead = ahead;
+        for l in &unique {
+            if let Some(rx) = ahead.remove(&l.digest) {
+                if let Ok(Ok(bytes)) = rx.await {
+                    write_fetched(&mut out, l, &bytes, progress).await?;
+                    continue;
+                }
+            }
+            stream_blob(transport, &mut conn, &r.name, l, &mut out, progress).await?;
+        }
+        out.finish().await
+    };
+    let ((), written) = tokio::join!(fetching, writing);
+    written?;
     progress.manifest(&r.to_string(), m.digest.as_str());
     Ok(m.digest)
 }

@@ -1035,11 +1035,7 @@ async fn a_push_reuses_its_connections_between_steps() {
     // connection for every HEAD, upload, commit and manifest PUT, first
     // sending and then finding everything present.
     let reg = tempfile::tempdir().unwrap();
-    let counting = Arc::new(CountingRegistry {
-        inner: berth_server::registry::in_process::InProcessRegistry::at(reg.path()).unwrap(),
-        opened: std::sync::atomic::AtomicUsize::new(0),
-    });
-    let transport = Arc::new(Transport::InProcess(counting.clone()));
+    let (counting, transport) = counting(reg.path());
     let (tar, _) = docker_1_10_archive(&layer(6, 20_000), &layer(7, 300_000));
     let members = Arc::new(read(tar).unwrap());
     let (_, imgs) = formats::images(&members).unwrap();
@@ -1067,4 +1063,96 @@ async fn a_push_reuses_its_connections_between_steps() {
             "{run}: connections opened"
         );
     }
+}
+
+/// A registry in `dir` whose connections are counted.
+fn counting(dir: &std::path::Path) -> (Arc<CountingRegistry>, Arc<Transport>) {
+    let counting = Arc::new(CountingRegistry {
+        inner: berth_server::registry::in_process::InProcessRegistry::at(dir).unwrap(),
+        opened: std::sync::atomic::AtomicUsize::new(0),
+    });
+    (counting.clone(), Arc::new(Transport::InProcess(counting)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_fetches_small_layers_after_a_large_one_ahead_and_checks_them() {
+    let reg = tempfile::tempdir().unwrap();
+    // A large layer first, then a small one: the small one comes on a
+    // second connection while the large one streams.
+    let (l0, l1) = (layer(8, 5 << 20), layer(9, 30_000));
+    let (tar, config) = docker_1_10_archive(&l0, &l1);
+    let members = read(tar.clone()).unwrap();
+    let (_, pushed) = formats::images(&members).unwrap();
+    push_bytes(reg.path(), tar, Some("team/ahead:1"))
+        .await
+        .unwrap();
+    let (count, transport) = counting(reg.path());
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("p.tar");
+    let r = ImageRef::parse("team/ahead:1").unwrap();
+    let p = Progress::new(Mode::Quiet, "pull", false);
+    pull::pull(transport.clone(), &r, &Output::File(file.clone()), &p)
+        .await
+        .unwrap();
+    assert_eq!(
+        count.opened.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the main connection and the one fetching ahead"
+    );
+    let (_, got) = formats::images(&read(std::fs::read(&file).unwrap()).unwrap()).unwrap();
+    assert_eq!(got[0].id, config);
+    let digests = |i: &Image| {
+        i.blobs
+            .iter()
+            .map(|b| b.digest.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(digests(&got[0]), digests(&pushed[0]));
+
+    // A small layer the registry serves wrong is refused all the same:
+    // the fetcher's failure hands it back to the main connection, which
+    // reports it.
+    let small = pushed[0]
+        .blobs
+        .iter()
+        .filter(|b| (10_000..1 << 20).contains(&b.size) && b.digest != config)
+        .map(|b| b.digest.clone())
+        .next()
+        .expect("a small layer");
+    let pool = berth_server::store::Store::open(reg.path())
+        .unwrap()
+        .paths()
+        .blob(&small);
+    let mut bytes = std::fs::read(&pool).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&pool, bytes).unwrap();
+    let bad = out.path().join("bad.tar");
+    let e = pull::pull(transport, &r, &Output::File(bad.clone()), &p)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(small.hex()), "{e}");
+    assert!(!bad.exists(), "nothing is left where the archive would go");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_of_small_layers_only_uses_one_connection() {
+    let reg = tempfile::tempdir().unwrap();
+    let (tar, _) = docker_1_10_archive(&layer(10, 20_000), &layer(11, 40_000));
+    push_bytes(reg.path(), tar, Some("team/small:1"))
+        .await
+        .unwrap();
+    let (count, transport) = counting(reg.path());
+    let out = tempfile::tempdir().unwrap();
+    let p = Progress::new(Mode::Quiet, "pull", false);
+    pull::pull(
+        transport,
+        &ImageRef::parse("team/small:1").unwrap(),
+        &Output::File(out.path().join("p.tar")),
+        &p,
+    )
+    .await
+    .unwrap();
+    assert_eq!(count.opened.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
