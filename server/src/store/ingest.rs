@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::atomic::TempFile;
 use super::layer_facts::{FactsError, FactsThread, Measured};
+use super::writeback::{start_writeback, Writeback};
 use crate::names::{Algorithm, Digest};
 
 /// Frames queued between the network and the writer thread.
@@ -101,6 +102,7 @@ where
         let facts = measure_layer.then(FactsThread::spawn).transpose()?;
         {
             let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp.file());
+            let mut writeback = Writeback::from(0);
             while let Some(chunk) = rx.blocking_recv() {
                 if let Some(f) = &facts {
                     f.feed(chunk.clone());
@@ -111,6 +113,9 @@ where
                 }
                 out.write_all(&chunk)?;
                 size += chunk.len() as u64;
+                if let Some((at, len)) = writeback.due(size - out.buffer().len() as u64) {
+                    start_writeback(out.get_ref(), at, len);
+                }
             }
             out.flush()?;
         }

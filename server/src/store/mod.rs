@@ -28,6 +28,7 @@ pub mod uploads;
 pub mod v1;
 pub mod v1ids;
 pub mod walk;
+pub mod writeback;
 
 use std::fs;
 use std::io::{self, Read};
