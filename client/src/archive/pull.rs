@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use berth_server::names::{Algorithm, Digest};
-use berth_server::store::media;
+use berth_server::store::{media, writeback};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -279,7 +279,10 @@ fn ahead_plan(unique: &[Descriptor]) -> Vec<Descriptor> {
     let mut budget = AHEAD_BUDGET;
     let mut plan = Vec::new();
     let first_large = unique.iter().position(|l| l.size > AHEAD_MAX);
-    for l in unique.iter().skip(first_large.map_or(unique.len(), |i| i + 1)) {
+    for l in unique
+        .iter()
+        .skip(first_large.map_or(unique.len(), |i| i + 1))
+    {
         if l.size <= AHEAD_MAX && l.size <= budget {
             budget -= l.size;
             plan.push(l.clone());
@@ -571,6 +574,71 @@ pub async fn write_archive(
     Ok(m.digest)
 }
 
+/// The archive file's writer with early writeback
+/// (`berth_server::store::writeback`): the archive is fsynced before it is
+/// renamed into place, and without this the whole file would go to disk
+/// only then. Each stretch is started a [`writeback::STEP`] behind what was
+/// handed to the file (whose writes land on the blocking pool a little
+/// later), on the blocking pool too.
+struct EarlyWriteback<W> {
+    inner: W,
+    file: Arc<std::fs::File>,
+    handed: u64,
+    due: writeback::Writeback,
+}
+
+impl<W> EarlyWriteback<W> {
+    /// Wraps `inner`, the async writer of `file` (a second descriptor of
+    /// the same file, for the writeback requests).
+    fn new(inner: W, file: std::fs::File) -> EarlyWriteback<W> {
+        EarlyWriteback {
+            inner,
+            file: Arc::new(file),
+            handed: 0,
+            due: writeback::Writeback::from(0),
+        }
+    }
+
+    /// The file's async writer back.
+    fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for EarlyWriteback<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            this.handed += *n as u64;
+            let landed = this.handed.saturating_sub(writeback::STEP);
+            if let Some((at, len)) = this.due.due(landed) {
+                let file = this.file.clone();
+                tokio::task::spawn_blocking(move || writeback::start_writeback(&file, at, len));
+            }
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// `berth pull`: writes the archive of `r` to `output`.
 pub async fn pull(
     transport: Arc<Transport>,
@@ -599,10 +667,15 @@ pub async fn pull(
             let std_file = tmp
                 .reopen()
                 .map_err(|e| ArchiveError::io(format!("opening {}", tmp.path().display()), e))?;
-            let mut file =
-                tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
+            let second = std_file
+                .try_clone()
+                .map_err(|e| ArchiveError::io(format!("opening {}", tmp.path().display()), e))?;
+            let mut file = tokio::io::BufWriter::with_capacity(
+                1 << 20,
+                EarlyWriteback::new(tokio::fs::File::from_std(std_file), second),
+            );
             let digest = write_archive(&transport, r, &mut file, &shown, progress).await?;
-            let inner = file.into_inner();
+            let inner = file.into_inner().into_inner();
             inner
                 .sync_all()
                 .await
