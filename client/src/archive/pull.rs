@@ -292,8 +292,8 @@ fn ahead_plan(unique: &[Descriptor]) -> Vec<Descriptor> {
 }
 
 /// Fetches the planned layers one after another on a connection of its
-/// own, handing each to the archive writer. Stops at the first failure
-/// (the writer streams the rest itself) or once the writer is gone.
+/// own, handing each to the archive writer. Stops at the first failure or
+/// stall (the writer streams the rest itself) or once the writer is gone.
 async fn fetch_ahead(
     transport: &Transport,
     name: &str,
@@ -306,7 +306,11 @@ async fn fetch_ahead(
         return;
     };
     for (d, tx) in plan {
-        let got = whole_blob(&mut conn, name, &d).await;
+        // A stalled fetch gives its layer back to the writer, whose own
+        // stream has the stall timeout and the resume.
+        let Ok(got) = tokio::time::timeout(STALL, whole_blob(&mut conn, name, &d)).await else {
+            return;
+        };
         let failed = got.is_err();
         if tx.send(got).is_err() || failed {
             return;
