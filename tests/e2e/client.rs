@@ -533,6 +533,51 @@ fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
 }
 
 #[test]
+fn a_server_without_the_subsystem_is_a_clear_error_not_a_hang() {
+    // The built-in client sends its first request right behind the
+    // subsystem request, without waiting for the answer; sshd refuses an
+    // unknown subsystem but keeps the channel open, so the client must
+    // notice the refusal itself instead of waiting for a response.
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("/usr/sbin/sshd", "openssh-server") {
+        return;
+    }
+    let sshd = f.bastion();
+    f.trust(&[known_hosts_line(sshd.port, &sshd.host_key)]);
+    let via = Via::native(&f, sshd.port);
+    for tool in ["registryget", "berth"] {
+        let inner = match tool {
+            "berth" => via.cmd("berth", Some("pull"), &["-o", "-"], &["team/app:1"]),
+            _ => via.cmd(tool, None, &[], &["/v1/_ping"]),
+        };
+        // A hang is cut (and fails the test) by `timeout`.
+        let mut bounded = Command::new("timeout");
+        bounded
+            .arg(DEADLINE.as_secs().to_string())
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .stdin(Stdio::null());
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => bounded.env(k, v),
+                None => bounded.env_remove(k),
+            };
+        }
+        let out = bounded.output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{tool}: {err}");
+        assert!(
+            err.contains("refused the docker-registry subsystem"),
+            "{tool}: {err}"
+        );
+        assert!(
+            !err.contains("connection to the registry was lost"),
+            "{tool}: {err}"
+        );
+    }
+}
+
+#[test]
 fn host_keys_unknown_accepted_changed() {
     let Some(f) = Fixture::new() else { return };
     let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);

@@ -153,9 +153,13 @@ impl HttpConnection {
     }
 }
 
-/// What to add to a hyper error: a plain-words reading of a lost
-/// connection, then what ssh said about it.
+/// What to add to a hyper error: why the stream ended when the transport
+/// knows; otherwise a plain-words reading of a lost connection, then what
+/// ssh said about it.
 pub async fn explain(source: &hyper::Error, diagnostics: &Diagnostics) -> String {
+    if let Some(why) = diagnostics.verdict() {
+        return format!(" ({why})");
+    }
     let lost = if connection_lost(source) {
         " (the connection to the registry was lost: server stopped, SSH connection dropped or network down)"
     } else {

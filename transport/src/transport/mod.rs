@@ -115,6 +115,10 @@ pub struct Diagnostics {
     text: Arc<Mutex<Vec<u8>>>,
     /// Set when the side channel reached its end (nothing more will come).
     finished: Arc<AtomicBool>,
+    /// Why the stream ended, when the transport knows it for certain (the
+    /// native SSH client's refused subsystem): it replaces the guesses an
+    /// error message would otherwise make.
+    verdict: Arc<Mutex<Option<String>>>,
 }
 
 impl Default for Diagnostics {
@@ -123,6 +127,7 @@ impl Default for Diagnostics {
         Diagnostics {
             text: Arc::default(),
             finished: Arc::new(AtomicBool::new(true)),
+            verdict: Arc::default(),
         }
     }
 }
@@ -136,7 +141,20 @@ impl Diagnostics {
         Diagnostics {
             text: Arc::default(),
             finished: Arc::new(AtomicBool::new(false)),
+            verdict: Arc::default(),
         }
+    }
+
+    /// Records why the stream ended (see the field).
+    pub fn conclude(&self, why: &str) {
+        if let Ok(mut v) = self.verdict.lock() {
+            *v = Some(why.to_string());
+        }
+    }
+
+    /// Why the stream ended, if the transport knows.
+    pub fn verdict(&self) -> Option<String> {
+        self.verdict.lock().ok().and_then(|v| v.clone())
     }
 
     /// Marks the end of the side channel.

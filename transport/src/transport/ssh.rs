@@ -27,7 +27,7 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::{cipher, compression, ChannelMsg, Preferred};
+use russh::{cipher, compression, Preferred};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
@@ -36,8 +36,10 @@ use crate::remote::SshTarget;
 use crate::wire::SUBSYSTEM;
 
 mod keys;
+mod subsystem;
 
 use keys::KeyCache;
+use subsystem::SubsystemStream;
 
 /// How long the TCP connect to the first hop may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -346,23 +348,23 @@ impl SshTransport {
         }
     }
 
+    /// Opens a channel and asks for the subsystem without waiting for the
+    /// answer: the first request goes out right behind it
+    /// ([`subsystem::SubsystemStream`], one round trip less per channel).
     async fn open_channel(&self, session: &Session) -> Result<Stream, SshError> {
-        let mut channel = session.handle.channel_open_session().await?;
+        let channel = session.handle.channel_open_session().await?;
         channel.request_subsystem(true, SUBSYSTEM).await?;
-        loop {
-            match channel.wait().await {
-                Some(ChannelMsg::Success) => break,
-                Some(ChannelMsg::Failure) => {
-                    return Err(SshError::SubsystemRefused {
-                        host: self.target.to_string(),
-                    })
-                }
-                None => return Err(russh::Error::Disconnect.into()),
-                // OpenSSH sends a window adjust first; nothing else matters here.
-                Some(_) => {}
-            }
+        let refusal = SshError::SubsystemRefused {
+            host: self.target.to_string(),
         }
-        Ok(Stream::new(channel.into_stream(), Diagnostics::default()))
+        .to_string();
+        // Finished from the start: a refusal is known when the stream ends.
+        let diagnostics = Diagnostics::default();
+        let (read, write) = channel.split();
+        Ok(Stream::new(
+            SubsystemStream::new(read, write, refusal, diagnostics.clone()),
+            diagnostics,
+        ))
     }
 
     fn known_hosts(&self) -> Result<PathBuf, SshError> {
