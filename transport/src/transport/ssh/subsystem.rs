@@ -112,6 +112,9 @@ impl Reader {
             self.next = None;
             self.half = Some(half);
             match msg {
+                // An empty one is skipped: handing back no bytes would
+                // read as the end of the stream.
+                Some(ChannelMsg::Data { data }) if data.is_empty() => {}
                 Some(msg @ ChannelMsg::Data { .. }) => self.data = Some((msg, 0)),
                 Some(ChannelMsg::Success) => self.accepted = true,
                 Some(ChannelMsg::Failure) if !self.accepted => {
