@@ -533,6 +533,75 @@ fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
 }
 
 #[test]
+fn a_login_cut_by_the_server_is_not_reported_as_a_refused_key() {
+    // berth-server cuts the oldest login in progress from an address that
+    // has more than --max-startups-per-source of them. The client whose
+    // login was cut must say so, not "permission denied (publickey)" (the
+    // key was never refused): a crowd of logins from one address (CI
+    // behind NAT) otherwise looks like a key problem.
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("script", "util-linux") {
+        return;
+    }
+    let locked = f.state.join("locked-cut");
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+            .arg(&locked),
+    );
+    let public = std::fs::read_to_string(format!("{}.pub", locked.display())).unwrap();
+    let mut keys = std::fs::read_to_string(&f.authorized).unwrap();
+    keys.push_str(&public);
+    std::fs::write(&f.authorized, keys).unwrap();
+    let log = f.dir.path().join("server.log");
+    let server = SshServer::start_logged(
+        &f.root,
+        &f.authorized,
+        &f.state,
+        &["--max-startups-per-source", "1"],
+        &log,
+    );
+    f.trust(&[server.known_hosts_line()]);
+    let inner = Via::native_as(&f, server.port(), &locked).cmd("registryget", None, &[], &["/v2/"]);
+    let line: Vec<String> = [
+        "timeout".into(),
+        "--foreground".into(),
+        DEADLINE.as_secs().to_string(),
+    ]
+    .into_iter()
+    .chain(
+        std::iter::once(inner.get_program())
+            .chain(inner.get_args())
+            .map(|a| a.to_string_lossy().into_owned()),
+    )
+    .collect();
+    // The client waits at the passphrase prompt in the middle of its login:
+    // a second connection from 127.0.0.1 then displaces it.
+    let mut crowd = None;
+    let out = answer_prompt_after(
+        on_a_pty(&line),
+        "Enter passphrase for key",
+        || {
+            crowd = Some(std::net::TcpStream::connect(server.addr).unwrap());
+            eventually("the server cutting the waiting login", DEADLINE, || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("cutting a waiting connection")
+            });
+        },
+        "open sesame",
+    );
+    drop(crowd);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("closed the connection during login"),
+        "{text}"
+    );
+    assert!(!text.contains("permission denied"), "{text}");
+}
+
+#[test]
 fn a_server_without_the_subsystem_is_a_clear_error_not_a_hang() {
     // The built-in client sends its first request right behind the
     // subsystem request, without waiting for the answer; sshd refuses an
@@ -778,7 +847,18 @@ fn on_a_pty(line: &[String]) -> Command {
 /// Runs `cmd` (stdout piped), waits for `prompt` in its output, types
 /// `answer` and a newline, closes its input, and returns its whole output
 /// once it exits.
-fn answer_prompt(mut cmd: Command, prompt: &str, answer: &str) -> Output {
+fn answer_prompt(cmd: Command, prompt: &str, answer: &str) -> Output {
+    answer_prompt_after(cmd, prompt, || {}, answer)
+}
+
+/// [`answer_prompt`], running `meanwhile` once the prompt is there and
+/// before the answer is typed.
+fn answer_prompt_after(
+    mut cmd: Command,
+    prompt: &str,
+    meanwhile: impl FnOnce(),
+    answer: &str,
+) -> Output {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -803,6 +883,7 @@ fn answer_prompt(mut cmd: Command, prompt: &str, answer: &str) -> Output {
             Err(_) => panic!("no {prompt:?} prompt: {}", String::from_utf8_lossy(&text)),
         }
     }
+    meanwhile();
     stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
     // Nothing more is typed: a second prompt reads the end of input and
     // fails, rather than waiting for good.

@@ -135,6 +135,23 @@ pub enum SshError {
         /// Why it could not be used.
         message: String,
     },
+    /// The server closed the connection while keys were being tried: not
+    /// a refusal of the keys. berth-server cuts the oldest logins in
+    /// progress of an address with more than `--max-startups-per-source`
+    /// of them (sshd's MaxStartups drops some too), and sshd disconnects
+    /// after MaxAuthTries refused keys.
+    #[error(
+        "{host}: the server closed the connection during login, before accepting a key \
+         (too many logins in progress from this address: berth-server \
+         --max-startups-per-source, sshd MaxStartups; or too many keys tried: sshd \
+         MaxAuthTries); tried {tried}"
+    )]
+    ClosedDuringLogin {
+        /// The hop.
+        host: String,
+        /// The keys tried before the connection closed.
+        tried: String,
+    },
     /// Every key was refused.
     #[error("{user}@{host}: permission denied (publickey); tried {tried}")]
     AuthFailed {
@@ -454,20 +471,61 @@ impl SshTransport {
         Ok(handle)
     }
 
-    /// Tries `-i` keys, then the agent, then the default key files.
+    /// Logs in: [`Self::try_every_key`], then tells a connection the
+    /// server closed midway from keys it refused.
     async fn authenticate(
         &self,
         handle: &mut Handle<Verifier>,
         hop: &SshTarget,
     ) -> Result<(), SshError> {
-        let user = hop.user_or(&self.user).to_string();
         let mut tried: Vec<String> = Vec::new();
+        let outcome = self.try_every_key(handle, hop, &mut tried).await;
+        match outcome {
+            Ok(true) => return Ok(()),
+            // A key file that could not be loaded (a wrong passphrase) is
+            // the story, whatever the server did meanwhile.
+            Err(e @ SshError::Identity { .. }) => return Err(e),
+            _ => {}
+        }
+        let tried = if tried.is_empty() {
+            "no keys (none given with -i, no ssh-agent, no ~/.ssh/id_* files)".to_string()
+        } else {
+            tried.join(", ")
+        };
+        if handle.is_closed() {
+            return Err(SshError::ClosedDuringLogin {
+                host: hop.to_string(),
+                tried,
+            });
+        }
+        outcome?;
+        // `user@` once: the hop names the user only when it was given.
+        let host = SshTarget {
+            user: None,
+            ..hop.clone()
+        };
+        Err(SshError::AuthFailed {
+            user: hop.user_or(&self.user).to_string(),
+            host: host.to_string(),
+            tried,
+        })
+    }
+
+    /// Tries `-i` keys, then the agent, then the default key files; true
+    /// once one is accepted. `tried` collects what was tried.
+    async fn try_every_key(
+        &self,
+        handle: &mut Handle<Verifier>,
+        hop: &SshTarget,
+        tried: &mut Vec<String>,
+    ) -> Result<bool, SshError> {
+        let user = hop.user_or(&self.user).to_string();
 
         // `anonymous@host` asks for keyless access (SSH `none`), which the
         // server grants only where its rules let anonymous clients read.
         if user == "anonymous" {
             match handle.authenticate_none(&user).await {
-                Ok(r) if r.success() => return Ok(()),
+                Ok(r) if r.success() => return Ok(true),
                 Ok(_) => tried.push("anonymous access (refused by the server)".to_string()),
                 Err(e) => tried.push(format!("anonymous access ({e})")),
             }
@@ -476,7 +534,7 @@ impl SshTransport {
         for path in &self.options.identities {
             let key = self.keys.get(path).await?;
             if try_key(handle, &user, key, hop).await? {
-                return Ok(());
+                return Ok(true);
             }
             tried.push(path.display().to_string());
         }
@@ -501,7 +559,7 @@ impl SshTransport {
                                 .authenticate_publickey_with(&user, key, hash, &mut agent)
                                 .await
                             {
-                                Ok(r) if r.success() => return Ok(()),
+                                Ok(r) if r.success() => return Ok(true),
                                 Ok(_) => tried.push(format!("agent key {fp}")),
                                 Err(e) => tried.push(format!("agent key {fp} ({e})")),
                             }
@@ -522,7 +580,7 @@ impl SshTransport {
                 match self.keys.get(&path).await {
                     Ok(key) => {
                         if try_key(handle, &user, key, hop).await? {
-                            return Ok(());
+                            return Ok(true);
                         }
                         tried.push(path.display().to_string());
                     }
@@ -531,19 +589,10 @@ impl SshTransport {
             }
         }
 
-        Err(SshError::AuthFailed {
-            user,
-            host: hop.to_string(),
-            tried: if tried.is_empty() {
-                "no keys (none given with -i, no ssh-agent, no ~/.ssh/id_* files)".to_string()
-            } else {
-                tried.join(", ")
-            },
-        })
+        Ok(false)
     }
 }
 
-/// Offers one private key; `Ok(false)` when the server refuses it.
 async fn try_key(
     handle: &mut Handle<Verifier>,
     user: &str,
