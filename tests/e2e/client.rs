@@ -66,6 +66,22 @@ impl Fixture {
         Sshd::start(&sshd_dir, &self.authorized, Some(&sub))
     }
 
+    /// A new ed25519 key in the state directory, encrypted with the
+    /// passphrase `open sesame` and authorized on the servers.
+    fn locked_key(&self, name: &str) -> PathBuf {
+        let locked = self.state.join(name);
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+                .arg(&locked),
+        );
+        let public = std::fs::read_to_string(format!("{}.pub", locked.display())).unwrap();
+        let mut keys = std::fs::read_to_string(&self.authorized).unwrap();
+        keys.push_str(&public);
+        std::fs::write(&self.authorized, keys).unwrap();
+        locked
+    }
+
     /// A stock sshd without the subsystem (a bastion).
     fn bastion(&self) -> Sshd {
         let d = self.dir.path().join("bastion");
@@ -482,16 +498,7 @@ fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
     if !require_tool("/usr/sbin/sshd", "openssh-server") || !require_tool("script", "util-linux") {
         return;
     }
-    let locked = f.state.join("locked");
-    run_ok(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
-            .arg(&locked),
-    );
-    let public = std::fs::read_to_string(format!("{}.pub", locked.display())).unwrap();
-    let mut keys = std::fs::read_to_string(&f.authorized).unwrap();
-    keys.push_str(&public);
-    std::fs::write(&f.authorized, keys).unwrap();
+    let locked = f.locked_key("locked");
     let server = SshServer::start(&f.root, &f.authorized, &f.state, &[]);
     let bastion = f.bastion();
     f.trust(&[
@@ -506,21 +513,7 @@ fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
         .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
     let inner = via.cmd("registryget", None, &[], &["/v1/_ping"]);
     // A second prompt would wait for good: `timeout` bounds that hang.
-    // `--foreground` keeps berth in the terminal's foreground process
-    // group; in timeout's own group it would be stopped (SIGTTOU) as it
-    // turns the terminal's echo off for the prompt.
-    let line: Vec<String> = [
-        "timeout".into(),
-        "--foreground".into(),
-        DEADLINE.as_secs().to_string(),
-    ]
-    .into_iter()
-    .chain(
-        std::iter::once(inner.get_program())
-            .chain(inner.get_args())
-            .map(|a| a.to_string_lossy().into_owned()),
-    )
-    .collect();
+    let line = bounded_line(&inner);
     let out = answer_prompt(on_a_pty(&line), "Enter passphrase for key", "open sesame");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
@@ -543,16 +536,7 @@ fn a_login_cut_by_the_server_is_not_reported_as_a_refused_key() {
     if !require_tool("script", "util-linux") {
         return;
     }
-    let locked = f.state.join("locked-cut");
-    run_ok(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
-            .arg(&locked),
-    );
-    let public = std::fs::read_to_string(format!("{}.pub", locked.display())).unwrap();
-    let mut keys = std::fs::read_to_string(&f.authorized).unwrap();
-    keys.push_str(&public);
-    std::fs::write(&f.authorized, keys).unwrap();
+    let locked = f.locked_key("locked-cut");
     let log = f.dir.path().join("server.log");
     let server = SshServer::start_logged(
         &f.root,
@@ -563,18 +547,7 @@ fn a_login_cut_by_the_server_is_not_reported_as_a_refused_key() {
     );
     f.trust(&[server.known_hosts_line()]);
     let inner = Via::native_as(&f, server.port(), &locked).cmd("registryget", None, &[], &["/v2/"]);
-    let line: Vec<String> = [
-        "timeout".into(),
-        "--foreground".into(),
-        DEADLINE.as_secs().to_string(),
-    ]
-    .into_iter()
-    .chain(
-        std::iter::once(inner.get_program())
-            .chain(inner.get_args())
-            .map(|a| a.to_string_lossy().into_owned()),
-    )
-    .collect();
+    let line = bounded_line(&inner);
     // The client waits at the passphrase prompt in the middle of its login:
     // a second connection from 127.0.0.1 then displaces it.
     let mut crowd = None;
@@ -827,6 +800,26 @@ fn authentication_failures_are_clear() {
         let _ = agent.wait();
         ok(out, "agent auth");
     }
+}
+
+/// `inner`'s command line (program and arguments) under `timeout
+/// --foreground DEADLINE`, for [`on_a_pty`]: a hang becomes a failure.
+/// `--foreground` keeps the program in the terminal's foreground process
+/// group; in timeout's own group it would be stopped (SIGTTOU) as it turns
+/// the terminal's echo off for a prompt.
+fn bounded_line(inner: &Command) -> Vec<String> {
+    [
+        "timeout".into(),
+        "--foreground".into(),
+        DEADLINE.as_secs().to_string(),
+    ]
+    .into_iter()
+    .chain(
+        std::iter::once(inner.get_program())
+            .chain(inner.get_args())
+            .map(|a| a.to_string_lossy().into_owned()),
+    )
+    .collect()
 }
 
 /// `line` run on a pseudo-terminal (by `script`), as a user at a terminal
