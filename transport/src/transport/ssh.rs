@@ -593,6 +593,7 @@ impl SshTransport {
     }
 }
 
+/// Offers one private key; `Ok(false)` when the server refuses it.
 async fn try_key(
     handle: &mut Handle<Verifier>,
     user: &str,
@@ -626,8 +627,9 @@ const DIRECT_WINDOW: u32 = 64 << 20;
 /// The window through jump hosts, on every hop. There the data of a tunnel
 /// is drained into the `tunnel` queue ahead of the inner session, so the
 /// windows are memory: 16 MiB each kept a 2 GiB pull through a jump at 43
-/// MiB peak RSS (64 MiB: 93 MiB), and the jump's own 2 MiB `direct-tcpip`
-/// window, not this one, limits the speed.
+/// MiB peak RSS (64 MiB: 93 MiB). The speed through a stock sshd jump
+/// fits that jump's own 2 MiB `direct-tcpip` window rather than this one
+/// (docs/performance.md; not proven).
 const TUNNEL_WINDOW: u32 = 16 << 20;
 
 /// The receive window for a connection with these options.
