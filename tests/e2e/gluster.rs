@@ -42,17 +42,28 @@ fn gluster_ok(args: &[&str]) -> String {
 }
 
 /// Whether glusterd answers; starts it (it daemonizes) when it does not.
+/// Tests run on threads of one process, so the start is serialized here;
+/// a glusterd started meanwhile by another process (a second test binary,
+/// `bench/soak-sharedfs`) makes ours exit 1 (`glusterd & glusterd` shows
+/// it), so what counts is whether glusterd answers afterwards, not how our
+/// start exited.
 fn ensure_glusterd() {
-    if gluster(&["peer", "status"]).status.success() {
+    static ONE_START_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _starting = ONE_START_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let answers = || gluster(&["peer", "status"]).status.success();
+    if answers() {
         return;
     }
     let started = Command::new("glusterd")
         .status()
         .expect("starting glusterd");
-    assert!(started.success(), "glusterd failed to start");
-    eventually("glusterd to answer", Duration::from_secs(120), || {
-        gluster(&["peer", "status"]).status.success()
-    });
+    eventually(
+        &format!("glusterd to answer (our start exited with {started})"),
+        Duration::from_secs(120),
+        answers,
+    );
 }
 
 /// This host's name when it resolves to loopback (brick addresses).
