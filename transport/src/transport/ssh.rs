@@ -314,7 +314,7 @@ impl SshTransport {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
             .map(PathBuf::from);
-        let config = Arc::new(client_config(receive_window(&options)));
+        let config = Arc::new(client_config(WINDOW));
         Ok(SshTransport {
             target,
             options,
@@ -616,30 +616,15 @@ async fn try_key(
     Ok(result.success())
 }
 
-/// The window a direct connection grants the registry for each channel:
-/// what it may send before the client's next window adjust. russh adjusts
-/// at half the window, so one stream moves about (window / 2) / RTT: 64 MiB
-/// lets a pull run at ~650 MB/s at 50 ms RTT (16 MiB held it at 160 MB/s,
-/// docs/performance.md). It costs no memory of its own here: received data
-/// waits in the channel's bounded queue, and behind it in the kernel.
-const DIRECT_WINDOW: u32 = 64 << 20;
-
-/// The window through jump hosts, on every hop. There the data of a tunnel
-/// is drained into the `tunnel` queue ahead of the inner session, so the
-/// windows are memory: 16 MiB each kept a 2 GiB pull through a jump at 43
-/// MiB peak RSS (64 MiB: 93 MiB). The speed through a stock sshd jump
-/// fits that jump's own 2 MiB `direct-tcpip` window rather than this one
-/// (docs/performance.md; not proven).
-const TUNNEL_WINDOW: u32 = 16 << 20;
-
-/// The receive window for a connection with these options.
-fn receive_window(options: &SshOptions) -> u32 {
-    if options.jumps.is_empty() {
-        DIRECT_WINDOW
-    } else {
-        TUNNEL_WINDOW
-    }
-}
+/// The window the client grants for each channel, on every hop: what the
+/// registry (or a jump host) may send before the client's next window
+/// adjust. russh adjusts at half the window, so one stream moves about
+/// (window / 2) / RTT: 64 MiB lets a pull run at ~650 MB/s at 50 ms RTT (16
+/// MiB held it at 160 MB/s, docs/performance.md). It costs the client no
+/// memory of its own: received data waits in the channel's bounded queue
+/// and behind it in the kernel, or, through a jump host, in the tunnel's
+/// bounded queue and behind it in the jump's buffers (`tunnel` module).
+const WINDOW: u32 = 64 << 20;
 
 /// Client settings for bulk transfer (`russh.md` §5): AES-GCM first when the
 /// CPU accelerates AES (chacha20 first otherwise), no compression (layers are

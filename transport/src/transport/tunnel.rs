@@ -13,16 +13,23 @@
 //! write waits for. Both loops wait on each other for good (seen in
 //! `bench/run --only wan` at 50 ms RTT: a push stalled with no CPU use).
 //!
-//! [`decouple`] breaks the cycle: a task always drains the tunnel into an
-//! unbounded queue, so the outer loop never waits on the inner one, and a
-//! second task feeds the queue to the inner session at its own pace. The
-//! queue stays small: the registry cannot send more than the inner
-//! session's channel windows allow, and the inner loop grants more window
-//! only while it reads.
+//! [`decouple`] breaks the cycle: a task drains the tunnel into a queue, and
+//! a second task feeds the queue to the inner session at its own pace. The
+//! queue holds at most [`QUEUE_LIMIT`] bytes while the inner session's
+//! writes move; beyond it the tunnel is left unread, and the jump's flow
+//! control holds the registry back (as a direct connection's full socket
+//! buffer does), so the inner session's channel windows can be large without
+//! becoming client memory: a slow disk under a fast link no longer queues a
+//! whole window. Only while a write to the tunnel is under way (possibly
+//! waiting for window) does the drain go past the limit, so the outer loop
+//! always gets to the window adjust that write waits for.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Size of the in-memory pipe between the inner session and the relay
 /// tasks (a buffer each way).
@@ -31,10 +38,60 @@ const PIPE: usize = 256 << 10;
 /// Largest read from the tunnel at a time.
 const READ: usize = 64 << 10;
 
-/// A stream for the inner session whose reads never hold up the tunnel:
-/// everything the tunnel delivers is taken off it at once (see the module
-/// comment), while writes reach the tunnel in order, as fast as it accepts
-/// them. The relay tasks end when either side closes.
+/// Most bytes waiting for the inner session before the tunnel is left
+/// unread (see [`decouple`]).
+const QUEUE_LIMIT: usize = 8 << 20;
+
+/// What the relay tasks tell each other: how many bytes wait for the inner
+/// session, and whether a write to the tunnel is under way.
+#[derive(Default)]
+struct Backlog {
+    queued: AtomicUsize,
+    writing: AtomicBool,
+    changed: Notify,
+}
+
+impl Backlog {
+    /// Whether the drain may take more off the tunnel.
+    fn may_read(&self) -> bool {
+        self.queued.load(Ordering::Acquire) < QUEUE_LIMIT || self.writing.load(Ordering::Acquire)
+    }
+
+    /// Returns once [`Self::may_read`] holds.
+    async fn until_may_read(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.may_read() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    fn queued(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn fed(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        self.changed.notify_waiters();
+    }
+
+    fn writing(&self, now: bool) {
+        self.writing.store(now, Ordering::Release);
+        if now {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+/// A stream for the inner session whose writes never wait on its reads:
+/// what the tunnel delivers is taken off it into a bounded queue, and past
+/// the bound still whenever a write is under way (see the module comment),
+/// while writes reach the tunnel in order, as fast as it accepts them. The
+/// relay tasks end when either side closes.
 pub(crate) fn decouple<S>(tunnel: S) -> DuplexStream
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -42,16 +99,20 @@ where
     let (inner, relay) = tokio::io::duplex(PIPE);
     let (mut tunnel_read, mut tunnel_write) = tokio::io::split(tunnel);
     let (mut relay_read, mut relay_write) = tokio::io::split(relay);
-    let (queued, mut queue) = mpsc::unbounded_channel::<Bytes>();
+    let (queue_tx, mut queue) = mpsc::unbounded_channel::<Bytes>();
+    let backlog = Arc::new(Backlog::default());
 
-    // tunnel → queue: never waits for the inner session.
+    // tunnel → queue: up to the limit, or while a write waits.
+    let drain = backlog.clone();
     tokio::spawn(async move {
         let mut buf = vec![0u8; READ];
         loop {
+            drain.until_may_read().await;
             match tunnel_read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if queued.send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                    drain.queued(n);
+                    if queue_tx.send(Bytes::copy_from_slice(&buf[..n])).is_err() {
                         break;
                     }
                 }
@@ -59,17 +120,35 @@ where
         }
     });
     // queue → inner session, at its pace.
+    let feed = backlog.clone();
     tokio::spawn(async move {
         while let Some(chunk) = queue.recv().await {
             if relay_write.write_all(&chunk).await.is_err() {
                 return;
             }
+            feed.fed(chunk.len());
         }
         let _ = relay_write.shutdown().await;
     });
     // inner session → tunnel.
     tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut relay_read, &mut tunnel_write).await;
+        let mut buf = vec![0u8; READ];
+        loop {
+            let n = match relay_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            backlog.writing(true);
+            let sent = async {
+                tunnel_write.write_all(&buf[..n]).await?;
+                tunnel_write.flush().await
+            }
+            .await;
+            backlog.writing(false);
+            if sent.is_err() {
+                break;
+            }
+        }
         let _ = tunnel_write.shutdown().await;
     });
     inner
@@ -156,12 +235,17 @@ mod tests {
     }
 
     fn tunnel() -> (WindowedTunnel, Arc<Mutex<TunnelState>>) {
+        tunnel_with_replies(4 << 20)
+    }
+
+    /// The model with `replies` bytes queued in front of the window adjust.
+    fn tunnel_with_replies(replies: usize) -> (WindowedTunnel, Arc<Mutex<TunnelState>>) {
         let state = Arc::new(Mutex::new(TunnelState {
             window: 1 << 20,
             // The registry's replies queued in front of the window adjust.
-            to_deliver: vec![7u8; 4 << 20],
+            to_deliver: vec![7u8; replies],
             delivered: 0,
-            refill_after: 4 << 20,
+            refill_after: replies,
             refill: 8 << 20,
             written: 0,
             writer: None,
@@ -176,11 +260,18 @@ mod tests {
     }
 
     /// The way russh's session loop uses its stream: write everything
-    /// pending, and only then read.
-    async fn write_then_read(mut stream: impl AsyncRead + AsyncWrite + Unpin) -> usize {
+    /// pending, and only then read (all `replies` bytes).
+    async fn write_then_read(stream: impl AsyncRead + AsyncWrite + Unpin) -> usize {
+        write_then_read_replies(stream, 4 << 20).await
+    }
+
+    async fn write_then_read_replies(
+        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        replies: usize,
+    ) -> usize {
         stream.write_all(&vec![1u8; 3 << 20]).await.unwrap();
         stream.flush().await.unwrap();
-        let mut buf = vec![0u8; 4 << 20];
+        let mut buf = vec![0u8; replies];
         stream.read_exact(&mut buf).await.unwrap();
         buf.len()
     }
@@ -209,5 +300,42 @@ mod tests {
         let s = state.lock().unwrap();
         assert_eq!(s.written, 1 << 20, "only the first window was written");
         assert_eq!(s.delivered, 0, "nothing was read while the write waited");
+    }
+
+    #[tokio::test]
+    async fn a_write_waiting_for_window_drains_past_the_queue_limit() {
+        // More replies in front of the window adjust than the queue holds:
+        // a queue that stopped at its limit would wait for the inner
+        // session, which waits for the window: the same deadlock.
+        let replies = QUEUE_LIMIT * 2;
+        let (t, state) = tunnel_with_replies(replies);
+        let read = tokio::time::timeout(HANG, write_then_read_replies(decouple(t), replies))
+            .await
+            .expect("the write completed once the tunnel was drained");
+        assert_eq!(read, replies);
+        assert_eq!(state.lock().unwrap().written, 3 << 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_holds_the_tunnel_back_instead_of_queueing_it_all() {
+        // A pull whose client writes slower than the link delivers: nothing
+        // is written, the tunnel has far more to deliver than the limit.
+        let total = QUEUE_LIMIT * 4;
+        let (t, state) = tunnel_with_replies(total);
+        state.lock().unwrap().refill_after = usize::MAX;
+        let mut inner = decouple(t);
+        // With the clock paused, the runtime moves it on only once every
+        // task waits: this returns when the relay tasks have stopped.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let taken = state.lock().unwrap().delivered;
+        assert!(
+            taken <= QUEUE_LIMIT + PIPE + READ,
+            "took {taken} bytes off the tunnel for a reader that read none"
+        );
+        // Everything still arrives, in order, once the reader reads.
+        let mut buf = vec![0u8; total];
+        inner.read_exact(&mut buf).await.unwrap();
+        assert!(buf.iter().all(|&b| b == 7));
+        assert_eq!(state.lock().unwrap().delivered, total);
     }
 }
