@@ -22,7 +22,10 @@
 //! becoming client memory: a slow disk under a fast link no longer queues a
 //! whole window. Only while a write to the tunnel is under way (possibly
 //! waiting for window) does the drain go past the limit, so the outer loop
-//! always gets to the window adjust that write waits for.
+//! always gets to the window adjust that write waits for. So a connection
+//! that writes in bulk while it reads in bulk (a shim serving a push and a
+//! pull at once through a jump) can still queue up to the inner window;
+//! a pull or a push alone stays within the limit.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
