@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::atomic::TempFile;
 use super::layer_facts::{FactsError, FactsThread, Measured};
-use super::writeback::{start_writeback, Writeback};
+use super::writeback::Writeback;
 use crate::names::{Algorithm, Digest};
 
 /// Frames queued between the network and the writer thread.
@@ -113,9 +113,7 @@ where
                 }
                 out.write_all(&chunk)?;
                 size += chunk.len() as u64;
-                if let Some((at, len)) = writeback.due(size - out.buffer().len() as u64) {
-                    start_writeback(out.get_ref(), at, len);
-                }
+                writeback.advance(out.get_ref(), size - out.buffer().len() as u64);
             }
             out.flush()?;
         }

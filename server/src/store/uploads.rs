@@ -61,7 +61,7 @@ use super::atomic::{sync_parent, FileLock, TempFile};
 use super::ingest::{forward_body, ingest, IngestError, QUEUE_DEPTH, WRITE_BUFFER};
 use super::layer_facts::{FactsThread, LayerFacts, Measured};
 use super::transient::{is_transient, retry};
-use super::writeback::{start_writeback, Writeback};
+use super::writeback::Writeback;
 use super::Store;
 pub use crate::names::UploadId;
 use crate::names::{Algorithm, Digest};
@@ -581,9 +581,7 @@ impl Store {
                     h.update(&chunk);
                     out.write_all(&chunk)?;
                     size += chunk.len() as u64;
-                    if let Some((at, len)) = writeback.due(size - out.buffer().len() as u64) {
-                        start_writeback(out.get_ref(), at, len);
-                    }
+                    writeback.advance(out.get_ref(), size - out.buffer().len() as u64);
                 }
                 out.flush()?;
             }

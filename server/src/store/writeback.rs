@@ -58,6 +58,14 @@ impl Writeback {
         self.started = written;
         Some((at, len))
     }
+
+    /// For a writer on the blocking side: `written` bytes of `file` have
+    /// reached the kernel; starts writeback of the stretch now due, if any.
+    pub fn advance(&mut self, file: &File, written: u64) {
+        if let Some((at, len)) = self.due(written) {
+            start_writeback(file, at, len);
+        }
+    }
 }
 
 #[cfg(test)]
