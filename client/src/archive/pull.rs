@@ -306,8 +306,11 @@ async fn fetch_ahead(
         return;
     };
     for (d, tx) in plan {
-        // A stalled fetch gives its layer back to the writer, whose own
-        // stream has the stall timeout and the resume.
+        // A fetch not finished within STALL (a bound on the whole layer,
+        // at most AHEAD_MAX bytes, not a no-progress timeout like the main
+        // stream's) gives its layer back to the writer, whose own stream
+        // has the stall timeout and the resume. On a link slower than
+        // AHEAD_MAX per STALL that layer is fetched twice.
         let Ok(got) = tokio::time::timeout(STALL, whole_blob(&mut conn, name, &d)).await else {
             return;
         };
