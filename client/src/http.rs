@@ -26,6 +26,14 @@ impl HttpConnection {
         ))
     }
 
+    /// [`Self::open`] for one long upload: through SSH jump hosts, on an
+    /// inner connection of its own when it can ([`Transport::open_bulk`]).
+    pub async fn open_bulk(transport: &Transport) -> Result<HttpConnection, ClientError> {
+        Ok(HttpConnection(
+            berth_transport::http::HttpConnection::open_bulk(transport).await?,
+        ))
+    }
+
     /// Sends a request and returns the response head; the body streams from
     /// the returned response. The `Host` header defaults to [`HOST`].
     pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>, ClientError> {

@@ -82,6 +82,9 @@ pub enum Upload {
     Mounted,
 }
 
+/// The smallest blob sent on a bulk connection ([`V2Connection::is_bulk_upload`]).
+const BULK_UPLOAD: u64 = 16 << 20;
+
 /// One HTTP connection to the registry, used for V2 calls.
 pub struct V2Connection {
     conn: HttpConnection,
@@ -92,6 +95,8 @@ pub struct V2Connection {
     /// registry checks blob digests at the close and each layer's diff_id
     /// against the image config at manifest PUT (issue 17).
     verifies_diff_ids: bool,
+    /// Opened for one long upload ([`Self::open_bulk`]).
+    bulk: bool,
 }
 
 /// What a PATCH of a session answered.
@@ -177,11 +182,54 @@ fn location(resp: &Response<Incoming>) -> Result<String, String> {
 impl V2Connection {
     /// Opens a new stream (SSH channel, ssh process, in-memory duplex).
     pub async fn open(transport: &Transport) -> Result<V2Connection, ClientError> {
-        Ok(V2Connection {
-            conn: HttpConnection::open(transport).await?,
+        Ok(Self::over(HttpConnection::open(transport).await?, false))
+    }
+
+    /// [`Self::open`] for one long upload: through SSH jump hosts it gets
+    /// an inner SSH connection no other upload uses when it can
+    /// ([`Transport::open_bulk`]), and holds it until dropped.
+    pub async fn open_bulk(transport: &Transport) -> Result<V2Connection, ClientError> {
+        Ok(Self::over(
+            HttpConnection::open_bulk(transport).await?,
+            true,
+        ))
+    }
+
+    /// A connection to send a blob of `size` bytes on: [`Self::open_bulk`]
+    /// when [`Self::is_bulk_upload`], else [`Self::open`].
+    pub async fn open_for_upload(
+        transport: &Transport,
+        size: u64,
+    ) -> Result<V2Connection, ClientError> {
+        if Self::is_bulk_upload(transport, size) {
+            Self::open_bulk(transport).await
+        } else {
+            Self::open(transport).await
+        }
+    }
+
+    /// Whether sending `size` bytes over `transport` is worth a bulk
+    /// connection: through a jump host that can be an inner SSH connection
+    /// of its own, a login at the registry (a few round trips) that pays
+    /// back once the blob takes longer than that at the jump's window (a
+    /// stock sshd's 2 MiB per round trip to the jump).
+    pub fn is_bulk_upload(transport: &Transport, size: u64) -> bool {
+        size >= BULK_UPLOAD && transport.spreads_bulk()
+    }
+
+    fn over(conn: HttpConnection, bulk: bool) -> V2Connection {
+        V2Connection {
+            conn,
             reports_upload_digest: false,
             verifies_diff_ids: false,
-        })
+            bulk,
+        }
+    }
+
+    /// Whether this connection was opened for one long upload, and so
+    /// holds an SSH connection of its own until dropped.
+    pub fn is_bulk(&self) -> bool {
+        self.bulk
     }
 
     /// Whether the connection has ended and cannot carry another request

@@ -492,6 +492,161 @@ fn jump_hosts_native_and_openssh_proxyjump() {
     roundtrip(&via, 7, 2 << 20);
 }
 
+/// The SSH connections (`conn=N` of the server's `channel{..}` spans) that
+/// carried channels in the part of the debug log `log` after byte `from`.
+fn connections_with_channels(log: &Path, from: usize) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("channel started"))
+        .filter_map(|l| {
+            let at = l.find("channel{conn=")? + "channel{conn=".len();
+            let n = &l[at..];
+            Some(n[..n.find(|c: char| !c.is_ascii_digit())?].to_string())
+        })
+        .collect()
+}
+
+/// Issue 17: through a stock sshd jump host, an inner SSH connection rides
+/// one `direct-tcpip` channel, whose window (OpenSSH grants 2 MiB) holds
+/// an upload to about 2 MiB per round trip to the jump, however many
+/// blobs go in parallel inside. So a push gives each big blob it sends at
+/// the same time an inner connection of its own: one more login at the
+/// registry through the same jump connection. Small blobs and a re-push
+/// that sends nothing log in once, and every byte arrives as it was.
+#[test]
+fn a_push_through_a_jump_host_sends_big_blobs_on_connections_of_their_own() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("/usr/sbin/sshd", "openssh-server") || !require_tool("python3", "python3") {
+        return;
+    }
+    let log = f.dir.path().join("server.log");
+    let server = SshServer::start_logged(&f.root, &f.authorized, &f.state, &[], &log);
+    let bastion = f.bastion();
+    f.trust(&[
+        server.known_hosts_line(),
+        known_hosts_line(bastion.port, &bastion.host_key),
+    ]);
+    let mut via = Via::native(&f, server.port());
+    via.flags
+        .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
+    let log_len = || {
+        std::fs::metadata(&log)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0)
+    };
+    let push = |archive: &Path, name: &str| {
+        let from = log_len();
+        let input = archive.to_str().unwrap();
+        ok(
+            via.cmd("berth", Some("push"), &["-q", "--input", input], &[name])
+                .output()
+                .unwrap(),
+            "push through the jump",
+        );
+        connections_with_channels(&log, from)
+    };
+
+    // Layers of 40, 20 and 13 MiB: two of them big enough for their own.
+    let big = crate::sharedfs::make_archives(&f.dir.path().join("big"), 17, 40, 1);
+    let used = push(&big[0].path, "team/big:1");
+    assert_eq!(used.len(), 2, "connections carrying channels: {used:?}");
+
+    // Nothing to send: the one connection.
+    let used = push(&big[0].path, "team/big:2");
+    assert_eq!(used.len(), 1, "re-push: {used:?}");
+    // Small layers (1 MiB and less): the one connection.
+    let small = crate::sharedfs::make_archives(&f.dir.path().join("small"), 18, 1, 1);
+    let used = push(&small[0].path, "team/small:1");
+    assert_eq!(used.len(), 1, "small push: {used:?}");
+
+    // What went up comes back byte for byte.
+    for (name, archive) in [("team/big:1", &big[0]), ("team/small:1", &small[0])] {
+        let out = f
+            .dir
+            .path()
+            .join(format!("{}.tar", name.replace(['/', ':'], "-")));
+        ok(
+            via.cmd(
+                "berth",
+                Some("pull"),
+                &["-q", "-o", out.to_str().unwrap()],
+                &[name],
+            )
+            .output()
+            .unwrap(),
+            "pull through the jump",
+        );
+        assert_eq!(crate::sharedfs::archive_layers(&out), archive.layers);
+    }
+    assert_fsck_clean(&f.root);
+}
+
+/// The extra connection of a push through a jump host is an optimisation:
+/// a registry that refuses the extra login (here every login past the
+/// first, `--max-connections 1`) still takes the whole push, on the one
+/// connection it let in.
+#[test]
+fn a_push_through_a_jump_host_shares_its_connection_when_no_other_login_is_let_in() {
+    let Some(f) = Fixture::new() else { return };
+    if !require_tool("/usr/sbin/sshd", "openssh-server") || !require_tool("python3", "python3") {
+        return;
+    }
+    let log = f.dir.path().join("server.log");
+    let server = SshServer::start_logged(
+        &f.root,
+        &f.authorized,
+        &f.state,
+        &["--max-connections", "1"],
+        &log,
+    );
+    let bastion = f.bastion();
+    f.trust(&[
+        server.known_hosts_line(),
+        known_hosts_line(bastion.port, &bastion.host_key),
+    ]);
+    let mut via = Via::native(&f, server.port());
+    via.flags
+        .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
+    let big = crate::sharedfs::make_archives(&f.dir.path().join("big"), 19, 40, 1);
+    let input = big[0].path.to_str().unwrap();
+    ok(
+        via.cmd(
+            "berth",
+            Some("push"),
+            &["-q", "--input", input],
+            &["team/big:1"],
+        )
+        .output()
+        .unwrap(),
+        "push through the jump",
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("--max-connections"),
+        "no extra login was tried:\n{text}"
+    );
+    assert_eq!(connections_with_channels(&log, 0).len(), 1);
+    // Read back from the store itself: another login could still find the
+    // push's slot taken until the server has seen its connection close.
+    let out = f.dir.path().join("back.tar");
+    ok(
+        Via::local(&f.root)
+            .cmd(
+                "berth",
+                Some("pull"),
+                &["-q", "-o", out.to_str().unwrap()],
+                &["team/big:1"],
+            )
+            .output()
+            .unwrap(),
+        "pull from the store",
+    );
+    assert_eq!(crate::sharedfs::archive_layers(&out), big[0].layers);
+    assert_fsck_clean(&f.root);
+}
+
 #[test]
 fn an_encrypted_key_is_unlocked_once_for_the_jump_and_the_registry() {
     let Some(f) = Fixture::new() else { return };

@@ -86,7 +86,16 @@ pub struct HttpConnection {
 impl HttpConnection {
     /// Opens a stream on `transport` and starts HTTP/1.1 on it.
     pub async fn open(transport: &Transport) -> Result<HttpConnection, HttpError> {
-        let stream = transport.open().await?;
+        Self::over(transport.open().await?).await
+    }
+
+    /// [`Self::open`] for one long upload ([`Transport::open_bulk`]).
+    pub async fn open_bulk(transport: &Transport) -> Result<HttpConnection, HttpError> {
+        Self::over(transport.open_bulk().await?).await
+    }
+
+    /// Starts HTTP/1.1 on `stream`.
+    async fn over(stream: crate::transport::Stream) -> Result<HttpConnection, HttpError> {
         let diagnostics = stream.diagnostics();
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(1 << 20)

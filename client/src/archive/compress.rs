@@ -671,7 +671,7 @@ async fn compress_and_send(
         s.resume.save(repo, &new.digest, &loc);
         return Ok(new);
     }
-    let mut conn = V2Connection::open(s.transport).await?;
+    let mut conn = V2Connection::open_for_upload(s.transport, blob.size).await?;
     let loc = conn.start_upload(repo).await?;
     s.resume.save(repo, &key, &loc);
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);

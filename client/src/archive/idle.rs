@@ -45,9 +45,11 @@ impl IdleConnections {
 
     /// Keeps `conn` for a later step. Only a connection whose last request
     /// completed (its answer read whole) may come back; a step that failed
-    /// drops its connection instead.
+    /// drops its connection instead. So does a bulk connection
+    /// ([`V2Connection::open_bulk`]): dropping it frees its SSH connection
+    /// for the next big blob.
     pub fn give_back(&self, conn: V2Connection) {
-        if conn.is_closed() {
+        if conn.is_closed() || conn.is_bulk() {
             return;
         }
         if let Ok(mut idle) = self.idle.lock() {

@@ -202,6 +202,9 @@ impl fmt::Debug for Diagnostics {
 pub struct Stream {
     io: Box<dyn Io>,
     diagnostics: Diagnostics,
+    /// What the transport counts per stream, released when it ends
+    /// ([`Stream::holding`]).
+    _held: Option<Box<dyn Send>>,
 }
 
 impl Stream {
@@ -210,7 +213,16 @@ impl Stream {
         Stream {
             io: Box::new(io),
             diagnostics,
+            _held: None,
         }
+    }
+
+    /// Keeps `guard` alive as long as the stream, so that what a transport
+    /// counts per stream (the SSH connection a bulk stream claimed,
+    /// [`ssh::SshTransport::open_bulk`]) is given back when it ends.
+    pub fn holding(mut self, guard: impl Send + 'static) -> Stream {
+        self._held = Some(Box::new(guard));
+        self
     }
 
     /// The side channel of this stream (ssh's stderr); empty for other transports.
@@ -315,6 +327,24 @@ impl Transport {
             )),
             Transport::Tls(t) => t.open().await,
         }
+    }
+
+    /// Opens a stream for one long upload. Through SSH jump hosts it gets
+    /// an inner SSH connection no other bulk stream uses, when one is free
+    /// or can still be added ([`ssh::SshTransport::open_bulk`]): each such
+    /// connection rides its own jump channel, whose window holds it back.
+    /// Every other transport opens a plain stream ([`Self::open`]).
+    pub async fn open_bulk(&self) -> Result<Stream, TransportError> {
+        match self {
+            Transport::Ssh(t) => Ok(t.open_bulk().await?),
+            other => other.open().await,
+        }
+    }
+
+    /// Whether [`Self::open_bulk`] can give a stream more than
+    /// [`Self::open`] does: only the native SSH client through jump hosts.
+    pub fn spreads_bulk(&self) -> bool {
+        matches!(self, Transport::Ssh(t) if t.through_jumps())
     }
 
     /// Establishes whatever can be established ahead of the first stream

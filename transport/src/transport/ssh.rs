@@ -14,13 +14,15 @@
 //! * `-J` jump hosts, each hop tunnelled through the previous one with a
 //!   direct-tcpip channel;
 //! * tuned for bulk data (`russh.md` §5): AES-GCM first where the CPU has
-//!   AES, TCP_NODELAY, a 64 MiB receive window per channel (16 MiB through
-//!   jump hosts, where windows are memory), no compression.
+//!   AES, TCP_NODELAY, a 64 MiB receive window per channel on every hop, no
+//!   compression; through jump hosts, big uploads spread over several
+//!   inner connections ([`SshTransport::open_bulk`]).
 //!
 //! It does not read `~/.ssh/config`; set `BERTH_SSH_COMMAND=ssh` for that.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,13 +288,113 @@ impl client::Handler for Verifier {
 /// An authenticated connection, with the jump-host connections it tunnels
 /// through (kept alive as long as it is).
 struct Session {
-    handle: Handle<Verifier>,
+    /// The first inner connection to the registry.
+    primary: Arc<Lane>,
+    /// Inner connections added for bulk streams through the jumps
+    /// ([`SshTransport::open_bulk`]).
+    extra: std::sync::Mutex<ExtraLanes>,
+    /// The connections to the jump hosts, outermost first.
     jumps: Vec<Handle<Verifier>>,
+}
+
+/// One authenticated SSH connection to the registry.
+struct Lane {
+    handle: Handle<Verifier>,
+    /// Bulk streams on it: [`LaneClaim`]s alive.
+    bulk: AtomicUsize,
+}
+
+/// A bulk stream's hold on its lane, given back when the stream ends.
+struct LaneClaim(Arc<Lane>);
+
+impl LaneClaim {
+    fn new(lane: &Arc<Lane>) -> LaneClaim {
+        lane.bulk.fetch_add(1, Ordering::AcqRel);
+        LaneClaim(lane.clone())
+    }
+}
+
+impl Drop for LaneClaim {
+    fn drop(&mut self) {
+        self.0.bulk.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Default)]
+struct ExtraLanes {
+    lanes: Vec<Arc<Lane>>,
+    /// Lanes being logged in, counted against [`MAX_LANES`].
+    opening: usize,
 }
 
 impl Session {
     fn is_closed(&self) -> bool {
-        self.handle.is_closed() || self.jumps.iter().any(|j| j.is_closed())
+        self.primary.handle.is_closed() || self.jumps.iter().any(|j| j.is_closed())
+    }
+
+    fn extra(&self) -> std::sync::MutexGuard<'_, ExtraLanes> {
+        // Nothing panics while holding it; recover the data if it ever did.
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open lanes, the primary first; closed extra lanes are dropped.
+    fn lanes(&self, extra: &mut ExtraLanes) -> Vec<Arc<Lane>> {
+        extra.lanes.retain(|l| !l.handle.is_closed());
+        std::iter::once(self.primary.clone())
+            .chain(extra.lanes.iter().cloned())
+            .collect()
+    }
+
+    /// The lane carrying the fewest bulk streams (the primary on a tie).
+    fn least_busy(&self, extra: &mut ExtraLanes) -> Arc<Lane> {
+        let lanes = self.lanes(extra);
+        lanes
+            .iter()
+            .min_by_key(|l| l.bulk.load(Ordering::Acquire))
+            .unwrap_or(&self.primary)
+            .clone()
+    }
+}
+
+/// What [`SshTransport::open_bulk`] does for a bulk stream: claim a lane
+/// without one, or log in a new one, or share the least busy.
+enum LaneChoice {
+    Claimed(LaneClaim),
+    AddOne,
+}
+
+impl Session {
+    /// Claims a lane carrying no bulk stream, or reserves a new one while
+    /// fewer than [`MAX_LANES`] exist; otherwise claims the least busy.
+    fn choose_bulk_lane(&self) -> LaneChoice {
+        let mut extra = self.extra();
+        let lanes = self.lanes(&mut extra);
+        if let Some(free) = lanes.iter().find(|l| l.bulk.load(Ordering::Acquire) == 0) {
+            return LaneChoice::Claimed(LaneClaim::new(free));
+        }
+        if lanes.len() + extra.opening < MAX_LANES {
+            extra.opening += 1;
+            return LaneChoice::AddOne;
+        }
+        LaneChoice::Claimed(LaneClaim::new(&self.least_busy(&mut extra)))
+    }
+
+    /// Ends a reservation of [`Self::choose_bulk_lane`]: the new lane
+    /// (claimed), or, when it could not be logged in, the least busy one.
+    fn lane_added(&self, handle: Option<Handle<Verifier>>) -> LaneClaim {
+        let mut extra = self.extra();
+        extra.opening -= 1;
+        match handle {
+            Some(handle) => {
+                let lane = Arc::new(Lane {
+                    handle,
+                    bulk: AtomicUsize::new(0),
+                });
+                extra.lanes.push(lane.clone());
+                LaneClaim::new(&lane)
+            }
+            None => LaneClaim::new(&self.least_busy(&mut extra)),
+        }
     }
 }
 
@@ -345,11 +447,78 @@ impl SshTransport {
         Ok(s)
     }
 
-    /// A new subsystem channel; if the shared connection turns out to be
-    /// dead, it is re-established once and the channel opened again.
+    /// Whether the registry is reached through jump hosts.
+    pub fn through_jumps(&self) -> bool {
+        !self.options.jumps.is_empty()
+    }
+
+    /// A new subsystem channel for one long upload. Through jump hosts
+    /// every inner connection to the registry rides one `direct-tcpip`
+    /// channel of the jump, whose window holds it back (a stock sshd
+    /// grants 2 MiB: about 2 MiB per round trip to the jump, however many
+    /// streams go inside). So a bulk stream gets an inner connection that
+    /// carries no other bulk stream: a free one, or a new one logged in
+    /// through the same jump connection (no new login at the jump), up to
+    /// [`MAX_LANES`]; beyond that it shares the least busy. A lane that
+    /// cannot be logged in costs nothing but the try: the stream shares.
+    /// Without jump hosts this is [`Self::open`]: the registry's windows
+    /// are berth's own.
+    pub async fn open_bulk(&self) -> Result<Stream, SshError> {
+        if !self.through_jumps() {
+            return self.open().await;
+        }
+        let session = self.session().await?;
+        let claim = match session.choose_bulk_lane() {
+            LaneChoice::Claimed(claim) => claim,
+            LaneChoice::AddOne => {
+                let added = self.add_lane(&session).await;
+                if let Err(e) = &added {
+                    tracing::info!(
+                        "another connection to {} through the jump host failed ({e}); sharing one",
+                        self.target
+                    );
+                }
+                session.lane_added(added.ok())
+            }
+        };
+        match self.open_channel(&claim.0.handle).await {
+            Ok(stream) => Ok(stream.holding(claim)),
+            Err(e) => {
+                tracing::debug!("bulk channel open failed ({e}); opening an ordinary one");
+                drop(claim);
+                self.open().await
+            }
+        }
+    }
+
+    /// Logs in one more inner connection through the session's jumps.
+    async fn add_lane(&self, session: &Session) -> Result<Handle<Verifier>, SshError> {
+        let known_hosts = self.known_hosts()?;
+        let via = session.jumps.last().zip(self.options.jumps.last());
+        let handle = self.connect_hop(via, &self.target, &known_hosts).await?;
+        tracing::debug!(
+            "another connection to {} through the jump host",
+            self.target
+        );
+        Ok(handle)
+    }
+
+    /// A new subsystem channel, on the inner connection carrying the fewest
+    /// bulk streams (so a small request does not queue behind an upload in
+    /// a jump's window), else on the first; if the first connection turns
+    /// out to be dead, it is re-established once and the channel opened
+    /// again.
     pub async fn open(&self) -> Result<Stream, SshError> {
         let session = self.session().await?;
-        match self.open_channel(&session).await {
+        let lane = session.least_busy(&mut session.extra());
+        if !Arc::ptr_eq(&lane, &session.primary) {
+            // An extra connection that fails is no reason to reconnect.
+            match self.open_channel(&lane.handle).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => tracing::debug!("channel open on an extra connection failed ({e})"),
+            }
+        }
+        match self.open_channel(&session.primary.handle).await {
             Err(e) if session.is_closed() || matches!(e, SshError::Russh(_)) => {
                 tracing::debug!("channel open failed ({e}); reconnecting");
                 {
@@ -359,7 +528,7 @@ impl SshTransport {
                     }
                 }
                 let session = self.session().await?;
-                self.open_channel(&session).await
+                self.open_channel(&session.primary.handle).await
             }
             other => other,
         }
@@ -368,8 +537,8 @@ impl SshTransport {
     /// Opens a channel and asks for the subsystem without waiting for the
     /// answer: the first request goes out right behind it
     /// ([`subsystem::SubsystemStream`], one round trip less per channel).
-    async fn open_channel(&self, session: &Session) -> Result<Stream, SshError> {
-        let channel = session.handle.channel_open_session().await?;
+    async fn open_channel(&self, handle: &Handle<Verifier>) -> Result<Stream, SshError> {
+        let channel = handle.channel_open_session().await?;
         channel.request_subsystem(true, SUBSYSTEM).await?;
         let refusal = SshError::SubsystemRefused {
             host: self.target.to_string(),
@@ -405,7 +574,11 @@ impl SshTransport {
         let via = jumps.last().map(|(h, t)| (h, *t));
         let handle = self.connect_hop(via, &self.target, &known_hosts).await?;
         Ok(Session {
-            handle,
+            primary: Arc::new(Lane {
+                handle,
+                bulk: AtomicUsize::new(0),
+            }),
+            extra: Default::default(),
             jumps: jumps.into_iter().map(|(h, _)| h).collect(),
         })
     }
@@ -625,6 +798,13 @@ async fn try_key(
 /// and behind it in the kernel, or, through a jump host, in the tunnel's
 /// bounded queue and behind it in the jump's buffers (`tunnel` module).
 const WINDOW: u32 = 64 << 20;
+
+/// Most inner connections to the registry through jump hosts
+/// ([`SshTransport::open_bulk`]): `berth push`'s default `--jobs`, so each
+/// blob it sends at once can have its own, while the registry sees a
+/// handful of logins from the jump's address (berth-server lets 10 log in
+/// at once per source).
+const MAX_LANES: usize = 4;
 
 /// Client settings for bulk transfer (`russh.md` §5): AES-GCM first when the
 /// CPU accelerates AES (chacha20 first otherwise), no compression (layers are
