@@ -238,31 +238,37 @@ impl client::Handler for Verifier {
             path: file.clone(),
             message: e.to_string(),
         };
-        match russh::keys::check_known_hosts_path(&self.host, self.port, &key, &self.known_hosts) {
-            Ok(true) => Ok(true),
-            Ok(false) => {
-                let known = russh::keys::known_hosts::known_host_keys_path(
-                    &self.host,
-                    self.port,
-                    &self.known_hosts,
-                )
-                .map_err(kh_err)?;
-                if !known.is_empty() {
-                    return Err(SshError::HostKeyOtherType {
-                        host: name,
-                        algorithm,
-                        fingerprint,
-                        known_hosts: file,
-                    });
-                }
-                if !self.accept_new {
-                    return Err(SshError::UnknownHost {
-                        host: name,
-                        algorithm,
-                        fingerprint,
-                        known_hosts: file,
-                    });
-                }
+        // One read of the file, judged whole: reading it twice (check,
+        // then list) let a client that recorded the same key in between
+        // (two runs meeting a new host at once) look like a mismatch.
+        let known = russh::keys::known_hosts::known_host_keys_path(
+            &self.host,
+            self.port,
+            &self.known_hosts,
+        )
+        .map_err(kh_err)?;
+        match judge_host_key(&known, &key) {
+            HostKeyVerdict::Known => Ok(true),
+            HostKeyVerdict::Changed { line } => Err(SshError::HostKeyChanged {
+                host: name,
+                algorithm,
+                fingerprint,
+                known_hosts: file,
+                line,
+            }),
+            HostKeyVerdict::OtherTypes => Err(SshError::HostKeyOtherType {
+                host: name,
+                algorithm,
+                fingerprint,
+                known_hosts: file,
+            }),
+            HostKeyVerdict::Unknown if !self.accept_new => Err(SshError::UnknownHost {
+                host: name,
+                algorithm,
+                fingerprint,
+                known_hosts: file,
+            }),
+            HostKeyVerdict::Unknown => {
                 russh::keys::known_hosts::learn_known_hosts_path(
                     &self.host,
                     self.port,
@@ -273,15 +279,82 @@ impl client::Handler for Verifier {
                 tracing::warn!("recorded host key of {name} ({algorithm} {fingerprint}) in {file}");
                 Ok(true)
             }
-            Err(russh::keys::Error::KeyChanged { line }) => Err(SshError::HostKeyChanged {
-                host: name,
-                algorithm,
-                fingerprint,
-                known_hosts: file,
-                line,
-            }),
-            Err(e) => Err(kh_err(e)),
         }
+    }
+}
+
+/// What known_hosts says of a presented host key.
+#[derive(Debug, PartialEq, Eq)]
+enum HostKeyVerdict {
+    /// Recorded (once or more: clients that met the host at once each
+    /// record it).
+    Known,
+    /// Another key of the same type is recorded, on `line`.
+    Changed { line: usize },
+    /// Only keys of other types are recorded for the host.
+    OtherTypes,
+    /// Nothing is recorded for the host.
+    Unknown,
+}
+
+/// Judges `key` against the keys `known` recorded for its host (line,
+/// key), as OpenSSH does: a match anywhere wins; otherwise a recorded key
+/// of the same type means the key changed.
+fn judge_host_key(
+    known: &[(usize, russh::keys::PublicKey)],
+    key: &russh::keys::PublicKey,
+) -> HostKeyVerdict {
+    if known.iter().any(|(_, k)| k.key_data() == key.key_data()) {
+        return HostKeyVerdict::Known;
+    }
+    match known.iter().find(|(_, k)| k.algorithm() == key.algorithm()) {
+        Some((line, _)) => HostKeyVerdict::Changed { line: *line },
+        None if known.is_empty() => HostKeyVerdict::Unknown,
+        None => HostKeyVerdict::OtherTypes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(line: &str) -> russh::keys::PublicKey {
+        russh::keys::PublicKey::from_openssh(line).unwrap()
+    }
+
+    #[test]
+    fn a_host_key_is_judged_on_one_reading_of_known_hosts() {
+        let ed =
+            key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHL0PChPZ6Fqos+T44h2mTheZbQyEwx3jfbfo+CNbQ3Y");
+        let other_ed =
+            key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJVE8wjZq2fuSewIEpGy8NJK5oruKdWzuNPSz/UnTwlN");
+        let ecdsa = key(
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBLvNmxHi4iLand/\
+             URSg28z1mDXfTFrpOvlK3rpeCbg4Gl4ViH6egSLYjp/Fq1brVFTQHk6ExOtWJklKTGYFpFH8=",
+        );
+        assert_eq!(judge_host_key(&[], &ed), HostKeyVerdict::Unknown);
+        assert_eq!(
+            judge_host_key(&[(3, ed.clone())], &ed),
+            HostKeyVerdict::Known
+        );
+        // Two clients that met the host at once each recorded it.
+        assert_eq!(
+            judge_host_key(&[(1, ed.clone()), (2, ed.clone())], &ed),
+            HostKeyVerdict::Known
+        );
+        assert_eq!(
+            judge_host_key(&[(4, other_ed.clone())], &ed),
+            HostKeyVerdict::Changed { line: 4 }
+        );
+        assert_eq!(
+            judge_host_key(&[(5, ecdsa.clone())], &ed),
+            HostKeyVerdict::OtherTypes
+        );
+        // The recorded key found among others: no warning.
+        assert_eq!(
+            judge_host_key(&[(1, ecdsa), (2, other_ed), (3, ed.clone())], &ed),
+            HostKeyVerdict::Known
+        );
     }
 }
 
