@@ -508,6 +508,66 @@ fn connections_with_channels(log: &Path, from: usize) -> std::collections::BTree
         .collect()
 }
 
+/// A logged `berth-server serve` (with `extra` flags) behind the stock
+/// sshd jump host of the fixture, and the way there (`-J`).
+struct BehindAJump {
+    _server: SshServer,
+    _bastion: Sshd,
+    via: Via,
+    /// The server's debug log ([`SshServer::start_logged`]).
+    log: PathBuf,
+}
+
+impl BehindAJump {
+    fn start(f: &Fixture, extra: &[&str]) -> BehindAJump {
+        let log = f.dir.path().join("server.log");
+        let server = SshServer::start_logged(&f.root, &f.authorized, &f.state, extra, &log);
+        let bastion = f.bastion();
+        f.trust(&[
+            server.known_hosts_line(),
+            known_hosts_line(bastion.port, &bastion.host_key),
+        ]);
+        let mut via = Via::native(f, server.port());
+        via.flags
+            .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
+        BehindAJump {
+            _server: server,
+            _bastion: bastion,
+            via,
+            log,
+        }
+    }
+
+    /// `berth push --input archive name`, which must succeed; the
+    /// connections that carried its channels.
+    fn push(&self, archive: &Path, name: &str) -> std::collections::BTreeSet<String> {
+        let from = std::fs::metadata(&self.log)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let input = archive.to_str().unwrap();
+        ok(
+            self.via
+                .cmd("berth", Some("push"), &["-q", "--input", input], &[name])
+                .output()
+                .unwrap(),
+            "push through the jump",
+        );
+        connections_with_channels(&self.log, from)
+    }
+}
+
+/// `berth pull -o out name` through `via`, which must succeed; the sha256
+/// of each layer of the archive it wrote.
+fn pulled_layers(via: &Via, name: &str, out: &Path) -> Vec<String> {
+    let pre = ["-q", "-o", out.to_str().unwrap()];
+    let done = via
+        .cmd("berth", Some("pull"), &pre, &[name])
+        .output()
+        .unwrap();
+    ok(done, &format!("pull of {name}"));
+    crate::sharedfs::archive_layers(out)
+}
+
 /// Issue 17: through a stock sshd jump host, an inner SSH connection rides
 /// one `direct-tcpip` channel, whose window (OpenSSH grants 2 MiB) holds
 /// an upload to about 2 MiB per round trip to the jump, however many
@@ -521,32 +581,8 @@ fn a_push_through_a_jump_host_sends_big_blobs_on_connections_of_their_own() {
     if !require_tool("/usr/sbin/sshd", "openssh-server") || !require_tool("python3", "python3") {
         return;
     }
-    let log = f.dir.path().join("server.log");
-    let server = SshServer::start_logged(&f.root, &f.authorized, &f.state, &[], &log);
-    let bastion = f.bastion();
-    f.trust(&[
-        server.known_hosts_line(),
-        known_hosts_line(bastion.port, &bastion.host_key),
-    ]);
-    let mut via = Via::native(&f, server.port());
-    via.flags
-        .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
-    let log_len = || {
-        std::fs::metadata(&log)
-            .map(|m| m.len() as usize)
-            .unwrap_or(0)
-    };
-    let push = |archive: &Path, name: &str| {
-        let from = log_len();
-        let input = archive.to_str().unwrap();
-        ok(
-            via.cmd("berth", Some("push"), &["-q", "--input", input], &[name])
-                .output()
-                .unwrap(),
-            "push through the jump",
-        );
-        connections_with_channels(&log, from)
-    };
+    let jump = BehindAJump::start(&f, &[]);
+    let (via, push) = (&jump.via, |a: &Path, n: &str| jump.push(a, n));
 
     // Layers of 40, 20 and 13 MiB: two of them big enough for their own.
     let big = crate::sharedfs::make_archives(&f.dir.path().join("big"), 17, 40, 1);
@@ -567,18 +603,7 @@ fn a_push_through_a_jump_host_sends_big_blobs_on_connections_of_their_own() {
             .dir
             .path()
             .join(format!("{}.tar", name.replace(['/', ':'], "-")));
-        ok(
-            via.cmd(
-                "berth",
-                Some("pull"),
-                &["-q", "-o", out.to_str().unwrap()],
-                &[name],
-            )
-            .output()
-            .unwrap(),
-            "pull through the jump",
-        );
-        assert_eq!(crate::sharedfs::archive_layers(&out), archive.layers);
+        assert_eq!(pulled_layers(via, name, &out), archive.layers);
     }
     assert_fsck_clean(&f.root);
 }
@@ -593,57 +618,21 @@ fn a_push_through_a_jump_host_shares_its_connection_when_no_other_login_is_let_i
     if !require_tool("/usr/sbin/sshd", "openssh-server") || !require_tool("python3", "python3") {
         return;
     }
-    let log = f.dir.path().join("server.log");
-    let server = SshServer::start_logged(
-        &f.root,
-        &f.authorized,
-        &f.state,
-        &["--max-connections", "1"],
-        &log,
-    );
-    let bastion = f.bastion();
-    f.trust(&[
-        server.known_hosts_line(),
-        known_hosts_line(bastion.port, &bastion.host_key),
-    ]);
-    let mut via = Via::native(&f, server.port());
-    via.flags
-        .extend(["-J".to_string(), format!("root@127.0.0.1:{}", bastion.port)]);
+    let jump = BehindAJump::start(&f, &["--max-connections", "1"]);
     let big = crate::sharedfs::make_archives(&f.dir.path().join("big"), 19, 40, 1);
-    let input = big[0].path.to_str().unwrap();
-    ok(
-        via.cmd(
-            "berth",
-            Some("push"),
-            &["-q", "--input", input],
-            &["team/big:1"],
-        )
-        .output()
-        .unwrap(),
-        "push through the jump",
-    );
-    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(jump.push(&big[0].path, "team/big:1").len(), 1);
+    let text = std::fs::read_to_string(&jump.log).unwrap();
     assert!(
         text.contains("--max-connections"),
         "no extra login was tried:\n{text}"
     );
-    assert_eq!(connections_with_channels(&log, 0).len(), 1);
     // Read back from the store itself: another login could still find the
     // push's slot taken until the server has seen its connection close.
     let out = f.dir.path().join("back.tar");
-    ok(
-        Via::local(&f.root)
-            .cmd(
-                "berth",
-                Some("pull"),
-                &["-q", "-o", out.to_str().unwrap()],
-                &["team/big:1"],
-            )
-            .output()
-            .unwrap(),
-        "pull from the store",
+    assert_eq!(
+        pulled_layers(&Via::local(&f.root), "team/big:1", &out),
+        big[0].layers
     );
-    assert_eq!(crate::sharedfs::archive_layers(&out), big[0].layers);
     assert_fsck_clean(&f.root);
 }
 
