@@ -1,6 +1,7 @@
 //! The built-in SSH client (russh): one authenticated connection per
 //! registry, shared by every stream (a `docker-registry` subsystem channel
-//! each), re-established when it drops.
+//! each), re-established when it drops; through jump hosts, up to 3 more
+//! for big uploads ([`SshTransport::open_bulk`]).
 //!
 //! Done the way OpenSSH users expect (`russh.md` §3):
 //! * host keys checked against `~/.ssh/known_hosts` (or `--known-hosts`),
