@@ -533,7 +533,7 @@ impl SshTransport {
     /// streams go inside). So a bulk stream gets an inner connection that
     /// carries no other bulk stream: a free one, or a new one logged in
     /// through the same jump connection (no new login at the jump), up to
-    /// [`MAX_LANES`]; beyond that it shares the least busy. A lane that
+    /// 4 (`MAX_LANES`); beyond that it shares the least busy. A lane that
     /// cannot be logged in costs nothing but the try: the stream shares.
     /// Without jump hosts this is [`Self::open`]: the registry's windows
     /// are berth's own.
