@@ -580,7 +580,7 @@ async fn stage(ctx: &Ctx, job: &Job) -> Result<Staged, ArchiveError> {
         // Through a jump host the jump's window holds back each inner SSH
         // connection: a big blob goes on one of its own.
         ctx.conns.give_back(conn);
-        conn = V2Connection::open_for_upload(&ctx.transport, blob.size).await?;
+        conn = V2Connection::open_bulk(&ctx.transport).await?;
     }
     let sent = Arc::new(AtomicU64::new(0));
     if let Some((loc, offset)) = resumable(&mut conn, first, blob, &ctx.resume).await? {

@@ -315,50 +315,6 @@ fn judge_host_key(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(line: &str) -> russh::keys::PublicKey {
-        russh::keys::PublicKey::from_openssh(line).unwrap()
-    }
-
-    #[test]
-    fn a_host_key_is_judged_on_one_reading_of_known_hosts() {
-        let ed =
-            key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHL0PChPZ6Fqos+T44h2mTheZbQyEwx3jfbfo+CNbQ3Y");
-        let other_ed =
-            key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJVE8wjZq2fuSewIEpGy8NJK5oruKdWzuNPSz/UnTwlN");
-        let ecdsa = key(
-            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBLvNmxHi4iLand/\
-             URSg28z1mDXfTFrpOvlK3rpeCbg4Gl4ViH6egSLYjp/Fq1brVFTQHk6ExOtWJklKTGYFpFH8=",
-        );
-        assert_eq!(judge_host_key(&[], &ed), HostKeyVerdict::Unknown);
-        assert_eq!(
-            judge_host_key(&[(3, ed.clone())], &ed),
-            HostKeyVerdict::Known
-        );
-        // Two clients that met the host at once each recorded it.
-        assert_eq!(
-            judge_host_key(&[(1, ed.clone()), (2, ed.clone())], &ed),
-            HostKeyVerdict::Known
-        );
-        assert_eq!(
-            judge_host_key(&[(4, other_ed.clone())], &ed),
-            HostKeyVerdict::Changed { line: 4 }
-        );
-        assert_eq!(
-            judge_host_key(&[(5, ecdsa.clone())], &ed),
-            HostKeyVerdict::OtherTypes
-        );
-        // The recorded key found among others: no warning.
-        assert_eq!(
-            judge_host_key(&[(1, ecdsa), (2, other_ed), (3, ed.clone())], &ed),
-            HostKeyVerdict::Known
-        );
-    }
-}
-
 /// An authenticated connection, with the jump-host connections it tunnels
 /// through (kept alive as long as it is).
 struct Session {
@@ -376,6 +332,15 @@ struct Lane {
     handle: Handle<Verifier>,
     /// Bulk streams on it: [`LaneClaim`]s alive.
     bulk: AtomicUsize,
+}
+
+impl Lane {
+    fn new(handle: Handle<Verifier>) -> Arc<Lane> {
+        Arc::new(Lane {
+            handle,
+            bulk: AtomicUsize::new(0),
+        })
+    }
 }
 
 /// A bulk stream's hold on its lane, given back when the stream ends.
@@ -401,6 +366,25 @@ struct ExtraLanes {
     opening: usize,
 }
 
+/// What [`SshTransport::open_bulk`] does for a bulk stream: claim a lane
+/// without one, or log in a new one, or share the least busy.
+enum LaneChoice {
+    Claimed(LaneClaim),
+    AddOne,
+}
+
+/// Of `lanes` (the primary first), the one carrying the fewest bulk
+/// streams; the first of those on a tie.
+fn least_busy_of(lanes: &[Arc<Lane>]) -> Arc<Lane> {
+    let mut best = &lanes[0];
+    for lane in &lanes[1..] {
+        if lane.bulk.load(Ordering::Acquire) < best.bulk.load(Ordering::Acquire) {
+            best = lane;
+        }
+    }
+    best.clone()
+}
+
 impl Session {
     fn is_closed(&self) -> bool {
         self.primary.handle.is_closed() || self.jumps.iter().any(|j| j.is_closed())
@@ -421,23 +405,9 @@ impl Session {
 
     /// The lane carrying the fewest bulk streams (the primary on a tie).
     fn least_busy(&self, extra: &mut ExtraLanes) -> Arc<Lane> {
-        let lanes = self.lanes(extra);
-        lanes
-            .iter()
-            .min_by_key(|l| l.bulk.load(Ordering::Acquire))
-            .unwrap_or(&self.primary)
-            .clone()
+        least_busy_of(&self.lanes(extra))
     }
-}
 
-/// What [`SshTransport::open_bulk`] does for a bulk stream: claim a lane
-/// without one, or log in a new one, or share the least busy.
-enum LaneChoice {
-    Claimed(LaneClaim),
-    AddOne,
-}
-
-impl Session {
     /// Claims a lane carrying no bulk stream, or reserves a new one while
     /// fewer than [`MAX_LANES`] exist; otherwise claims the least busy.
     fn choose_bulk_lane(&self) -> LaneChoice {
@@ -450,7 +420,7 @@ impl Session {
             extra.opening += 1;
             return LaneChoice::AddOne;
         }
-        LaneChoice::Claimed(LaneClaim::new(&self.least_busy(&mut extra)))
+        LaneChoice::Claimed(LaneClaim::new(&least_busy_of(&lanes)))
     }
 
     /// Ends a reservation of [`Self::choose_bulk_lane`]: the new lane
@@ -460,10 +430,7 @@ impl Session {
         extra.opening -= 1;
         match handle {
             Some(handle) => {
-                let lane = Arc::new(Lane {
-                    handle,
-                    bulk: AtomicUsize::new(0),
-                });
+                let lane = Lane::new(handle);
                 extra.lanes.push(lane.clone());
                 LaneClaim::new(&lane)
             }
@@ -648,10 +615,7 @@ impl SshTransport {
         let via = jumps.last().map(|(h, t)| (h, *t));
         let handle = self.connect_hop(via, &self.target, &known_hosts).await?;
         Ok(Session {
-            primary: Arc::new(Lane {
-                handle,
-                bulk: AtomicUsize::new(0),
-            }),
+            primary: Lane::new(handle),
             extra: Default::default(),
             jumps: jumps.into_iter().map(|(h, _)| h).collect(),
         })
@@ -936,5 +900,49 @@ fn cpu_has_aes() -> bool {
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(line: &str) -> russh::keys::PublicKey {
+        russh::keys::PublicKey::from_openssh(line).unwrap()
+    }
+
+    #[test]
+    fn a_host_key_is_judged_on_one_reading_of_known_hosts() {
+        let ed =
+            key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHL0PChPZ6Fqos+T44h2mTheZbQyEwx3jfbfo+CNbQ3Y");
+        let other_ed =
+            key("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJVE8wjZq2fuSewIEpGy8NJK5oruKdWzuNPSz/UnTwlN");
+        let ecdsa = key(
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBLvNmxHi4iLand/\
+             URSg28z1mDXfTFrpOvlK3rpeCbg4Gl4ViH6egSLYjp/Fq1brVFTQHk6ExOtWJklKTGYFpFH8=",
+        );
+        assert_eq!(judge_host_key(&[], &ed), HostKeyVerdict::Unknown);
+        assert_eq!(
+            judge_host_key(&[(3, ed.clone())], &ed),
+            HostKeyVerdict::Known
+        );
+        // Two clients that met the host at once each recorded it.
+        assert_eq!(
+            judge_host_key(&[(1, ed.clone()), (2, ed.clone())], &ed),
+            HostKeyVerdict::Known
+        );
+        assert_eq!(
+            judge_host_key(&[(4, other_ed.clone())], &ed),
+            HostKeyVerdict::Changed { line: 4 }
+        );
+        assert_eq!(
+            judge_host_key(&[(5, ecdsa.clone())], &ed),
+            HostKeyVerdict::OtherTypes
+        );
+        // The recorded key found among others: no warning.
+        assert_eq!(
+            judge_host_key(&[(1, ecdsa), (2, other_ed), (3, ed.clone())], &ed),
+            HostKeyVerdict::Known
+        );
     }
 }
