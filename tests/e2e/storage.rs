@@ -8,11 +8,11 @@
 //! failures are values: a killed server or a refused push is an expected
 //! outcome here, and what matters is what the store shows afterwards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -889,5 +889,220 @@ fn a_second_writer_of_one_session_is_refused_across_servers() {
     let r = get(a.addr, &format!("/v2/one/writer/blobs/{digest}")).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body == blob, "the published blob differs");
+    assert_fsck_clean(&root);
+}
+
+/// Syscalls of a traced server that give a file a name or make it durable,
+/// as `strace -f -y` prints them.
+#[derive(Debug, PartialEq)]
+enum Traced {
+    /// `fsync`/`fdatasync` of the file at this path.
+    Synced(String),
+    /// A successful `link*`/`rename*` from the first path to the second.
+    Named(String, String),
+}
+
+/// Parses one line of `strace -f -y -e trace=…` output (`PID call(args) = 0`);
+/// failed calls and anything else are `None`.
+fn traced(line: &str) -> Option<Traced> {
+    let call = line
+        .split_once(' ')
+        .map_or(line, |(_, rest)| rest.trim_start());
+    if !call.trim_end().ends_with("= 0") {
+        return None;
+    }
+    let quoted: Vec<&str> = call.split('"').skip(1).step_by(2).collect();
+    if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
+        let path = call.split_once('<')?.1.split_once('>')?.0;
+        Some(Traced::Synced(path.to_string()))
+    } else if ["link(", "linkat(", "rename(", "renameat(", "renameat2("]
+        .iter()
+        .any(|c| call.starts_with(c))
+    {
+        match quoted[..] {
+            [from, to] => Some(Traced::Named(from.to_string(), to.to_string())),
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
+
+/// The calls of `strace -f` output whole, in the order they returned: a call
+/// another thread interrupted is printed as `PID call(… <unfinished ...>` and
+/// later `PID <... call resumed>…) = 0`; the two halves are joined at the
+/// second.
+fn stitched(text: &str) -> Vec<String> {
+    let mut pending: HashMap<String, String> = HashMap::new();
+    let mut calls = Vec::new();
+    for line in text.lines() {
+        let (pid, call) = line.split_once(' ').unwrap_or(("", line));
+        let call = call.trim_start();
+        if let Some(head) = call.strip_suffix("<unfinished ...>") {
+            pending.insert(pid.to_string(), head.trim_end().to_string());
+        } else if call.starts_with("<... ") {
+            let tail = call.split_once("resumed>").map_or("", |(_, t)| t);
+            let head = pending.remove(pid).unwrap_or_default();
+            calls.push(format!("{pid} {head}{tail}"));
+        } else {
+            calls.push(line.to_string());
+        }
+    }
+    calls
+}
+
+/// Whether `path` names content in the blob pool (`blobs/sha256/<hex>`).
+fn in_pool(path: &str) -> bool {
+    let mut parts = path.rsplit('/');
+    let (Some(name), Some(alg), Some("blobs")) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    matches!(alg, "sha256" | "sha512")
+        && name.len() >= 64
+        && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[test]
+fn traced_syscalls_are_parsed() {
+    let sync = r#"4242  fsync(9</s/blobs/sha256/.tmp-blob-00ff>) = 0"#;
+    assert_eq!(
+        traced(sync),
+        Some(Traced::Synced("/s/blobs/sha256/.tmp-blob-00ff".into()))
+    );
+    let link = r#"4243 linkat(AT_FDCWD, "/s/a", AT_FDCWD, "/s/b", 0) = 0"#;
+    assert_eq!(
+        traced(link),
+        Some(Traced::Named("/s/a".into(), "/s/b".into()))
+    );
+    let failed = r#"4243 linkat(AT_FDCWD, "/s/a", AT_FDCWD, "/s/b", 0) = -1 EEXIST (File exists)"#;
+    assert_eq!(traced(failed), None);
+    let rename = r#"7 renameat2(AT_FDCWD, "/s/t", AT_FDCWD, "/s/u", RENAME_NOREPLACE) = 0"#;
+    let split = "5 fsync(3</s/x> <unfinished ...>\n6 rename(\"/a\", \"/b\") = 0\n5 <... fsync resumed>) = 0";
+    assert_eq!(
+        stitched(split),
+        vec![
+            r#"6 rename("/a", "/b") = 0"#.to_string(),
+            "5 fsync(3</s/x>) = 0".to_string()
+        ]
+    );
+    assert_eq!(
+        traced(rename),
+        Some(Traced::Named("/s/t".into(), "/s/u".into()))
+    );
+    assert!(in_pool(&format!("/s/blobs/sha256/{}", "a".repeat(64))));
+    assert!(!in_pool("/s/blobs/sha256/.tmp-blob-00ff"));
+    assert!(!in_pool(&format!(
+        "/s/_berth/facts/sha256/{}",
+        "a".repeat(64)
+    )));
+}
+
+/// A power cut must never leave a short or empty file under a digest name:
+/// the pool is trusted by name (a re-push of present content writes nothing).
+/// So every file that gets a name in the pool was fsynced first, under that
+/// name or one it was linked or renamed from. The server runs under `strace`
+/// while V2 blobs (session and monolithic), configs and manifests are pushed
+/// and a V1 push is read back over V2 (its derived config and manifest).
+#[test]
+fn every_file_named_in_the_pool_was_fsynced_first() {
+    if !require_tool("strace", "strace") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let trace = dir.path().join("trace");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-y", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=fsync,fdatasync,link,linkat,rename,renameat,renameat2",
+        ])
+        .arg(bin("berth-server"))
+        .args([
+            "http",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "tester",
+            "--root",
+        ])
+        .arg(&root);
+    let (mut server, line) = spawn_logging_until_line(
+        cmd,
+        "http on",
+        "berth-server http under strace",
+        Stdio::inherit(),
+    );
+    let addr = addr_in(&line);
+
+    let img = v2_img(1, 1, 300 << 10);
+    v2_push(addr, "durable/v2", "1", &img).unwrap();
+    let mono = random_bytes(200 << 10, 77);
+    let d = digest(&mono);
+    let r = fetch(
+        addr,
+        "POST",
+        &format!("/v2/durable/v2/blobs/uploads/?digest={d}"),
+        &[("Content-Type", "application/octet-stream")],
+        &mono,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "monolithic upload: {}", r.text());
+    let v1 = v1_img(2, 2, 100 << 10);
+    v1_push(addr, "durable/v1", "1", &v1).unwrap();
+    get(addr, "/v2/durable/v1/manifests/1")
+        .unwrap()
+        .expect(200, "the V1 image read over V2")
+        .unwrap();
+
+    // The tracer's child is the server: stop it first, so strace sees it exit.
+    let strace_pid = server.child.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children"))
+            .unwrap_or_default();
+    for pid in children.split_whitespace() {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+    let _ = server.child.wait();
+    server.kill();
+
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let mut durable = HashSet::new();
+    let mut published = Vec::new();
+    for event in stitched(&text).iter().filter_map(|c| traced(c)) {
+        match event {
+            Traced::Synced(path) => {
+                durable.insert(path);
+            }
+            Traced::Named(from, to) => {
+                let synced = durable.contains(&from);
+                if in_pool(&to) {
+                    published.push((from.clone(), to.clone(), synced));
+                }
+                if synced {
+                    durable.insert(to);
+                }
+            }
+        }
+    }
+    // The V2 image's two layers, config and manifest, the monolithic blob,
+    // the V1 image's two layers, and the config and manifest derived from
+    // it: nine names given in the pool at least.
+    assert!(
+        published.len() >= 9,
+        "only {} pool names seen in the trace:\n{text}",
+        published.len()
+    );
+    let unsynced: Vec<String> = published
+        .iter()
+        .filter(|(_, _, synced)| !synced)
+        .map(|(from, to, _)| format!("{from} -> {to}"))
+        .collect();
+    assert!(
+        unsynced.is_empty(),
+        "named in the pool without an fsync first:\n{}",
+        unsynced.join("\n")
+    );
     assert_fsck_clean(&root);
 }

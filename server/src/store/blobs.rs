@@ -38,12 +38,16 @@ impl Store {
 
     /// Publishes a verified temp file (whose hash is `digest`) into the pool.
     /// Returns `false` when the blob was already there (the temp is dropped).
-    pub fn commit_blob(&self, temp: TempFile, digest: &Digest) -> io::Result<bool> {
+    /// The temp is fsynced before it gets the name: the pool is trusted by
+    /// name (a re-push of present content writes nothing), so a power cut
+    /// must not leave a short file there.
+    pub fn commit_blob(&self, mut temp: TempFile, digest: &Digest) -> io::Result<bool> {
         let dest = self.paths().blob(digest);
         super::atomic::create_dirs(self.paths().blobs_dir(digest.algorithm()))?;
         if dest.exists() {
             return Ok(false);
         }
+        temp.sync()?;
         match fs::hard_link(temp.path(), &dest) {
             Ok(()) => {
                 sync_parent(&dest)?;
@@ -60,9 +64,16 @@ impl Store {
 
     /// Places a verified temp file at `dest` *and* in the pool under `digest`,
     /// sharing one copy of the bytes (a hard link) whenever possible.
-    pub fn commit_linked(&self, temp: TempFile, digest: &Digest, dest: &Path) -> io::Result<()> {
+    /// fsynced first, as in [`Store::commit_blob`].
+    pub fn commit_linked(
+        &self,
+        mut temp: TempFile,
+        digest: &Digest,
+        dest: &Path,
+    ) -> io::Result<()> {
         let blob = self.paths().blob(digest);
         super::atomic::create_dirs(self.paths().blobs_dir(digest.algorithm()))?;
+        temp.sync()?;
         match fs::hard_link(temp.path(), &blob) {
             Ok(()) => {
                 sync_parent(&blob)?;
