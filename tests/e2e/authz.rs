@@ -357,3 +357,86 @@ fn authorization_matrix_over_ssh_and_the_shim() {
         }
     }
 }
+
+/// A writer cannot learn from the catalog's summaries whether a manifest
+/// exists elsewhere in the store. Mallory pushes to her own repository two
+/// image manifests that also carry a `manifests` list (which no image
+/// manifest has): one naming alice's private manifest, one naming a digest
+/// that exists nowhere. `/_berth/tags` must describe the two alike; read as
+/// an index, the first showed the size and creation time of alice's image.
+#[test]
+fn a_manifest_list_smuggled_into_an_image_manifest_tells_the_catalog_nothing() {
+    let Some(t) = Tenants::new() else { return };
+    let server = t.start();
+    let port = server.port();
+    let known = t.known_hosts(&server);
+    let alice_manifest = {
+        let mut c = RegistrySession::open("ssh", Some(&t.alice.private), port, &known);
+        v2_push(&mut c.http, "private/app", "1", &[random_bytes(5000, 1501)])
+    };
+
+    let mut c = RegistrySession::open("ssh", Some(&t.mallory.private), port, &known);
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let config_digest = try_v2_push_blob(&mut c.http, "evil/x", &config).unwrap();
+    let nowhere = format!("sha256:{}", sha256_hex(b"exists nowhere"));
+    for (tag, child) in [
+        ("probe", alice_manifest.as_str()),
+        ("control", nowhere.as_str()),
+    ] {
+        let body = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest, "size": config.len(),
+            },
+            "layers": [],
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": child, "size": 1000,
+                "platform": {"os": "linux", "architecture": "amd64"},
+            }],
+        });
+        let body = serde_json::to_vec(&body).unwrap();
+        let r = c.http.request(
+            "PUT",
+            &format!("/v2/evil/x/manifests/{tag}"),
+            &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+            ReqBody::Sized(&body),
+        );
+        assert_eq!(r.status, 201, "PUT {tag}: {}", r.text());
+    }
+
+    let r = c
+        .http
+        .request("GET", "/_berth/tags?repository=evil/x", &[], ReqBody::None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let listing = r.json();
+    let described = |tag: &str| {
+        let mut entry = listing["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["tag"] == tag)
+            .unwrap_or_else(|| panic!("no {tag} in {listing}"))
+            .clone();
+        // What differs by construction: the names and the manifests' own digests.
+        let text = entry.to_string();
+        let own = entry["digest"].as_str().unwrap().to_string();
+        entry = serde_json::from_str(
+            &text
+                .replace(&own, "OWN")
+                .replace(&alice_manifest, "CHILD")
+                .replace(&nowhere, "CHILD"),
+        )
+        .unwrap();
+        entry["tag"] = serde_json::Value::Null;
+        entry["pushed"] = serde_json::Value::Null;
+        entry
+    };
+    assert_eq!(
+        described("probe"),
+        described("control"),
+        "the catalog tells a manifest that exists elsewhere from one that exists nowhere"
+    );
+}

@@ -21,6 +21,7 @@ use super::v2::routes::query_param;
 use super::{blocking, Identity, Registry};
 use crate::access::{Action, Policy};
 use crate::names::{Digest, RepoName, Tag};
+use crate::store::media::{self, ManifestKind};
 use crate::store::{Store, StoreError};
 
 /// Largest page of repository summaries one request may ask for.
@@ -250,7 +251,7 @@ fn tag_facts(store: &Store, repo: &RepoName, tag: &Tag) -> Result<Option<TagFact
         mtime(&store.paths().tag(repo, tag))
     };
     let mut blobs = BTreeMap::new();
-    let described = describe_manifest(store, &digest, &mut blobs, 0)?;
+    let described = describe_manifest(store, repo, &digest, &mut blobs, 0)?;
     let mut json = described.unwrap_or_else(|| json!({ "digest": digest.as_str() }));
     json["tag"] = json!(tag.as_str());
     json["origin"] = json!(if v2 { "V2" } else { "V1" });
@@ -266,13 +267,26 @@ fn tag_facts(store: &Store, repo: &RepoName, tag: &Tag) -> Result<Option<TagFact
 /// manifest (an index: of each child), adding its config and layer blobs
 /// to `blobs` (the size of an image is what a pull downloads besides
 /// manifests).
+///
+/// `digest` is what a tag of `repo` names. What the manifest names is
+/// followed only as a manifest PUT to `repo` checked it: an index's
+/// children (only those linked in `repo`), an image's config and layers.
+/// Reading an image manifest's stray `manifests` list, or a child found
+/// elsewhere in the store, would tell a writer of `repo` the size and age
+/// of any manifest whose digest it guesses.
 fn describe_manifest(
     store: &Store,
+    repo: &RepoName,
     digest: &Digest,
     blobs: &mut BTreeMap<String, u64>,
     depth: usize,
 ) -> Result<Option<Value>, Refusal> {
-    let Some((media_type, bytes)) = store.manifest(digest)? else {
+    let found = if depth == 0 {
+        store.manifest(digest)?
+    } else {
+        store.manifest_in_repo(repo, digest)?
+    };
+    let Some((media_type, bytes)) = found else {
         return Ok(None);
     };
     let Ok(manifest) = serde_json::from_slice::<Value>(&bytes) else {
@@ -280,7 +294,11 @@ fn describe_manifest(
             json!({ "digest": digest.as_str(), "media_type": media_type }),
         ));
     };
-    if let Some(children) = manifest["manifests"].as_array() {
+    let children = match media::manifest_kind(&media_type) {
+        Some(ManifestKind::Index) => manifest["manifests"].as_array(),
+        _ => None,
+    };
+    if let Some(children) = children {
         let mut platforms = Vec::new();
         let mut total = 0u64;
         for child in children.iter().take(64) {
@@ -289,7 +307,7 @@ fn describe_manifest(
             };
             let mut own = BTreeMap::new();
             let described = if depth < 2 {
-                describe_manifest(store, &cd, &mut own, depth + 1)?
+                describe_manifest(store, repo, &cd, &mut own, depth + 1)?
             } else {
                 None
             };
