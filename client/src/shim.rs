@@ -16,8 +16,9 @@
 //! berth-server's loopback rule (`berth_server::http::loopback_refusal`): a
 //! `Host` that is not a loopback name (DNS rebinding) answers 421, an
 //! `Origin` other than the shim itself 403. Later requests on the same
-//! connection are piped unread: a browser keeps one Host per connection,
-//! and its first request from a foreign page is refused, which closes it.
+//! connection are piped unread, so a browser's request goes on with
+//! `Connection: close` (`closing`): each of its requests is the first of
+//! a connection, and checked.
 //!
 //! On a loopback address the shim also serves the browsable catalog
 //! (`berth_server::catalog`): a connection whose first request is for `/`
@@ -249,6 +250,49 @@ async fn send(stream: &mut Stream, data: &[u8]) -> (usize, std::io::Result<()>) 
     (sent, Ok(()))
 }
 
+/// Whether a request head was sent by a web browser: browsers send an
+/// `Origin` or `Sec-Fetch-*` header or a `Mozilla/` User-Agent (a page can
+/// neither drop the first two nor, without a preflight the Origin check
+/// refuses, change the third); Docker, podman, skopeo and curl send none.
+fn from_browser(head: &[u8]) -> bool {
+    let head = &head[..head_len(head)];
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .any(|(name, value)| {
+            let name = name.trim().to_ascii_lowercase();
+            name == "origin"
+                || name.starts_with("sec-fetch-")
+                || (name == "user-agent" && value.trim_start().starts_with("Mozilla/"))
+        })
+}
+
+/// `first` with its request head's `Connection` headers replaced by
+/// `Connection: close`, so the registry answers that one request and ends
+/// the connection. Only the first head of a connection is checked (the rest
+/// is piped unread), so a browser must not get a second request onto a
+/// connection whose first one passed: a page's request without `Origin`
+/// (a no-cors GET) followed by a POST with a foreign one. Bytes after the
+/// head (a body) are kept; an incomplete head is returned unchanged.
+fn closing(first: &[u8]) -> Vec<u8> {
+    let Some(end) = first.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return first.to_vec();
+    };
+    let mut out = Vec::with_capacity(first.len() + 19);
+    // Each line with its "\r\n": the request line, then the headers.
+    for line in first[..end + 2].split_inclusive(|&b| b == b'\n') {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if line.contains(&b':') && name.trim_ascii().eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(&first[end + 4..]);
+    out
+}
+
 /// Length of the request head at the start of `first` (through its blank
 /// line); all of `first` when it holds no complete head (a partial head, or
 /// bytes that are no HTTP, on which the registry acts neither).
@@ -295,6 +339,9 @@ async fn pipe(
                 return;
             }
         }
+        if from_browser(&first) {
+            first = closing(&first);
+        }
     }
     let mut stream = match stream_for(streams, &first).await {
         Ok(Some(s)) => s,
@@ -321,6 +368,35 @@ async fn pipe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn browsers_are_told_from_tools_by_their_headers() {
+        let head =
+            |h: &str| format!("GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1\r\n{h}\r\n").into_bytes();
+        assert!(from_browser(&head("Origin: http://evil.example\r\n")));
+        assert!(from_browser(&head("sec-fetch-site: cross-site\r\n")));
+        assert!(from_browser(&head("User-Agent: Mozilla/5.0 (X11)\r\n")));
+        assert!(!from_browser(&head(
+            "User-Agent: docker/28.2.2 go/go1.24\r\n"
+        )));
+        assert!(!from_browser(&head("User-Agent: skopeo/1.9.3\r\n")));
+        assert!(!from_browser(&head("")));
+        // Only the head counts, not a body that mentions the header.
+        let mut with_body = head("Content-Length: 9\r\n");
+        with_body.extend_from_slice(b"Origin: x");
+        assert!(!from_browser(&with_body));
+    }
+
+    #[test]
+    fn a_browser_request_is_sent_on_as_the_last_of_its_connection() {
+        let first = b"POST /v2/a/b/blobs/uploads/ HTTP/1.1\r\nHost: 127.0.0.1\r\nconnection: keep-alive\r\nContent-Length: 4\r\n\r\nbody";
+        assert_eq!(
+            closing(first),
+            b"POST /v2/a/b/blobs/uploads/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+        );
+        let partial = b"GET /v2/ HTTP/1.1\r\nHost: 127.0";
+        assert_eq!(closing(partial), partial);
+    }
 
     #[test]
     fn a_tls_client_hello_is_not_waited_on() {

@@ -533,6 +533,84 @@ fn berth_shim_refuses_foreign_host_and_origin() {
     check_loopback_listener(addr_in(&line.replace("http://", "")));
 }
 
+/// The shim checks only the first request head of a connection, so a page
+/// must not get a second request onto a connection whose first one passed:
+/// a request without `Origin` (what a no-cors GET sends), then a POST with a
+/// foreign `Origin` on the same connection. A browser's request is the last
+/// of its connection; a tool's connection stays open for its next request.
+#[test]
+fn berth_shim_lets_no_browser_request_ride_behind_a_checked_one() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let mut cmd = Command::new(bin("berth"));
+    cmd.args(["shim", "--listen", "127.0.0.1:0"]).arg(&root);
+    let (_shim, line) = spawn_until_line(cmd, "berth shim: serving", "berth shim");
+    let addr = addr_in(&line.replace("http://", ""));
+    let port = addr.port();
+
+    /// Sends `head` and reads one answer; its status, and whether the
+    /// connection is still open for another request.
+    fn exchange(tcp: &mut std::net::TcpStream, head: &str) -> Option<u16> {
+        tcp.write_all(head.as_bytes()).ok()?;
+        let mut reader = BufReader::new(tcp.try_clone().ok()?);
+        let mut status = String::new();
+        reader.read_line(&mut status).ok()?;
+        let code = status.split_whitespace().nth(1)?.parse().ok()?;
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).ok()?;
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok()?;
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(code)
+    }
+
+    let browser = "User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nSec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\n";
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let first = format!("GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{browser}\r\n");
+    assert_eq!(
+        exchange(&mut tcp, &first),
+        Some(200),
+        "the page's first request"
+    );
+    let second = format!(
+        "POST /v2/web/attack/blobs/uploads/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{browser}Origin: http://evil.example\r\nContent-Length: 0\r\n\r\n"
+    );
+    let answered = exchange(&mut tcp, &second);
+    assert!(
+        answered.is_none() || answered == Some(403),
+        "a foreign page's POST behind a checked request was answered {answered:?}"
+    );
+    assert!(
+        !root.join("_berth/uploads").exists()
+            || std::fs::read_dir(root.join("_berth/uploads"))
+                .unwrap()
+                .count()
+                == 0,
+        "the foreign page opened an upload session"
+    );
+
+    // A tool (no browser headers) keeps its connection for many requests.
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let tool =
+        format!("GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: skopeo/1.9.3\r\n\r\n");
+    for n in 0..3 {
+        assert_eq!(exchange(&mut tcp, &tool), Some(200), "tool request {n}");
+    }
+}
+
 // ---- item 13: BERTH_SSH_COMMAND ----------------------------------------------
 
 /// `ssh://-oProxyCommand=...` would make ssh run the proxy command; it is
