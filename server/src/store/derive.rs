@@ -52,7 +52,12 @@ fn drain<R: Read>(r: &mut R, h: &mut Sha256) -> io::Result<()> {
 /// Blob digest, size, diff_id and media type of stored layer bytes, in one pass.
 /// `Ok(None)` for a 0-byte layer (treated as adding no files).
 fn layer_facts(path: &Path) -> StoreResult<Option<LayerInfo>> {
-    let mut file = BufReader::with_capacity(256 * 1024, File::open(path)?);
+    layer_facts_of(&File::open(path)?)
+}
+
+/// [`layer_facts`] of an open file (read from its start).
+fn layer_facts_of(file: &File) -> StoreResult<Option<LayerInfo>> {
+    let mut file = BufReader::with_capacity(256 * 1024, file);
     let mut head = [0u8; 4];
     let got = {
         let probe = std::io::BufRead::fill_buf(&mut file)?;
@@ -141,22 +146,53 @@ impl Store {
                 info
             }
         };
-        if self.blob_size(&info.blob)?.is_none() {
-            // The V1 layer predates the pool (or links were impossible): add it.
-            let dest = self.paths().blob(&info.blob);
-            super::atomic::create_dirs(self.paths().blobs_dir(info.blob.algorithm()))?;
-            match fs::hard_link(&layer, &dest) {
-                Ok(()) => sync_parent(&dest)?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(_) => {
-                    let mut copy =
-                        TempFile::new_in(&self.paths().blobs_dir(info.blob.algorithm()), "blob")?;
-                    io::copy(&mut File::open(&layer)?, copy.file())?;
-                    copy.commit(&dest)?;
+        if self.blob_size(&info.blob)?.is_some() {
+            return Ok(Some(info));
+        }
+        // The V1 layer predates the pool (or links were impossible), or the
+        // record is stale (it outlived an earlier image of this id): measure
+        // the bytes again, and give the pool only the inode measured.
+        let file = File::open(&layer)?;
+        let Some(measured) = layer_facts_of(&file)? else {
+            return Ok(None);
+        };
+        if measured != info {
+            tracing::warn!(image = %id, recorded = %info.blob, measured = %measured.blob,
+                "a V1 layer record did not match the layer's bytes; recorded again");
+            self.set_v1_layer_info(id, &measured)?;
+        }
+        if self.blob_size(&measured.blob)?.is_none() {
+            self.add_measured_to_pool(&layer, &file, &measured.blob)?;
+        }
+        Ok(Some(measured))
+    }
+
+    /// Names in the pool, as `digest`, the bytes of `file` (open at `path`,
+    /// just measured): a hard link of `path` when it is still that inode,
+    /// else a copy from `file` itself.
+    fn add_measured_to_pool(&self, path: &Path, file: &File, digest: &Digest) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        let dest = self.paths().blob(digest);
+        let dir = self.paths().blobs_dir(digest.algorithm());
+        super::atomic::create_dirs(&dir)?;
+        let measured = file.metadata()?;
+        let same_inode = |m: &fs::Metadata| m.dev() == measured.dev() && m.ino() == measured.ino();
+        if fs::metadata(path).is_ok_and(|m| same_inode(&m)) {
+            match fs::hard_link(path, &dest) {
+                Ok(()) if fs::metadata(&dest).is_ok_and(|m| same_inode(&m)) => {
+                    return sync_parent(&dest)
                 }
+                // Replaced between the check and the link: not what was measured.
+                Ok(()) => fs::remove_file(&dest)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(_) => {}
             }
         }
-        Ok(Some(info))
+        let mut copy = TempFile::new_in(&dir, "blob")?;
+        let mut from = file;
+        io::Seek::rewind(&mut from)?;
+        io::copy(&mut from, copy.file())?;
+        copy.commit(&dest)
     }
 }
 
@@ -222,5 +258,42 @@ mod tests {
         fs::remove_file(store.paths().v1_layer_info(&a)).unwrap();
         fs::remove_file(store.paths().derived(&b)).unwrap();
         assert_eq!(store.derive_from_v1(&b).unwrap(), rec);
+    }
+
+    /// A layer record can outlive its image (gc removes the image first; a
+    /// quarantined image keeps it) and the id be pushed again with other
+    /// bytes. When the pool lacks the recorded blob, deriving must not link
+    /// the layer file under the recorded digest unverified: a later upload
+    /// of the true bytes would then meet that name and link the impostor.
+    #[tokio::test]
+    async fn a_stale_layer_record_never_names_other_bytes_in_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ImageId::parse(&"c".repeat(64)).unwrap();
+        let first = gz(&[1u8; 3000]);
+        let now = gz(&[2u8; 3000]);
+        v1_push(&store, &a, format!(r#"{{"id":"{a}"}}"#), now.clone()).await;
+        let stale = LayerInfo {
+            blob: Digest::of_bytes(&first),
+            size: first.len() as u64,
+            diff_id: Digest::of_bytes(&[1u8; 3000]),
+            media_type: media::DOCKER_LAYER_GZIP.to_string(),
+        };
+        store.set_v1_layer_info(&a, &stale).unwrap();
+        fs::remove_file(store.paths().derived(&a)).ok();
+
+        let rec = store.derive_from_v1(&a).unwrap();
+        if let Ok(bytes) = fs::read(store.paths().blob(&stale.blob)) {
+            assert_eq!(bytes, first, "the pool names other bytes {}", stale.blob);
+        }
+        let (_, manifest) = store.manifest(&rec.manifest).unwrap().unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let named = Digest::parse(m["layers"][0]["digest"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            named,
+            Digest::of_bytes(&now),
+            "the manifest names the layer's bytes"
+        );
+        assert_eq!(fs::read(store.paths().blob(&named)).unwrap(), now);
     }
 }
