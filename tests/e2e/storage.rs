@@ -1106,3 +1106,50 @@ fn every_file_named_in_the_pool_was_fsynced_first() {
     );
     assert_fsck_clean(&root);
 }
+
+/// gc decides on marks that can be a mark pass and 200 ms old, and re-reads
+/// each object's age right before it unlinks it. A push that names an old,
+/// unreferenced blob without rewriting it (HEAD says present, then the
+/// manifest PUT) must therefore make that blob young *before* the PUT checks
+/// it: the PUT renews each named blob and its link in the repository, so a
+/// concurrent gc either spares them or removed them before the check (and
+/// the client is asked to upload them again).
+#[test]
+fn a_manifest_push_renews_the_old_blobs_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let server = HttpServer::start(&root);
+    let img = v2_img(7, 7, 10_000);
+    for b in img.blobs() {
+        v2_upload(server.addr, "gc/renew", b).unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let named: Vec<std::path::PathBuf> = img
+        .blobs()
+        .flat_map(|b| {
+            let hex = digest(b).trim_start_matches("sha256:").to_string();
+            [
+                root.join("_berth/blobs/sha256").join(&hex),
+                root.join("_berth/v2/gc/renew/_blobs").join(&hex),
+            ]
+        })
+        .collect();
+    for path in &named {
+        std::fs::File::open(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .set_modified(two_hours_ago)
+            .unwrap();
+    }
+    let before = std::time::SystemTime::now() - Duration::from_secs(1);
+    try_v2_put_manifest(&mut Fresh(server.addr), "gc/renew", "1", &img).unwrap();
+    for path in &named {
+        let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+        assert!(
+            modified >= before,
+            "{} was named by a manifest PUT and kept its old time",
+            path.display()
+        );
+    }
+    v2_verify(server.addr, "gc/renew", &img).unwrap();
+    assert_fsck_clean(&root);
+}

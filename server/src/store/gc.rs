@@ -16,7 +16,9 @@
 //! group, and again whenever the sweep has run for a while, the references
 //! are marked afresh, and each object's age is re-read just before it is
 //! unlinked: an object a concurrent push started to reference (a new tag, a
-//! new manifest naming it, a hard link to it) survives.
+//! new manifest naming it, a hard link to it) survives. A manifest PUT
+//! renews what it names before it checks it ([`Store::renew_for_gc`]), so
+//! that re-read also protects an old blob a push names without writing it.
 //!
 //! What it does not do: rewrite the V1 `_index_images` lists (an entry naming
 //! a collected image is harmless: pulls go by tag and ancestry).
@@ -335,6 +337,53 @@ fn remove_counted(path: &Path) -> io::Result<Option<u64>> {
         Err(e) => return Err(e),
     };
     Ok(remove_durable(path)?.then_some(freed))
+}
+
+impl Store {
+    /// Makes what a manifest PUT to `repo` is about to name young again:
+    /// each digest's link in `repo`, and when that link exists its pool blob
+    /// and manifest record. Called *before* the PUT checks that the digests
+    /// are linked here. A gc running meanwhile decides on marks that may
+    /// predate the new tag, but re-reads each object's age right before its
+    /// unlink: renewed first, an object is either spared by that re-read or
+    /// already gone when the PUT checks it (the client is told to upload it
+    /// again). Without it, an old unreferenced blob that a push names
+    /// without rewriting it could be unlinked under the new tag for as long
+    /// as gc's marks are stale (a mark pass and up to [`REMARK_AFTER`]).
+    pub fn renew_for_gc<'a>(
+        &self,
+        repo: &crate::names::RepoName,
+        digests: impl IntoIterator<Item = &'a Digest>,
+    ) -> io::Result<()> {
+        let p = self.paths();
+        for d in digests {
+            if renew(&p.v2_blob_link(repo, d))? {
+                renew(&p.blob(d))?;
+                renew(&p.manifest_record(d))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets a file's mtime to now (its ctime follows); `false` when it does not
+/// exist. A file another account owns (a store shared by hosts running as
+/// different users) keeps its time: that push is then as exposed to a
+/// concurrent gc as before, which the log says at debug level.
+fn renew(path: &Path) -> io::Result<bool> {
+    let file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match file.set_modified(std::time::SystemTime::now()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::debug!("cannot renew {} for gc: {e}", path.display());
+            Ok(true)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Collects garbage under `store` (see the module doc for the protocol).

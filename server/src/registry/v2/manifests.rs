@@ -262,20 +262,13 @@ fn manifest_type(req: &Parts, value: &Value) -> Result<(String, ManifestKind), V
     Ok((chosen, kind))
 }
 
-/// Every digest a manifest references (blobs and children) that is not
-/// linked in the repository it is pushed to. Whether the digest exists in
-/// another repository is never looked at: the answer must not tell
-/// (issue 14), and a repository may only name what it already holds.
-fn missing_references(
-    store: &Store,
-    repo: &RepoName,
-    value: &Value,
-    kind: ManifestKind,
-) -> Result<Vec<V2Error>, Vec<V2Error>> {
+/// Every digest a manifest references that must be linked where it is
+/// pushed: an image's config and stored layers, an index's children.
+fn references(value: &Value, kind: ManifestKind) -> Result<Vec<Digest>, Vec<V2Error>> {
     let invalid = |e: translate::TranslateError| {
         vec![V2Error::new(ErrorCode::ManifestInvalid, e.to_string())]
     };
-    let refs: Vec<Digest> = match kind {
+    Ok(match kind {
         ManifestKind::Image => {
             let (config, layers) = translate::image_parts(value).map_err(invalid)?;
             let stored = layers
@@ -290,10 +283,21 @@ fn missing_references(
             .into_iter()
             .map(|(d, _)| d.digest)
             .collect(),
-    };
+    })
+}
+
+/// Every digest of `refs` (a manifest's [`references`]) that is not linked
+/// in the repository it is pushed to. Whether the digest exists in another
+/// repository is never looked at: the answer must not tell (issue 14), and
+/// a repository may only name what it already holds.
+fn missing_references(
+    store: &Store,
+    repo: &RepoName,
+    refs: &[Digest],
+) -> Result<Vec<V2Error>, Vec<V2Error>> {
     let mut missing = Vec::new();
     for d in refs {
-        if !store.blob_in_repo(repo, &d).v2()? {
+        if !store.blob_in_repo(repo, d).v2()? {
             missing.push(
                 V2Error::new(ErrorCode::ManifestBlobUnknown, "blob unknown to registry")
                     .detail(json!({ "digest": d.as_str() })),
@@ -422,7 +426,13 @@ pub async fn put(
     let written_tags = tags.clone();
     let check_diff_ids = kind == ManifestKind::Image && !reg.config().skip_diff_id_check;
     let tops = blocking(move || -> Result<Vec<Option<ImageId>>, Vec<V2Error>> {
-        let missing = missing_references(&store, &repo, &value, kind)?;
+        let refs = references(&value, kind)?;
+        // Renewed before they are checked (`Store::renew_for_gc`): a gc
+        // running now either spares them or has removed them already.
+        store
+            .renew_for_gc(&repo, refs.iter().chain(std::iter::once(&d)))
+            .v2()?;
+        let missing = missing_references(&store, &repo, &refs)?;
         if !missing.is_empty() {
             return Err(missing);
         }
