@@ -304,7 +304,47 @@ impl FileLock {
             file: None,
             path: key,
         };
-        let file = open_or_create(path, OpenOptions::new().read(true).write(true))?;
+        loop {
+            let file = open_or_create(path, OpenOptions::new().read(true).write(true))?;
+            if !lock_fd(&file, deadline)? {
+                return Ok(None);
+            }
+            // The holder we waited for may have unlinked the file before it
+            // let go (gc removing an image's directory): then the lock is on
+            // a file no path names, and the next comer creates another. Only
+            // a lock on the file the path names now excludes anyone.
+            if names_file(path, &file)? {
+                lock.file = Some(file);
+                return Ok(Some(lock));
+            }
+            tracing::debug!(
+                "lock file {} was replaced while we waited; locking again",
+                path.display()
+            );
+            if deadline.is_none() {
+                if let Some(dir) = path.parent() {
+                    create_dirs(dir)?;
+                }
+            }
+        }
+    }
+}
+
+/// Whether `path` names the open `file` (same device and inode).
+fn names_file(path: &Path, file: &File) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let held = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(m) => Ok(m.dev() == held.dev() && m.ino() == held.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes the `fcntl` write lock on all of `file`: waits for it without a
+/// `deadline`, else tries until then (`false` when it passed).
+fn lock_fd(file: &File, deadline: Option<Instant>) -> io::Result<bool> {
+    {
         // SAFETY: an all-zero `flock` struct is a valid value; fields set below.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = libc::F_WRLCK as _;
@@ -320,15 +360,14 @@ impl FileLock {
             // SAFETY: fd is open for the lifetime of `file`; `fl` is a valid flock.
             let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) };
             if rc == 0 {
-                lock.file = Some(file);
-                return Ok(Some(lock));
+                return Ok(true);
             }
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) | Some(libc::EACCES) if deadline.is_some() => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(None);
+                        return Ok(false);
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -455,6 +494,56 @@ mod tests {
                 .unwrap_err()
                 .kind(),
             io::ErrorKind::NotFound
+        );
+    }
+
+    /// Another process (gc removing an image) holds the lock and unlinks the
+    /// lock file before it lets go, while this one waits in `fcntl` on that
+    /// file. The wait then ends with a lock on a file no path names, and a
+    /// third process creates a new lock file and takes it too: two holders.
+    /// A granted lock must be on the file the path names now.
+    #[test]
+    fn a_lock_granted_on_an_unlinked_lock_file_is_taken_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        fs::write(&p, b"").unwrap();
+        // The holder: takes the lock, waits until a waiter is blocked on it
+        // (a "->" line in /proc/locks for this inode), unlinks, releases.
+        let holder = r#"
+import fcntl, os, sys, time
+path = sys.argv[1]
+f = open(path, "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+ino = os.fstat(f.fileno()).st_ino
+print("locked", flush=True)
+while not any("->" in l and f":{ino} " in l for l in open("/proc/locks")):
+    time.sleep(0.01)
+os.unlink(path)
+f.close()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(holder)
+            .arg(&p)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        io::BufRead::read_line(
+            &mut io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked");
+        let lock = FileLock::exclusive(&p).unwrap();
+        assert!(child.wait().unwrap().success());
+        use std::os::unix::fs::MetadataExt as _;
+        let held = lock.file.as_ref().unwrap().metadata().unwrap();
+        let named = fs::metadata(&p).expect("the lock file the path names");
+        assert_eq!(
+            (held.dev(), held.ino()),
+            (named.dev(), named.ino()),
+            "the lock is held on a file the path no longer names"
         );
     }
 }
