@@ -224,7 +224,8 @@ impl Store {
         if self.layer_put_state(id, user)? == ImageState::Published {
             return self.prove_layer(id, body, user).await;
         }
-        let mut prefix = fs::read(p.image_json(id))?;
+        let json = fs::read(p.image_json(id))?;
+        let mut prefix = json.clone();
         prefix.push(b'\n');
         let temp = TempFile::new_in(&p.image_dir(id), "layer")?;
         let done = ingest(body, temp, Some(prefix), Algorithm::Sha256, false).await?;
@@ -241,6 +242,15 @@ impl Store {
             // the steps and removes `_checksum`), so `_checksum` is theirs.
             if store.possession(&id)?.step(&user).is_none() {
                 return Err(uploaded_by_another(&id));
+            }
+            // The payload checksum was hashed with the json read before the
+            // upload; another PUT json (the same user elsewhere) may have
+            // replaced it since.
+            if fs::read(p.image_json(&id))? != json {
+                return Err(StoreError::Conflict(
+                    "the image's json was replaced during the layer upload; upload the layer again"
+                        .into(),
+                ));
             }
             store.commit_linked(done.temp, &done.digest, &p.image_layer(&id))?;
             let payload = done.prefixed.expect("prefix was given");
@@ -777,6 +787,52 @@ mod tests {
         // the layer is a hard link into the blob pool
         let blob = crate::names::Digest::of_bytes(b"layer");
         assert_eq!(store.blob_size(&blob).unwrap(), Some(5));
+    }
+
+    /// The same user on two hosts: one streams the layer while the other
+    /// PUTs a different json for the id. The layer's payload checksum was
+    /// hashed with the json read when the upload began; committing it under
+    /// the new json would record a checksum of json the image no longer has.
+    #[tokio::test]
+    async fn a_layer_whose_json_changed_during_its_upload_is_refused() {
+        use futures_util::stream;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = id('d');
+        let first = json_for(&a, None);
+        store.put_image_json(&a, &first, "u").unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let body =
+            http_body_util::StreamBody::new(Box::pin(stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| {
+                    (
+                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)),
+                        rx,
+                    )
+                })
+            })));
+        let upload = {
+            let store = store.clone();
+            let a = a.clone();
+            tokio::spawn(async move { store.put_image_layer(&a, body, "u").await })
+        };
+        // The second send waits for the first to be taken: the upload is
+        // under way, its json read.
+        tx.send(Bytes::from_static(b"half ")).await.unwrap();
+        tx.send(Bytes::from_static(b"more ")).await.unwrap();
+        let second = format!(r#"{{"id":"{a}","comment":"second"}}"#).into_bytes();
+        store.put_image_json(&a, &second, "u").unwrap();
+        tx.send(Bytes::from_static(b"layer")).await.unwrap();
+        drop(tx);
+        let result = upload.await.unwrap();
+        assert!(
+            matches!(result, Err(StoreError::Conflict(_))),
+            "a layer hashed with the old json was committed: {result:?}"
+        );
+        assert!(
+            !store.paths().image_checksum(&a).exists(),
+            "a checksum of the old json was recorded"
+        );
     }
 
     #[tokio::test]
