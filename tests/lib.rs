@@ -257,7 +257,18 @@ impl HttpServer {
     /// `berth-server http` on `root` with `extra` flags, its stderr (the
     /// server log) sent to `stderr`.
     pub fn start_with(root: &Path, extra: &[&str], stderr: Stdio) -> HttpServer {
-        let mut cmd = Command::new(bin("berth-server"));
+        Self::spawn(Command::new(bin("berth-server")), root, extra, stderr)
+    }
+
+    /// `berth-server http` on `root` run by `wrapper`, a program that takes
+    /// the server's command line after its own arguments (`strace -f -o
+    /// FILE`); `proc` is then the wrapper.
+    pub fn start_under(root: &Path, mut wrapper: Command) -> HttpServer {
+        wrapper.arg(bin("berth-server"));
+        Self::spawn(wrapper, root, &[], Stdio::inherit())
+    }
+
+    fn spawn(mut cmd: Command, root: &Path, extra: &[&str], stderr: Stdio) -> HttpServer {
         cmd.args([
             "http",
             "--listen",

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1011,30 +1011,15 @@ fn every_file_named_in_the_pool_was_fsynced_first() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let trace = dir.path().join("trace");
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-y", "-o"])
-        .arg(&trace)
-        .args([
-            "-e",
-            "trace=fsync,fdatasync,link,linkat,rename,renameat,renameat2",
-        ])
-        .arg(bin("berth-server"))
-        .args([
-            "http",
-            "--listen",
-            "127.0.0.1:0",
-            "--user",
-            "tester",
-            "--root",
-        ])
-        .arg(&root);
-    let (mut server, line) = spawn_logging_until_line(
-        cmd,
-        "http on",
-        "berth-server http under strace",
-        Stdio::inherit(),
-    );
-    let addr = addr_in(&line);
+    let mut strace = Command::new("strace");
+    strace.args(["-f", "-qq", "-y", "-o"]).arg(&trace).args([
+        "-e",
+        "trace=fsync,fdatasync,link,linkat,rename,renameat,renameat2",
+    ]);
+    let HttpServer {
+        proc: mut server,
+        addr,
+    } = HttpServer::start_under(&root, strace);
 
     let img = v2_img(1, 1, 300 << 10);
     v2_push(addr, "durable/v2", "1", &img).unwrap();
