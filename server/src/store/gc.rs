@@ -349,40 +349,36 @@ impl Store {
     /// already gone when the PUT checks it (the client is told to upload it
     /// again). Without it, an old unreferenced blob that a push names
     /// without rewriting it could be unlinked under the new tag for as long
-    /// as gc's marks are stale (a mark pass and up to [`REMARK_AFTER`]).
+    /// as gc's marks are stale (a mark pass and up to `REMARK_AFTER`).
     pub fn renew_for_gc<'a>(
         &self,
         repo: &crate::names::RepoName,
         digests: impl IntoIterator<Item = &'a Digest>,
-    ) -> io::Result<()> {
+    ) {
         let p = self.paths();
         for d in digests {
-            if renew(&p.v2_blob_link(repo, d))? {
-                renew(&p.blob(d))?;
-                renew(&p.manifest_record(d))?;
+            if renew(&p.v2_blob_link(repo, d)) {
+                renew(&p.blob(d));
+                renew(&p.manifest_record(d));
             }
         }
-        Ok(())
     }
 }
 
 /// Sets a file's mtime to now (its ctime follows); `false` when it does not
-/// exist. A file another account owns (a store shared by hosts running as
-/// different users) keeps its time: that push is then as exposed to a
-/// concurrent gc as before, which the log says at debug level.
-fn renew(path: &Path) -> io::Result<bool> {
-    let file = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    match file.set_modified(std::time::SystemTime::now()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            tracing::debug!("cannot renew {} for gc: {e}", path.display());
-            Ok(true)
+/// exist. Renewal only narrows gc's window, so a file that cannot be renewed
+/// (one another account owns, on a store shared by hosts running as
+/// different users) keeps its time and the push goes on, as exposed to a
+/// concurrent gc as before; the log says so.
+fn renew(path: &Path) -> bool {
+    let result = fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    match result {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            tracing::info!("cannot renew {} for gc: {e}", path.display());
+            true
         }
-        Err(e) => Err(e),
     }
 }
 
