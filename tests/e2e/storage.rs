@@ -1093,14 +1093,15 @@ fn every_file_named_in_the_pool_was_fsynced_first() {
 }
 
 /// gc decides on marks that can be a mark pass and 200 ms old, and re-reads
-/// each object's age right before it unlinks it. A push that names an old,
-/// unreferenced blob without rewriting it (HEAD says present, then the
-/// manifest PUT) must therefore make that blob young *before* the PUT checks
-/// it: the PUT renews each named blob and its link in the repository, so a
-/// concurrent gc either spares them or removed them before the check (and
-/// the client is asked to upload them again).
+/// ages right before it unlinks. A push that names an old, unreferenced blob
+/// without rewriting it (HEAD says present, then the manifest PUT) must make
+/// it young *before* the PUT checks it, or a gc whose marks predate the new
+/// tag unlinks it under that tag. Here the PUT is refused (it also names a
+/// blob never uploaded), as a client's first attempt may be: what it found
+/// present must still be there when the client PUTs again, whatever gc ran
+/// in between. An unrelated old orphan shows that gc did collect.
 #[test]
-fn a_manifest_push_renews_the_old_blobs_it_names() {
+fn gc_spares_the_old_blobs_a_manifest_push_just_named() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let server = HttpServer::start(&root);
@@ -1108,33 +1109,79 @@ fn a_manifest_push_renews_the_old_blobs_it_names() {
     for b in img.blobs() {
         v2_upload(server.addr, "gc/renew", b).unwrap();
     }
-    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
-    let named: Vec<std::path::PathBuf> = img
+    let orphan = random_bytes(10_000, 7070);
+    v2_upload(server.addr, "gc/renew", &orphan).unwrap();
+    let files = |blob: &[u8]| {
+        let hex = digest(blob).trim_start_matches("sha256:").to_string();
+        [
+            root.join("_berth/blobs/sha256").join(&hex),
+            root.join("_berth/v2/gc/renew/_blobs").join(&hex),
+        ]
+    };
+    // The event gc's grace waits for: every file older than it.
+    let grace = Duration::from_secs(10);
+    let all: Vec<_> = img
         .blobs()
-        .flat_map(|b| {
-            let hex = digest(b).trim_start_matches("sha256:").to_string();
-            [
-                root.join("_berth/blobs/sha256").join(&hex),
-                root.join("_berth/v2/gc/renew/_blobs").join(&hex),
-            ]
-        })
+        .map(|b| b.as_slice())
+        .chain([orphan.as_slice()])
+        .flat_map(files)
         .collect();
-    for path in &named {
-        std::fs::File::open(path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .set_modified(two_hours_ago)
-            .unwrap();
+    eventually(
+        "the blobs to be older than the grace",
+        Duration::from_secs(120),
+        || {
+            all.iter().all(|f| {
+                let m = std::fs::metadata(f).unwrap();
+                let newest = m.modified().unwrap().max(
+                    std::time::UNIX_EPOCH
+                        + Duration::from_secs(std::os::unix::fs::MetadataExt::ctime(&m) as u64),
+                );
+                newest.elapsed().unwrap_or_default() > grace + Duration::from_secs(1)
+            })
+        },
+    );
+
+    // The first PUT names the image's blobs and one never uploaded.
+    let mut manifest: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    let missing = random_bytes(100, 7071);
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": digest(&missing), "size": missing.len(),
+        }));
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let r = fetch(
+        server.addr,
+        "PUT",
+        "/v2/gc/renew/manifests/1",
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("MANIFEST_BLOB_UNKNOWN"), "{}", r.text());
+
+    let report = gc(&root, "10s");
+    for b in img.blobs() {
+        for f in files(b) {
+            assert!(
+                f.exists(),
+                "gc removed {} named by the PUT:\n{report}",
+                f.display()
+            );
+        }
     }
-    let before = std::time::SystemTime::now() - Duration::from_secs(1);
-    try_v2_put_manifest(&mut Fresh(server.addr), "gc/renew", "1", &img).unwrap();
-    for path in &named {
-        let modified = std::fs::metadata(path).unwrap().modified().unwrap();
+    for f in files(&orphan) {
         assert!(
-            modified >= before,
-            "{} was named by a manifest PUT and kept its old time",
-            path.display()
+            !f.exists(),
+            "gc kept the old orphan {}:\n{report}",
+            f.display()
         );
     }
+    // The client's second attempt needs no upload of what it found present.
+    try_v2_put_manifest(&mut Fresh(server.addr), "gc/renew", "1", &img).unwrap();
     v2_verify(server.addr, "gc/renew", &img).unwrap();
     assert_fsck_clean(&root);
 }

@@ -340,46 +340,55 @@ fn remove_counted(path: &Path) -> io::Result<Option<u64>> {
 }
 
 impl Store {
-    /// Makes what a manifest PUT to `repo` is about to name young again:
-    /// each digest's link in `repo`, and when that link exists its pool blob
-    /// and manifest record. Called *before* the PUT checks that the digests
-    /// are linked here. A gc running meanwhile decides on marks that may
-    /// predate the new tag, but re-reads each object's age right before its
-    /// unlink: renewed first, an object is either spared by that re-read or
-    /// already gone when the PUT checks it (the client is told to upload it
-    /// again). Without it, an old unreferenced blob that a push names
-    /// without rewriting it could be unlinked under the new tag for as long
-    /// as gc's marks are stale (a mark pass and up to `REMARK_AFTER`).
+    /// Records that a manifest PUT is about to name `digests`: the mtime of
+    /// each one's marker (`_berth/renewed/<key>`) becomes now, and gc counts
+    /// the digest's link, pool blob and manifest record as no older than
+    /// it. Called *before* the PUT checks that the digests are linked in its
+    /// repository. A gc running meanwhile decides on marks that may predate
+    /// the new tag, but re-reads ages right before each unlink: renewed
+    /// first, an object is either spared by that re-read or already gone
+    /// when the PUT checks it (the client is told to upload it again).
+    /// Without it, an old unreferenced blob that a push names without
+    /// rewriting it could be unlinked under the new tag for as long as gc's
+    /// marks are stale (a mark pass and up to `REMARK_AFTER`). The objects
+    /// themselves keep their times, which `fsck` reads (`store::earned`).
+    /// Renewal only narrows gc's window: a marker that cannot be written is
+    /// logged and the push goes on.
+    /// Only digests linked in `repo` are renewed, so a writer cannot keep
+    /// other repositories' objects from gc by naming them.
     pub fn renew_for_gc<'a>(
         &self,
         repo: &crate::names::RepoName,
         digests: impl IntoIterator<Item = &'a Digest>,
     ) {
         let p = self.paths();
+        if let Err(e) = super::atomic::create_dirs(p.renewed_dir()) {
+            tracing::info!("cannot renew for gc: {e}");
+            return;
+        }
+        let now = std::time::SystemTime::now();
         for d in digests {
-            if renew(&p.v2_blob_link(repo, d)) {
-                renew(&p.blob(d));
-                renew(&p.manifest_record(d));
+            if !p.v2_blob_link(repo, d).exists() {
+                continue;
+            }
+            let path = p.renewed(d);
+            let renewed = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .and_then(|f| f.set_modified(now));
+            if let Err(e) = renewed {
+                tracing::info!("cannot renew {} for gc: {e}", path.display());
             }
         }
     }
 }
 
-/// Sets a file's mtime to now (its ctime follows); `false` when it does not
-/// exist. Renewal only narrows gc's window, so a file that cannot be renewed
-/// (one another account owns, on a store shared by hosts running as
-/// different users) keeps its time and the push goes on, as exposed to a
-/// concurrent gc as before; the log says so.
-fn renew(path: &Path) -> bool {
-    let result = fs::File::open(path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
-    match result {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => {
-            tracing::info!("cannot renew {} for gc: {e}", path.display());
-            true
-        }
-    }
+/// Whether a manifest PUT named `digest` within the grace
+/// ([`Store::renew_for_gc`]).
+fn renewed_lately(p: &Paths, digest: &Digest, grace: Duration) -> io::Result<bool> {
+    Ok(age(&p.renewed(digest))?.is_some_and(|a| a < grace))
 }
 
 /// Collects garbage under `store` (see the module doc for the protocol).
@@ -446,7 +455,10 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             let Some(d) = Paths::digest_of_key(&name) else {
                 continue;
             };
-            if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
+            if fresh.get()?.blobs.contains(&d)
+                || !old(&path, grace)?
+                || renewed_lately(&p, &d, grace)?
+            {
                 continue;
             }
             if dry || remove_durable(&path)? {
@@ -466,7 +478,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         let Some(d) = Paths::digest_of_key(&name) else {
             continue;
         };
-        if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? {
+        if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? || renewed_lately(&p, &d, grace)?
+        {
             continue;
         }
         if dry || remove_durable(&path)? {
@@ -549,7 +562,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     fresh.refresh()?;
     for (d, path, links) in blob_candidates {
         let relinked = match fs::symlink_metadata(&path) {
-            Ok(m) => m.nlink() > links || mtime_age(&m) < grace,
+            Ok(m) => m.nlink() > links || mtime_age(&m) < grace || renewed_lately(&p, &d, grace)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
@@ -584,6 +597,12 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         }
         if dry || remove_durable(&path)? {
             r.records += 1;
+        }
+    }
+    // 5. Renewal markers past the grace: they protect nothing any more.
+    for (_, path) in entries(&p.renewed_dir())? {
+        if old(&path, grace)? && !dry {
+            remove_durable(&path)?;
         }
     }
     if !dry {
