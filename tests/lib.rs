@@ -371,6 +371,13 @@ pub fn snapshot(root: &Path) -> Vec<(String, String)> {
                 if name.ends_with(".lock") {
                     continue; // lock files carry no data
                 }
+                if name.starts_with("_berth/renewed/") {
+                    // gc's renewal markers: empty, only their time counts.
+                    // A manifest PUT renews what it found present even when
+                    // it is refused, so that the client's next attempt finds
+                    // it still there (`Store::renew_for_gc`).
+                    continue;
+                }
                 let mut data = Vec::new();
                 std::fs::File::open(&p)
                     .unwrap()

@@ -122,6 +122,13 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     open_or_create(path, OpenOptions::new().append(true))
 }
 
+/// Sets the mtime of `path` to `at`, creating it empty (with the store's
+/// file mode) if missing: a marker whose only content is its time (gc's
+/// renewal markers).
+pub fn touch(path: &Path, at: std::time::SystemTime) -> io::Result<()> {
+    open_or_create(path, OpenOptions::new().write(true))?.set_modified(at)
+}
+
 fn create_with(path: &Path, options: &OpenOptions) -> io::Result<File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path

@@ -372,13 +372,7 @@ impl Store {
                 continue;
             }
             let path = p.renewed(d);
-            let renewed = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .and_then(|f| f.set_modified(now));
-            if let Err(e) = renewed {
+            if let Err(e) = super::atomic::touch(&path, now) {
                 tracing::info!("cannot renew {} for gc: {e}", path.display());
             }
         }
