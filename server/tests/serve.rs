@@ -15,6 +15,11 @@ use tokio::net::{TcpListener, TcpStream};
 /// Generous bound on each step, only to turn a hang into a failure.
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Held by each test while its server runs: the first test checks that its
+/// port is closed after the shutdown, and the second test's server, binding
+/// an ephemeral port at that moment, could be given the very same one.
+static ONE_SERVER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[derive(Parser)]
 struct Serve {
     #[command(flatten)]
@@ -39,8 +44,19 @@ fn flags(dir: &Path) -> Vec<String> {
     ]
 }
 
-#[tokio::test]
-async fn the_library_serves_a_bound_listener_until_the_shutdown_future_completes() {
+#[test]
+fn the_library_serves_a_bound_listener_until_the_shutdown_future_completes() {
+    let _alone = ONE_SERVER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(serve_until_stopped());
+}
+
+async fn serve_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let mut argv = vec!["serve".to_string()];
     argv.extend(flags(dir.path()));
@@ -73,6 +89,9 @@ async fn the_library_serves_a_bound_listener_until_the_shutdown_future_completes
 
 #[test]
 fn the_binary_stops_cleanly_on_sigterm() {
+    let _alone = ONE_SERVER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth-server"))
         .arg("serve")
