@@ -911,7 +911,6 @@ fn traced(line: &str) -> Option<Traced> {
     if !call.trim_end().ends_with("= 0") {
         return None;
     }
-    let quoted: Vec<&str> = call.split('"').skip(1).step_by(2).collect();
     if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
         let path = call.split_once('<')?.1.split_once('>')?.0;
         Some(Traced::Synced(path.to_string()))
@@ -919,6 +918,7 @@ fn traced(line: &str) -> Option<Traced> {
         .iter()
         .any(|c| call.starts_with(c))
     {
+        let quoted: Vec<&str> = call.split('"').skip(1).step_by(2).collect();
         match quoted[..] {
             [from, to] => Some(Traced::Named(from.to_string(), to.to_string())),
             _ => None,

@@ -351,35 +351,33 @@ fn names_file(path: &Path, file: &File) -> io::Result<bool> {
 /// Takes the `fcntl` write lock on all of `file`: waits for it without a
 /// `deadline`, else tries until then (`false` when it passed).
 fn lock_fd(file: &File, deadline: Option<Instant>) -> io::Result<bool> {
-    {
-        // SAFETY: an all-zero `flock` struct is a valid value; fields set below.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as _;
-        fl.l_whence = libc::SEEK_SET as _;
-        fl.l_start = 0;
-        fl.l_len = 0; // whole file
-        let cmd = if deadline.is_some() {
-            libc::F_SETLK
-        } else {
-            libc::F_SETLKW
-        };
-        loop {
-            // SAFETY: fd is open for the lifetime of `file`; `fl` is a valid flock.
-            let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) };
-            if rc == 0 {
-                return Ok(true);
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) | Some(libc::EACCES) if deadline.is_some() => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Ok(false);
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+    // SAFETY: an all-zero `flock` struct is a valid value; fields set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = 0;
+    fl.l_len = 0; // whole file
+    let cmd = if deadline.is_some() {
+        libc::F_SETLK
+    } else {
+        libc::F_SETLKW
+    };
+    loop {
+        // SAFETY: fd is open for the lifetime of `file`; `fl` is a valid flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) if deadline.is_some() => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
                 }
-                _ => return Err(err),
+                std::thread::sleep(Duration::from_millis(20));
             }
+            _ => return Err(err),
         }
     }
 }

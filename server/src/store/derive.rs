@@ -49,14 +49,10 @@ fn drain<R: Read>(r: &mut R, h: &mut Sha256) -> io::Result<()> {
     }
 }
 
-/// Blob digest, size, diff_id and media type of stored layer bytes, in one pass.
-/// `Ok(None)` for a 0-byte layer (treated as adding no files).
-fn layer_facts(path: &Path) -> StoreResult<Option<LayerInfo>> {
-    layer_facts_of(&File::open(path)?)
-}
-
-/// [`layer_facts`] of an open file (read from its start).
-fn layer_facts_of(file: &File) -> StoreResult<Option<LayerInfo>> {
+/// Blob digest, size, diff_id and media type of stored layer bytes (an open
+/// file, read from its start), in one pass. `Ok(None)` for a 0-byte layer
+/// (treated as adding no files).
+fn layer_facts(file: &File) -> StoreResult<Option<LayerInfo>> {
     let mut file = BufReader::with_capacity(256 * 1024, file);
     let mut head = [0u8; 4];
     let got = {
@@ -133,32 +129,25 @@ impl Store {
     /// bytes under their digest. `None` when the image has no layer bytes.
     fn layer_info_of(&self, id: &ImageId) -> StoreResult<Option<LayerInfo>> {
         let layer = self.paths().image_layer(id);
-        let info = match self.v1_layer_info(id)? {
-            Some(info) => info,
-            None => {
-                if !layer.exists() {
-                    return Ok(None);
-                }
-                let Some(info) = layer_facts(&layer)? else {
-                    return Ok(None);
-                };
-                self.set_v1_layer_info(id, &info)?;
-                info
-            }
-        };
-        if self.blob_size(&info.blob)?.is_some() {
-            return Ok(Some(info));
+        let recorded = self.v1_layer_info(id)?;
+        match &recorded {
+            Some(info) if self.blob_size(&info.blob)?.is_some() => return Ok(recorded),
+            None if !layer.exists() => return Ok(None),
+            _ => {}
         }
-        // The V1 layer predates the pool (or links were impossible), or the
-        // record is stale (it outlived an earlier image of this id): measure
-        // the bytes again, and give the pool only the inode measured.
+        // No record yet; or the pool lacks the recorded blob: the layer
+        // predates the pool (or links were impossible), or the record is
+        // stale (it outlived an earlier image of this id). Measure the bytes,
+        // and give the pool only the inode measured.
         let file = File::open(&layer)?;
-        let Some(measured) = layer_facts_of(&file)? else {
+        let Some(measured) = layer_facts(&file)? else {
             return Ok(None);
         };
-        if measured != info {
-            tracing::warn!(image = %id, recorded = %info.blob, measured = %measured.blob,
-                "a V1 layer record did not match the layer's bytes; recorded again");
+        if recorded.as_ref() != Some(&measured) {
+            if let Some(info) = &recorded {
+                tracing::warn!(image = %id, recorded = %info.blob, measured = %measured.blob,
+                    "a V1 layer record did not match the layer's bytes; recorded again");
+            }
             self.set_v1_layer_info(id, &measured)?;
         }
         if self.blob_size(&measured.blob)?.is_none() {

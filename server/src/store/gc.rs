@@ -354,6 +354,7 @@ impl Store {
     /// themselves keep their times, which `fsck` reads (`store::earned`).
     /// Renewal only narrows gc's window: a marker that cannot be written is
     /// logged and the push goes on.
+    ///
     /// Only digests linked in `repo` are renewed, so a writer cannot keep
     /// other repositories' objects from gc by naming them.
     pub fn renew_for_gc<'a>(
