@@ -440,3 +440,91 @@ fn a_manifest_list_smuggled_into_an_image_manifest_tells_the_catalog_nothing() {
         "the catalog tells a manifest that exists elsewhere from one that exists nowhere"
     );
 }
+
+/// Knowing a manifest's bytes is not holding what it names. Mallory
+/// uploads alice's private image manifest (bytes seen in a CI log, say) to
+/// her own repository as a plain blob, then pushes an index naming it. The
+/// child must count only if it was pushed there *as a manifest* (its own
+/// references linked there): before, the index was taken, projected to
+/// V1 through the child's layers, and alice's layer read back through
+/// mallory's repository.
+#[test]
+fn a_foreign_manifest_uploaded_as_a_blob_is_no_manifest_of_the_repository() {
+    let Some(t) = Tenants::new() else { return };
+    let server = t.start();
+    let port = server.port();
+    let known = t.known_hosts(&server);
+    let layer = random_bytes(5000, 1601);
+    let (alice_manifest, manifest_bytes) = {
+        let mut c = RegistrySession::open("ssh", Some(&t.alice.private), port, &known);
+        let m = v2_push(
+            &mut c.http,
+            "private/app",
+            "1",
+            std::slice::from_ref(&layer),
+        );
+        let r = c.http.request(
+            "GET",
+            &format!("/v2/private/app/manifests/{m}"),
+            &[("Accept", "*/*")],
+            ReqBody::None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        (m, r.body.clone())
+    };
+
+    let mut c = RegistrySession::open("ssh", Some(&t.mallory.private), port, &known);
+    assert_eq!(
+        try_v2_push_blob(&mut c.http, "evil/x", &manifest_bytes).unwrap(),
+        alice_manifest
+    );
+    let r = c.http.request(
+        "GET",
+        &format!("/v2/evil/x/manifests/{alice_manifest}"),
+        &[("Accept", "*/*")],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 404, "a blob upload made a manifest: {}", r.text());
+
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": alice_manifest, "size": manifest_bytes.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let r = c.http.request(
+        "PUT",
+        "/v2/evil/x/manifests/t",
+        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+        ReqBody::Sized(&serde_json::to_vec(&index).unwrap()),
+    );
+    let refusal = r.text();
+    assert_eq!(
+        r.status, 400,
+        "index over a foreign manifest taken: {refusal}"
+    );
+    assert!(refusal.contains("MANIFEST_BLOB_UNKNOWN"), "{refusal}");
+
+    // Whatever the answer, nothing of alice's is readable through evil/x.
+    let layer_digest = digest(&layer);
+    let r = c.http.request(
+        "GET",
+        &format!("/v2/evil/x/blobs/{layer_digest}"),
+        &[],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 404, "alice's layer read over V2 through evil/x");
+    let r = c
+        .http
+        .request("GET", "/v1/repositories/evil/x/tags", &[], ReqBody::None);
+    if r.status == 200 {
+        assert_eq!(
+            r.json(),
+            serde_json::json!({}),
+            "V1 tags appeared in evil/x"
+        );
+    }
+}

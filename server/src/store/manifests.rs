@@ -304,14 +304,28 @@ impl Store {
             .map(|raw| LinkRecord::parse(&raw)))
     }
 
-    /// A manifest as seen from one repository: only one linked there
-    /// (manifests by digest are repository-scoped like every blob).
+    /// A manifest as seen from one repository: only one that entered it *as
+    /// a manifest* (pushed there with its references linked there, derived
+    /// for a V1 tag there, or mirrored for it; a [`LinkRecord::Legacy`] link
+    /// predates the distinction and is judged by `fsck`). The same bytes
+    /// uploaded or mounted as a plain blob are a blob there and nothing
+    /// more: knowing a manifest's bytes must not make what it names
+    /// reachable (an index over it, its V1 projection, the catalog).
     pub fn manifest_in_repo(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> io::Result<Option<(String, Vec<u8>)>> {
-        if !self.blob_in_repo(repo, digest)? {
+        let as_manifest = match self.blob_link(repo, digest)? {
+            Some(LinkRecord::Via(
+                LinkVia::Manifest | LinkVia::Derived { .. } | LinkVia::Mirror,
+            ))
+            | Some(LinkRecord::Legacy) => true,
+            Some(LinkRecord::Via(LinkVia::Upload | LinkVia::Mount { .. }))
+            | Some(LinkRecord::Corrupt(_))
+            | None => false,
+        };
+        if !as_manifest || self.blob_size(digest)?.is_none() {
             return Ok(None);
         }
         self.manifest(digest)

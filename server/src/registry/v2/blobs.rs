@@ -112,7 +112,7 @@ pub async fn delete(reg: &Registry, name: &Name, digest: Digest, who: &Identity)
         if !store.blob_in_repo(&repo, &d)? {
             return Ok(Unlink::NotHere);
         }
-        if store.manifest(&d)?.is_some() {
+        if store.manifest_in_repo(&repo, &d)?.is_some() {
             return Ok(Unlink::IsManifest);
         }
         Ok(match store.unlink_blob_from_repo(&repo, &d)? {

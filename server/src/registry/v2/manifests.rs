@@ -289,15 +289,23 @@ fn references(value: &Value, kind: ManifestKind) -> Result<Vec<Digest>, Vec<V2Er
 /// Every digest of `refs` (a manifest's [`references`]) that is not linked
 /// in the repository it is pushed to. Whether the digest exists in another
 /// repository is never looked at: the answer must not tell (issue 14), and
-/// a repository may only name what it already holds.
+/// a repository may only name what it already holds. An index's children
+/// must be there as manifests ([`Store::manifest_in_repo`]), not as the
+/// same bytes uploaded as a blob: that child's own references were never
+/// checked here.
 fn missing_references(
     store: &Store,
     repo: &RepoName,
     refs: &[Digest],
+    kind: ManifestKind,
 ) -> Result<Vec<V2Error>, Vec<V2Error>> {
     let mut missing = Vec::new();
     for d in refs {
-        if !store.blob_in_repo(repo, d).v2()? {
+        let present = match kind {
+            ManifestKind::Image => store.blob_in_repo(repo, d).v2()?,
+            ManifestKind::Index => store.manifest_in_repo(repo, d).v2()?.is_some(),
+        };
+        if !present {
             missing.push(
                 V2Error::new(ErrorCode::ManifestBlobUnknown, "blob unknown to registry")
                     .detail(json!({ "digest": d.as_str() })),
@@ -320,7 +328,7 @@ fn project(
         ManifestKind::Index => translate::default_platform_child(value)
             .ok()
             .flatten()
-            .and_then(|child| store.manifest(&child.digest).ok().flatten())
+            .and_then(|child| store.manifest_in_repo(repo, &child.digest).ok().flatten())
             .filter(|(mt, _)| media::manifest_kind(mt) == Some(ManifestKind::Image))
             .and_then(|(_, bytes)| serde_json::from_slice(&bytes).ok()),
     };
@@ -430,7 +438,7 @@ pub async fn put(
         // Renewed before they are checked (`Store::renew_for_gc`): a gc
         // running now either spares them or has removed them already.
         store.renew_for_gc(&repo, refs.iter().chain(std::iter::once(&d)));
-        let missing = missing_references(&store, &repo, &refs)?;
+        let missing = missing_references(&store, &repo, &refs, kind)?;
         if !missing.is_empty() {
             return Err(missing);
         }
