@@ -297,6 +297,10 @@ struct Fresh<'a> {
     grace: Duration,
     marks: Marks,
     at: Instant,
+    /// Runs right after each mark: what another host did while it was
+    /// taken (tests only).
+    #[cfg(test)]
+    after_mark: Option<Box<dyn FnMut()>>,
 }
 
 impl Fresh<'_> {
@@ -310,8 +314,52 @@ impl Fresh<'_> {
     fn refresh(&mut self) -> io::Result<()> {
         self.marks = mark(self.store, self.grace)?;
         self.at = Instant::now();
+        #[cfg(test)]
+        if let Some(during) = &mut self.after_mark {
+            during();
+        }
         Ok(())
     }
+}
+
+/// Whether a link or record at `path`, there for digest `d`, may go: `d` is
+/// not marked, and then — read *after* the marks, which may have been
+/// taken just now — `path` is older than the grace and `d` was not renewed
+/// within it. In that order, a manifest PUT that renewed `d` while the
+/// marks were taken, and so is missing from them, is still seen.
+fn collectable(
+    fresh: &mut Fresh,
+    p: &Paths,
+    d: &Digest,
+    path: &Path,
+    grace: Duration,
+) -> io::Result<bool> {
+    if fresh.get()?.blobs.contains(d) {
+        return Ok(false);
+    }
+    Ok(old(path, grace)? && !renewed_lately(p, d, grace)?)
+}
+
+/// Whether pool blob `d` may be unlinked now, `links` being its link count
+/// when it was chosen: unmarked, and then — read after the marks, as in
+/// [`collectable`] — not linked again, rewritten, or renewed since.
+/// `None`: it is gone already.
+fn blob_collectable(
+    fresh: &mut Fresh,
+    p: &Paths,
+    d: &Digest,
+    path: &Path,
+    links: u64,
+    grace: Duration,
+) -> io::Result<Option<bool>> {
+    let marked = fresh.get()?.blobs.contains(d);
+    let m = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let relinked = m.nlink() > links || mtime_age(&m) < grace || renewed_lately(p, d, grace)?;
+    Ok(Some(!marked && !relinked))
 }
 
 /// Whether `path` is (still) older than the grace.
@@ -355,12 +403,17 @@ impl Store {
     /// Renewal only narrows gc's window: a marker that cannot be written is
     /// logged and the push goes on.
     ///
-    /// Only digests linked in `repo` are renewed, so a writer cannot keep
-    /// other repositories' objects from gc by naming them.
+    /// Of `named`, only digests linked in `repo` are renewed, so a writer
+    /// cannot keep other repositories' objects from gc by naming them.
+    /// `pushed`, the manifest being PUT, is renewed even where it is not
+    /// linked yet: the PUT holds its bytes, and an identical manifest
+    /// pushed again (another repository, a re-push after a DELETE) would
+    /// otherwise write nothing that tells gc its record is wanted.
     pub fn renew_for_gc<'a>(
         &self,
         repo: &crate::names::RepoName,
-        digests: impl IntoIterator<Item = &'a Digest>,
+        named: impl IntoIterator<Item = &'a Digest>,
+        pushed: &'a Digest,
     ) {
         let p = self.paths();
         if let Err(e) = super::atomic::create_dirs(p.renewed_dir()) {
@@ -368,10 +421,10 @@ impl Store {
             return;
         }
         let now = std::time::SystemTime::now();
-        for d in digests {
-            if !p.v2_blob_link(repo, d).exists() {
-                continue;
-            }
+        let linked = named
+            .into_iter()
+            .filter(|d| p.v2_blob_link(repo, d).exists());
+        for d in linked.chain(std::iter::once(pushed)) {
             let path = p.renewed(d);
             if let Err(e) = super::atomic::touch(&path, now) {
                 tracing::info!("cannot renew {} for gc: {e}", path.display());
@@ -398,6 +451,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         // (ESTALE) is simply marked again (see `fsck`).
         marks: super::transient::retry("gc mark", || mark(store, grace))?,
         at: Instant::now(),
+        #[cfg(test)]
+        after_mark: None,
     };
     let dry = opts.dry_run;
 
@@ -450,10 +505,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             let Some(d) = Paths::digest_of_key(&name) else {
                 continue;
             };
-            if fresh.get()?.blobs.contains(&d)
-                || !old(&path, grace)?
-                || renewed_lately(&p, &d, grace)?
-            {
+            if !collectable(&mut fresh, &p, &d, &path, grace)? {
                 continue;
             }
             if dry || remove_durable(&path)? {
@@ -473,8 +525,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         let Some(d) = Paths::digest_of_key(&name) else {
             continue;
         };
-        if fresh.get()?.blobs.contains(&d) || !old(&path, grace)? || renewed_lately(&p, &d, grace)?
-        {
+        if !collectable(&mut fresh, &p, &d, &path, grace)? {
             continue;
         }
         if dry || remove_durable(&path)? {
@@ -556,20 +607,21 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     // 3. Pool blobs.
     fresh.refresh()?;
     for (d, path, links) in blob_candidates {
-        let relinked = match fs::symlink_metadata(&path) {
-            Ok(m) => m.nlink() > links || mtime_age(&m) < grace || renewed_lately(&p, &d, grace)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
         if dry {
-            r.blobs += 1;
-            r.bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if let Ok(m) = fs::symlink_metadata(&path) {
+                r.blobs += 1;
+                r.bytes += m.len();
+            }
             continue;
         }
         // Re-check right before the unlink, against fresh references.
-        if relinked || fresh.get()?.blobs.contains(&d) {
-            r.rescued += 1;
-            continue;
+        match blob_collectable(&mut fresh, &p, &d, &path, links, grace)? {
+            None => continue,
+            Some(false) => {
+                r.rescued += 1;
+                continue;
+            }
+            Some(true) => {}
         }
         if let Some(freed) = remove_counted(&path)? {
             r.blobs += 1;
@@ -746,6 +798,152 @@ mod tests {
         assert_eq!((all.blobs, all.records), (3, 1), "{all:?}");
         assert!(pool_entries(store.paths()).unwrap().is_empty());
         clean(&store);
+    }
+
+    /// Waits (an event: the files' own ages) until every path that exists
+    /// is older than `grace`.
+    fn wait_until_old(paths: &[PathBuf], grace: Duration) {
+        let deadline = Instant::now() + grace + Duration::from_secs(60);
+        let aged = |p: &PathBuf| age(p).unwrap().is_none_or(|a| a >= grace);
+        while !paths.iter().all(aged) {
+            assert!(
+                Instant::now() < deadline,
+                "{paths:?} never aged past {grace:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What a manifest PUT does to the store (`registry::v2::manifests`),
+    /// in its order: renew, check, write the manifest, link it, tag it.
+    fn push_manifest(store: &Store, repo: &RepoName, config: &Digest) -> Digest {
+        use crate::store::manifests::{LinkVia, TagRecord};
+        let body = format!(r#"{{"schemaVersion":2,"config":{{"digest":"{config}"}},"layers":[]}}"#);
+        let m = Digest::of_bytes(body.as_bytes());
+        store.renew_for_gc(repo, [config], &m);
+        assert!(store.blob_in_repo(repo, config).unwrap(), "the PUT's check");
+        store
+            .put_manifest_as(
+                body.as_bytes(),
+                crate::store::media::OCI_MANIFEST,
+                m.algorithm(),
+            )
+            .unwrap();
+        store
+            .link_blob_to_repo(repo, &m, &LinkVia::Manifest)
+            .unwrap();
+        let tag = Tag::parse("latest").unwrap();
+        let record = TagRecord {
+            digest: m.clone(),
+            v1: None,
+        };
+        store.set_v2_tag(repo, &tag, &record).unwrap();
+        m
+    }
+
+    /// gc whose next mark is taken while another host runs `during`: the
+    /// marks miss what `during` writes, as a mark pass that read the tags
+    /// before a push wrote its tag does.
+    fn fresh_with_push_during_next_mark<'a>(
+        store: &'a Store,
+        grace: Duration,
+        during: impl FnOnce() + 'static,
+    ) -> Fresh<'a> {
+        let mut once = Some(during);
+        Fresh {
+            store,
+            grace,
+            marks: mark(store, grace).unwrap(),
+            at: Instant::now().checked_sub(REMARK_AFTER).unwrap(),
+            after_mark: Some(Box::new(move || {
+                if let Some(f) = once.take() {
+                    f()
+                }
+            })),
+        }
+    }
+
+    /// An old unreferenced blob that a manifest PUT names while gc re-marks
+    /// (on a big shared store a mark takes longer than `REMARK_AFTER`, so
+    /// gc re-marks all through its sweep) is missing from those marks. gc
+    /// must read the PUT's renewal *after* the marks; it read it before,
+    /// and unlinked a blob the new tag names.
+    #[test]
+    fn a_blob_a_push_names_while_gc_marks_is_spared() {
+        use crate::store::manifests::LinkVia;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/app").unwrap();
+        let grace = Duration::from_secs(1);
+        let x = store.put_small_blob(b"{\"old\":\"orphan\"}").unwrap();
+        store
+            .link_blob_to_repo(&repo, &x, &LinkVia::Upload)
+            .unwrap();
+        let blob = store.paths().blob(&x);
+        wait_until_old(
+            &[blob.clone(), store.paths().v2_blob_link(&repo, &x)],
+            grace,
+        );
+        let links = fs::symlink_metadata(&blob).unwrap().nlink();
+
+        let (s, r, c) = (store.clone(), repo.clone(), x.clone());
+        let mut fresh = fresh_with_push_during_next_mark(&store, grace, move || {
+            push_manifest(&s, &r, &c);
+        });
+        assert!(!fresh.marks.blobs.contains(&x));
+        let verdict = blob_collectable(&mut fresh, store.paths(), &x, &blob, links, grace);
+        assert_eq!(
+            verdict.unwrap(),
+            Some(false),
+            "a blob the new tag names was collectable"
+        );
+    }
+
+    /// The same manifest pushed again where it is not linked yet (another
+    /// repository; a re-push after a DELETE) writes nothing to its record.
+    /// The PUT renews the manifest itself, so a gc whose marks miss the new
+    /// tag keeps the record; before, it removed it, and the new tag
+    /// answered 404 (the blob stays, the record that types it is gone).
+    #[test]
+    fn a_manifest_pushed_again_elsewhere_while_gc_marks_keeps_its_record() {
+        use crate::store::manifests::LinkVia;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (
+            RepoName::parse("team/a").unwrap(),
+            RepoName::parse("team/b").unwrap(),
+        );
+        let grace = Duration::from_secs(1);
+        let config = store.put_small_blob(b"{\"config\":1}").unwrap();
+        for repo in [&a, &b] {
+            store
+                .link_blob_to_repo(repo, &config, &LinkVia::Upload)
+                .unwrap();
+        }
+        // Pushed to team/a, then deleted there: unreferenced, and old.
+        let m = push_manifest(&store, &a, &config);
+        store.delete_manifest_from_repo(&a, &m).unwrap().unwrap();
+        let record = store.paths().manifest_record(&m);
+        wait_until_old(
+            &[
+                record.clone(),
+                store.paths().renewed(&m),
+                store.paths().blob(&config),
+            ],
+            grace,
+        );
+
+        let (s, r, c) = (store.clone(), b.clone(), config.clone());
+        let mut fresh = fresh_with_push_during_next_mark(&store, grace, move || {
+            push_manifest(&s, &r, &c);
+        });
+        assert!(!fresh.marks.blobs.contains(&m));
+        let verdict = collectable(&mut fresh, store.paths(), &m, &record, grace).unwrap();
+        assert!(
+            !verdict,
+            "the record of a manifest just pushed was collectable"
+        );
+        assert!(store.manifest_in_repo(&b, &m).unwrap().is_some());
     }
 
     /// A root that cannot be read is not a missing root: a tag record or a

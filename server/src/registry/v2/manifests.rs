@@ -437,7 +437,7 @@ pub async fn put(
         let refs = references(&value, kind)?;
         // Renewed before they are checked (`Store::renew_for_gc`): a gc
         // running now either spares them or has removed them already.
-        store.renew_for_gc(&repo, refs.iter().chain(std::iter::once(&d)));
+        store.renew_for_gc(&repo, &refs, &d);
         let missing = missing_references(&store, &repo, &refs, kind)?;
         if !missing.is_empty() {
             return Err(missing);
