@@ -1185,3 +1185,113 @@ fn gc_spares_the_old_blobs_a_manifest_push_just_named() {
     v2_verify(server.addr, "gc/renew", &img).unwrap();
     assert_fsck_clean(&root);
 }
+
+/// A push finds old, unreferenced blobs present in ways that write nothing
+/// to them: a HEAD answering 200, an upload of bytes the pool already has
+/// (a closed session, a monolithic POST), a mount. Each must renew the blob
+/// for gc, as the manifest PUT does, since the PUT may come long after
+/// (other layers still uploading). Before, a gc in between removed them,
+/// and the PUT of a push that did everything right failed with
+/// `MANIFEST_BLOB_UNKNOWN`. An unrelated old orphan shows that gc did
+/// collect.
+#[test]
+fn gc_spares_the_old_blobs_a_push_found_present_before_its_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let server = HttpServer::start(&root);
+    let layers = vec![
+        base_layer(9),
+        random_bytes(10_000, 7080),
+        random_bytes(10_000, 7081),
+    ];
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l)).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let img = V2Image::with_config(layers.clone(), &config);
+    let config_bytes = img.blobs().find(|b| !layers.contains(b)).unwrap().clone();
+    let [head_me, session_me, post_me, mount_me] =
+        [&config_bytes, &layers[0], &layers[1], &layers[2]];
+    for b in [head_me, session_me, post_me] {
+        v2_upload(server.addr, "gc/found", b).unwrap();
+    }
+    v2_upload(server.addr, "gc/other", mount_me).unwrap();
+    let orphan = random_bytes(10_000, 7082);
+    v2_upload(server.addr, "gc/found", &orphan).unwrap();
+    let pool = |blob: &[u8]| {
+        let hex = digest(blob).trim_start_matches("sha256:").to_string();
+        root.join("_berth/blobs/sha256").join(hex)
+    };
+    let grace = Duration::from_secs(10);
+    fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                files_under(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut everything = Vec::new();
+    files_under(&root.join("_berth"), &mut everything);
+    eventually(
+        "the store's files to be older than the grace",
+        Duration::from_secs(120),
+        || {
+            everything.iter().all(|f| {
+                let m = std::fs::metadata(f).unwrap();
+                let newest = m.modified().unwrap().max(
+                    std::time::UNIX_EPOCH
+                        + Duration::from_secs(std::os::unix::fs::MetadataExt::ctime(&m) as u64),
+                );
+                newest.elapsed().unwrap_or_default() > grace + Duration::from_secs(1)
+            })
+        },
+    );
+
+    // The push finds each one present.
+    let d = digest(head_me);
+    let r = fetch(
+        server.addr,
+        "HEAD",
+        &format!("/v2/gc/found/blobs/{d}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    try_v2_push_blob(&mut Fresh(server.addr), "gc/found", session_me).unwrap();
+    let d = digest(post_me);
+    let r = fetch(
+        server.addr,
+        "POST",
+        &format!("/v2/gc/found/blobs/uploads/?digest={d}"),
+        &[("Content-Type", "application/octet-stream")],
+        post_me,
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let d = digest(mount_me);
+    let r = fetch(
+        server.addr,
+        "POST",
+        &format!("/v2/gc/found/blobs/uploads/?mount={d}&from=gc/other"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let report = gc(&root, "10s");
+    for b in [head_me, session_me, post_me, mount_me] {
+        assert!(
+            pool(b).exists(),
+            "gc removed {} that the push was told is present:\n{report}",
+            digest(b)
+        );
+    }
+    assert!(!pool(&orphan).exists(), "gc kept the old orphan:\n{report}");
+    try_v2_put_manifest(&mut Fresh(server.addr), "gc/found", "1", &img).unwrap();
+}

@@ -5,6 +5,9 @@
 //! `images/<id>/layer` is a hard link to its pool entry. Pool entries are
 //! immutable and verified before they become visible, so two hosts writing the
 //! same blob at once is harmless: the second link finds the first and reuses it.
+//! The one exception: a pool file whose size shows it cannot hold its digest's
+//! bytes is replaced by the next verified upload of them
+//! ([`Store::present_blob_sound`]).
 
 use std::fs::{self, File};
 use std::io;
@@ -41,10 +44,15 @@ impl Store {
     /// The temp is fsynced before it gets the name: the pool is trusted by
     /// name (a re-push of present content writes nothing), so a power cut
     /// must not leave a short file there.
+    ///
+    /// When the pool has the blob already, it is kept as it is
+    /// ([`Store::present_blob_sound`]) unless its size shows it cannot hold
+    /// these bytes: then the verified temp takes its place.
     pub fn commit_blob(&self, mut temp: TempFile, digest: &Digest) -> io::Result<bool> {
         let dest = self.paths().blob(digest);
         super::atomic::create_dirs(self.paths().blobs_dir(digest.algorithm()))?;
-        if dest.exists() {
+        let size = temp.file().metadata()?.len();
+        if dest.exists() && self.present_blob_sound(digest, size)? {
             return Ok(false);
         }
         temp.sync()?;
@@ -53,12 +61,44 @@ impl Store {
                 sync_parent(&dest)?;
                 Ok(true) // temp dropped: its name goes, the inode stays as the blob
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if self.present_blob_sound(digest, size)? {
+                    return Ok(false);
+                }
+                temp.commit(&dest)?;
+                Ok(true)
+            }
             // Filesystems without hard links: rename instead (same filesystem).
             Err(_) => {
                 temp.commit(&dest)?;
                 Ok(true)
             }
+        }
+    }
+
+    /// A request has verified its own copy of blob `digest` (`size` bytes)
+    /// and found the pool naming it already. The pool's file is renewed for
+    /// gc ([`Store::renew_held_for_gc`]: the request writes nothing to it,
+    /// and the client goes on as if it had), and its size is compared: a
+    /// file of another size cannot hold the digest's bytes (a write a crash
+    /// cut short, an append by a writer that lost its lock), so `false`
+    /// tells the caller to put its verified copy in its place. Trusted by
+    /// name otherwise, a damaged blob was never healed by pushing it again.
+    pub fn present_blob_sound(&self, digest: &Digest, size: u64) -> io::Result<bool> {
+        self.renew_held_for_gc(digest);
+        match fs::metadata(self.paths().blob(digest)) {
+            Ok(m) if m.len() == size => Ok(true),
+            Ok(m) => {
+                tracing::warn!(
+                    blob = %digest,
+                    pool_size = m.len(),
+                    size,
+                    "the pool's copy has the wrong size; replacing it with the verified upload"
+                );
+                Ok(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

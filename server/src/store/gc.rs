@@ -388,7 +388,7 @@ fn remove_counted(path: &Path) -> io::Result<Option<u64>> {
 }
 
 impl Store {
-    /// Records that a manifest PUT is about to name `digests`: the mtime of
+    /// Records that a manifest PUT is about to name `named`: the mtime of
     /// each one's marker (`_berth/renewed/<key>`) becomes now, and gc counts
     /// the digest's link, pool blob and manifest record as no older than
     /// it. Called *before* the PUT checks that the digests are linked in its
@@ -403,32 +403,36 @@ impl Store {
     /// Renewal only narrows gc's window: a marker that cannot be written is
     /// logged and the push goes on.
     ///
-    /// Of `named`, only digests linked in `repo` are renewed, so a writer
-    /// cannot keep other repositories' objects from gc by naming them.
-    /// `pushed`, the manifest being PUT, is renewed even where it is not
-    /// linked yet: the PUT holds its bytes, and an identical manifest
-    /// pushed again (another repository, a re-push after a DELETE) would
-    /// otherwise write nothing that tells gc its record is wanted.
+    /// Only digests linked in `repo` are renewed, so a writer cannot keep
+    /// other repositories' objects from gc by naming them.
     pub fn renew_for_gc<'a>(
         &self,
         repo: &crate::names::RepoName,
         named: impl IntoIterator<Item = &'a Digest>,
-        pushed: &'a Digest,
     ) {
         let p = self.paths();
-        if let Err(e) = super::atomic::create_dirs(p.renewed_dir()) {
-            tracing::info!("cannot renew for gc: {e}");
-            return;
-        }
-        let now = std::time::SystemTime::now();
-        let linked = named
-            .into_iter()
-            .filter(|d| p.v2_blob_link(repo, d).exists());
-        for d in linked.chain(std::iter::once(pushed)) {
-            let path = p.renewed(d);
-            if let Err(e) = super::atomic::touch(&path, now) {
-                tracing::info!("cannot renew {} for gc: {e}", path.display());
+        for d in named {
+            if p.v2_blob_link(repo, d).exists() {
+                self.renew_held_for_gc(d);
             }
+        }
+    }
+
+    /// Renews one digest for gc as [`Store::renew_for_gc`] does, for a
+    /// request that holds it or has just been told it is present: the
+    /// manifest a PUT carries (an identical manifest pushed where it is not
+    /// linked yet writes nothing to its record), a blob uploaded again or
+    /// mounted, a blob HEAD answering a writer 200. Each of those lets a
+    /// client go on without writing the object, and its manifest PUT may
+    /// come long after (other layers still uploading): gc must not remove
+    /// the object in between.
+    pub fn renew_held_for_gc(&self, digest: &Digest) {
+        let p = self.paths();
+        let path = p.renewed(digest);
+        let touched = super::atomic::create_dirs(p.renewed_dir())
+            .and_then(|()| super::atomic::touch(&path, std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::info!("cannot renew {} for gc: {e}", path.display());
         }
     }
 }
@@ -820,7 +824,8 @@ mod tests {
         use crate::store::manifests::{LinkVia, TagRecord};
         let body = format!(r#"{{"schemaVersion":2,"config":{{"digest":"{config}"}},"layers":[]}}"#);
         let m = Digest::of_bytes(body.as_bytes());
-        store.renew_for_gc(repo, [config], &m);
+        store.renew_held_for_gc(&m);
+        store.renew_for_gc(repo, [config]);
         assert!(store.blob_in_repo(repo, config).unwrap(), "the PUT's check");
         store
             .put_manifest_as(

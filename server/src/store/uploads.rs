@@ -213,6 +213,25 @@ fn rehash(path: &Path, len: u64) -> io::Result<Sha256> {
     }
 }
 
+/// Puts the verified session file `data` in the place of the pool's
+/// `blob`, atomically (a hard link under a temp name, renamed over it), so
+/// readers see the old file or the verified one, never neither.
+fn replace_with(data: &Path, blob: &Path) -> io::Result<()> {
+    let dir = blob
+        .parent()
+        .ok_or_else(|| io::Error::other("pool blob has no parent"))?;
+    let temp = super::atomic::TempFile::new_in(dir, "heal")?;
+    let name = temp.path().to_path_buf();
+    fs::remove_file(&name)?;
+    temp.forget();
+    if fs::hard_link(data, &name).is_err() {
+        // No hard links here: the session's name is dropped next anyway.
+        fs::rename(data, &name)?;
+    }
+    fs::rename(&name, blob)?;
+    sync_parent(blob)
+}
+
 /// Checks, under the session lock, that the session file itself — the
 /// inode about to be linked into the pool — holds `size` bytes hashing to
 /// `expected`: the streamed hash covered the bytes this process wrote and
@@ -416,7 +435,11 @@ impl Store {
                 fs::hard_link(&data, &blob)
             }) {
                 Ok(()) => sync_parent(&blob)?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if !store.present_blob_sound(&expected, size)? {
+                        replace_with(&data, &blob)?;
+                    }
+                }
                 Err(e) if is_transient(&e) => return Err(e.into()),
                 // No hard links on this filesystem: move the data instead.
                 Err(_) => {
@@ -789,6 +812,42 @@ mod tests {
         ));
         assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap().0, 4);
         assert_eq!(store.blob_size(&d).unwrap(), Some(4));
+    }
+
+    /// A pool blob whose size shows it cannot hold its digest's bytes (a
+    /// write a crash cut short; an append by a writer that lost its lock)
+    /// is put right by the next upload of those bytes, by a session and by
+    /// a monolithic PUT alike. Before, present content was trusted by name
+    /// and the damaged file stayed, whatever was pushed again.
+    #[tokio::test]
+    async fn a_blob_of_the_wrong_size_is_replaced_by_the_next_upload_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let good = b"the bytes the digest names";
+        let d = Digest::of_bytes(good);
+        for (how, damage) in [
+            ("session", &b"the bytes"[..]),
+            ("monolithic", &b"the bytes the digest names, and more"[..]),
+        ] {
+            store.put_small_blob(good).unwrap();
+            let pool = store.paths().blob(&d);
+            fs::write(&pool, damage).unwrap();
+            if how == "session" {
+                let id = store.start_upload().unwrap();
+                store
+                    .finish_upload(&id, body(good), &d, None)
+                    .await
+                    .unwrap();
+            } else {
+                store.put_blob(body(good), &d).await.unwrap();
+            }
+            assert_eq!(
+                fs::read(&pool).unwrap(),
+                good,
+                "{how} upload left the damaged blob"
+            );
+            fs::remove_file(&pool).unwrap();
+        }
     }
 
     /// Issue 15 attack: a second writer arriving while the first streams

@@ -22,6 +22,10 @@
 //! which digests other namespaces hold: there a miss is the same 404
 //! whether or not the pool has the blob.
 //!
+//! A HEAD that finds the blob for a caller who may write the repository is
+//! a push deciding not to send it: the blob is renewed for gc
+//! (`Store::renew_held_for_gc`) until the push's manifest PUT names it.
+//!
 //! A layer blob's answers (HEAD and GET) carry `Berth-Diff-Id: sha256:…`
 //! and `Berth-Uncompressed-Size: N` when its facts are recorded
 //! (`store::layer_facts`); a HEAD never computes them (it stays one stat
@@ -61,9 +65,19 @@ pub async fn get(
     let head = req.method == http::Method::HEAD;
     // Exactly when `uploads::start` would mount without `from`.
     let may_mount = head && !reg.access().has_file() && !who.is_anonymous();
+    // A writer's HEAD that finds the blob is a push deciding not to send it.
+    let pushing = head
+        && reg.access().policy().allows(
+            who.subject(),
+            name.repo.namespace(),
+            crate::access::Action::Write,
+        );
     let found = blocking(move || -> std::io::Result<_> {
         if !store.blob_in_repo(&repo, &d)? {
             return Ok(Found::Missing(may_mount && store.blob_size(&d)?.is_some()));
+        }
+        if pushing {
+            store.renew_held_for_gc(&d);
         }
         Ok(match store.open_blob(&d)? {
             Some((file, size)) => Found::Here(file, size, store.layer_facts(&d)?),

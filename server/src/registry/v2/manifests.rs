@@ -437,7 +437,8 @@ pub async fn put(
         let refs = references(&value, kind)?;
         // Renewed before they are checked (`Store::renew_for_gc`): a gc
         // running now either spares them or has removed them already.
-        store.renew_for_gc(&repo, &refs, &d);
+        store.renew_held_for_gc(&d);
+        store.renew_for_gc(&repo, &refs);
         let missing = missing_references(&store, &repo, &refs, kind)?;
         if !missing.is_empty() {
             return Err(missing);

@@ -254,6 +254,9 @@ pub async fn start(
                 }
             }
             s.link_blob_to_repo(&repo, &d, &via)?;
+            // Nothing was written to the blob: until the push's manifest
+            // PUT names it, only this keeps gc from it.
+            s.renew_held_for_gc(&d);
             Ok(true)
         });
         if mounted.await.v2()? {
