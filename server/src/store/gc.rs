@@ -117,7 +117,8 @@ fn image_in_progress(store: &Store, id: &ImageId, grace: Duration) -> io::Result
     Ok(dir_age(&p.image_dir(id))?.is_some_and(|a| a < UPLOAD_MAX_IDLE.max(grace)))
 }
 
-/// Marks everything reachable from tags and from young or in-progress objects.
+/// Marks everything reachable from tags, from young or in-progress objects,
+/// and from what a push renewed within the grace.
 fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
     let p = store.paths();
     let mut m = Marks::default();
@@ -187,6 +188,23 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         if let Ok(id) = ImageId::parse(&name) {
             if age(&path)?.is_some_and(|a| a < grace) {
                 image_roots.push(id);
+            }
+        }
+    }
+    // What a push renewed (`Store::renew_for_gc`) is a root like a young
+    // manifest: an index PUT renews its children, and their own config and
+    // layers must last until its tag is written.
+    for (name, path) in entries(&p.renewed_dir())? {
+        let Some(d) = Paths::digest_of_key(&name) else {
+            continue;
+        };
+        if age(&path)?.is_some_and(|a| a < grace) {
+            // A layer (which may be larger than any manifest) is kept as
+            // it is; only a manifest is read for what it names.
+            if metadata(&p.manifest_record(&d))?.is_some() {
+                manifest_roots.push(d);
+            } else {
+                m.blobs.insert(d);
             }
         }
     }
@@ -949,6 +967,95 @@ mod tests {
             "the record of a manifest just pushed was collectable"
         );
         assert!(store.manifest_in_repo(&b, &m).unwrap().is_some());
+    }
+
+    /// An index PUT renews its children (linked in its repository) before
+    /// it checks them and writes its tag; a client that found the children
+    /// present PUTs no child again. Until the tag is written, what keeps the
+    /// children's own config and layers? gc must follow a renewed manifest
+    /// like a young one; before, it kept the renewed child and removed the
+    /// layers it names, and the new tag named an image with no layers.
+    #[test]
+    fn the_layers_of_a_renewed_index_child_are_kept() {
+        use crate::store::manifests::LinkVia;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/multi").unwrap();
+        let grace = Duration::from_secs(1);
+        let config = store.put_small_blob(b"{\"os\":\"linux\"}").unwrap();
+        let layer = store.put_small_blob(b"layer bytes").unwrap();
+        let child = format!(
+            r#"{{"schemaVersion":2,"config":{{"digest":"{config}"}},"layers":[{{"digest":"{layer}"}}]}}"#
+        );
+        let child = store
+            .put_manifest_as(
+                child.as_bytes(),
+                crate::store::media::OCI_MANIFEST,
+                Algorithm::Sha256,
+            )
+            .unwrap();
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"digest":"{child}"}}]}}"#,
+            crate::store::media::OCI_INDEX
+        );
+        let index = store
+            .put_manifest_as(
+                index.as_bytes(),
+                crate::store::media::OCI_INDEX,
+                Algorithm::Sha256,
+            )
+            .unwrap();
+        for d in [&config, &layer] {
+            store.link_blob_to_repo(&repo, d, &LinkVia::Upload).unwrap();
+        }
+        for d in [&child, &index] {
+            store
+                .link_blob_to_repo(&repo, d, &LinkVia::Manifest)
+                .unwrap();
+        }
+        let p = store.paths();
+        let mut files = vec![p.manifest_record(&child), p.manifest_record(&index)];
+        for d in [&config, &layer, &child, &index] {
+            files.extend([p.blob(d), p.v2_blob_link(&repo, d)]);
+        }
+        wait_until_old(&files, grace);
+
+        // The index PUT's renewal, its tag not written yet.
+        store.renew_held_for_gc(&index);
+        store.renew_for_gc(&repo, [&child]);
+        let opts = GcOptions {
+            grace,
+            dry_run: false,
+        };
+        let report = gc(&store, &opts).unwrap();
+        for d in [&config, &layer, &child, &index] {
+            assert!(
+                store.blob_in_repo(&repo, d).unwrap(),
+                "{d} collected under a renewed index: {report:?}"
+            );
+        }
+    }
+
+    /// A renewed layer is kept as it is, never read as a manifest: one
+    /// larger than any manifest must not fail the mark (a writer's HEAD
+    /// renews layers of any size).
+    #[test]
+    fn a_renewed_layer_larger_than_a_manifest_is_kept_without_failing_gc() {
+        use crate::store::manifests::LinkVia;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/big").unwrap();
+        let layer = store.put_small_blob(&vec![b'{'; MAX_MANIFEST + 1]).unwrap();
+        store
+            .link_blob_to_repo(&repo, &layer, &LinkVia::Upload)
+            .unwrap();
+        store.renew_held_for_gc(&layer);
+        let opts = GcOptions {
+            grace: Duration::from_secs(3600),
+            dry_run: false,
+        };
+        gc(&store, &opts).unwrap();
+        assert!(store.blob_in_repo(&repo, &layer).unwrap());
     }
 
     /// A root that cannot be read is not a missing root: a tag record or a
