@@ -358,6 +358,19 @@ fn collectable(
     Ok(old(path, grace)? && !renewed_lately(p, d, grace)?)
 }
 
+/// Whether V1 image `id` may be removed now; called under its lock, which
+/// writers renewing it take too (`Store::renew_image_chain`). Young (its
+/// directory, its lock file included), in progress, or marked: kept.
+fn image_collectable(
+    fresh: &mut Fresh,
+    store: &Store,
+    id: &ImageId,
+    grace: Duration,
+) -> io::Result<bool> {
+    let young = dir_age(&store.paths().image_dir(id))?.is_none_or(|a| a < grace);
+    Ok(!young && !image_in_progress(store, id, grace)? && !fresh.get()?.images.contains(id))
+}
+
 /// Whether pool blob `d` may be unlinked now, `links` being its link count
 /// when it was chosen: unmarked, and then — read after the marks, as in
 /// [`collectable`] — not linked again, rewritten, or renewed since.
@@ -602,8 +615,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         else {
             continue;
         };
-        let young = dir_age(&dir)?.is_none_or(|a| a < grace);
-        if young || image_in_progress(store, &id, grace)? || fresh.get()?.images.contains(&id) {
+        if !image_collectable(&mut fresh, store, &id, grace)? {
             r.rescued += 1;
             continue;
         }
@@ -1056,6 +1068,54 @@ mod tests {
         };
         gc(&store, &opts).unwrap();
         assert!(store.blob_in_repo(&repo, &layer).unwrap());
+    }
+
+    /// A V1 tag written to an old, unreferenced image chain while gc works
+    /// from marks taken before it (a V1 client re-tagging an old image; a
+    /// V2 push whose projection re-uses old V1 images) wrote nothing in the
+    /// images' directories, so gc, judging them under their locks, removed
+    /// the chain the new tag names. The tag now renews the chain under
+    /// those locks first.
+    #[tokio::test]
+    async fn an_image_chain_a_new_tag_names_is_kept_from_stale_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("team/v1").unwrap();
+        let grace = Duration::from_secs(1);
+        let (base, top) = (id('a'), id('b'));
+        v1_image(&store, &base, None, b"base layer").await;
+        v1_image(&store, &top, Some(&base), b"top layer").await;
+        let p = store.paths();
+        let mut files = Vec::new();
+        for i in [&base, &top] {
+            files.push(p.image_dir(i));
+            files.extend(
+                fs::read_dir(p.image_dir(i))
+                    .unwrap()
+                    .map(|e| e.unwrap().path()),
+            );
+        }
+        wait_until_old(&files, grace);
+
+        let stale = mark(&store, grace).unwrap();
+        assert!(!stale.images.contains(&top));
+        store
+            .put_tag(&repo, &Tag::parse("again").unwrap(), &top, b"{}")
+            .unwrap();
+        let mut fresh = Fresh {
+            store: &store,
+            grace,
+            marks: stale,
+            at: Instant::now(),
+            after_mark: None,
+        };
+        for i in [&top, &base] {
+            let _lock = FileLock::exclusive(&p.image_lock(i)).unwrap();
+            assert!(
+                !image_collectable(&mut fresh, &store, i, grace).unwrap(),
+                "image {i} of the new tag's chain was collectable"
+            );
+        }
     }
 
     /// A root that cannot be read is not a missing root: a tag record or a

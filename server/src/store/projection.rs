@@ -102,7 +102,12 @@ impl Store {
         super::atomic::create_dirs(p.image_dir(id))?;
         let _lock = FileLock::exclusive(&p.image_lock(id))?;
         match self.image_state(id)? {
-            ImageState::Published if self.holds_step(step)? => return Ok(()),
+            // Re-used as it is: renewed for gc under its lock, as a tag
+            // renews its chain (`Store::renew_image_chain`).
+            ImageState::Published if self.holds_step(step)? => {
+                super::atomic::touch(&p.image_lock(id), std::time::SystemTime::now())?;
+                return Ok(());
+            }
             // Published by a V1 client since the id was settled.
             ImageState::Published => {
                 return Err(StoreError::Conflict(format!(

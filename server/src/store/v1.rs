@@ -520,7 +520,7 @@ impl Store {
         id: &ImageId,
         meta: &[u8],
     ) -> StoreResult<()> {
-        self.require_published(id)?;
+        self.renew_image_chain(id)?;
         let p = self.paths();
         super::atomic::create_dirs(p.repo_dir(repo))?;
         write_atomic(&p.tag_json(repo, tag), meta)?;
@@ -529,6 +529,31 @@ impl Store {
             write_atomic(&p.repo_json(repo), meta)?;
         }
         self.v1_tag_changed(repo, tag, Some(id))?; // V2 tag ownership (store::manifests)
+        Ok(())
+    }
+
+    /// Renews a published image and its ancestors for gc before a tag
+    /// names them: under each image's lock it checks the image is still
+    /// published and sets its lock file's mtime to now. gc judges an image's
+    /// age (its directory's newest entry) under that same lock, from marks
+    /// that may predate the new tag, so it either sees the renewal and keeps
+    /// the image, or removed it first and the tag is refused (not found).
+    /// Without it, tagging an old, unreferenced chain — a V1 client
+    /// re-tagging an image, a V2 push whose projection re-uses old images —
+    /// wrote nothing gc could see, and the chain could go under the new tag.
+    pub(crate) fn renew_image_chain(&self, id: &ImageId) -> StoreResult<()> {
+        self.require_published(id)?;
+        let p = self.paths();
+        for step in self.read_ancestry(id)? {
+            let step = ImageId::parse(&step).map_err(|_| {
+                StoreError::Io(io::Error::other(format!("corrupt ancestry of {id}")))
+            })?;
+            self.require_published(&step)?;
+            let lock_path = p.image_lock(&step);
+            let _lock = FileLock::exclusive(&lock_path)?;
+            self.require_published(&step)?;
+            super::atomic::touch(&lock_path, std::time::SystemTime::now())?;
+        }
         Ok(())
     }
 
