@@ -249,6 +249,10 @@ fn verify_session_file(
     expected: &Digest,
     streamed: Digest,
 ) -> Result<(), UploadError> {
+    #[cfg(test)]
+    if tests::storage_fails_for(data) {
+        return Err(UploadError::Io(io::Error::from_raw_os_error(libc::ESTALE)));
+    }
     let streamed_counts = expected.algorithm() == Algorithm::Sha256;
     if streamed_counts && streamed != *expected {
         return Err(UploadError::DigestMismatch {
@@ -426,7 +430,15 @@ impl Store {
             let p = store.paths();
             let data = p.upload_data(&id);
             if let Err(e) = verify_session_file(&data, size, &expected, streamed) {
-                store.remove_session(&id)?;
+                // Bytes that can never be published go; a storage error
+                // says nothing about them, and the client told to retry
+                // must find its session (a multi-GB upload) still there.
+                if matches!(
+                    e,
+                    UploadError::DigestMismatch { .. } | UploadError::SessionCorrupt { .. }
+                ) {
+                    store.remove_session(&id)?;
+                }
                 return Err(e);
             }
             let blob = p.blob(&expected);
@@ -812,6 +824,44 @@ mod tests {
         ));
         assert_eq!(store.put_blob(body(b"blob"), &d).await.unwrap().0, 4);
         assert_eq!(store.blob_size(&d).unwrap(), Some(4));
+    }
+
+    /// Session data files whose verification fails as storage would
+    /// (ESTALE after the retries), for the test below.
+    fn failing() -> &'static Mutex<std::collections::HashSet<PathBuf>> {
+        static FAILING: OnceLock<Mutex<std::collections::HashSet<PathBuf>>> = OnceLock::new();
+        FAILING.get_or_init(Default::default)
+    }
+
+    pub(super) fn storage_fails_for(data: &Path) -> bool {
+        failing().lock().unwrap().contains(data)
+    }
+
+    /// A close whose verification meets a storage error (a GlusterFS
+    /// volume losing quorum, an NFS handle gone stale past the retries)
+    /// answers an error the client may retry, and keeps the session for
+    /// that retry. Before, every failed verification removed the session,
+    /// and the retry found none: a multi-GB upload lost to a blip.
+    #[tokio::test]
+    async fn a_storage_error_at_close_keeps_the_session_for_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.start_upload().unwrap();
+        store
+            .append_upload(&id, body(b"hello world"), Some(0), false)
+            .await
+            .unwrap();
+        let want = Digest::of_bytes(b"hello world");
+        let data = store.paths().upload_data(&id);
+        failing().lock().unwrap().insert(data.clone());
+        let first = store.finish_upload(&id, body(b""), &want, None).await;
+        failing().lock().unwrap().remove(&data);
+        assert!(matches!(first, Err(UploadError::Io(_))), "{first:?}");
+        assert_eq!(store.upload_offset(&id).unwrap(), Some(11), "session lost");
+        assert_eq!(store.blob_size(&want).unwrap(), None);
+        let retry = store.finish_upload(&id, body(b""), &want, None).await;
+        assert_eq!(retry.unwrap().0, 11);
+        assert_eq!(store.blob_size(&want).unwrap(), Some(11));
     }
 
     /// A pool blob whose size shows it cannot hold its digest's bytes (a
