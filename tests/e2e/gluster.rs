@@ -341,3 +341,98 @@ fn gluster_brick_stopped_during_pushes_then_healed() {
     let rounds = sharedfs::run_rounds(&fleet, &archives, work.path(), Homes::PerUser(2), 1, 16);
     sharedfs::assert_no_failures(&rounds);
 }
+
+/// The store's lock (`berth_server::store::atomic::FileLock`) across two
+/// mounts, as across two hosts. A waiter on mount B is blocked on the lock
+/// file a holder on mount A unlinks before it lets go (gc removing an
+/// image's directory); a newcomer on A then creates a new lock file and
+/// takes it. B's FUSE client still answers `stat` of the name with the old
+/// inode for its entry-timeout, so checking the granted lock by `stat`
+/// alone (the fix of the eighth session) granted B a lock on a deleted
+/// file while the newcomer held the real one: two holders. The lock B gets
+/// must be on the file A's directory lists, which it can only take once
+/// the newcomer lets go.
+#[test]
+fn gluster_a_lock_file_unlinked_on_one_mount_is_not_held_on_the_other() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::MetadataExt;
+    let Some(host) = gluster_host() else { return };
+    let (_work, vdir) = volume_dir("lock");
+    let vol = Volume::create(&host, &vdir, 2, &[]);
+    let roots = vol.roots();
+    let (on_a, on_b) = (roots[0].join("img/.lock"), roots[1].join("img/.lock"));
+    std::fs::create_dir_all(on_a.parent().unwrap()).unwrap();
+    std::fs::write(&on_a, b"").unwrap();
+    std::fs::metadata(&on_b).expect("mount B sees the lock file");
+
+    // Host A: the holder (locks, and on "go" unlinks and lets go), then the
+    // newcomer (a new file under the name, locked until "release").
+    let script = r#"
+import fcntl, os, sys
+path = sys.argv[1]
+f = os.open(path, os.O_RDWR)
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()
+os.unlink(path)
+os.close(f)
+n = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.lockf(n, fcntl.LOCK_EX)
+print("newcomer", os.fstat(n).st_ino, flush=True)
+sys.stdin.readline()
+os.close(n)
+"#;
+    let mut a = Command::new("python3")
+        .args(["-c", script])
+        .arg(&on_a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut a_in = a.stdin.take().unwrap();
+    let mut a_out = BufReader::new(a.stdout.take().unwrap());
+    let mut line = String::new();
+    a_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    // Host B: the waiter, in a thread whose blocking lock request we can see.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let path_b = on_b.clone();
+    let waiter = std::thread::spawn(move || {
+        // `/proc/thread-self` links to `<pid>/task/<tid>`.
+        let me = std::fs::read_link("/proc/thread-self").unwrap();
+        tid_tx
+            .send(me.file_name().unwrap().to_string_lossy().into_owned())
+            .unwrap();
+        let lock = berth_server::store::atomic::FileLock::exclusive(&path_b)?;
+        let held = lock.metadata()?.ino();
+        drop(lock);
+        Ok::<u64, std::io::Error>(held)
+    });
+    let tid = tid_rx.recv().unwrap();
+    // The event: B's lock request sent to its FUSE client and waiting for
+    // the answer (`request_wait_answer`), i.e. queued behind A's lock.
+    eventually(
+        "the waiter on mount B to be blocked on the lock",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+                .is_ok_and(|w| w.trim() == "request_wait_answer")
+        },
+    );
+    writeln!(a_in, "go").unwrap();
+    line.clear();
+    a_out.read_line(&mut line).unwrap();
+    let newcomer: u64 = line
+        .trim()
+        .strip_prefix("newcomer ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("holder said {line:?}"));
+    writeln!(a_in, "release").unwrap();
+    let held = waiter.join().unwrap().expect("lock on mount B");
+    assert!(a.wait().unwrap().success());
+    assert_eq!(
+        held, newcomer,
+        "B was granted a lock on the deleted lock file, not on the one the name lists"
+    );
+}

@@ -269,6 +269,15 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// The locked file's metadata: which file (device, inode) the lock is
+    /// on, for checks that it is the one the lock file's name lists.
+    pub fn metadata(&self) -> io::Result<fs::Metadata> {
+        match &self.file {
+            Some(f) => f.metadata(),
+            None => Err(io::Error::other("lock already released")),
+        }
+    }
+
     /// Waits for the exclusive lock on `path` (created, with its directory, if missing).
     pub fn exclusive(path: &Path) -> io::Result<FileLock> {
         if let Some(dir) = path.parent() {
@@ -311,18 +320,57 @@ impl FileLock {
             file: None,
             path: key,
         };
+        // The listing's inode numbers are trusted until they prove not to
+        // be comparable with `stat`'s (see `names_file`).
+        let mut listing_counts = true;
+        let mut unlisted_again = 0;
+        let mut stale_since: Option<Instant> = None;
         loop {
             let file = open_or_create(path, OpenOptions::new().read(true).write(true))?;
-            if !lock_fd(&file, deadline)? {
-                return Ok(None);
+            match lock_fd(&file, deadline) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                // The name resolved (through this host's name cache) to a
+                // file another host has deleted: open again once the cache
+                // lets go of it (GlusterFS keeps a name for its
+                // entry-timeout, 1 s by default).
+                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
+                    let since = *stale_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > STALE_LOCK_FILE_PATIENCE
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Err(e) => return Err(e),
             }
             // The holder we waited for may have unlinked the file before it
             // let go (gc removing an image's directory): then the lock is on
             // a file no path names, and the next comer creates another. Only
             // a lock on the file the path names now excludes anyone.
-            if names_file(path, &file)? {
-                lock.file = Some(file);
-                return Ok(Some(lock));
+            match names_file(path, &file, listing_counts)? {
+                Naming::Yes => {
+                    lock.file = Some(file);
+                    return Ok(Some(lock));
+                }
+                Naming::NotListed => {
+                    // A path that keeps resolving to a file we can lock
+                    // while the listing names another inode: this
+                    // filesystem's listing numbers are not `stat`'s (a
+                    // stale name would have failed the lock with ESTALE).
+                    unlisted_again += 1;
+                    if unlisted_again >= 3 {
+                        tracing::warn!(
+                            "directory listing of {} disagrees with stat about inode numbers; \
+                             checking lock files by stat alone",
+                            path.display()
+                        );
+                        listing_counts = false;
+                    }
+                }
+                Naming::No => unlisted_again = 0,
             }
             tracing::debug!(
                 "lock file {} was replaced while we waited; locking again",
@@ -337,15 +385,54 @@ impl FileLock {
     }
 }
 
-/// Whether `path` names the open `file` (same device and inode).
-fn names_file(path: &Path, file: &File) -> io::Result<bool> {
-    use std::os::unix::fs::MetadataExt as _;
+/// How long a lock file name may keep resolving to a file another host
+/// deleted (ESTALE) before the lock attempt gives up with that error.
+const STALE_LOCK_FILE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What [`names_file`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Naming {
+    /// The path names the file.
+    Yes,
+    /// `stat` of the path says another file, or none.
+    No,
+    /// `stat` of the path agrees, the directory's listing does not.
+    NotListed,
+}
+
+/// Whether `path` names the open `file`, asked twice: of the path (same
+/// device and inode), then — `listing` — of its directory's listing. The
+/// first is answered by this host's name cache, which a network
+/// filesystem may keep stale: GlusterFS's FUSE client keeps a name for its
+/// entry-timeout, so after another host unlinked the lock file (and
+/// perhaps created a new one), `stat` still answers the old inode, seen on
+/// a replicated volume mounted twice. A listing comes from the server.
+fn names_file(path: &Path, file: &File, listing: bool) -> io::Result<Naming> {
+    use std::os::unix::fs::{DirEntryExt as _, MetadataExt as _};
     let held = file.metadata()?;
     match fs::metadata(path) {
-        Ok(m) => Ok(m.dev() == held.dev() && m.ino() == held.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
+        Ok(m) if m.dev() == held.dev() && m.ino() == held.ino() => {}
+        Ok(_) => return Ok(Naming::No),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Naming::No),
+        Err(e) => return Err(e),
     }
+    if !listing {
+        return Ok(Naming::Yes);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(Naming::Yes);
+    };
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == name {
+            return Ok(if entry.ino() == held.ino() {
+                Naming::Yes
+            } else {
+                Naming::NotListed
+            });
+        }
+    }
+    Ok(Naming::NotListed)
 }
 
 /// Takes the `fcntl` write lock on all of `file`: waits for it without a
