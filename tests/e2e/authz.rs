@@ -171,6 +171,20 @@ impl Fixture {
     }
 }
 
+/// Alice's image `private/app:1` of one layer: its manifest's digest and
+/// bytes, read back.
+fn push_private_app(c: &mut impl Http, layer: &[u8]) -> (String, Vec<u8>) {
+    let m = v2_push(c, "private/app", "1", &[layer.to_vec()]);
+    let r = c.request(
+        "GET",
+        &format!("/v2/private/app/manifests/{m}"),
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    (m, r.body.clone())
+}
+
 #[test]
 fn authorization_matrix_over_ssh_and_the_shim() {
     let Some(t) = Tenants::new() else { return };
@@ -184,19 +198,12 @@ fn authorization_matrix_over_ssh_and_the_shim() {
     let fixture = {
         let mut c = RegistrySession::open("ssh", Some(&alice.private), port, &known);
         let layer = random_bytes(4000, 1401);
-        let manifest = v2_push(
-            &mut c.http,
-            "private/app",
-            "1",
-            std::slice::from_ref(&layer),
-        );
-        let r = c.http.request(
-            "GET",
-            &format!("/v2/private/app/manifests/{manifest}"),
-            &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
-            ReqBody::None,
-        );
-        let config = r.json()["config"]["digest"].as_str().unwrap().to_string();
+        let (manifest, bytes) = push_private_app(&mut c.http, &layer);
+        let config = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["config"]
+            ["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let v1 = V1Image::chain(1402, 2, 3000);
         v1_push(&mut c.http, "private/v1app", "latest", &v1);
         let r = c
@@ -457,20 +464,7 @@ fn a_foreign_manifest_uploaded_as_a_blob_is_no_manifest_of_the_repository() {
     let layer = random_bytes(5000, 1601);
     let (alice_manifest, manifest_bytes) = {
         let mut c = RegistrySession::open("ssh", Some(&t.alice.private), port, &known);
-        let m = v2_push(
-            &mut c.http,
-            "private/app",
-            "1",
-            std::slice::from_ref(&layer),
-        );
-        let r = c.http.request(
-            "GET",
-            &format!("/v2/private/app/manifests/{m}"),
-            &[("Accept", "*/*")],
-            ReqBody::None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        (m, r.body.clone())
+        push_private_app(&mut c.http, &layer)
     };
 
     let mut c = RegistrySession::open("ssh", Some(&t.mallory.private), port, &known);

@@ -1126,20 +1126,7 @@ fn gc_spares_the_old_blobs_a_manifest_push_just_named() {
         .chain([orphan.as_slice()])
         .flat_map(files)
         .collect();
-    eventually(
-        "the blobs to be older than the grace",
-        Duration::from_secs(120),
-        || {
-            all.iter().all(|f| {
-                let m = std::fs::metadata(f).unwrap();
-                let newest = m.modified().unwrap().max(
-                    std::time::UNIX_EPOCH
-                        + Duration::from_secs(std::os::unix::fs::MetadataExt::ctime(&m) as u64),
-                );
-                newest.elapsed().unwrap_or_default() > grace + Duration::from_secs(1)
-            })
-        },
-    );
+    wait_until_older_than(&all, grace);
 
     // The first PUT names the image's blobs and one never uploaded.
     let mut manifest: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
@@ -1184,6 +1171,25 @@ fn gc_spares_the_old_blobs_a_manifest_push_just_named() {
     try_v2_put_manifest(&mut Fresh(server.addr), "gc/renew", "1", &img).unwrap();
     v2_verify(server.addr, "gc/renew", &img).unwrap();
     assert_fsck_clean(&root);
+}
+
+/// Waits (the event gc's grace waits for) until every file is older than
+/// `grace` by the newer of its mtime and ctime, as gc counts age.
+fn wait_until_older_than(files: &[std::path::PathBuf], grace: Duration) {
+    eventually(
+        "the files to be older than the grace",
+        Duration::from_secs(120),
+        || {
+            files.iter().all(|f| {
+                let m = std::fs::metadata(f).unwrap();
+                let newest = m.modified().unwrap().max(
+                    std::time::UNIX_EPOCH
+                        + Duration::from_secs(std::os::unix::fs::MetadataExt::ctime(&m) as u64),
+                );
+                newest.elapsed().unwrap_or_default() > grace + Duration::from_secs(1)
+            })
+        },
+    );
 }
 
 /// A push finds old, unreferenced blobs present in ways that write nothing
@@ -1236,20 +1242,7 @@ fn gc_spares_the_old_blobs_a_push_found_present_before_its_manifest() {
     }
     let mut everything = Vec::new();
     files_under(&root.join("_berth"), &mut everything);
-    eventually(
-        "the store's files to be older than the grace",
-        Duration::from_secs(120),
-        || {
-            everything.iter().all(|f| {
-                let m = std::fs::metadata(f).unwrap();
-                let newest = m.modified().unwrap().max(
-                    std::time::UNIX_EPOCH
-                        + Duration::from_secs(std::os::unix::fs::MetadataExt::ctime(&m) as u64),
-                );
-                newest.elapsed().unwrap_or_default() > grace + Duration::from_secs(1)
-            })
-        },
-    );
+    wait_until_older_than(&everything, grace);
 
     // The push finds each one present.
     let d = digest(head_me);
