@@ -312,6 +312,18 @@ fn a_down_receiver_and_a_slow_hook_delay_nothing() {
         assert!(alive, "the hook {pid} ended before the test released it");
     }
     std::fs::write(&release, b"").unwrap();
+    // Released, the hooks end. Waited for: a hook still polling when the
+    // test's directory goes would never see `release` and loop on, an
+    // orphan forking `sleep` ten times a second for the rest of the suite.
+    let pids: Vec<String> = std::fs::read_to_string(&ran)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    eventually("the released hooks to end", EVENT_WAIT, || {
+        pids.iter()
+            .all(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    });
     // The tags are there whatever the hooks and webhooks do.
     let r = c.request("GET", "/v2/team/slow/tags/list", &[], ReqBody::None);
     assert_eq!(r.json()["tags"], serde_json::json!(["a", "b", "c", "d"]));
