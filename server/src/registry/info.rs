@@ -30,7 +30,14 @@ pub fn handle(
             "client": who.client,
             "access_file": reg.access().has_file(),
             "namespaces": namespaces,
-            "mirror": mirror.as_ref().map(mirror_info),
+            // Traffic counters tell what others pulled (a fetch that moves
+            // no upstream byte was cached): under an access file, or for
+            // anonymous callers, they are the operators' (`/metrics` on the
+            // admin listener), and callers see the role only.
+            "mirror": mirror.as_ref().map(|m| {
+                let traffic = !reg.access().has_file() && !who.is_anonymous();
+                mirror_info(m, traffic)
+            }),
         }),
     )
 }
@@ -56,14 +63,89 @@ pub struct MirrorCounters {
     pub stale_served: u64,
 }
 
-fn mirror_info(m: &MirrorCounters) -> serde_json::Value {
-    json!({
+/// The mirror's role, and its traffic counters when `traffic`.
+fn mirror_info(m: &MirrorCounters, traffic: bool) -> serde_json::Value {
+    let mut v = json!({
         "upstream": m.upstream,
         "ttl_seconds": m.ttl.as_secs(),
         "read_only": m.read_only,
-        "upstream_requests": m.upstream_requests,
-        "upstream_bytes": m.upstream_bytes,
-        "hits": m.hits,
-        "stale_served": m.stale_served,
-    })
+    });
+    if traffic {
+        v["upstream_requests"] = m.upstream_requests.into();
+        v["upstream_bytes"] = m.upstream_bytes.into();
+        v["hits"] = m.hits.into();
+        v["stale_served"] = m.stale_served.into();
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::AccessControl;
+    use crate::registry::RegistryConfig;
+    use crate::store::Store;
+    use http_body_util::BodyExt;
+
+    fn counters() -> MirrorCounters {
+        MirrorCounters {
+            upstream: "ssh://upstream.example".into(),
+            ttl: std::time::Duration::from_secs(300),
+            read_only: true,
+            upstream_requests: 7,
+            upstream_bytes: 12_345,
+            hits: 3,
+            stale_served: 1,
+        }
+    }
+
+    async fn info(reg: &Registry, who: &Identity) -> serde_json::Value {
+        let r = handle(reg, who, Some(counters()));
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// A mirror's traffic counters tell whoever reads them what others
+    /// pulled: a blob fetch that leaves `upstream_bytes` unchanged was
+    /// cached, i.e. someone pulled it before. Under an access file they
+    /// are for operators (`/metrics` on the admin listener); callers see
+    /// the role only. Before, every caller, anonymous included, saw them.
+    #[tokio::test]
+    async fn under_an_access_file_the_mirror_traffic_is_not_shown_to_callers() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("access.toml");
+        std::fs::write(
+            &rules,
+            "[[rule]]\nnamespace = \"evil\"\nread = [\"@all\"]\n",
+        )
+        .unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let reg = Registry::with_access(
+            store.clone(),
+            RegistryConfig::default(),
+            AccessControl::from_file(&rules).unwrap(),
+            None,
+        );
+        for who in [Identity::local("mallory"), Identity::anonymous(None)] {
+            let v = info(&reg, &who).await;
+            assert_eq!(v["mirror"]["upstream"], "ssh://upstream.example", "{v}");
+            for counter in [
+                "upstream_requests",
+                "upstream_bytes",
+                "hits",
+                "stale_served",
+            ] {
+                assert!(v["mirror"].get(counter).is_none(), "{counter} shown: {v}");
+            }
+        }
+        // Without an access file every key may do everything: they see them.
+        let open = Registry::with_access(
+            store,
+            RegistryConfig::default(),
+            AccessControl::open(&[]),
+            None,
+        );
+        let v = info(&open, &Identity::local("root")).await;
+        assert_eq!(v["mirror"]["upstream_bytes"], 12_345, "{v}");
+    }
 }
