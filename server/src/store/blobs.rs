@@ -52,8 +52,12 @@ impl Store {
         let dest = self.paths().blob(digest);
         super::atomic::create_dirs(self.paths().blobs_dir(digest.algorithm()))?;
         let size = temp.file().metadata()?.len();
-        if dest.exists() && self.present_blob_sound(digest, size)? {
-            return Ok(false);
+        if dest.exists() {
+            if self.present_blob_sound(digest, size)? {
+                return Ok(false);
+            }
+            temp.commit(&dest)?; // fsynced, renamed over the damaged file
+            return Ok(true);
         }
         temp.sync()?;
         match fs::hard_link(temp.path(), &dest) {
