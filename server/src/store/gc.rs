@@ -460,16 +460,24 @@ impl Store {
     pub fn renew_held_for_gc(&self, digest: &Digest) {
         let p = self.paths();
         let path = p.renewed(digest);
-        let touched = super::atomic::create_dirs(p.renewed_dir())
-            .and_then(|()| super::atomic::touch(&path, std::time::SystemTime::now()));
+        let now = std::time::SystemTime::now();
+        // The directory exists after the first renewal: make it only then
+        // (a writer's HEAD renews, so this stays one open and one utimes).
+        let touched = match super::atomic::touch(&path, now) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                super::atomic::create_dirs(p.renewed_dir())
+                    .and_then(|()| super::atomic::touch(&path, now))
+            }
+            done => done,
+        };
         if let Err(e) = touched {
             tracing::info!("cannot renew {} for gc: {e}", path.display());
         }
     }
 }
 
-/// Whether a manifest PUT named `digest` within the grace
-/// ([`Store::renew_for_gc`]).
+/// Whether a push renewed `digest` within the grace
+/// ([`Store::renew_for_gc`], [`Store::renew_held_for_gc`]).
 fn renewed_lately(p: &Paths, digest: &Digest, grace: Duration) -> io::Result<bool> {
     Ok(age(&p.renewed(digest))?.is_some_and(|a| a < grace))
 }

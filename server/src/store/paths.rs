@@ -31,8 +31,8 @@
 //!   _berth/manifests/<key>           media type of a pool blob that is a manifest
 //!   _berth/layerfacts/<key>          diff_id, uncompressed size and compression of a pool
 //!                                    blob that is a layer (gzip, zstd or plain tar)
-//!   _berth/renewed/<key>             empty; its mtime: when a manifest PUT last named the
-//!                                    digest (gc counts the digest's objects as that young)
+//!   _berth/renewed/<key>             empty; its mtime: when a push last named the digest or
+//!                                    was told it is present (gc counts its objects as that young)
 //!   _berth/derived/<v1 id>           generated config + manifest of a V1-only top image
 //!   _berth/v1layers/<v1 id>          blob digest, diff_id and media type of a V1 layer
 //!   _berth/v1ids/key                 secret that keys the V1 ids given to squatted projections
@@ -352,14 +352,14 @@ impl Paths {
         self.layer_facts_dir().join(Paths::digest_key(digest))
     }
 
-    /// `_berth/renewed/`: when manifest PUTs last named each digest
-    /// (`Store::renew_for_gc`).
+    /// `_berth/renewed/`: when pushes last named or found each digest
+    /// (`Store::renew_for_gc`, `Store::renew_held_for_gc`).
     pub fn renewed_dir(&self) -> PathBuf {
         self.berth_dir().join("renewed")
     }
 
-    /// `_berth/renewed/<key>`: empty; its mtime is when a manifest PUT last
-    /// named `digest`.
+    /// `_berth/renewed/<key>`: empty; its mtime is when a push last named
+    /// `digest` or was told it is present.
     pub fn renewed(&self, digest: &Digest) -> PathBuf {
         self.renewed_dir().join(Paths::digest_key(digest))
     }

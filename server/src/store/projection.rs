@@ -105,7 +105,7 @@ impl Store {
             // Re-used as it is: renewed for gc under its lock, as a tag
             // renews its chain (`Store::renew_image_chain`).
             ImageState::Published if self.holds_step(step)? => {
-                super::atomic::touch(&p.image_lock(id), std::time::SystemTime::now())?;
+                self.renew_locked_image(id)?;
                 return Ok(());
             }
             // Published by a V1 client since the id was settled.

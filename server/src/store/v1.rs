@@ -549,12 +549,18 @@ impl Store {
                 StoreError::Io(io::Error::other(format!("corrupt ancestry of {id}")))
             })?;
             self.require_published(&step)?;
-            let lock_path = p.image_lock(&step);
-            let _lock = FileLock::exclusive(&lock_path)?;
+            let _lock = FileLock::exclusive(&p.image_lock(&step))?;
             self.require_published(&step)?;
-            super::atomic::touch(&lock_path, std::time::SystemTime::now())?;
+            self.renew_locked_image(&step)?;
         }
         Ok(())
+    }
+
+    /// Sets the mtime of image `id`'s lock file to now, which gc reads as
+    /// the image's age (its directory's newest entry). The caller holds
+    /// that lock, under which gc judges the image too.
+    pub(crate) fn renew_locked_image(&self, id: &ImageId) -> io::Result<()> {
+        super::atomic::touch(&self.paths().image_lock(id), std::time::SystemTime::now())
     }
 
     /// Removes a tag and its metadata.
