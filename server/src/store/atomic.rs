@@ -326,14 +326,34 @@ impl FileLock {
         let mut unlisted_again = 0;
         let mut stale_since: Option<Instant> = None;
         loop {
-            let file = open_or_create(path, OpenOptions::new().read(true).write(true))?;
-            match lock_fd(&file, deadline) {
-                Ok(true) => {}
-                Ok(false) => return Ok(None),
+            match lock_named(path, deadline, listing_counts) {
+                Ok(Attempt::Held(file)) => {
+                    lock.file = Some(file);
+                    return Ok(Some(lock));
+                }
+                Ok(Attempt::TimedOut) => return Ok(None),
+                Ok(Attempt::Replaced(Naming::NotListed)) => {
+                    // A path that keeps resolving to a file we can lock
+                    // while the listing names another inode: this
+                    // filesystem's listing numbers are not `stat`'s (a
+                    // stale name fails the open or the lock with ESTALE
+                    // once the holder's last descriptor is gone).
+                    unlisted_again += 1;
+                    if unlisted_again >= 3 {
+                        tracing::warn!(
+                            "directory listing of {} disagrees with stat about inode numbers; \
+                             checking lock files by stat alone",
+                            path.display()
+                        );
+                        listing_counts = false;
+                    }
+                }
+                Ok(Attempt::Replaced(_)) => unlisted_again = 0,
                 // The name resolved (through this host's name cache) to a
-                // file another host has deleted: open again once the cache
-                // lets go of it (GlusterFS keeps a name for its
-                // entry-timeout, 1 s by default).
+                // file another host has deleted: the open, the lock or the
+                // check of the name fails with ESTALE. Open again once the
+                // cache lets go of it (GlusterFS keeps a name for its
+                // entry-timeout, 1 s by default); no event tells when.
                 Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
                     let since = *stale_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > STALE_LOCK_FILE_PATIENCE
@@ -346,32 +366,6 @@ impl FileLock {
                 }
                 Err(e) => return Err(e),
             }
-            // The holder we waited for may have unlinked the file before it
-            // let go (gc removing an image's directory): then the lock is on
-            // a file no path names, and the next comer creates another. Only
-            // a lock on the file the path names now excludes anyone.
-            match names_file(path, &file, listing_counts)? {
-                Naming::Yes => {
-                    lock.file = Some(file);
-                    return Ok(Some(lock));
-                }
-                Naming::NotListed => {
-                    // A path that keeps resolving to a file we can lock
-                    // while the listing names another inode: this
-                    // filesystem's listing numbers are not `stat`'s (a
-                    // stale name would have failed the lock with ESTALE).
-                    unlisted_again += 1;
-                    if unlisted_again >= 3 {
-                        tracing::warn!(
-                            "directory listing of {} disagrees with stat about inode numbers; \
-                             checking lock files by stat alone",
-                            path.display()
-                        );
-                        listing_counts = false;
-                    }
-                }
-                Naming::No => unlisted_again = 0,
-            }
             tracing::debug!(
                 "lock file {} was replaced while we waited; locking again",
                 path.display()
@@ -383,6 +377,39 @@ impl FileLock {
             }
         }
     }
+}
+
+/// What one attempt of [`lock_named`] came to.
+enum Attempt {
+    /// Locked, on the file the path names.
+    Held(File),
+    /// The deadline passed while another holder kept the lock.
+    TimedOut,
+    /// Locked a file the path no longer names (how [`names_file`] knew);
+    /// the lock is dropped with the file, to be taken again.
+    Replaced(Naming),
+}
+
+/// Opens (or creates) the lock file at `path`, locks it, and checks the
+/// lock is on the file the path names: the holder we waited for may have
+/// unlinked the file before it let go (gc removing an image's directory),
+/// and then the lock is on a file no path names while the next comer
+/// creates another. Only a lock on the file the path names now excludes
+/// anyone. Any step can meet a name another host deleted (ESTALE), which
+/// the caller retries.
+fn lock_named(path: &Path, deadline: Option<Instant>, listing: bool) -> io::Result<Attempt> {
+    #[cfg(test)]
+    tests::maybe_stale(path)?;
+    let file = open_or_create(path, OpenOptions::new().read(true).write(true))?;
+    if !lock_fd(&file, deadline)? {
+        return Ok(Attempt::TimedOut);
+    }
+    #[cfg(test)]
+    tests::maybe_stale(path)?;
+    Ok(match names_file(path, &file, listing)? {
+        Naming::Yes => Attempt::Held(file),
+        other => Attempt::Replaced(other),
+    })
 }
 
 /// How long a lock file name may keep resolving to a file another host
@@ -484,6 +511,50 @@ impl Drop for FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers the steps of [`lock_named`] for a path give, in order: `true`
+    /// is ESTALE, as a GlusterFS client answers for a lock file name
+    /// another mount deleted while this one still caches it.
+    fn stale_answers() -> &'static Mutex<std::collections::HashMap<PathBuf, Vec<bool>>> {
+        static ANSWERS: OnceLock<Mutex<std::collections::HashMap<PathBuf, Vec<bool>>>> =
+            OnceLock::new();
+        ANSWERS.get_or_init(Default::default)
+    }
+
+    pub(super) fn maybe_stale(path: &Path) -> io::Result<()> {
+        let mut answers = stale_answers().lock().unwrap();
+        let stale = match answers.get_mut(path) {
+            Some(steps) if !steps.is_empty() => steps.remove(0),
+            _ => false,
+        };
+        if stale {
+            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+        }
+        Ok(())
+    }
+
+    /// A CI run on GlusterFS: after the holder on another mount unlinked
+    /// the lock file and let go, this mount's cached name to the deleted
+    /// file failed a step after the lock with ESTALE, and the lock attempt
+    /// gave up with that error instead of opening the name again. Each
+    /// step (the open, the check of the name) may meet the stale name; the
+    /// lock is taken once the cache lets go, on the file the path names.
+    #[test]
+    fn a_stale_lock_file_name_at_any_step_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        // Open fine, check after the lock stale, then the open stale twice.
+        stale_answers()
+            .lock()
+            .unwrap()
+            .insert(p.clone(), vec![false, true, true, true]);
+        let lock = FileLock::exclusive(&p).expect("the lock, once the name is fresh");
+        assert!(stale_answers().lock().unwrap()[&p].is_empty());
+        use std::os::unix::fs::MetadataExt as _;
+        let held = lock.metadata().unwrap();
+        let named = fs::metadata(&p).unwrap();
+        assert_eq!((held.dev(), held.ino()), (named.dev(), named.ino()));
+    }
 
     #[test]
     fn temp_file_is_removed_unless_committed() {
