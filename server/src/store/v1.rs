@@ -594,20 +594,29 @@ impl Store {
 
     /// Deletes every tag and record of a repository (images are kept).
     /// Nested repositories below it (`a/b/c` under `a/b`) are left alone.
+    ///
+    /// Runs under the repository's lock, whose file goes last while still
+    /// held: a merge of `_index_images` another host is in the middle of
+    /// is not cut in two (unlinked under it, the lock file would let a
+    /// third writer lock a new one and merge at the same time), and a
+    /// waiter finds the name gone and locks anew (`FileLock`).
     pub fn delete_repository(&self, repo: &RepoName) -> StoreResult<()> {
-        let dir = self.paths().repo_dir(repo);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound("Repository not found".into()))
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for entry in entries {
+        let p = self.paths();
+        let dir = p.repo_dir(repo);
+        if !dir.is_dir() {
+            return Err(StoreError::NotFound("Repository not found".into()));
+        }
+        let lock_path = p.repo_lock(repo);
+        let lock = FileLock::exclusive(&lock_path)?;
+        for entry in fs::read_dir(&dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file() {
+            if entry.file_type()?.is_file() && entry.path() != lock_path {
                 fs::remove_file(entry.path())?;
             }
+        }
+        match fs::remove_file(&lock_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            _ => drop(lock),
         }
         let _ = fs::remove_dir(&dir); // only succeeds when no nested repository remains
         super::atomic::sync_parent(&dir)?;
@@ -763,6 +772,78 @@ mod tests {
             Some(p) => format!(r#"{{"id":"{id}","parent":"{p}","created":"x"}}"#).into_bytes(),
             None => format!(r#"{{"id":"{id}"}}"#).into_bytes(),
         }
+    }
+
+    /// Another host merging `_index_images` holds the repository's lock
+    /// while a V1 DELETE of the repository runs here. The delete used to
+    /// unlink every file of the repository, the held lock file too, so a
+    /// third writer created a new lock file and merged while the first
+    /// still did: two holders, and one merge lost. The delete waits for
+    /// the lock instead, and unlinks its file last, still holding it.
+    #[test]
+    fn a_repository_delete_waits_for_the_merge_holding_its_lock() {
+        use std::io::{BufRead, Write};
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let repo = RepoName::parse("library/busy").unwrap();
+        let entry = serde_json::json!({ "id": id('a').to_string() });
+        store.merge_index_images(&repo, &[entry]).unwrap();
+        let lock = store.paths().repo_lock(&repo);
+        let ino = fs::metadata(&lock).unwrap().ino();
+        // The other host: holds the lock until told to let go.
+        let holder = r#"
+import fcntl, sys
+f = open(sys.argv[1], "r+")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.readline()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(holder)
+            .arg(&lock)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+
+        let deleter = {
+            let (store, repo) = (store.clone(), repo.clone());
+            std::thread::spawn(move || store.delete_repository(&repo))
+        };
+        // The event: the delete queued on the held lock (a blocked "->"
+        // request for the lock file's inode in /proc/locks), or ended.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let queued = loop {
+            let locks = fs::read_to_string("/proc/locks").unwrap();
+            if locks
+                .lines()
+                .any(|l| l.contains("->") && l.contains(&format!(":{ino} ")))
+            {
+                break true;
+            }
+            if deleter.is_finished() {
+                break false;
+            }
+            assert!(std::time::Instant::now() < deadline, "neither event came");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let still_named = fs::metadata(&lock).is_ok_and(|m| m.ino() == ino);
+        writeln!(child.stdin.take().unwrap()).unwrap();
+        assert!(child.wait().unwrap().success());
+        deleter.join().unwrap().unwrap();
+        assert!(
+            queued && still_named,
+            "the delete ran while another host held the repository's lock \
+             (queued: {queued}, lock file still named: {still_named})"
+        );
+        assert!(!store.repo_exists(&repo), "the repository is deleted");
     }
 
     #[tokio::test]
