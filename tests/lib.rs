@@ -163,6 +163,39 @@ pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (the event gc's grace waits for) until every file is older than
+/// `grace` by the newer of its mtime and ctime, as gc counts age.
+pub fn wait_until_older_than(files: &[PathBuf], grace: Duration) {
+    eventually(
+        "the files to be older than the grace",
+        Duration::from_secs(120),
+        || {
+            files.iter().all(|f| {
+                let m = std::fs::metadata(f).unwrap();
+                let newest = m.modified().unwrap().max(
+                    std::time::UNIX_EPOCH
+                        + Duration::from_secs(std::os::unix::fs::MetadataExt::ctime(&m) as u64),
+                );
+                newest.elapsed().unwrap_or_default() > grace + Duration::from_secs(1)
+            })
+        },
+    );
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc {
     /// The running child.

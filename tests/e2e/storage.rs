@@ -1173,25 +1173,6 @@ fn gc_spares_the_old_blobs_a_manifest_push_just_named() {
     assert_fsck_clean(&root);
 }
 
-/// Waits (the event gc's grace waits for) until every file is older than
-/// `grace` by the newer of its mtime and ctime, as gc counts age.
-fn wait_until_older_than(files: &[std::path::PathBuf], grace: Duration) {
-    eventually(
-        "the files to be older than the grace",
-        Duration::from_secs(120),
-        || {
-            files.iter().all(|f| {
-                let m = std::fs::metadata(f).unwrap();
-                let newest = m.modified().unwrap().max(
-                    std::time::UNIX_EPOCH
-                        + Duration::from_secs(std::os::unix::fs::MetadataExt::ctime(&m) as u64),
-                );
-                newest.elapsed().unwrap_or_default() > grace + Duration::from_secs(1)
-            })
-        },
-    );
-}
-
 /// A push finds old, unreferenced blobs present in ways that write nothing
 /// to them: a HEAD answering 200, an upload of bytes the pool already has
 /// (a closed session, a monolithic POST), a mount. Each must renew the blob
@@ -1230,18 +1211,7 @@ fn gc_spares_the_old_blobs_a_push_found_present_before_its_manifest() {
         root.join("_berth/blobs/sha256").join(hex)
     };
     let grace = Duration::from_secs(10);
-    fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                files_under(&path, out);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    let mut everything = Vec::new();
-    files_under(&root.join("_berth"), &mut everything);
+    let everything = files_under(&root.join("_berth"));
     wait_until_older_than(&everything, grace);
 
     // The push finds each one present.
@@ -1287,4 +1257,187 @@ fn gc_spares_the_old_blobs_a_push_found_present_before_its_manifest() {
     }
     assert!(!pool(&orphan).exists(), "gc kept the old orphan:\n{report}");
     try_v2_put_manifest(&mut Fresh(server.addr), "gc/found", "1", &img).unwrap();
+}
+
+// ---- hosts whose clocks disagree --------------------------------------------------
+
+/// A command running a berth process on a host whose clock is `offset`
+/// off (libfaketime's format: `+2h`, `-2h`). Only the process's clock is
+/// off: file times still come from the filesystem's clock, as a store on
+/// NFS is stamped by its server whatever the writing host's clock says.
+/// `env` execs the program with libfaketime preloaded, so the process a
+/// test stops is berth's itself (the `faketime` wrapper forks, and
+/// stopping it would leave berth running).
+fn on_skewed_host(offset: &str) -> Command {
+    let lib = std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path().join("faketime/libfaketimeMT.so.1")))
+        .find(|p| p.exists())
+        .expect("libfaketimeMT.so.1 (Debian package faketime)");
+    let mut c = Command::new("env");
+    c.arg(format!("LD_PRELOAD={}", lib.display()))
+        .arg(format!("FAKETIME={offset}"))
+        .args(["FAKETIME_DONT_FAKE_MONOTONIC=1", "NO_FAKE_STAT=1"]);
+    c
+}
+
+/// The pool file of `blob` under `root`.
+fn pool_file(root: &Path, blob: &[u8]) -> std::path::PathBuf {
+    let hex = digest(blob).trim_start_matches("sha256:").to_string();
+    root.join("_berth/blobs/sha256").join(hex)
+}
+
+/// gc on a host whose clock runs two hours ahead of the store's (an NFS
+/// server and its clients drift apart when one has no NTP). gc read every
+/// file's age against its own clock, so a blob a push uploaded a moment
+/// ago looked two hours old and was collected under the push. gc reads
+/// ages on the store's clock: an old orphan still goes, the fresh blob
+/// stays.
+#[test]
+fn gc_on_a_host_whose_clock_runs_ahead_keeps_a_push_in_flight() {
+    if !require_tool("faketime", "faketime") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let server = HttpServer::start(&root);
+    let orphan = random_bytes(10_000, 7090);
+    v2_upload(server.addr, "clock/ahead", &orphan).unwrap();
+    let grace = Duration::from_secs(10);
+    wait_until_older_than(&files_under(&root.join("_berth")), grace);
+    let in_flight = random_bytes(10_000, 7091);
+    v2_upload(server.addr, "clock/ahead", &in_flight).unwrap();
+
+    let out = run_ok(
+        on_skewed_host("+2h")
+            .arg(bin("berth-server"))
+            .args(["gc", "--grace", "10s", "--root"])
+            .arg(&root),
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        pool_file(&root, &in_flight).exists(),
+        "gc on a host two hours ahead removed a blob uploaded just now:\n{report}"
+    );
+    assert!(
+        !pool_file(&root, &orphan).exists(),
+        "gc kept the old orphan:\n{report}"
+    );
+}
+
+/// A push through a host whose clock lags two hours behind finds an old
+/// blob present (a writer's HEAD answering 200), which renews it for gc.
+/// The renewal stamped the marker with the writer's clock, two hours in
+/// the past, so gc on a correct host took it for an old renewal and
+/// removed the blob before the push's manifest named it. A renewal is
+/// stamped by the store's clock.
+#[test]
+fn a_renewal_by_a_host_whose_clock_lags_keeps_the_blob_from_gc() {
+    if !require_tool("faketime", "faketime") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let server = HttpServer::start(&root);
+    let (found, orphan) = (random_bytes(10_000, 7092), random_bytes(10_000, 7093));
+    for b in [&found, &orphan] {
+        v2_upload(server.addr, "clock/behind", b).unwrap();
+    }
+    let grace = Duration::from_secs(10);
+    wait_until_older_than(&files_under(&root.join("_berth")), grace);
+
+    let lagging = HttpServer::start_under(&root, on_skewed_host("-2h"));
+    let d = digest(&found);
+    let r = fetch(
+        lagging.addr,
+        "HEAD",
+        &format!("/v2/clock/behind/blobs/{d}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+
+    let report = gc(&root, "10s");
+    assert!(
+        pool_file(&root, &found).exists(),
+        "gc removed the blob a push through a lagging host was just told is present:\n{report}"
+    );
+    assert!(
+        !pool_file(&root, &orphan).exists(),
+        "gc kept the old orphan:\n{report}"
+    );
+}
+
+/// A push pauses between two chunks of a layer (docker does, while it
+/// reads the next chunk from a slow disk; a client resumes the next day
+/// within the 24 h a session lasts). Another host whose clock runs a day
+/// ahead starts an upload, which sweeps sessions idle longer than a day
+/// by its own clock: it removed the paused session, and the push's next
+/// chunk found none. The sweep reads idleness on the store's clock.
+#[test]
+fn a_host_a_day_ahead_does_not_sweep_a_paused_upload() {
+    if !require_tool("faketime", "faketime") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let server = HttpServer::start(&root);
+    let blob = random_bytes(100_000, 7094);
+    let d = digest(&blob);
+    let r = fetch(
+        server.addr,
+        "POST",
+        "/v2/clock/paused/blobs/uploads/",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let loc = r.header("location").unwrap().to_string();
+    let half = blob.len() / 2;
+    let r = fetch(
+        server.addr,
+        "PATCH",
+        &loc,
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &format!("0-{}", half - 1)),
+        ],
+        &blob[..half],
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // The host a day ahead starts an upload of its own (the sweep runs first).
+    let ahead = HttpServer::start_under(&root, on_skewed_host("+25h"));
+    let r = fetch(
+        ahead.addr,
+        "POST",
+        "/v2/clock/other/blobs/uploads/",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = fetch(
+        server.addr,
+        "PUT",
+        &format!("{loc}{sep}digest={d}"),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Range", &format!("{half}-{}", blob.len() - 1)),
+        ],
+        &blob[half..],
+    )
+    .unwrap();
+    assert_eq!(
+        r.status,
+        201,
+        "the paused upload did not survive a host a day ahead: {}",
+        r.text()
+    );
+    assert!(pool_file(&root, &blob).exists());
 }

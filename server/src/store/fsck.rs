@@ -210,7 +210,7 @@ fn check_layer_facts(
         };
         let Some(problem) = problem else { continue };
         r.add(Severity::Problem, &path, &problem);
-        if opts.repair && age(&path)?.is_some_and(|a| a >= opts.grace) {
+        if opts.repair && age(&path, &store.clock())?.is_some_and(|a| a >= opts.grace) {
             remove_durable(&path)?;
             r.add(Severity::Repaired, &path, "layer facts record removed");
         }
@@ -220,7 +220,9 @@ fn check_layer_facts(
 
 fn check_temps(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::Result<()> {
     for path in temp_files(store)? {
-        let Some(a) = age(&path)? else { continue };
+        let Some(a) = age(&path, &store.clock())? else {
+            continue;
+        };
         if a < opts.grace {
             r.add(
                 Severity::Note,
@@ -241,7 +243,7 @@ fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::R
     for (name, path) in entries(&store.paths().uploads_dir())? {
         if name.starts_with(TEMP_PREFIX) {
             if metadata(&path)?.is_some_and(|m| m.is_dir()) {
-                closed_session_leftover(opts, &path, r)?;
+                closed_session_leftover(store, opts, &path, r)?;
             }
             continue; // files: judged by check_temps
         }
@@ -253,7 +255,7 @@ fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::R
             );
             continue;
         };
-        let Some(idle) = dir_age(&path)? else {
+        let Some(idle) = dir_age(&path, &store.clock())? else {
             continue;
         };
         if idle <= UPLOAD_MAX_IDLE {
@@ -278,8 +280,13 @@ fn check_uploads(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io::R
 
 /// A session closed or cancelled by a process that died between renaming it
 /// out of the way and deleting it (`.tmp-gone-<id>/`): unreachable by name.
-fn closed_session_leftover(opts: &FsckOptions, path: &Path, r: &mut FsckReport) -> io::Result<()> {
-    let Some(a) = dir_age(path)? else {
+fn closed_session_leftover(
+    store: &Store,
+    opts: &FsckOptions,
+    path: &Path,
+    r: &mut FsckReport,
+) -> io::Result<()> {
+    let Some(a) = dir_age(path, &store.clock())? else {
         return Ok(());
     };
     if a < opts.grace {
@@ -390,7 +397,7 @@ fn no_json_dir(
     dir: &Path,
     r: &mut FsckReport,
 ) -> io::Result<()> {
-    let Some(a) = dir_age(dir)? else {
+    let Some(a) = dir_age(dir, &store.clock())? else {
         return Ok(());
     };
     if a < opts.grace {
@@ -675,7 +682,7 @@ fn check_referrers(store: &Store, opts: &FsckOptions, r: &mut FsckReport) -> io:
         }
         let linked = store.manifest_in_repo(&rec.repo, &rec.referrer)?;
         let Some((media_type, bytes)) = linked else {
-            let old = age(&rec.path)?.is_some_and(|a| a >= opts.grace);
+            let old = age(&rec.path, &store.clock())?.is_some_and(|a| a >= opts.grace);
             if opts.repair && old {
                 remove_durable(&rec.path)?;
                 r.add(
@@ -772,7 +779,7 @@ fn check_links(
                 });
                 continue;
             }
-            let old = age(&path)?.is_some_and(|a| a >= opts.grace);
+            let old = age(&path, &store.clock())?.is_some_and(|a| a >= opts.grace);
             if opts.repair && old {
                 remove_durable(&path)?;
                 r.add(Severity::Repaired, &path, "link to a missing blob removed");
@@ -793,7 +800,7 @@ fn check_links(
                 link.digest,
                 u.manifest
             );
-            let old = age(&link.path)?.is_some_and(|a| a >= opts.grace);
+            let old = age(&link.path, &store.clock())?.is_some_and(|a| a >= opts.grace);
             if opts.repair && old {
                 remove_durable(&link.path)?;
                 r.add(Severity::Repaired, &link.path, format!("{what}; removed"));

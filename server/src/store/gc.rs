@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::atomic::{remove_durable, sync_parent, FileLock};
+use super::clock::StoreClock;
 use super::uploads::UPLOAD_MAX_IDLE;
 use super::walk::{
     age, dir_age, entries, manifest_refs, metadata, metadata_followed, optional, pool_entries,
@@ -114,13 +115,14 @@ fn image_in_progress(store: &Store, id: &ImageId, grace: Duration) -> io::Result
         return Ok(false);
     }
     // In progress, or json not written yet: an upload, unless abandoned long ago.
-    Ok(dir_age(&p.image_dir(id))?.is_some_and(|a| a < UPLOAD_MAX_IDLE.max(grace)))
+    Ok(dir_age(&p.image_dir(id), &store.clock())?.is_some_and(|a| a < UPLOAD_MAX_IDLE.max(grace)))
 }
 
 /// Marks everything reachable from tags, from young or in-progress objects,
 /// and from what a push renewed within the grace.
 fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
     let p = store.paths();
+    let clock = store.clock();
     let mut m = Marks::default();
     let mut image_roots: Vec<ImageId> = Vec::new();
     let mut manifest_roots: Vec<Digest> = Vec::new();
@@ -137,7 +139,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         by_inode.insert((meta.dev(), meta.ino()), d.clone());
         // A young blob that is a manifest keeps what it names (its tag may
         // not be written yet).
-        if age(&path)?.is_some_and(|a| a < grace) && meta.len() <= MAX_MANIFEST as u64 {
+        if age(&path, &clock)?.is_some_and(|a| a < grace) && meta.len() <= MAX_MANIFEST as u64 {
             let head = optional(&path, |path| {
                 let mut b = [0u8; 1];
                 let n = fs::File::open(path)?.read(&mut b)?;
@@ -172,21 +174,21 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         let Ok(id) = ImageId::parse(&name) else {
             continue;
         };
-        let young = dir_age(&p.image_dir(&id))?.is_some_and(|a| a < grace);
+        let young = dir_age(&p.image_dir(&id), &clock)?.is_some_and(|a| a < grace);
         if young || image_in_progress(store, &id, grace)? {
             image_roots.push(id);
         }
     }
     for (name, path) in entries(&p.manifest_records_dir())? {
         if let Some(d) = Paths::digest_of_key(&name) {
-            if age(&path)?.is_some_and(|a| a < grace) {
+            if age(&path, &clock)?.is_some_and(|a| a < grace) {
                 manifest_roots.push(d);
             }
         }
     }
     for (name, path) in entries(&p.derived_dir())? {
         if let Ok(id) = ImageId::parse(&name) {
-            if age(&path)?.is_some_and(|a| a < grace) {
+            if age(&path, &clock)?.is_some_and(|a| a < grace) {
                 image_roots.push(id);
             }
         }
@@ -198,7 +200,7 @@ fn mark(store: &Store, grace: Duration) -> io::Result<Marks> {
         let Some(d) = Paths::digest_of_key(&name) else {
             continue;
         };
-        if age(&path)?.is_some_and(|a| a < grace) {
+        if age(&path, &clock)?.is_some_and(|a| a < grace) {
             // A layer (which may be larger than any manifest) is kept as
             // it is; only a manifest is read for what it names.
             if metadata(&p.manifest_record(&d))?.is_some() {
@@ -313,6 +315,8 @@ fn mark_manifests(
 struct Fresh<'a> {
     store: &'a Store,
     grace: Duration,
+    /// The store's clock, on which ages are read this run.
+    clock: StoreClock,
     marks: Marks,
     at: Instant,
     /// Runs right after each mark: what another host did while it was
@@ -355,7 +359,8 @@ fn collectable(
     if fresh.get()?.blobs.contains(d) {
         return Ok(false);
     }
-    Ok(old(path, grace)? && !renewed_lately(p, d, grace)?)
+    let clock = &fresh.clock;
+    Ok(old(path, grace, clock)? && !renewed_lately(p, d, grace, clock)?)
 }
 
 /// Whether V1 image `id` may be removed now; called under its lock, which
@@ -367,7 +372,7 @@ fn image_collectable(
     id: &ImageId,
     grace: Duration,
 ) -> io::Result<bool> {
-    let young = dir_age(&store.paths().image_dir(id))?.is_none_or(|a| a < grace);
+    let young = dir_age(&store.paths().image_dir(id), &fresh.clock)?.is_none_or(|a| a < grace);
     Ok(!young && !image_in_progress(store, id, grace)? && !fresh.get()?.images.contains(id))
 }
 
@@ -389,18 +394,21 @@ fn blob_collectable(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let relinked = m.nlink() > links || mtime_age(&m) < grace || renewed_lately(p, d, grace)?;
+    let clock = &fresh.clock;
+    let relinked =
+        m.nlink() > links || mtime_age(&m, clock) < grace || renewed_lately(p, d, grace, clock)?;
     Ok(Some(!marked && !relinked))
 }
 
 /// Whether `path` is (still) older than the grace.
-fn old(path: &Path, grace: Duration) -> io::Result<bool> {
-    Ok(age(path)?.is_some_and(|a| a >= grace))
+fn old(path: &Path, grace: Duration, clock: &StoreClock) -> io::Result<bool> {
+    Ok(age(path, clock)?.is_some_and(|a| a >= grace))
 }
 
 /// Time since the content of a file last changed.
-fn mtime_age(m: &fs::Metadata) -> Duration {
-    let now = std::time::SystemTime::now()
+fn mtime_age(m: &fs::Metadata, clock: &StoreClock) -> Duration {
+    let now = clock
+        .now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
@@ -478,18 +486,25 @@ impl Store {
 
 /// Whether a push renewed `digest` within the grace
 /// ([`Store::renew_for_gc`], [`Store::renew_held_for_gc`]).
-fn renewed_lately(p: &Paths, digest: &Digest, grace: Duration) -> io::Result<bool> {
-    Ok(age(&p.renewed(digest))?.is_some_and(|a| a < grace))
+fn renewed_lately(
+    p: &Paths,
+    digest: &Digest,
+    grace: Duration,
+    clock: &StoreClock,
+) -> io::Result<bool> {
+    Ok(age(&p.renewed(digest), clock)?.is_some_and(|a| a < grace))
 }
 
 /// Collects garbage under `store` (see the module doc for the protocol).
 pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     let p = store.paths().clone();
     let grace = opts.grace;
+    let clock = store.clock();
     let mut r = GcReport::default();
     let mut fresh = Fresh {
         store,
         grace,
+        clock,
         // The mark only reads: a pass another host's rename made stale
         // (ESTALE) is simply marked again (see `fsck`).
         marks: super::transient::retry("gc mark", || mark(store, grace))?,
@@ -501,7 +516,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
 
     // Crash leftovers: stale temp files and expired upload sessions.
     for path in temp_files(store)? {
-        if old(&path, grace)? {
+        if old(&path, grace, &clock)? {
             let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
             if dry || remove_durable(&path)? {
                 r.temps += 1;
@@ -513,7 +528,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         let Some(id) = UploadId::parse(&name) else {
             continue;
         };
-        if dir_age(&path)?.is_some_and(|a| a > UPLOAD_MAX_IDLE.max(grace)) {
+        if dir_age(&path, &clock)?.is_some_and(|a| a > UPLOAD_MAX_IDLE.max(grace)) {
             let size = fs::metadata(p.upload_data(&id))
                 .map(|m| m.len())
                 .unwrap_or(0);
@@ -532,7 +547,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         let Some(d) = d else {
             continue;
         };
-        if fresh.marks.blobs.contains(&d) || !old(&path, grace)? {
+        if fresh.marks.blobs.contains(&d) || !old(&path, grace, &clock)? {
             continue;
         }
         if let Ok(meta) = fs::symlink_metadata(&path) {
@@ -557,7 +572,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         }
     }
     for rec in referrer_records(store)? {
-        if fresh.get()?.blobs.contains(&rec.referrer) || !old(&rec.path, grace)? {
+        if fresh.get()?.blobs.contains(&rec.referrer) || !old(&rec.path, grace, &clock)? {
             continue;
         }
         if dry || remove_durable(&rec.path)? {
@@ -580,7 +595,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
             let Ok(id) = ImageId::parse(&name) else {
                 continue;
             };
-            if fresh.get()?.images.contains(&id) || !old(&path, grace)? {
+            if fresh.get()?.images.contains(&id) || !old(&path, grace, &clock)? {
                 continue;
             }
             if dry || remove_durable(&path)? {
@@ -605,7 +620,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     for (_, id) in images {
         let dir = p.image_dir(&id);
         if dry {
-            if dir_age(&dir)?.is_some_and(|a| a >= grace) && !image_in_progress(store, &id, grace)?
+            if dir_age(&dir, &clock)?.is_some_and(|a| a >= grace)
+                && !image_in_progress(store, &id, grace)?
             {
                 r.images += 1;
                 r.bytes += dir_bytes(&dir)?;
@@ -681,7 +697,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
         let Some(d) = Paths::digest_of_key(&name) else {
             continue;
         };
-        if metadata_followed(&p.blob(&d))?.is_some() || !old(&path, grace)? {
+        if metadata_followed(&p.blob(&d))?.is_some() || !old(&path, grace, &clock)? {
             continue;
         }
         if dry || remove_durable(&path)? {
@@ -690,7 +706,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> io::Result<GcReport> {
     }
     // 5. Renewal markers past the grace: they protect nothing any more.
     for (_, path) in entries(&p.renewed_dir())? {
-        if old(&path, grace)? && !dry {
+        if old(&path, grace, &clock)? && !dry {
             remove_durable(&path)?;
         }
     }
@@ -846,7 +862,8 @@ mod tests {
     /// is older than `grace`.
     fn wait_until_old(paths: &[PathBuf], grace: Duration) {
         let deadline = Instant::now() + grace + Duration::from_secs(60);
-        let aged = |p: &PathBuf| age(p).unwrap().is_none_or(|a| a >= grace);
+        let clock = StoreClock::local();
+        let aged = |p: &PathBuf| age(p, &clock).unwrap().is_none_or(|a| a >= grace);
         while !paths.iter().all(aged) {
             assert!(
                 Instant::now() < deadline,
@@ -896,6 +913,7 @@ mod tests {
         Fresh {
             store,
             grace,
+            clock: store.clock(),
             marks: mark(store, grace).unwrap(),
             at: Instant::now().checked_sub(REMARK_AFTER).unwrap(),
             after_mark: Some(Box::new(move || {
@@ -1113,6 +1131,7 @@ mod tests {
         let mut fresh = Fresh {
             store: &store,
             grace,
+            clock: store.clock(),
             marks: stale,
             at: Instant::now(),
             after_mark: None,

@@ -8,6 +8,7 @@
 
 pub mod atomic;
 pub mod blobs;
+pub mod clock;
 pub mod derive;
 pub mod earned;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod writeback;
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use crate::names::{Algorithm, Digest};
 
@@ -64,6 +66,8 @@ where
 #[derive(Debug, Clone)]
 pub struct Store {
     paths: Paths,
+    /// The last reading of the store's clock ([`Store::clock`]).
+    clock: Arc<Mutex<Option<clock::StoreClock>>>,
 }
 
 impl Store {
@@ -83,7 +87,10 @@ impl Store {
         atomic::create_dirs(paths.repositories_dir())?;
         atomic::create_dirs(paths.blobs_dir(crate::names::Algorithm::Sha256))?;
         atomic::create_dirs(paths.uploads_dir())?;
-        Ok(Store { paths })
+        Ok(Store {
+            paths,
+            clock: Arc::default(),
+        })
     }
 
     /// Creates (or converts the root of) a group-shared store: the root
@@ -100,6 +107,21 @@ impl Store {
     /// The path builder of this store.
     pub fn paths(&self) -> &Paths {
         &self.paths
+    }
+
+    /// The store's clock, on which every age (gc, fsck, the upload sweep)
+    /// is read: measured on first use and again once
+    /// [`clock::REMEASURE_AFTER`] old (see [`clock`]).
+    pub fn clock(&self) -> clock::StoreClock {
+        let mut cached = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        match *cached {
+            Some(c) if !c.stale() => c,
+            _ => {
+                let c = clock::StoreClock::measure(&self.paths.berth_dir());
+                *cached = Some(c);
+                c
+            }
+        }
     }
 
     /// Records that this store backs a pull-through mirror of `upstream`,

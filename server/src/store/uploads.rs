@@ -50,7 +50,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::Body;
@@ -511,7 +511,9 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let now = SystemTime::now();
+        // Ages on the store's clock: a host whose clock runs a day ahead
+        // must not take other hosts' paused sessions for abandoned ones.
+        let clock = self.clock();
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -523,7 +525,7 @@ impl Store {
                 .or_else(|_| entry.metadata())
                 .and_then(|m| m.modified());
             let Ok(touched) = touched else { continue };
-            if now.duration_since(touched).unwrap_or_default() > max_idle {
+            if clock.since(touched) > max_idle {
                 // A session someone is writing right now is not idle.
                 let Some(_lock) =
                     FileLock::exclusive_within(&self.paths().upload_lock(&id), Duration::ZERO)?

@@ -7,12 +7,13 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use berth_transport::manifest_refs::RefKind;
 use serde_json::Value;
 
 use super::atomic::TEMP_PREFIX;
+use super::clock::StoreClock;
 use super::transient;
 use super::{Paths, Store};
 use crate::names::{Algorithm, Digest, ImageId, RepoName, Tag, UploadId};
@@ -70,30 +71,19 @@ pub(crate) fn exists(path: &Path) -> io::Result<bool> {
     Ok(metadata_followed(path)?.is_some())
 }
 
-/// Time since a file last changed: the newer of mtime and ctime, because a
-/// hard link (reusing a pool blob) updates only the ctime. `None` if gone.
-pub(crate) fn age(path: &Path) -> io::Result<Option<Duration>> {
-    use std::os::unix::fs::MetadataExt;
-    let Some(m) = metadata(path)? else {
-        return Ok(None);
-    };
-    let newest = m.mtime().max(m.ctime());
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Ok(Some(Duration::from_secs(
-        now.saturating_sub(newest).max(0) as u64
-    )))
+/// Time since a file last changed, on the store's clock (the newer of
+/// mtime and ctime, [`StoreClock::age`]). `None` if gone.
+pub(crate) fn age(path: &Path, clock: &StoreClock) -> io::Result<Option<Duration>> {
+    Ok(metadata(path)?.map(|m| clock.age(&m)))
 }
 
 /// Age of the newest entry of a directory (and the directory itself).
-pub(crate) fn dir_age(dir: &Path) -> io::Result<Option<Duration>> {
-    let Some(mut youngest) = age(dir)? else {
+pub(crate) fn dir_age(dir: &Path, clock: &StoreClock) -> io::Result<Option<Duration>> {
+    let Some(mut youngest) = age(dir, clock)? else {
         return Ok(None);
     };
     for (_, p) in entries(dir)? {
-        if let Some(a) = age(&p)? {
+        if let Some(a) = age(&p, clock)? {
             youngest = youngest.min(a);
         }
     }
