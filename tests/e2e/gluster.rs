@@ -436,3 +436,59 @@ os.close(n)
         "B was granted a lock on the deleted lock file, not on the one the name lists"
     );
 }
+
+/// A push through mount A finds an old blob present (a writer's HEAD
+/// answering 200), which renews it for gc, while gc runs through mount B
+/// right after B's client read the renewal marker. A plain `stat` through
+/// B answers a file's attributes from before a change through A for up to
+/// 1 s on GlusterFS's defaults (md-cache; measured 1.01 s, 2–3 ms with
+/// `features.cache-invalidation` and `performance.cache-invalidation` on),
+/// so a gc that judged renewals by cached attributes would remove the blob
+/// the push was told is present. gc lists the markers' directory on every
+/// mark, and a FUSE listing (readdirplus) brings each entry's attributes
+/// from the bricks: it sees the renewal. This passed before this test was
+/// written; it guards the renewal protocol across two mounts.
+#[test]
+fn gluster_gc_through_one_mount_sees_a_renewal_through_the_other() {
+    let Some(host) = gluster_host() else { return };
+    let (_work, vdir) = volume_dir("renewal");
+    let vol = Volume::create(&host, &vdir, 2, &[]);
+    let roots = vol.roots();
+    let a = HttpServer::start(&roots[0]);
+    let (found, orphan) = (random_bytes(10_000, 7095), random_bytes(10_000, 7096));
+    for b in [&found, &orphan] {
+        try_v2_push_blob(&mut Fresh(a.addr), "gluster/renew", b).unwrap();
+    }
+    let head = || {
+        let d = digest(&found);
+        let path = format!("/v2/gluster/renew/blobs/{d}");
+        let r = fetch(a.addr, "HEAD", &path, &[], b"").unwrap();
+        assert_eq!(r.status, 200);
+    };
+    head(); // the first renewal makes the marker
+    let grace = Duration::from_secs(10);
+    wait_until_older_than(&files_under(&roots[0].join("_berth")), grace);
+
+    // B's client caches the markers' attributes, as gc's mark passes do.
+    let markers = files_under(&roots[1].join("_berth/renewed"));
+    assert!(!markers.is_empty());
+    for m in &markers {
+        std::fs::metadata(m).unwrap();
+    }
+    head(); // the push's renewal, through A
+    let report = store_tool_ok(&roots[1], &["gc", "--grace", "10s"]);
+    // Asked through B, whose own removals its caches know of (A's may
+    // still answer for a removed file for a second).
+    let pool = |blob: &[u8]| {
+        let hex = digest(blob).trim_start_matches("sha256:").to_string();
+        roots[1].join("_berth/blobs/sha256").join(hex)
+    };
+    assert!(
+        pool(&found).exists(),
+        "gc through B removed the blob a push through A was just told is present:\n{report}"
+    );
+    assert!(
+        !pool(&orphan).exists(),
+        "gc kept the old orphan:\n{report}"
+    );
+}
