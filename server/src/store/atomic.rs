@@ -67,6 +67,14 @@ impl Sharing {
 
 /// `create_dir_all` with the store's directory mode: each directory this
 /// call creates gets [`Sharing::dir_mode`] of the nearest existing ancestor.
+///
+/// Each one is made durable before the next, and before the caller names
+/// anything inside: its parent is fsynced. Without that, a power cut could
+/// take a new directory (a repository's `_tags/`, an image's directory)
+/// with the fsynced files the caller renamed into it; journaling
+/// filesystems usually hide this, POSIX does not promise it. A directory
+/// another writer made at the same moment (`AlreadyExists`) is fsynced
+/// too, since that writer may not have got there yet.
 pub fn create_dirs(dir: impl AsRef<Path>) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let dir = dir.as_ref();
@@ -93,6 +101,7 @@ pub fn create_dirs(dir: impl AsRef<Path>) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
             Err(e) => return Err(e),
         }
+        sync_parent(d)?;
     }
     Ok(())
 }
@@ -240,6 +249,7 @@ pub fn remove_durable(path: &Path) -> io::Result<bool> {
 /// fsyncs the directory holding `path`, making a rename or unlink durable.
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
+        Some(dir) if dir.as_os_str().is_empty() => File::open(".")?.sync_all(),
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
     }

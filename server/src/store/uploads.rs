@@ -351,6 +351,10 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         }
+        // Durable before the answer: a closed session's data is the pool
+        // blob's inode, and a session a power cut brought back would take
+        // a retried close's bytes onto the end of it.
+        sync_parent(&gone)?;
         match fs::remove_dir_all(&gone) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),

@@ -618,6 +618,9 @@ impl Store {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
             _ => drop(lock),
         }
+        // The unlinks are durable even when the directory stays (a nested
+        // repository below it): deleted tags must not come back.
+        super::atomic::sync_parent(&lock_path)?;
         let _ = fs::remove_dir(&dir); // only succeeds when no nested repository remains
         super::atomic::sync_parent(&dir)?;
         Ok(())
