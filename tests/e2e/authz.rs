@@ -448,6 +448,91 @@ fn a_manifest_list_smuggled_into_an_image_manifest_tells_the_catalog_nothing() {
     );
 }
 
+/// The same attack through V1. Mallory pushes a V1 image whose layer is
+/// alice's private manifest's bytes into her own repository and reads its
+/// tag over V2, which derives a V2 form: its layer, that is the manifest's
+/// digest, is linked there as part of a derived image. Every link of a
+/// derived image counted as "entered as a manifest", so the index over
+/// alice's manifest was taken and projected, and alice's config and layer
+/// read through mallory's repository (found by a review, seen succeeding
+/// on the old code). Only the derived manifest itself is a manifest there.
+#[test]
+fn a_foreign_manifest_pushed_as_a_v1_layer_is_no_manifest_of_the_repository() {
+    let Some(t) = Tenants::new() else { return };
+    let server = t.start();
+    let port = server.port();
+    let known = t.known_hosts(&server);
+    let layer = random_bytes(5000, 1603);
+    let (alice_manifest, manifest_bytes) = {
+        let mut c = RegistrySession::open("ssh", Some(&t.alice.private), port, &known);
+        push_private_app(&mut c.http, &layer)
+    };
+
+    let mut c = RegistrySession::open("ssh", Some(&t.mallory.private), port, &known);
+    let mut img = V1Image::chain(1604, 1, 10);
+    img.layers[0] = manifest_bytes.clone();
+    v1_push(&mut c.http, "evil/v1", "t", &img);
+    let r = c.http.request(
+        "GET",
+        "/v2/evil/v1/manifests/t",
+        &[("Accept", "*/*")],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 200, "the V1 tag read over V2: {}", r.text());
+    let r = c.http.request(
+        "GET",
+        &format!("/v2/evil/v1/manifests/{alice_manifest}"),
+        &[("Accept", "*/*")],
+        ReqBody::None,
+    );
+    assert_eq!(
+        r.status,
+        404,
+        "a derived image's layer made a manifest: {}",
+        r.text()
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": alice_manifest, "size": manifest_bytes.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let r = c.http.request(
+        "PUT",
+        "/v2/evil/v1/manifests/u",
+        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+        ReqBody::Sized(&serde_json::to_vec(&index).unwrap()),
+    );
+    let refusal = r.text();
+    assert_eq!(
+        r.status, 400,
+        "index over a foreign manifest taken: {refusal}"
+    );
+    assert!(refusal.contains("MANIFEST_BLOB_UNKNOWN"), "{refusal}");
+    let layer_digest = digest(&layer);
+    let r = c.http.request(
+        "GET",
+        &format!("/v2/evil/v1/blobs/{layer_digest}"),
+        &[],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 404, "alice's layer read over V2 through evil/v1");
+    let r = c
+        .http
+        .request("GET", "/v1/repositories/evil/v1/tags", &[], ReqBody::None);
+    assert_eq!(r.status, 200);
+    let tags = r.json();
+    assert_eq!(
+        tags.as_object()
+            .map(|t| t.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["t".to_string()]),
+        "a V1 tag projected from alice's manifest appeared in evil/v1: {tags}"
+    );
+}
+
 /// Knowing a manifest's bytes is not holding what it names. Mallory
 /// uploads alice's private image manifest (bytes seen in a CI log, say) to
 /// her own repository as a plain blob, then pushes an index naming it. The

@@ -487,8 +487,5 @@ fn gluster_gc_through_one_mount_sees_a_renewal_through_the_other() {
         pool(&found).exists(),
         "gc through B removed the blob a push through A was just told is present:\n{report}"
     );
-    assert!(
-        !pool(&orphan).exists(),
-        "gc kept the old orphan:\n{report}"
-    );
+    assert!(!pool(&orphan).exists(), "gc kept the old orphan:\n{report}");
 }

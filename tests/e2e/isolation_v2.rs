@@ -403,6 +403,70 @@ fn the_mirror_links_only_what_the_upstream_gave_for_the_repository() {
     assert_eq!(manifest(&mut m.http, "team/one", &one), 200);
 }
 
+/// Knowing a manifest's bytes is not holding what it names, on a mirror
+/// either. Mallory, who may write `evil/` upstream, uploads alice's
+/// private manifest's bytes there as a plain blob, and GETs that blob
+/// through the mirror, whose pool already holds the bytes (alice pulled
+/// her image). The blob route linked it with the kind a mirrored manifest
+/// has, so the mirror then answered alice's manifest by digest in
+/// `evil/x` (and would have taken an index over it, had pushes been
+/// allowed) (found by a review, seen succeeding on the old code). A blob
+/// the mirror links is a blob there.
+#[test]
+fn a_manifest_mirrored_as_a_blob_is_no_manifest_of_the_repository() {
+    let Some(w) = Tenants::new() else { return };
+    let upstream = w.state.join("upstream");
+    let layer = random_bytes(4000, 1407);
+    let (alice_manifest, manifest_bytes) = {
+        let up = HttpServer::start(&upstream);
+        let mut c = tcp_conn(up.addr);
+        let d = v2_push(&mut c, "private/app", "1", std::slice::from_ref(&layer));
+        let r = c.request(
+            "GET",
+            &format!("/v2/private/app/manifests/{d}"),
+            &[("Accept", OCI_MANIFEST)],
+            ReqBody::None,
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            try_v2_push_blob(&mut c, "evil/x", &r.body).unwrap(),
+            d,
+            "the manifest's bytes uploaded upstream as a blob of evil/x"
+        );
+        (d, r.body)
+    };
+    let mirror = ssh_mirror(&w, &w.state.join("mirror-store"), &upstream);
+    let mut a = subsystem_conn(Some(&w.alice), mirror.port());
+    let r = a.http.request(
+        "GET",
+        "/v2/private/app/manifests/1",
+        &[("Accept", OCI_MANIFEST)],
+        ReqBody::None,
+    );
+    assert_eq!((r.status, r.body == manifest_bytes), (200, true));
+
+    let mut m = subsystem_conn(Some(&w.mallory), mirror.port());
+    let r = m.http.request(
+        "GET",
+        &format!("/v2/evil/x/blobs/{alice_manifest}"),
+        &[],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 200, "the upstream gives it as a blob of evil/x");
+    let r = m.http.request(
+        "GET",
+        &format!("/v2/evil/x/manifests/{alice_manifest}"),
+        &[("Accept", OCI_MANIFEST)],
+        ReqBody::None,
+    );
+    assert_eq!(
+        r.status,
+        404,
+        "a blob the mirror linked answered as a manifest of evil/x: {}",
+        r.text()
+    );
+}
+
 /// A repository's link directory.
 fn links_dir(root: &Path, repo: &str) -> PathBuf {
     root.join("_berth/v2").join(repo).join("_blobs")

@@ -267,7 +267,7 @@ impl Mirror {
                 match found {
                     Ok(true) => {
                         let (s, r, d) = (store.clone(), repo.clone(), digest.clone());
-                        blocking(move || s.link_blob_to_repo(&r, &d, &LinkVia::Mirror)).await?;
+                        blocking(move || s.link_blob_to_repo(&r, &d, &LinkVia::MirrorBlob)).await?;
                         tracing::info!(repository = %repo, blob = %digest, "mirrored blob");
                         Ok(())
                     }

@@ -81,8 +81,13 @@ pub enum LinkVia {
         /// The V1 top image id.
         image: String,
     },
-    /// Given by a pull-through mirror's upstream for this repository.
+    /// A manifest given by a pull-through mirror's upstream for this
+    /// repository (and, before [`LinkVia::MirrorBlob`] existed, a blob).
     Mirror,
+    /// A blob given by a pull-through mirror's upstream for this
+    /// repository: a blob there, never a manifest, whatever its bytes.
+    #[serde(rename = "mirror-blob")]
+    MirrorBlob,
 }
 
 /// What a link file says.
@@ -305,23 +310,31 @@ impl Store {
     }
 
     /// A manifest as seen from one repository: only one that entered it *as
-    /// a manifest* (pushed there with its references linked there, derived
-    /// for a V1 tag there, or mirrored for it; a [`LinkRecord::Legacy`] link
-    /// predates the distinction and is judged by `fsck`). The same bytes
-    /// uploaded or mounted as a plain blob are a blob there and nothing
-    /// more: knowing a manifest's bytes must not make what it names
-    /// reachable (an index over it, its V1 projection, the catalog).
+    /// a manifest* (pushed there with its references linked there, the
+    /// manifest derived for a V1 tag there, or mirrored for it as a
+    /// manifest; a [`LinkRecord::Legacy`] link predates the distinction
+    /// and is judged by `fsck`). The same bytes uploaded, mounted,
+    /// mirrored as a blob, or linked as a derived image's config or layer
+    /// (a V1 layer can be any bytes) are a blob there and nothing more:
+    /// knowing a manifest's bytes must not make what it names reachable
+    /// (an index over it, its V1 projection, the catalog).
     pub fn manifest_in_repo(
         &self,
         repo: &RepoName,
         digest: &Digest,
     ) -> io::Result<Option<(String, Vec<u8>)>> {
         let as_manifest = match self.blob_link(repo, digest)? {
-            Some(LinkRecord::Via(
-                LinkVia::Manifest | LinkVia::Derived { .. } | LinkVia::Mirror,
-            ))
+            Some(LinkRecord::Via(LinkVia::Manifest | LinkVia::Mirror))
             | Some(LinkRecord::Legacy) => true,
-            Some(LinkRecord::Via(LinkVia::Upload | LinkVia::Mount { .. }))
+            Some(LinkRecord::Via(LinkVia::Derived { image })) => match ImageId::parse(&image) {
+                Ok(top) => self
+                    .derived(&top)?
+                    .is_some_and(|record| record.manifest == *digest),
+                Err(_) => false,
+            },
+            Some(LinkRecord::Via(
+                LinkVia::Upload | LinkVia::Mount { .. } | LinkVia::MirrorBlob,
+            ))
             | Some(LinkRecord::Corrupt(_))
             | None => false,
         };
