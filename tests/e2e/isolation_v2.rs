@@ -467,6 +467,69 @@ fn a_manifest_mirrored_as_a_blob_is_no_manifest_of_the_repository() {
     );
 }
 
+/// On a mirror, what a tag's facts (`/_berth/tags`) showed of its image
+/// depended on what the pool held, not on the repository: the created time
+/// and platform come from the config, which the facts read from the pool
+/// whether or not it was linked in the repository. So a reader of
+/// `team/a` learnt from them whether anyone had pulled the same config
+/// through `team/b` (found by a review, seen on the old code). The facts
+/// follow only what the repository links.
+#[test]
+fn a_tags_facts_on_a_mirror_do_not_tell_what_other_repositories_pulled() {
+    let Some(w) = Tenants::new() else { return };
+    let upstream = w.state.join("upstream");
+    let layer = random_bytes(4000, 1408);
+    let config = {
+        let up = HttpServer::start(&upstream);
+        let mut c = tcp_conn(up.addr);
+        let a = v2_push(&mut c, "team/a", "1", std::slice::from_ref(&layer));
+        v2_push(&mut c, "team/b", "1", std::slice::from_ref(&layer));
+        let r = c.request(
+            "GET",
+            &format!("/v2/team/a/manifests/{a}"),
+            &[("Accept", OCI_MANIFEST)],
+            ReqBody::None,
+        );
+        let m: Value = serde_json::from_slice(&r.body).unwrap();
+        m["config"]["digest"].as_str().unwrap().to_string()
+    };
+    let mirror = ssh_mirror(&w, &w.state.join("mirror-store"), &upstream);
+    let mut m = subsystem_conn(Some(&w.mallory), mirror.port());
+    let facts = |c: &mut CommandConn| {
+        let r = c.http.request(
+            "GET",
+            "/_berth/tags?repository=team/a",
+            &[],
+            ReqBody::None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let manifest = m.http.request(
+        "GET",
+        "/v2/team/a/manifests/1",
+        &[("Accept", OCI_MANIFEST)],
+        ReqBody::None,
+    );
+    assert_eq!(manifest.status, 200);
+    let before = facts(&mut m);
+
+    // bob pulls the same config through team/b.
+    let mut b = subsystem_conn(Some(&w.bob), mirror.port());
+    let r = b.http.request(
+        "GET",
+        &format!("/v2/team/b/blobs/{config}"),
+        &[],
+        ReqBody::None,
+    );
+    assert_eq!(r.status, 200);
+    let after = facts(&mut m);
+    assert_eq!(
+        before, after,
+        "team/a's tag facts changed when bob pulled through team/b"
+    );
+}
+
 /// A repository's link directory.
 fn links_dir(root: &Path, repo: &str) -> PathBuf {
     root.join("_berth/v2").join(repo).join("_blobs")

@@ -342,7 +342,11 @@ fn describe_manifest(
         .as_str()
         .and_then(|d| Digest::parse(d).ok())
     {
-        if config["size"].as_u64().is_some_and(|s| s <= 4 << 20) {
+        // Only a config linked in `repo`: on a mirror the pool holds what
+        // anyone pulled through any repository, and reading it from there
+        // would tell this repository's readers what others pulled.
+        let small = config["size"].as_u64().is_some_and(|s| s <= 4 << 20);
+        if small && store.blob_in_repo(repo, &cd)? {
             if let Ok(Some(raw)) = crate::store::read_optional(&store.paths().blob(&cd)) {
                 if let Ok(c) = serde_json::from_slice::<Value>(&raw) {
                     created = c["created"].clone();
