@@ -448,6 +448,61 @@ fn a_manifest_list_smuggled_into_an_image_manifest_tells_the_catalog_nothing() {
     );
 }
 
+/// What knowing a private manifest's bytes must not give a writer of
+/// `repo`: the manifest by digest there (404), an index over it (400
+/// `MANIFEST_BLOB_UNKNOWN`), and the manifest's layer over V2 (404).
+fn assert_no_manifest_there(
+    c: &mut RegistrySession,
+    repo: &str,
+    manifest: &str,
+    manifest_bytes: &[u8],
+    layer: &[u8],
+) {
+    let r = c.http.request(
+        "GET",
+        &format!("/v2/{repo}/manifests/{manifest}"),
+        &[("Accept", "*/*")],
+        ReqBody::None,
+    );
+    assert_eq!(
+        r.status,
+        404,
+        "a foreign manifest answered by digest in {repo}: {}",
+        r.text()
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest, "size": manifest_bytes.len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    });
+    let r = c.http.request(
+        "PUT",
+        &format!("/v2/{repo}/manifests/over-foreign"),
+        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
+        ReqBody::Sized(&serde_json::to_vec(&index).unwrap()),
+    );
+    let refusal = r.text();
+    assert_eq!(
+        r.status, 400,
+        "index over a foreign manifest taken in {repo}: {refusal}"
+    );
+    assert!(refusal.contains("MANIFEST_BLOB_UNKNOWN"), "{refusal}");
+    let r = c.http.request(
+        "GET",
+        &format!("/v2/{repo}/blobs/{}", digest(layer)),
+        &[],
+        ReqBody::None,
+    );
+    assert_eq!(
+        r.status, 404,
+        "the private layer read over V2 through {repo}"
+    );
+}
+
 /// The same attack through V1. Mallory pushes a V1 image whose layer is
 /// alice's private manifest's bytes into her own repository and reads its
 /// tag over V2, which derives a V2 form: its layer, that is the manifest's
@@ -479,47 +534,7 @@ fn a_foreign_manifest_pushed_as_a_v1_layer_is_no_manifest_of_the_repository() {
         ReqBody::None,
     );
     assert_eq!(r.status, 200, "the V1 tag read over V2: {}", r.text());
-    let r = c.http.request(
-        "GET",
-        &format!("/v2/evil/v1/manifests/{alice_manifest}"),
-        &[("Accept", "*/*")],
-        ReqBody::None,
-    );
-    assert_eq!(
-        r.status,
-        404,
-        "a derived image's layer made a manifest: {}",
-        r.text()
-    );
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": alice_manifest, "size": manifest_bytes.len(),
-            "platform": {"os": "linux", "architecture": "amd64"},
-        }],
-    });
-    let r = c.http.request(
-        "PUT",
-        "/v2/evil/v1/manifests/u",
-        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
-        ReqBody::Sized(&serde_json::to_vec(&index).unwrap()),
-    );
-    let refusal = r.text();
-    assert_eq!(
-        r.status, 400,
-        "index over a foreign manifest taken: {refusal}"
-    );
-    assert!(refusal.contains("MANIFEST_BLOB_UNKNOWN"), "{refusal}");
-    let layer_digest = digest(&layer);
-    let r = c.http.request(
-        "GET",
-        &format!("/v2/evil/v1/blobs/{layer_digest}"),
-        &[],
-        ReqBody::None,
-    );
-    assert_eq!(r.status, 404, "alice's layer read over V2 through evil/v1");
+    assert_no_manifest_there(&mut c, "evil/v1", &alice_manifest, &manifest_bytes, &layer);
     let r = c
         .http
         .request("GET", "/v1/repositories/evil/v1/tags", &[], ReqBody::None);
@@ -557,45 +572,7 @@ fn a_foreign_manifest_uploaded_as_a_blob_is_no_manifest_of_the_repository() {
         try_v2_push_blob(&mut c.http, "evil/x", &manifest_bytes).unwrap(),
         alice_manifest
     );
-    let r = c.http.request(
-        "GET",
-        &format!("/v2/evil/x/manifests/{alice_manifest}"),
-        &[("Accept", "*/*")],
-        ReqBody::None,
-    );
-    assert_eq!(r.status, 404, "a blob upload made a manifest: {}", r.text());
-
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": alice_manifest, "size": manifest_bytes.len(),
-            "platform": {"os": "linux", "architecture": "amd64"},
-        }],
-    });
-    let r = c.http.request(
-        "PUT",
-        "/v2/evil/x/manifests/t",
-        &[("Content-Type", "application/vnd.oci.image.index.v1+json")],
-        ReqBody::Sized(&serde_json::to_vec(&index).unwrap()),
-    );
-    let refusal = r.text();
-    assert_eq!(
-        r.status, 400,
-        "index over a foreign manifest taken: {refusal}"
-    );
-    assert!(refusal.contains("MANIFEST_BLOB_UNKNOWN"), "{refusal}");
-
-    // Whatever the answer, nothing of alice's is readable through evil/x.
-    let layer_digest = digest(&layer);
-    let r = c.http.request(
-        "GET",
-        &format!("/v2/evil/x/blobs/{layer_digest}"),
-        &[],
-        ReqBody::None,
-    );
-    assert_eq!(r.status, 404, "alice's layer read over V2 through evil/x");
+    assert_no_manifest_there(&mut c, "evil/x", &alice_manifest, &manifest_bytes, &layer);
     let r = c
         .http
         .request("GET", "/v1/repositories/evil/x/tags", &[], ReqBody::None);

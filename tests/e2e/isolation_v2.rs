@@ -496,12 +496,9 @@ fn a_tags_facts_on_a_mirror_do_not_tell_what_other_repositories_pulled() {
     let mirror = ssh_mirror(&w, &w.state.join("mirror-store"), &upstream);
     let mut m = subsystem_conn(Some(&w.mallory), mirror.port());
     let facts = |c: &mut CommandConn| {
-        let r = c.http.request(
-            "GET",
-            "/_berth/tags?repository=team/a",
-            &[],
-            ReqBody::None,
-        );
+        let r = c
+            .http
+            .request("GET", "/_berth/tags?repository=team/a", &[], ReqBody::None);
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()
     };
