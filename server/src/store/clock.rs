@@ -15,7 +15,7 @@ use std::fs::Metadata;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::atomic::TempFile;
+use super::atomic::{create_file, TEMP_PREFIX};
 
 /// The largest difference between this host's clock and the store's
 /// that is taken for measurement error and ignored: file times of whole
@@ -46,9 +46,7 @@ impl StoreClock {
     pub fn measure(dir: &Path) -> StoreClock {
         let local_before = SystemTime::now();
         let started = Instant::now();
-        let stamped = TempFile::new_in(dir, "clock")
-            .and_then(|mut probe| probe.file().metadata())
-            .and_then(|m| m.modified());
+        let stamped = probe_stamp(dir);
         let took = started.elapsed();
         let stamp = match stamped {
             Ok(stamp) => stamp,
@@ -124,6 +122,19 @@ impl StoreClock {
     }
 }
 
+/// The time the filesystem stamps on a file created in `dir` now: a probe
+/// (`.tmp-clock-<random>`, which gc sweeps should a crash leave it) made
+/// with `O_EXCL` and removed at once. `dir` is never created: a read-only
+/// `fsck` must not write a directory, and a missing one means no clock.
+fn probe_stamp(dir: &Path) -> std::io::Result<SystemTime> {
+    let path = dir.join(format!("{TEMP_PREFIX}clock-{:016x}", rand::random::<u64>()));
+    let stamped = create_file(&path).and_then(|probe| probe.metadata()?.modified());
+    if stamped.is_ok() {
+        let _ = std::fs::remove_file(&path);
+    }
+    stamped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,10 +161,14 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
-    /// A directory that does not exist: this host's clock, no error.
+    /// A directory that does not exist: this host's clock, no error, and
+    /// the directory is not made (a read-only `fsck` writes nothing).
     #[test]
     fn without_a_probe_the_hosts_clock_is_used() {
-        let clock = StoreClock::measure(Path::new("/nonexistent/berth-clock"));
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("_berth");
+        let clock = StoreClock::measure(&missing);
         assert!(clock.since(SystemTime::now()) < Duration::from_secs(1));
+        assert!(!missing.exists(), "measuring made the directory");
     }
 }
