@@ -158,7 +158,10 @@ impl Store {
 
     /// Names in the pool, as `digest`, the bytes of `file` (open at `path`,
     /// just measured): a hard link of `path` when it is still that inode,
-    /// else a copy from `file` itself.
+    /// else a copy from `file` itself. The link is made under a temporary
+    /// name and checked there, so the digest's name is only ever given to
+    /// the inode measured (a layer replaced between the check and the link
+    /// never sits under it, not even for the moment a check takes).
     fn add_measured_to_pool(&self, path: &Path, file: &File, digest: &Digest) -> io::Result<()> {
         use std::os::unix::fs::MetadataExt as _;
         let dest = self.paths().blob(digest);
@@ -166,15 +169,26 @@ impl Store {
         super::atomic::create_dirs(&dir)?;
         let measured = file.metadata()?;
         let same_inode = |m: &fs::Metadata| m.dev() == measured.dev() && m.ino() == measured.ino();
-        if fs::metadata(path).is_ok_and(|m| same_inode(&m)) {
-            match fs::hard_link(path, &dest) {
-                Ok(()) if fs::metadata(&dest).is_ok_and(|m| same_inode(&m)) => {
-                    return sync_parent(&dest)
+        let temp = dir.join(format!(
+            "{}measured-{:016x}",
+            super::atomic::TEMP_PREFIX,
+            rand::random::<u64>()
+        ));
+        if fs::hard_link(path, &temp).is_ok() {
+            let named = if fs::metadata(&temp).is_ok_and(|m| same_inode(&m)) {
+                match fs::hard_link(&temp, &dest) {
+                    Ok(()) => Some(true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(false),
+                    Err(_) => None,
                 }
-                // Replaced between the check and the link: not what was measured.
-                Ok(()) => fs::remove_file(&dest)?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-                Err(_) => {}
+            } else {
+                None // replaced before the link: not what was measured
+            };
+            let _ = fs::remove_file(&temp);
+            match named {
+                Some(true) => return sync_parent(&dest),
+                Some(false) => return Ok(()),
+                None => {}
             }
         }
         let mut copy = TempFile::new_in(&dir, "blob")?;
