@@ -365,14 +365,20 @@ impl FileLock {
                 // cache lets go of it (GlusterFS keeps a name for its
                 // entry-timeout, 1 s by default); no event tells when.
                 Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
-                    let since = *stale_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > STALE_LOCK_FILE_PATIENCE
-                        || deadline.is_some_and(|d| Instant::now() >= d)
-                    {
+                    if patience_spent(&mut stale_since, deadline) {
                         return Err(e);
                     }
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
+                }
+                // Waiting without a deadline, the name (or its directory)
+                // vanished between our open and our create: another host
+                // unlinked it. Make the directory again below and retry.
+                Err(e) if deadline.is_none() && e.kind() == io::ErrorKind::NotFound => {
+                    if patience_spent(&mut stale_since, deadline) {
+                        return Err(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(e),
             }
@@ -423,8 +429,16 @@ fn lock_named(path: &Path, deadline: Option<Instant>, listing: bool) -> io::Resu
 }
 
 /// How long a lock file name may keep resolving to a file another host
-/// deleted (ESTALE) before the lock attempt gives up with that error.
+/// deleted (ESTALE, or gone between open and create) before the lock
+/// attempt gives up with that error.
 const STALE_LOCK_FILE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Whether the retries of a stale lock file name are over: the patience
+/// (counted from the first stale answer, `since`) or the caller's deadline.
+fn patience_spent(since: &mut Option<Instant>, deadline: Option<Instant>) -> bool {
+    let since = *since.get_or_insert_with(Instant::now);
+    since.elapsed() > STALE_LOCK_FILE_PATIENCE || deadline.is_some_and(|d| Instant::now() >= d)
+}
 
 /// What [`names_file`] found.
 #[derive(Debug, PartialEq, Eq)]
@@ -446,7 +460,14 @@ enum Naming {
 /// a replicated volume mounted twice. A listing comes from the server.
 fn names_file(path: &Path, file: &File, listing: bool) -> io::Result<Naming> {
     use std::os::unix::fs::{DirEntryExt as _, MetadataExt as _};
-    let held = file.metadata()?;
+    let held = match file.metadata() {
+        Ok(m) => m,
+        // The file we hold is gone: another host unlinked it, and its
+        // filesystem (GlusterFS, seen under load) no longer answers for
+        // it even through our descriptor. Not the file the path names.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Naming::No),
+        Err(e) => return Err(e),
+    };
     match fs::metadata(path) {
         Ok(m) if m.dev() == held.dev() && m.ino() == held.ino() => {}
         Ok(_) => return Ok(Naming::No),
@@ -522,23 +543,24 @@ impl Drop for FileLock {
 mod tests {
     use super::*;
 
-    /// Answers the steps of [`lock_named`] for a path give, in order: `true`
-    /// is ESTALE, as a GlusterFS client answers for a lock file name
-    /// another mount deleted while this one still caches it.
-    fn stale_answers() -> &'static Mutex<std::collections::HashMap<PathBuf, Vec<bool>>> {
-        static ANSWERS: OnceLock<Mutex<std::collections::HashMap<PathBuf, Vec<bool>>>> =
-            OnceLock::new();
+    /// What the steps of [`lock_named`] for a path answer, in order: an
+    /// errno (`ESTALE`, `ENOENT`), as a GlusterFS client answers for a lock
+    /// file name another mount deleted while this one still caches it, or
+    /// 0 for the step to go on.
+    type Answers = std::collections::HashMap<PathBuf, Vec<i32>>;
+    fn stale_answers() -> &'static Mutex<Answers> {
+        static ANSWERS: OnceLock<Mutex<Answers>> = OnceLock::new();
         ANSWERS.get_or_init(Default::default)
     }
 
     pub(super) fn maybe_stale(path: &Path) -> io::Result<()> {
         let mut answers = stale_answers().lock().unwrap();
-        let stale = match answers.get_mut(path) {
+        let errno = match answers.get_mut(path) {
             Some(steps) if !steps.is_empty() => steps.remove(0),
-            _ => false,
+            _ => 0,
         };
-        if stale {
-            return Err(io::Error::from_raw_os_error(libc::ESTALE));
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(errno));
         }
         Ok(())
     }
@@ -546,18 +568,21 @@ mod tests {
     /// A CI run on GlusterFS: after the holder on another mount unlinked
     /// the lock file and let go, this mount's cached name to the deleted
     /// file failed a step after the lock with ESTALE, and the lock attempt
-    /// gave up with that error instead of opening the name again. Each
-    /// step (the open, the check of the name) may meet the stale name; the
-    /// lock is taken once the cache lets go, on the file the path names.
+    /// gave up with that error instead of opening the name again; under
+    /// load the same test met ENOENT. Each step (the open, the check of
+    /// the name) may meet the stale name; the lock is taken once the cache
+    /// lets go, on the file the path names.
     #[test]
     fn a_stale_lock_file_name_at_any_step_is_opened_again() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("l");
-        // Open fine, check after the lock stale, then the open stale twice.
+        let (fine, stale, gone) = (0, libc::ESTALE, libc::ENOENT);
+        // Open fine, check after the lock stale, the open stale twice, the
+        // open gone, then open fine and the check gone, then all fine.
         stale_answers()
             .lock()
             .unwrap()
-            .insert(p.clone(), vec![false, true, true, true]);
+            .insert(p.clone(), vec![fine, stale, stale, stale, gone, fine, gone]);
         let lock = FileLock::exclusive(&p).expect("the lock, once the name is fresh");
         assert!(stale_answers().lock().unwrap()[&p].is_empty());
         use std::os::unix::fs::MetadataExt as _;
