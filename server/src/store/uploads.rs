@@ -291,9 +291,10 @@ impl Store {
         }
         let id = UploadId::new();
         let p = self.paths();
+        // `create_dirs` makes the session's directory durable (it fsyncs
+        // `_berth/uploads`) before the data file is named inside it.
         super::atomic::create_dirs(p.upload_dir(&id))?;
         super::atomic::create_file(&p.upload_data(&id))?;
-        sync_parent(&p.upload_dir(&id))?;
         Ok(id)
     }
 
