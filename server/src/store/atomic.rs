@@ -106,6 +106,15 @@ pub fn create_dirs(dir: impl AsRef<Path>) -> io::Result<()> {
     Ok(())
 }
 
+/// A fresh temporary name in `dir`, `.tmp-<label>-<random>`: what a crash
+/// leaves under it is a leftover gc and `fsck --repair` remove.
+pub fn temp_path(dir: &Path, label: &str) -> PathBuf {
+    dir.join(format!(
+        "{TEMP_PREFIX}{label}-{:016x}",
+        rand::random::<u64>()
+    ))
+}
+
 /// Creates `path`, which must not exist (`O_EXCL`), with the store's file
 /// mode for its directory; opened for writing.
 pub fn create_file(path: &Path) -> io::Result<File> {
@@ -164,8 +173,7 @@ impl TempFile {
     pub fn new_in(dir: &Path, label: &str) -> io::Result<TempFile> {
         create_dirs(dir)?;
         loop {
-            let name = format!("{TEMP_PREFIX}{label}-{:016x}", rand::random::<u64>());
-            let path = dir.join(name);
+            let path = temp_path(dir, label);
             match create_file(&path) {
                 Ok(file) => {
                     return Ok(TempFile {
@@ -361,21 +369,19 @@ impl FileLock {
                 Ok(Attempt::Replaced(_)) => unlisted_again = 0,
                 // The name resolved (through this host's name cache) to a
                 // file another host has deleted: the open, the lock or the
-                // check of the name fails with ESTALE. Open again once the
-                // cache lets go of it (GlusterFS keeps a name for its
-                // entry-timeout, 1 s by default); no event tells when.
-                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {
-                    if patience_spent(&mut stale_since, deadline) {
-                        return Err(e);
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-                // Waiting without a deadline, the name (or its directory)
-                // vanished between our open and our create: another host
-                // unlinked it. Make the directory again below and retry.
-                Err(e) if deadline.is_none() && e.kind() == io::ErrorKind::NotFound => {
-                    if patience_spent(&mut stale_since, deadline) {
+                // check of the name fails with ESTALE; or, waiting without
+                // a deadline, the name vanished between our open and our
+                // create. Open again (making the directory again below)
+                // once the cache lets go of it (GlusterFS keeps a name for
+                // its entry-timeout, 1 s by default); no event tells when.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ESTALE)
+                        || (deadline.is_none() && e.kind() == io::ErrorKind::NotFound) =>
+                {
+                    let since = *stale_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > STALE_LOCK_FILE_PATIENCE
+                        || deadline.is_some_and(|d| Instant::now() >= d)
+                    {
                         return Err(e);
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -432,13 +438,6 @@ fn lock_named(path: &Path, deadline: Option<Instant>, listing: bool) -> io::Resu
 /// deleted (ESTALE, or gone between open and create) before the lock
 /// attempt gives up with that error.
 const STALE_LOCK_FILE_PATIENCE: Duration = Duration::from_secs(30);
-
-/// Whether the retries of a stale lock file name are over: the patience
-/// (counted from the first stale answer, `since`) or the caller's deadline.
-fn patience_spent(since: &mut Option<Instant>, deadline: Option<Instant>) -> bool {
-    let since = *since.get_or_insert_with(Instant::now);
-    since.elapsed() > STALE_LOCK_FILE_PATIENCE || deadline.is_some_and(|d| Instant::now() >= d)
-}
 
 /// What [`names_file`] found.
 #[derive(Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::fs::Metadata;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::atomic::{create_file, TEMP_PREFIX};
+use super::atomic::{create_file, temp_path};
 
 /// The largest difference between this host's clock and the store's
 /// that is taken for measurement error and ignored: file times of whole
@@ -106,13 +106,25 @@ impl StoreClock {
     /// filesystems that keep no finer ones.
     pub fn age(&self, m: &Metadata) -> Duration {
         use std::os::unix::fs::MetadataExt;
-        let newest = m.mtime().max(m.ctime());
+        self.secs_since(m.mtime().max(m.ctime()))
+    }
+
+    /// Time since a file's content last changed (its mtime alone), on the
+    /// store's clock, in whole seconds: gc's test of a pool blob, whose
+    /// ctime its own removal of a V1 layer link changes.
+    pub fn mtime_age(&self, m: &Metadata) -> Duration {
+        use std::os::unix::fs::MetadataExt;
+        self.secs_since(m.mtime())
+    }
+
+    /// Whole seconds from Unix time `secs` to now; zero for a time ahead.
+    fn secs_since(&self, secs: i64) -> Duration {
         let now = self
             .now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        Duration::from_secs(now.saturating_sub(newest).max(0) as u64)
+        Duration::from_secs(now.saturating_sub(secs).max(0) as u64)
     }
 
     /// Time since `t` (a file's mtime), on the store's clock; zero for a
@@ -127,7 +139,7 @@ impl StoreClock {
 /// with `O_EXCL` and removed at once. `dir` is never created: a read-only
 /// `fsck` must not write a directory, and a missing one means no clock.
 fn probe_stamp(dir: &Path) -> std::io::Result<SystemTime> {
-    let path = dir.join(format!("{TEMP_PREFIX}clock-{:016x}", rand::random::<u64>()));
+    let path = temp_path(dir, "clock");
     let stamped = create_file(&path).and_then(|probe| probe.metadata()?.modified());
     if stamped.is_ok() {
         let _ = std::fs::remove_file(&path);

@@ -169,26 +169,17 @@ impl Store {
         super::atomic::create_dirs(&dir)?;
         let measured = file.metadata()?;
         let same_inode = |m: &fs::Metadata| m.dev() == measured.dev() && m.ino() == measured.ino();
-        let temp = dir.join(format!(
-            "{}measured-{:016x}",
-            super::atomic::TEMP_PREFIX,
-            rand::random::<u64>()
-        ));
+        let temp = super::atomic::temp_path(&dir, "measured");
         if fs::hard_link(path, &temp).is_ok() {
-            let named = if fs::metadata(&temp).is_ok_and(|m| same_inode(&m)) {
-                match fs::hard_link(&temp, &dest) {
-                    Ok(()) => Some(true),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(false),
-                    Err(_) => None,
-                }
-            } else {
-                None // replaced before the link: not what was measured
-            };
+            // `None`: replaced before the link, not what was measured.
+            let named = fs::metadata(&temp)
+                .is_ok_and(|m| same_inode(&m))
+                .then(|| fs::hard_link(&temp, &dest));
             let _ = fs::remove_file(&temp);
             match named {
-                Some(true) => return sync_parent(&dest),
-                Some(false) => return Ok(()),
-                None => {}
+                Some(Ok(())) => return sync_parent(&dest),
+                Some(Err(e)) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                _ => {} // not what was measured, or no hard links here: copy
             }
         }
         let mut copy = TempFile::new_in(&dir, "blob")?;

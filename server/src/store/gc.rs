@@ -396,23 +396,13 @@ fn blob_collectable(
     };
     let clock = &fresh.clock;
     let relinked =
-        m.nlink() > links || mtime_age(&m, clock) < grace || renewed_lately(p, d, grace, clock)?;
+        m.nlink() > links || clock.mtime_age(&m) < grace || renewed_lately(p, d, grace, clock)?;
     Ok(Some(!marked && !relinked))
 }
 
 /// Whether `path` is (still) older than the grace.
 fn old(path: &Path, grace: Duration, clock: &StoreClock) -> io::Result<bool> {
     Ok(age(path, clock)?.is_some_and(|a| a >= grace))
-}
-
-/// Time since the content of a file last changed.
-fn mtime_age(m: &fs::Metadata, clock: &StoreClock) -> Duration {
-    let now = clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Duration::from_secs(now.saturating_sub(m.mtime()).max(0) as u64)
 }
 
 /// Removes a file, returning the bytes freed (0 if other names remain).

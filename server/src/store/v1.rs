@@ -614,13 +614,10 @@ impl Store {
                 fs::remove_file(entry.path())?;
             }
         }
-        match fs::remove_file(&lock_path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-            _ => drop(lock),
-        }
-        // The unlinks are durable even when the directory stays (a nested
-        // repository below it): deleted tags must not come back.
-        super::atomic::sync_parent(&lock_path)?;
+        // Durable (the directory fsynced) even when the directory stays, a
+        // nested repository below it: deleted tags must not come back.
+        remove_durable(&lock_path)?;
+        drop(lock);
         let _ = fs::remove_dir(&dir); // only succeeds when no nested repository remains
         super::atomic::sync_parent(&dir)?;
         Ok(())
